@@ -1,0 +1,33 @@
+# The two set-up commands of the README: `make demo` and `make test`. Each creates .venv when it
+# is missing and installs the package with every extra; pip's wheel cache keeps rebuilds away.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+
+.PHONY: install test demo bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev,all]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy --strict src
+
+test: lint
+	$(BIN)/pytest -q
+
+demo: $(STAMP)
+	$(BIN)/tokenwire chat "Write one sentence about streams."
+
+bench: $(STAMP)
+	$(BIN)/python bench/dispatch.py
+
+clean:
+	rm -rf $(VENV) build dist .mypy_cache .ruff_cache

@@ -1,0 +1,86 @@
+"""Public exceptions of tokenwire.
+
+Every exception the library raises on purpose derives from :class:`TokenwireError`, so callers can
+catch one base class. Messages name what was wrong, with the offending value, and what to do.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EventDecodeError",
+    "ObserverOverflow",
+    "ProviderError",
+    "SeqEvicted",
+    "StreamFailed",
+    "StreamNotFound",
+    "TokenwireError",
+]
+
+
+class TokenwireError(Exception):
+    """Base class of every error tokenwire raises on purpose."""
+
+
+class EventDecodeError(TokenwireError, ValueError):
+    """Bytes or a dict could not be decoded into an event.
+
+    The message says what was wrong (malformed JSON, unknown ``type``, missing or mistyped field)
+    and quotes the start of the offending input.
+    """
+
+
+class ProviderError(TokenwireError):
+    """A model provider failed; the engine turns it into an ``error`` event.
+
+    Providers raise it (or any exception) from their stream; ``code`` and ``retryable`` are
+    copied into the terminal ``error`` event. Other exceptions get code ``provider_error``.
+
+    >>> raise ProviderError("upstream overloaded", code="overloaded", retryable=True)
+    Traceback (most recent call last):
+    ...
+    tokenwire.errors.ProviderError: upstream overloaded
+    """
+
+    def __init__(self, message: str, *, code: str = "provider_error", retryable: bool = False):
+        super().__init__(message)
+        self.code = code
+        self.retryable = retryable
+
+
+class StreamNotFound(TokenwireError, LookupError):
+    """An event log has no stream with this id (never created, or evicted by retention)."""
+
+
+class SeqEvicted(TokenwireError, LookupError):
+    """A reader asked for a sequence number the log no longer retains.
+
+    ``first_available`` is the oldest seq still readable; resume from there or restart the run.
+    """
+
+    def __init__(self, stream_id: str, requested: int, first_available: int):
+        super().__init__(
+            f"stream {stream_id!r}: seq {requested} is no longer retained "
+            f"(oldest retained seq is {first_available}); read from {first_available} "
+            "or raise the log's max_events"
+        )
+        self.stream_id = stream_id
+        self.requested = requested
+        self.first_available = first_available
+
+
+class ObserverOverflow(TokenwireError):
+    """A queued observer with overflow policy ``disconnect`` fell too far behind and was detached.
+
+    It can resume from the event log at the last seq it saw.
+    """
+
+
+class StreamFailed(TokenwireError):
+    """Raised by ``Response.raise_for_error()`` for a stream that ended with an ``error`` event."""
+
+    def __init__(self, error: object):
+        code = getattr(error, "code", "?")
+        source = getattr(error, "source", "?")
+        message = getattr(error, "message", "")
+        super().__init__(f"stream failed ({source}/{code}): {message}")
+        self.error = error

@@ -1,0 +1,307 @@
+"""Observers: application code notified of each event, and the dispatcher that calls them.
+
+An observer is any object with some of these methods, sync or async, each taking the event:
+``on_start``, ``on_delta``, ``on_reasoning``, ``on_tool_call_start``, ``on_tool_call_delta``,
+``on_tool_call``, ``on_tool_result``, ``on_step``, ``on_usage``, ``on_error``, ``on_done``, and
+the catch-all ``on_event`` (called for every event, after the specific method). A plain function
+(or coroutine function) taking one event is an observer too.
+
+>>> import tokenwire
+>>> from tokenwire.providers import Scripted
+>>> class Printer:
+...     def on_delta(self, event):
+...         print(event.text, end="")
+...     def on_done(self, event):
+...         print(f" [{event.finish_reason}]")
+>>> response = tokenwire.run_sync(Scripted(["Hello", " world"]), "hi", observers=[Printer()])
+Hello world [stop]
+
+Delivery is ``inline`` by default (awaited in registration order: natural backpressure) or
+through a bounded queue (:func:`tokenwire.queued`). An observer that raises is isolated: the
+stream and the other observers go on, the first failure of each observer is reported through the
+``on_observer_error`` hook (default: logged), later ones are counted. With ``strict=True`` a
+failure ends the stream with an ``error`` event instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from typing import Any, Protocol, TypeAlias
+
+from tokenwire.delivery import EventIterator, Mailbox, Queued
+from tokenwire.events import (
+    EVENT_TYPES,
+    TERMINAL_TYPES,
+    Done,
+    Error,
+    Event,
+    ReasoningDelta,
+    Start,
+    Step,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallStart,
+    ToolResult,
+    Usage,
+)
+
+__all__ = ["Dispatcher", "Observer", "ObserverErrorHook", "observe"]
+
+logger = logging.getLogger("tokenwire")
+
+ObserverErrorHook: TypeAlias = Callable[[object, "Event | None", BaseException], None]
+"""``hook(observer, event, exception)``, called once per failing observer (``event`` is None when
+the failure is not tied to one event, e.g. a queued observer disconnected for overflow)."""
+
+METHOD_FOR_TYPE: dict[type, str] = {
+    Start: "on_start",
+    TextDelta: "on_delta",
+    ReasoningDelta: "on_reasoning",
+    ToolCallStart: "on_tool_call_start",
+    ToolCallDelta: "on_tool_call_delta",
+    ToolCall: "on_tool_call",
+    ToolResult: "on_tool_result",
+    Step: "on_step",
+    Usage: "on_usage",
+    Error: "on_error",
+    Done: "on_done",
+}
+_OBSERVER_METHODS = frozenset(METHOD_FOR_TYPE.values()) | {"on_event"}
+
+
+class Observer(Protocol):
+    """The observer protocol. Every method is optional; each may be ``async``.
+
+    Implement only what you need; this class documents the names (it is not a base class you
+    must inherit).
+    """
+
+    def on_start(self, event: Start) -> Any: ...
+    def on_delta(self, event: TextDelta) -> Any: ...
+    def on_reasoning(self, event: ReasoningDelta) -> Any: ...
+    def on_tool_call_start(self, event: ToolCallStart) -> Any: ...
+    def on_tool_call_delta(self, event: ToolCallDelta) -> Any: ...
+    def on_tool_call(self, event: ToolCall) -> Any: ...
+    def on_tool_result(self, event: ToolResult) -> Any: ...
+    def on_step(self, event: Step) -> Any: ...
+    def on_usage(self, event: Usage) -> Any: ...
+    def on_error(self, event: Error) -> Any: ...
+    def on_done(self, event: Done) -> Any: ...
+    def on_event(self, event: Event) -> Any: ...
+
+
+def _default_hook(observer: object, event: Event | None, exc: BaseException) -> None:
+    where = "" if event is None else f" on {event.type} event seq {event.seq}"
+    logger.error("observer %r failed%s; later failures are only counted", observer, where, exc_info=exc)
+
+
+class _Subscriber:
+    """Bookkeeping for one registered observer."""
+
+    __slots__ = ("failures", "observer")
+
+    def __init__(self, observer: object):
+        self.observer = observer
+        self.failures = 0
+
+
+_Entry: TypeAlias = tuple[int, Callable[[Event], Any], _Subscriber]
+
+
+class Dispatcher:
+    """Calls every registered observer for each event, in order, isolating failures.
+
+    :meth:`deliver` runs synchronous observers immediately and returns ``None``; it returns an
+    awaitable only when an async observer or a full ``block`` queue needs the producer to wait,
+    so a stream with only sync observers costs no coroutine per event.
+    """
+
+    def __init__(
+        self,
+        observers: Iterable[object] = (),
+        *,
+        on_observer_error: ObserverErrorHook | None = None,
+        strict: bool = False,
+        on_strict_failure: Callable[[object, BaseException], None] | None = None,
+    ):
+        self._hook = on_observer_error or _default_hook
+        self._strict = strict
+        self._on_strict_failure = on_strict_failure
+        self._subscribers: list[_Subscriber] = []
+        self._mailboxes: list[Mailbox] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lists: dict[type, list[tuple[Callable[[Event], Any], _Subscriber]]] = {t: [] for t in EVENT_TYPES}
+        self._table: dict[type, tuple[_Entry, ...]] = {t: () for t in EVENT_TYPES}
+        for observer in observers:
+            self.add(observer)
+
+    @property
+    def failures(self) -> int:
+        """Observer failures so far (first and later ones)."""
+        return sum(s.failures for s in self._subscribers)
+
+    def add(self, observer: object) -> None:
+        """Register an observer object, a plain callable, a :class:`Queued` policy or an iterator."""
+        sub = _Subscriber(observer)
+        self._subscribers.append(sub)
+        if isinstance(observer, EventIterator):
+            self._add_all(observer.mailbox.put, sub)
+            self._mailboxes.append(observer.mailbox)
+        elif isinstance(observer, Queued):
+            mailbox = Mailbox(observer.maxsize, observer.overflow)
+            inner = Dispatcher(
+                [observer.observer],
+                on_observer_error=self._hook,
+                strict=self._strict,
+                on_strict_failure=self._on_strict_failure,
+            )
+            self._add_all(mailbox.put, sub)
+            self._mailboxes.append(mailbox)
+            self._tasks.append(asyncio.get_running_loop().create_task(_consume(mailbox, inner, sub, self)))
+        elif any(hasattr(observer, name) for name in _OBSERVER_METHODS):
+            catch_all = getattr(observer, "on_event", None)
+            for etype, name in METHOD_FOR_TYPE.items():
+                method = getattr(observer, name, None)
+                if method is not None:
+                    self._lists[etype].append((method, sub))
+                if catch_all is not None:
+                    self._lists[etype].append((catch_all, sub))
+        elif callable(observer):
+            self._add_all(observer, sub)
+        else:
+            raise TypeError(
+                f"{observer!r} is not an observer: give an object with on_delta/on_done/... or "
+                "on_event methods, a callable taking one event, tokenwire.queued(...) or an EventIterator"
+            )
+        self._table = {t: tuple((i, fn, s) for i, (fn, s) in enumerate(lst)) for t, lst in self._lists.items()}
+
+    def _add_all(self, fn: Callable[[Event], Any], sub: _Subscriber) -> None:
+        for lst in self._lists.values():
+            lst.append((fn, sub))
+
+    def deliver(self, event: Event) -> Awaitable[None] | None:
+        """Deliver one event to every observer; await the result when it is not None."""
+        entries = self._table[event.__class__]
+        for i, fn, sub in entries:
+            try:
+                r = fn(event)
+            except Exception as exc:
+                self.failed(sub, event, exc)
+                continue
+            if r is not None:
+                return self._finish(r, event, entries, i)
+        return None
+
+    async def _finish(self, r: Any, event: Event, entries: tuple[_Entry, ...], i: int) -> None:
+        sub = entries[i][2]
+        try:
+            if inspect.isawaitable(r):
+                await r
+        except Exception as exc:
+            self.failed(sub, event, exc)
+        for _, fn, sub in entries[i + 1 :]:
+            try:
+                r = fn(event)
+                if r is not None and inspect.isawaitable(r):
+                    await r
+            except Exception as exc:
+                self.failed(sub, event, exc)
+
+    def failed(self, sub: _Subscriber, event: Event | None, exc: BaseException) -> None:
+        sub.failures += 1
+        if sub.failures == 1:
+            try:
+                self._hook(sub.observer, event, exc)
+            except Exception:
+                logger.exception("on_observer_error hook failed")
+        if self._strict and self._on_strict_failure is not None:
+            self._on_strict_failure(sub.observer, exc)
+
+    async def aclose(self, drain_timeout: float = 5.0) -> None:
+        """Close the queues and wait (up to ``drain_timeout`` s) for queued observers to drain, then cancel them."""
+        for mailbox in self._mailboxes:
+            mailbox.close()
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(self._tasks, timeout=drain_timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+            logger.warning(
+                "%d queued observer(s) did not drain within %.1f s and were cancelled", len(pending), drain_timeout
+            )
+        self._tasks.clear()
+
+
+async def _consume(mailbox: Mailbox, inner: Dispatcher, sub: _Subscriber, outer: Dispatcher) -> None:
+    """Task body of a queued observer: feed its inline dispatcher until the stream ends."""
+    last: Event | None = None
+    while True:
+        try:
+            event = await mailbox.get()
+        except EOFError:
+            return
+        except Exception as exc:  # ObserverOverflow: a failure of this observer like any other
+            outer.failed(sub, last, exc)
+            return
+        last = event
+        r = inner.deliver(event)
+        if r is not None:
+            await r
+        if event.__class__ in TERMINAL_TYPES:
+            return
+
+
+async def observe(
+    events: AsyncIterable[Event],
+    *observers: object,
+    strict: bool = False,
+    on_observer_error: ObserverErrorHook | None = None,
+) -> Event | None:
+    """Drive observers from any async iterable of events: a client stream, a log read, a replay.
+
+    Events are de-duplicated by ``(stream_id, seq)`` (a resumed source may repeat some), so each
+    observer sees each seq at most once. Returns the terminal event, or None when the source ended
+    without one. With ``strict`` an observer failure is raised here instead of being isolated.
+
+    >>> import asyncio, tokenwire
+    >>> from tokenwire.providers import Scripted
+    >>> async def main():
+    ...     it = tokenwire.EventIterator()
+    ...     tokenwire.generate(Scripted(["a", "b"]), "hi", observers=[it])
+    ...     seen = []
+    ...     terminal = await tokenwire.observe(it, lambda ev: seen.append(ev.type))
+    ...     return seen, terminal.type
+    >>> asyncio.run(main())
+    (['start', 'text.delta', 'text.delta', 'done'], 'done')
+    """
+    failure: list[BaseException] = []
+
+    def on_strict(observer: object, exc: BaseException) -> None:
+        failure.append(exc)
+
+    dispatcher = Dispatcher(observers, on_observer_error=on_observer_error, strict=strict, on_strict_failure=on_strict)
+    last_seq: dict[str, int] = {}
+    terminal: Event | None = None
+    try:
+        async for event in events:
+            sid = event.stream_id
+            if event.seq <= last_seq.get(sid, -1):
+                continue
+            last_seq[sid] = event.seq
+            r = dispatcher.deliver(event)
+            if r is not None:
+                await r
+            if failure:
+                raise failure[0]
+            if event.__class__ in TERMINAL_TYPES:
+                terminal = event
+                break
+    finally:
+        await dispatcher.aclose()
+    return terminal

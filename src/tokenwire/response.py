@@ -1,0 +1,161 @@
+"""The aggregated result of a stream: what ``handle.result()`` returns.
+
+The engine feeds every event to a :class:`ResponseBuilder` (text deltas through its fast path);
+:meth:`ResponseBuilder.build` makes an immutable :class:`Response` snapshot at any time.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from tokenwire.events import (
+    Done,
+    Error,
+    Event,
+    FinishReason,
+    ReasoningDelta,
+    Stats,
+    TokenUsage,
+    ToolCall,
+    ToolResult,
+    Usage,
+)
+
+__all__ = ["Response", "ResponseBuilder"]
+
+
+class Response(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything a stream produced, aggregated.
+
+    A stream that failed keeps its partial output: ``error`` is set and ``text`` holds what came
+    before the failure.
+    """
+
+    stream_id: str
+    """Id of the stream."""
+    model: str
+    """Model that produced it."""
+    text: str = ""
+    """Concatenated text deltas."""
+    reasoning: str = ""
+    """Concatenated reasoning deltas."""
+    tool_calls: list[ToolCall] = []
+    """Completed tool calls, in order."""
+    tool_results: list[ToolResult] = []
+    """Tool results, in order."""
+    usage: TokenUsage | None = None
+    """Last usage the provider reported."""
+    finish_reason: FinishReason | None = None
+    """Set when the stream ended with ``done``; None while running or after an ``error``."""
+    error: Error | None = None
+    """The terminal error event, if the stream failed."""
+    stats: Stats | None = None
+    """Timing measured by the engine; set once the stream ended."""
+
+    @property
+    def ok(self) -> bool:
+        """True when the stream ended with ``done`` (including ``cancelled``)."""
+        return self.finish_reason is not None
+
+    def raise_for_error(self) -> Response:
+        """Raise :class:`tokenwire.StreamFailed` if the stream ended with an error; else return self."""
+        from tokenwire.errors import StreamFailed
+
+        if self.error is not None:
+            raise StreamFailed(self.error)
+        return self
+
+
+class ResponseBuilder:
+    """Accumulates events into a :class:`Response` and measures the stream's timing."""
+
+    __slots__ = (
+        "deltas",
+        "first_token_ts",
+        "last_delta_ts",
+        "max_gap",
+        "model",
+        "reasoning_parts",
+        "stall_gap",
+        "stalls",
+        "start_ts",
+        "stream_id",
+        "terminal",
+        "text_parts",
+        "tool_calls",
+        "tool_results",
+        "usage",
+    )
+
+    def __init__(self, stream_id: str, model: str, start_ts: float, stall_gap: float):
+        self.stream_id = stream_id
+        self.model = model
+        self.start_ts = start_ts
+        self.stall_gap = stall_gap
+        self.text_parts: list[str] = []
+        self.reasoning_parts: list[str] = []
+        self.tool_calls: list[ToolCall] = []
+        self.tool_results: list[ToolResult] = []
+        self.usage: TokenUsage | None = None
+        self.terminal: Done | Error | None = None
+        self.deltas = 0
+        self.first_token_ts: float | None = None
+        self.last_delta_ts = 0.0
+        self.max_gap = 0.0
+        self.stalls = 0
+
+    def delta(self, ts: float, count: int = 1) -> None:
+        """Record the timing of one output delta (text, reasoning or tool-call fragment).
+
+        ``count=0`` records timing only (a tool call's start is the first output, not a token).
+        """
+        if self.first_token_ts is None:
+            self.first_token_ts = ts
+        else:
+            gap = ts - self.last_delta_ts
+            if gap > self.max_gap:
+                self.max_gap = gap
+            if gap >= self.stall_gap:
+                self.stalls += 1
+        self.last_delta_ts = ts
+        self.deltas += count
+
+    def add(self, event: Event) -> None:
+        """Record any event except text deltas, which the engine adds to ``text_parts`` itself."""
+        cls = event.__class__
+        if cls is ReasoningDelta:
+            self.reasoning_parts.append(event.text)  # type: ignore[union-attr]
+        elif cls is ToolCall:
+            self.tool_calls.append(event)  # type: ignore[arg-type]
+        elif cls is ToolResult:
+            self.tool_results.append(event)  # type: ignore[arg-type]
+        elif cls is Usage:
+            self.usage = TokenUsage(event.input_tokens, event.output_tokens)  # type: ignore[union-attr]
+
+    def stats(self, end_ts: float) -> Stats:
+        output_tokens = self.usage.output_tokens if self.usage is not None else self.deltas
+        first = self.first_token_ts
+        gen_time = end_ts - first if first is not None else 0.0
+        return Stats(
+            duration_s=end_ts - self.start_ts,
+            ttft_s=None if first is None else first - self.start_ts,
+            output_tokens=output_tokens,
+            tokens_per_s=output_tokens / gen_time if gen_time > 0 else 0.0,
+            max_gap_s=self.max_gap,
+            stalls=self.stalls,
+        )
+
+    def build(self) -> Response:
+        terminal = self.terminal
+        return Response(
+            stream_id=self.stream_id,
+            model=self.model,
+            text="".join(self.text_parts),
+            reasoning="".join(self.reasoning_parts),
+            tool_calls=list(self.tool_calls),
+            tool_results=list(self.tool_results),
+            usage=self.usage,
+            finish_reason=terminal.finish_reason if isinstance(terminal, Done) else None,
+            error=terminal if isinstance(terminal, Error) else None,
+            stats=None if terminal is None else self.stats(terminal.ts),
+        )

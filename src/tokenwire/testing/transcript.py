@@ -1,0 +1,79 @@
+"""Transcripts: a recorded stream, one JSON event per line (JSONL).
+
+>>> import tokenwire
+>>> from tokenwire.providers import Scripted
+>>> from tokenwire.testing import Transcript
+>>> t = Transcript()
+>>> _ = tokenwire.run_sync(Scripted(["Hi"]), "hello", observers=[t])
+>>> t.types
+['start', 'text.delta', 'done']
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import IO
+
+from tokenwire.events import TERMINAL_TYPES, Event, TextDelta, encode, load_jsonl
+
+__all__ = ["Transcript"]
+
+
+class Transcript:
+    """An observer that records every event, and writes them as JSONL to ``path`` if given.
+
+    The file is written as events arrive and closed after the terminal event, so a crash leaves
+    every event up to it on disk.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None):
+        self.path = path
+        self.events: list[Event] = []
+        self._file: IO[bytes] | None = open(path, "wb") if path is not None else None  # noqa: SIM115
+
+    def on_event(self, event: Event) -> None:
+        self.events.append(event)
+        f = self._file
+        if f is not None:
+            f.write(encode(event) + b"\n")
+            if event.__class__ in TERMINAL_TYPES:
+                self.close()
+
+    def close(self) -> None:
+        """Flush and close the JSONL file (done automatically after the terminal event)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Transcript:
+        """Read a JSONL transcript; raises :class:`~tokenwire.EventDecodeError` at the first bad line."""
+        transcript = cls()
+        transcript.events = load_jsonl(path)
+        transcript.path = path
+        return transcript
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the recorded events as JSONL."""
+        with open(path, "wb") as f:
+            f.writelines(encode(e) + b"\n" for e in self.events)
+
+    @property
+    def types(self) -> list[str]:
+        """The event types in order."""
+        return [e.type for e in self.events]
+
+    @property
+    def text(self) -> str:
+        """The concatenated text deltas."""
+        return "".join(e.text for e in self.events if isinstance(e, TextDelta))
+
+    def __iter__(self) -> Iterator[Event]:
+        return iter(self.events)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def __getitem__(self, index: int) -> Event:
+        return self.events[index]
