@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
+pytest_plugins = ["pytester"]
+
 
 def other_tasks() -> set[asyncio.Task[object]]:
     """Tasks alive besides the current one."""

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from conftest import other_tasks
 
 import tokenwire
+from conftest import other_tasks
 from tokenwire.events import Done, Error, ReasoningDelta, Step, TextDelta, ToolCall, ToolCallDelta, ToolCallStart, Usage
 from tokenwire.providers import Delay, Scripted, Stall
 from tokenwire.request import Request
@@ -22,7 +23,7 @@ Factory = Callable[..., Scripted]
 def check_lifecycle(events: list[tokenwire.Event]) -> None:
     assert events[0].type == "start"
     assert [e.seq for e in events] == list(range(len(events)))
-    assert all(a.ts <= b.ts for a, b in zip(events, events[1:], strict=False))
+    assert all(a.ts <= b.ts for a, b in itertools.pairwise(events))
     assert len({e.stream_id for e in events}) == 1
     assert events[-1].type in ("done", "error")
     assert sum(e.type in ("done", "error") for e in events) == 1
@@ -71,9 +72,7 @@ async def test_happy_path_transcript(scripted: Factory) -> None:
 
 
 async def test_stats_measure_gaps_and_stalls() -> None:
-    handle = tokenwire.generate(
-        Scripted(["a", Delay(0.08), "b", "c"]), "hi", limits=tokenwire.Limits(stall_gap_s=0.05)
-    )
+    handle = tokenwire.generate(Scripted(["a", Delay(0.08), "b", "c"]), "hi", limits=tokenwire.Limits(stall_gap_s=0.05))
     done = await handle.wait()
     assert isinstance(done, Done)
     stats = done.stats
@@ -220,7 +219,7 @@ async def test_limits_end_the_stream_with_a_limit_error(
 
 async def test_slow_but_steady_stream_is_not_stalled() -> None:
     items: list[object] = []
-    for word in "one two three four five six".split():
+    for word in ["one", "two", "three", "four", "five", "six"]:
         items += [word, Delay(0.02)]
     limits = tokenwire.Limits(stall_timeout_s=0.05, first_token_timeout_s=0.05)
     response = await tokenwire.generate(Scripted(items), "hi", limits=limits)  # type: ignore[arg-type]
@@ -245,7 +244,7 @@ async def test_max_output_tokens_ends_with_length(scripted: Factory) -> None:
 
 
 def test_limits_are_validated() -> None:
-    with pytest.raises(ValueError, match="Limits.stall_timeout_s must be > 0"):
+    with pytest.raises(ValueError, match=r"Limits\.stall_timeout_s must be > 0"):
         tokenwire.Limits(stall_timeout_s=0)
 
 
@@ -304,7 +303,7 @@ async def test_shared_log_holds_many_streams() -> None:
 async def test_generate_rejects_what_is_not_a_provider() -> None:
     with pytest.raises(TypeError, match="is not a provider"):
         tokenwire.generate(object(), "hi")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="request must be a str prompt or a tokenwire.Request"):
+    with pytest.raises(TypeError, match=r"request must be a str prompt or a tokenwire\.Request"):
         tokenwire.generate(Scripted([]), 42)  # type: ignore[arg-type]
 
 

@@ -136,13 +136,18 @@ class Mailbox:
         self._q = out
 
     async def _wait_and_put(self, event: Event) -> None:
-        while len(self._q) >= self.maxsize and not self.closed:
-            fut = asyncio.get_running_loop().create_future()
-            self._putter = fut
-            await fut
-        if not self.closed:
-            self._q.append(event)
-            self._wake_getter()
+        try:
+            while len(self._q) >= self.maxsize and not self.closed:
+                fut = asyncio.get_running_loop().create_future()
+                self._putter = fut
+                await fut
+        finally:
+            # Also when the producer is cancelled while waiting: the event was already appended to
+            # the log and given to other observers, so this subscriber gets it too (one over the
+            # bound) rather than a gap in seq.
+            if not self.closed:
+                self._q.append(event)
+                self._wake_getter()
 
     def _after_get(self) -> None:
         p = self._putter

@@ -134,6 +134,7 @@ class Dispatcher:
         self._subscribers: list[_Subscriber] = []
         self._mailboxes: list[Mailbox] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._interrupted: tuple[Event, tuple[_Entry, ...]] | None = None
         self._lists: dict[type, list[tuple[Callable[[Event], Any], _Subscriber]]] = {t: [] for t in EVENT_TYPES}
         self._table: dict[type, tuple[_Entry, ...]] = {t: () for t in EVENT_TYPES}
         for observer in observers:
@@ -197,13 +198,37 @@ class Dispatcher:
         return None
 
     async def _finish(self, r: Any, event: Event, entries: tuple[_Entry, ...], i: int) -> None:
-        sub = entries[i][2]
+        n = len(entries)
         try:
-            if inspect.isawaitable(r):
-                await r
-        except Exception as exc:
-            self.failed(sub, event, exc)
-        for _, fn, sub in entries[i + 1 :]:
+            while True:
+                try:
+                    if inspect.isawaitable(r):
+                        await r
+                except Exception as exc:
+                    self.failed(entries[i][2], event, exc)
+                i += 1
+                if i >= n:
+                    return
+                _, fn, sub = entries[i]
+                try:
+                    r = fn(event)
+                except Exception as exc:
+                    self.failed(sub, event, exc)
+                    r = None
+        except asyncio.CancelledError:
+            # The stream was cancelled mid-delivery: the observers after this one have not seen
+            # the event yet. The engine hands it to them (resume_interrupted) before the terminal
+            # event, so no observer sees a gap in seq.
+            self._interrupted = (event, entries[i + 1 :])
+            raise
+
+    async def resume_interrupted(self) -> None:
+        """Finish a delivery that a cancellation interrupted (called by the engine before the terminal)."""
+        if self._interrupted is None:
+            return
+        event, rest = self._interrupted
+        self._interrupted = None
+        for _, fn, sub in rest:
             try:
                 r = fn(event)
                 if r is not None and inspect.isawaitable(r):

@@ -28,6 +28,7 @@ Hello
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import threading
 import uuid
@@ -313,7 +314,9 @@ class StreamHandle:
                 r = deliver(event)
                 if r is not None:
                     await r
-                if builder.deltas >= max_tokens and self._stop is None:
+                if self._stop is not None:  # a strict observer failed, or a limit fired during delivery
+                    break
+                if builder.deltas >= max_tokens:
                     self._stop = Done(finish_reason="length", reason=f"max_output_tokens={max_tokens} reached")
                     break
         except asyncio.CancelledError:
@@ -348,6 +351,7 @@ class StreamHandle:
                         self._stop = Error(
                             code="provider_error", message=f"closing the provider failed: {exc}", source="provider"
                         )
+        await self._dispatcher.resume_interrupted()
         builder = self._builder
         now = max(time(), self._last_ts)
         stop = self._stop
@@ -543,6 +547,7 @@ class SyncStream(Iterator[Event]):
         self._buffer: deque[Event] = deque()
         self._ended = False
         self._closed = False
+        self._pending: concurrent.futures.Future[list[Event]] | None = None
         self._iterator = EventIterator(maxsize=kwargs.pop("maxsize", 1024), overflow="block")
 
         async def start() -> StreamHandle:
@@ -577,7 +582,12 @@ class SyncStream(Iterator[Event]):
         if not self._buffer:
             if self._ended or self._closed:
                 raise StopIteration
-            batch = self._call(self._iterator.next_batch())
+            # Keep the request across a KeyboardInterrupt: a second request would race the first
+            # for the same events.
+            if self._pending is None:
+                self._pending = asyncio.run_coroutine_threadsafe(self._iterator.next_batch(), self._loop)
+            batch = self._pending.result()
+            self._pending = None
             if not batch:
                 self._ended = True
                 self.close()

@@ -1,0 +1,5 @@
+"""``python -m tokenwire`` runs the command line."""
+
+from tokenwire.cli import main
+
+main()
