@@ -12,6 +12,7 @@ from tokenwire import providers
 from tokenwire.delivery import EventIterator, Overflow, Queued, queued
 from tokenwire.errors import (
     EventDecodeError,
+    ModelLoadError,
     ObserverOverflow,
     ProviderError,
     SeqEvicted,
@@ -57,6 +58,7 @@ __all__ = [
     "EventLog",
     "Limits",
     "MemoryLog",
+    "ModelLoadError",
     "Message",
     "Observer",
     "ObserverOverflow",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "EventDecodeError",
+    "ModelLoadError",
     "ObserverOverflow",
     "ProviderError",
     "SeqEvicted",
@@ -45,6 +46,17 @@ class ProviderError(TokenwireError):
         super().__init__(message)
         self.code = code
         self.retryable = retryable
+
+
+class ModelLoadError(ProviderError):
+    """A local model could not be loaded (missing file, corrupt GGUF, missing extra).
+
+    Raised by the constructor for a missing file; a model that fails to load during a stream ends
+    it with an ``error`` event (code ``model_load_failed``).
+    """
+
+    def __init__(self, message: str):
+        super().__init__(message, code="model_load_failed")
 
 
 class StreamNotFound(TokenwireError, LookupError):

