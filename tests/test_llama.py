@@ -1,0 +1,190 @@
+"""The embedded llama.cpp provider, on the real bundled Gemma 3 270M model.
+
+Fixed seeds and short outputs; assertions on event sequences and invariants, not on wording.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import tokenwire
+from tokenwire.events import Error, TextDelta, ToolCall, ToolCallDelta, ToolCallStart, Usage
+from tokenwire.providers import LlamaCpp
+from tokenwire.request import Message, Request, ToolSpec
+from tokenwire.testing import Transcript, assert_transcript
+
+WEATHER = ToolSpec(
+    "get_weather",
+    "Current weather for a city",
+    {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
+        "required": ["city", "unit"],
+    },
+)
+ADD = ToolSpec(
+    "add",
+    "Add two integers",
+    {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]},
+)
+
+
+@pytest.fixture(scope="module")
+def gemma() -> Iterator[LlamaCpp]:
+    provider = LlamaCpp.default()
+    provider.load()
+    yield provider
+    provider.close()
+
+
+def ask(prompt: str, **kwargs: object) -> Request:
+    kwargs.setdefault("seed", 7)
+    kwargs.setdefault("max_tokens", 24)
+    return Request([Message("user", prompt)], **kwargs)  # type: ignore[arg-type]
+
+
+async def test_streams_tokens_with_usage_from_the_model_tokenizer(gemma: LlamaCpp) -> None:
+    t = Transcript()
+    response = await tokenwire.generate(gemma, ask("Write a haiku about rivers."), observers=[t])
+    assert_transcript(t.events, [{"type": "start", "model": "gemma-3-270m-q4_k_m"}, "text.delta", ..., "usage", "done"])
+    deltas = [e for e in t.events if isinstance(e, TextDelta)]
+    assert len(deltas) >= 3 and response.text == "".join(d.text for d in deltas)
+    usage = t.events[-2]
+    assert isinstance(usage, Usage)
+    prompt_tokens = gemma.load().tokenize(
+        gemma.format_prompt(ask("Write a haiku about rivers.")).encode(), special=True
+    )
+    assert usage.input_tokens == len(prompt_tokens)
+    assert len(deltas) <= usage.output_tokens <= 24
+    assert response.finish_reason in ("stop", "length")
+    assert response.stats is not None and response.stats.ttft_s is not None and response.stats.tokens_per_s > 5
+
+
+async def test_same_seed_same_text_and_max_tokens_gives_length(gemma: LlamaCpp) -> None:
+    a = await tokenwire.generate(gemma, ask("Name three colors.", temperature=0.9, max_tokens=12))
+    b = await tokenwire.generate(gemma, ask("Name three colors.", temperature=0.9, max_tokens=12))
+    assert a.text == b.text and a.text
+    assert a.usage is not None and a.usage.output_tokens == 12 and a.finish_reason == "length"
+
+
+async def test_stop_sequences_end_the_answer_before_the_stop_text(gemma: LlamaCpp) -> None:
+    full = await tokenwire.generate(gemma, ask("Write a haiku about rivers.", temperature=0.0, max_tokens=30))
+    assert len(full.text) > 10
+    stop = full.text[8:11]
+    cut = await tokenwire.generate(
+        gemma, ask("Write a haiku about rivers.", temperature=0.0, max_tokens=30, stop=[stop])
+    )
+    assert cut.text == full.text[: full.text.index(stop)]
+    assert cut.finish_reason == "stop"
+
+
+async def test_event_loop_stays_responsive_during_generation(gemma: LlamaCpp) -> None:
+    lags: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            t0 = time.perf_counter()
+            await asyncio.sleep(0.005)
+            lags.append(time.perf_counter() - t0 - 0.005)
+
+    tick = asyncio.create_task(ticker())
+    await tokenwire.generate(gemma, ask("Tell a story about a fox.", max_tokens=30))
+    tick.cancel()
+    assert len(lags) > 20
+    assert max(lags) < 0.05, f"the loop was blocked for {max(lags) * 1000:.0f} ms"
+
+
+async def test_cancel_stops_generation_within_one_token(gemma: LlamaCpp, no_thread_leaks: None) -> None:
+    t = Transcript()
+    handle = tokenwire.generate(gemma, ask("Tell a long story about the sea.", max_tokens=300), observers=[t])
+    while sum(isinstance(e, TextDelta) for e in t.events) < 5:
+        await asyncio.sleep(0.005)
+    t0 = time.perf_counter()
+    handle.cancel("stop")
+    terminal = await handle.wait()
+    latency = time.perf_counter() - t0
+    assert latency < 0.1, f"cancel-to-terminal took {latency * 1000:.0f} ms"
+    assert terminal.type == "done" and terminal.finish_reason == "cancelled"
+    assert sum(isinstance(e, TextDelta) for e in t.events) < 30
+    # The model is free again at once: the next stream runs.
+    assert (await tokenwire.generate(gemma, ask("Hi", max_tokens=3))).text
+
+
+async def test_concurrent_streams_share_the_model_one_at_a_time(gemma: LlamaCpp) -> None:
+    a = tokenwire.generate(gemma, ask("Count to five.", max_tokens=10))
+    b = tokenwire.generate(gemma, ask("Count to five.", max_tokens=10))
+    ra, rb = await a, await b
+    assert ra.text == rb.text and ra.finish_reason == rb.finish_reason == "length"
+
+
+async def test_required_tool_call_streams_valid_arguments(gemma: LlamaCpp) -> None:
+    t = Transcript()
+    request = ask("What is the weather in Paris?", tools=[WEATHER, ADD], tool_choice="required", max_tokens=60)
+    response = await tokenwire.generate(gemma, request, observers=[t])
+    assert_transcript(t.events, ["start", "tool_call.start", "tool_call.delta", ..., "tool_call", "usage", "done"])
+    start = t.events[1]
+    assert isinstance(start, ToolCallStart) and start.name in ("get_weather", "add")
+    call = next(e for e in t.events if isinstance(e, ToolCall))
+    assert call.call_id == start.call_id
+    fragments = "".join(e.args_delta for e in t.events if isinstance(e, ToolCallDelta))
+    import json
+
+    assert json.loads(fragments) == call.args
+    if call.name == "get_weather":
+        assert isinstance(call.args["city"], str) and call.args["unit"] in ("c", "f")
+    else:
+        assert isinstance(call.args["a"], int) and isinstance(call.args["b"], int)
+    assert response.finish_reason == "tool_calls" and response.tool_calls == [call]
+
+
+async def test_named_tool_choice_calls_that_tool(gemma: LlamaCpp) -> None:
+    response = await tokenwire.generate(
+        gemma, ask("Add 2 and 3.", tools=[WEATHER, ADD], tool_choice="add", max_tokens=40)
+    )
+    assert [c.name for c in response.tool_calls] == ["add"]
+    assert set(response.tool_calls[0].args) == {"a", "b"}
+
+
+async def test_unknown_named_tool_is_a_clear_error(gemma: LlamaCpp) -> None:
+    terminal = await tokenwire.generate(gemma, ask("x", tools=[ADD], tool_choice="nope")).wait()
+    assert isinstance(terminal, Error) and terminal.code == "invalid_request" and "'nope'" in terminal.message
+
+
+async def test_auto_tool_choice_either_answers_or_calls(gemma: LlamaCpp) -> None:
+    for seed in (1, 2, 3):
+        t = Transcript()
+        response = await tokenwire.generate(
+            gemma, ask("What is 2 plus 3?", tools=[ADD], tool_choice="auto", seed=seed, max_tokens=30), observers=[t]
+        )
+        assert response.error is None
+        if response.tool_calls:
+            assert response.finish_reason == "tool_calls" and set(response.tool_calls[0].args) == {"a", "b"}
+        else:
+            assert response.text and response.finish_reason in ("stop", "length")
+
+
+def test_missing_model_file_fails_at_construction(tmp_path: Path) -> None:
+    with pytest.raises(tokenwire.ModelLoadError, match="does not exist"):
+        LlamaCpp(tmp_path / "nope.gguf")
+
+
+async def test_corrupt_gguf_is_an_error_event_not_a_hang(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\x00" * 1000)
+    terminal = await asyncio.wait_for(tokenwire.generate(LlamaCpp(bad), "hi").wait(), 30)
+    assert isinstance(terminal, Error)
+    assert (terminal.code, terminal.source) == ("model_load_failed", "provider")
+    assert "could not load GGUF model" in terminal.message
+
+
+async def test_context_overflow_is_a_clear_error() -> None:
+    small = LlamaCpp.default(n_ctx=64)
+    terminal = await tokenwire.generate(small, "word " * 200).wait()
+    small.close()
+    assert isinstance(terminal, Error) and terminal.code == "context_length_exceeded"
+    assert "context window is 64" in terminal.message
