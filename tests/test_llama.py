@@ -101,9 +101,14 @@ async def test_event_loop_stays_responsive_during_generation(gemma: LlamaCpp) ->
 
 async def test_cancel_stops_generation_within_one_token(gemma: LlamaCpp, no_thread_leaks: None) -> None:
     t = Transcript()
-    handle = tokenwire.generate(gemma, ask("Tell a long story about the sea.", max_tokens=300), observers=[t])
-    while sum(isinstance(e, TextDelta) for e in t.events) < 5:
-        await asyncio.sleep(0.005)
+    five = asyncio.Event()
+
+    def count(e: tokenwire.Event) -> None:
+        if sum(isinstance(x, TextDelta) for x in t.events) >= 5:
+            five.set()
+
+    handle = tokenwire.generate(gemma, ask("Tell a long story about the sea.", max_tokens=300), observers=[t, count])
+    await five.wait()
     t0 = time.perf_counter()
     handle.cancel("stop")
     terminal = await handle.wait()
