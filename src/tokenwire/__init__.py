@@ -9,6 +9,7 @@ The public API is what ``__all__`` lists; submodules hold one concept each (DESI
 """
 
 from tokenwire import providers
+from tokenwire.chunking import coalesce, coalesce_events
 from tokenwire.delivery import EventIterator, Overflow, Queued, queued
 from tokenwire.errors import (
     EventDecodeError,
@@ -87,6 +88,8 @@ __all__ = [
     "ToolSpec",
     "Usage",
     "__version__",
+    "coalesce",
+    "coalesce_events",
     "decode",
     "encode",
     "generate",

@@ -1,0 +1,455 @@
+"""Coalescers: turn token deltas into user-visible units (sans-I/O core plus two thin shells).
+
+A :class:`Coalescer` takes text and the current time and returns the chunks to emit; it has no
+clock, no timer and no ``await``. Four units:
+
+- :func:`words` — a chunk per word: it ends before the whitespace that follows a word (chunks
+  never end in a space) and keeps punctuation runs (``...``, ``?!``) whole; in scripts written
+  without spaces (Chinese, Japanese, Thai …) every grapheme is a word, with punctuation attached
+  to the character before it;
+- :func:`sentences` — a chunk per sentence (after ``.``, ``!``, ``?``, ``…`` and a following space,
+  or after ``。！？`` directly, or after a newline): the unit text-to-speech wants;
+- :func:`lines` — a chunk per line, newline included;
+- :func:`code_blocks` — words outside fenced code blocks, whole lines inside them.
+
+Every coalescer bounds latency: text that has waited ``max_delay_s`` (default one frame, 16 ms)
+goes out on the next :meth:`Coalescer.poll`, except a trailing whitespace or punctuation run and an
+unfinished grapheme cluster, which wait for the next text so no chunk ends in a space or splits
+``"..."``. ``max_delay_s=None`` disables the bound (sentences for TTS). ``min_chars`` merges short
+units. No chunk boundary ever falls inside a grapheme cluster (combining marks, emoji ZWJ
+sequences, flags, Hangul syllables), and :meth:`Coalescer.flush` returns the rest at the end: the
+concatenated chunks always equal the concatenated input.
+
+>>> c = words(max_delay_s=None)
+>>> c.feed("Hel", now=0.0), c.feed("lo wor", now=0.01), c.feed("ld...", now=0.02), c.flush()
+([], ['Hello'], [], [' world...'])
+>>> s = sentences(max_delay_s=None)
+>>> s.feed("Hi there. How are", now=0), s.feed(" you?", now=0), s.flush()
+(['Hi there.'], [], [' How are you?'])
+
+Shells: :func:`coalesce` wraps an observer, :func:`coalesce_events` transforms an async iterator
+of events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import unicodedata
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from time import time
+from typing import Any, Literal, TypeAlias
+
+import msgspec
+import regex
+
+from tokenwire.events import Event, TextDelta
+
+__all__ = [
+    "Coalesce",
+    "Coalescer",
+    "Unit",
+    "code_blocks",
+    "coalesce",
+    "coalesce_events",
+    "coalescer",
+    "lines",
+    "sentences",
+    "words",
+]
+
+Unit: TypeAlias = Literal["words", "sentences", "lines", "code_blocks"]
+
+_CLUSTER = regex.compile(r"\X")
+_TERMINAL_PUNCT = frozenset(".!?…")
+_CJK_TERMINAL = frozenset("。！？｡")
+_CLOSERS = frozenset("\"')]}»”’」』）】〉》")
+_RUN_PUNCT = frozenset(".!?…,;:") | _CJK_TERMINAL
+
+
+def _no_space_script(ch: str) -> bool:
+    """Scripts written without spaces between words: each grapheme is a word."""
+    cp = ord(ch)
+    return (
+        0x2E80 <= cp <= 0x9FFF  # CJK radicals, kana, CJK unified ideographs
+        or 0xF900 <= cp <= 0xFAFF  # CJK compatibility ideographs
+        or 0x20000 <= cp <= 0x3FFFF  # CJK extensions
+        or 0x0E00 <= cp <= 0x0EFF  # Thai, Lao
+        or 0x1000 <= cp <= 0x109F  # Myanmar
+        or 0x1780 <= cp <= 0x17FF  # Khmer
+        or 0xFF66 <= cp <= 0xFF9F  # half-width katakana
+    )
+
+
+def _is_punct(ch: str) -> bool:
+    return unicodedata.category(ch)[0] == "P" or ch in _CLOSERS
+
+
+class Coalescer:
+    """Sans-I/O coalescer; subclasses define where a unit may end (:meth:`boundary`)."""
+
+    def __init__(self, *, max_delay_s: float | None = 0.016, min_chars: int = 1):
+        if max_delay_s is not None and max_delay_s < 0:
+            raise ValueError(f"max_delay_s must be >= 0 or None, got {max_delay_s!r}")
+        if min_chars < 1:
+            raise ValueError(f"min_chars must be >= 1, got {min_chars!r}")
+        self.max_delay_s = max_delay_s
+        self.min_chars = min_chars
+        self._buf = ""
+        self._arrivals: deque[tuple[int, float]] = deque()  # (offset in _buf where a feed began, time)
+
+    # -- the unit ------------------------------------------------------------------------------
+
+    def boundary(self, prev: str, nxt: str, before: str) -> bool:
+        """May a chunk end between grapheme clusters ``prev`` and ``nxt``? ``before`` is the text so far."""
+        raise NotImplementedError
+
+    # -- feeding -------------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> str:
+        """Text received but not emitted yet."""
+        return self._buf
+
+    @property
+    def deadline(self) -> float | None:
+        """When :meth:`poll` should run next (None: nothing waits, or no time bound)."""
+        if not self._buf or self.max_delay_s is None or not self._arrivals:
+            return None
+        return self._arrivals[0][1] + self.max_delay_s
+
+    def feed(self, text: str, now: float) -> list[str]:
+        """Add text received at ``now``; returns the complete units to emit."""
+        if not text:
+            return []
+        self._arrivals.append((len(self._buf), now))
+        self._buf += text
+        return self._emit_units()
+
+    def poll(self, now: float) -> list[str]:
+        """Emit what has waited ``max_delay_s`` (all but an unfinished tail)."""
+        deadline = self.deadline
+        if deadline is None or now < deadline:
+            return []
+        cut = self._safe_cut(self._buf)
+        return self._take(cut) if cut > 0 else []
+
+    def flush(self) -> list[str]:
+        """Everything that is left (the stream ended or a non-text event arrived)."""
+        if not self._buf:
+            return []
+        units = self._emit_units()
+        return [*units, *self._take(len(self._buf))] if self._buf else units
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _emit_units(self) -> list[str]:
+        buf = self._buf
+        clusters = [m.span() for m in _CLUSTER.finditer(buf)]
+        out: list[str] = []
+        start = 0
+        # A break between two clusters, once the first character after it is known, is final
+        # (UAX #29 decides breaks from the text before them), so clusters i-1 and i are stable.
+        for i in range(1, len(clusters)):
+            pos = clusters[i][0]
+            if pos - start < self.min_chars:
+                continue
+            prev = buf[clusters[i - 1][0] : pos]
+            nxt = buf[pos : clusters[i][1]]
+            if self.boundary(prev, nxt, buf[:pos]):
+                out.append(buf[start:pos])
+                start = pos
+        if start:
+            self._consume(start)
+        return out
+
+    def _take(self, n: int) -> list[str]:
+        chunk = self._buf[:n]
+        self._consume(n)
+        return [chunk]
+
+    def _consume(self, n: int) -> None:
+        self._buf = self._buf[n:]
+        arrivals = self._arrivals
+        # Keep the arrival time of the feed that holds the first remaining character.
+        while len(arrivals) > 1 and arrivals[1][0] <= n:
+            arrivals.popleft()
+        if not self._buf:
+            arrivals.clear()
+        else:
+            shifted = deque((max(off - n, 0), ts) for off, ts in arrivals)
+            self._arrivals = shifted
+
+    def _safe_cut(self, buf: str) -> int:
+        """Length of the prefix that may go out on a time flush."""
+        clusters = [m.group() for m in _CLUSTER.finditer(buf)]
+        end = len(buf)
+        # An unfinished cluster (trailing ZWJ, lone regional indicator) waits for its next part.
+        if clusters and (clusters[-1].endswith("\u200d") or _lone_regional_indicator(clusters[-1])):
+            end -= len(clusters.pop())
+        # A trailing punctuation or whitespace run waits: it may continue ("..", "?!", "  ").
+        while clusters and (clusters[-1].isspace() or clusters[-1] in _RUN_PUNCT):
+            end -= len(clusters.pop())
+        return end
+
+
+def _lone_regional_indicator(cluster: str) -> bool:
+    return len(cluster) == 1 and 0x1F1E6 <= ord(cluster) <= 0x1F1FF
+
+
+class _Words(Coalescer):
+    def boundary(self, prev: str, nxt: str, before: str) -> bool:
+        a = prev[-1]
+        b = nxt[0]
+        if b in "\r\n":
+            return False  # a line break ends the chunk it follows
+        if a == "\n":
+            return True
+        if b.isspace():
+            return not a.isspace()
+        if a.isspace() or _is_punct(b):
+            return False
+        return _no_space_script(a) or _no_space_script(b)
+
+
+class _Sentences(Coalescer):
+    def boundary(self, prev: str, nxt: str, before: str) -> bool:
+        a = prev[-1]
+        b = nxt[0]
+        if a == "\n":
+            return True
+        if b in _TERMINAL_PUNCT or b in _CJK_TERMINAL or b in _CLOSERS:
+            return False
+        # Walk back over closing quotes/brackets to the terminator: 'He said "Stop."' ends there.
+        end = before.rstrip("".join(_CLOSERS))
+        if not end:
+            return False
+        last = end[-1]
+        if last in _CJK_TERMINAL:
+            return True
+        return last in _TERMINAL_PUNCT and b.isspace() and not _decimal_or_abbreviation(end)
+
+
+def _decimal_or_abbreviation(text: str) -> bool:
+    """``e.g.`` / ``Mr.`` / ``3.`` (a list number) are not sentence ends."""
+    word = text.rsplit(None, 1)[-1] if text.split() else text
+    core = word.rstrip(".")
+    return (len(core) <= 2 and core.isalpha() and core[:1].isupper()) or "." in core or core.isdigit()
+
+
+class _Lines(Coalescer):
+    def boundary(self, prev: str, nxt: str, before: str) -> bool:
+        return prev.endswith("\n")
+
+
+class _CodeBlocks(_Words):
+    """Words outside fenced code, whole lines inside (the fence lines included)."""
+
+    def __init__(self, *, max_delay_s: float | None = 0.016, min_chars: int = 1):
+        super().__init__(max_delay_s=max_delay_s, min_chars=min_chars)
+        self._emitted_in_code = False  # fence state at the start of the pending buffer
+
+    def _code_state(self, before: str) -> tuple[bool, bool]:
+        """(inside a code block, on a line that starts or may start with a fence) at the end of ``before``."""
+        in_code = self._emitted_in_code
+        lines = before.split("\n")
+        for line in lines[:-1]:
+            if line.lstrip().startswith(("```", "~~~")):
+                in_code = not in_code
+        current = lines[-1].lstrip()
+        maybe_fence = (current == "" or "```".startswith(current) or "~~~".startswith(current)) or current.startswith(
+            ("```", "~~~")
+        )
+        return in_code, maybe_fence
+
+    def boundary(self, prev: str, nxt: str, before: str) -> bool:
+        in_code, maybe_fence = self._code_state(before)
+        if prev.endswith("\n"):
+            return True
+        if in_code or maybe_fence:
+            return False
+        return super().boundary(prev, nxt, before)
+
+    def _consume(self, n: int) -> None:
+        emitted = self._buf[:n]
+        if "\n" in emitted:  # only complete lines change the fence state
+            self._emitted_in_code = self._fence_state_after(emitted[: emitted.rindex("\n") + 1])
+        super()._consume(n)
+
+    def _fence_state_after(self, text: str) -> bool:
+        in_code = self._emitted_in_code
+        for line in text.split("\n")[:-1]:
+            if line.lstrip().startswith(("```", "~~~")):
+                in_code = not in_code
+        return in_code
+
+
+_UNITS: dict[str, type[Coalescer]] = {
+    "words": _Words,
+    "sentences": _Sentences,
+    "lines": _Lines,
+    "code_blocks": _CodeBlocks,
+}
+
+
+def words(*, max_delay_s: float | None = 0.016, min_chars: int = 1) -> Coalescer:
+    """A coalescer that emits whole words (graphemes in scripts without spaces)."""
+    return _Words(max_delay_s=max_delay_s, min_chars=min_chars)
+
+
+def sentences(*, max_delay_s: float | None = 0.016, min_chars: int = 1) -> Coalescer:
+    """A coalescer that emits whole sentences; use ``max_delay_s=None`` for text-to-speech."""
+    return _Sentences(max_delay_s=max_delay_s, min_chars=min_chars)
+
+
+def lines(*, max_delay_s: float | None = 0.016, min_chars: int = 1) -> Coalescer:
+    """A coalescer that emits whole lines."""
+    return _Lines(max_delay_s=max_delay_s, min_chars=min_chars)
+
+
+def code_blocks(*, max_delay_s: float | None = 0.016, min_chars: int = 1) -> Coalescer:
+    """Words outside fenced code blocks, whole lines inside them."""
+    return _CodeBlocks(max_delay_s=max_delay_s, min_chars=min_chars)
+
+
+def coalescer(by: Unit, *, max_delay_s: float | None = 0.016, min_chars: int = 1) -> Coalescer:
+    """A coalescer for a unit by name: ``"words"``, ``"sentences"``, ``"lines"``, ``"code_blocks"``."""
+    try:
+        cls = _UNITS[by]
+    except KeyError:
+        raise ValueError(f"unknown unit {by!r}; choose one of {', '.join(_UNITS)}") from None
+    return cls(max_delay_s=max_delay_s, min_chars=min_chars)
+
+
+def _chunk_event(template: TextDelta, text: str) -> TextDelta:
+    return msgspec.structs.replace(template, text=text)
+
+
+class Coalesce:
+    """Observer wrapper: text deltas reach ``observer`` coalesced into units; other events pass.
+
+    Pending text is flushed before any other event, so order is kept. A coalesced delta carries
+    the envelope (seq, ts) of the delta that completed it. Create it with :func:`coalesce`.
+    """
+
+    def __init__(self, observer: object, unit: Coalescer, *, clock: Callable[[], float] = time):
+        from tokenwire.observers import Dispatcher
+
+        self.coalescer = unit
+        self._inner = Dispatcher([observer])
+        self._clock = clock
+        self._last: TextDelta | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._lock = asyncio.Lock()
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    async def _deliver(self, chunks: list[str]) -> None:
+        last = self._last
+        if last is None:
+            return
+        for chunk in chunks:
+            r = self._inner.deliver(_chunk_event(last, chunk))
+            if r is not None:
+                await r
+
+    async def on_event(self, event: Event) -> None:
+        async with self._lock:
+            if isinstance(event, TextDelta):
+                self._last = event
+                await self._deliver(self.coalescer.feed(event.text, self._clock()))
+                self._arm()
+                return
+            await self._deliver(self.coalescer.flush())
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            r = self._inner.deliver(event)
+            if r is not None:
+                await r
+        if event.type in ("done", "error") and self._flushes:
+            await asyncio.gather(*self._flushes)
+
+    def _arm(self) -> None:
+        deadline = self.coalescer.deadline
+        if deadline is None or self._timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_at(loop.time() + max(deadline - self._clock(), 0), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        task = asyncio.get_running_loop().create_task(self._timed_flush())
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _timed_flush(self) -> None:
+        async with self._lock:
+            await self._deliver(self.coalescer.poll(self._clock()))
+            self._arm()
+
+
+def coalesce(
+    observer: object, by: Unit = "words", *, max_delay_s: float | None = 0.016, min_chars: int = 1
+) -> Coalesce:
+    """Wrap an observer so its ``on_delta`` sees whole words / sentences / lines / code lines.
+
+    >>> import tokenwire
+    >>> from tokenwire.providers import Scripted
+    >>> got = []
+    >>> _ = tokenwire.run_sync(Scripted(["Hel", "lo wo", "rld", "!"]), "hi",
+    ...                        observers=[tokenwire.coalesce(got.append, by="words", max_delay_s=None)])
+    >>> [e.text for e in got if e.type == "text.delta"]
+    ['Hello', ' world!']
+    """
+    return Coalesce(observer, coalescer(by, max_delay_s=max_delay_s, min_chars=min_chars))
+
+
+async def coalesce_events(
+    events: AsyncIterable[Event], by: Unit = "words", *, max_delay_s: float | None = 0.016, min_chars: int = 1
+) -> AsyncIterator[Event]:
+    """Async-iterator transform: the same events with text deltas coalesced into units.
+
+    >>> import asyncio, tokenwire
+    >>> from tokenwire.providers import Scripted
+    >>> async def main():
+    ...     async with tokenwire.stream(Scripted(["a", "b c", "d"]), "hi") as s:
+    ...         return [e.text async for e in coalesce_events(s, max_delay_s=None) if e.type == "text.delta"]
+    >>> asyncio.run(main())
+    ['ab', ' cd']
+    """
+    unit = coalescer(by, max_delay_s=max_delay_s, min_chars=min_chars)
+    iterator = aiter(events)
+    last: TextDelta | None = None
+    pending: asyncio.Future[Any] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(iterator))
+            deadline = unit.deadline
+            timeout = None if deadline is None else max(deadline - time(), 0)
+            done, _ = await asyncio.wait({pending}, timeout=timeout)
+            if not done:
+                for chunk in unit.poll(time()):
+                    if last is not None:
+                        yield _chunk_event(last, chunk)
+                continue
+            future, pending = pending, None
+            try:
+                event = future.result()
+            except StopAsyncIteration:
+                break
+            if isinstance(event, TextDelta):
+                last = event
+                for chunk in unit.feed(event.text, time()):
+                    yield _chunk_event(event, chunk)
+                continue
+            for chunk in unit.flush():
+                if last is not None:
+                    yield _chunk_event(last, chunk)
+            yield event
+        for chunk in unit.flush():
+            if last is not None:
+                yield _chunk_event(last, chunk)
+    finally:
+        if pending is not None:
+            pending.cancel()

@@ -1,0 +1,187 @@
+"""Coalescers: units, grapheme safety, time bounds, and the concatenation invariant."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+import regex
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tokenwire
+from tokenwire.chunking import Coalescer, coalesce_events, coalescer, code_blocks, lines, sentences, words
+from tokenwire.events import Event, TextDelta
+from tokenwire.providers import Delay, Scripted
+from tokenwire.testing import Transcript
+
+UNITS = ["words", "sentences", "lines", "code_blocks"]
+
+
+def run(c: Coalescer, deltas: list[str], now: float = 0.0) -> list[str]:
+    out: list[str] = []
+    for d in deltas:
+        out += c.feed(d, now)
+    return [*out, *c.flush()]
+
+
+def grapheme_boundaries(text: str) -> set[int]:
+    return {m.start() for m in regex.finditer(r"\X", text)} | {len(text)}
+
+
+@pytest.mark.parametrize(
+    ("deltas", "expected"),
+    [
+        (["Hel", "lo wor", "ld"], ["Hello", " world"]),
+        (["Wait", "..", ". what", "?!", " ok"], ["Wait...", " what?!", " ok"]),
+        (["a  ", " b"], ["a", "   b"]),
+        (["你好", "世界。", "再见"], ["你", "好", "世", "界。", "再", "见"]),
+        (["สวัสดี", "ครับ"], ["ส", "วั", "ส", "ดี", "ค", "รั", "บ"]),
+        (["I said 你好 to", " you"], ["I", " said", " 你", "好", " to", " you"]),
+        (["e\u0301", "\u0301x y"], ["e\u0301\u0301x", " y"]),
+        (["hi 👨\u200d", "👩\u200d👧 yo"], ["hi", " 👨\u200d👩\u200d👧", " yo"]),
+    ],
+)
+def test_words(deltas: list[str], expected: list[str]) -> None:
+    assert run(words(max_delay_s=None), deltas) == expected
+
+
+def test_words_min_chars_merges_short_words() -> None:
+    assert run(words(max_delay_s=None, min_chars=8), ["a b c d e f g h i j"]) == ["a b c d e", " f g h i", " j"]
+
+
+@pytest.mark.parametrize(
+    ("deltas", "expected"),
+    [
+        (["Hi there. How", " are you? Fine", "!"], ["Hi there.", " How are you?", " Fine!"]),
+        (['He said "Stop." Then', " left."], ['He said "Stop."', " Then left."]),
+        (["Pi is 3.14 and e.g. this. Done"], ["Pi is 3.14 and e.g. this.", " Done"]),
+        (["Line one\nLine two"], ["Line one\n", "Line two"]),
+        (["你好。我很好！", "谢谢"], ["你好。", "我很好！", "谢谢"]),
+        (["Wait... what?! Yes."], ["Wait...", " what?!", " Yes."]),
+    ],
+)
+def test_sentences(deltas: list[str], expected: list[str]) -> None:
+    assert run(sentences(max_delay_s=None), deltas) == expected
+
+
+def test_lines() -> None:
+    assert run(lines(max_delay_s=None), ["a b\nc", "d\n", "e"]) == ["a b\n", "cd\n", "e"]
+
+
+def test_code_blocks_emit_whole_lines_inside_fences_and_words_outside() -> None:
+    text = "Here is code:\n```py\nx = 1  # one\ny = 2\n```\nDone now"
+    deltas = [text[i : i + 3] for i in range(0, len(text), 3)]
+    out = run(code_blocks(max_delay_s=None), deltas)
+    assert "".join(out) == text
+    assert "```py\n" in out and "x = 1  # one\n" in out and "y = 2\n" in out and "```\n" in out
+    assert out[:3] == ["Here", " is", " code:\n"]
+    assert " now" in out
+
+
+def test_time_bound_flushes_but_keeps_an_unfinished_tail() -> None:
+    c = words(max_delay_s=0.016)
+    assert c.feed("Hello wor", now=0.0) == ["Hello"]
+    assert c.deadline == pytest.approx(0.016)
+    assert c.poll(now=0.01) == []
+    assert c.poll(now=0.02) == [" wor"]
+    assert c.feed("ld...", now=0.03) == []
+    assert c.poll(now=0.05) == ["ld"]  # the "..." may grow: it waits for the next text
+    assert c.pending == "..."
+    c.feed("!", now=0.06)
+    assert c.flush() == ["...!"]
+
+
+def test_time_flush_never_ends_in_a_space_or_an_open_zwj_sequence() -> None:
+    c = words(max_delay_s=0.0)
+    assert c.feed("hi ", now=0.0) == ["hi"]
+    assert c.poll(now=1.0) == []  # a lone space never goes out on its own
+    c.feed(" 👨\u200d", now=1.0)
+    assert c.poll(now=2.0) == []  # " " + an emoji waiting for its ZWJ partner
+    c.feed("👩", now=2.0)
+    assert c.flush() == ["  👨\u200d👩"]
+
+
+def test_unknown_unit_and_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="unknown unit 'paragraphs'"):
+        coalescer("paragraphs")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="min_chars must be >= 1"):
+        words(min_chars=0)
+
+
+text_with_hard_cases = st.lists(
+    st.sampled_from(
+        list("ab .?!,\n`") + ["e\u0301", "你", "好", "。", "ส", "วั", "👨\u200d👩", "\u200d", "🇫", "🇷", "```", "한"]
+    ),
+    max_size=30,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=text_with_hard_cases,
+    cuts=st.lists(st.integers(0, 60), max_size=12),
+    unit=st.sampled_from(UNITS),
+    min_chars=st.integers(1, 6),
+    max_delay=st.sampled_from([None, 0.0, 0.01]),
+    times=st.lists(st.floats(0, 0.05), min_size=13, max_size=13),
+)
+def test_concatenation_and_grapheme_invariants(
+    text: str, cuts: list[int], unit: str, min_chars: int, max_delay: float | None, times: list[float]
+) -> None:
+    points = sorted({0, len(text), *(c for c in cuts if c <= len(text))})
+    deltas = [text[a:b] for a, b in itertools.pairwise(points)]
+    c = coalescer(unit, max_delay_s=max_delay, min_chars=min_chars)  # type: ignore[arg-type]
+    out: list[str] = []
+    now = 0.0
+    for d, dt in zip(deltas, times, strict=False):
+        now += dt
+        out += c.feed(d, now)
+        out += c.poll(now + dt)
+    out += c.flush()
+    assert "".join(out) == text
+    assert all(out), "no empty chunks"
+    if max_delay is None:
+        ends = set()
+        pos = 0
+        for chunk in out:
+            pos += len(chunk)
+            ends.add(pos)
+        assert ends <= grapheme_boundaries(text), "a chunk boundary split a grapheme cluster"
+        if unit == "words":
+            assert all(not chunk.endswith(" ") for chunk in out[:-1])
+
+
+async def test_coalesce_observer_wrapper_times_out_partial_words() -> None:
+    got: list[Event] = []
+    provider = Scripted(["Hel", Delay(0.05), "lo wo", "rld", Delay(0.05), "!"])
+    await tokenwire.generate(provider, "hi", observers=[tokenwire.coalesce(got.append, max_delay_s=0.016)]).wait()
+    texts = [e.text for e in got if isinstance(e, TextDelta)]
+    assert "".join(texts) == "Hello world!"
+    assert texts[0] == "Hel"  # waited 16 ms, then went out: nothing waits longer than that
+    assert got[0].type == "start" and got[-1].type == "done"
+
+
+async def test_coalesce_events_transform_keeps_order_around_other_events() -> None:
+    items: list[object] = ["a", "b c", tokenwire.Step(name="s", status="started"), "d e", "f"]
+    async with tokenwire.stream(Scripted(items), "hi") as s:  # type: ignore[arg-type]
+        events = [e async for e in coalesce_events(s, max_delay_s=None)]
+    assert [(e.type, getattr(e, "text", None)) for e in events] == [
+        ("start", None),
+        ("text.delta", "ab"),
+        ("text.delta", " c"),
+        ("step", None),
+        ("text.delta", "d"),
+        ("text.delta", " ef"),
+        ("done", None),
+    ]
+
+
+def test_coalesced_transcript_keeps_the_same_text(transcript: Transcript) -> None:
+    tokenwire.run_sync(Scripted(["x y", " z"]), "q", observers=[tokenwire.coalesce(transcript, by="sentences")])
+    assert transcript.text == "x y z" and transcript.types[-1] == "done"
+
+
+def test_async_loop_not_required_for_the_core() -> None:
+    assert asyncio.iscoroutinefunction(Coalescer.feed) is False
