@@ -112,7 +112,7 @@ def test_unknown_unit_and_bad_arguments() -> None:
 
 text_with_hard_cases = st.lists(
     st.sampled_from(
-        list("ab .?!,\n`") + ["e\u0301", "你", "好", "。", "ส", "วั", "👨\u200d👩", "\u200d", "🇫", "🇷", "```", "한"]
+        [*"ab .?!,\n`", "e\u0301", "你", "好", "。", "ส", "วั", "👨\u200d👩", "\u200d", "🇫", "🇷", "```", "한"],
     ),
     max_size=30,
 ).map("".join)
