@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -29,7 +32,7 @@ def test_chat_jsonl_prints_every_event_as_one_json_line() -> None:
 
 def test_chat_text_and_transcript(tmp_path: Path) -> None:
     path = tmp_path / "run.jsonl"
-    proc = run("chat", "hi", "--transcript", str(path))
+    proc = run("chat", "hi", "--provider", "scripted", "--transcript", str(path))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "You said: hi\n"
     t = Transcript.load(path)
@@ -51,7 +54,7 @@ def test_schema_prints_the_generated_json_schema() -> None:
 
 def test_ctrl_c_cancels_cleanly_with_exit_130() -> None:
     proc = subprocess.Popen(
-        [*CLI, "chat", " ".join(["word"] * 300), "--format", "jsonl"],
+        [*CLI, "chat", " ".join(["word"] * 300), "--provider", "scripted", "--format", "jsonl"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -66,3 +69,62 @@ def test_ctrl_c_cancels_cleanly_with_exit_130() -> None:
     assert_transcript(events, ["start", ..., {"type": "done", "finish_reason": "cancelled"}])
     assert [e.seq for e in events] == list(range(len(events)))
     assert "Traceback" not in err
+
+
+def test_chat_defaults_to_the_embedded_model_jsonl() -> None:
+    proc = run("chat", "Name a color.", "--format", "jsonl", "--seed", "1", "--max-tokens", "8")
+    assert proc.returncode == 0, proc.stderr
+    events = [tokenwire.decode(line) for line in proc.stdout.splitlines()]
+    assert_transcript(
+        events,
+        [{"type": "start", "model": "gemma-3-270m-q4_k_m"}, "text.delta", ..., "usage", {"type": "done"}],
+    )
+
+
+def test_piped_text_output_has_no_control_codes() -> None:
+    proc = run("chat", "Say hello.", "--seed", "2", "--max-tokens", "10", "--system", "Be brief.")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() and "\x1b" not in proc.stdout
+
+
+def test_tool_demo_streams_a_call_and_runs_it() -> None:
+    proc = run("chat", "What is 12 times 7?", "--tool-demo", "--seed", "1")
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.strip().splitlines()[-1]
+    assert line.startswith('calculator({"expression": ') and " = " in line
+
+
+def test_missing_model_file_is_a_clear_error() -> None:
+    proc = run("chat", "hi", "--model", "/nonexistent/model.gguf")
+    assert proc.returncode == 1
+    assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_terminal_view_renders_live_and_ctrl_c_keeps_the_partial_answer() -> None:
+    """A real pseudo-terminal: the live view with its footer, then Ctrl-C."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the CLI on a terminal
+        os.execv(sys.executable, [*CLI, "chat", "Write a long story about the sea.", "--max-tokens", "400"])
+    output = b""
+    deadline = time.monotonic() + 60
+    sent = False
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+        if not sent and b"tok/s" in output and output.count(b"tokens") >= 3:
+            os.write(fd, b"\x03")  # Ctrl-C, as the terminal sends it
+            sent = True
+    _, status = os.waitpid(pid, 0)
+    text = output.decode(errors="replace")
+    assert sent, text[-500:]
+    assert os.WEXITSTATUS(status) == 130, text[-500:]
+    assert "\x1b[" in text  # live rendering uses the terminal
+    assert "cancelled" in text and "ttft" in text
+    assert "Traceback" not in text

@@ -1,23 +1,45 @@
-"""The ``tokenwire`` command line: ``chat`` and ``schema``.
+"""The ``tokenwire`` command line: ``chat``, ``schema`` and ``version``.
 
-``tokenwire chat PROMPT --format jsonl`` prints every event as one JSON line on stdout: the
-machine-readable interface benchmarks and tests use. ``--format text`` prints the answer as it
-streams. Ctrl-C cancels the stream cleanly (it ends with ``done(cancelled)``) and exits with 130.
+``tokenwire chat PROMPT`` streams the embedded model's answer (Gemma 3 270M, no network, no key).
+On a terminal it renders the answer live with a footer of metrics (time to first token, tokens/s,
+token count, elapsed, a stall indicator); piped, it prints plain text. ``--format jsonl`` prints
+every event as one JSON line: the machine-readable interface benchmarks and tests use. Ctrl-C
+cancels the stream cleanly: it ends with ``done(cancelled)``, the partial answer and a summary
+stay on screen, and the exit code is 130.
 """
 
 from __future__ import annotations
 
+import ast
 import json
+import operator
 import sys
+import time
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.text import Text
 
-from tokenwire.events import SCHEMA_VERSION, Error, ReasoningDelta, TextDelta, encode, json_schema
+from tokenwire.events import (
+    SCHEMA_VERSION,
+    Done,
+    Error,
+    Event,
+    ReasoningDelta,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallStart,
+    encode,
+    json_schema,
+)
 from tokenwire.providers.base import Provider
 from tokenwire.providers.scripted import Scripted
+from tokenwire.request import Message, Request, ToolSpec
 from tokenwire.stream import stream_sync
 from tokenwire.testing.transcript import Transcript
 
@@ -29,55 +51,202 @@ class Format(StrEnum):
     jsonl = "jsonl"
 
 
-def _scripted(prompt: str) -> Provider:
+def _scripted(prompt: str, model: str | None) -> Provider:
     """A deterministic stand-in model: echoes the prompt word by word at ~50 tokens/s."""
     words = f"You said: {prompt}".split(" ")
     return Scripted([w if i == 0 else " " + w for i, w in enumerate(words)], interval_s=0.02)
 
 
-PROVIDERS: dict[str, Callable[[str], Provider]] = {"scripted": _scripted}
-"""Provider factories by ``--provider`` name."""
+def _llama(prompt: str, model: str | None) -> Provider:
+    from tokenwire.providers.llama import LlamaCpp
+
+    return LlamaCpp(model) if model else LlamaCpp.default()
+
+
+PROVIDERS: dict[str, Callable[[str, str | None], Provider]] = {"llama": _llama, "scripted": _scripted}
+"""Provider factories by ``--provider`` name: ``factory(prompt, model_path)``."""
+
+CALCULATOR = ToolSpec(
+    "calculator",
+    "Evaluate an arithmetic expression such as '12 * (3 + 4)'.",
+    {"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]},
+)
+_OPS: dict[type, Callable[..., Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Pow: operator.pow,
+    ast.Mod: operator.mod,
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
+}
+
+
+def calculate(expression: str) -> float:
+    """Evaluate + - * / % ** and parentheses over numbers; raises ValueError on anything else."""
+
+    def ev(node: ast.AST) -> Any:
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            return _OPS[type(node.op)](ev(node.left), ev(node.right))
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _OPS:
+            return _OPS[type(node.op)](ev(node.operand))
+        raise ValueError(f"not arithmetic: {ast.unparse(node)!r}")
+
+    try:
+        return float(ev(ast.parse(expression, mode="eval").body))
+    except (SyntaxError, ZeroDivisionError, OverflowError) as exc:
+        raise ValueError(f"cannot evaluate {expression!r}: {exc}") from None
+
+
+class LiveView:
+    """The terminal rendering: the answer so far, tool-call cards, and a metrics footer."""
+
+    def __init__(self, stall_after_s: float = 1.0):
+        self.answer = Text()
+        self.tools = Text()
+        self.start = time.monotonic()
+        self.first: float | None = None
+        self.last: float | None = None
+        self.tokens = 0
+        self.status = "streaming"
+        self.stall_after_s = stall_after_s
+
+    def on_event(self, event: Event) -> None:
+        now = time.monotonic()
+        if isinstance(event, TextDelta | ReasoningDelta | ToolCallDelta):
+            self.first = self.first or now
+            self.last = now
+            self.tokens += 1
+        if isinstance(event, TextDelta):
+            self.answer.append(event.text)
+        elif isinstance(event, ReasoningDelta):
+            self.answer.append(event.text, style="dim italic")
+        elif isinstance(event, ToolCallStart):
+            self.tools.append(f"\n⚙ {event.name}(", style="bold cyan")
+        elif isinstance(event, ToolCallDelta):
+            self.tools.append(event.args_delta, style="cyan")
+        elif isinstance(event, ToolCall):
+            self.tools.append(")", style="bold cyan")
+        elif isinstance(event, Done):
+            self.status = event.finish_reason
+        elif isinstance(event, Error):
+            self.status = f"error: {event.code}"
+
+    def footer(self) -> Text:
+        now = time.monotonic()
+        elapsed = now - self.start
+        ttft = f"{self.first - self.start:.2f}s" if self.first else "…"
+        rate = 0.0
+        if self.first and self.last and self.last > self.first:
+            rate = (self.tokens - 1) / (self.last - self.first)
+        parts = [f"ttft {ttft}", f"{rate:.1f} tok/s", f"{self.tokens} tokens", f"{elapsed:.1f}s", self.status]
+        text = Text(" · ".join(parts), style="dim")
+        idle = now - (self.last or self.start)
+        if self.status == "streaming" and idle >= self.stall_after_s:
+            text.append(f"  ⏸ stalled {idle:.1f}s", style="bold yellow")
+        return text
+
+    def __rich__(self) -> Group:
+        return Group(self.answer, self.tools, Text(""), self.footer())
 
 
 @app.command()
 def chat(
     prompt: Annotated[str, typer.Argument(help="What to ask the model.")],
-    provider: Annotated[str, typer.Option(help=f"Model backend: {', '.join(PROVIDERS)}.")] = "scripted",
+    provider: Annotated[str, typer.Option(help=f"Model backend: {', '.join(PROVIDERS)}.")] = "llama",
+    model: Annotated[str | None, typer.Option(help="Path of a GGUF model (default: bundled Gemma 3 270M).")] = None,
     format: Annotated[Format, typer.Option("--format", help="text: the answer; jsonl: every event.")] = Format.text,
     transcript: Annotated[str | None, typer.Option(help="Also record every event to this JSONL file.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Cap on generated tokens.")] = 256,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed, for repeatable output.")] = None,
+    system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
+    tool_demo: Annotated[bool, typer.Option(help="Offer a calculator tool and stream the model's call.")] = False,
 ) -> None:
     """Stream a model's answer to PROMPT."""
     factory = PROVIDERS.get(provider)
     if factory is None:
         raise typer.BadParameter(f"unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}")
-    observers = [Transcript(transcript)] if transcript else []
+    messages = [Message("system", system)] if system else []
+    messages.append(Message("user", prompt))
+    request = Request(
+        messages,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        seed=seed,
+        tools=[CALCULATOR] if tool_demo else [],
+        tool_choice="calculator" if tool_demo else "auto",
+    )
+    console = Console(stderr=format is Format.jsonl)
+    try:
+        backend = factory(prompt, model)
+        load = getattr(backend, "load", None)
+        if load is not None:  # load before the clock starts, so the footer's ttft is the model's
+            with console.status("loading model…"):
+                load()
+    except Exception as exc:  # a missing model file, a corrupt GGUF, a missing extra: say it, no traceback
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    observers: list[object] = [Transcript(transcript)] if transcript else []
+    live = format is Format.text and sys.stdout.isatty()
+    view = LiveView()
+    observers.append(view)
+    events = stream_sync(backend, request, observers=observers)
     out = sys.stdout.buffer
-    events = stream_sync(factory(prompt), prompt, observers=observers)
     interrupted = False
-    terminal = None
+    terminal: Event | None = None
+    display = Live(view, console=console, refresh_per_second=20, transient=False) if live else None
     with events:
-        while True:
-            try:
-                for event in events:
-                    if format is Format.jsonl:
-                        out.write(encode(event) + b"\n")
-                        out.flush()
-                    elif isinstance(event, TextDelta | ReasoningDelta):
-                        out.write(event.text.encode())
-                        out.flush()
-                    terminal = event
-                break
-            except KeyboardInterrupt:
-                interrupted = True
-                events.cancel("interrupted (Ctrl-C)")
+        if display is not None:
+            display.start()
+        try:
+            while True:
+                try:
+                    for event in events:
+                        terminal = event
+                        if format is Format.jsonl:
+                            out.write(encode(event) + b"\n")
+                            out.flush()
+                        elif not live and isinstance(event, TextDelta):
+                            out.write(event.text.encode())
+                            out.flush()
+                    break
+                except KeyboardInterrupt:
+                    interrupted = True
+                    events.cancel("interrupted (Ctrl-C)")
+        finally:
+            if display is not None:
+                display.stop()
+    response = events.result()
     if format is Format.text:
-        out.write(b"\n")
-        out.flush()
+        if not live:
+            out.write(b"\n")
+            out.flush()
+        for call in response.tool_calls:
+            _run_demo_tool(call, console if live else None)
+        if interrupted and not live:  # the live view already shows the final footer
+            typer.echo(view.footer().plain, err=True)
     if isinstance(terminal, Error):
         typer.echo(f"error ({terminal.source}/{terminal.code}): {terminal.message}", err=True)
         raise typer.Exit(1)
     if interrupted:
         raise typer.Exit(130)
+
+
+def _run_demo_tool(call: ToolCall, console: Console | None) -> None:
+    """Execute the demo calculator call the model made and show the result."""
+    try:
+        result: object = calculate(str(call.args.get("expression", "")))
+    except ValueError as exc:
+        result = f"error: {exc}"
+    line = f"{call.name}({json.dumps(call.args)}) = {result}"
+    if console is not None:
+        console.print(Text("→ " + line, style="green"))
+    else:
+        typer.echo(line)
 
 
 @app.command()
