@@ -28,6 +28,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/dispatch.py
+	$(BIN)/python bench/local_model.py
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache
