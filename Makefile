@@ -24,7 +24,7 @@ test: lint
 	$(BIN)/pytest -q
 
 demo: $(STAMP)
-	$(BIN)/tokenwire chat "Write one sentence about streams."
+	$(BIN)/tokenwire chat "Write one sentence about rivers." --max-tokens 96 --seed 7
 
 bench: $(STAMP)
 	$(BIN)/python bench/dispatch.py
