@@ -1,0 +1,304 @@
+"""Incremental partial-JSON parsing: the best-effort value of streamed tool-call arguments.
+
+Feed the raw ``tool_call.delta`` fragments as they arrive; after each one :attr:`PartialJSON.value`
+is the value parsed so far — objects and arrays with the members received, the string being
+received included as far as it goes; numbers once they can be read; keys and ``true`` / ``false`` /
+``null`` once complete. Each character is examined once (string contents are skipped with
+``str.find``), so a whole stream costs O(total length), unlike parsers that re-parse the buffer
+on every fragment.
+
+>>> p = PartialJSON()
+>>> p.feed('{"city": "Par')
+{'city': 'Par'}
+>>> p.feed('is", "days": [1, 2')
+{'city': 'Paris', 'days': [1, 2]}
+>>> p.feed("]}")
+{'city': 'Paris', 'days': [1, 2]}
+>>> p.complete
+True
+
+The value is one object updated in place (copy it if you keep snapshots). Malformed JSON raises
+:class:`PartialJSONError` at the offending character.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tokenwire.errors import TokenwireError
+
+__all__ = ["PartialJSON", "PartialJSONError", "parse_partial"]
+
+_WS = " \t\n\r"
+_NUMBER_CHARS = frozenset("-+0123456789.eE")
+_LITERALS = {"true": True, "false": False, "null": None}
+_MISSING = object()
+
+
+class PartialJSONError(TokenwireError, ValueError):
+    """The fragments are not a prefix of valid JSON."""
+
+
+class _Frame:
+    __slots__ = ("container", "key", "state")
+
+    def __init__(self, container: dict[str, Any] | list[Any]):
+        self.container = container
+        self.key: str | None = None
+        # dict: "key" (expect key or '}'), "colon", "value", "comma"; list: "value", "comma"
+        self.state = "key" if isinstance(container, dict) else "value"
+
+
+class PartialJSON:
+    """Incremental parser of one JSON value fed in fragments."""
+
+    def __init__(self) -> None:
+        self._stack: list[_Frame] = []
+        self._root: Any = _MISSING
+        self._token: list[str] = []  # raw text of the string / number / literal being read
+        self._kind: str | None = None  # "string", "key", "number", "literal"
+        self._escape = False
+        self._provisional = False  # the open list's last item is a partial scalar shown by `value`
+        self._offset = 0
+        self.complete = False
+        """True once a whole JSON value was read."""
+
+    # -- public --------------------------------------------------------------------------------
+
+    def feed(self, fragment: str) -> Any:
+        """Parse the next fragment; returns :attr:`value`."""
+        i = 0
+        n = len(fragment)
+        while i < n:
+            kind = self._kind
+            if kind == "string" or kind == "key":
+                i = self._string(fragment, i)
+                continue
+            ch = fragment[i]
+            if kind == "number":
+                if ch in _NUMBER_CHARS:
+                    self._token.append(ch)
+                    i += 1
+                    continue
+                self._finish_scalar()
+                continue  # re-examine ch as a structural character
+            if kind == "literal":
+                if ch.isalpha():
+                    self._token.append(ch)
+                    i += 1
+                    text = "".join(self._token)
+                    if not any(lit.startswith(text) for lit in _LITERALS):
+                        self._fail(f"unknown literal {text!r}")
+                    if text in _LITERALS:
+                        self._finish_scalar()
+                    continue
+                self._fail(f"incomplete literal {''.join(self._token)!r}")
+            self._structural(ch)
+            i += 1
+        self._offset += n
+        return self.value
+
+    @property
+    def value(self) -> Any:
+        """The value so far (None before anything could be read)."""
+        partial = self._partial_token()
+        if not self._stack:
+            if self._root is not _MISSING:
+                return self._root
+            return None if partial is _MISSING else partial
+        top = self._stack[-1]
+        if partial is not _MISSING and self._kind != "key":
+            container = top.container
+            if isinstance(container, dict):
+                if top.key is not None:
+                    container[top.key] = partial
+            elif self._provisional:
+                container[-1] = partial
+            else:
+                container.append(partial)  # a provisional last item, replaced when complete
+                self._provisional = True
+        return self._root
+
+    def _fail(self, what: str) -> None:
+        raise PartialJSONError(f"invalid JSON at character {self._offset}: {what}")
+
+    def _string(self, fragment: str, i: int) -> int:
+        token = self._token
+        n = len(fragment)
+        while i < n:
+            if self._escape:
+                token.append(fragment[i])
+                self._escape = False
+                i += 1
+                continue
+            q = fragment.find('"', i)
+            b = fragment.find("\\", i)
+            if b != -1 and (q == -1 or b < q):
+                token.append(fragment[i : b + 1])
+                self._escape = True
+                i = b + 1
+                continue
+            if q == -1:
+                token.append(fragment[i:])
+                return n
+            token.append(fragment[i:q])
+            self._finish_string()
+            return q + 1
+        return i
+
+    def _decode_string(self, raw: str) -> str:
+        try:
+            value: str = json.loads('"' + raw + '"')
+        except ValueError:
+            self._fail(f"bad string escape in {raw[-20:]!r}")
+            raise  # unreachable: _fail raises
+        return value
+
+    @staticmethod
+    def _decode_partial_string(raw: str) -> Any:
+        # An unfinished escape (a backslash, or a short unicode escape) is at most 5 characters.
+        for cut in range(6):
+            try:
+                text: str = json.loads('"' + raw[: len(raw) - cut] + '"')
+            except ValueError:
+                continue
+            if text and "\ud800" <= text[-1] <= "\udbff":
+                text = text[:-1]  # the first half of a surrogate pair
+            return text
+        return _MISSING
+
+    def _partial_token(self) -> Any:
+        kind = self._kind
+        if kind is None or not self._token:
+            return "" if kind == "string" else _MISSING
+        raw = "".join(self._token)
+        if kind == "string":
+            return self._decode_partial_string(raw)
+        if kind == "number":
+            try:
+                return json.loads(raw)
+            except ValueError:
+                return _MISSING
+        return _MISSING
+
+    def _finish_string(self) -> None:
+        raw = "".join(self._token)
+        kind = self._kind
+        self._token = []
+        self._kind = None
+        text = self._decode_string(raw)
+        if kind == "key":
+            top = self._stack[-1]
+            top.key = text
+            top.state = "colon"
+        else:
+            self._put(text)
+
+    def _finish_scalar(self) -> None:
+        raw = "".join(self._token)
+        kind = self._kind
+        self._token = []
+        self._kind = None
+        if kind == "literal":
+            self._put(_LITERALS[raw])
+            return
+        try:
+            self._put(json.loads(raw))
+        except ValueError:
+            self._fail(f"bad number {raw!r}")
+
+    def _put(self, value: Any) -> None:
+        if not self._stack:
+            self._root = value
+            self.complete = True
+            return
+        top = self._stack[-1]
+        if isinstance(top.container, dict):
+            assert top.key is not None
+            top.container[top.key] = value
+        elif self._provisional:
+            top.container[-1] = value
+            self._provisional = False
+        else:
+            top.container.append(value)
+        top.state = "comma"
+
+    def _open(self, container: dict[str, Any] | list[Any]) -> None:
+        if self._stack:
+            top = self._stack[-1]
+            if isinstance(top.container, dict):
+                assert top.key is not None
+                top.container[top.key] = container
+            else:
+                top.container.append(container)
+            top.state = "comma"
+        else:
+            self._root = container
+        self._stack.append(_Frame(container))
+
+    def _structural(self, ch: str) -> None:
+        if ch in _WS:
+            return
+        if self.complete:
+            self._fail(f"unexpected {ch!r} after the end of the value")
+        top = self._stack[-1] if self._stack else None
+        state = top.state if top is not None else "value"
+        if state == "key":
+            if ch == '"':
+                self._kind = "key"
+                return
+            if ch == "}" and top is not None and not top.container:
+                self._close(top)
+                return
+            self._fail(f"expected a key, got {ch!r}")
+        if state == "colon":
+            if ch == ":":
+                assert top is not None
+                top.state = "value"
+                return
+            self._fail(f"expected ':', got {ch!r}")
+        if state == "comma":
+            assert top is not None
+            if ch == ",":
+                top.state = "key" if isinstance(top.container, dict) else "value"
+                return
+            if ch == ("}" if isinstance(top.container, dict) else "]"):
+                self._close(top)
+                return
+            self._fail(f"expected ',' or a closing bracket, got {ch!r}")
+        # state == "value"
+        if ch == "{":
+            self._open({})
+        elif ch == "[":
+            self._open([])
+        elif ch == '"':
+            self._kind = "string"
+        elif ch in _NUMBER_CHARS:
+            self._kind = "number"
+            self._token.append(ch)
+        elif ch in "tfn":
+            self._kind = "literal"
+            self._token.append(ch)
+        elif ch == "]" and top is not None and isinstance(top.container, list) and not top.container:
+            self._close(top)
+        else:
+            self._fail(f"unexpected {ch!r}")
+
+    def _close(self, frame: _Frame) -> None:
+        self._stack.pop()
+        if not self._stack:
+            self.complete = True
+
+    def close(self) -> Any:
+        """End of input: returns the complete value, or raises if the JSON is unfinished."""
+        if self._kind == "number":
+            self._finish_scalar()
+        if not self.complete:
+            self._fail("the JSON value is incomplete")
+        return self._root
+
+
+def parse_partial(text: str) -> Any:
+    """The best-effort value of a JSON prefix (one-shot :class:`PartialJSON`)."""
+    return PartialJSON().feed(text)

@@ -1,0 +1,126 @@
+"""The incremental partial-JSON parser: fuzzed against json.loads, linear in the input."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tokenwire.partial_json import PartialJSON, PartialJSONError, parse_partial
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**12), 10**12)
+    | st.floats(allow_nan=False, allow_infinity=False, width=32)
+    | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=20,
+)
+
+
+def is_prefix_like(partial: Any, final: Any) -> bool:
+    """A partial value never contradicts the final one: containers hold a prefix of the members."""
+    if isinstance(final, dict):
+        return isinstance(partial, dict) and all(k in final and is_prefix_like(v, final[k]) for k, v in partial.items())
+    if isinstance(final, list):
+        return (
+            isinstance(partial, list)
+            and len(partial) <= len(final)
+            and all(is_prefix_like(p, f) for p, f in zip(partial, final, strict=False))
+        )
+    if isinstance(final, str):
+        return isinstance(partial, str) and final.startswith(partial)
+    return True  # numbers can read differently while incomplete ("1" of "12")
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=json_values, ascii_only=st.booleans(), indent=st.sampled_from([None, 1]), data=st.data())
+def test_every_split_of_valid_json_parses_to_json_loads(
+    value: Any, ascii_only: bool, indent: int | None, data: Any
+) -> None:
+    text = json.dumps(value, ensure_ascii=ascii_only, indent=indent)
+    cuts = sorted(set(data.draw(st.lists(st.integers(0, len(text)), max_size=8))))
+    parser = PartialJSON()
+    prev = 0
+    for cut in [*cuts, len(text)]:
+        partial = parser.feed(text[prev:cut])
+        prev = cut
+        if partial is not None:
+            assert is_prefix_like(json.loads(json.dumps(partial)), json.loads(text))
+    assert parser.close() == json.loads(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=json_values)
+def test_every_prefix_fed_char_by_char_never_raises(value: Any) -> None:
+    text = json.dumps(value)
+    parser = PartialJSON()
+    for ch in text:
+        parser.feed(ch)
+    assert parser.close() == value or (value != value)
+
+
+def test_partial_values_ui_would_show() -> None:
+    p = PartialJSON()
+    assert p.feed('{"query": "wea') == {"query": "wea"}
+    assert p.feed('ther in \\"Par') == {"query": 'weather in "Par'}
+    assert p.feed('is\\"", "limit": 1') == {"query": 'weather in "Paris"', "limit": 1}
+    assert p.feed('0, "tags": ["a", "b') == {"query": 'weather in "Paris"', "limit": 10, "tags": ["a", "b"]}
+    assert p.feed('c"], "ok": tr') == {"query": 'weather in "Paris"', "limit": 10, "tags": ["a", "bc"]}
+    assert p.feed("ue}") == {"query": 'weather in "Paris"', "limit": 10, "tags": ["a", "bc"], "ok": True}
+    assert p.complete
+
+
+def test_unfinished_escapes_are_hidden_until_complete() -> None:
+    p = PartialJSON()
+    assert p.feed('["caf\\u00') == ["caf"]
+    assert p.feed("e9 \\ud83d") == ["café "]
+    assert p.feed('\\ude00"]') == ["café 😀"]
+
+
+@pytest.mark.parametrize("bad", ['{"a" 1}', "[1,,2]", '{"a": tru3}', "{1: 2}", '"x" "y"', "[1}", "nul!"])
+def test_malformed_json_raises_a_clear_error(bad: str) -> None:
+    with pytest.raises(PartialJSONError, match="invalid JSON at character"):
+        p = PartialJSON()
+        p.feed(bad)
+        p.close()
+
+
+def test_close_on_unfinished_json_raises() -> None:
+    with pytest.raises(PartialJSONError, match="incomplete"):
+        PartialJSON().feed('{"a": [1').__class__ and PartialJSON().close()
+
+
+def test_parse_partial_one_shot() -> None:
+    assert parse_partial('{"a": [1, {"b": "c') == {"a": [1, {"b": "c"}]}
+    assert parse_partial("") is None
+
+
+def test_work_is_linear_in_the_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Characters decoded over a whole stream stay proportional to its length (no re-parsing).
+
+    Counted, not timed: every decode the parser makes goes through json.loads.
+    """
+    import tokenwire.partial_json as module
+
+    decoded = 0
+    real_loads = json.loads
+
+    def counting_loads(text: str) -> Any:
+        nonlocal decoded
+        decoded += len(text)
+        return real_loads(text)
+
+    monkeypatch.setattr(module.json, "loads", counting_loads)
+    for n in (200, 2000):
+        decoded = 0
+        text = json.dumps({"items": [{"id": i, "name": f"item {i}"} for i in range(n)]})
+        p = PartialJSON()
+        for i in range(0, len(text), 4):
+            p.feed(text[i : i + 4])
+        assert p.close()["items"][-1] == {"id": n - 1, "name": f"item {n - 1}"}
+        assert decoded < 4 * len(text), f"decoded {decoded} characters for a {len(text)}-character stream"
