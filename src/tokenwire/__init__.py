@@ -8,7 +8,7 @@
 The public API is what ``__all__`` lists; submodules hold one concept each (DESIGN.md).
 """
 
-from tokenwire import providers
+from tokenwire import agent, providers
 from tokenwire.chunking import coalesce, coalesce_events
 from tokenwire.delivery import EventIterator, Overflow, Queued, queued
 from tokenwire.errors import (
@@ -46,6 +46,7 @@ from tokenwire.observers import Observer, observe
 from tokenwire.request import Message, Request, ToolSpec
 from tokenwire.response import Response
 from tokenwire.stream import StreamHandle, SyncStream, generate, run, run_sync, stream, stream_sync
+from tokenwire.tools import Progress, Tool, ToolArgumentsInvalid, Toolset, tool
 
 __version__ = "0.1.0"
 
@@ -87,7 +88,13 @@ __all__ = [
     "ToolResult",
     "ToolSpec",
     "Usage",
+    "Progress",
+    "Tool",
+    "ToolArgumentsInvalid",
+    "Toolset",
     "__version__",
+    "agent",
+    "tool",
     "coalesce",
     "coalesce_events",
     "decode",

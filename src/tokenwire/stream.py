@@ -403,7 +403,14 @@ def _new_handle(
     strict: bool,
     on_observer_error: ObserverErrorHook | None,
     iterator: EventIterator | None = None,
+    tools: Any = None,
+    max_steps: int = 8,
 ) -> StreamHandle:
+    if tools is not None:
+        # The agent loop wraps the provider (tools layer, above the engine; imported on use).
+        from tokenwire.agent import Agent
+
+        provider = Agent(provider, tools, max_steps=max_steps)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -447,13 +454,16 @@ def generate(
     meta: dict[str, Any] | None = None,
     strict: bool = False,
     on_observer_error: ObserverErrorHook | None = None,
+    tools: Any = None,
+    max_steps: int = 8,
 ) -> StreamHandle:
     """Start a stream now, in the background of the running event loop, and return its handle.
 
     ``observers``: observer objects, plain callables, :func:`tokenwire.queued` policies or
     :class:`tokenwire.EventIterator` instances. ``log``: where events are appended (default: a
     private in-memory ring). ``strict``: an observer failure ends the stream with an error instead
-    of being isolated.
+    of being isolated. ``tools`` (tools, plain functions or a Toolset) runs the agent loop
+    (:class:`tokenwire.agent.Agent`) for up to ``max_steps`` model turns.
 
     >>> import asyncio, tokenwire
     >>> from tokenwire.providers import Scripted
@@ -474,6 +484,8 @@ def generate(
         meta=meta,
         strict=strict,
         on_observer_error=on_observer_error,
+        tools=tools,
+        max_steps=max_steps,
     )
 
 

@@ -51,18 +51,30 @@ class Scripted:
                 raise TypeError(f"Scripted item {item!r} is not a str, event, Delay, Stall or exception instance")
         self.model = model
         self.interval_s = interval_s
+        self._turns: list[list[ScriptItem]] = [self.items]
         self.started = 0
         """How many times ``stream`` began."""
         self.closed = 0
         """How many generators ran to the end or were closed (``started - closed`` are live)."""
         self.last_request: Request | None = None
+        self.requests: list[Request] = []
+        """Every request received, in order (one per agent turn)."""
+
+    @classmethod
+    def turns(cls, *turns: Iterable[ScriptItem], model: str = "scripted", interval_s: float = 0.0) -> Scripted:
+        """A script per model turn (agent loops): call N plays turn N; later calls replay the last one."""
+        provider = cls([item for turn in turns for item in turn], model=model, interval_s=interval_s)
+        provider._turns = [list(turn) for turn in turns] or [[]]
+        return provider
 
     async def stream(self, request: Request) -> AsyncIterator[Part]:
+        items = self._turns[min(self.started, len(self._turns) - 1)]
         self.started += 1
         self.last_request = request
+        self.requests.append(request)
         interval = self.interval_s
         try:
-            for item in self.items:
+            for item in items:
                 if interval:
                     await asyncio.sleep(interval)
                 if isinstance(item, str | EventBase):

@@ -1,0 +1,15 @@
+"""Tools: typed functions the model may call, validated and executed under bounds.
+
+>>> import tokenwire
+>>> @tokenwire.tool
+... def get_time(zone: str = "UTC") -> str:
+...     '''The current time in a time zone.'''
+...     return "12:00"
+>>> get_time.spec.name, sorted(get_time.spec.parameters["properties"])
+('get_time', ['zone'])
+"""
+
+from tokenwire.tools.definition import Progress, Tool, ToolArgumentsInvalid, Toolset, tool
+from tokenwire.tools.runner import Approver, ToolRunner
+
+__all__ = ["Approver", "Progress", "Tool", "ToolArgumentsInvalid", "ToolRunner", "Toolset", "tool"]

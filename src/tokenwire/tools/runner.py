@@ -1,0 +1,228 @@
+"""Executes tool calls the moment they arrive: validated, bounded, concurrent, cancellable.
+
+The agent loop hands every ``tool_call`` to :meth:`ToolRunner.start` as soon as the model
+produces it, before the model's turn ends; the runner answers each call with exactly one
+``tool_result`` in :attr:`ToolRunner.outbox` (plus ``step`` events for approvals, client-side
+waits and progress). Nothing invalid reaches a function: unknown or disallowed tools, calls over
+``max_tool_calls``, oversized or malformed arguments and schema violations all become error
+results with a message for the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import json
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import msgspec
+
+from tokenwire.events import EventBase, Step, ToolCall, ToolResult
+from tokenwire.tools.definition import Progress, Tool, ToolArgumentsInvalid, Toolset
+
+__all__ = ["Approver", "ToolRunner"]
+
+Approver = Callable[[ToolCall], "bool | Awaitable[bool]"]
+"""``approve(call) -> bool`` (sync or async): may this call run? Called for tools marked ``requires_approval``."""
+
+
+def _jsonable(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)  # pydantic models
+    if callable(dump):
+        return dump(mode="json")
+    return msgspec.to_builtins(value)
+
+
+class ToolRunner:
+    """Runs tool calls concurrently under bounds.
+
+    - ``max_concurrency``: tools running at once (the rest wait their turn);
+    - ``timeout_s``: per-call bound, unless the tool sets its own ``timeout_s``;
+    - ``max_tool_calls``: calls per run; later ones get an error result;
+    - ``max_args_bytes``: size bound on a call's JSON arguments;
+    - ``allow``: names allowed in this run (default: every tool in the set);
+    - ``approve``: decides calls to tools marked ``requires_approval`` (none given: denied);
+    - ``client_timeout_s``: how long to wait for a client-side tool's submitted result.
+    """
+
+    def __init__(
+        self,
+        tools: Toolset,
+        *,
+        max_concurrency: int = 8,
+        timeout_s: float | None = 60.0,
+        max_tool_calls: int | None = None,
+        max_args_bytes: int = 65_536,
+        allow: Iterable[str] | None = None,
+        approve: Approver | None = None,
+        client_timeout_s: float = 300.0,
+    ):
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        self.tools = tools
+        self.timeout_s = timeout_s
+        self.max_tool_calls = max_tool_calls
+        self.max_args_bytes = max_args_bytes
+        self.allow = set(allow) if allow is not None else None
+        self.approve = approve
+        self.client_timeout_s = client_timeout_s
+        self.outbox: asyncio.Queue[EventBase] = asyncio.Queue(maxsize=256)
+        """``tool_result`` and ``step`` events, in completion order."""
+        self.calls = 0
+        """Calls started in this run."""
+        self._max_concurrency = max_concurrency
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._client: dict[str, asyncio.Future[tuple[Any, bool]]] = {}
+        self._executor: ThreadPoolExecutor | None = None
+
+    @property
+    def running(self) -> int:
+        """Calls started and not answered yet."""
+        return len(self._tasks)
+
+    def start(self, call: ToolCall, raw_args: str | None = None) -> asyncio.Task[None]:
+        """Start executing ``call`` now; its result will appear in :attr:`outbox`.
+
+        ``raw_args`` is the JSON text the model streamed, when the provider had it: malformed
+        JSON there is reported to the model instead of being hidden behind ``args={}``.
+        """
+        self.calls += 1
+        task = asyncio.get_running_loop().create_task(self._run(call, raw_args, self.calls), name=f"tool-{call.name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def wait(self) -> None:
+        """Wait until every started call has been answered."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    def submit(self, call_id: str, result: Any, *, is_error: bool = False) -> None:
+        """Deliver the result of a client-side tool call."""
+        fut = self._client.get(call_id)
+        if fut is None:
+            raise KeyError(f"no client-side tool call {call_id!r} is waiting for a result")
+        if not fut.done():
+            fut.set_result((result, is_error))
+
+    async def aclose(self) -> None:
+        """Cancel running calls and wait for them; release the worker threads of sync tools."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    # -- one call ------------------------------------------------------------------------------
+
+    async def _run(self, call: ToolCall, raw_args: str | None, number: int) -> None:
+        try:
+            tool, kwargs = self._check(call, raw_args, number)
+        except ToolArgumentsInvalid as exc:
+            await self.outbox.put(ToolResult(call_id=call.call_id, name=call.name, result=str(exc), is_error=True))
+            return
+        if tool.requires_approval and not await self._approved(tool, call):
+            await self._error(call, f"the call to tool {tool.name!r} was denied by the approver")
+            return
+        if tool.client_side:
+            await self._client_side(tool, call)
+            return
+        timeout = tool.timeout_s if tool.timeout_s is not None else self.timeout_s
+        try:
+            async with self._semaphore, asyncio.timeout(timeout):
+                result = await self._execute(tool, call, kwargs)
+        except TimeoutError:
+            await self._error(call, f"tool {tool.name!r} timed out after {timeout} s")
+            return
+        except Exception as exc:
+            await self._error(call, f"tool {tool.name!r} raised {type(exc).__name__}: {exc}")
+            return
+        try:
+            value = _jsonable(result)
+        except (TypeError, msgspec.EncodeError) as exc:
+            await self._error(call, f"tool {tool.name!r} returned a value that is not JSON-serialisable: {exc}")
+            return
+        await self.outbox.put(ToolResult(call_id=call.call_id, name=tool.name, result=value))
+
+    def _check(self, call: ToolCall, raw_args: str | None, number: int) -> tuple[Tool, dict[str, Any]]:
+        tool = self.tools.get(call.name)
+        if tool is None or (self.allow is not None and call.name not in self.allow):
+            names = [n for n in self.tools.names if self.allow is None or n in self.allow]
+            raise ToolArgumentsInvalid(
+                f"there is no tool {call.name!r} here; available tools: {', '.join(names) or 'none'}"
+            )
+        if self.max_tool_calls is not None and number > self.max_tool_calls:
+            raise ToolArgumentsInvalid(f"this run allows at most {self.max_tool_calls} tool calls; answer without more")
+        size = len(raw_args.encode()) if raw_args is not None else len(msgspec.json.encode(call.args))
+        if size > self.max_args_bytes:
+            raise ToolArgumentsInvalid(
+                f"tool {call.name!r} arguments are {size} bytes; the limit is {self.max_args_bytes} bytes"
+            )
+        args: Any = call.args
+        if raw_args is not None and raw_args.strip():
+            try:
+                args = json.loads(raw_args)
+            except ValueError as exc:
+                raise ToolArgumentsInvalid(
+                    f"tool {call.name!r} arguments are not valid JSON ({exc}): {raw_args[:200]!r}"
+                ) from None
+        return tool, tool.validate(args)
+
+    async def _approved(self, tool: Tool, call: ToolCall) -> bool:
+        detail = {"call_id": call.call_id, "tool": tool.name, "args": call.args}
+        await self.outbox.put(Step(name="approval", status="started", detail=detail))
+        approved = False
+        if self.approve is not None:
+            try:
+                verdict = self.approve(call)
+                approved = bool(await verdict if inspect.isawaitable(verdict) else verdict)
+            except Exception as exc:
+                detail = {**detail, "error": f"{type(exc).__name__}: {exc}"}
+        await self.outbox.put(Step(name="approval", status="finished", detail={**detail, "approved": approved}))
+        return approved
+
+    async def _client_side(self, tool: Tool, call: ToolCall) -> None:
+        fut: asyncio.Future[tuple[Any, bool]] = asyncio.get_running_loop().create_future()
+        self._client[call.call_id] = fut
+        detail = {"call_id": call.call_id, "tool": tool.name, "args": call.args}
+        await self.outbox.put(Step(name="client_tool", status="started", detail=detail))
+        try:
+            result, is_error = await asyncio.wait_for(fut, self.client_timeout_s)
+        except TimeoutError:
+            await self._error(call, f"client-side tool {tool.name!r} got no result within {self.client_timeout_s} s")
+            return
+        finally:
+            self._client.pop(call.call_id, None)
+        await self.outbox.put(Step(name="client_tool", status="finished", detail=detail))
+        await self.outbox.put(ToolResult(call_id=call.call_id, name=tool.name, result=result, is_error=is_error))
+
+    async def _execute(self, tool: Tool, call: ToolCall, kwargs: dict[str, Any]) -> Any:
+        if tool.is_async_gen:
+            result: Any = None
+            gen = tool.fn(**kwargs)
+            try:
+                async for item in gen:
+                    if isinstance(item, Progress):
+                        detail = {"call_id": call.call_id, "progress": _jsonable(item.detail)}
+                        await self.outbox.put(Step(name=f"tool:{tool.name}", status="started", detail=detail))
+                    else:
+                        result = item
+            finally:
+                with contextlib.suppress(Exception):
+                    await gen.aclose()
+            return result
+        if tool.is_async:
+            return await tool.fn(**kwargs)
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self._max_concurrency, thread_name_prefix="tokenwire-tool")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(tool.fn, **kwargs))
+
+    async def _error(self, call: ToolCall, message: str) -> None:
+        await self.outbox.put(ToolResult(call_id=call.call_id, name=call.name, result=message, is_error=True))
