@@ -1,0 +1,65 @@
+"""An agent on the embedded model: streamed tool calls executed as they arrive.
+
+    python examples/tool_agent.py "What is 17 times 23?"
+
+The bundled Gemma 3 270M is a small base model: the tool call's arguments always match the
+schema (llama.cpp grammar), their values are its best guess, and its final answer may ramble.
+Point LlamaCpp at a bigger instruct GGUF for real use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import UTC, datetime
+
+import tokenwire
+from tokenwire.events import Event
+from tokenwire.providers import LlamaCpp
+from tokenwire.request import Message, Request
+
+
+@tokenwire.tool
+def multiply(a: int, b: int) -> int:
+    """Multiply two integers.
+
+    Args:
+        a: The first factor.
+        b: The second factor.
+    """
+    return a * b
+
+
+@tokenwire.tool
+def utc_time() -> str:
+    """The current UTC time, ISO 8601."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def show(event: Event) -> None:
+    """A tiny console renderer: text as it streams, tool activity on its own lines."""
+    if isinstance(event, tokenwire.TextDelta):
+        print(event.text, end="", flush=True)
+    elif isinstance(event, tokenwire.ToolCallStart):
+        print(f"\n[calling {event.name}(", end="", flush=True)
+    elif isinstance(event, tokenwire.ToolCallDelta):
+        print(event.args_delta, end="", flush=True)
+    elif isinstance(event, tokenwire.ToolCall):
+        print(")]", flush=True)
+    elif isinstance(event, tokenwire.ToolResult):
+        print(f"[tool_result {event.name} -> {event.result!r}{' (error)' if event.is_error else ''}]", flush=True)
+    elif isinstance(event, tokenwire.Step) and event.name == "turn" and event.status == "started":
+        print(f"\n--- turn {event.detail['turn']} ---", flush=True)
+    elif isinstance(event, tokenwire.Done):
+        print(f"\n[done: {event.finish_reason}, {event.stats.output_tokens} tokens, {event.stats.duration_s:.1f}s]")
+
+
+async def main(question: str) -> None:
+    request = Request([Message("user", question)], tool_choice="required", seed=3, max_tokens=60, temperature=0.2)
+    await tokenwire.generate(
+        LlamaCpp.default(), request, tools=[multiply, utc_time], max_steps=2, observers=[show]
+    ).wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "What is 17 times 23?"))
