@@ -1,0 +1,326 @@
+"""OpenAI Chat Completions and OpenAI-compatible adapters: wire fixtures through the real SDK,
+and failures injected by a real loopback server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request as HTTPRequest
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+import tokenwire
+from tokenwire.events import Error, ToolCall
+from tokenwire.providers.http import RetryPolicy
+from tokenwire.providers.openai_chat import ChatChunkMapper, OpenAIChat, OpenAICompatible
+from tokenwire.request import Message, Request, ToolSpec
+from tokenwire.testing import Transcript, assert_transcript
+from wire import chunk, serve, sse, wait_for
+
+FAST = RetryPolicy(max_retries=2, base_s=0.01, max_s=0.02)
+
+
+def sdk_provider(body: bytes, seen: list[httpx.Request] | None = None, status: int = 200) -> OpenAIChat:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if seen is not None:
+            seen.append(request)
+        return httpx.Response(status, headers={"content-type": "text/event-stream"}, content=body)
+
+    client = openai.AsyncOpenAI(
+        api_key="sk-test",
+        base_url="http://api.test/v1",
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+    )
+    return OpenAIChat(client, model="gpt-test", retry=FAST)
+
+
+async def transcript_of(provider: Any, request: Any = "hi") -> Transcript:
+    t = Transcript()
+    await tokenwire.generate(provider, request, observers=[t]).wait()
+    return t
+
+
+async def test_text_reasoning_usage_and_request_body() -> None:
+    body = sse(
+        chunk({"role": "assistant", "content": ""}),
+        chunk({"reasoning_content": "thinking"}),
+        chunk({"content": "Hel"}),
+        chunk({"content": "lo"}),
+        chunk({}, finish="stop"),
+        chunk(usage={"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}),
+    )
+    seen: list[httpx.Request] = []
+    request = Request(
+        [Message("system", "be brief"), Message("user", "hi")], temperature=0.1, max_tokens=50, seed=3, stop=["\n"]
+    )
+    t = await transcript_of(sdk_provider(body, seen), request)
+    assert_transcript(
+        t.events,
+        [
+            {"type": "start", "model": "gpt-test"},
+            {"type": "reasoning.delta", "text": "thinking"},
+            {"type": "text.delta", "text": "Hel"},
+            {"type": "text.delta", "text": "lo"},
+            {"type": "usage", "input_tokens": 9, "output_tokens": 3},
+            {"type": "done", "finish_reason": "stop", "usage": {"input_tokens": 9, "output_tokens": 3}},
+        ],
+    )
+    sent = json.loads(seen[0].content)
+    assert seen[0].headers["authorization"] == "Bearer sk-test"
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    assert sent["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    assert (sent["temperature"], sent["max_completion_tokens"], sent["seed"], sent["stop"]) == (0.1, 50, 3, ["\n"])
+
+
+def tool_delta(
+    index: int, call_id: str | None = None, name: str | None = None, args: str | None = None
+) -> dict[str, Any]:
+    fn: dict[str, Any] = {}
+    if name is not None:
+        fn["name"] = name
+    if args is not None:
+        fn["arguments"] = args
+    tc: dict[str, Any] = {"index": index, "function": fn}
+    if call_id:
+        tc.update(id=call_id, type="function")
+    return {"tool_calls": [tc]}
+
+
+async def test_parallel_tool_calls_after_text_are_kept_apart_and_emitted_early() -> None:
+    body = sse(
+        chunk({"content": "Let me check."}),
+        chunk(tool_delta(0, "call_a", "get_weather", "")),
+        chunk(tool_delta(0, args='{"city": "Pa')),
+        chunk(tool_delta(0, args='ris"}')),
+        chunk(tool_delta(1, "call_b", "get_weather", '{"city"')),
+        chunk(tool_delta(1, args=': "Rome"}')),
+        chunk({}, finish="tool_calls"),
+    )
+    request = Request(
+        [Message("user", "weather?")], tools=[ToolSpec("get_weather", "w", {"type": "object"})], tool_choice="required"
+    )
+    seen: list[httpx.Request] = []
+    t = await transcript_of(sdk_provider(body, seen), request)
+    assert_transcript(
+        t.events,
+        [
+            "start",
+            {"type": "text.delta", "text": "Let me check."},
+            {"type": "tool_call.start", "call_id": "call_a", "name": "get_weather"},
+            {"type": "tool_call.delta", "call_id": "call_a", "args_delta": '{"city": "Pa'},
+            {"type": "tool_call.delta", "call_id": "call_a", "args_delta": 'ris"}'},
+            {"type": "tool_call", "call_id": "call_a", "args": {"city": "Paris"}},  # before call_b starts
+            {"type": "tool_call.start", "call_id": "call_b"},
+            "tool_call.delta",
+            "tool_call.delta",
+            {"type": "tool_call", "call_id": "call_b", "args": {"city": "Rome"}},
+            {"type": "done", "finish_reason": "tool_calls"},
+        ],
+    )
+    sent = json.loads(seen[0].content)
+    assert sent["tool_choice"] == "required" and sent["tools"][0]["function"]["name"] == "get_weather"
+
+
+async def test_servers_reusing_index_zero_still_get_separate_calls() -> None:
+    body = sse(
+        chunk(tool_delta(0, "call_1", "a", "{}")),
+        chunk(tool_delta(0, "call_2", "b", '{"x": 1}')),
+        chunk({}, finish="tool_calls"),
+    )
+    t = await transcript_of(sdk_provider(body))
+    calls = [e for e in t.events if isinstance(e, ToolCall)]
+    assert [(c.call_id, c.name, c.args) for c in calls] == [("call_1", "a", {}), ("call_2", "b", {"x": 1})]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            sse(
+                chunk({"content": "par"}),
+                {"error": {"message": "The server had an error", "type": "server_error"}},
+                done=False,
+            ),
+            {"type": "error", "code": "server_error", "source": "provider", "retryable": True},
+        ),
+        (sse(chunk({"content": "par"}), "{not json", done=False), {"type": "error", "code": "malformed_chunk"}),
+        (
+            sse(chunk({"content": "par"}), done=False),
+            {"type": "error", "code": "incomplete_stream", "source": "transport"},
+        ),
+    ],
+)
+async def test_in_stream_failures_are_never_dropped(body: bytes, expected: dict[str, Any]) -> None:
+    t = await transcript_of(sdk_provider(body))
+    assert_transcript(t.events, ["start", {"type": "text.delta", "text": "par"}, expected])
+
+
+async def test_http_errors_have_the_provider_code_and_4xx_are_not_retried() -> None:
+    seen: list[httpx.Request] = []
+    body = json.dumps(
+        {"error": {"message": "Invalid key", "type": "invalid_request_error", "code": "invalid_api_key"}}
+    ).encode()
+    t = await transcript_of(sdk_provider(body, seen, status=401))
+    assert_transcript(
+        t.events, ["start", {"type": "error", "code": "invalid_api_key", "source": "provider", "retryable": False}]
+    )
+    assert len(seen) == 1
+
+
+def test_mapper_is_sans_io() -> None:
+    m = ChatChunkMapper()
+    assert m.feed("message", json.dumps(chunk({"content": "x"}))) == ["x"]
+    assert m.feed("message", "[DONE]") == []
+    assert [p.type for p in m.close()] == ["done"]  # type: ignore[union-attr]
+
+
+# -- a real loopback server injecting faults ----------------------------------------------------------
+
+
+class Faults:
+    """A Starlette app whose behaviour each test scripts."""
+
+    def __init__(self) -> None:
+        self.plan: list[str] = []
+        self.requests = 0
+        self.disconnected = threading.Event()  # set from the server's thread
+        self.app = Starlette(routes=[Route("/v1/chat/completions", self.handle, methods=["POST"])])
+
+    async def handle(self, request: HTTPRequest) -> Response:
+        self.requests += 1
+        await request.json()
+        what = self.plan.pop(0) if self.plan else "ok"
+        if what == "500":
+            return JSONResponse({"error": {"message": "boom", "type": "server_error"}}, status_code=500)
+        if what == "429":
+            return JSONResponse({"error": {"message": "slow down"}}, status_code=429, headers={"retry-after": "0.2"})
+        if what == "400":
+            return JSONResponse({"error": {"message": "bad"}}, status_code=400)
+
+        async def body() -> Any:
+            yield sse(chunk({"content": "Hel"}), done=False)
+            await asyncio.sleep(0.02)
+            if what == "reset":
+                raise RuntimeError("connection reset by the test")  # uvicorn aborts the response mid-body
+            if what == "malformed":
+                yield b"data: {oops\n\n"
+                return
+            if what == "stall":
+                try:
+                    await asyncio.sleep(30)
+                finally:
+                    self.disconnected.set()
+            yield sse(
+                chunk({"content": "lo"}),
+                chunk({}, finish="stop"),
+                chunk(usage={"prompt_tokens": 1, "completion_tokens": 2}),
+            )
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+
+@pytest.fixture
+def faults() -> Any:
+    f = Faults()
+    with serve(f.app) as url:
+        yield f, url
+
+
+async def test_500_then_success_is_retried_before_output(faults: Any) -> None:
+    f, url = faults
+    f.plan = ["500", "ok"]
+    provider = OpenAICompatible(url + "/v1", model="m", retry=FAST)
+    t = await transcript_of(provider)
+    await provider.aclose()
+    assert f.requests == 2
+    assert_transcript(
+        t.events,
+        ["start", {"type": "text.delta", "text": "Hel"}, {"type": "text.delta", "text": "lo"}, "usage", "done"],
+    )
+
+
+async def test_429_honours_retry_after(faults: Any) -> None:
+    f, url = faults
+    f.plan = ["429", "ok"]
+    provider = OpenAICompatible(url + "/v1", model="m", retry=FAST)
+    t0 = asyncio.get_running_loop().time()
+    response = await tokenwire.generate(provider, "hi")
+    await provider.aclose()
+    assert asyncio.get_running_loop().time() - t0 >= 0.2
+    assert response.text == "Hello" and f.requests == 2
+
+
+async def test_retries_are_bounded(faults: Any) -> None:
+    f, url = faults
+    f.plan = ["500", "500", "500", "500"]
+    provider = OpenAICompatible(url + "/v1", model="m", retry=FAST)
+    t = await transcript_of(provider)
+    await provider.aclose()
+    assert f.requests == 3
+    assert_transcript(
+        t.events, ["start", {"type": "error", "code": "http_500", "retryable": True, "source": "provider"}]
+    )
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        ("reset", {"type": "error", "source": "transport", "retryable": True}),
+        ("malformed", {"type": "error", "code": "malformed_chunk", "source": "provider"}),
+    ],
+)
+async def test_mid_stream_failures_keep_the_partial_text_and_are_not_retried(
+    faults: Any, fault: str, expected: dict[str, Any]
+) -> None:
+    f, url = faults
+    f.plan = [fault]
+    provider = OpenAICompatible(url + "/v1", model="m", retry=FAST)
+    t = Transcript()
+    response = await tokenwire.generate(provider, "hi", observers=[t])
+    await provider.aclose()
+    assert_transcript(t.events, ["start", {"type": "text.delta", "text": "Hel"}, expected])
+    assert response.text == "Hel" and f.requests == 1
+
+
+async def test_stall_ends_the_stream_and_closes_the_connection(faults: Any) -> None:
+    f, url = faults
+    f.plan = ["stall"]
+    provider = OpenAICompatible(url + "/v1", model="m", retry=FAST)
+    t = Transcript()
+    await tokenwire.generate(provider, "hi", observers=[t], limits=tokenwire.Limits(stall_timeout_s=0.2)).wait()
+    assert_transcript(t.events, ["start", "text.delta", {"type": "error", "code": "stalled", "source": "limit"}])
+    await wait_for(f.disconnected.is_set)  # the server saw the connection close
+    await provider.aclose()
+
+
+async def test_cancel_closes_the_http_response(faults: Any) -> None:
+    f, url = faults
+    f.plan = ["stall"]
+    provider = OpenAICompatible(url + "/v1", model="m", retry=FAST)
+    handle = tokenwire.generate(provider, "hi")
+    await asyncio.sleep(0.2)
+    handle.cancel("user")
+    terminal = await handle.wait()
+    assert terminal.type == "done" and terminal.finish_reason == "cancelled"
+    await wait_for(f.disconnected.is_set)
+    await provider.aclose()
+
+
+async def test_connection_refused_is_a_transport_error() -> None:
+    from wire import free_port
+
+    provider = OpenAICompatible(f"http://127.0.0.1:{free_port()}/v1", model="m", retry=FAST)
+    terminal = await tokenwire.generate(provider, "hi").wait()
+    await provider.aclose()
+    assert isinstance(terminal, Error) and (terminal.source, terminal.code, terminal.retryable) == (
+        "transport",
+        "connect_error",
+        True,
+    )

@@ -1,0 +1,83 @@
+"""Helpers for provider tests: SSE wire fixtures and a loopback HTTP server run by the test."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+
+
+def sse(*payloads: Any, done: bool = True, event_names: bool = False) -> bytes:
+    """Encode payloads as an SSE body (``data: <json>`` blocks, ``[DONE]`` at the end)."""
+    out = []
+    for p in payloads:
+        data = p if isinstance(p, str) else json.dumps(p)
+        if event_names and isinstance(p, dict):
+            out.append(f"event: {p['type']}\ndata: {data}\n\n")
+        else:
+            out.append(f"data: {data}\n\n")
+    if done:
+        out.append("data: [DONE]\n\n")
+    return "".join(out).encode()
+
+
+def chunk(
+    delta: dict[str, Any] | None = None, finish: str | None = None, usage: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """One Chat Completions chunk as the API sends it."""
+    choices = (
+        []
+        if delta is None and finish is None
+        else [{"index": 0, "delta": delta or {}, "logprobs": None, "finish_reason": finish}]
+    )
+    body: dict[str, Any] = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-test",
+        "choices": choices,
+    }
+    if usage is not None:
+        body["usage"] = usage
+    return body
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Run an ASGI app with uvicorn on a free loopback port in a thread; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("test server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+async def wait_for(predicate: Any, within: float = 5.0) -> None:
+    """Poll a condition set from another thread (the server's) until it holds."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.01)
