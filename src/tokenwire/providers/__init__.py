@@ -3,10 +3,28 @@
 See :mod:`tokenwire.providers.base` for the protocol.
 """
 
+from tokenwire.providers.anthropic import Anthropic
 from tokenwire.providers.base import Part, Provider
 from tokenwire.providers.batch import Batch
+from tokenwire.providers.http import RetryPolicy
 from tokenwire.providers.llama import LlamaCpp
+from tokenwire.providers.openai_chat import OpenAIChat, OpenAICompatible
+from tokenwire.providers.openai_responses import OpenAIResponses
 from tokenwire.providers.replay import Replay
 from tokenwire.providers.scripted import Delay, Scripted, Stall
 
-__all__ = ["Batch", "Delay", "LlamaCpp", "Part", "Provider", "Replay", "Scripted", "Stall"]
+__all__ = [
+    "Anthropic",
+    "Batch",
+    "Delay",
+    "LlamaCpp",
+    "OpenAIChat",
+    "OpenAICompatible",
+    "OpenAIResponses",
+    "Part",
+    "Provider",
+    "Replay",
+    "RetryPolicy",
+    "Scripted",
+    "Stall",
+]
