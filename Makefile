@@ -27,7 +27,9 @@ demo: $(STAMP)
 	$(BIN)/tokenwire chat "Write one sentence about rivers." --max-tokens 96 --seed 7
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python bench/dispatch.py
+	$(BIN)/python bench/providers.py
 	$(BIN)/python bench/local_model.py
 	$(BIN)/python bench/tools.py
 

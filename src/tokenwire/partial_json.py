@@ -28,7 +28,7 @@ from typing import Any
 
 from tokenwire.errors import TokenwireError
 
-__all__ = ["PartialJSON", "PartialJSONError", "parse_partial"]
+__all__ = ["PartialArguments", "PartialJSON", "PartialJSONError", "parse_partial"]
 
 _WS = " \t\n\r"
 _NUMBER_CHARS = frozenset("-+0123456789.eE")
@@ -302,3 +302,44 @@ class PartialJSON:
 def parse_partial(text: str) -> Any:
     """The best-effort value of a JSON prefix (one-shot :class:`PartialJSON`)."""
     return PartialJSON().feed(text)
+
+
+class PartialArguments:
+    """Observer: the best-effort arguments of every tool call in a stream, as they stream.
+
+    >>> import tokenwire
+    >>> from tokenwire.events import ToolCallStart, ToolCallDelta
+    >>> from tokenwire.providers import Scripted
+    >>> args = PartialArguments()
+    >>> script = [ToolCallStart(call_id="c1", name="search"), ToolCallDelta(call_id="c1", args_delta='{"q": "tok')]
+    >>> _ = tokenwire.run_sync(Scripted(script), "hi", observers=[args])
+    >>> args["c1"]
+    {'q': 'tok'}
+
+    One :class:`PartialJSON` per call: each fragment is parsed once, whatever the number of
+    fragments (the arguments are never re-parsed from the start).
+    """
+
+    def __init__(self) -> None:
+        self._parsers: dict[str, PartialJSON] = {}
+        self._final: dict[str, Any] = {}
+
+    def on_tool_call_delta(self, event: Any) -> None:
+        parser = self._parsers.get(event.call_id)
+        if parser is None:
+            parser = self._parsers[event.call_id] = PartialJSON()
+        try:
+            parser.feed(event.args_delta)
+        except PartialJSONError:
+            self._final.setdefault(event.call_id, None)  # malformed: the runner reports it to the model
+
+    def on_tool_call(self, event: Any) -> None:
+        self._final[event.call_id] = event.args
+        self._parsers.pop(event.call_id, None)
+
+    def __getitem__(self, call_id: str) -> Any:
+        """The complete arguments once the call is complete, else the partial value so far."""
+        if call_id in self._final:
+            return self._final[call_id]
+        parser = self._parsers.get(call_id)
+        return None if parser is None else parser.value
