@@ -392,7 +392,7 @@ async def partial_args_paths() -> None:
     for fragments in (1000, 4000):
         events = tool_use_events(fragments)
 
-        def client() -> anthropic.AsyncAnthropic:
+        def client(events: list[bytes] = events) -> anthropic.AsyncAnthropic:
             return anthropic.AsyncAnthropic(
                 api_key="k",
                 base_url="http://api.test",
