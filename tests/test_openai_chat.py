@@ -324,3 +324,59 @@ async def test_connection_refused_is_a_transport_error() -> None:
         "connect_error",
         True,
     )
+
+
+async def test_agent_loop_over_recorded_openai_turns() -> None:
+    turns = [
+        sse(
+            chunk(tool_delta(0, "call_1", "add", '{"a": 2, "b": 3}')),
+            chunk({}, finish="tool_calls"),
+            chunk(usage={"prompt_tokens": 5, "completion_tokens": 4}),
+        ),
+        sse(
+            chunk({"content": "2 + 3 = 5"}),
+            chunk({}, finish="stop"),
+            chunk(usage={"prompt_tokens": 9, "completion_tokens": 6}),
+        ),
+    ]
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=turns[len(seen) - 1])
+
+    client = openai.AsyncOpenAI(
+        api_key="sk",
+        base_url="http://api.test/v1",
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+    )
+
+    @tokenwire.tool
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    t = Transcript()
+    response = await tokenwire.generate(OpenAIChat(client, model="gpt-test"), "2+3?", tools=[add], observers=[t])
+    assert_transcript(
+        t.events,
+        [
+            "start",
+            "step",
+            "tool_call.start",
+            "tool_call.delta",
+            {"type": "tool_call", "args": {"a": 2, "b": 3}},
+            "usage",
+            {"type": "tool_result", "result": 5},
+            "step",
+            "step",
+            {"type": "text.delta", "text": "2 + 3 = 5"},
+            "usage",
+            "step",
+            {"type": "done", "finish_reason": "stop", "usage": {"input_tokens": 14, "output_tokens": 10}},
+        ],
+    )
+    second = json.loads(seen[1].content)["messages"]
+    assert second[1]["tool_calls"][0]["function"] == {"name": "add", "arguments": '{"a": 2, "b": 3}'}
+    assert second[2] == {"role": "tool", "tool_call_id": "call_1", "content": "5"}
+    assert response.text == "2 + 3 = 5"
