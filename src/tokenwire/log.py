@@ -27,11 +27,14 @@ import abc
 import asyncio
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
+from typing import Generic, TypeVar
 
 from tokenwire.errors import SeqEvicted, StreamNotFound
 from tokenwire.events import TERMINAL_TYPES, Event
 
-__all__ = ["EventLog", "MemoryLog", "StreamWriter"]
+__all__ = ["EventLog", "MemoryLog", "Ring", "StreamWriter"]
+
+T = TypeVar("T")
 
 
 class StreamWriter(abc.ABC):
@@ -68,45 +71,57 @@ class EventLog(abc.ABC):
         """Release connections; a no-op for memory."""
 
 
-class _Ring(StreamWriter):
-    """A bounded in-memory log of one stream."""
+class Ring(Generic[T]):
+    """A bounded, append-only sequence numbered from 0, read by cursors (the log's building block).
 
-    __slots__ = ("_events", "_waiters", "finished", "next_seq", "stream_id")
+    Items beyond ``max_items`` are evicted from the front; :meth:`since` and :meth:`read` raise
+    :class:`SeqEvicted` for them. :meth:`finish` marks the end (readers stop there).
+    """
 
-    def __init__(self, stream_id: str, max_events: int):
-        self.stream_id = stream_id
-        self._events: deque[Event] = deque(maxlen=max_events)
+    __slots__ = ("_items", "_waiters", "finished", "name", "next_seq")
+
+    def __init__(self, name: str, max_items: int):
+        self.name = name
+        self._items: deque[T] = deque(maxlen=max_items)
         self._waiters: list[asyncio.Future[None]] = []
         self.next_seq = 0
         self.finished = False
 
     @property
     def first_seq(self) -> int:
-        return self.next_seq - len(self._events)
+        """The oldest retained seq."""
+        return self.next_seq - len(self._items)
 
-    def append(self, event: Event) -> None:
-        self._events.append(event)
+    def append(self, item: T) -> None:
+        self._items.append(item)
         self.next_seq += 1
-        if event.__class__ in TERMINAL_TYPES:
-            self.finished = True
         if self._waiters:
-            for fut in self._waiters:
-                if not fut.done():
-                    fut.set_result(None)
-            self._waiters.clear()
+            self._wake()
 
-    async def read(self, from_seq: int, follow: bool) -> AsyncIterator[Event]:
-        seq = max(from_seq, 0)
-        while True:
-            while seq < self.next_seq:
-                if seq < self.first_seq:
-                    # Raised up front, or for a reader that fell max_events behind while suspended.
-                    raise SeqEvicted(self.stream_id, seq, self.first_seq)
-                event = self._events[seq - self.next_seq]
-                seq += 1
-                yield event
-            if self.finished or not follow:
-                return
+    def finish(self) -> None:
+        """No more items will come; wake every reader."""
+        self.finished = True
+        self._wake()
+
+    def _wake(self) -> None:
+        for fut in self._waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._waiters.clear()
+
+    def since(self, seq: int) -> list[T]:
+        """Every retained item from ``seq`` on (empty when caught up)."""
+        if seq < self.first_seq:
+            raise SeqEvicted(self.name, seq, self.first_seq)
+        n = self.next_seq - seq
+        if n <= 0:
+            return []
+        items = self._items
+        return [items[i] for i in range(len(items) - n, len(items))]
+
+    async def wait(self, seq: int) -> None:
+        """Return once an item with ``seq`` exists or the ring is finished."""
+        while self.next_seq <= seq and not self.finished:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.append(fut)
             try:
@@ -116,6 +131,39 @@ class _Ring(StreamWriter):
                     fut.cancel()
                     if fut in self._waiters:
                         self._waiters.remove(fut)
+
+    async def read(self, from_seq: int, follow: bool = True) -> AsyncIterator[T]:
+        """Items from ``from_seq`` on; with ``follow``, wait for more until :meth:`finish`."""
+        seq = max(from_seq, 0)
+        while True:
+            while seq < self.next_seq:
+                if seq < self.first_seq:
+                    # Raised up front, or for a reader that fell max_items behind while suspended.
+                    raise SeqEvicted(self.name, seq, self.first_seq)
+                item = self._items[seq - self.next_seq]
+                seq += 1
+                yield item
+            if self.finished or not follow:
+                return
+            await self.wait(seq)
+
+
+class _EventRing(Ring[Event], StreamWriter):
+    """One stream's events; the terminal event finishes the ring."""
+
+    __slots__ = ("stream_id",)
+
+    def __init__(self, stream_id: str, max_events: int):
+        super().__init__(stream_id, max_events)
+        self.stream_id = stream_id
+
+    def append(self, event: Event) -> None:
+        self._items.append(event)
+        self.next_seq += 1
+        if event.__class__ in TERMINAL_TYPES:
+            self.finished = True
+        if self._waiters:
+            self._wake()
 
 
 class MemoryLog(EventLog):
@@ -131,12 +179,12 @@ class MemoryLog(EventLog):
             raise ValueError(f"max_events and max_streams must be >= 1, got {max_events}, {max_streams}")
         self.max_events = max_events
         self.max_streams = max_streams
-        self._rings: OrderedDict[str, _Ring] = OrderedDict()
+        self._rings: OrderedDict[str, _EventRing] = OrderedDict()
 
     def open(self, stream_id: str) -> StreamWriter:
         if stream_id in self._rings:
             raise ValueError(f"stream {stream_id!r} already exists in this log; stream ids must be unique")
-        ring = _Ring(stream_id, self.max_events)
+        ring = _EventRing(stream_id, self.max_events)
         self._rings[stream_id] = ring
         if len(self._rings) > self.max_streams:
             self._evict()

@@ -45,6 +45,7 @@ from tokenwire.events import (
     TERMINAL_TYPES,
     Done,
     Error,
+    ErrorSource,
     Event,
     EventBase,
     ReasoningDelta,
@@ -129,6 +130,16 @@ class StreamHandle:
             self._loop.call_soon_threadsafe(self.cancel, reason)
             return
         self._abort(Done(finish_reason="cancelled", reason=reason))
+
+    def fail(self, code: str, message: str, *, source: ErrorSource = "internal", retryable: bool = False) -> None:
+        """End the stream with an ``error`` event (a server shutting down, an operator's kill switch).
+
+        Like :meth:`cancel` it closes the provider and is a no-op once the stream is ending.
+        """
+        if threading.get_ident() != self._thread:
+            self._loop.call_soon_threadsafe(lambda: self.fail(code, message, source=source, retryable=retryable))
+            return
+        self._abort(Error(code=code, message=message, source=source, retryable=retryable))
 
     def _abort(self, terminal: Done | Error) -> None:
         if self._terminating or self._stop is not None:

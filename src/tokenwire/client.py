@@ -1,0 +1,337 @@
+"""Python clients for a tokenwire server: SSE with reconnect-and-resume, sync, and WebSocket.
+
+>>> import asyncio                                                              # doctest: +SKIP
+>>> async def main():                                                           # doctest: +SKIP
+...     async with Client("http://127.0.0.1:8000", api_key="k") as client:
+...         async for event in client.run("Write a haiku"):
+...             print(event.type)
+
+``subscribe`` reconnects when the connection drops and resumes after the last seq it yielded
+(``Last-Event-ID``), honouring the server's ``retry`` hint with a capped backoff; events are
+de-duplicated by seq, so the caller sees each exactly once and in order, ending with the terminal
+event. HTTP errors raise: 401 → :class:`~tokenwire.security.Unauthorized`, 403 →
+:class:`~tokenwire.security.Forbidden`, 404 → :class:`~tokenwire.StreamNotFound`, 410 →
+:class:`~tokenwire.SeqEvicted`, others :class:`ClientError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import msgspec
+from httpx_sse import aconnect_sse
+
+from tokenwire.errors import SeqEvicted, StreamNotFound, TokenwireError
+from tokenwire.events import TERMINAL_TYPES, Event, decode
+from tokenwire.security import Forbidden, Unauthorized
+
+__all__ = ["Client", "ClientError", "ConnectionLost", "RunInfo", "SyncClient", "WebSocketClient"]
+
+
+class ClientError(TokenwireError):
+    """The server answered with an error."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(f"HTTP {status} {code}: {message}")
+        self.status = status
+        self.code = code
+
+
+class ConnectionLost(TokenwireError):
+    """The stream could not be resumed within the reconnect budget."""
+
+
+class RunInfo(msgspec.Struct, frozen=True):
+    """What ``POST /v1/runs`` returns."""
+
+    stream_id: str
+    token: str
+    """Read and cancel."""
+    read_token: str
+    """Read only: share it with viewers."""
+    events_url: str
+
+
+def _raise_for(status: int, body: bytes, stream_id: str, from_seq: int) -> None:
+    try:
+        err = msgspec.json.decode(body).get("error", {})
+        code, message = str(err.get("code", "error")), str(err.get("message", ""))
+    except (msgspec.DecodeError, AttributeError):
+        code, message = "error", body[:200].decode(errors="replace")
+    if status == 401:
+        raise Unauthorized(message)
+    if status == 403:
+        raise Forbidden(message)
+    if status == 404:
+        raise StreamNotFound(message)
+    if status == 410:
+        raise SeqEvicted(stream_id, from_seq, -1)
+    raise ClientError(status, code, message)
+
+
+def _run_body(request: str | dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    body = {"prompt": request} if isinstance(request, str) else dict(request)
+    body.update(options)
+    return body
+
+
+class Client:
+    """Async client over HTTP + SSE."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        max_reconnects: int = 8,
+        max_backoff_s: float = 10.0,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self._own = http_client is None
+        self.http = http_client or httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=None))
+        self.max_reconnects = max_reconnects
+        self.max_backoff_s = max_backoff_s
+        self.reconnects = 0
+        """Reconnections made so far (all subscriptions)."""
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._own:
+            await self.http.aclose()
+
+    async def create_run(self, request: str | dict[str, Any], **options: Any) -> RunInfo:
+        """Start a run (``request``: a prompt, or a dict of ``RunBody`` fields)."""
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        r = await self.http.post(f"{self.base_url}/v1/runs", json=_run_body(request, options), headers=headers)
+        if r.status_code != 201:
+            _raise_for(r.status_code, r.content, "", 0)
+        return msgspec.convert(r.json(), RunInfo)
+
+    async def run(self, request: str | dict[str, Any], **options: Any) -> AsyncIterator[Event]:
+        """Start a run and iterate its events to the terminal one."""
+        info = await self.create_run(request, **options)
+        async for event in self.subscribe(info.stream_id, info.token):
+            yield event
+
+    async def subscribe(self, stream_id: str, token: str, *, from_seq: int = 0) -> AsyncIterator[Event]:
+        """Iterate a stream's events from ``from_seq``, resuming across disconnects."""
+        url = f"{self.base_url}/v1/streams/{stream_id}/events"
+        last = from_seq - 1
+        retry_s = 1.0
+        failures = 0
+        while True:
+            headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+            if last >= 0:
+                headers["Last-Event-ID"] = str(last)
+            try:
+                async with aconnect_sse(self.http, "GET", url, headers=headers) as source:
+                    response = source.response
+                    if response.status_code != 200:
+                        await response.aread()
+                        _raise_for(response.status_code, response.content, stream_id, last + 1)
+                    async for sse in source.aiter_sse():
+                        if sse.retry is not None:
+                            retry_s = sse.retry / 1000
+                        if not sse.data:
+                            continue  # keep-alives and empty events carry nothing
+                        event = decode(sse.data)
+                        if event.seq <= last:
+                            continue  # a duplicate after a resume
+                        last = event.seq
+                        failures = 0
+                        yield event
+                        if event.__class__ in TERMINAL_TYPES:
+                            return
+            except httpx.TransportError:
+                pass  # dropped: resume below
+            failures += 1
+            self.reconnects += 1
+            if failures > self.max_reconnects:
+                raise ConnectionLost(
+                    f"stream {stream_id!r}: no progress after {self.max_reconnects} reconnects (last seq {last})"
+                )
+            backoff = min(self.max_backoff_s, retry_s * 2 ** (failures - 1))
+            await asyncio.sleep(random.uniform(backoff / 2, backoff))
+
+    async def cancel(self, stream_id: str, token: str) -> None:
+        r = await self.http.post(
+            f"{self.base_url}/v1/streams/{stream_id}/cancel", headers={"Authorization": f"Bearer {token}"}
+        )
+        if r.status_code != 202:
+            _raise_for(r.status_code, r.content, stream_id, 0)
+
+    async def status(self, stream_id: str, token: str) -> dict[str, Any]:
+        r = await self.http.get(f"{self.base_url}/v1/streams/{stream_id}", headers={"Authorization": f"Bearer {token}"})
+        if r.status_code != 200:
+            _raise_for(r.status_code, r.content, stream_id, 0)
+        result: dict[str, Any] = r.json()
+        return result
+
+
+class SyncClient:
+    """The same API for synchronous code; runs an async :class:`Client` on a private loop thread.
+
+    Use it as a context manager (or call :meth:`close`) to stop the thread.
+    """
+
+    def __init__(self, base_url: str, **kwargs: Any):
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tokenwire-client", daemon=True)
+        self._thread.start()
+
+        async def make() -> Client:
+            return Client(base_url, **kwargs)
+
+        self._client: Client = self._call(make())
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def _iterate(self, agen: AsyncIterator[Event]) -> Iterator[Event]:
+        try:
+            while True:
+                try:
+                    yield self._call(anext(agen))
+                except StopAsyncIteration:
+                    return
+        finally:
+            with contextlib.suppress(Exception):
+                self._call(agen.aclose())  # type: ignore[attr-defined]
+
+    def create_run(self, request: str | dict[str, Any], **options: Any) -> RunInfo:
+        info: RunInfo = self._call(self._client.create_run(request, **options))
+        return info
+
+    def run(self, request: str | dict[str, Any], **options: Any) -> Iterator[Event]:
+        return self._iterate(self._client.run(request, **options))
+
+    def subscribe(self, stream_id: str, token: str, *, from_seq: int = 0) -> Iterator[Event]:
+        return self._iterate(self._client.subscribe(stream_id, token, from_seq=from_seq))
+
+    def cancel(self, stream_id: str, token: str) -> None:
+        self._call(self._client.cancel(stream_id, token))
+
+    def status(self, stream_id: str, token: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(self._client.status(stream_id, token))
+        return result
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._call(self._client.aclose())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class WebSocketClient:
+    """Async client over the WebSocket transport (``websockets`` library).
+
+    >>> async def main():                                                       # doctest: +SKIP
+    ...     async with WebSocketClient("ws://127.0.0.1:8000/v1/ws", api_key="k") as ws:
+    ...         async for event in ws.run("Write a haiku"):
+    ...             print(event.type)
+
+    Events are acknowledged as they are yielded (credit-based flow control: the server sends at
+    most ``window`` unacknowledged events).
+    """
+
+    def __init__(self, url: str, *, api_key: str | None = None, window: int = 256):
+        self.url = url
+        self.api_key = api_key
+        self.window = window
+        self._ws: Any = None
+        self._queues: dict[str, asyncio.Queue[Any]] = {}
+        self._replies: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._reader: asyncio.Task[None] | None = None
+        self.last_run: dict[str, Any] | None = None
+        """The server's reply to the last ``run``: ``stream_id``, ``token``, ``read_token``."""
+
+    async def __aenter__(self) -> WebSocketClient:
+        import websockets
+
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        self._ws = await websockets.connect(self.url, additional_headers=headers, max_size=None)
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+
+    async def _read(self) -> None:
+        try:
+            async for text in self._ws:
+                obj = msgspec.json.decode(text)
+                if "op" in obj:
+                    await self._replies.put(obj)
+                else:
+                    self._queue(obj["stream_id"]).put_nowait(decode(text))
+        finally:
+            closed = ConnectionLost(f"the WebSocket closed ({getattr(self._ws, 'close_code', None)})")
+            for q in self._queues.values():
+                q.put_nowait(closed)
+            self._replies.put_nowait({"op": "error", "code": "closed", "message": str(closed)})
+
+    def _queue(self, stream_id: str) -> asyncio.Queue[Any]:
+        q = self._queues.get(stream_id)
+        if q is None:
+            q = self._queues[stream_id] = asyncio.Queue()
+        return q
+
+    async def send(self, op: str, **fields: Any) -> None:
+        await self._ws.send(msgspec.json.encode({"op": op, **fields}).decode())
+
+    async def reply(self) -> dict[str, Any]:
+        """The next reply (``op`` message) from the server."""
+        return await self._replies.get()
+
+    async def _events(self, stream_id: str) -> AsyncIterator[Event]:
+        q = self._queue(stream_id)
+        while True:
+            item = await q.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            await self.send("ack", stream_id=stream_id, seq=item.seq)
+            if item.__class__ in TERMINAL_TYPES:
+                return
+
+    async def run(self, request: str | dict[str, Any], **options: Any) -> AsyncIterator[Event]:
+        await self.send("run", **_run_body(request, options))
+        reply = await self.reply()
+        if reply.get("op") != "run":
+            raise ClientError(400, str(reply.get("code")), str(reply.get("message")))
+        self.last_run = reply
+        async for event in self._events(reply["stream_id"]):
+            yield event
+
+    async def subscribe(self, stream_id: str, token: str, *, from_seq: int = 0) -> AsyncIterator[Event]:
+        await self.send("subscribe", stream_id=stream_id, token=token, from_seq=from_seq, window=self.window)
+        async for event in self._events(stream_id):
+            yield event
+
+    async def cancel(self, stream_id: str, token: str) -> None:
+        await self.send("cancel", stream_id=stream_id, token=token)

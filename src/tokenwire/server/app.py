@@ -1,0 +1,346 @@
+"""The ASGI app: runs over HTTP, Server-Sent Events with resume, WebSocket, a web UI.
+
+>>> from tokenwire.server import create_app
+>>> from tokenwire.providers import Scripted
+>>> app = create_app(providers={"scripted": Scripted(["Hi"])}, api_keys=["k"])
+
+Mount it in a FastAPI or Starlette app (``parent.mount("/llm", app)``) or run it with
+``tokenwire serve``. Routes:
+
+- ``POST /v1/runs`` (API key) → 201 ``{stream_id, token, read_token, events_url}``;
+- ``GET /v1/streams/{id}/events`` (token with ``read``) → SSE, resumable from ``Last-Event-ID``
+  or ``?from_seq=``; ``GET /v1/streams/{id}`` → status and, once finished, the result;
+- ``POST /v1/streams/{id}/cancel`` (token with ``cancel``);
+- ``WS /v1/ws`` — see :mod:`tokenwire.server.ws`; ``GET /`` — the web UI.
+
+Errors are JSON ``{"error": {"code", "message"}}`` with 401 / 403 / 404 / 410 / 413 / 422 / 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from importlib.resources import files
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request as HTTPRequest
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+
+from tokenwire.errors import SeqEvicted
+from tokenwire.events import to_builtins
+from tokenwire.limits import Limits
+from tokenwire.providers.base import Provider
+from tokenwire.request import Message, Request, ToolSpec
+from tokenwire.security import Forbidden, StreamTokens, Unauthorized, check_api_key, new_secret
+from tokenwire.server.runs import Run, Runs, ShuttingDown
+from tokenwire.tools import Toolset
+
+__all__ = ["RunBody", "ServerConfig", "create_app"]
+
+
+class RunBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The JSON body of ``POST /v1/runs``: a prompt or messages, and generation options."""
+
+    prompt: str | None = None
+    messages: list[Message] | None = None
+    system: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    seed: int | None = None
+    stop: list[str] = []
+    tools: list[str] = []
+    """Names of tools registered on the server; they run server-side (or client-side if marked)."""
+    tool_choice: str = "auto"
+    max_steps: int = 8
+    limits: Limits | None = None
+    meta: dict[str, Any] = {}
+
+
+class ServerConfig(msgspec.Struct, kw_only=True):
+    """Server settings (see :func:`create_app`)."""
+
+    api_keys: list[str] | None = None
+    token_ttl_s: float = 3600.0
+    ping_s: float = 15.0
+    retry_ms: int = 2000
+    max_body_bytes: int = 1_000_000
+    max_messages: int = 256
+    max_lag_events: int = 4096
+    shutdown_grace_s: float = 10.0
+    max_runs: int = 1000
+    max_events: int = 65_536
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def _bearer(request: HTTPRequest) -> str | None:
+    auth = request.headers.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer" and value:
+        return value.strip()
+    return None
+
+
+class _Server:
+    """State and handlers behind the app."""
+
+    def __init__(
+        self,
+        providers: Mapping[str, Provider | Callable[[], Provider]],
+        default_provider: str | None,
+        tools: Toolset | None,
+        secret: bytes,
+        config: ServerConfig,
+        default_limits: Limits | None,
+    ):
+        if not providers:
+            raise ValueError("create_app needs at least one provider")
+        self.providers = dict(providers)
+        self.default_provider = default_provider or next(iter(self.providers))
+        self.tools = tools or Toolset()
+        self.tokens = StreamTokens(secret)
+        self.config = config
+        self.default_limits = default_limits
+        self.runs = Runs(max_runs=config.max_runs, max_events=config.max_events)
+        self._instances: dict[str, Provider] = {}
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def provider(self, name: str | None) -> Provider:
+        key = name or self.default_provider
+        if key not in self.providers:
+            raise KeyError(f"unknown provider {key!r}; this server has: {', '.join(self.providers)}")
+        if key not in self._instances:
+            p = self.providers[key]
+            self._instances[key] = p if isinstance(p, Provider) else p()
+        return self._instances[key]
+
+    def check_api_key(self, presented: str | None) -> None:
+        if self.config.api_keys is not None:
+            check_api_key(presented, self.config.api_keys)
+
+    def build_request(self, body: RunBody) -> Request:
+        if (body.prompt is None) == (body.messages is None):
+            raise ValueError("give exactly one of 'prompt' and 'messages'")
+        messages = list(body.messages or [Message("user", body.prompt or "")])
+        if body.system:
+            messages.insert(0, Message("system", body.system))
+        if len(messages) > self.config.max_messages:
+            raise ValueError(f"{len(messages)} messages is more than this server accepts ({self.config.max_messages})")
+        unknown = [t for t in body.tools if t not in self.tools]
+        if unknown:
+            raise ValueError(f"unknown tools {unknown}; this server has: {', '.join(self.tools.names) or 'none'}")
+        specs: list[ToolSpec] = [t.spec for t in self.tools if t.name in body.tools]
+        return Request(
+            messages,
+            tools=specs,
+            tool_choice=body.tool_choice,
+            temperature=body.temperature,
+            max_tokens=body.max_tokens,
+            stop=body.stop,
+            seed=body.seed,
+            model=body.model,
+        )
+
+    def start(self, body: RunBody) -> Run:
+        request = self.build_request(body)
+        provider = self.provider(body.provider)
+        tools = [t for t in self.tools if t.name in body.tools] or None
+        return self.runs.start(
+            provider,
+            request,
+            limits=body.limits or self.default_limits,
+            meta=body.meta,
+            tools=tools,
+            max_steps=body.max_steps,
+        )
+
+    def issue(self, stream_id: str) -> tuple[str, str]:
+        now = time.time()
+        ttl = self.config.token_ttl_s
+        return (
+            self.tokens.issue(stream_id, {"read", "cancel"}, now=now, ttl_s=ttl),
+            self.tokens.issue(stream_id, {"read"}, now=now, ttl_s=ttl),
+        )
+
+    def authorize(self, request: HTTPRequest, stream_id: str, perm: str) -> Run:
+        run = self.runs.get(stream_id)
+        token = request.query_params.get("token") or _bearer(request)
+        if run is None:
+            raise LookupError(stream_id)
+        self.tokens.verify(token, stream_id, perm, now=time.time())
+        return run
+
+    # -- HTTP handlers ----------------------------------------------------------------------------
+
+    async def create_run(self, request: HTTPRequest) -> Response:
+        try:
+            self.check_api_key(_bearer(request))
+        except Unauthorized as exc:
+            return _error(401, "unauthorized", str(exc))
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.config.max_body_bytes:
+            return _error(
+                413, "body_too_large", f"the body is {declared} bytes; the limit is {self.config.max_body_bytes}"
+            )
+        raw = b""
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > self.config.max_body_bytes:
+                return _error(413, "body_too_large", f"the body exceeds {self.config.max_body_bytes} bytes")
+        try:
+            body = msgspec.json.decode(raw, type=RunBody)
+            run = self.start(body)
+        except (msgspec.ValidationError, msgspec.DecodeError, ValueError, KeyError) as exc:
+            message = exc.args[0] if isinstance(exc, KeyError) else str(exc)
+            return _error(422, "invalid_request", f"invalid run request: {message}")
+        except ShuttingDown as exc:
+            return _error(503, "shutting_down", str(exc))
+        token, read_token = self.issue(run.stream_id)
+        events_url = str(request.url_for("events", stream_id=run.stream_id))
+        return JSONResponse(
+            {"stream_id": run.stream_id, "token": token, "read_token": read_token, "events_url": events_url},
+            status_code=201,
+        )
+
+    def _guard(self, request: HTTPRequest, perm: str) -> Run | Response:
+        stream_id = request.path_params["stream_id"]
+        try:
+            return self.authorize(request, stream_id, perm)
+        except LookupError:
+            return _error(404, "not_found", f"no stream {stream_id!r} (unknown, or evicted by retention)")
+        except Unauthorized as exc:
+            return _error(401, "unauthorized", str(exc))
+        except Forbidden as exc:
+            return _error(403, "forbidden", str(exc))
+
+    async def events(self, request: HTTPRequest) -> Response:
+        run = self._guard(request, "read")
+        if isinstance(run, Response):
+            return run
+        try:
+            from_seq = self._from_seq(request)
+        except ValueError as exc:
+            return _error(422, "invalid_request", str(exc))
+        if from_seq < run.sse.first_seq:
+            return _error(410, "gone", str(SeqEvicted(run.stream_id, from_seq, run.sse.first_seq)))
+        headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+        return StreamingResponse(self._sse(run, from_seq), media_type="text/event-stream", headers=headers)
+
+    @staticmethod
+    def _from_seq(request: HTTPRequest) -> int:
+        last = request.headers.get("last-event-id")
+        query = request.query_params.get("from_seq")
+        try:
+            if last not in (None, ""):
+                return int(last) + 1
+            return int(query) if query is not None else 0
+        except ValueError:
+            raise ValueError(f"Last-Event-ID / from_seq must be an integer seq, got {last or query!r}") from None
+
+    async def _sse(self, run: Run, cursor: int) -> AsyncIterator[bytes]:
+        ring = run.sse
+        ping = self.config.ping_s
+        # No blank line after it: httpx-sse (and openai-python's decoder) would dispatch an empty
+        # event; the field rides on the first real event instead.
+        yield b"retry: %d\n" % self.config.retry_ms
+        while True:
+            try:
+                frames = ring.since(cursor)
+            except SeqEvicted:
+                return  # fell behind retention: the client resumes and gets 410
+            if frames:
+                cursor += len(frames)
+                yield b"".join(frames)  # every ready frame in one write
+                if ring.next_seq - cursor > self.config.max_lag_events:
+                    return  # too slow: disconnect rather than buffer; the client resumes
+                continue
+            if ring.finished:
+                return
+            try:
+                await asyncio.wait_for(ring.wait(cursor), ping)
+            except TimeoutError:
+                yield b": ping\n"  # no blank line: it must not dispatch an (empty) event
+
+    async def status(self, request: HTTPRequest) -> Response:
+        run = self._guard(request, "read")
+        if isinstance(run, Response):
+            return run
+        handle = run.handle
+        assert handle is not None
+        body: dict[str, Any] = {
+            "stream_id": run.stream_id,
+            "status": "finished" if handle.done() else "running",
+            "next_seq": run.sse.next_seq,
+            "created": run.created,
+        }
+        if handle.done():
+            body["result"] = msgspec.to_builtins(handle.result())
+            terminal = handle.terminal
+            body["terminal"] = to_builtins(terminal) if terminal is not None else None
+        return JSONResponse(body)
+
+    async def cancel(self, request: HTTPRequest) -> Response:
+        run = self._guard(request, "cancel")
+        if isinstance(run, Response):
+            return run
+        assert run.handle is not None
+        run.handle.cancel("cancelled through the API")
+        return JSONResponse({"stream_id": run.stream_id, "status": "cancelling"}, status_code=202)
+
+    async def ui(self, request: HTTPRequest) -> Response:
+        return HTMLResponse(files("tokenwire.server").joinpath("ui.html").read_text(encoding="utf-8"))
+
+
+def create_app(
+    *,
+    providers: Mapping[str, Provider | Callable[[], Provider]],
+    default_provider: str | None = None,
+    tools: Toolset | Iterable[Any] | None = None,
+    api_keys: Iterable[str] | None = None,
+    secret: bytes | None = None,
+    default_limits: Limits | None = None,
+    config: ServerConfig | None = None,
+) -> Starlette:
+    """Build the tokenwire ASGI app.
+
+    ``providers`` maps names (the ``provider`` field of a run) to providers or factories.
+    ``api_keys``: keys allowed to create runs; ``None`` disables the check (local demos only).
+    ``secret`` signs stream tokens (random per process by default: set it when several workers
+    or restarts must accept the same tokens). ``config`` holds limits and timings.
+    """
+    cfg = config or ServerConfig()
+    if api_keys is not None:
+        cfg = msgspec.structs.replace(cfg, api_keys=list(api_keys))
+    toolset = tools if isinstance(tools, Toolset) or tools is None else Toolset(tools)
+    server = _Server(providers, default_provider, toolset, secret or new_secret(), cfg, default_limits)
+
+    from tokenwire.server.ws import websocket_endpoint
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await server.runs.shutdown(cfg.shutdown_grace_s)
+
+    app = Starlette(
+        routes=[
+            Route("/", server.ui, methods=["GET"]),
+            Route("/v1/runs", server.create_run, methods=["POST"]),
+            Route("/v1/streams/{stream_id}/events", server.events, methods=["GET"], name="events"),
+            Route("/v1/streams/{stream_id}", server.status, methods=["GET"]),
+            Route("/v1/streams/{stream_id}/cancel", server.cancel, methods=["POST"]),
+            WebSocketRoute("/v1/ws", lambda ws: websocket_endpoint(server, ws)),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.tokenwire = server
+    return app
