@@ -399,3 +399,59 @@ async def test_shutdown_ends_running_streams_with_a_transport_error() -> None:
         collected,
         ["start", "text.delta", {"type": "error", "source": "transport", "code": "shutdown", "retryable": True}],
     )
+
+
+def test_tokenwire_serve_drains_on_sigterm(tmp_path: Any) -> None:
+    """The real command: SIGTERM mid-stream → the stream ends with error(shutdown), then exit."""
+    import signal
+    import subprocess
+    import sys
+
+    from wire import free_port
+
+    port = free_port()
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
+    cmd = [
+        sys.executable,
+        "-m",
+        "tokenwire",
+        "serve",
+        "--provider",
+        "scripted",
+        "--port",
+        str(port),
+        "--api-key",
+        KEY,
+        "--shutdown-grace",
+        "0.3",
+    ]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(base + "/", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        info = httpx.post(
+            f"{base}/v1/runs", json={"prompt": " ".join(["word"] * 500)}, headers={"Authorization": f"Bearer {KEY}"}
+        ).json()
+        events = []
+        with httpx.stream("GET", info["events_url"], params={"token": info["token"]}, timeout=10) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    events.append(tokenwire.decode(line[6:]))
+                    if len(events) == 5:
+                        proc.send_signal(signal.SIGTERM)
+        # uvicorn re-raises the captured signal once its graceful shutdown is done.
+        assert proc.wait(10) in (0, -signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    assert_transcript(events, ["start", ..., {"type": "error", "source": "transport", "code": "shutdown"}])
+    assert 5 <= len(events) < 100

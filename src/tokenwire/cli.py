@@ -11,11 +11,12 @@ stay on screen, and the exit code is 130.
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 import operator
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -51,20 +52,36 @@ class Format(StrEnum):
     jsonl = "jsonl"
 
 
-def _scripted(prompt: str, model: str | None) -> Provider:
-    """A deterministic stand-in model: echoes the prompt word by word at ~50 tokens/s."""
-    words = f"You said: {prompt}".split(" ")
-    return Scripted([w if i == 0 else " " + w for i, w in enumerate(words)], interval_s=0.02)
+class Echo:
+    """A deterministic stand-in model: answers "You said: <last user message>" word by word,
+    at ``rate`` words per second (``--provider scripted``)."""
+
+    model = "scripted"
+
+    def __init__(self, rate: float = 50.0):
+        self.interval = 1 / rate
+
+    async def stream(self, request: Request) -> AsyncIterator[str]:
+        last = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+        words = f"You said: {last}".split(" ")
+        async for part in Scripted(
+            [w if i == 0 else " " + w for i, w in enumerate(words)], interval_s=self.interval
+        ).stream(request):
+            yield part  # type: ignore[misc]
 
 
-def _llama(prompt: str, model: str | None) -> Provider:
+def _scripted(model: str | None) -> Provider:
+    return Echo()
+
+
+def _llama(model: str | None) -> Provider:
     from tokenwire.providers.llama import LlamaCpp
 
     return LlamaCpp(model) if model else LlamaCpp.default()
 
 
-PROVIDERS: dict[str, Callable[[str, str | None], Provider]] = {"llama": _llama, "scripted": _scripted}
-"""Provider factories by ``--provider`` name: ``factory(prompt, model_path)``."""
+PROVIDERS: dict[str, Callable[[str | None], Provider]] = {"llama": _llama, "scripted": _scripted}
+"""Provider factories by ``--provider`` name: ``factory(model_path)``."""
 
 CALCULATOR = ToolSpec(
     "calculator",
@@ -182,7 +199,7 @@ def chat(
     )
     console = Console(stderr=format is Format.jsonl)
     try:
-        backend = factory(prompt, model)
+        backend = factory(model)
         load = getattr(backend, "load", None)
         if load is not None:  # load before the clock starts, so the footer's ttft is the model's
             with console.status("loading model…"):
@@ -247,6 +264,69 @@ def _run_demo_tool(call: ToolCall, console: Console | None) -> None:
         console.print(Text("→ " + line, style="green"))
     else:
         typer.echo(line)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    provider: Annotated[str, typer.Option(help=f"Default model backend: {', '.join(PROVIDERS)}.")] = "llama",
+    model: Annotated[str | None, typer.Option(help="Path of a GGUF model for the llama backend.")] = None,
+    api_key: Annotated[list[str] | None, typer.Option(help="API key allowed to create runs (repeatable).")] = None,
+    no_auth: Annotated[bool, typer.Option(help="Let anyone create runs (local demos only).")] = False,
+    shutdown_grace: Annotated[float, typer.Option(help="Seconds running streams get to finish on SIGTERM.")] = 10.0,
+) -> None:
+    """Serve runs over HTTP, SSE and WebSocket, with the web UI at /.
+
+    API keys come from --api-key or TOKENWIRE_API_KEYS (comma-separated); with neither, a key is
+    generated and printed. TOKENWIRE_SECRET (hex) signs stream tokens; random per start otherwise.
+    On SIGTERM or Ctrl-C the server stops taking runs, gives running streams --shutdown-grace
+    seconds, ends the rest with error(transport, shutdown) and closes every connection.
+    """
+    import os
+    import secrets
+
+    import uvicorn
+
+    from tokenwire.server import ServerConfig, create_app
+
+    keys: list[str] | None = None
+    if not no_auth:
+        keys = list(api_key or []) or [k for k in os.environ.get("TOKENWIRE_API_KEYS", "").split(",") if k]
+        if not keys:
+            keys = [secrets.token_urlsafe(24)]
+            typer.echo(f"API key for this server: {keys[0]}", err=True)
+    secret = bytes.fromhex(os.environ["TOKENWIRE_SECRET"]) if os.environ.get("TOKENWIRE_SECRET") else None
+    providers = {name: (lambda f=f: f(model)) for name, f in PROVIDERS.items()}
+    application = create_app(
+        providers=providers,
+        default_provider=provider,
+        api_keys=keys,
+        secret=secret,
+        config=ServerConfig(shutdown_grace_s=shutdown_grace),
+    )
+    runs = application.state.tokenwire.runs
+
+    class GracefulServer(uvicorn.Server):
+        draining = False
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # First signal: end the streams (their terminal events close the SSE responses),
+            # then let uvicorn close connections. A second signal exits at once.
+            if self.draining or not self.started:
+                super().handle_exit(sig, frame)
+                return
+            self.draining = True
+            loop = asyncio.get_running_loop()
+
+            async def drain() -> None:
+                await runs.shutdown(shutdown_grace)
+                super(GracefulServer, self).handle_exit(sig, frame)
+
+            loop.call_soon_threadsafe(lambda: loop.create_task(drain()))
+
+    config = uvicorn.Config(application, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+    GracefulServer(config).run()
 
 
 @app.command()
