@@ -1,0 +1,170 @@
+"""The web UI in headless Chromium driven by Playwright: text grows, cancel, resume after a drop.
+
+The test installs what it needs: Debian's chromium (apt) when it is missing; the Python
+playwright package (a dev dependency) drives it through its executable_path, no browser download.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tokenwire.providers import Scripted
+from tokenwire.server import ServerConfig, create_app
+from wire import free_port, serve
+
+KEY = "ui-key"
+WORDS = [f"word{i} " for i in range(120)]
+CODE = ["Here is code:\n", "```py\n", "print('hi')\n", "```\n", "Done."]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=900, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, timeout=1800, env=env)
+        path = shutil.which("chromium")
+    assert path, "chromium could not be installed"
+    return path
+
+
+class DroppableProxy:
+    """A loopback TCP proxy whose open connections the test can cut (a real network drop)."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.port = free_port()
+        self.loop = asyncio.new_event_loop()
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        self.ready.wait(5)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", self.port))
+        self.ready.set()
+        self.loop.run_forever()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self.writers -= {writer, up_writer}
+
+    def drop(self) -> None:
+        def cut() -> None:
+            for w in list(self.writers):
+                w.transport.abort()
+            self.writers.clear()
+
+        self.loop.call_soon_threadsafe(cut)
+
+    def close(self) -> None:
+        self.drop()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[tuple[str, DroppableProxy]]:
+    app = create_app(
+        providers={"slow": Scripted(WORDS, interval_s=0.02), "code": Scripted(CODE, interval_s=0.05)},
+        default_provider="slow",
+        api_keys=[KEY],
+        config=ServerConfig(retry_ms=300),
+    )
+    with serve(app) as url:
+        proxy = DroppableProxy(int(url.rsplit(":", 1)[1]))
+        yield f"http://127.0.0.1:{proxy.port}/", proxy
+        proxy.close()
+
+
+@pytest.fixture
+def page(chromium: str) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-quic",
+        "--no-first-run",
+    ]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=args)
+        pg = browser.new_page()
+        yield pg
+        browser.close()
+
+
+def ask(page: Any, url: str, provider: str | None = None) -> None:
+    page.unroute("**/v1/runs")
+    page.goto(url)
+    page.fill("#apikey", KEY)
+    page.fill("#prompt", "Tell me things")
+    if provider:  # the UI always asks the server's default; route the request body for other scripts
+        page.route(
+            "**/v1/runs", lambda route: route.continue_(post_data=f'{{"prompt": "x", "provider": "{provider}"}}')
+        )
+    page.click("#send")
+
+
+def test_text_grows_and_renders_markdown(page: Any, site: Any, tmp_path: Path) -> None:
+    url, _ = site
+    ask(page, url, provider="code")
+    page.wait_for_selector("#answer pre code", timeout=10_000)
+    page.wait_for_function("document.getElementById('status').textContent === 'stop'", timeout=10_000)
+    assert page.inner_text("#answer pre code").strip() == "print('hi')"
+    page.screenshot(path=str(tmp_path / "code.png"))
+
+    ask(page, url)
+    lengths = []
+    for i in range(4):
+        page.wait_for_timeout(400)
+        page.screenshot(path=str(tmp_path / f"grow{i}.png"))
+        lengths.append(len(page.inner_text("#answer")))
+    assert lengths == sorted(lengths) and lengths[0] < lengths[-1], lengths
+    assert "tok/s" in page.inner_text("#metrics")
+
+
+def test_cancel_button_stops_the_stream(page: Any, site: Any) -> None:
+    url, _ = site
+    ask(page, url)
+    page.wait_for_function("document.getElementById('answer').innerText.length > 20", timeout=10_000)
+    page.click("#cancel")
+    page.wait_for_function("document.getElementById('status').textContent === 'cancelled'", timeout=10_000)
+    text = page.inner_text("#answer").strip()
+    assert text and "".join(WORDS).startswith(text) and text != "".join(WORDS).strip()
+
+
+def test_resumes_after_a_network_drop_without_loss_or_duplication(page: Any, site: Any) -> None:
+    url, proxy = site
+    ask(page, url)
+    page.wait_for_function("document.getElementById('answer').innerText.length > 30", timeout=10_000)
+    proxy.drop()  # every open connection is cut mid-stream
+    page.wait_for_function("document.getElementById('status').textContent === 'stop'", timeout=20_000)
+    assert page.inner_text("#answer").strip() == "".join(WORDS).strip()
