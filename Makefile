@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/providers.py
 	$(BIN)/python bench/local_model.py
 	$(BIN)/python bench/tools.py
+	$(BIN)/python bench/sse.py
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache
