@@ -14,15 +14,22 @@ own stream helper re-parses the whole buffer on every ``input_json_delta``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
 
-from tokenwire.events import Done, Error, FinishReason, ReasoningDelta, ToolCall, ToolCallDelta, ToolCallStart, Usage
+from tokenwire.events import Done, Error, FinishReason, ReasoningDelta, ToolCallDelta, ToolCallStart, Usage
 from tokenwire.providers.base import Part
-from tokenwire.providers.http import Failure, RetryPolicy, parse_retry_after, stream_sse
+from tokenwire.providers.http import (
+    Failure,
+    RetryPolicy,
+    finished_tool_call,
+    malformed_chunk,
+    parse_retry_after,
+    stream_sse,
+    truncated_stream,
+)
 from tokenwire.request import Message, Request
 
 __all__ = ["Anthropic", "AnthropicMapper", "messages_body"]
@@ -98,9 +105,7 @@ class AnthropicMapper:
             ev = _decode(data)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             self._ended = True
-            return [
-                Error(code="malformed_chunk", message=f"unreadable event ({exc}): {data[:200]!r}", source="provider")
-            ]
+            return [malformed_chunk(data, exc)]
         kind = ev.type
         if kind == "content_block_delta" and ev.delta is not None:
             d = ev.delta
@@ -123,12 +128,7 @@ class AnthropicMapper:
             return []
         if kind == "content_block_stop" and ev.index in self._tools:
             call_id, name, parts = self._tools.pop(ev.index)
-            raw = "".join(parts)
-            try:
-                args = json.loads(raw) if raw.strip() else {}
-            except ValueError:
-                args = {}  # the raw fragments went out as tool_call.delta; the tool runner reports them
-            return [ToolCall(call_id=call_id, name=name, args=args if isinstance(args, dict) else {})]
+            return [finished_tool_call(call_id, name, "".join(parts))]
         if kind == "message_start" and ev.message is not None and ev.message.usage is not None:
             u = ev.message.usage
             self._input_tokens = (
@@ -158,14 +158,7 @@ class AnthropicMapper:
         if self._ended:
             return []
         if not self._stopped:
-            return [
-                Error(
-                    code="incomplete_stream",
-                    message="the stream ended before message_stop: it was cut",
-                    retryable=True,
-                    source="transport",
-                )
-            ]
+            return [truncated_stream("message_stop")]
         return [Done(finish_reason=STOP_REASONS.get(self._stop or "end_turn", "stop"))]
 
 

@@ -16,6 +16,7 @@ exception → :class:`Failure`). :func:`stream_sse` then:
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
@@ -24,11 +25,20 @@ from typing import Any, Protocol
 
 import msgspec
 
-from tokenwire.events import Error
+from tokenwire.events import Error, ToolCall
 from tokenwire.providers.base import Part
 from tokenwire.sse import SSEDecoder
 
-__all__ = ["Failure", "Mapper", "RetryPolicy", "parse_retry_after", "stream_sse"]
+__all__ = [
+    "Failure",
+    "Mapper",
+    "RetryPolicy",
+    "finished_tool_call",
+    "malformed_chunk",
+    "parse_retry_after",
+    "stream_sse",
+    "truncated_stream",
+]
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -71,6 +81,34 @@ class Mapper(Protocol):
     def feed(self, event: str, data: str) -> list[Part]: ...
 
     def close(self) -> list[Part]: ...
+
+
+def malformed_chunk(data: str, exc: Exception) -> Error:
+    """The ``error`` for a payload that is not the JSON the format promises."""
+    return Error(code="malformed_chunk", message=f"unreadable chunk ({exc}): {data[:200]!r}", source="provider")
+
+
+def truncated_stream(expected: str) -> Error:
+    """The ``error`` for a stream that stopped before its end marker: never accept it silently."""
+    return Error(
+        code="incomplete_stream",
+        message=f"the stream ended before {expected}: it was cut",
+        retryable=True,
+        source="transport",
+    )
+
+
+def finished_tool_call(call_id: str, name: str, raw: str) -> ToolCall:
+    """A complete tool call from its raw JSON arguments.
+
+    Unparseable arguments give ``args={}``: the raw fragments already went out as
+    ``tool_call.delta`` and the agent's tool runner reports them to the model precisely.
+    """
+    try:
+        args = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        args = {}
+    return ToolCall(call_id=call_id, name=name, args=args if isinstance(args, dict) else {})
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -24,9 +24,17 @@ from typing import Any
 
 import msgspec
 
-from tokenwire.events import Done, Error, FinishReason, ReasoningDelta, ToolCall, ToolCallDelta, ToolCallStart, Usage
+from tokenwire.events import Done, Error, FinishReason, ReasoningDelta, ToolCallDelta, ToolCallStart, Usage
 from tokenwire.providers.base import Part
-from tokenwire.providers.http import Failure, RetryPolicy, parse_retry_after, stream_sse
+from tokenwire.providers.http import (
+    Failure,
+    RetryPolicy,
+    finished_tool_call,
+    malformed_chunk,
+    parse_retry_after,
+    stream_sse,
+    truncated_stream,
+)
 from tokenwire.request import Message, Request
 
 __all__ = ["ChatChunkMapper", "OpenAIChat", "OpenAICompatible", "chat_body"]
@@ -95,15 +103,6 @@ class _Call:
         self.done = False
 
 
-def _tool_call(call: _Call) -> ToolCall:
-    raw = "".join(call.args)
-    try:
-        args = json.loads(raw) if raw.strip() else {}
-    except ValueError:
-        args = {}  # the raw fragments went out as tool_call.delta; the tool runner reports them
-    return ToolCall(call_id=call.id, name=call.name, args=args if isinstance(args, dict) else {"value": args})
-
-
 class ChatChunkMapper:
     """Chat Completions chunks → parts (sans-I/O)."""
 
@@ -122,9 +121,7 @@ class ChatChunkMapper:
             chunk = _decode_chunk(data)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             self._ended = True
-            return [
-                Error(code="malformed_chunk", message=f"unreadable chunk ({exc}): {data[:200]!r}", source="provider")
-            ]
+            return [malformed_chunk(data, exc)]
         if chunk.error is not None:
             err = chunk.error
             self._ended = True
@@ -172,7 +169,7 @@ class ChatChunkMapper:
         for call in self._order:
             if not call.done:
                 call.done = True
-                out.append(_tool_call(call))
+                out.append(finished_tool_call(call.id, call.name, "".join(call.args)))
 
     def close(self) -> list[Part]:
         if self._ended:
@@ -180,14 +177,7 @@ class ChatChunkMapper:
         out: list[Part] = []
         self._complete_calls(out)
         if self._finish is None and not self._done:
-            out.append(
-                Error(
-                    code="incomplete_stream",
-                    message="the response ended without a finish reason or [DONE]: the stream was cut",
-                    retryable=True,
-                    source="transport",
-                )
-            )
+            out.append(truncated_stream("a finish reason or [DONE]"))
             return out
         out.append(Done(finish_reason=FINISH_REASONS.get(self._finish or "stop", "stop")))
         return out

@@ -19,9 +19,9 @@ from typing import Any
 
 import msgspec
 
-from tokenwire.events import Done, Error, ReasoningDelta, ToolCall, ToolCallDelta, ToolCallStart, Usage
+from tokenwire.events import Done, Error, ReasoningDelta, ToolCallDelta, ToolCallStart, Usage
 from tokenwire.providers.base import Part
-from tokenwire.providers.http import RetryPolicy, stream_sse
+from tokenwire.providers.http import RetryPolicy, finished_tool_call, malformed_chunk, stream_sse, truncated_stream
 from tokenwire.providers.openai_chat import classify_openai
 from tokenwire.request import Message, Request
 
@@ -84,9 +84,7 @@ class ResponsesMapper:
             ev = _decode(data)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             self._ended = True
-            return [
-                Error(code="malformed_chunk", message=f"unreadable event ({exc}): {data[:200]!r}", source="provider")
-            ]
+            return [malformed_chunk(data, exc)]
         kind = ev.type
         if kind == "response.output_text.delta":
             return [ev.delta] if ev.delta else []
@@ -104,12 +102,8 @@ class ResponsesMapper:
         if kind == "response.function_call_arguments.done" and ev.item_id in self._calls:
             call_id, name, parts = self._calls.pop(ev.item_id)
             raw = ev.arguments if ev.arguments is not None else "".join(parts)
-            try:
-                args = json.loads(raw) if raw.strip() else {}
-            except ValueError:
-                args = {}
             self._called = True
-            return [ToolCall(call_id=call_id, name=name, args=args if isinstance(args, dict) else {})]
+            return [finished_tool_call(call_id, name, raw)]
         if kind in ("response.completed", "response.incomplete", "response.failed"):
             self._ended = True
             return self._terminal(kind, ev.response or _Response())
@@ -137,14 +131,7 @@ class ResponsesMapper:
     def close(self) -> list[Part]:
         if self._ended:
             return []
-        return [
-            Error(
-                code="incomplete_stream",
-                message="the stream ended before response.completed: it was cut",
-                retryable=True,
-                source="transport",
-            )
-        ]
+        return [truncated_stream("response.completed")]
 
 
 def _items(m: Message) -> list[dict[str, Any]]:
