@@ -5,7 +5,7 @@ expires. It is ``<payload>.<signature>``, both base64url: the payload is compact
 ``{"sid", "perm", "exp"}`` and the signature is HMAC-SHA256 over it with the server's secret.
 Browsers can pass it as ``?token=`` (EventSource cannot set headers).
 
->>> tokens = StreamTokens(b"server-secret")
+>>> tokens = StreamTokens(b"a-server-secret-of-32-bytes-long")
 >>> t = tokens.issue("s1", {"read"}, now=1000.0, ttl_s=60)
 >>> tokens.verify(t, "s1", "read", now=1010.0).perm
 frozenset({'read'})
