@@ -21,6 +21,9 @@ from tokenwire.providers import Scripted
 from tokenwire.server import ServerConfig, create_app
 from wire import free_port, serve
 
+# The first test may install chromium with apt on a fresh machine: minutes, not the default 120 s.
+pytestmark = pytest.mark.timeout(1800)
+
 KEY = "ui-key"
 WORDS = [f"word{i} " for i in range(120)]
 CODE = ["Here is code:\n", "```py\n", "print('hi')\n", "```\n", "Done."]
