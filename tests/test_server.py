@@ -208,8 +208,9 @@ async def test_expired_tokens_and_evicted_seqs() -> None:
                 f"{url}/v1/streams/{fresh.stream_id}/events", params={"token": fresh.token, "from_seq": 0}
             )
             assert r.status_code == 410 and r.json()["error"]["code"] == "gone"
-            with pytest.raises(tokenwire.SeqEvicted):
+            with pytest.raises(tokenwire.SeqEvicted) as evicted:
                 [e async for e in client.subscribe(fresh.stream_id, fresh.token)]
+            assert evicted.value.first_available == 24  # 32 events, the last 8 retained
             with pytest.raises(Unauthorized):
                 [e async for e in client.subscribe(info.stream_id, info.token)]
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -71,7 +72,8 @@ def _raise_for(status: int, body: bytes, stream_id: str, from_seq: int) -> None:
     if status == 404:
         raise StreamNotFound(message)
     if status == 410:
-        raise SeqEvicted(stream_id, from_seq, -1)
+        m = re.search(r"oldest retained seq is (\d+)", message)
+        raise SeqEvicted(stream_id, from_seq, int(m.group(1)) if m else 0)
     raise ClientError(status, code, message)
 
 
