@@ -96,7 +96,8 @@ async def test_event_loop_stays_responsive_during_generation(gemma: LlamaCpp) ->
     await tokenwire.generate(gemma, ask("Tell a story about a fox.", max_tokens=30))
     tick.cancel()
     assert len(lags) > 20
-    assert max(lags) < 0.05, f"the loop was blocked for {max(lags) * 1000:.0f} ms"
+    # Generation takes ~0.6 s: a blocked loop would show lags of that order.
+    assert max(lags) < 0.2, f"the loop was blocked for {max(lags) * 1000:.0f} ms"
 
 
 async def test_cancel_stops_generation_within_one_token(gemma: LlamaCpp, no_thread_leaks: None) -> None:

@@ -129,9 +129,7 @@ async def test_two_parallel_calls_overlap_in_time() -> None:
         return name.upper()
 
     model = Scripted.turns([call("slow", "a", name="a"), call("slow", "b", name="b")], ["both done"])
-    t0 = time.perf_counter()
     t, response = await run_agent(model, [slow])
-    assert time.perf_counter() - t0 < 0.19  # sequential execution would take 0.2 s
     (a0, a1), (b0, b1) = spans["a"], spans["b"]
     assert a0 < b1 and b0 < a1, "the executions must overlap"
     assert_transcript(
@@ -175,7 +173,7 @@ async def test_tools_start_when_the_call_arrives_not_when_the_turn_ends() -> Non
     result_index = next(i for i, e in enumerate(t.events) if isinstance(e, ToolResult))
     last_text_of_turn_one = max(i for i, e in enumerate(t.events) if isinstance(e, TextDelta) and e.text == "word ")
     assert result_index < last_text_of_turn_one, "the result joined the stream while the model was still talking"
-    assert started[0] - tool_call.ts < 0.05
+    assert started[0] - tool_call.ts < 0.15  # started right away, not after the turn's 0.2 s of text
 
 
 async def test_invalid_arguments_never_reach_the_function_and_go_back_to_the_model() -> None:
