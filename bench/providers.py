@@ -66,10 +66,24 @@ def chat_events(n: int) -> list[bytes]:
     ]
 
 
-def responses_events(n: int) -> list[bytes]:
-    def ev(body: dict[str, Any]) -> bytes:
-        return f"event: {body['type']}\ndata: {json.dumps(body)}\n\n".encode()
+def ev(body: dict[str, Any]) -> bytes:
+    """A named SSE event (Responses and Anthropic streams name each event after its type)."""
+    return f"event: {body['type']}\ndata: {json.dumps(body)}\n\n".encode()
 
+
+ANTHROPIC_MESSAGE = {
+    "id": "msg_1",
+    "type": "message",
+    "role": "assistant",
+    "content": [],
+    "model": "claude-x",
+    "stop_reason": None,
+    "stop_sequence": None,
+    "usage": {"input_tokens": 10, "output_tokens": 1},
+}
+
+
+def responses_events(n: int) -> list[bytes]:
     resp = {
         "id": "resp_1",
         "object": "response",
@@ -115,21 +129,8 @@ def responses_events(n: int) -> list[bytes]:
 
 
 def anthropic_events(n: int) -> list[bytes]:
-    def ev(body: dict[str, Any]) -> bytes:
-        return f"event: {body['type']}\ndata: {json.dumps(body)}\n\n".encode()
-
-    msg = {
-        "id": "msg_1",
-        "type": "message",
-        "role": "assistant",
-        "content": [],
-        "model": "claude-x",
-        "stop_reason": None,
-        "stop_sequence": None,
-        "usage": {"input_tokens": 10, "output_tokens": 1},
-    }
     return [
-        ev({"type": "message_start", "message": msg}),
+        ev({"type": "message_start", "message": ANTHROPIC_MESSAGE}),
         ev({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
         *(
             ev({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": f" t{i}"}})
@@ -345,21 +346,8 @@ def tool_use_events(fragments: int) -> list[bytes]:
     step = max(len(args) // fragments, 1)
     pieces = [args[i : i + step] for i in range(0, len(args), step)]
 
-    def ev(body: dict[str, Any]) -> bytes:
-        return f"event: {body['type']}\ndata: {json.dumps(body)}\n\n".encode()
-
-    msg = {
-        "id": "msg_1",
-        "type": "message",
-        "role": "assistant",
-        "content": [],
-        "model": "claude-x",
-        "stop_reason": None,
-        "stop_sequence": None,
-        "usage": {"input_tokens": 10, "output_tokens": 1},
-    }
     return [
-        ev({"type": "message_start", "message": msg}),
+        ev({"type": "message_start", "message": ANTHROPIC_MESSAGE}),
         ev(
             {
                 "type": "content_block_start",

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
@@ -235,15 +236,7 @@ async def run(
     """
     from tokenwire.stream import generate
 
-    runner_keys = {
-        "max_concurrency",
-        "timeout_s",
-        "max_tool_calls",
-        "max_args_bytes",
-        "allow",
-        "approve",
-        "client_timeout_s",
-    }
+    runner_keys = inspect.signature(ToolRunner).parameters.keys() - {"tools"}  # the runner's options, listed once
     agent_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in runner_keys}
     agent = Agent(provider, tools, max_steps=max_steps, **agent_kwargs)
     return await generate(agent, request, **kwargs)
