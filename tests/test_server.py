@@ -402,6 +402,35 @@ async def test_shutdown_ends_running_streams_with_a_transport_error() -> None:
     )
 
 
+class Closable(Scripted):
+    """A real scripted provider that also owns a resource, like ``LlamaCpp`` (a model and thread)."""
+
+    shut = 0
+
+    def close(self) -> None:
+        self.shut += 1
+
+
+async def test_shutdown_closes_the_providers_the_server_made_and_only_those() -> None:
+    made: list[Closable] = []
+
+    def factory() -> Closable:
+        made.append(Closable(["made"]))
+        return made[-1]
+
+    given = Closable(["given"])
+    app = create_app(providers={"made": factory, "given": given}, api_keys=[KEY])
+    with serve(app, lifespan="on") as url:
+        async with Client(url, api_key=KEY) as client:
+            for name in ("made", "given", "made"):
+                info = await client.create_run("hi", provider=name)
+                events = [e async for e in client.subscribe(info.stream_id, info.token)]
+                assert_transcript(events, ["start", {"type": "text.delta", "text": name}, "done"])
+        assert len(made) == 1 and made[0].shut == 0
+    assert made[0].shut == 1
+    assert given.shut == 0  # the caller's instance: the caller closes it
+
+
 def test_tokenwire_serve_drains_on_sigterm(tmp_path: Any) -> None:
     """The real command: SIGTERM mid-stream → the stream ends with error(shutdown), then exit."""
     import signal

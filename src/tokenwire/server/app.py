@@ -124,6 +124,19 @@ class _Server:
             self._instances[key] = p if isinstance(p, Provider) else p()
         return self._instances[key]
 
+    async def close_providers(self) -> None:
+        """Close the providers this server made from factories (instances passed in stay open:
+        they are the caller's). ``aclose()`` is awaited; a blocking ``close()`` runs in a thread."""
+        made = [p for key, p in self._instances.items() if p is not self.providers[key]]
+        self._instances.clear()
+        for provider in made:
+            aclose = getattr(provider, "aclose", None)
+            close = getattr(provider, "close", None)
+            if aclose is not None:
+                await aclose()
+            elif close is not None:
+                await asyncio.to_thread(close)
+
     def check_api_key(self, presented: str | None) -> None:
         if self.config.api_keys is not None:
             check_api_key(presented, self.config.api_keys)
@@ -330,6 +343,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         await server.runs.shutdown(cfg.shutdown_grace_s)
+        await server.close_providers()
 
     app = Starlette(
         routes=[
