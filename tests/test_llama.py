@@ -6,6 +6,7 @@ Fixed seeds and short outputs; assertions on event sequences and invariants, not
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,6 +129,55 @@ async def test_concurrent_streams_share_the_model_one_at_a_time(gemma: LlamaCpp)
     assert ra.text == rb.text and ra.finish_reason == rb.finish_reason == "length"
 
 
+async def test_the_bundled_model_samples_with_a_repetition_penalty_a_request_can_override(gemma: LlamaCpp) -> None:
+    prompt = "Explain what a river is."
+    default = await tokenwire.generate(gemma, ask(prompt, max_tokens=40, seed=4))
+    explicit = await tokenwire.generate(gemma, ask(prompt, max_tokens=40, seed=4, extra={"repeat_penalty": 1.2}))
+    off = await tokenwire.generate(gemma, ask(prompt, max_tokens=40, seed=4, extra={"repeat_penalty": 1.0}))
+    assert gemma.repeat_penalty == 1.2
+    assert default.text == explicit.text != off.text
+
+
+async def test_a_stream_waiting_for_the_model_leaves_at_once_when_cancelled(gemma: LlamaCpp) -> None:
+    started = asyncio.Event()
+
+    def on_delta(e: tokenwire.Event) -> None:
+        if isinstance(e, TextDelta):
+            started.set()
+
+    busy = tokenwire.generate(gemma, ask("Tell a long story about the sea.", max_tokens=60), observers=[on_delta])
+    await started.wait()
+    w = Transcript()
+    waiting = tokenwire.generate(gemma, ask("Hi", max_tokens=5), observers=[w])
+    await asyncio.sleep(0.05)
+    t0 = time.perf_counter()
+    waiting.cancel("not needed")
+    await waiting.wait()
+    assert time.perf_counter() - t0 < 0.1
+    assert_transcript(w.events, ["start", {"type": "done", "finish_reason": "cancelled"}])
+    # The running stream was not disturbed.
+    assert (await busy).finish_reason == "length"
+
+
+def llama_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("tokenwire-llama")]
+
+
+async def test_every_generation_runs_on_one_worker_thread_that_close_stops() -> None:
+    # One OpenMP thread team per calling thread: a thread per stream would add teams (and slow
+    # every token once they outnumber the cores). The provider keeps one thread until closed.
+    before = llama_threads()
+    with LlamaCpp.default() as provider:
+        for seed in (1, 2, 3):
+            await tokenwire.generate(provider, ask("Hi", max_tokens=3, seed=seed))
+        assert len(llama_threads()) == len(before) + 1
+    assert llama_threads() == before
+    # A closed provider starts again on next use.
+    assert (await tokenwire.generate(provider, ask("Hi", max_tokens=3))).text
+    provider.close()
+    assert llama_threads() == before
+
+
 async def test_required_tool_call_streams_valid_arguments(gemma: LlamaCpp) -> None:
     t = Transcript()
     request = ask("What is the weather in Paris?", tools=[WEATHER, ADD], tool_choice="required", max_tokens=60)
@@ -182,7 +232,8 @@ def test_missing_model_file_fails_at_construction(tmp_path: Path) -> None:
 async def test_corrupt_gguf_is_an_error_event_not_a_hang(tmp_path: Path) -> None:
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF" + b"\x00" * 1000)
-    terminal = await asyncio.wait_for(tokenwire.generate(LlamaCpp(bad), "hi").wait(), 30)
+    with LlamaCpp(bad) as provider:
+        terminal = await asyncio.wait_for(tokenwire.generate(provider, "hi").wait(), 30)
     assert isinstance(terminal, Error)
     assert (terminal.code, terminal.source) == ("model_load_failed", "provider")
     assert "could not load GGUF model" in terminal.message

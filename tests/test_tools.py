@@ -411,7 +411,8 @@ async def test_the_agent_loop_on_the_embedded_model() -> None:
 
     t = Transcript()
     request = Request([Message("user", "What is 2 plus 3?")], tool_choice="add", seed=3, max_tokens=40)
-    response = await tokenwire.generate(LlamaCpp.default(), request, observers=[t], tools=[add], max_steps=2)
+    with LlamaCpp.default() as model:
+        response = await tokenwire.generate(model, request, observers=[t], tools=[add], max_steps=2)
     assert_transcript(
         t.events,
         [

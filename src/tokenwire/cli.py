@@ -180,6 +180,9 @@ def chat(
     max_tokens: Annotated[int, typer.Option(help="Cap on generated tokens.")] = 256,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
     seed: Annotated[int | None, typer.Option(help="Sampling seed, for repeatable output.")] = None,
+    repeat_penalty: Annotated[
+        float | None, typer.Option(help="Penalty on recently generated tokens (default: the model's; 1.0 = off).")
+    ] = None,
     system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
     tool_demo: Annotated[bool, typer.Option(help="Offer a calculator tool and stream the model's call.")] = False,
 ) -> None:
@@ -196,6 +199,7 @@ def chat(
         seed=seed,
         tools=[CALCULATOR] if tool_demo else [],
         tool_choice="calculator" if tool_demo else "auto",
+        extra={"repeat_penalty": repeat_penalty} if repeat_penalty is not None else {},
     )
     console = Console(stderr=format is Format.jsonl)
     try:
