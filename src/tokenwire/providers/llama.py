@@ -352,13 +352,14 @@ class _Generation:
                     self.emit(first)
                 finish = self.answer(self.prompt + first)
         else:
-            finish = self.answer(self.prompt)
+            finish = self.answer(self.prompt, prompt_tokens)
         self.emit(Usage(input_tokens=len(prompt_tokens), output_tokens=self.output_tokens))
         if finish == "length":
             self.emit(Done(finish_reason="length"))
 
-    def answer(self, prompt: str) -> str:
-        _, finish = self.generate(prompt, stops=(*self.request.stop, *self.provider._stops), on_text=self.emit)
+    def answer(self, prompt: str, tokens: list[int] | None = None) -> str:
+        stops = (*self.request.stop, *self.provider._stops)
+        _, finish = self.generate(prompt, tokens=tokens, stops=stops, on_text=self.emit)
         return finish
 
     def tool_call(self, tools: Sequence[ToolSpec], choice: str) -> None:
@@ -417,12 +418,14 @@ class _Generation:
         self,
         prompt: str,
         *,
+        tokens: list[int] | None = None,
         grammar: Any = None,
         stops: Sequence[str] = (),
         budget: int | None = None,
         on_text: Callable[[str], None] | None = None,
     ) -> tuple[str, str]:
-        """Generate from ``prompt``; returns (all text, finish reason ``stop``/``length``/``cancelled``)."""
+        """Generate from ``prompt`` (or its ``tokens``, when already tokenized); returns (all text,
+        finish reason ``stop``/``length``/``cancelled``)."""
         llm = self.llm
         limit = (
             min(budget, self.budget - self.output_tokens) if budget is not None else self.budget - self.output_tokens
@@ -444,7 +447,7 @@ class _Generation:
         llm.set_seed(self.seed)
         finish = "stop"
         n = 0
-        for token in llm.generate(self.tokenize(prompt), grammar=grammar, **self.sampling):
+        for token in llm.generate(tokens or self.tokenize(prompt), grammar=grammar, **self.sampling):
             if self.is_eog(token):
                 break
             n += 1
