@@ -1,0 +1,33 @@
+"""The benchmarks still run and print their result tables (tiny sizes; no timing is asserted —
+performance targets live in bench/ and docs/benchmarks.md, not in tests)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def run_bench(script: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "expected"),
+    [
+        ("dispatch.py", ("--events", "2000", "--repeat", "1"), "| overhead µs/ev |"),
+        ("tools.py", ("--reps", "1", "--tool-s", "0.05"), "| tokenwire, at tool_call time |"),
+        ("local_model.py", ("--procs", "1", "--runs", "1", "--tokens", "6"), "| tokenwire / raw |"),
+    ],
+)
+def test_benchmark_runs_and_reports(script: str, args: tuple[str, ...], expected: str) -> None:
+    out = run_bench(script, *args)
+    assert expected in out, out
