@@ -6,6 +6,8 @@ Fixed seeds and short outputs; assertions on event sequences and invariants, not
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -222,6 +224,34 @@ async def test_auto_tool_choice_either_answers_or_calls(gemma: LlamaCpp) -> None
             assert response.finish_reason == "tool_calls" and set(response.tool_calls[0].args) == {"a", "b"}
         else:
             assert response.text and response.finish_reason in ("stop", "length")
+
+
+EXIT_MID_GENERATION = """
+import asyncio, threading, tokenwire
+from tokenwire.providers import LlamaCpp
+from tokenwire.request import Message, Request
+model = LlamaCpp.default()
+started = threading.Event()
+
+async def main():
+    def on_delta(event):
+        started.set()
+    request = Request([Message("user", "Tell a very long story.")], max_tokens=3000, seed=1)
+    await tokenwire.generate(model, request, observers=[on_delta]).wait()
+
+# An event loop on a daemon thread that nobody cancels: only the exit hook can stop the model.
+threading.Thread(target=asyncio.run, args=(main(),), daemon=True).start()
+started.wait()
+"""
+
+
+def test_exiting_mid_generation_stops_the_model_within_a_token() -> None:
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", EXIT_MID_GENERATION], capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # 3,000 tokens take about a minute here, and the worker thread is joined at exit. (The stream's
+    # error(shutdown) cannot be asserted: the daemon loop thread may be frozen before it runs.)
+    assert time.monotonic() - t0 < 20
 
 
 def test_missing_model_file_fails_at_construction(tmp_path: Path) -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 
@@ -342,6 +345,31 @@ async def test_stream_sync_works_inside_a_running_loop(no_thread_leaks: None) ->
     """Jupyter runs user code inside an event loop; sync iteration must still work there."""
     response = tokenwire.run_sync(Scripted(["in", " loop"]), "hi")
     assert response.text == "in loop"
+
+
+EXIT_WITH_OPEN_SYNC_STREAM = """
+import sys, tokenwire
+from tokenwire.providers import Scripted
+from tokenwire.testing import Transcript
+provider = Scripted(["w "] * 3000, interval_s=0.01)
+events = iter(tokenwire.stream_sync(provider, "hi", observers=[Transcript(sys.argv[1])]))
+next(events), next(events)
+print("leaving", flush=True)
+"""
+
+
+def test_a_script_exiting_with_a_sync_stream_open_ends_the_stream_and_exits(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    t0 = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_WITH_OPEN_SYNC_STREAM, str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - t0 < 15  # the script would stream for 30 s; before the fix it hung for good
+    assert_transcript(
+        Transcript.load(path).events,
+        ["start", "text.delta", ..., {"type": "done", "finish_reason": "cancelled", "reason": "sync iterator closed"}],
+    )
 
 
 def test_run_sync_with_limits(no_thread_leaks: None) -> None:

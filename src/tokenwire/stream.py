@@ -30,8 +30,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import sys
 import threading
 import uuid
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator
 from time import time
@@ -39,6 +41,7 @@ from typing import Any
 
 import msgspec
 
+from tokenwire._exit import at_exit
 from tokenwire.delivery import EventIterator
 from tokenwire.errors import ProviderError
 from tokenwire.events import (
@@ -594,6 +597,7 @@ class SyncStream(Iterator[Event]):
         except BaseException:
             self._stop_loop()
             raise
+        _track_open(self)
 
     def _call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
@@ -636,6 +640,7 @@ class SyncStream(Iterator[Event]):
         if self._closed:
             return
         self._closed = True
+        _OPEN_SYNC_STREAMS.discard(self)
         try:
             if not self.handle.done():
                 self.handle.cancel("sync iterator closed")
@@ -655,8 +660,29 @@ class SyncStream(Iterator[Event]):
         self.close()
 
     def __del__(self) -> None:
+        if sys.is_finalizing():  # the loop's daemon thread can no longer run: waiting would hang
+            return
         with contextlib.suppress(Exception):
             self.close()
+
+
+# Sync streams still open when the interpreter exits are closed (cancelled, their terminal event
+# awaited) before Python joins its threads; otherwise a provider's worker would keep generating
+# for a stream nobody reads, and the exit would wait for it.
+_OPEN_SYNC_STREAMS: weakref.WeakSet[SyncStream] = weakref.WeakSet()
+_exit_hook = threading.Lock()  # held for good once the hook is registered
+
+
+def _track_open(stream: SyncStream) -> None:
+    _OPEN_SYNC_STREAMS.add(stream)
+    if _exit_hook.acquire(blocking=False):
+        at_exit(_close_open_sync_streams)
+
+
+def _close_open_sync_streams() -> None:
+    for stream in list(_OPEN_SYNC_STREAMS):
+        with contextlib.suppress(Exception):
+            stream.close()
 
 
 def stream_sync(provider: Provider, request: str | Request, **kwargs: Any) -> SyncStream:

@@ -45,6 +45,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tokenwire._exit import at_exit
 from tokenwire.errors import ModelLoadError, ProviderError
 from tokenwire.events import Done, ToolCall, ToolCallDelta, ToolCallStart, Usage
 from tokenwire.providers.base import Part
@@ -55,6 +56,19 @@ from tokenwire.request import Request, ToolSpec
 __all__ = ["LlamaCpp", "default_model_path"]
 
 _Emit = Callable[[Part], None]
+
+# Set when the interpreter starts to exit: generations stop within a token and their streams end
+# with error(code="shutdown"), so exiting never waits for a whole answer (the worker thread is
+# joined at exit, like every ThreadPoolExecutor thread).
+_EXITING = threading.Event()
+_exit_hook = threading.Lock()  # held for good once the hook is registered
+
+
+def _register_exit_hook() -> None:
+    # Registered after the first executor exists, so after concurrent.futures registered its own
+    # join: exit hooks run last-registered first, so this one stops generations before that join.
+    if _exit_hook.acquire(blocking=False):
+        at_exit(_EXITING.set)
 
 
 def default_model_path() -> Path:
@@ -170,6 +184,7 @@ class LlamaCpp:
                 self._executor = concurrent.futures.ThreadPoolExecutor(
                     max_workers=1, thread_name_prefix=f"tokenwire-llama-{self.model}"
                 )
+                _register_exit_hook()
             return self._executor
 
     def _load(self) -> Any:
@@ -246,6 +261,8 @@ class LlamaCpp:
             try:
                 if not cancelled.is_set():
                     _Generation(self, self._load(), request, emit, cancelled).run()
+                if _EXITING.is_set() and not cancelled.is_set():
+                    raise ProviderError("generation stopped: the process is exiting", code="shutdown")
                 emit(_END)
             except BaseException as exc:
                 emit(_Failure(exc))
@@ -394,7 +411,7 @@ class _Generation:
 
         args_prompt = f'{prefix}{name}", "arguments": '
         self.generate(args_prompt, grammar=grammar, on_text=on_args)
-        if self.cancelled.is_set():
+        if self.cancelled.is_set() or _EXITING.is_set():
             return
         raw = "".join(parts)
         try:
@@ -454,7 +471,7 @@ class _Generation:
             piece = decoder.decode(llm.detokenize([token]))
             if piece and push(piece):
                 break
-            if self.cancelled.is_set():
+            if self.cancelled.is_set() or _EXITING.is_set():
                 finish = "cancelled"
                 break
             if n >= limit:
