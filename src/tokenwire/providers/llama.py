@@ -125,12 +125,15 @@ class LlamaCpp:
     is the default for requests that do not set one; further keyword arguments go to
     ``llama_cpp.Llama``. Sampling: ``Request.temperature`` (default 0.8), ``seed``, ``stop``,
     ``max_tokens``, and ``top_k`` / ``top_p`` / ``min_p`` / ``repeat_penalty`` in
-    ``Request.extra``. The model loads on first use (in the worker thread)
-    or with :meth:`load`. :meth:`close` frees the model and stops the worker thread; a closed
-    provider loads again on next use::
+    ``Request.extra``. The model loads on first use (in the worker thread) or with :meth:`load`.
+    :meth:`close` frees the model and stops the worker thread; a closed provider loads again on
+    next use::
 
         with LlamaCpp.default() as model:
             print(tokenwire.run_sync(model, "Say hi").text)
+
+    Keep one instance per model per process: each instance has its own worker thread and OpenMP
+    team, and on a small machine two teams slow each other even while one is idle.
     """
 
     def __init__(
