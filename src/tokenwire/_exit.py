@@ -16,8 +16,19 @@ from collections.abc import Callable
 __all__ = ["at_exit"]
 
 
+_registered: set[Callable[[], None]] = set()
+_lock = threading.Lock()
+
+
 def at_exit(hook: Callable[[], None]) -> None:
-    """Run ``hook`` when the interpreter starts to exit, before non-daemon threads are joined."""
+    """Run ``hook`` when the interpreter starts to exit, before non-daemon threads are joined.
+
+    Registering the same hook again does nothing (it keeps its first place in the order).
+    """
+    with _lock:
+        if hook in _registered:
+            return
+        _registered.add(hook)
     register = getattr(threading, "_register_atexit", None)
     if register is None:
         atexit.register(hook)

@@ -670,13 +670,11 @@ class SyncStream(Iterator[Event]):
 # awaited) before Python joins its threads; otherwise a provider's worker would keep generating
 # for a stream nobody reads, and the exit would wait for it.
 _OPEN_SYNC_STREAMS: weakref.WeakSet[SyncStream] = weakref.WeakSet()
-_exit_hook = threading.Lock()  # held for good once the hook is registered
 
 
 def _track_open(stream: SyncStream) -> None:
     _OPEN_SYNC_STREAMS.add(stream)
-    if _exit_hook.acquire(blocking=False):
-        at_exit(_close_open_sync_streams)
+    at_exit(_close_open_sync_streams)
 
 
 def _close_open_sync_streams() -> None:

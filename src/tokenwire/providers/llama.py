@@ -61,14 +61,6 @@ _Emit = Callable[[Part], None]
 # with error(code="shutdown"), so exiting never waits for a whole answer (the worker thread is
 # joined at exit, like every ThreadPoolExecutor thread).
 _EXITING = threading.Event()
-_exit_hook = threading.Lock()  # held for good once the hook is registered
-
-
-def _register_exit_hook() -> None:
-    # Registered after the first executor exists, so after concurrent.futures registered its own
-    # join: exit hooks run last-registered first, so this one stops generations before that join.
-    if _exit_hook.acquire(blocking=False):
-        at_exit(_EXITING.set)
 
 
 def default_model_path() -> Path:
@@ -187,7 +179,9 @@ class LlamaCpp:
                 self._executor = concurrent.futures.ThreadPoolExecutor(
                     max_workers=1, thread_name_prefix=f"tokenwire-llama-{self.model}"
                 )
-                _register_exit_hook()
+                # After the executor exists, so after concurrent.futures registered its own join:
+                # exit hooks run last-registered first, so generations stop before that join.
+                at_exit(_EXITING.set)
             return self._executor
 
     def _load(self) -> Any:
