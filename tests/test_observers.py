@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 import tokenwire
-from tokenwire.delivery import Mailbox
 from tokenwire.events import (
     Done,
     Error,
@@ -323,17 +322,19 @@ def test_queue_arguments_are_validated() -> None:
     with pytest.raises(ValueError, match="overflow must be one of"):
         tokenwire.queued(print, overflow="explode")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="maxsize must be >= 1"):
-        Mailbox(0)
+        tokenwire.EventIterator(maxsize=0)
 
 
 async def test_stuck_queued_observer_is_cancelled_after_the_drain_timeout(caplog: pytest.LogCaptureFixture) -> None:
     async def forever(e: Event) -> None:
         await asyncio.Event().wait()
 
-    dispatcher = tokenwire.observers.Dispatcher([tokenwire.queued(forever)])
-    dispatcher.deliver(Start(model="m", seq=0))
+    dispatcher = tokenwire.observers.Dispatcher([tokenwire.queued(forever)], drain_timeout_s=0.05)
+    writer = tokenwire.MemoryLog().open("s")
+    dispatcher.attach(writer)
+    writer.append(Start(model="m", stream_id="s", seq=0))
     await asyncio.sleep(0)
-    await dispatcher.aclose(drain_timeout=0.05)
+    await dispatcher.aclose()
     assert "did not drain" in caplog.text
     assert {t for t in asyncio.all_tasks() if t is not asyncio.current_task()} == set()
 

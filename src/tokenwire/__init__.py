@@ -8,9 +8,12 @@
 The public API is what ``__all__`` lists; submodules hold one concept each (DESIGN.md).
 """
 
-from tokenwire import agent, providers
+from typing import TYPE_CHECKING, Any
+
+from tokenwire.api import generate, run, run_sync, stream, stream_sync
 from tokenwire.chunking import coalesce, coalesce_events
 from tokenwire.delivery import EventIterator, Overflow, Queued, queued
+from tokenwire.engine import StreamHandle, SyncStream
 from tokenwire.errors import (
     EventDecodeError,
     ModelLoadError,
@@ -45,10 +48,22 @@ from tokenwire.log import EventLog, MemoryLog, StreamWriter
 from tokenwire.observers import Observer, observe
 from tokenwire.request import Message, Request, ToolSpec
 from tokenwire.response import Response
-from tokenwire.stream import StreamHandle, SyncStream, generate, run, run_sync, stream, stream_sync
 from tokenwire.tools import Progress, Tool, ToolArgumentsInvalid, Toolset, tool
 
+if TYPE_CHECKING:
+    from tokenwire import agent, providers
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # ``tokenwire.providers`` and ``tokenwire.agent`` load on first use: importing the core never
+    # pulls in a model backend (tests/test_layers.py checks this in a fresh interpreter).
+    if name in ("providers", "agent"):
+        import importlib
+
+        return importlib.import_module(f"tokenwire.{name}")
+    raise AttributeError(f"module 'tokenwire' has no attribute {name!r}")
 
 __all__ = [
     "SCHEMA_VERSION",

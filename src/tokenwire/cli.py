@@ -25,6 +25,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
+from tokenwire.api import stream_sync
 from tokenwire.events import (
     SCHEMA_VERSION,
     Done,
@@ -38,10 +39,9 @@ from tokenwire.events import (
     encode,
     json_schema,
 )
-from tokenwire.providers.base import Provider
+from tokenwire.provider import Provider
 from tokenwire.providers.scripted import Scripted
 from tokenwire.request import Message, Request, ToolSpec
-from tokenwire.stream import stream_sync
 from tokenwire.testing.transcript import Transcript
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Stream LLM output as typed events.")

@@ -1,13 +1,23 @@
-"""The event log: the append-only backbone every subscriber reads with a cursor.
+"""The event log: the append-only backbone every consumer reads with a cursor.
 
-A producer appends a stream's events through the :class:`StreamWriter` that
-:meth:`EventLog.open` returns; any number of readers call :meth:`EventLog.read` with the seq to
-start from and then tail the stream until its terminal event. Resume, replay and late join are
-all that one operation (DESIGN.md).
+A run's producer (the engine) appends its events through the :class:`StreamWriter` that
+:meth:`EventLog.open` returns, and does nothing else per event. Every consumer reads the log from
+a position:
 
-The interface is shaped for a networked backend too (Redis Streams): ``append`` never blocks (a
-remote backend buffers and pipelines), ``flush`` is the durability point the engine awaits after
-the terminal event, and reads are async iterators.
+- **inline readers** (the stream's observers) are called by :meth:`StreamWriter.append` itself,
+  in order, before it returns: zero copies, no task switch, and an async observer holds the
+  producer (natural backpressure);
+- **cursors** (:meth:`StreamWriter.cursor`: async iterators, queued observers) read the stored
+  events from their own position, in batches; their overflow policy says what happens when one
+  lags (the producer waits, the oldest events are skipped, deltas are merged, or the cursor is
+  detached) — a lagging cursor costs its position, never a copy of the events;
+- **readers** (:meth:`EventLog.read` / :meth:`EventLog.batches`: SSE and WebSocket connections,
+  late joiners, other processes) never hold the producer; one that falls behind retention gets
+  :class:`~tokenwire.errors.SeqEvicted` and resumes from the oldest retained seq.
+
+Resume, replay, late join and fan-out are all "read from seq N, then tail" (DESIGN.md). The
+interface is shaped for a networked backend too (Redis Streams): ``append`` never blocks on I/O,
+``flush`` is the durability point the engine awaits after the terminal event, reads are async.
 
 >>> import asyncio
 >>> from tokenwire.events import Start, Done
@@ -16,9 +26,9 @@ the terminal event, and reads are async iterators.
 ...     w = log.open("s1")
 ...     w.append(Start(model="m", stream_id="s1", seq=0))
 ...     w.append(Done(stream_id="s1", seq=1))
-...     return [e.type for e in [ev async for ev in log.read("s1")]]
+...     return [e.type for e in [ev async for ev in log.read("s1")]], (await log.info("s1")).next_seq
 >>> asyncio.run(demo())
-['start', 'done']
+(['start', 'done'], 2)
 """
 
 from __future__ import annotations
@@ -26,56 +36,59 @@ from __future__ import annotations
 import abc
 import asyncio
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator
-from typing import Generic, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Generic, Literal, NamedTuple, TypeAlias, TypeVar
 
-from tokenwire.errors import SeqEvicted, StreamNotFound
-from tokenwire.events import TERMINAL_TYPES, Event
+import msgspec
 
-__all__ = ["EventLog", "MemoryLog", "Ring", "StreamWriter"]
+from tokenwire.errors import ObserverOverflow, SeqEvicted, StreamNotFound
+from tokenwire.events import TERMINAL_TYPES, Event, ReasoningDelta, TextDelta, ToolCallDelta
+
+__all__ = [
+    "Cursor",
+    "EventLog",
+    "MemoryLog",
+    "Overflow",
+    "Ring",
+    "StreamInfo",
+    "StreamWriter",
+    "default_log",
+]
 
 T = TypeVar("T")
 
+Overflow: TypeAlias = Literal["block", "drop_oldest", "coalesce", "disconnect"]
+"""What a cursor does when it lags more than its ``maxsize`` events behind the producer:
 
-class StreamWriter(abc.ABC):
-    """Write side of one stream's log; only the stream's producer holds it."""
+- ``block`` — the producer waits until the cursor catches up (natural backpressure);
+- ``drop_oldest`` — the cursor skips ahead to the newest ``maxsize`` events (counted in ``dropped``);
+- ``coalesce`` — consecutive text / reasoning / same-call tool-argument deltas of the backlog are
+  merged into one event carrying the newest ``seq``; nothing else is dropped;
+- ``disconnect`` — the cursor is detached; reading it raises :class:`ObserverOverflow` and the
+  reader can resume from the log at the last seq it saw.
+"""
+OVERFLOWS: tuple[Overflow, ...] = ("block", "drop_oldest", "coalesce", "disconnect")
 
-    stream_id: str
-
-    @abc.abstractmethod
-    def append(self, event: Event) -> None:
-        """Append the next event. Never blocks; the caller guarantees seq order."""
-
-    async def flush(self) -> None:  # noqa: B027 - optional hook, a no-op for memory
-        """Wait until appended events are durable and visible to every reader."""
+InlineReader: TypeAlias = Callable[[Event], "Awaitable[None] | None"]
+"""Called by :meth:`StreamWriter.append` with each event; an awaitable result holds the producer."""
 
 
-class EventLog(abc.ABC):
-    """Per-stream append-only event logs with explicit retention."""
+class StreamInfo(NamedTuple):
+    """Where a stream's log stands."""
 
-    @abc.abstractmethod
-    def open(self, stream_id: str) -> StreamWriter:
-        """Create the log of a new stream and return its writer."""
-
-    @abc.abstractmethod
-    def read(self, stream_id: str, from_seq: int = 0, *, follow: bool = True) -> AsyncIterator[Event]:
-        """Iterate the stream's events from ``from_seq`` on.
-
-        With ``follow`` the iterator waits for new events until the terminal one; without it, it
-        stops at the current end. Raises :class:`StreamNotFound` for an unknown stream and
-        :class:`SeqEvicted` when ``from_seq`` (or a later seq, for a reader that fell behind) is no
-        longer retained.
-        """
-
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
-        """Release connections; a no-op for memory."""
+    first_seq: int
+    """The oldest retained seq."""
+    next_seq: int
+    """The seq the next event will get (the number of events appended so far)."""
+    finished: bool
+    """True once the terminal event was appended."""
 
 
 class Ring(Generic[T]):
-    """A bounded, append-only sequence numbered from 0, read by cursors (the log's building block).
+    """A bounded, append-only sequence numbered from 0 (the memory log's building block).
 
-    Items beyond ``max_items`` are evicted from the front; :meth:`since` and :meth:`read` raise
-    :class:`SeqEvicted` for them. :meth:`finish` marks the end (readers stop there).
+    Items beyond ``max_items`` are evicted from the front; :meth:`since` raises
+    :class:`SeqEvicted` for them. :meth:`finish` marks the end (waiters wake).
     """
 
     __slots__ = ("_items", "_waiters", "finished", "name", "next_seq")
@@ -99,7 +112,7 @@ class Ring(Generic[T]):
             self._wake()
 
     def finish(self) -> None:
-        """No more items will come; wake every reader."""
+        """No more items will come; wake every waiter."""
         self.finished = True
         self._wake()
 
@@ -117,6 +130,8 @@ class Ring(Generic[T]):
         if n <= 0:
             return []
         items = self._items
+        if n == len(items):
+            return list(items)
         return [items[i] for i in range(len(items) - n, len(items))]
 
     async def wait(self, seq: int) -> None:
@@ -132,78 +147,390 @@ class Ring(Generic[T]):
                     if fut in self._waiters:
                         self._waiters.remove(fut)
 
-    async def read(self, from_seq: int, follow: bool = True) -> AsyncIterator[T]:
-        """Items from ``from_seq`` on; with ``follow``, wait for more until :meth:`finish`."""
-        seq = max(from_seq, 0)
+
+# -- the write side ------------------------------------------------------------------------------
+
+
+class StreamWriter(abc.ABC):
+    """Write side of one stream's log; only the stream's producer holds it.
+
+    Besides appending, the writer is where in-process consumers attach: the inline reader (the
+    engine's observer dispatcher) and :class:`Cursor` readers with an overflow policy. They live
+    in the producer's process, so only they can hold the producer (backpressure); readers in
+    other processes use :meth:`EventLog.read`.
+    """
+
+    stream_id: str
+
+    @abc.abstractmethod
+    def append(self, event: Event) -> Awaitable[None] | None:
+        """Append the next event (the caller guarantees seq order) and hand it to the inline
+        reader. Returns an awaitable when the producer must wait (an async observer, a
+        ``block`` cursor that is full); await it before appending the next event."""
+
+    @abc.abstractmethod
+    def cursor(self, from_seq: int = 0, *, maxsize: int = 1024, overflow: Overflow = "block") -> Cursor:
+        """Attach an in-process reader at ``from_seq`` with an overflow policy."""
+
+    inline: InlineReader | None = None
+    """The inline reader (set once, before the first append)."""
+
+    async def flush(self) -> None:  # noqa: B027 - optional hook, a no-op for memory
+        """Wait until appended events are durable and visible to every reader."""
+
+
+class EventLog(abc.ABC):
+    """Per-stream append-only event logs with explicit retention."""
+
+    @abc.abstractmethod
+    def open(self, stream_id: str) -> StreamWriter:
+        """Create the log of a new stream and return its writer."""
+
+    @abc.abstractmethod
+    def batches(
+        self, stream_id: str, from_seq: int = 0, *, follow: bool = True, idle_s: float | None = None
+    ) -> AsyncIterator[Sequence[Event]]:
+        """Iterate the stream's events from ``from_seq`` on, as many as are ready at a time.
+
+        With ``follow`` the iterator waits for new events until the terminal one; without it, it
+        stops at the current end. With ``idle_s`` it yields an empty batch after that many idle
+        seconds (servers send keep-alives then). Raises :class:`StreamNotFound` for an unknown
+        stream and :class:`SeqEvicted` when ``from_seq`` (or a later seq, for a reader that fell
+        behind) is no longer retained.
+        """
+
+    def read(self, stream_id: str, from_seq: int = 0, *, follow: bool = True) -> AsyncIterator[Event]:
+        """The events of :meth:`batches`, one at a time (same errors, raised by this call where
+        the backend can tell at once)."""
+        return _flatten(self.batches(stream_id, from_seq, follow=follow))
+
+    @abc.abstractmethod
+    async def info(self, stream_id: str) -> StreamInfo:
+        """Where the stream's log stands; raises :class:`StreamNotFound` for an unknown stream."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; a no-op for memory."""
+
+
+async def _flatten(batches: AsyncIterator[Sequence[Event]]) -> AsyncIterator[Event]:
+    async for batch in batches:
+        for event in batch:
+            yield event
+
+
+# -- cursors ---------------------------------------------------------------------------------------
+
+
+def merge(a: Event, b: Event) -> Event | None:
+    """Merge two consecutive deltas into one carrying ``b``'s envelope, or None if they don't merge."""
+    cls = a.__class__
+    if cls is not b.__class__:
+        return None
+    if cls is TextDelta or cls is ReasoningDelta:
+        return msgspec.structs.replace(b, text=a.text + b.text)  # type: ignore[union-attr]
+    if cls is ToolCallDelta and a.call_id == b.call_id:  # type: ignore[union-attr]
+        return msgspec.structs.replace(b, args_delta=a.args_delta + b.args_delta)  # type: ignore[union-attr]
+    return None
+
+
+def coalesced(events: Sequence[Event]) -> tuple[list[Event], int]:
+    """``events`` with consecutive mergeable deltas merged, and how many were merged away.
+
+    Linear: each run of deltas is joined once (never re-concatenated per event).
+    """
+    out: list[Event] = []
+    merged = 0
+    i, n = 0, len(events)
+    while i < n:
+        first = events[i]
+        j = i + 1
+        while j < n and merge(events[j - 1], events[j]) is not None:
+            j += 1
+        if j - i == 1:
+            out.append(first)
+        else:
+            last = events[j - 1]
+            run = events[i:j]
+            if first.__class__ is ToolCallDelta:
+                out.append(msgspec.structs.replace(last, args_delta="".join(e.args_delta for e in run)))  # type: ignore[union-attr]
+            else:
+                out.append(msgspec.structs.replace(last, text="".join(e.text for e in run)))  # type: ignore[union-attr]
+            merged += j - i - 1
+        i = j
+    return out, merged
+
+
+class Cursor:
+    """An in-process reader of one stream's log at its own position, with an overflow policy.
+
+    Iterate it (``async for``) or take :meth:`next_batch`; :meth:`close` detaches it at once (a
+    producer waiting for it is released). Made by :meth:`StreamWriter.cursor`.
+    """
+
+    __slots__ = ("_ring", "_space", "closed", "dropped", "maxsize", "overflow", "overflowed", "seq")
+
+    def __init__(self, ring: _StreamRing, from_seq: int, maxsize: int, overflow: Overflow):
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be >= 1, got {maxsize}")
+        if overflow not in OVERFLOWS:
+            raise ValueError(f"overflow must be one of {', '.join(OVERFLOWS)}; got {overflow!r}")
+        self._ring = ring
+        self.seq = from_seq
+        """The next seq this cursor reads."""
+        self.maxsize = maxsize
+        self.overflow = overflow
+        self.dropped = 0
+        """Events skipped (``drop_oldest``) or merged away (``coalesce``)."""
+        self.overflowed = False
+        """True once a ``disconnect`` cursor fell too far behind."""
+        self.closed = False
+        self._space: asyncio.Future[None] | None = None
+
+    @property
+    def lag(self) -> int:
+        """Events appended that this cursor has not read."""
+        return self._ring.next_seq - self.seq
+
+    def close(self) -> None:
+        """Detach: the producer never waits for this cursor again; reading it ends."""
+        if not self.closed:
+            self.closed = True
+            self._ring.detach(self)
+            self._release()
+
+    def _release(self) -> None:
+        s = self._space
+        if s is not None:
+            self._space = None
+            if not s.done():
+                s.set_result(None)
+
+    async def _wait_for_space(self) -> None:
+        """The producer's side of ``block``: wait until this cursor is within ``maxsize``."""
+        while not self.closed and self._ring.next_seq - self.seq > self.maxsize:
+            if self._space is None or self._space.done():
+                self._space = asyncio.get_running_loop().create_future()
+            await self._space
+
+    async def next_batch(self) -> list[Event]:
+        """The next events (at least one), after the policy; an empty list once the stream ended
+        and every event was read (or the cursor was closed)."""
+        ring = self._ring
         while True:
-            while seq < self.next_seq:
-                if seq < self.first_seq:
-                    # Raised up front, or for a reader that fell max_items behind while suspended.
-                    raise SeqEvicted(self.name, seq, self.first_seq)
-                item = self._items[seq - self.next_seq]
-                seq += 1
-                yield item
-            if self.finished or not follow:
+            if self.overflowed:
+                raise ObserverOverflow(
+                    f"subscriber fell more than {self.maxsize} events behind and was disconnected "
+                    "(overflow='disconnect'); resume from the event log at the last seq it saw"
+                )
+            if self.closed:
+                return []
+            if self.seq < ring.next_seq:
+                break
+            if ring.finished:
+                return []
+            await ring.wait(self.seq)
+        lag = ring.next_seq - self.seq
+        if self.overflow == "drop_oldest" and lag > self.maxsize:
+            self.dropped += lag - self.maxsize
+            self.seq = ring.next_seq - self.maxsize
+        try:
+            batch = ring.since(self.seq)
+        except SeqEvicted as exc:  # only a cursor larger than the log's retention can get here
+            self.dropped += exc.first_available - self.seq
+            self.seq = exc.first_available
+            batch = ring.since(self.seq)
+        self.seq = ring.next_seq
+        self._release()
+        if self.overflow == "coalesce" and lag > self.maxsize:
+            batch, merged = coalesced(batch)
+            self.dropped += merged
+        return batch
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        while True:
+            batch = await self.next_batch()
+            if not batch:
                 return
-            await self.wait(seq)
+            for event in batch:
+                yield event
 
 
-class _EventRing(Ring[Event], StreamWriter):
-    """One stream's events; the terminal event finishes the ring."""
+# -- the memory backend ------------------------------------------------------------------------------
 
-    __slots__ = ("stream_id",)
 
-    def __init__(self, stream_id: str, max_events: int):
+class _StreamRing(Ring[Event], StreamWriter):
+    """One stream's events in memory: the writer, the cursors' source, the readers' source."""
+
+    __slots__ = ("_cursors", "_on_finish", "inline", "stream_id")
+
+    def __init__(self, stream_id: str, max_events: int, on_finish: Callable[[_StreamRing], None]):
         super().__init__(stream_id, max_events)
         self.stream_id = stream_id
+        self.inline: InlineReader | None = None
+        self._cursors: list[Cursor] = []  # cursors whose policy acts at append time (block, disconnect)
+        self._on_finish = on_finish
 
-    def append(self, event: Event) -> None:
+    def append(self, event: Event) -> Awaitable[None] | None:  # type: ignore[override]
         self._items.append(event)
         self.next_seq += 1
         if event.__class__ in TERMINAL_TYPES:
             self.finished = True
+            self._on_finish(self)
         if self._waiters:
             self._wake()
+        inline = self.inline
+        r = inline(event) if inline is not None else None
+        if self._cursors:
+            wait = self._check_cursors(event)
+            if wait is not None:
+                return wait if r is None else _both(r, wait)
+        return r
+
+    def _check_cursors(self, event: Event) -> Awaitable[None] | None:
+        next_seq = self.next_seq
+        terminal = event.__class__ in TERMINAL_TYPES
+        slowest: Cursor | None = None
+        for c in self._cursors:
+            if next_seq - c.seq > c.maxsize:
+                if c.overflow == "disconnect":
+                    c.overflowed = True
+                    self._wake()  # its reader raises ObserverOverflow now
+                elif not terminal and (slowest is None or c.seq < slowest.seq):
+                    slowest = c  # a terminal is always accepted, so every reader can finish
+        if any(c.overflowed for c in self._cursors):
+            self._cursors = [c for c in self._cursors if not c.overflowed]
+        if slowest is not None:
+            return self._wait_block()
+        return None
+
+    async def _wait_block(self) -> None:
+        for c in list(self._cursors):
+            if c.overflow == "block":
+                await c._wait_for_space()
+
+    def cursor(self, from_seq: int = 0, *, maxsize: int = 1024, overflow: Overflow = "block") -> Cursor:
+        if from_seq < self.first_seq:
+            raise SeqEvicted(self.stream_id, from_seq, self.first_seq)
+        # A cursor never lags further than the log retains: past retention its events would be gone.
+        c = Cursor(self, from_seq, min(maxsize, self._items.maxlen or maxsize), overflow)
+        if overflow in ("block", "disconnect"):
+            self._cursors.append(c)
+        return c
+
+    def detach(self, cursor: Cursor) -> None:
+        if cursor in self._cursors:
+            self._cursors.remove(cursor)
+        self._wake()  # its reader, if waiting, sees ``closed``
+
+
+async def _both(a: Awaitable[None], b: Awaitable[None]) -> None:
+    await a
+    await b
 
 
 class MemoryLog(EventLog):
     """In-process event log: one bounded ring per stream (the default backend).
 
     ``max_events`` bounds each stream's ring (older events are evicted and reading them raises
-    :class:`SeqEvicted`); ``max_streams`` bounds how many streams are kept, evicting the oldest
-    finished stream first, then the oldest stream.
+    :class:`SeqEvicted`); ``max_streams`` bounds how many streams are kept and
+    ``max_total_events`` (optional) how many events finished streams may hold together: past
+    either bound the oldest finished stream is evicted first, then (``max_streams`` only) the
+    oldest stream. Memory: one stored event object per retained event (about 150-200 bytes for a
+    one-token text delta), nothing per reader.
     """
 
-    def __init__(self, *, max_events: int = 65_536, max_streams: int = 1024):
-        if max_events < 1 or max_streams < 1:
-            raise ValueError(f"max_events and max_streams must be >= 1, got {max_events}, {max_streams}")
+    def __init__(self, *, max_events: int = 65_536, max_streams: int = 1024, max_total_events: int | None = None):
+        if max_events < 1 or max_streams < 1 or (max_total_events is not None and max_total_events < 1):
+            raise ValueError(
+                f"max_events, max_streams and max_total_events must be >= 1, got {max_events}, {max_streams}, "
+                f"{max_total_events}"
+            )
         self.max_events = max_events
         self.max_streams = max_streams
-        self._rings: OrderedDict[str, _EventRing] = OrderedDict()
+        self.max_total_events = max_total_events
+        self._rings: dict[str, _StreamRing] = {}  # insertion-ordered: oldest first
+        self._finished: OrderedDict[str, int] = OrderedDict()  # finished streams, oldest first -> size
+        self._finished_events = 0
 
     def open(self, stream_id: str) -> StreamWriter:
         if stream_id in self._rings:
             raise ValueError(f"stream {stream_id!r} already exists in this log; stream ids must be unique")
-        ring = _EventRing(stream_id, self.max_events)
+        ring = _StreamRing(stream_id, self.max_events, self._stream_finished)
         self._rings[stream_id] = ring
         if len(self._rings) > self.max_streams:
-            self._evict()
+            if self._finished:
+                self._evict_finished()
+            else:
+                del self._rings[next(iter(self._rings))]
         return ring
 
-    def _evict(self) -> None:
-        for sid, ring in self._rings.items():
-            if ring.finished:
-                del self._rings[sid]
-                return
-        self._rings.popitem(last=False)
+    def _stream_finished(self, ring: _StreamRing) -> None:
+        size = len(ring._items)
+        self._finished[ring.stream_id] = size
+        self._finished_events += size
+        if self.max_total_events is not None:
+            while self._finished_events > self.max_total_events and len(self._finished) > 1:
+                self._evict_finished()
+
+    def _evict_finished(self) -> None:
+        sid, size = self._finished.popitem(last=False)
+        self._finished_events -= size
+        self._rings.pop(sid, None)
 
     def __contains__(self, stream_id: object) -> bool:
         return stream_id in self._rings
 
-    def read(self, stream_id: str, from_seq: int = 0, *, follow: bool = True) -> AsyncIterator[Event]:
+    def _ring(self, stream_id: str) -> _StreamRing:
         ring = self._rings.get(stream_id)
         if ring is None:
             raise StreamNotFound(f"no stream {stream_id!r} in this log (unknown, or evicted by retention)")
+        return ring
+
+    async def info(self, stream_id: str) -> StreamInfo:
+        ring = self._ring(stream_id)
+        return StreamInfo(ring.first_seq, ring.next_seq, ring.finished)
+
+    def batches(
+        self, stream_id: str, from_seq: int = 0, *, follow: bool = True, idle_s: float | None = None
+    ) -> AsyncIterator[Sequence[Event]]:
+        ring = self._ring(stream_id)
         if from_seq < ring.first_seq:
             raise SeqEvicted(stream_id, from_seq, ring.first_seq)
-        return ring.read(from_seq, follow)
+        return _batches(ring, max(from_seq, 0), follow, idle_s)
+
+
+async def _batches(ring: _StreamRing, seq: int, follow: bool, idle_s: float | None) -> AsyncIterator[Sequence[Event]]:
+    while True:
+        if seq < ring.next_seq:
+            batch = ring.since(seq)  # SeqEvicted for a reader that fell behind retention
+            seq += len(batch)
+            yield batch
+            continue
+        if ring.finished or not follow:
+            return
+        if idle_s is None:
+            await ring.wait(seq)
+        else:
+            try:
+                await asyncio.wait_for(ring.wait(seq), idle_s)
+            except TimeoutError:
+                yield ()
+
+
+_default: MemoryLog | None = None
+
+
+def default_log() -> MemoryLog:
+    """The process-wide in-memory log that runs use when no ``log`` is passed.
+
+    Bounds: 65,536 events per stream, 1,024 streams, and 262,144 events in finished streams
+    together (about 50 MB of one-token deltas); the oldest finished streams are evicted first.
+    Pass ``log=MemoryLog(...)`` (or a shared backend) for other bounds.
+    """
+    global _default
+    if _default is None:
+        _default = MemoryLog(max_events=65_536, max_streams=1024, max_total_events=262_144)
+    return _default

@@ -31,7 +31,8 @@ import logging
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import Any, Protocol, TypeAlias
 
-from tokenwire.delivery import EventIterator, Mailbox, Queued
+from tokenwire.delivery import EventIterator, Queued
+from tokenwire.errors import ObserverOverflow
 from tokenwire.events import (
     EVENT_TYPES,
     TERMINAL_TYPES,
@@ -48,6 +49,7 @@ from tokenwire.events import (
     ToolResult,
     Usage,
 )
+from tokenwire.log import Cursor, StreamWriter, _StreamRing
 
 __all__ = ["Dispatcher", "Observer", "ObserverErrorHook", "observe"]
 
@@ -71,6 +73,7 @@ METHOD_FOR_TYPE: dict[type, str] = {
     Done: "on_done",
 }
 _OBSERVER_METHODS = frozenset(METHOD_FOR_TYPE.values()) | {"on_event"}
+_OBSERVE_RETENTION = 4096
 
 
 class Observer(Protocol):
@@ -113,11 +116,14 @@ _Entry: TypeAlias = tuple[int, Callable[[Event], Any], _Subscriber]
 
 
 class Dispatcher:
-    """Calls every registered observer for each event, in order, isolating failures.
+    """The stream's consumers that live in the producer's process, attached to its log writer.
 
-    :meth:`deliver` runs synchronous observers immediately and returns ``None``; it returns an
-    awaitable only when an async observer or a full ``block`` queue needs the producer to wait,
-    so a stream with only sync observers costs no coroutine per event.
+    Inline observers (objects, callables) are called by :meth:`deliver`, which the writer calls
+    on every append: synchronous observers run immediately and it returns ``None``; it returns an
+    awaitable only when an async observer needs the producer to wait, so a stream with only sync
+    observers costs no coroutine per event. :class:`EventIterator` and :func:`queued` observers
+    read the log through cursors of their own; queued observers run in tasks this dispatcher
+    owns (:meth:`aclose` drains, then cancels them).
     """
 
     def __init__(
@@ -127,12 +133,15 @@ class Dispatcher:
         on_observer_error: ObserverErrorHook | None = None,
         strict: bool = False,
         on_strict_failure: Callable[[object, BaseException], None] | None = None,
+        drain_timeout_s: float = 5.0,
     ):
         self._hook = on_observer_error or _default_hook
         self._strict = strict
         self._on_strict_failure = on_strict_failure
+        self.drain_timeout_s = drain_timeout_s
         self._subscribers: list[_Subscriber] = []
-        self._mailboxes: list[Mailbox] = []
+        self._iterators: list[EventIterator] = []
+        self._queued: list[tuple[Queued, _Subscriber]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._interrupted: tuple[Event, tuple[_Entry, ...]] | None = None
         self._lists: dict[type, list[tuple[Callable[[Event], Any], _Subscriber]]] = {t: [] for t in EVENT_TYPES}
@@ -145,24 +154,21 @@ class Dispatcher:
         """Observer failures so far (first and later ones)."""
         return sum(s.failures for s in self._subscribers)
 
+    @property
+    def has_inline(self) -> bool:
+        """True when some observer is called inline."""
+        return any(self._table.values())
+
     def add(self, observer: object) -> None:
-        """Register an observer object, a plain callable, a :class:`Queued` policy or an iterator."""
+        """Register an observer object, a plain callable, a :class:`Queued` policy or an iterator
+        (before :meth:`attach`)."""
         sub = _Subscriber(observer)
-        self._subscribers.append(sub)
         if isinstance(observer, EventIterator):
-            self._add_all(observer.mailbox.put, sub)
-            self._mailboxes.append(observer.mailbox)
-        elif isinstance(observer, Queued):
-            mailbox = Mailbox(observer.maxsize, observer.overflow)
-            inner = Dispatcher(
-                [observer.observer],
-                on_observer_error=self._hook,
-                strict=self._strict,
-                on_strict_failure=self._on_strict_failure,
-            )
-            self._add_all(mailbox.put, sub)
-            self._mailboxes.append(mailbox)
-            self._tasks.append(asyncio.get_running_loop().create_task(_consume(mailbox, inner, sub, self)))
+            self._iterators.append(observer)
+            return
+        self._subscribers.append(sub)
+        if isinstance(observer, Queued):
+            self._queued.append((observer, sub))
         elif any(hasattr(observer, name) for name in _OBSERVER_METHODS):
             catch_all = getattr(observer, "on_event", None)
             for etype, name in METHOD_FOR_TYPE.items():
@@ -172,7 +178,8 @@ class Dispatcher:
                 if catch_all is not None:
                     self._lists[etype].append((catch_all, sub))
         elif callable(observer):
-            self._add_all(observer, sub)
+            for lst in self._lists.values():
+                lst.append((observer, sub))
         else:
             raise TypeError(
                 f"{observer!r} is not an observer: give an object with on_delta/on_done/... or "
@@ -180,12 +187,26 @@ class Dispatcher:
             )
         self._table = {t: tuple((i, fn, s) for i, (fn, s) in enumerate(lst)) for t, lst in self._lists.items()}
 
-    def _add_all(self, fn: Callable[[Event], Any], sub: _Subscriber) -> None:
-        for lst in self._lists.values():
-            lst.append((fn, sub))
+    def attach(self, writer: StreamWriter, from_seq: int = 0) -> None:
+        """Read ``writer``'s stream: inline observers through its appends, the others through cursors."""
+        if self.has_inline:
+            writer.inline = self.deliver
+        for it in self._iterators:
+            it.attach(writer, from_seq)
+        loop = asyncio.get_running_loop() if self._queued else None
+        for policy, sub in self._queued:
+            cursor = writer.cursor(from_seq, maxsize=policy.maxsize, overflow=policy.overflow)
+            inner = Dispatcher(
+                [policy.observer],
+                on_observer_error=self._hook,
+                strict=self._strict,
+                on_strict_failure=self._on_strict_failure,
+            )
+            assert loop is not None
+            self._tasks.append(loop.create_task(_consume(cursor, inner, sub, self)))
 
     def deliver(self, event: Event) -> Awaitable[None] | None:
-        """Deliver one event to every observer; await the result when it is not None."""
+        """Deliver one event to every inline observer; await the result when it is not None."""
         entries = self._table[event.__class__]
         for i, fn, sub in entries:
             try:
@@ -246,40 +267,42 @@ class Dispatcher:
         if self._strict and self._on_strict_failure is not None:
             self._on_strict_failure(sub.observer, exc)
 
-    async def aclose(self, drain_timeout: float = 5.0) -> None:
-        """Close the queues and wait (up to ``drain_timeout`` s) for queued observers to drain, then cancel them."""
-        for mailbox in self._mailboxes:
-            mailbox.close()
+    async def aclose(self) -> None:
+        """Wait (up to ``drain_timeout_s``) for queued observers to read to the end, then cancel them."""
         if not self._tasks:
             return
-        _, pending = await asyncio.wait(self._tasks, timeout=drain_timeout)
+        _, pending = await asyncio.wait(self._tasks, timeout=self.drain_timeout_s)
         for task in pending:
             task.cancel()
         if pending:
             await asyncio.wait(pending)
             logger.warning(
-                "%d queued observer(s) did not drain within %.1f s and were cancelled", len(pending), drain_timeout
+                "%d queued observer(s) did not drain within %.1f s and were cancelled",
+                len(pending),
+                self.drain_timeout_s,
             )
         self._tasks.clear()
 
 
-async def _consume(mailbox: Mailbox, inner: Dispatcher, sub: _Subscriber, outer: Dispatcher) -> None:
-    """Task body of a queued observer: feed its inline dispatcher until the stream ends."""
+async def _consume(cursor: Cursor, inner: Dispatcher, sub: _Subscriber, outer: Dispatcher) -> None:
+    """Task body of a queued observer: read its cursor into its inline dispatcher until the end."""
     last: Event | None = None
-    while True:
-        try:
-            event = await mailbox.get()
-        except EOFError:
-            return
-        except Exception as exc:  # ObserverOverflow: a failure of this observer like any other
-            outer.failed(sub, last, exc)
-            return
-        last = event
-        r = inner.deliver(event)
-        if r is not None:
-            await r
-        if event.__class__ in TERMINAL_TYPES:
-            return
+    try:
+        while True:
+            try:
+                batch = await cursor.next_batch()
+            except ObserverOverflow as exc:  # a failure of this observer like any other
+                outer.failed(sub, last, exc)
+                return
+            if not batch:
+                return
+            for event in batch:
+                last = event
+                r = inner.deliver(event)
+                if r is not None:
+                    await r
+    finally:
+        cursor.close()
 
 
 async def observe(
@@ -311,6 +334,10 @@ async def observe(
         failure.append(exc)
 
     dispatcher = Dispatcher(observers, on_observer_error=on_observer_error, strict=strict, on_strict_failure=on_strict)
+    # The events are re-logged into a private ring, so queued observers read it through cursors
+    # exactly as they read a live stream.
+    writer = _StreamRing("observe", _OBSERVE_RETENTION, lambda ring: None)
+    dispatcher.attach(writer)
     last_seq: dict[str, int] = {}
     terminal: Event | None = None
     try:
@@ -319,7 +346,7 @@ async def observe(
             if event.seq <= last_seq.get(sid, -1):
                 continue
             last_seq[sid] = event.seq
-            r = dispatcher.deliver(event)
+            r = writer.append(event)
             if r is not None:
                 await r
             if failure:
@@ -328,5 +355,7 @@ async def observe(
                 terminal = event
                 break
     finally:
+        if terminal is None:
+            writer.finish()  # the source ended (or failed) without a terminal: let the cursors end
         await dispatcher.aclose()
     return terminal

@@ -1,13 +1,14 @@
 """The aggregated result of a stream: what ``handle.result()`` returns.
 
-The engine feeds every event to a :class:`ResponseBuilder` (text deltas through its fast path);
-:meth:`ResponseBuilder.build` makes an immutable :class:`Response` snapshot at any time.
+The lifecycle core feeds every event to a :class:`ResponseBuilder` (text deltas through its fast
+path); :meth:`ResponseBuilder.build` makes an immutable :class:`Response` snapshot at any time.
 """
 
 from __future__ import annotations
 
 import msgspec
 
+from tokenwire.errors import StreamFailed
 from tokenwire.events import (
     Done,
     Error,
@@ -59,26 +60,18 @@ class Response(msgspec.Struct, frozen=True, kw_only=True):
 
     def raise_for_error(self) -> Response:
         """Raise :class:`tokenwire.StreamFailed` if the stream ended with an error; else return self."""
-        from tokenwire.errors import StreamFailed
-
         if self.error is not None:
             raise StreamFailed(self.error)
         return self
 
 
 class ResponseBuilder:
-    """Accumulates events into a :class:`Response` and measures the stream's timing."""
+    """Accumulates a stream's content into a :class:`Response` (timing is the lifecycle core's)."""
 
     __slots__ = (
-        "deltas",
-        "first_token_ts",
-        "last_delta_ts",
-        "max_gap",
         "model",
         "reasoning_parts",
-        "stall_gap",
-        "stalls",
-        "start_ts",
+        "stats",
         "stream_id",
         "terminal",
         "text_parts",
@@ -87,41 +80,19 @@ class ResponseBuilder:
         "usage",
     )
 
-    def __init__(self, stream_id: str, model: str, start_ts: float, stall_gap: float):
+    def __init__(self, stream_id: str, model: str):
         self.stream_id = stream_id
         self.model = model
-        self.start_ts = start_ts
-        self.stall_gap = stall_gap
         self.text_parts: list[str] = []
         self.reasoning_parts: list[str] = []
         self.tool_calls: list[ToolCall] = []
         self.tool_results: list[ToolResult] = []
         self.usage: TokenUsage | None = None
         self.terminal: Done | Error | None = None
-        self.deltas = 0
-        self.first_token_ts: float | None = None
-        self.last_delta_ts = 0.0
-        self.max_gap = 0.0
-        self.stalls = 0
-
-    def delta(self, ts: float, count: int = 1) -> None:
-        """Record the timing of one output delta (text, reasoning or tool-call fragment).
-
-        ``count=0`` records timing only (a tool call's start is the first output, not a token).
-        """
-        if self.first_token_ts is None:
-            self.first_token_ts = ts
-        else:
-            gap = ts - self.last_delta_ts
-            if gap > self.max_gap:
-                self.max_gap = gap
-            if gap >= self.stall_gap:
-                self.stalls += 1
-        self.last_delta_ts = ts
-        self.deltas += count
+        self.stats: Stats | None = None
 
     def add(self, event: Event) -> None:
-        """Record any event except text deltas, which the engine adds to ``text_parts`` itself."""
+        """Record any event except text deltas, which the core adds to ``text_parts`` itself."""
         cls = event.__class__
         if cls is ReasoningDelta:
             self.reasoning_parts.append(event.text)  # type: ignore[union-attr]
@@ -131,19 +102,6 @@ class ResponseBuilder:
             self.tool_results.append(event)  # type: ignore[arg-type]
         elif cls is Usage:
             self.usage = TokenUsage(event.input_tokens, event.output_tokens)  # type: ignore[union-attr]
-
-    def stats(self, end_ts: float) -> Stats:
-        output_tokens = self.usage.output_tokens if self.usage is not None else self.deltas
-        first = self.first_token_ts
-        gen_time = end_ts - first if first is not None else 0.0
-        return Stats(
-            duration_s=end_ts - self.start_ts,
-            ttft_s=None if first is None else first - self.start_ts,
-            output_tokens=output_tokens,
-            tokens_per_s=output_tokens / gen_time if gen_time > 0 else 0.0,
-            max_gap_s=self.max_gap,
-            stalls=self.stalls,
-        )
 
     def build(self) -> Response:
         terminal = self.terminal
@@ -157,5 +115,5 @@ class ResponseBuilder:
             usage=self.usage,
             finish_reason=terminal.finish_reason if isinstance(terminal, Done) else None,
             error=terminal if isinstance(terminal, Error) else None,
-            stats=None if terminal is None else self.stats(terminal.ts),
+            stats=self.stats,
         )

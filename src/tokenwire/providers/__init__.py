@@ -1,10 +1,10 @@
 """Model backends. Each module only maps a backend's native stream to tokenwire events.
 
-See :mod:`tokenwire.providers.base` for the protocol.
+See :mod:`tokenwire.provider` for the protocol every backend implements.
 """
 
+from tokenwire.provider import Part, Provider
 from tokenwire.providers.anthropic import Anthropic
-from tokenwire.providers.base import Part, Provider
 from tokenwire.providers.batch import Batch
 from tokenwire.providers.http import RetryPolicy
 from tokenwire.providers.llama import LlamaCpp

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from tokenwire.providers.base import Part
+from tokenwire.provider import Part
 from tokenwire.request import Request
 
 __all__ = ["Batch"]

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import msgspec
 
 from tokenwire.events import Error, ToolCall
-from tokenwire.providers.base import Part
+from tokenwire.provider import Part
 from tokenwire.sse import SSEDecoder
 
 __all__ = [

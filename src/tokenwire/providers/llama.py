@@ -48,7 +48,7 @@ from typing import Any
 from tokenwire._exit import at_exit
 from tokenwire.errors import ModelLoadError, ProviderError
 from tokenwire.events import Done, ToolCall, ToolCallDelta, ToolCallStart, Usage
-from tokenwire.providers.base import Part
+from tokenwire.provider import Part
 from tokenwire.providers.chat_format import GEMMA_END_OF_TURN, TOOL_CALL_PREFIX, gemma_prompt, jinja_formatter
 from tokenwire.providers.stop import StopMatcher
 from tokenwire.request import Request, ToolSpec

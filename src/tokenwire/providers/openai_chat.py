@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 
 from tokenwire.events import Done, Error, FinishReason, ReasoningDelta, ToolCallDelta, ToolCallStart, Usage
-from tokenwire.providers.base import Part
+from tokenwire.provider import Part
 from tokenwire.providers.http import (
     Failure,
     RetryPolicy,

@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from tokenwire.events import Done, Error, ReasoningDelta, ToolCallDelta, ToolCallStart, Usage
-from tokenwire.providers.base import Part
+from tokenwire.provider import Part
 from tokenwire.providers.http import RetryPolicy, finished_tool_call, malformed_chunk, stream_sse, truncated_stream
 from tokenwire.providers.openai_chat import classify_openai
 from tokenwire.request import Message, Request

@@ -17,7 +17,7 @@ import os
 from collections.abc import AsyncIterator, Iterable
 
 from tokenwire.events import Event, Start, TextDelta, load_jsonl
-from tokenwire.providers.base import Part
+from tokenwire.provider import Part
 from tokenwire.request import Request
 
 __all__ = ["Replay"]

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Iterable
 import msgspec
 
 from tokenwire.events import EventBase
-from tokenwire.providers.base import Part
+from tokenwire.provider import Part
 from tokenwire.request import Request
 
 __all__ = ["Delay", "Scripted", "Stall"]

@@ -34,7 +34,7 @@ from starlette.routing import Route, WebSocketRoute
 from tokenwire.errors import SeqEvicted
 from tokenwire.events import to_builtins
 from tokenwire.limits import Limits
-from tokenwire.providers.base import Provider
+from tokenwire.provider import Provider
 from tokenwire.request import Message, Request, ToolSpec
 from tokenwire.security import Forbidden, StreamTokens, Unauthorized, check_api_key, new_secret
 from tokenwire.server.runs import Run, Runs, ShuttingDown

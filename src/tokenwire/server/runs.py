@@ -14,11 +14,12 @@ import uuid
 from collections import OrderedDict
 from typing import Any
 
+from tokenwire.api import generate
+from tokenwire.engine import StreamHandle
 from tokenwire.events import TERMINAL_TYPES, Event, encode
 from tokenwire.log import Ring
-from tokenwire.providers.base import Provider
+from tokenwire.provider import Provider
 from tokenwire.request import Request
-from tokenwire.stream import StreamHandle, generate
 
 __all__ = ["Run", "Runs", "ShuttingDown"]
 

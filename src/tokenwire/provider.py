@@ -15,7 +15,7 @@ Raising an exception ends the stream with an ``error`` event (source ``provider`
 (``aclose``) must stop generation and release connections: the engine closes it on cancel and on
 every limit.
 
->>> from tokenwire.providers.base import Provider
+>>> from tokenwire.provider import Provider
 >>> class Echo:
 ...     model = "echo"
 ...     async def stream(self, request):

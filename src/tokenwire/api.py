@@ -1,0 +1,172 @@
+"""The public entry points: start a run, iterate it, or run it to the end — async or sync.
+
+Each is the engine (:mod:`tokenwire.engine`) plus, when ``tools`` are given, the agent loop
+(:class:`tokenwire.agent.Agent`) wrapped around the provider. This module sits above both, so the
+engine never imports the tools layer.
+
+>>> import asyncio, tokenwire
+>>> from tokenwire.providers import Scripted
+>>> async def main():
+...     handle = tokenwire.generate(Scripted(["Hello", " world"]), "Say hi", observers=[print_text])
+...     terminal = await handle.wait()
+...     async with tokenwire.stream(Scripted(["again"]), "Say hi") as s:
+...         types = [ev.type async for ev in s]
+...     return terminal.finish_reason, handle.result().text, types
+>>> def print_text(event):
+...     if event.type == "text.delta":
+...         print(event.text)
+>>> asyncio.run(main())
+Hello
+ world
+('stop', 'Hello world', ['start', 'text.delta', 'done'])
+>>> [ev.type for ev in tokenwire.stream_sync(Scripted(["sync"]), "hi")]
+['start', 'text.delta', 'done']
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from tokenwire.delivery import EventIterator
+from tokenwire.engine import StreamHandle, SyncStream, start_stream
+from tokenwire.limits import Limits
+from tokenwire.log import EventLog
+from tokenwire.observers import ObserverErrorHook
+from tokenwire.provider import Provider
+from tokenwire.request import Request
+from tokenwire.response import Response
+from tokenwire.tools.agent import Agent
+
+__all__ = ["generate", "run", "run_sync", "stream", "stream_sync"]
+
+
+def _start(
+    provider: Provider,
+    request: str | Request,
+    *,
+    tools: Any = None,
+    max_steps: int = 8,
+    iterator: EventIterator | None = None,
+    **kwargs: Any,
+) -> StreamHandle:
+    if tools is not None:
+        provider = Agent(provider, tools, max_steps=max_steps)
+    return start_stream(provider, request, iterator=iterator, **kwargs)
+
+
+def generate(
+    provider: Provider,
+    request: str | Request,
+    *,
+    observers: Iterable[object] = (),
+    limits: Limits | None = None,
+    log: EventLog | None = None,
+    stream_id: str | None = None,
+    request_id: str | None = None,
+    meta: dict[str, Any] | None = None,
+    strict: bool = False,
+    on_observer_error: ObserverErrorHook | None = None,
+    tools: Any = None,
+    max_steps: int = 8,
+) -> StreamHandle:
+    """Start a stream now, in the background of the running event loop, and return its handle.
+
+    ``observers``: observer objects, plain callables, :func:`tokenwire.queued` policies or
+    :class:`tokenwire.EventIterator` instances. ``log``: where events are appended (default: the
+    process-wide in-memory log, :func:`tokenwire.log.default_log`). ``strict``: an observer
+    failure ends the stream with an error instead of being isolated. ``tools`` (tools, plain
+    functions or a Toolset) runs the agent loop (:class:`tokenwire.agent.Agent`) for up to
+    ``max_steps`` model turns.
+
+    >>> import asyncio, tokenwire
+    >>> from tokenwire.providers import Scripted
+    >>> async def main():
+    ...     handle = tokenwire.generate(Scripted(["4", "2"]), "6*7?", limits=tokenwire.Limits(max_duration_s=5))
+    ...     return (await handle).text
+    >>> asyncio.run(main())
+    '42'
+    """
+    return _start(
+        provider,
+        request,
+        observers=observers,
+        limits=limits,
+        log=log,
+        stream_id=stream_id,
+        request_id=request_id,
+        meta=meta,
+        strict=strict,
+        on_observer_error=on_observer_error,
+        tools=tools,
+        max_steps=max_steps,
+    )
+
+
+async def run(provider: Provider, request: str | Request, **kwargs: Any) -> Response:
+    """Run a stream to its end and return the :class:`~tokenwire.Response` (same arguments as :func:`generate`)."""
+    return await generate(provider, request, **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def stream(
+    provider: Provider,
+    request: str | Request,
+    *,
+    maxsize: int = 1024,
+    **kwargs: Any,
+) -> AsyncIterator[StreamHandle]:
+    """Open a stream and iterate its events; leaving the block cancels it if it is still running.
+
+    The iterator's cursor is attached before the start, so it sees every event from ``start``; it
+    is bounded by ``maxsize`` and the producer waits for a slow reader. Other arguments are those
+    of :func:`generate`.
+
+    >>> import asyncio, tokenwire
+    >>> from tokenwire.providers import Scripted
+    >>> async def main():
+    ...     async with tokenwire.stream(Scripted(["a", "b", "c"], interval_s=0.01), "hi") as s:
+    ...         async for event in s:
+    ...             if event.type == "text.delta" and event.text == "b":
+    ...                 s.cancel("seen enough")
+    ...     return s.result().finish_reason, s.result().text
+    >>> asyncio.run(main())
+    ('cancelled', 'ab')
+    """
+    handle = _start(provider, request, iterator=EventIterator(maxsize=maxsize, overflow="block"), **kwargs)
+    try:
+        yield handle
+    finally:
+        if not handle.done():
+            handle.cancel("stream() block exited")
+        await handle.wait()
+
+
+def stream_sync(provider: Provider, request: str | Request, **kwargs: Any) -> SyncStream:
+    """Iterate a stream's events from synchronous code (also inside Jupyter's running loop).
+
+    Takes the arguments of :func:`generate` plus ``maxsize``. Use it as an iterator, ideally in a
+    ``with`` block so an early ``break`` cancels the stream at once.
+
+    >>> import tokenwire
+    >>> from tokenwire.providers import Scripted
+    >>> with tokenwire.stream_sync(Scripted(["Hi", "!"]), "hello") as events:
+    ...     print([(ev.seq, ev.type) for ev in events])
+    [(0, 'start'), (1, 'text.delta'), (2, 'text.delta'), (3, 'done')]
+    """
+    return SyncStream(_start, provider, request, kwargs)
+
+
+def run_sync(provider: Provider, request: str | Request, **kwargs: Any) -> Response:
+    """Run a stream to its end from synchronous code; returns the :class:`~tokenwire.Response`.
+
+    >>> import tokenwire
+    >>> from tokenwire.providers import Scripted
+    >>> tokenwire.run_sync(Scripted(["Hi"]), "hello").text
+    'Hi'
+    """
+    with stream_sync(provider, request, **kwargs) as s:
+        for _ in s:
+            pass
+        return s.result()

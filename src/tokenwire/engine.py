@@ -1,0 +1,434 @@
+"""The stream engine: runs a provider under limits, appends every event to the stream's log.
+
+Whatever the provider does, a stream is ``start`` (seq 0) → gapless non-terminal events with
+non-decreasing ``ts`` → exactly one ``done`` or ``error``, and nothing after it. The rules live in
+the sans-I/O :class:`~tokenwire.lifecycle.Lifecycle`; this module is its async shell: it reads the
+provider, appends what the core stamps to the :class:`~tokenwire.log.EventLog` (the one append
+path: observers, iterators and server connections all read that log) and runs the one timer the
+core's deadline asks for.
+
+The public entry points (``generate``, ``stream``, ``stream_sync``, ``run``, ``run_sync``) are in
+:mod:`tokenwire.api`, which adds the agent loop when tools are given.
+
+>>> import asyncio
+>>> from tokenwire.providers import Scripted
+>>> async def main():
+...     handle = start_stream(Scripted(["Hello", " world"]), "Say hi")
+...     return (await handle).text
+>>> asyncio.run(main())
+'Hello world'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import sys
+import threading
+import uuid
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator
+from time import time
+from typing import Any
+
+import msgspec
+
+from tokenwire._exit import at_exit
+from tokenwire.delivery import EventIterator
+from tokenwire.events import TERMINAL_TYPES, Done, Error, ErrorSource, Event
+from tokenwire.lifecycle import Lifecycle
+from tokenwire.limits import Limits
+from tokenwire.log import EventLog, default_log
+from tokenwire.observers import Dispatcher, ObserverErrorHook
+from tokenwire.provider import Provider
+from tokenwire.request import Request, as_request
+from tokenwire.response import Response
+
+__all__ = ["StreamHandle", "SyncStream", "start_stream"]
+
+_NO_LIMITS = Limits()
+
+
+class _EngineFault(Exception):
+    """Wraps an exception raised by the engine's own per-event work (not by the provider)."""
+
+
+class StreamHandle:
+    """A running (or finished) stream. Returned by :func:`tokenwire.generate`.
+
+    - ``cancel(reason)`` stops it: the provider's generator is closed and the stream ends with
+      ``done`` (finish_reason ``cancelled``). Safe to call from any thread, any number of times.
+    - ``await handle.wait()`` returns the terminal event; ``await handle`` returns the
+      :class:`~tokenwire.Response`; ``handle.result()`` returns the aggregate so far.
+    - ``async for event in handle`` yields every event from seq 0 (see :meth:`__aiter__`);
+      ``handle.events(from_seq)`` reads the log from any retained seq (late join, resume).
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        request: Request,
+        *,
+        observers: Iterable[object],
+        limits: Limits,
+        log: EventLog,
+        stream_id: str,
+        request_id: str,
+        meta: dict[str, Any],
+        strict: bool,
+        on_observer_error: ObserverErrorHook | None,
+        iterator: EventIterator | None = None,
+    ):
+        self.stream_id = stream_id
+        self.request_id = request_id
+        self.provider = provider
+        self.request = request
+        self.limits = limits
+        self.log = log
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self._iterator = iterator
+        self._started = False
+        self._terminating = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._core = Lifecycle(
+            stream_id,
+            model=getattr(provider, "model", "unknown"),
+            now=time(),
+            limits=limits,
+            request_id=request_id,
+            meta=meta,
+        )
+        self._dispatcher = Dispatcher(
+            observers, on_observer_error=on_observer_error, strict=strict, on_strict_failure=self._on_strict_failure
+        )
+        self._writer = log.open(stream_id)
+        self._dispatcher.attach(self._writer)
+        self._task: asyncio.Task[Done | Error] = self._loop.create_task(
+            self._run(), name=f"tokenwire-stream-{stream_id}"
+        )
+
+    # -- control -------------------------------------------------------------------------------
+
+    def cancel(self, reason: str | None = None) -> None:
+        """Stop the stream; it ends with ``done(cancelled)``. A no-op once it is ending."""
+        if threading.get_ident() != self._thread:
+            self._loop.call_soon_threadsafe(self.cancel, reason)
+            return
+        if not self._terminating and self._core.cancel(reason):
+            self._interrupt()
+
+    def fail(self, code: str, message: str, *, source: ErrorSource = "internal", retryable: bool = False) -> None:
+        """End the stream with an ``error`` event (a server shutting down, an operator's kill switch).
+
+        Like :meth:`cancel` it closes the provider and is a no-op once the stream is ending.
+        """
+        if threading.get_ident() != self._thread:
+            self._loop.call_soon_threadsafe(lambda: self.fail(code, message, source=source, retryable=retryable))
+            return
+        if not self._terminating and self._core.fail(code, message, source=source, retryable=retryable):
+            self._interrupt()
+
+    def _interrupt(self) -> None:
+        # Interrupt whatever the run awaits. Not before it started (the coroutine would die before
+        # its first line, without a terminal event) and not from inside it (a strict observer
+        # failure): there the run loop sees ``stop`` before the next event.
+        if self._started and not self._terminating and asyncio.current_task() is not self._task:
+            self._task.cancel()
+
+    def _on_strict_failure(self, observer: object, exc: BaseException) -> None:
+        self.fail("observer_failed", f"observer {observer!r} raised {type(exc).__name__}: {exc} (strict=True)")
+
+    # -- results -------------------------------------------------------------------------------
+
+    def done(self) -> bool:
+        """True once the terminal event was delivered and the stream released its resources."""
+        return self._task.done()
+
+    async def wait(self) -> Done | Error:
+        """Wait for the end of the stream and return its terminal event.
+
+        Cancelling the waiter does not cancel the stream (use :meth:`cancel`).
+        """
+        return await asyncio.shield(self._task)
+
+    def __await__(self) -> Generator[Any, None, Response]:
+        return self._result_when_done().__await__()
+
+    async def _result_when_done(self) -> Response:
+        await self.wait()
+        return self.result()
+
+    def result(self) -> Response:
+        """The aggregated response so far; complete once the stream ended."""
+        return self._core.builder.build()
+
+    @property
+    def terminal(self) -> Done | Error | None:
+        """The terminal event, once emitted."""
+        return self._core.terminal
+
+    def events(self, from_seq: int = 0, *, follow: bool = True) -> AsyncIterator[Event]:
+        """Read this stream's events from the log, from ``from_seq`` on (late join, resume)."""
+        return self.log.read(self.stream_id, from_seq, follow=follow)
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        """Every event from seq 0.
+
+        For a stream opened with :func:`tokenwire.stream`, through the cursor registered before
+        the start (bounded: the producer waits for a slow reader); otherwise through the log.
+        """
+        if self._iterator is not None:
+            it, self._iterator = self._iterator, None
+            return it
+        return self.events()
+
+    # -- the run -------------------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        """(Re-)arm the one timer at the core's deadline."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self._core.deadline
+        if deadline is not None:
+            loop = self._loop
+            self._timer = loop.call_at(loop.time() + max(0.0, deadline - time()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._terminating:
+            return
+        if self._core.tick(time()):
+            self._interrupt()
+        else:
+            self._arm()
+
+    async def _run(self) -> Done | Error:
+        core = self._core
+        append = self._writer.append
+        agen: AsyncIterator[Any] | None = None
+        self._started = True
+        try:
+            r = append(core.start())
+            if r is not None:
+                await r
+            core.delivered(time())
+            if core.stop is None:  # not cancelled before it started
+                self._arm()
+                agen = self.provider.stream(self.request)
+                feed = core.feed
+                delivered = core.delivered
+                async for part in agen:
+                    try:  # free unless it raises (3.11): what fails here is ours, not the provider's
+                        event = feed(part, time())
+                        if event is None:  # the provider's own end, or a bad part
+                            break
+                        r = append(event)
+                        if r is not None:
+                            await r
+                            if delivered(time()) or self._timer is None:
+                                self._arm()
+                        elif delivered(time()):
+                            self._arm()
+                        if core.stop is not None:  # the token cap, a strict observer, a limit during delivery
+                            break
+                    except Exception as exc:
+                        raise _EngineFault(exc) from exc
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            core.cancel("the stream's task was cancelled")  # no-op when a cancel or limit caused it
+        except _EngineFault as fault:  # the log, or the engine itself: never the provider's fault
+            cause = fault.__cause__
+            core.fail("internal_error", f"{type(cause).__name__}: {cause}", source="internal")
+        except Exception as exc:
+            core.provider_failed(exc)
+        return await self._finish(agen)
+
+    async def _finish(self, agen: AsyncIterator[Any] | None) -> Done | Error:
+        self._terminating = True
+        core = self._core
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if agen is not None:
+            aclose = getattr(agen, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except Exception as exc:  # a provider failing to close still gets a terminal event
+                    core.fail("provider_error", f"closing the provider failed: {exc}", source="provider")
+        await self._dispatcher.resume_interrupted()
+        terminal = core.finish(time())
+        r = self._writer.append(terminal)
+        try:
+            if r is not None:
+                await r
+        finally:
+            await self._writer.flush()
+            await self._dispatcher.aclose()
+        return terminal
+
+
+def start_stream(
+    provider: Provider,
+    request: str | Request,
+    *,
+    observers: Iterable[object] = (),
+    limits: Limits | None = None,
+    log: EventLog | None = None,
+    stream_id: str | None = None,
+    request_id: str | None = None,
+    meta: dict[str, Any] | None = None,
+    strict: bool = False,
+    on_observer_error: ObserverErrorHook | None = None,
+    iterator: EventIterator | None = None,
+) -> StreamHandle:
+    """Start a stream on the running loop (no agent loop: see :func:`tokenwire.generate`)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError(
+            "tokenwire.generate() needs a running event loop; from synchronous code use "
+            "tokenwire.stream_sync() or tokenwire.run_sync()"
+        ) from None
+    if not isinstance(provider, Provider):
+        raise TypeError(f"{provider!r} is not a provider: it needs a 'model' attribute and a 'stream(request)' method")
+    req = as_request(request)
+    lim = limits if limits is not None else _NO_LIMITS
+    if lim.max_output_tokens is not None and req.max_tokens is None:
+        req = msgspec.structs.replace(req, max_tokens=lim.max_output_tokens)
+    all_observers = list(observers)
+    if iterator is not None:
+        all_observers.append(iterator)
+    return StreamHandle(
+        provider,
+        req,
+        observers=all_observers,
+        limits=lim,
+        log=log if log is not None else default_log(),
+        stream_id=stream_id or uuid.uuid4().hex,
+        request_id=request_id or uuid.uuid4().hex,
+        meta=meta or {},
+        strict=strict,
+        on_observer_error=on_observer_error,
+        iterator=iterator,
+    )
+
+
+class SyncStream(Iterator[Event]):
+    """Synchronous iteration over a stream (see :func:`stream_sync`).
+
+    The stream runs on a private event loop in a worker thread, so this works from plain scripts
+    and from code that already runs an event loop (Jupyter). Events cross the thread in batches.
+    Closing (``close()``, leaving a ``with`` block, ``break`` then garbage collection) cancels the
+    stream if it is still running and joins the thread.
+    """
+
+    def __init__(self, start: Any, provider: Provider, request: str | Request, kwargs: dict[str, Any]):
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tokenwire-sync-stream", daemon=True)
+        self._thread.start()
+        self._buffer: deque[Event] = deque()
+        self._ended = False
+        self._closed = False
+        self._pending: concurrent.futures.Future[list[Event]] | None = None
+        self._iterator = EventIterator(maxsize=kwargs.pop("maxsize", 1024), overflow="block")
+
+        async def open_on_loop() -> StreamHandle:
+            handle: StreamHandle = start(provider, request, iterator=self._iterator, **kwargs)
+            return handle
+
+        try:
+            self.handle: StreamHandle = self._call(open_on_loop())
+        except BaseException:
+            self._stop_loop()
+            raise
+        _track_open(self)
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def __iter__(self) -> SyncStream:
+        return self
+
+    def __next__(self) -> Event:
+        if not self._buffer:
+            if self._ended or self._closed:
+                raise StopIteration
+            # Keep the request across a KeyboardInterrupt: a second request would race the first
+            # for the same events.
+            if self._pending is None:
+                self._pending = asyncio.run_coroutine_threadsafe(self._iterator.next_batch(), self._loop)
+            batch = self._pending.result()
+            self._pending = None
+            if not batch:
+                self._ended = True
+                self.close()
+                raise StopIteration
+            self._buffer.extend(batch)
+        event = self._buffer.popleft()
+        if event.__class__ in TERMINAL_TYPES:
+            self._ended = True
+            self.close()
+        return event
+
+    def cancel(self, reason: str | None = None) -> None:
+        """Cancel the stream; iteration still ends with its terminal event."""
+        if not self._closed:
+            self.handle.cancel(reason)
+
+    def result(self) -> Response:
+        """The aggregated response so far (complete after the terminal event)."""
+        return self.handle.result()
+
+    def close(self) -> None:
+        """Cancel the stream if running, wait for its end, stop the worker thread."""
+        if self._closed:
+            return
+        self._closed = True
+        _OPEN_SYNC_STREAMS.discard(self)
+        try:
+            if not self.handle.done():
+                self.handle.cancel("sync iterator closed")
+            self._call(self.handle.wait())
+        finally:
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> SyncStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if sys.is_finalizing():  # the loop's daemon thread can no longer run: waiting would hang
+            return
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+# Sync streams still open when the interpreter exits are closed (cancelled, their terminal event
+# awaited) before Python joins its threads; otherwise a provider's worker would keep generating
+# for a stream nobody reads, and the exit would wait for it.
+_OPEN_SYNC_STREAMS: weakref.WeakSet[SyncStream] = weakref.WeakSet()
+
+
+def _track_open(stream: SyncStream) -> None:
+    _OPEN_SYNC_STREAMS.add(stream)
+    at_exit(_close_open_sync_streams)
+
+
+def _close_open_sync_streams() -> None:
+    for stream in list(_OPEN_SYNC_STREAMS):
+        with contextlib.suppress(Exception):
+            stream.close()

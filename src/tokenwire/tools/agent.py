@@ -1,0 +1,241 @@
+"""The agent loop: model turns and tool executions as one continuous stream.
+
+:class:`Agent` wraps a provider. Each model turn is bracketed by ``step`` events (``name="turn"``).
+While the model streams, every ``tool_call`` starts executing at once (through a
+:class:`~tokenwire.tools.ToolRunner`), concurrently with the rest of the turn and with other
+calls; ``tool_result`` events join the stream as they complete. When the turn ends and all its
+calls are answered, the results go back to the model as ``tool`` messages and the next turn
+streams, until the model answers without calling a tool (``done``, finish_reason ``stop``) or
+``max_steps`` turns were used (``done``, finish_reason ``tool_calls``, with the reason). A forced
+``tool_choice`` (``"required"`` or a tool's name) applies to the first turn; later turns use
+``"auto"`` so the model can answer with the results.
+
+>>> import tokenwire
+>>> from tokenwire.providers import Scripted
+>>> from tokenwire.events import ToolCall
+>>> @tokenwire.tool
+... def add(a: int, b: int) -> int:
+...     '''Add two integers.'''
+...     return a + b
+>>> model = Scripted.turns([ToolCall(call_id="c1", name="add", args={"a": 2, "b": 3})], ["The sum is 5."])
+>>> response = tokenwire.run_sync(tokenwire.agent.Agent(model, [add]), "What is 2+3?")
+>>> [r.result for r in response.tool_results], response.text, response.finish_reason
+([5], 'The sum is 5.', 'stop')
+
+Why a provider wrapper and not a log subscriber: tool results must join the *same* stream, and a
+stream has exactly one writer (the engine), which assigns every seq. Wrapping the provider makes
+the tools part of the producer, so ordering, cancellation (running tools are cancelled with the
+stream) and limits need no second writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+import msgspec
+
+from tokenwire.engine import start_stream
+from tokenwire.events import Done, Error, Step, TokenUsage, ToolCall, ToolCallDelta, ToolResult, Usage
+from tokenwire.provider import Part, Provider
+from tokenwire.request import Message, Request
+from tokenwire.response import Response
+from tokenwire.tools.definition import Tool, Toolset
+from tokenwire.tools.runner import Approver, ToolRunner
+
+__all__ = ["Agent", "run"]
+
+_MODEL_END = object()
+
+
+class _ModelFailed:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+class Agent:
+    """A provider that runs the agent loop around ``provider`` with ``tools``.
+
+    Keyword arguments other than ``max_steps`` configure the :class:`ToolRunner` (concurrency,
+    timeouts, ``max_tool_calls``, ``allow``, ``approve``, …). ``submit(call_id, result)`` delivers
+    results of client-side tools.
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        tools: Toolset | Iterable[Tool | Callable[..., Any]],
+        *,
+        max_steps: int = 8,
+        max_concurrency: int = 8,
+        timeout_s: float | None = 60.0,
+        max_tool_calls: int | None = None,
+        max_args_bytes: int = 65_536,
+        allow: Iterable[str] | None = None,
+        approve: Approver | None = None,
+        client_timeout_s: float = 300.0,
+    ):
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        self.provider = provider
+        self.tools = tools if isinstance(tools, Toolset) else Toolset(tools)
+        self.model = provider.model
+        self.max_steps = max_steps
+        self._runner_options: dict[str, Any] = {
+            "max_concurrency": max_concurrency,
+            "timeout_s": timeout_s,
+            "max_tool_calls": max_tool_calls,
+            "max_args_bytes": max_args_bytes,
+            "allow": allow,
+            "approve": approve,
+            "client_timeout_s": client_timeout_s,
+        }
+        self._runners: list[ToolRunner] = []
+
+    def submit(self, call_id: str, result: Any, *, is_error: bool = False) -> None:
+        """Deliver the result of a client-side tool call to the run waiting for it."""
+        for runner in self._runners:
+            with contextlib.suppress(KeyError):
+                runner.submit(call_id, result, is_error=is_error)
+                return
+        raise KeyError(f"no client-side tool call {call_id!r} is waiting for a result")
+
+    async def stream(self, request: Request) -> AsyncIterator[Part]:
+        runner = ToolRunner(self.tools, **self._runner_options)
+        self._runners.append(runner)
+        allowed = runner.allow
+        specs = [t.spec for t in self.tools if allowed is None or t.name in allowed]
+        base = request if request.tools else msgspec.structs.replace(request, tools=specs)
+        messages = list(request.messages)
+        usage = [0, 0]
+        try:
+            for turn in range(1, self.max_steps + 1):
+                yield Step(name="turn", status="started", detail={"turn": turn})
+                outcome: dict[str, Any] = {}
+                async for part in self._turn(msgspec.structs.replace(base, messages=messages), runner, usage, outcome):
+                    yield part
+                calls: list[ToolCall] = outcome["calls"]
+                yield Step(name="turn", status="finished", detail={"turn": turn, "tool_calls": len(calls)})
+                if outcome.get("error") is not None:
+                    yield outcome["error"]
+                    return
+                total = TokenUsage(usage[0], usage[1]) if usage != [0, 0] else None
+                finish = outcome.get("finish")
+                if not calls or finish == "length":
+                    yield Done(finish_reason=finish or "stop", usage=total)
+                    return
+                messages = [*messages, *self._feedback(outcome["text"], calls, outcome["results"])]
+                if base.tool_choice not in ("auto", "none"):
+                    # A forced call ("required" or a tool's name) is satisfied: let the model answer.
+                    base = msgspec.structs.replace(base, tool_choice="auto")
+            yield Done(
+                finish_reason="tool_calls",
+                usage=TokenUsage(usage[0], usage[1]) if usage != [0, 0] else None,
+                reason=f"max_steps={self.max_steps} reached while the model was still calling tools",
+            )
+        finally:
+            await runner.aclose()
+            self._runners.remove(runner)
+
+    async def _turn(
+        self, request: Request, runner: ToolRunner, usage: list[int], outcome: dict[str, Any]
+    ) -> AsyncIterator[Part]:
+        """One model turn merged with tool outputs; fills ``outcome`` (calls, results, text, finish)."""
+        calls: list[ToolCall] = []
+        results: dict[str, ToolResult] = {}
+        text: list[str] = []
+        raw_args: dict[str, list[str]] = {}
+        outcome.update(calls=calls, results=results, text=text)
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=64)
+        pump = asyncio.get_running_loop().create_task(self._pump(request, queue))
+        forward = asyncio.get_running_loop().create_task(self._forward(runner, queue))
+        model_done = False
+        try:
+            while not model_done or runner.running or not runner.outbox.empty() or not queue.empty():
+                item = await queue.get()
+                if item is _MODEL_END:
+                    model_done = True
+                    if not runner.running and runner.outbox.empty() and queue.empty():
+                        break
+                    continue
+                if isinstance(item, _ModelFailed):
+                    raise item.exc
+                if isinstance(item, ToolResult):
+                    results[item.call_id] = item
+                elif isinstance(item, str):
+                    text.append(item)
+                elif isinstance(item, ToolCallDelta):
+                    raw_args.setdefault(item.call_id, []).append(item.args_delta)
+                elif isinstance(item, ToolCall):
+                    calls.append(item)
+                    runner.start(item, "".join(raw_args.pop(item.call_id, [])) or None)
+                elif isinstance(item, Usage):
+                    usage[0] += item.input_tokens
+                    usage[1] += item.output_tokens
+                elif isinstance(item, Done):
+                    outcome["finish"] = item.finish_reason
+                    continue  # the loop decides how the stream ends
+                elif isinstance(item, Error):
+                    outcome["error"] = item
+                    continue
+                yield item
+        finally:
+            pump.cancel()
+            forward.cancel()
+            await asyncio.wait([pump, forward])
+
+    async def _pump(self, request: Request, queue: asyncio.Queue[Any]) -> None:
+        stream = self.provider.stream(request)
+        try:
+            async for part in stream:
+                await queue.put(part)
+            await queue.put(_MODEL_END)
+        except Exception as exc:
+            await queue.put(_ModelFailed(exc))
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def _forward(self, runner: ToolRunner, queue: asyncio.Queue[Any]) -> None:
+        while True:
+            await queue.put(await runner.outbox.get())
+
+    @staticmethod
+    def _feedback(text: list[str], calls: list[ToolCall], results: dict[str, ToolResult]) -> list[Message]:
+        assistant = Message(
+            "assistant",
+            "".join(text),
+            tool_calls=[{"call_id": c.call_id, "name": c.name, "args": c.args} for c in calls],
+        )
+        tool_messages = []
+        for call in calls:
+            result = results.get(call.call_id)
+            content = "no result" if result is None else json.dumps(result.result, ensure_ascii=False, default=str)
+            if result is not None and result.is_error:
+                content = f"error: {result.result}"
+            tool_messages.append(Message("tool", content, tool_call_id=call.call_id, name=call.name))
+        return [assistant, *tool_messages]
+
+
+async def run(
+    provider: Provider,
+    request: str | Request,
+    tools: Toolset | Iterable[Tool | Callable[..., Any]],
+    *,
+    max_steps: int = 8,
+    **kwargs: Any,
+) -> Response:
+    """Run the agent loop to the end and return the :class:`~tokenwire.Response`.
+
+    ``kwargs`` go to :func:`tokenwire.generate` (observers, limits, …) except the runner options
+    of :class:`Agent`, which are recognised by name.
+    """
+    runner_keys = inspect.signature(ToolRunner).parameters.keys() - {"tools"}  # the runner's options, listed once
+    agent_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in runner_keys}
+    agent = Agent(provider, tools, max_steps=max_steps, **agent_kwargs)
+    return await start_stream(agent, request, **kwargs)
