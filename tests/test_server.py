@@ -490,17 +490,16 @@ def test_tokenwire_serve_drains_on_sigterm(tmp_path: Any) -> None:
 async def test_a_reader_too_far_behind_is_disconnected_not_buffered() -> None:
     """The SSE generator ends when its reader lags more than max_lag_events behind the head."""
     from tokenwire.events import TextDelta
-    from tokenwire.server.runs import Run
 
     app = make_app(max_lag_events=10)
     server = app.state.tokenwire
-    run = Run("s", 1000)
+    writer = server.log.open("s")  # a stream in the server's log, read as any SSE reader reads it
     for i in range(3):
-        run.on_event(TextDelta(f"t{i}", stream_id="s", seq=i))
-    frames = server._sse(run, 0)
+        writer.append(TextDelta(f"t{i}", stream_id="s", seq=i))
+    frames = server._sse("s", 0)
     assert (await anext(frames)).startswith(b"retry:")
     assert (await anext(frames)).count(b"\n\n") == 3  # the three ready frames in one write
     for i in range(3, 30):  # the reader is slow: 27 more events arrive before it reads again
-        run.on_event(TextDelta(f"t{i}", stream_id="s", seq=i))
+        writer.append(TextDelta(f"t{i}", stream_id="s", seq=i))
     with pytest.raises(StopAsyncIteration):
         await anext(frames)  # 27 > 10 behind: disconnected instead of buffering; the client resumes

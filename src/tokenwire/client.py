@@ -9,8 +9,8 @@
 ``subscribe`` reconnects when the connection drops and resumes after the last seq it yielded
 (``Last-Event-ID``), honouring the server's ``retry`` hint with a capped backoff; events are
 de-duplicated by seq, so the caller sees each exactly once and in order, ending with the terminal
-event. HTTP errors raise: 401 → :class:`~tokenwire.security.Unauthorized`, 403 →
-:class:`~tokenwire.security.Forbidden`, 404 → :class:`~tokenwire.StreamNotFound`, 410 →
+event. HTTP errors raise: 401 → :class:`~tokenwire.errors.Unauthorized`, 403 →
+:class:`~tokenwire.errors.Forbidden`, 404 → :class:`~tokenwire.StreamNotFound`, 410 →
 :class:`~tokenwire.SeqEvicted`, others :class:`ClientError`.
 """
 
@@ -28,24 +28,11 @@ import httpx
 import msgspec
 from httpx_sse import aconnect_sse
 
-from tokenwire.errors import SeqEvicted, StreamNotFound, TokenwireError
+from tokenwire.errors import ClientError, ConnectionLost, SeqEvicted, StreamNotFound
 from tokenwire.events import TERMINAL_TYPES, Event, decode
 from tokenwire.security import Forbidden, Unauthorized
 
 __all__ = ["Client", "ClientError", "ConnectionLost", "RunInfo", "SyncClient", "WebSocketClient"]
-
-
-class ClientError(TokenwireError):
-    """The server answered with an error."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(f"HTTP {status} {code}: {message}")
-        self.status = status
-        self.code = code
-
-
-class ConnectionLost(TokenwireError):
-    """The stream could not be resumed within the reconnect budget."""
 
 
 class RunInfo(msgspec.Struct, frozen=True):

@@ -7,14 +7,21 @@ catch one base class. Messages name what was wrong, with the offending value, an
 from __future__ import annotations
 
 __all__ = [
+    "ClientError",
+    "ConnectionLost",
     "EventDecodeError",
+    "Forbidden",
     "ModelLoadError",
     "ObserverOverflow",
+    "PartialJSONError",
     "ProviderError",
     "SeqEvicted",
+    "ShuttingDown",
     "StreamFailed",
     "StreamNotFound",
     "TokenwireError",
+    "ToolArgumentsInvalid",
+    "Unauthorized",
 ]
 
 
@@ -96,3 +103,40 @@ class StreamFailed(TokenwireError):
         message = getattr(error, "message", "")
         super().__init__(f"stream failed ({source}/{code}): {message}")
         self.error = error
+
+
+class PartialJSONError(TokenwireError, ValueError):
+    """The fragments are not a prefix of valid JSON."""
+
+
+class ClientError(TokenwireError):
+    """The server answered with an error."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(f"HTTP {status} {code}: {message}")
+        self.status = status
+        self.code = code
+
+
+class ConnectionLost(TokenwireError):
+    """The stream could not be resumed within the reconnect budget."""
+
+
+class ToolArgumentsInvalid(TokenwireError, ValueError):
+    """A tool call's arguments do not match the tool's signature.
+
+    The message names the tool, the argument, what was expected and what was received; it is
+    sent back to the model as an error result so the model can correct itself.
+    """
+
+
+class Unauthorized(TokenwireError):
+    """Missing, malformed, forged or expired credentials (HTTP 401, WebSocket 1008)."""
+
+
+class Forbidden(TokenwireError):
+    """Valid credentials for something else: another stream or permission (HTTP 403)."""
+
+
+class ShuttingDown(TokenwireError):
+    """The server is shutting down and accepts no new runs (HTTP 503)."""

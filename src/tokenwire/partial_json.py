@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tokenwire.errors import TokenwireError
+from tokenwire.errors import PartialJSONError
 
 __all__ = ["PartialArguments", "PartialJSON", "PartialJSONError", "parse_partial"]
 
@@ -34,10 +34,6 @@ _WS = " \t\n\r"
 _NUMBER_CHARS = frozenset("-+0123456789.eE")
 _LITERALS = {"true": True, "false": False, "null": None}
 _MISSING = object()
-
-
-class PartialJSONError(TokenwireError, ValueError):
-    """The fragments are not a prefix of valid JSON."""
 
 
 class _Frame:

@@ -12,7 +12,7 @@ frozenset({'read'})
 >>> tokens.verify(t, "s1", "cancel", now=1010.0)
 Traceback (most recent call last):
 ...
-tokenwire.security.Forbidden: this token does not allow 'cancel' on stream 's1' (it allows: read)
+tokenwire.errors.Forbidden: this token does not allow 'cancel' on stream 's1' (it allows: read)
 """
 
 from __future__ import annotations
@@ -25,20 +25,12 @@ from collections.abc import Iterable
 
 import msgspec
 
-from tokenwire.errors import TokenwireError
+from tokenwire.errors import Forbidden, Unauthorized
 
 __all__ = ["Forbidden", "Permission", "StreamTokens", "TokenClaims", "Unauthorized", "check_api_key", "new_secret"]
 
 Permission = str
 """``"read"`` or ``"cancel"``."""
-
-
-class Unauthorized(TokenwireError):
-    """Missing, malformed, forged or expired credentials (HTTP 401, WebSocket 1008)."""
-
-
-class Forbidden(TokenwireError):
-    """Valid credentials for something else: another stream or permission (HTTP 403)."""
 
 
 class TokenClaims(msgspec.Struct, frozen=True):

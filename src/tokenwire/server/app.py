@@ -31,51 +31,20 @@ from starlette.requests import Request as HTTPRequest
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 
-from tokenwire.errors import SeqEvicted
+from tokenwire.errors import Forbidden, SeqEvicted, ShuttingDown, StreamNotFound, Unauthorized
 from tokenwire.events import to_builtins
 from tokenwire.limits import Limits
+from tokenwire.log import EventLog, MemoryLog, StreamInfo
 from tokenwire.provider import Provider
 from tokenwire.request import Message, Request, ToolSpec
-from tokenwire.security import Forbidden, StreamTokens, Unauthorized, check_api_key, new_secret
-from tokenwire.server.runs import Run, Runs, ShuttingDown
+from tokenwire.security import StreamTokens, check_api_key, new_secret
+from tokenwire.server.runs import Run, Runs
+from tokenwire.server.schema import RunBody, ServerConfig
+from tokenwire.server.ws import websocket_endpoint
 from tokenwire.tools import Toolset
+from tokenwire.wire import SSE, FrameCache
 
 __all__ = ["RunBody", "ServerConfig", "create_app"]
-
-
-class RunBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """The JSON body of ``POST /v1/runs``: a prompt or messages, and generation options."""
-
-    prompt: str | None = None
-    messages: list[Message] | None = None
-    system: str | None = None
-    provider: str | None = None
-    model: str | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
-    seed: int | None = None
-    stop: list[str] = []
-    tools: list[str] = []
-    """Names of tools registered on the server; they run server-side (or client-side if marked)."""
-    tool_choice: str = "auto"
-    max_steps: int = 8
-    limits: Limits | None = None
-    meta: dict[str, Any] = {}
-
-
-class ServerConfig(msgspec.Struct, kw_only=True):
-    """Server settings (see :func:`create_app`)."""
-
-    api_keys: list[str] | None = None
-    token_ttl_s: float = 3600.0
-    ping_s: float = 15.0
-    retry_ms: int = 2000
-    max_body_bytes: int = 1_000_000
-    max_messages: int = 256
-    max_lag_events: int = 4096
-    shutdown_grace_s: float = 10.0
-    max_runs: int = 1000
-    max_events: int = 65_536
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -101,6 +70,7 @@ class _Server:
         secret: bytes,
         config: ServerConfig,
         default_limits: Limits | None,
+        log: EventLog,
     ):
         if not providers:
             raise ValueError("create_app needs at least one provider")
@@ -110,7 +80,9 @@ class _Server:
         self.tokens = StreamTokens(secret)
         self.config = config
         self.default_limits = default_limits
-        self.runs = Runs(max_runs=config.max_runs, max_events=config.max_events)
+        self.log = log
+        self.frames = FrameCache()
+        self.runs = Runs(log, max_runs=config.max_runs)
         self._instances: dict[str, Provider] = {}
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -185,13 +157,9 @@ class _Server:
             self.tokens.issue(stream_id, {"read"}, now=now, ttl_s=ttl),
         )
 
-    def authorize(self, request: HTTPRequest, stream_id: str, perm: str) -> Run:
-        run = self.runs.get(stream_id)
+    def authorize(self, request: HTTPRequest, stream_id: str, perm: str) -> None:
         token = request.query_params.get("token") or _bearer(request)
-        if run is None:
-            raise LookupError(stream_id)
         self.tokens.verify(token, stream_id, perm, now=time.time())
-        return run
 
     # -- HTTP handlers ----------------------------------------------------------------------------
 
@@ -225,29 +193,37 @@ class _Server:
             status_code=201,
         )
 
-    def _guard(self, request: HTTPRequest, perm: str) -> Run | Response:
-        stream_id = request.path_params["stream_id"]
+    async def _guard(self, request: HTTPRequest, perm: str) -> tuple[str, StreamInfo] | Response:
+        """The stream id and log position of an authorized request, or the error response."""
+        stream_id: str = request.path_params["stream_id"]
         try:
-            return self.authorize(request, stream_id, perm)
-        except LookupError:
-            return _error(404, "not_found", f"no stream {stream_id!r} (unknown, or evicted by retention)")
+            info = await self.log.info(stream_id)
+            self.authorize(request, stream_id, perm)
+        except StreamNotFound:
+            return self._not_found(stream_id)
         except Unauthorized as exc:
             return _error(401, "unauthorized", str(exc))
         except Forbidden as exc:
             return _error(403, "forbidden", str(exc))
+        return stream_id, info
+
+    @staticmethod
+    def _not_found(stream_id: str) -> Response:
+        return _error(404, "not_found", f"no stream {stream_id!r} (unknown, or evicted by retention)")
 
     async def events(self, request: HTTPRequest) -> Response:
-        run = self._guard(request, "read")
-        if isinstance(run, Response):
-            return run
+        guarded = await self._guard(request, "read")
+        if isinstance(guarded, Response):
+            return guarded
+        stream_id, info = guarded
         try:
             from_seq = self._from_seq(request)
         except ValueError as exc:
             return _error(422, "invalid_request", str(exc))
-        if from_seq < run.sse.first_seq:
-            return _error(410, "gone", str(SeqEvicted(run.stream_id, from_seq, run.sse.first_seq)))
+        if from_seq < info.first_seq:
+            return _error(410, "gone", str(SeqEvicted(stream_id, from_seq, info.first_seq)))
         headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-        return StreamingResponse(self._sse(run, from_seq), media_type="text/event-stream", headers=headers)
+        return StreamingResponse(self._sse(stream_id, from_seq), media_type="text/event-stream", headers=headers)
 
     @staticmethod
     def _from_seq(request: HTTPRequest) -> int:
@@ -260,55 +236,52 @@ class _Server:
         except ValueError:
             raise ValueError(f"Last-Event-ID / from_seq must be an integer seq, got {last or query!r}") from None
 
-    async def _sse(self, run: Run, cursor: int) -> AsyncIterator[bytes]:
-        ring = run.sse
-        ping = self.config.ping_s
+    async def _sse(self, stream_id: str, cursor: int) -> AsyncIterator[bytes]:
+        """One SSE connection: a reader of the log from ``cursor``, every ready frame in one write."""
         # No blank line after it: httpx-sse (and openai-python's decoder) would dispatch an empty
         # event; the field rides on the first real event instead.
         yield b"retry: %d\n" % self.config.retry_ms
-        while True:
-            try:
-                frames = ring.since(cursor)
-            except SeqEvicted:
-                return  # fell behind retention: the client resumes and gets 410
-            if frames:
-                cursor += len(frames)
-                yield b"".join(frames)  # every ready frame in one write
-                if ring.next_seq - cursor > self.config.max_lag_events:
-                    return  # too slow: disconnect rather than buffer; the client resumes
-                continue
-            if ring.finished:
-                return
-            try:
-                await asyncio.wait_for(ring.wait(cursor), ping)
-            except TimeoutError:
-                yield b": ping\n"  # no blank line: it must not dispatch an (empty) event
+        frames = self.frames.frames
+        max_lag = self.config.max_lag_events
+        try:
+            async for batch in self.log.batches(stream_id, cursor, idle_s=self.config.ping_s):
+                if not batch:
+                    yield b": ping\n"  # no blank line: it must not dispatch an (empty) event
+                    continue
+                if len(batch) > max_lag:
+                    return  # too far behind: disconnect rather than buffer; the client resumes
+                yield b"".join(frames(stream_id, SSE, batch))
+        except (SeqEvicted, StreamNotFound):
+            return  # fell behind retention: the client resumes and gets 410 / 404
 
     async def status(self, request: HTTPRequest) -> Response:
-        run = self._guard(request, "read")
-        if isinstance(run, Response):
-            return run
-        handle = run.handle
-        assert handle is not None
+        guarded = await self._guard(request, "read")
+        if isinstance(guarded, Response):
+            return guarded
+        stream_id, info = guarded
+        run = self.runs.get(stream_id)
         body: dict[str, Any] = {
-            "stream_id": run.stream_id,
-            "status": "finished" if handle.done() else "running",
-            "next_seq": run.sse.next_seq,
-            "created": run.created,
+            "stream_id": stream_id,
+            "status": "finished" if info.finished else "running",
+            "next_seq": info.next_seq,
+            "created": run.created if run is not None else None,
         }
-        if handle.done():
-            body["result"] = msgspec.to_builtins(handle.result())
-            terminal = handle.terminal
+        if run is not None and run.handle.done():
+            body["result"] = msgspec.to_builtins(run.handle.result())
+            terminal = run.handle.terminal
             body["terminal"] = to_builtins(terminal) if terminal is not None else None
         return JSONResponse(body)
 
     async def cancel(self, request: HTTPRequest) -> Response:
-        run = self._guard(request, "cancel")
-        if isinstance(run, Response):
-            return run
-        assert run.handle is not None
+        guarded = await self._guard(request, "cancel")
+        if isinstance(guarded, Response):
+            return guarded
+        stream_id, _ = guarded
+        run = self.runs.get(stream_id)
+        if run is None:
+            return self._not_found(stream_id)
         run.handle.cancel("cancelled through the API")
-        return JSONResponse({"stream_id": run.stream_id, "status": "cancelling"}, status_code=202)
+        return JSONResponse({"stream_id": stream_id, "status": "cancelling"}, status_code=202)
 
     async def ui(self, request: HTTPRequest) -> Response:
         return HTMLResponse(files("tokenwire.server").joinpath("ui.html").read_text(encoding="utf-8"))
@@ -323,21 +296,23 @@ def create_app(
     secret: bytes | None = None,
     default_limits: Limits | None = None,
     config: ServerConfig | None = None,
+    log: EventLog | None = None,
 ) -> Starlette:
     """Build the tokenwire ASGI app.
 
     ``providers`` maps names (the ``provider`` field of a run) to providers or factories.
     ``api_keys``: keys allowed to create runs; ``None`` disables the check (local demos only).
     ``secret`` signs stream tokens (random per process by default: set it when several workers
-    or restarts must accept the same tokens). ``config`` holds limits and timings.
+    or restarts must accept the same tokens). ``config`` holds limits and timings. ``log`` is
+    where runs append their events and where every SSE and WebSocket reader reads them (default:
+    a :class:`~tokenwire.MemoryLog` bounded by ``config.max_runs`` and ``config.max_events``).
     """
     cfg = config or ServerConfig()
     if api_keys is not None:
         cfg = msgspec.structs.replace(cfg, api_keys=list(api_keys))
     toolset = tools if isinstance(tools, Toolset) or tools is None else Toolset(tools)
-    server = _Server(providers, default_provider, toolset, secret or new_secret(), cfg, default_limits)
-
-    from tokenwire.server.ws import websocket_endpoint
+    event_log = log if log is not None else MemoryLog(max_events=cfg.max_events, max_streams=cfg.max_runs)
+    server = _Server(providers, default_provider, toolset, secret or new_secret(), cfg, default_limits, event_log)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -1,9 +1,9 @@
-"""Server-side runs: each one a stream generated independently of its subscribers.
+"""Server-side runs: each one a stream generated independently of its readers.
 
-A :class:`Run` owns the stream's handle and, for each wire format, a :class:`~tokenwire.log.Ring`
-of encoded frames: every event is encoded once per format, at append time, and the bytes are
-shared by every connection reading that format. :class:`Runs` creates, finds, retains and shuts
-them down.
+A :class:`Run` is the handle of a stream this server produces; its events are in the server's
+:class:`~tokenwire.log.EventLog` (``create_app(log=...)``), which every SSE and WebSocket reader
+reads from its own seq: the run keeps no copy of them. :class:`Runs` creates, finds, retains and
+shuts them down, with O(1) bookkeeping per start.
 """
 
 from __future__ import annotations
@@ -16,88 +16,79 @@ from typing import Any
 
 from tokenwire.api import generate
 from tokenwire.engine import StreamHandle
-from tokenwire.events import TERMINAL_TYPES, Event, encode
-from tokenwire.log import Ring
+from tokenwire.errors import ShuttingDown
+from tokenwire.log import EventLog
 from tokenwire.provider import Provider
 from tokenwire.request import Request
 
 __all__ = ["Run", "Runs", "ShuttingDown"]
 
 
-class ShuttingDown(Exception):
-    """The server no longer accepts runs."""
-
-
-def sse_frame(event: Event, data: bytes) -> bytes:
-    """The native SSE frame: ``id`` is the seq, ``event`` the type, LF line endings."""
-    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.seq, event.type.encode(), data)
-
-
 class Run:
-    """One server-side stream and its encoded frames."""
+    """One stream produced by this server."""
 
-    def __init__(self, stream_id: str, max_events: int):
+    __slots__ = ("agent", "created", "handle", "stream_id")
+
+    def __init__(self, stream_id: str, handle: StreamHandle):
         self.stream_id = stream_id
         self.created = time.time()
-        self.sse: Ring[bytes] = Ring(stream_id, max_events)
-        """Native SSE frames, seq-aligned."""
-        self.json: Ring[str] = Ring(stream_id, max_events)
-        """Event JSON as text (WebSocket frames), seq-aligned."""
-        self.handle: StreamHandle | None = None
-        self.agent: Any = None
-
-    def on_event(self, event: Event) -> None:
-        """Inline observer: encode once per wire format."""
-        data = encode(event)
-        self.sse.append(sse_frame(event, data))
-        self.json.append(data.decode())
-        if event.__class__ in TERMINAL_TYPES:
-            self.sse.finish()
-            self.json.finish()
+        self.handle = handle
+        self.agent: Any = handle.provider if hasattr(handle.provider, "submit") else None
+        """The agent loop, when the run has tools (client-side tool results go to it)."""
 
     @property
     def finished(self) -> bool:
-        return self.sse.finished
+        return self.handle.done()
 
 
 class Runs:
     """The server's runs, with retention: at most ``max_runs`` kept, finished ones evicted first."""
 
-    def __init__(self, *, max_runs: int = 1000, max_events: int = 65_536):
+    def __init__(self, log: EventLog, *, max_runs: int = 1000):
+        self.log = log
         self.max_runs = max_runs
-        self.max_events = max_events
         self._runs: OrderedDict[str, Run] = OrderedDict()
+        self._finished: OrderedDict[str, None] = OrderedDict()  # finished runs, oldest first
+        self._live: set[str] = set()
         self.accepting = True
 
     def get(self, stream_id: str) -> Run | None:
         return self._runs.get(stream_id)
 
     def start(self, provider: Provider, request: Request, **kwargs: Any) -> Run:
-        """Start generating now; the run does not depend on any subscriber."""
+        """Start generating now; the run does not depend on any reader."""
         if not self.accepting:
             raise ShuttingDown("the server is shutting down and accepts no new runs")
         stream_id = uuid.uuid4().hex
-        run = Run(stream_id, self.max_events)
-        observers = [run.on_event, *kwargs.pop("observers", ())]
-        run.handle = generate(provider, request, observers=observers, stream_id=stream_id, **kwargs)
-        run.agent = run.handle.provider if hasattr(run.handle.provider, "submit") else None
+        handle = generate(provider, request, stream_id=stream_id, log=self.log, **kwargs)
+        run = Run(stream_id, handle)
         self._runs[stream_id] = run
-        while len(self._runs) > self.max_runs:
-            victim = next((sid for sid, r in self._runs.items() if r.finished), None)
-            if victim is None:
-                break  # never drop a live run: retention applies to finished ones
-            del self._runs[victim]
+        self._live.add(stream_id)
+        handle._task.add_done_callback(lambda _: self._on_finished(stream_id))
+        self._evict()
         return run
+
+    def _on_finished(self, stream_id: str) -> None:
+        self._live.discard(stream_id)
+        if stream_id in self._runs:
+            self._finished[stream_id] = None
+        self._evict()
+
+    def _evict(self) -> None:
+        # Never a live run: retention applies to finished ones, oldest first.
+        while len(self._runs) > self.max_runs and self._finished:
+            victim, _ = self._finished.popitem(last=False)
+            self._runs.pop(victim, None)
 
     @property
     def running(self) -> list[Run]:
-        return [r for r in self._runs.values() if not r.finished]
+        return [self._runs[sid] for sid in self._live if sid in self._runs]
 
     async def shutdown(self, grace_s: float) -> None:
         """Stop accepting runs; let running ones finish for ``grace_s``, then end them with
         ``error(source=transport, code=shutdown)``."""
         self.accepting = False
-        handles = [r.handle for r in self.running if r.handle is not None]
+        handles = [r.handle for r in self.running]
         if not handles:
             return
         waits = [asyncio.ensure_future(h.wait()) for h in handles]

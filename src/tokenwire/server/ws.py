@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from tokenwire.errors import SeqEvicted
-from tokenwire.security import Forbidden, Unauthorized
+from tokenwire.errors import Forbidden, SeqEvicted, ShuttingDown, StreamNotFound, Unauthorized
+from tokenwire.server.schema import RunBody
+from tokenwire.wire import JSON_TEXT
 
 if TYPE_CHECKING:
     from tokenwire.server.app import _Server
-    from tokenwire.server.runs import Run
 
 __all__ = ["websocket_endpoint"]
 
@@ -49,8 +49,8 @@ class _BadMessage(Exception):
 
 
 class _Subscription:
-    def __init__(self, run: Run, cursor: int, window: int):
-        self.run = run
+    def __init__(self, stream_id: str, cursor: int, window: int):
+        self.stream_id = stream_id
         self.cursor = cursor
         self.acked = cursor - 1
         self.window = window
@@ -122,23 +122,28 @@ class _Connection:
             raise _BadMessage("unknown_op", f"unknown op {op!r}; ops are run, subscribe, ack, cancel, tool_result")
         await handler(msg)
 
-    def _run_for(self, msg: dict[str, Any], perm: str) -> Run:
+    async def _authorized(self, msg: dict[str, Any], perm: str) -> str:
+        """The stream id of a message whose token grants ``perm``."""
         stream_id = msg.get("stream_id")
         if not isinstance(stream_id, str):
             raise _BadMessage("bad_message", '"stream_id" (a string) is required')
-        run = self.server.runs.get(stream_id)
-        if run is None:
-            raise _BadMessage("not_found", f"no stream {stream_id!r}")
+        try:
+            await self.server.log.info(stream_id)
+        except StreamNotFound:
+            raise _BadMessage("not_found", f"no stream {stream_id!r}") from None
         try:
             self.server.tokens.verify(msg.get("token"), stream_id, perm, now=time.time())
         except Forbidden as exc:
             raise _BadMessage("forbidden", str(exc)) from None
+        return stream_id
+
+    def _local_run(self, stream_id: str) -> Any:
+        run = self.server.runs.get(stream_id)
+        if run is None:
+            raise _BadMessage("not_found", f"no stream {stream_id!r}")
         return run
 
     async def op_run(self, msg: dict[str, Any]) -> None:
-        from tokenwire.server.app import RunBody
-        from tokenwire.server.runs import ShuttingDown
-
         self.server.check_api_key(self.api_key)
         request_id = msg.pop("id", None)
         try:
@@ -152,46 +157,54 @@ class _Connection:
         await self.reply(
             {"op": "run", "id": request_id, "stream_id": run.stream_id, "token": token, "read_token": read_token}
         )
-        self._subscribe(run, 0, DEFAULT_WINDOW)
+        self._subscribe(run.stream_id, 0, DEFAULT_WINDOW)
 
     async def op_subscribe(self, msg: dict[str, Any]) -> None:
-        run = self._run_for(msg, "read")
+        stream_id = await self._authorized(msg, "read")
         from_seq = msg.get("from_seq", 0)
         window = msg.get("window", DEFAULT_WINDOW)
         if not isinstance(from_seq, int) or not isinstance(window, int) or window < 1:
             raise _BadMessage("bad_message", '"from_seq" must be an integer and "window" a positive integer')
-        if from_seq < run.json.first_seq:
-            raise _BadMessage("gone", str(SeqEvicted(run.stream_id, from_seq, run.json.first_seq)))
-        self._subscribe(run, from_seq, window)
+        try:
+            info = await self.server.log.info(stream_id)
+        except StreamNotFound:
+            raise _BadMessage("not_found", f"no stream {stream_id!r}") from None
+        if from_seq < info.first_seq:
+            raise _BadMessage("gone", str(SeqEvicted(stream_id, from_seq, info.first_seq)))
+        self._subscribe(stream_id, from_seq, window)
 
-    def _subscribe(self, run: Run, from_seq: int, window: int) -> None:
-        old = self.subs.pop(run.stream_id, None)
+    def _subscribe(self, stream_id: str, from_seq: int, window: int) -> None:
+        old = self.subs.pop(stream_id, None)
         if old is not None and old.task is not None:
             old.task.cancel()
         if len(self.subs) >= MAX_SUBSCRIPTIONS:
             raise _BadMessage("too_many_subscriptions", f"at most {MAX_SUBSCRIPTIONS} subscriptions per socket")
-        sub = _Subscription(run, from_seq, window)
+        sub = _Subscription(stream_id, from_seq, window)
         sub.task = asyncio.get_running_loop().create_task(self._pump(sub))
-        self.subs[run.stream_id] = sub
+        self.subs[stream_id] = sub
 
     async def _pump(self, sub: _Subscription) -> None:
-        ring = sub.run.json
-        with contextlib.suppress(WebSocketDisconnect, RuntimeError, SeqEvicted):
-            while True:
-                in_flight = sub.cursor - 1 - sub.acked
-                if in_flight >= sub.window:
-                    sub.credit.clear()
-                    await sub.credit.wait()
-                    continue
-                frames = ring.since(sub.cursor)[: sub.window - in_flight]
-                if frames:
-                    for frame in frames:
-                        await self.send(frame)
-                    sub.cursor += len(frames)
-                    continue
-                if ring.finished:
-                    return
-                await ring.wait(sub.cursor)
+        """One subscription: a reader of the log from its cursor, at most ``window`` unacked events out."""
+        frames = self.server.frames.frames
+        sid = sub.stream_id
+        try:
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError, SeqEvicted, StreamNotFound):
+                async for batch in self.server.log.batches(sid, sub.cursor):
+                    i = 0
+                    while i < len(batch):
+                        in_flight = sub.cursor - 1 - sub.acked
+                        if in_flight >= sub.window:
+                            sub.credit.clear()
+                            await sub.credit.wait()
+                            continue
+                        n = min(len(batch) - i, sub.window - in_flight)
+                        for frame in frames(sid, JSON_TEXT, batch[i : i + n]):
+                            await self.send(frame)
+                        sub.cursor += n
+                        i += n
+        finally:
+            if self.subs.get(sid) is sub:
+                del self.subs[sid]  # a finished subscription frees its slot: a socket serves any number of runs
 
     async def op_ack(self, msg: dict[str, Any]) -> None:
         sub = self.subs.get(str(msg.get("stream_id")))
@@ -203,13 +216,12 @@ class _Connection:
             sub.credit.set()
 
     async def op_cancel(self, msg: dict[str, Any]) -> None:
-        run = self._run_for(msg, "cancel")
-        assert run.handle is not None
+        run = self._local_run(await self._authorized(msg, "cancel"))
         run.handle.cancel("cancelled over the WebSocket")
         await self.reply({"op": "cancel", "stream_id": run.stream_id, "status": "cancelling"})
 
     async def op_tool_result(self, msg: dict[str, Any]) -> None:
-        run = self._run_for(msg, "cancel")
+        run = self._local_run(await self._authorized(msg, "cancel"))
         call_id = msg.get("call_id")
         if run.agent is None or not isinstance(call_id, str):
             raise _BadMessage("bad_message", 'tool_result needs a run with client-side tools and a "call_id"')

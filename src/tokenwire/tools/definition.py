@@ -15,7 +15,7 @@
 >>> get_weather.validate({"city": 42})
 Traceback (most recent call last):
 ...
-tokenwire.tools.definition.ToolArgumentsInvalid: tool 'get_weather' argument 'city': expected str, got int (42)
+tokenwire.errors.ToolArgumentsInvalid: tool 'get_weather' argument 'city': expected str, got int (42)
 
 The schema is generated from the signature (msgspec; pydantic models and msgspec Structs work as
 parameter types), never written by hand. Arguments are validated strictly (no "3" for 3) and
@@ -31,18 +31,10 @@ from typing import Any, get_type_hints
 
 import msgspec
 
-from tokenwire.errors import TokenwireError
+from tokenwire.errors import ToolArgumentsInvalid
 from tokenwire.request import ToolSpec
 
 __all__ = ["Progress", "Tool", "ToolArgumentsInvalid", "Toolset", "tool"]
-
-
-class ToolArgumentsInvalid(TokenwireError, ValueError):
-    """A tool call's arguments do not match the tool's signature.
-
-    The message names the tool, the argument, what was expected and what was received; it is
-    sent back to the model as an error result so the model can correct itself.
-    """
 
 
 class Progress(msgspec.Struct, frozen=True):

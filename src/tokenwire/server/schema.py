@@ -1,0 +1,52 @@
+"""What the server takes: the body of a run request and the server's settings.
+
+>>> import msgspec
+>>> msgspec.json.decode(b'{"prompt": "hi", "max_tokens": 16}', type=RunBody).max_tokens
+16
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from tokenwire.limits import Limits
+from tokenwire.request import Message
+
+__all__ = ["RunBody", "ServerConfig"]
+
+
+class RunBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The JSON body of ``POST /v1/runs``: a prompt or messages, and generation options."""
+
+    prompt: str | None = None
+    messages: list[Message] | None = None
+    system: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    seed: int | None = None
+    stop: list[str] = []
+    tools: list[str] = []
+    """Names of tools registered on the server; they run server-side (or client-side if marked)."""
+    tool_choice: str = "auto"
+    max_steps: int = 8
+    limits: Limits | None = None
+    meta: dict[str, Any] = {}
+
+
+class ServerConfig(msgspec.Struct, kw_only=True):
+    """Server settings (see :func:`create_app`)."""
+
+    api_keys: list[str] | None = None
+    token_ttl_s: float = 3600.0
+    ping_s: float = 15.0
+    retry_ms: int = 2000
+    max_body_bytes: int = 1_000_000
+    max_messages: int = 256
+    max_lag_events: int = 4096
+    shutdown_grace_s: float = 10.0
+    max_runs: int = 1000
+    max_events: int = 65_536

@@ -1,0 +1,97 @@
+"""Encoded frames per (stream, wire format), shared by every connection that reads them.
+
+Fan-out costs one encode per event per format: the first reader of a seq in a format encodes it,
+every other reader of that format reuses the bytes. Only a window of each stream's most recent
+frames is kept (live readers read there); a reader resuming further back gets its frames encoded
+on the fly without filling the cache. So the server stores each event once (in the log) plus a
+bounded window of frames per stream and format, never a frame per retained event.
+
+>>> from tokenwire.events import TextDelta
+>>> calls = []
+>>> fmt = WireFormat("upper", lambda ev: calls.append(ev.seq) or ev.text.upper())
+>>> cache = FrameCache(window=2)
+>>> events = [TextDelta(t, stream_id="s", seq=i) for i, t in enumerate("abc")]
+>>> cache.frames("s", fmt, events), cache.frames("s", fmt, events[1:]), calls
+(['A', 'B', 'C'], ['B', 'C'], [0, 1, 2])
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+from tokenwire.events import Event
+
+__all__ = ["FrameCache", "WireFormat"]
+
+
+class WireFormat(NamedTuple):
+    """A wire format: a name (the cache key) and the encoder of one event into one frame."""
+
+    name: str
+    encode: Callable[[Event], Any]
+
+
+class _Window:
+    """The most recent frames of one stream in one format, aligned with seq."""
+
+    __slots__ = ("frames", "next_seq")
+
+    def __init__(self, size: int):
+        self.frames: deque[Any] = deque(maxlen=size)
+        self.next_seq = 0
+
+    def get(self, event: Event, encode: Callable[[Event], Any]) -> Any:
+        seq = event.seq
+        frames = self.frames
+        if seq == self.next_seq:  # the live edge: encode once, keep for the other readers
+            frame = encode(event)
+            frames.append(frame)
+            self.next_seq = seq + 1
+            return frame
+        offset = seq - (self.next_seq - len(frames))
+        if 0 <= offset < len(frames):
+            return frames[offset]
+        if seq > self.next_seq:  # nobody read the seqs between: restart the window here
+            frames.clear()
+            frame = encode(event)
+            frames.append(frame)
+            self.next_seq = seq + 1
+            return frame
+        return encode(event)  # older than the window: a resuming reader, encoded on the fly
+
+
+class FrameCache:
+    """Frames of the last ``window`` events per stream and format, for at most ``max_streams`` streams.
+
+    Streams are dropped least-recently-read first (or with :meth:`drop`); a dropped stream's
+    frames are simply encoded again if read again.
+    """
+
+    def __init__(self, *, window: int = 1024, max_streams: int = 1024):
+        if window < 1 or max_streams < 1:
+            raise ValueError(f"window and max_streams must be >= 1, got {window}, {max_streams}")
+        self.window = window
+        self.max_streams = max_streams
+        self._streams: OrderedDict[str, dict[str, _Window]] = OrderedDict()
+
+    def frames(self, stream_id: str, fmt: WireFormat, events: Sequence[Event]) -> list[Any]:
+        """The frames of ``events`` (consecutive events of one stream) in ``fmt``."""
+        windows = self._streams.get(stream_id)
+        if windows is None:
+            windows = self._streams[stream_id] = {}
+            if len(self._streams) > self.max_streams:
+                self._streams.popitem(last=False)
+        else:
+            self._streams.move_to_end(stream_id)
+        window = windows.get(fmt.name)
+        if window is None:
+            window = windows[fmt.name] = _Window(self.window)
+        get = window.get
+        encode = fmt.encode
+        return [get(event, encode) for event in events]
+
+    def drop(self, stream_id: str) -> None:
+        """Forget a stream's frames (it was evicted from the log)."""
+        self._streams.pop(stream_id, None)
