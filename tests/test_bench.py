@@ -25,7 +25,12 @@ def run_bench(script: str, *args: str) -> str:
     [
         ("dispatch.py", ("--events", "2000", "--repeat", "1"), "| overhead µs/ev |"),
         ("tools.py", ("--reps", "1", "--tool-s", "0.05"), "| tokenwire, at tool_call time |"),
-        ("local_model.py", ("--procs", "1", "--runs", "1", "--tokens", "6"), "| tokenwire / raw |"),
+        pytest.param(
+            "local_model.py",
+            ("--procs", "1", "--runs", "1", "--tokens", "6"),
+            "| tokenwire / raw |",
+            marks=pytest.mark.e2e,  # the real embedded model
+        ),
     ],
 )
 def test_benchmark_runs_and_reports(script: str, args: tuple[str, ...], expected: str) -> None:

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import tokenwire
 from tokenwire.testing import Transcript, assert_transcript
 
@@ -71,6 +73,7 @@ def test_ctrl_c_cancels_cleanly_with_exit_130() -> None:
     assert "Traceback" not in err
 
 
+@pytest.mark.e2e
 def test_chat_defaults_to_the_embedded_model_jsonl() -> None:
     proc = run("chat", "Name a color.", "--format", "jsonl", "--seed", "1", "--max-tokens", "8")
     assert proc.returncode == 0, proc.stderr
@@ -81,12 +84,14 @@ def test_chat_defaults_to_the_embedded_model_jsonl() -> None:
     )
 
 
+@pytest.mark.e2e
 def test_piped_text_output_has_no_control_codes() -> None:
     proc = run("chat", "Say hello.", "--seed", "2", "--max-tokens", "10", "--system", "Be brief.")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() and "\x1b" not in proc.stdout
 
 
+@pytest.mark.e2e
 def test_tool_demo_streams_a_call_and_runs_it() -> None:
     proc = run("chat", "What is 12 times 7?", "--tool-demo", "--seed", "1")
     assert proc.returncode == 0, proc.stderr
@@ -100,6 +105,7 @@ def test_missing_model_file_is_a_clear_error() -> None:
     assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.e2e
 def test_terminal_view_renders_live_and_ctrl_c_keeps_the_partial_answer() -> None:
     """A real pseudo-terminal: the live view with its footer, then Ctrl-C."""
     pid, fd = pty.fork()

@@ -20,6 +20,8 @@ from tokenwire.request import Message, Request
 from tokenwire.testing import Transcript, assert_transcript
 from wire import free_port, wait_for
 
+pytestmark = pytest.mark.e2e  # llama-cpp-python's server with the real model
+
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

@@ -21,6 +21,8 @@ from tokenwire.providers import LlamaCpp
 from tokenwire.request import Message, Request, ToolSpec
 from tokenwire.testing import Transcript, assert_transcript
 
+pytestmark = pytest.mark.e2e  # the real embedded model
+
 WEATHER = ToolSpec(
     "get_weather",
     "Current weather for a city",

@@ -90,9 +90,17 @@ def test_malformed_json_raises_a_clear_error(bad: str) -> None:
         p.close()
 
 
-def test_close_on_unfinished_json_raises() -> None:
+@pytest.mark.parametrize("unfinished", ['{"a": [1', '"abc', "[1, 2", '{"a"', "tru"])
+def test_close_on_unfinished_json_raises(unfinished: str) -> None:
+    parser = PartialJSON()
+    parser.feed(unfinished)  # the same parser that was fed is closed
     with pytest.raises(PartialJSONError, match="incomplete"):
-        PartialJSON().feed('{"a": [1').__class__ and PartialJSON().close()
+        parser.close()
+
+
+def test_close_of_a_parser_fed_nothing_raises() -> None:
+    with pytest.raises(PartialJSONError, match="incomplete"):
+        PartialJSON().close()
 
 
 def test_parse_partial_one_shot() -> None:

@@ -400,6 +400,7 @@ async def test_sync_tools_do_not_block_the_event_loop() -> None:
     assert response.tool_results[0].result.startswith("tokenwire-tool")
 
 
+@pytest.mark.e2e
 async def test_the_agent_loop_on_the_embedded_model() -> None:
     from tokenwire.providers import LlamaCpp
     from tokenwire.request import Message, Request

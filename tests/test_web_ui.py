@@ -22,7 +22,7 @@ from tokenwire.server import ServerConfig, create_app
 from wire import free_port, serve
 
 # The first test may install chromium with apt on a fresh machine: minutes, not the default 120 s.
-pytestmark = pytest.mark.timeout(1800)
+pytestmark = [pytest.mark.timeout(1800), pytest.mark.e2e]  # headless Chromium, installed with apt
 
 KEY = "ui-key"
 WORDS = [f"word{i} " for i in range(120)]

@@ -44,6 +44,7 @@ import msgspec
 import regex
 
 from tokenwire.events import Event, TextDelta
+from tokenwire.observers import Dispatcher
 
 __all__ = [
     "Coalesce",
@@ -333,10 +334,13 @@ class Coalesce:
     """
 
     def __init__(self, observer: object, unit: Coalescer, *, clock: Callable[[], float] = time):
-        from tokenwire.observers import Dispatcher
-
         self.coalescer = unit
         self._inner = Dispatcher([observer])
+        if not self._inner.inline_only:
+            raise TypeError(
+                "coalesce() wraps an inline observer (an object or a callable); to read through a queue, "
+                "wrap it the other way round: tokenwire.queued(tokenwire.coalesce(observer))"
+            )
         self._clock = clock
         self._last: TextDelta | None = None
         self._timer: asyncio.TimerHandle | None = None

@@ -25,6 +25,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
+from tokenwire import __version__
 from tokenwire.api import stream_sync
 from tokenwire.events import (
     SCHEMA_VERSION,
@@ -40,6 +41,7 @@ from tokenwire.events import (
     json_schema,
 )
 from tokenwire.provider import Provider
+from tokenwire.providers.llama import LlamaCpp
 from tokenwire.providers.scripted import Scripted
 from tokenwire.request import Message, Request, ToolSpec
 from tokenwire.testing.transcript import Transcript
@@ -75,8 +77,6 @@ def _scripted(model: str | None) -> Provider:
 
 
 def _llama(model: str | None) -> Provider:
-    from tokenwire.providers.llama import LlamaCpp
-
     return LlamaCpp(model) if model else LlamaCpp.default()
 
 
@@ -342,8 +342,6 @@ def schema() -> None:
 @app.command()
 def version() -> None:
     """Print the package and event-schema versions."""
-    from tokenwire import __version__
-
     typer.echo(f"tokenwire {__version__} (event schema {SCHEMA_VERSION})")
 
 

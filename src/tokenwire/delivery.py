@@ -31,6 +31,7 @@ A lagging reader costs its position in the log, never a copy of the events.
 from __future__ import annotations
 
 import weakref
+from collections.abc import AsyncIterator
 
 from tokenwire.events import TERMINAL_TYPES, Event
 from tokenwire.log import OVERFLOWS, Cursor, Overflow, StreamWriter
@@ -104,8 +105,22 @@ class EventIterator:
             raise RuntimeError("this EventIterator reads no stream yet: pass it in generate(..., observers=[it])")
         return self._cursor
 
-    def __aiter__(self) -> EventIterator:
-        return self
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[Event]:
+        # An async generator: per event it costs what a bare ``async for`` costs (its __anext__ is
+        # native), and leaving the loop early (break, an exception, aclose) detaches the cursor.
+        try:
+            while True:
+                batch = await self.next_batch()
+                if not batch:
+                    return
+                for event in batch:
+                    yield event
+        finally:
+            if not self._finished:
+                await self.aclose()
 
     async def __anext__(self) -> Event:
         if self._pos >= len(self._buffer):

@@ -221,6 +221,7 @@ class StreamHandle:
                 agen = self.provider.stream(self.request)
                 feed = core.feed
                 delivered = core.delivered
+                track = core.tracks_delivery  # without stall/first-token/token limits: no second clock read
                 async for part in agen:
                     try:  # free unless it raises (3.11): what fails here is ours, not the provider's
                         event = feed(part, time())
@@ -229,9 +230,9 @@ class StreamHandle:
                         r = append(event)
                         if r is not None:
                             await r
-                            if delivered(time()) or self._timer is None:
+                            if track and (delivered(time()) or self._timer is None):
                                 self._arm()
-                        elif delivered(time()):
+                        elif track and delivered(time()):
                             self._arm()
                         if core.stop is not None:  # the token cap, a strict observer, a limit during delivery
                             break

@@ -6,10 +6,13 @@ catch one base class. Messages name what was wrong, with the offending value, an
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 __all__ = [
     "ClientError",
     "ConnectionLost",
     "EventDecodeError",
+    "Failure",
     "Forbidden",
     "ModelLoadError",
     "ObserverOverflow",
@@ -140,3 +143,18 @@ class Forbidden(TokenwireError):
 
 class ShuttingDown(TokenwireError):
     """The server is shutting down and accepts no new runs (HTTP 503)."""
+
+
+@dataclass
+class Failure(TokenwireError):
+    """A provider's transport or API failure, classified: the ``error`` event it becomes and
+    whether to retry it before any output (raised and caught inside the providers' HTTP shell)."""
+
+    code: str
+    message: str
+    source: str = "provider"
+    retryable: bool = False
+    retry_after: float | None = None
+
+    def __str__(self) -> str:
+        return self.message

@@ -97,6 +97,7 @@ class Lifecycle:
         "stop",
         "stream_id",
         "terminal",
+        "tracks_delivery",
     )
 
     def __init__(
@@ -134,6 +135,13 @@ class Lifecycle:
         self._first_deadline: float | None = None
         self._idle_since: float | None = None  # None: the engine is not waiting for the provider
         self._saw_first = False
+        self.tracks_delivery = (
+            limits.stall_timeout_s is not None
+            or limits.first_token_timeout_s is not None
+            or limits.max_output_tokens is not None
+        )
+        """Whether :meth:`delivered` matters after each event (a stall, first-token or token
+        limit is set); without those limits the engine may skip it (and its clock read)."""
 
     # -- events --------------------------------------------------------------------------------
 
@@ -294,7 +302,7 @@ class Lifecycle:
                 )
         elif self._stall is not None and self._idle_since is not None:
             idle = now - self._idle_since
-            if idle >= self._stall:
+            if now >= self._idle_since + self._stall:  # the same sum as ``deadline``: no off-by-an-ulp re-arm
                 self.stop = Error(
                     code="stalled",
                     message=f"no event from the provider for {idle:.3f} s (stall_timeout_s={self._stall})",
@@ -359,4 +367,6 @@ class Lifecycle:
         self.seq = seq
         b.stats = terminal.stats if isinstance(terminal, Done) else self.stats(now)
         self.terminal = b.terminal = terminal
+        if self.stop is None:
+            self.stop = terminal  # so every later feed() is ignored
         return terminal

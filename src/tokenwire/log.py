@@ -391,20 +391,21 @@ class _StreamRing(Ring[Event], StreamWriter):
 
     def _check_cursors(self, event: Event) -> Awaitable[None] | None:
         next_seq = self.next_seq
-        terminal = event.__class__ in TERMINAL_TYPES
-        slowest: Cursor | None = None
+        full = False
         for c in self._cursors:
             if next_seq - c.seq > c.maxsize:
                 if c.overflow == "disconnect":
                     c.overflowed = True
                     self._wake()  # its reader raises ObserverOverflow now
-                elif not terminal and (slowest is None or c.seq < slowest.seq):
-                    slowest = c  # a terminal is always accepted, so every reader can finish
-        if any(c.overflowed for c in self._cursors):
-            self._cursors = [c for c in self._cursors if not c.overflowed]
-        if slowest is not None:
-            return self._wait_block()
-        return None
+                else:
+                    full = True
+        if full and event.__class__ in TERMINAL_TYPES:
+            full = False  # a terminal is always accepted, so every reader can finish
+        for c in self._cursors:
+            if c.overflowed:
+                self._cursors = [c for c in self._cursors if not c.overflowed]
+                break
+        return self._wait_block() if full else None
 
     async def _wait_block(self) -> None:
         for c in list(self._cursors):

@@ -155,6 +155,11 @@ class Dispatcher:
         return sum(s.failures for s in self._subscribers)
 
     @property
+    def inline_only(self) -> bool:
+        """True when every observer is called inline (no iterator, no queued observer)."""
+        return not self._iterators and not self._queued
+
+    @property
     def has_inline(self) -> bool:
         """True when some observer is called inline."""
         return any(self._table.values())

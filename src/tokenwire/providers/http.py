@@ -20,11 +20,11 @@ import json
 import random
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgspec
 
+from tokenwire.errors import Failure
 from tokenwire.events import Error, ToolCall
 from tokenwire.provider import Part
 from tokenwire.sse import SSEDecoder
@@ -56,23 +56,6 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
         if retry_after is not None:
             return min(max(retry_after, backoff), self.max_retry_after_s)
         return backoff
-
-
-@dataclass
-class Failure(Exception):
-    """A classified failure: what the ``error`` event says and whether to retry before output."""
-
-    code: str
-    message: str
-    source: str = "provider"
-    retryable: bool = False
-    retry_after: float | None = None
-
-    def __str__(self) -> str:
-        return self.message
-
-    def event(self) -> Error:
-        return Error(code=self.code, message=self.message, retryable=self.retryable, source=self.source)  # type: ignore[arg-type]
 
 
 class Mapper(Protocol):
@@ -169,7 +152,7 @@ async def stream_sse(
             continue
         if emitted and outcome.source == "transport" and outcome.code == "connect_error":
             outcome = Failure("connection_lost", outcome.message, "transport", True)
-        yield outcome.event()
+        yield Error(code=outcome.code, message=outcome.message, retryable=outcome.retryable, source=outcome.source)  # type: ignore[arg-type]
         return
 
 
