@@ -106,3 +106,80 @@ async def test_cancelled_reader_leaves_no_waiter_behind() -> None:
 def test_bounds_are_validated() -> None:
     with pytest.raises(ValueError, match="must be >= 1"):
         MemoryLog(max_events=0)
+
+
+# -- cursors, channels and close semantics --------------------------------------------------------
+
+
+async def test_appending_after_the_terminal_raises_instead_of_queueing() -> None:
+    writer = MemoryLog().open("s")
+    writer.append(Start(model="m", stream_id="s", seq=0))
+    writer.append(Done(stream_id="s", seq=1))
+    with pytest.raises(tokenwire.errors.StreamClosed, match="already ended"):
+        writer.append(TextDelta("late", stream_id="s", seq=2))
+
+
+async def test_a_full_block_cursor_holds_the_producer_until_read_or_closed() -> None:
+    writer = MemoryLog().open("s")
+    cursor = writer.cursor(0, maxsize=2, overflow="block")
+    events = make("s", 4)
+    assert writer.append(events[0]) is None
+    assert writer.append(events[1]) is None
+    wait = writer.append(events[2])  # three unread, two allowed: the producer must wait
+    assert wait is not None
+    task = asyncio.ensure_future(wait)
+    await asyncio.sleep(0)
+    assert not task.done()
+    assert [e.seq for e in await cursor.next_batch()] == [0, 1, 2]  # reading frees the producer
+    await asyncio.wait_for(task, 1)
+    assert writer.append(events[3]) is None
+    more = make("s", 5)
+    assert writer.append(more[4]) is None
+    r = writer.append(more[5])  # unread 3, 4, 5: full again
+    assert r is not None
+    task = asyncio.ensure_future(r)
+    cursor.close()  # detaching frees it too
+    await asyncio.wait_for(task, 1)
+    assert await cursor.next_batch() == []
+
+
+async def test_drop_oldest_and_coalesce_cursors_never_hold_the_producer() -> None:
+    writer = MemoryLog().open("s")
+    drop = writer.cursor(0, maxsize=2, overflow="drop_oldest")
+    merge = writer.cursor(0, maxsize=2, overflow="coalesce")
+    for e in make("s", 6):
+        assert writer.append(e) is None
+    writer.append(Done(stream_id="s", seq=7))
+    assert [e.seq for e in await drop.next_batch()] == [6, 7]
+    assert drop.dropped == 6
+    merged = await merge.next_batch()
+    assert [e.type for e in merged] == ["start", "text.delta", "done"]
+    assert merged[1].text == "123456" and merged[1].seq == 6  # type: ignore[union-attr]
+
+
+async def test_breaking_out_of_an_iterator_detaches_its_cursor_at_once() -> None:
+    """A reader that leaves never holds the producer until a limit fires."""
+    from tokenwire.providers import Scripted
+
+    items = [str(i) for i in range(100)]
+    it = tokenwire.EventIterator(maxsize=1)
+    handle = tokenwire.generate(Scripted(items), "hi", observers=[it])
+    async for event in it:
+        if event.type == "text.delta":
+            break
+    # The producer ran to the end on its own: nobody holds it any more.
+    terminal = await asyncio.wait_for(handle.wait(), 5)
+    assert terminal.type == "done" and handle.result().text == "".join(items)
+
+
+async def test_a_dropped_iterator_detaches_its_cursor() -> None:
+    import gc
+
+    from tokenwire.providers import Scripted
+
+    observers = [tokenwire.EventIterator(maxsize=1)]
+    handle = tokenwire.generate(Scripted([str(i) for i in range(50)]), "hi", observers=observers)
+    observers.clear()
+    gc.collect()  # the iterator was never referenced: its cursor goes with it
+    terminal = await asyncio.wait_for(handle.wait(), 5)
+    assert terminal.type == "done"

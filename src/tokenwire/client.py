@@ -249,7 +249,7 @@ class WebSocketClient:
         self.window = window
         self._ws: Any = None
         self._queues: dict[str, asyncio.Queue[Any]] = {}
-        self._replies: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._replies: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=64)
         self._reader: asyncio.Task[None] | None = None
         self.last_run: dict[str, Any] | None = None
         """The server's reply to the last ``run``: ``stream_id``, ``token``, ``read_token``."""
@@ -275,19 +275,31 @@ class WebSocketClient:
             async for text in self._ws:
                 obj = msgspec.json.decode(text)
                 if "op" in obj:
-                    await self._replies.put(obj)
+                    await self._replies.put(obj)  # bounded: an unread reply holds the socket's reader
                 else:
-                    self._queue(obj["stream_id"]).put_nowait(decode(text))
+                    q = self._queue(obj["stream_id"])
+                    if q.full():  # the server ignored the ack window: refuse to buffer without bound
+                        q.get_nowait()
+                        q.put_nowait(
+                            ConnectionLost(f"the server sent more than {q.maxsize - 1} unacknowledged events")
+                        )
+                        continue
+                    q.put_nowait(decode(text))
         finally:
             closed = ConnectionLost(f"the WebSocket closed ({getattr(self._ws, 'close_code', None)})")
             for q in self._queues.values():
+                if q.full():
+                    q.get_nowait()
                 q.put_nowait(closed)
+            if self._replies.full():
+                self._replies.get_nowait()
             self._replies.put_nowait({"op": "error", "code": "closed", "message": str(closed)})
 
     def _queue(self, stream_id: str) -> asyncio.Queue[Any]:
         q = self._queues.get(stream_id)
         if q is None:
-            q = self._queues[stream_id] = asyncio.Queue()
+            # The server keeps at most ``window`` events unacknowledged; one more for the terminal.
+            q = self._queues[stream_id] = asyncio.Queue(maxsize=self.window + 1)
         return q
 
     async def send(self, op: str, **fields: Any) -> None:
@@ -299,17 +311,21 @@ class WebSocketClient:
 
     async def _events(self, stream_id: str) -> AsyncIterator[Event]:
         q = self._queue(stream_id)
-        while True:
-            item = await q.get()
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-            await self.send("ack", stream_id=stream_id, seq=item.seq)
-            if item.__class__ in TERMINAL_TYPES:
-                return
+        try:
+            while True:
+                item = await q.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                await self.send("ack", stream_id=stream_id, seq=item.seq)
+                if item.__class__ in TERMINAL_TYPES:
+                    return
+        finally:
+            if self._queues.get(stream_id) is q:
+                del self._queues[stream_id]  # a long-lived socket keeps nothing per finished stream
 
     async def run(self, request: str | dict[str, Any], **options: Any) -> AsyncIterator[Event]:
-        await self.send("run", **_run_body(request, options))
+        await self.send("run", window=self.window, **_run_body(request, options))
         reply = await self.reply()
         if reply.get("op") != "run":
             raise ClientError(400, str(reply.get("code")), str(reply.get("message")))

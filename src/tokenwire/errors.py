@@ -20,6 +20,7 @@ __all__ = [
     "ProviderError",
     "SeqEvicted",
     "ShuttingDown",
+    "StreamClosed",
     "StreamFailed",
     "StreamNotFound",
     "TokenwireError",
@@ -158,3 +159,8 @@ class Failure(TokenwireError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class StreamClosed(TokenwireError):
+    """Something was appended to a stream's log after its terminal event (a producer bug: a
+    stream ends exactly once)."""

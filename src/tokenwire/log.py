@@ -41,7 +41,7 @@ from typing import Generic, Literal, NamedTuple, TypeAlias, TypeVar
 
 import msgspec
 
-from tokenwire.errors import ObserverOverflow, SeqEvicted, StreamNotFound
+from tokenwire.errors import ObserverOverflow, SeqEvicted, StreamClosed, StreamNotFound
 from tokenwire.events import TERMINAL_TYPES, Event, ReasoningDelta, TextDelta, ToolCallDelta
 
 __all__ = [
@@ -374,6 +374,10 @@ class _StreamRing(Ring[Event], StreamWriter):
         self._on_finish = on_finish
 
     def append(self, event: Event) -> Awaitable[None] | None:  # type: ignore[override]
+        if self.finished:
+            raise StreamClosed(
+                f"stream {self.stream_id!r} already ended; nothing may follow its terminal event (got {event.type})"
+            )
         self._items.append(event)
         self.next_seq += 1
         if event.__class__ in TERMINAL_TYPES:

@@ -156,7 +156,7 @@ class Dispatcher:
 
     @property
     def inline_only(self) -> bool:
-        """True when every observer is called inline (no iterator, no queued observer)."""
+        """True when every observer is called inline (no iterator, no queued observer; before :meth:`attach`)."""
         return not self._iterators and not self._queued
 
     @property
@@ -198,6 +198,8 @@ class Dispatcher:
             writer.inline = self.deliver
         for it in self._iterators:
             it.attach(writer, from_seq)
+        # Not kept: an iterator its reader dropped must be collectable (its cursor detaches then).
+        self._iterators = []
         loop = asyncio.get_running_loop() if self._queued else None
         for policy, sub in self._queued:
             cursor = writer.cursor(from_seq, maxsize=policy.maxsize, overflow=policy.overflow)

@@ -249,10 +249,19 @@ class LlamaCpp:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancelled = threading.Event()
+        # The queue is bounded by credits: the worker takes one per token and waits when the reader
+        # is _TOKEN_WINDOW tokens behind (the model then waits for its reader, as any block policy).
+        credits = threading.BoundedSemaphore(_TOKEN_WINDOW)
 
-        def emit(item: Any) -> None:
+        def post(item: Any) -> None:
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening any more
                 loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def emit(item: Any) -> None:
+            while not credits.acquire(timeout=0.05):
+                if cancelled.is_set():
+                    return  # nobody reads any more: drop it, the generation stops at its next check
+            post(item)
 
         def target() -> None:
             try:
@@ -260,9 +269,9 @@ class LlamaCpp:
                     _Generation(self, self._load(), request, emit, cancelled).run()
                 if _EXITING.is_set() and not cancelled.is_set():
                     raise ProviderError("generation stopped: the process is exiting", code="shutdown")
-                emit(_END)
+                post(_END)  # the end is always accepted, past the bound
             except BaseException as exc:
-                emit(_Failure(exc))
+                post(_Failure(exc))
 
         job = self._worker().submit(target)
         finished = False
@@ -275,6 +284,7 @@ class LlamaCpp:
                 if isinstance(item, _Failure):
                     finished = True
                     raise item.exc
+                credits.release()
                 yield item
         finally:
             if not finished:
@@ -289,6 +299,10 @@ class LlamaCpp:
                                 item = await queue.get()
                                 if item is _END or isinstance(item, _Failure):
                                     break
+
+
+_TOKEN_WINDOW = 256
+"""Tokens a generation may run ahead of its reader before the worker waits."""
 
 
 class _End:

@@ -2,7 +2,7 @@
 
 Client → server, one JSON object per text frame, with ``op``:
 
-- ``{"op": "run", "prompt" | "messages", …RunBody fields, "id"?}`` — needs the API key (the
+- ``{"op": "run", "prompt" | "messages", …RunBody fields, "id"?, "window"?: 256}`` — needs the API key (the
   handshake's ``Authorization: Bearer`` header or ``?api_key=``); replies
   ``{"op": "run", "id", "stream_id", "token", "read_token"}`` and subscribes from seq 0;
 - ``{"op": "subscribe", "stream_id", "token", "from_seq"?: 0, "window"?: 256}``;
@@ -146,6 +146,9 @@ class _Connection:
     async def op_run(self, msg: dict[str, Any]) -> None:
         self.server.check_api_key(self.api_key)
         request_id = msg.pop("id", None)
+        window = msg.pop("window", DEFAULT_WINDOW)
+        if not isinstance(window, int) or window < 1:
+            raise _BadMessage("bad_message", '"window" must be a positive integer')
         try:
             body = msgspec.convert(msg, RunBody)
             run = self.server.start(body)
@@ -157,7 +160,7 @@ class _Connection:
         await self.reply(
             {"op": "run", "id": request_id, "stream_id": run.stream_id, "token": token, "read_token": read_token}
         )
-        self._subscribe(run.stream_id, 0, DEFAULT_WINDOW)
+        self._subscribe(run.stream_id, 0, window)
 
     async def op_subscribe(self, msg: dict[str, Any]) -> None:
         stream_id = await self._authorized(msg, "read")

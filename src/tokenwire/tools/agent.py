@@ -37,7 +37,9 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
+import anyio
 import msgspec
+from anyio.streams.memory import MemoryObjectSendStream
 
 from tokenwire.engine import start_stream
 from tokenwire.events import Done, Error, Step, TokenUsage, ToolCall, ToolCallDelta, ToolResult, Usage
@@ -144,66 +146,70 @@ class Agent:
     async def _turn(
         self, request: Request, runner: ToolRunner, usage: list[int], outcome: dict[str, Any]
     ) -> AsyncIterator[Part]:
-        """One model turn merged with tool outputs; fills ``outcome`` (calls, results, text, finish)."""
+        """One model turn merged with tool outputs; fills ``outcome`` (calls, results, text, finish).
+
+        Everything arrives on one bounded channel with several send sides: the model's (closed
+        when its stream ends), one per tool call (closed when the call is answered) and the
+        turn's own (closed once the model ended, so no call can start after it). The turn ends
+        when the channel reports end-of-stream: every sender closed and every item read, so a
+        result in transit is never lost.
+        """
         calls: list[ToolCall] = []
         results: dict[str, ToolResult] = {}
         text: list[str] = []
         raw_args: dict[str, list[str]] = {}
         outcome.update(calls=calls, results=results, text=text)
-        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=64)
-        pump = asyncio.get_running_loop().create_task(self._pump(request, queue))
-        forward = asyncio.get_running_loop().create_task(self._forward(runner, queue))
-        model_done = False
+        send, receive = anyio.create_memory_object_stream[Any](max_buffer_size=64)
+        pump = asyncio.get_running_loop().create_task(self._pump(request, send.clone()))
         try:
-            while not model_done or runner.running or not runner.outbox.empty() or not queue.empty():
-                item = await queue.get()
-                if item is _MODEL_END:
-                    model_done = True
-                    if not runner.running and runner.outbox.empty() and queue.empty():
-                        break
-                    continue
-                if isinstance(item, _ModelFailed):
-                    raise item.exc
-                if isinstance(item, ToolResult):
-                    results[item.call_id] = item
-                elif isinstance(item, str):
-                    text.append(item)
-                elif isinstance(item, ToolCallDelta):
-                    raw_args.setdefault(item.call_id, []).append(item.args_delta)
-                elif isinstance(item, ToolCall):
-                    calls.append(item)
-                    runner.start(item, "".join(raw_args.pop(item.call_id, [])) or None)
-                elif isinstance(item, Usage):
-                    usage[0] += item.input_tokens
-                    usage[1] += item.output_tokens
-                elif isinstance(item, Done):
-                    outcome["finish"] = item.finish_reason
-                    continue  # the loop decides how the stream ends
-                elif isinstance(item, Error):
-                    outcome["error"] = item
-                    continue
-                yield item
+            async with receive:
+                async for item in receive:
+                    if item is _MODEL_END:
+                        send.close()  # the model is done: no call can start any more
+                        continue
+                    if isinstance(item, _ModelFailed):
+                        raise item.exc
+                    if isinstance(item, ToolResult):
+                        results[item.call_id] = item
+                    elif isinstance(item, str):
+                        text.append(item)
+                    elif isinstance(item, ToolCallDelta):
+                        raw_args.setdefault(item.call_id, []).append(item.args_delta)
+                    elif isinstance(item, ToolCall):
+                        calls.append(item)
+                        runner.start(item, send.clone(), "".join(raw_args.pop(item.call_id, [])) or None)
+                    elif isinstance(item, Usage):
+                        usage[0] += item.input_tokens
+                        usage[1] += item.output_tokens
+                    elif isinstance(item, Done):
+                        outcome["finish"] = item.finish_reason
+                        continue  # the loop decides how the stream ends
+                    elif isinstance(item, Error):
+                        outcome["error"] = item
+                        continue
+                    yield item
         finally:
+            send.close()
             pump.cancel()
-            forward.cancel()
-            await asyncio.wait([pump, forward])
+            await asyncio.wait([pump])
 
-    async def _pump(self, request: Request, queue: asyncio.Queue[Any]) -> None:
+    async def _pump(self, request: Request, out: MemoryObjectSendStream[Any]) -> None:
+        """Task body: the model's stream onto the turn's channel (owned by the turn, which cancels it)."""
         stream = self.provider.stream(request)
-        try:
-            async for part in stream:
-                await queue.put(part)
-            await queue.put(_MODEL_END)
-        except Exception as exc:
-            await queue.put(_ModelFailed(exc))
-        finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()
-
-    async def _forward(self, runner: ToolRunner, queue: asyncio.Queue[Any]) -> None:
-        while True:
-            await queue.put(await runner.outbox.get())
+        async with out:
+            try:
+                async for part in stream:
+                    await out.send(part)
+                await out.send(_MODEL_END)
+            except anyio.BrokenResourceError:
+                pass  # the turn stopped reading (it failed or was cancelled)
+            except Exception as exc:
+                with contextlib.suppress(anyio.BrokenResourceError):
+                    await out.send(_ModelFailed(exc))
+            finally:
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    await aclose()
 
     @staticmethod
     def _feedback(text: list[str], calls: list[ToolCall], results: dict[str, ToolResult]) -> list[Message]:

@@ -1,11 +1,14 @@
 """Executes tool calls the moment they arrive: validated, bounded, concurrent, cancellable.
 
 The agent loop hands every ``tool_call`` to :meth:`ToolRunner.start` as soon as the model
-produces it, before the model's turn ends; the runner answers each call with exactly one
-``tool_result`` in :attr:`ToolRunner.outbox` (plus ``step`` events for approvals, client-side
-waits and progress). Nothing invalid reaches a function: unknown or disallowed tools, calls over
-``max_tool_calls``, oversized or malformed arguments and schema violations all become error
-results with a message for the model.
+produces it, before the model's turn ends, with the send side of a channel (an anyio memory
+object stream); the runner answers each call with exactly one ``tool_result`` on it (plus
+``step`` events for approvals, client-side waits and progress) and closes it when the call is
+answered, so the reader sees the end of the stream only once every result has arrived.
+
+Nothing invalid reaches a function: unknown or disallowed tools, calls over ``max_tool_calls``,
+oversized or malformed arguments and schema violations all become error results with a message
+for the model.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
+from anyio.abc import ObjectSendStream
 
 from tokenwire.events import EventBase, Step, ToolCall, ToolResult
 from tokenwire.tools.definition import Progress, Tool, ToolArgumentsInvalid, Toolset
@@ -70,8 +74,6 @@ class ToolRunner:
         self.allow = set(allow) if allow is not None else None
         self.approve = approve
         self.client_timeout_s = client_timeout_s
-        self.outbox: asyncio.Queue[EventBase] = asyncio.Queue(maxsize=256)
-        """``tool_result`` and ``step`` events, in completion order."""
         self.calls = 0
         """Calls started in this run."""
         self._max_concurrency = max_concurrency
@@ -85,14 +87,19 @@ class ToolRunner:
         """Calls started and not answered yet."""
         return len(self._tasks)
 
-    def start(self, call: ToolCall, raw_args: str | None = None) -> asyncio.Task[None]:
-        """Start executing ``call`` now; its result will appear in :attr:`outbox`.
+    def start(
+        self, call: ToolCall, out: ObjectSendStream[EventBase], raw_args: str | None = None
+    ) -> asyncio.Task[None]:
+        """Start executing ``call`` now; its events go to ``out``, which the call closes when answered.
 
         ``raw_args`` is the JSON text the model streamed, when the provider had it: malformed
-        JSON there is reported to the model instead of being hidden behind ``args={}``.
+        JSON there is reported to the model instead of being hidden behind ``args={}``. The task
+        is owned by this runner (:meth:`aclose` cancels it).
         """
         self.calls += 1
-        task = asyncio.get_running_loop().create_task(self._run(call, raw_args, self.calls), name=f"tool-{call.name}")
+        task = asyncio.get_running_loop().create_task(
+            self._answer(call, out, raw_args, self.calls), name=f"tool-{call.name}"
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -122,34 +129,39 @@ class ToolRunner:
 
     # -- one call ------------------------------------------------------------------------------
 
-    async def _run(self, call: ToolCall, raw_args: str | None, number: int) -> None:
+    async def _answer(self, call: ToolCall, out: ObjectSendStream[EventBase], raw_args: str | None, n: int) -> None:
+        async with out:  # closed when answered (or cancelled): the reader counts on it
+            await self._run(call, out, raw_args, n)
+
+    async def _run(self, call: ToolCall, out: ObjectSendStream[EventBase], raw_args: str | None, number: int) -> None:
+        send = out.send
         try:
             tool, kwargs = self._check(call, raw_args, number)
         except ToolArgumentsInvalid as exc:
-            await self.outbox.put(ToolResult(call_id=call.call_id, name=call.name, result=str(exc), is_error=True))
+            await send(ToolResult(call_id=call.call_id, name=call.name, result=str(exc), is_error=True))
             return
-        if tool.requires_approval and not await self._approved(tool, call):
-            await self._error(call, f"the call to tool {tool.name!r} was denied by the approver")
+        if tool.requires_approval and not await self._approved(tool, call, out):
+            await self._error(out, call, f"the call to tool {tool.name!r} was denied by the approver")
             return
         if tool.client_side:
-            await self._client_side(tool, call)
+            await self._client_side(tool, call, out)
             return
         timeout = tool.timeout_s if tool.timeout_s is not None else self.timeout_s
         try:
             async with self._semaphore, asyncio.timeout(timeout):
-                result = await self._execute(tool, call, kwargs)
+                result = await self._execute(tool, call, kwargs, out)
         except TimeoutError:
-            await self._error(call, f"tool {tool.name!r} timed out after {timeout} s")
+            await self._error(out, call, f"tool {tool.name!r} timed out after {timeout} s")
             return
         except Exception as exc:
-            await self._error(call, f"tool {tool.name!r} raised {type(exc).__name__}: {exc}")
+            await self._error(out, call, f"tool {tool.name!r} raised {type(exc).__name__}: {exc}")
             return
         try:
             value = _jsonable(result)
         except (TypeError, msgspec.EncodeError) as exc:
-            await self._error(call, f"tool {tool.name!r} returned a value that is not JSON-serialisable: {exc}")
+            await self._error(out, call, f"tool {tool.name!r} returned a value that is not JSON-serialisable: {exc}")
             return
-        await self.outbox.put(ToolResult(call_id=call.call_id, name=tool.name, result=value))
+        await send(ToolResult(call_id=call.call_id, name=tool.name, result=value))
 
     def _check(self, call: ToolCall, raw_args: str | None, number: int) -> tuple[Tool, dict[str, Any]]:
         tool = self.tools.get(call.name)
@@ -175,9 +187,9 @@ class ToolRunner:
                 ) from None
         return tool, tool.validate(args)
 
-    async def _approved(self, tool: Tool, call: ToolCall) -> bool:
+    async def _approved(self, tool: Tool, call: ToolCall, out: ObjectSendStream[EventBase]) -> bool:
         detail = {"call_id": call.call_id, "tool": tool.name, "args": call.args}
-        await self.outbox.put(Step(name="approval", status="started", detail=detail))
+        await out.send(Step(name="approval", status="started", detail=detail))
         approved = False
         if self.approve is not None:
             try:
@@ -185,25 +197,28 @@ class ToolRunner:
                 approved = bool(await verdict if inspect.isawaitable(verdict) else verdict)
             except Exception as exc:
                 detail = {**detail, "error": f"{type(exc).__name__}: {exc}"}
-        await self.outbox.put(Step(name="approval", status="finished", detail={**detail, "approved": approved}))
+        await out.send(Step(name="approval", status="finished", detail={**detail, "approved": approved}))
         return approved
 
-    async def _client_side(self, tool: Tool, call: ToolCall) -> None:
+    async def _client_side(self, tool: Tool, call: ToolCall, out: ObjectSendStream[EventBase]) -> None:
         fut: asyncio.Future[tuple[Any, bool]] = asyncio.get_running_loop().create_future()
         self._client[call.call_id] = fut
         detail = {"call_id": call.call_id, "tool": tool.name, "args": call.args}
-        await self.outbox.put(Step(name="client_tool", status="started", detail=detail))
+        await out.send(Step(name="client_tool", status="started", detail=detail))
         try:
             result, is_error = await asyncio.wait_for(fut, self.client_timeout_s)
         except TimeoutError:
-            await self._error(call, f"client-side tool {tool.name!r} got no result within {self.client_timeout_s} s")
+            waited = self.client_timeout_s
+            await self._error(out, call, f"client-side tool {tool.name!r} got no result within {waited} s")
             return
         finally:
             self._client.pop(call.call_id, None)
-        await self.outbox.put(Step(name="client_tool", status="finished", detail=detail))
-        await self.outbox.put(ToolResult(call_id=call.call_id, name=tool.name, result=result, is_error=is_error))
+        await out.send(Step(name="client_tool", status="finished", detail=detail))
+        await out.send(ToolResult(call_id=call.call_id, name=tool.name, result=result, is_error=is_error))
 
-    async def _execute(self, tool: Tool, call: ToolCall, kwargs: dict[str, Any]) -> Any:
+    async def _execute(
+        self, tool: Tool, call: ToolCall, kwargs: dict[str, Any], out: ObjectSendStream[EventBase]
+    ) -> Any:
         if tool.is_async_gen:
             result: Any = None
             gen = tool.fn(**kwargs)
@@ -211,7 +226,7 @@ class ToolRunner:
                 async for item in gen:
                     if isinstance(item, Progress):
                         detail = {"call_id": call.call_id, "progress": _jsonable(item.detail)}
-                        await self.outbox.put(Step(name=f"tool:{tool.name}", status="started", detail=detail))
+                        await out.send(Step(name=f"tool:{tool.name}", status="started", detail=detail))
                     else:
                         result = item
             finally:
@@ -224,5 +239,5 @@ class ToolRunner:
             self._executor = ThreadPoolExecutor(self._max_concurrency, thread_name_prefix="tokenwire-tool")
         return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(tool.fn, **kwargs))
 
-    async def _error(self, call: ToolCall, message: str) -> None:
-        await self.outbox.put(ToolResult(call_id=call.call_id, name=call.name, result=message, is_error=True))
+    async def _error(self, out: ObjectSendStream[EventBase], call: ToolCall, message: str) -> None:
+        await out.send(ToolResult(call_id=call.call_id, name=call.name, result=message, is_error=True))
