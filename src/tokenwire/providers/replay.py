@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 from tokenwire.events import Event, Start, TextDelta, load_jsonl
 from tokenwire.provider import Part
@@ -27,15 +27,23 @@ class Replay:
     """Replays ``events`` (or a JSONL transcript path).
 
     ``speed``: 1.0 keeps the recorded pauses, 2.0 halves them, None replays as fast as possible.
+    ``sleep`` waits for a pause (``asyncio.sleep``; tests pass a recorder instead of a clock).
     """
 
-    def __init__(self, events: Iterable[Event] | str | os.PathLike[str], *, speed: float | None = 1.0):
+    def __init__(
+        self,
+        events: Iterable[Event] | str | os.PathLike[str],
+        *,
+        speed: float | None = 1.0,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ):
         if isinstance(events, str | os.PathLike):
             events = load_jsonl(events)
         self.events = list(events)
         if speed is not None and speed <= 0:
             raise ValueError(f"speed must be > 0 or None, got {speed!r}")
         self.speed = speed
+        self._sleep = sleep
         starts = [e for e in self.events if isinstance(e, Start)]
         self.model = starts[0].model if starts else "replay"
 
@@ -46,6 +54,6 @@ class Replay:
                 prev_ts = event.ts
                 continue
             if self.speed is not None and prev_ts is not None and event.ts > prev_ts:
-                await asyncio.sleep((event.ts - prev_ts) / self.speed)
+                await self._sleep((event.ts - prev_ts) / self.speed)
             prev_ts = event.ts
             yield event.text if isinstance(event, TextDelta) else event
