@@ -3,9 +3,12 @@
 Servers run in their own processes (uvicorn on loopback); this process is the load client, with
 raw asyncio sockets and msgspec so the client costs as little as possible.
 
-(a) one stream: events/s delivered to one subscriber (20,000 events), and the latency from an
-    event's ``ts`` to its receipt for a stream paced at 50 events/s — tokenwire vs the same
-    events from an sse-starlette ``EventSourceResponse`` (what most hand-written endpoints are);
+(a) one stream: events/s delivered to one subscriber (20,000 events) from a provider that never
+    awaits ("burst") and from one that yields to the event loop between deltas ("yielding", what
+    a real model does), and the latency from an event's ``ts`` to its receipt for a stream paced
+    at 50 events/s — tokenwire vs the same events from an sse-starlette ``EventSourceResponse``
+    (what most hand-written endpoints are) and from a plain Starlette endpoint whose producer task
+    queues frames and whose response joins every queued frame into one write ("coalescing");
 (b) fan-out: N concurrent subscribers on one stream at 50 events/s: p50/p99 latency and the
     server's RSS per connection.
 
@@ -44,6 +47,20 @@ _decode = msgspec.json.Decoder(Stamp).decode
 # -- servers (child processes) ----------------------------------------------------------------
 
 
+class Yielding:
+    """A provider that yields to the event loop between deltas, as a real model's stream does."""
+
+    model = "yielding"
+
+    def __init__(self, n: int):
+        self.n = n
+
+    async def stream(self, request: Any) -> Any:
+        for i in range(self.n):
+            await asyncio.sleep(0)
+            yield f"w{i} "
+
+
 def tokenwire_app(seconds: float) -> Any:
     from tokenwire.providers import Delay, Scripted
     from tokenwire.server import create_app
@@ -52,6 +69,7 @@ def tokenwire_app(seconds: float) -> Any:
     return create_app(
         providers={
             "burst": Scripted([f"w{i} " for i in range(N_BURST)]),
+            "yielding": Yielding(N_BURST),
             "paced": Scripted([f"w{i} " for i in range(int(RATE * seconds))], interval_s=1 / RATE),
             "fanout": Scripted(paced, interval_s=1 / RATE),  # 3 s to connect everyone, then 50 ev/s
         },
@@ -83,7 +101,81 @@ def baseline_app(seconds: float) -> Any:
 
         return EventSourceResponse(gen())
 
-    return Starlette(routes=[Route("/burst", burst), Route("/paced", paced)])
+    async def coalescing(request: Any) -> Any:
+        """Plain Starlette: a producer task queues frames (yielding between them); the response
+        joins every queued frame into one write."""
+        from starlette.responses import StreamingResponse
+
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+        async def produce() -> None:
+            for i in range(N_BURST):
+                e = event(i)
+                queue.put_nowait(f"id: {e['id']}\nevent: {e['event']}\ndata: {e['data']}\n\n".encode())
+                await asyncio.sleep(0)
+            queue.put_nowait(None)
+
+        async def body() -> Any:
+            task = asyncio.get_running_loop().create_task(produce())
+            try:
+                while True:
+                    frames = [await queue.get()]
+                    while not queue.empty():
+                        frames.append(queue.get_nowait())
+                    done = frames[-1] is None
+                    yield b"".join(f for f in frames if f is not None)
+                    if done:
+                        return
+            finally:
+                task.cancel()
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    subscribers: list[asyncio.Queue[bytes | None]] = []
+    fanout_started: list[bool] = []
+
+    async def broadcast() -> None:
+        await asyncio.sleep(3.0)  # as tokenwire's fan-out run: 3 s to connect everyone
+        for i in range(int(RATE * seconds)):
+            e = event(i)
+            frame = f"id: {e['id']}\nevent: {e['event']}\ndata: {e['data']}\n\n".encode()
+            for q in subscribers:
+                q.put_nowait(frame)
+            await asyncio.sleep(1 / RATE)
+        done = b'event: done\ndata: {"type":"done","ts":0,"seq":0}\n\n'
+        for q in subscribers:
+            q.put_nowait(done)
+            q.put_nowait(None)
+
+    async def fanout(request: Any) -> Any:
+        """Plain Starlette fan-out: one broadcast task, a queue per subscriber, coalesced writes."""
+        from starlette.responses import StreamingResponse
+
+        if not fanout_started:
+            fanout_started.append(True)
+            asyncio.get_running_loop().create_task(broadcast())
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        subscribers.append(queue)
+
+        async def body() -> Any:
+            while True:
+                frames = [await queue.get()]
+                while not queue.empty():
+                    frames.append(queue.get_nowait())
+                yield b"".join(f for f in frames if f is not None)
+                if frames[-1] is None:
+                    return
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    return Starlette(
+        routes=[
+            Route("/burst", burst),
+            Route("/paced", paced),
+            Route("/coalescing", coalescing),
+            Route("/fanout", fanout),
+        ]
+    )
 
 
 def run_server(kind: str, port: int, seconds: float) -> None:
@@ -128,7 +220,9 @@ async def subscribe(port: int, path: str, latencies: list[float] | None, connect
         while line := await reader.readline():
             if line.startswith(b"data: "):
                 stamp = _decode(line[6:])
-                if latencies is not None:
+                # ``start`` was appended when the run was created, before anyone connected: history,
+                # not a live event's latency.
+                if latencies is not None and b'"type":"start"' not in line:
                     latencies.append(time.time() - stamp.ts)
                 count += 1
                 if b'"type":"done"' in line or b'"type":"error"' in line:
@@ -171,27 +265,42 @@ async def create_run(port: int, provider: str) -> tuple[str, str]:
 
 
 async def one_stream(tw_port: int, base_port: int) -> None:
-    rows = []
-    for name, port in (("tokenwire", tw_port), ("sse-starlette", base_port)):
-        path = (await create_run(port, "burst"))[0] if name == "tokenwire" else "/burst"
+    async def rate(port: int, path: str) -> float:
         t0 = time.perf_counter()
         n = await count_frames(port, path)
-        rate = n / (time.perf_counter() - t0)
+        return n / (time.perf_counter() - t0)
+
+    rows = []
+    for name, port in (("tokenwire", tw_port), ("sse-starlette", base_port)):
+        burst = await rate(port, (await create_run(port, "burst"))[0] if name == "tokenwire" else "/burst")
         lat: list[float] = []
         path = (await create_run(port, "paced"))[0] if name == "tokenwire" else "/paced"
         await subscribe(port, path, lat)
-        rows.append((name, rate, percentile(lat, 50) * 1000, percentile(lat, 99) * 1000))
+        rows.append((name, burst, percentile(lat, 50) * 1000, percentile(lat, 99) * 1000))
     print(
         "\n### (a) one stream\n\n| server | events/s (burst) | p50 latency ms (50 ev/s) | p99 latency ms |\n|---|---:|---:|---:|"
     )
-    for name, rate, p50, p99 in rows:
-        print(f"| {name} | {rate:,.0f} | {p50:.2f} | {p99:.2f} |")
+    for name, r, p50, p99 in rows:
+        print(f"| {name} | {r:,.0f} | {p50:.2f} | {p99:.2f} |")
     print(f"\nthroughput ratio tokenwire / sse-starlette: {rows[0][1] / rows[1][1]:.1f}x")
+    tw = [await rate(tw_port, (await create_run(tw_port, "yielding"))[0]) for _ in range(3)]
+    plain = [await rate(base_port, "/coalescing") for _ in range(3)]
+    print("\n| provider yields between deltas | events/s (best of 3) |\n|---|---:|")
+    print(f"| tokenwire | {max(tw):,.0f} |\n| plain Starlette, coalescing writes | {max(plain):,.0f} |")
+    print(f"\nratio tokenwire / plain coalescing: {max(tw) / max(plain):.2f}")
 
 
-async def fanout(port: int, pid: int, subscribers: int) -> None:
-    path, _ = await create_run(port, "fanout")
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def fanout(name: str, port: int, pid: int, subscribers: int) -> None:
+    path = (await create_run(port, "fanout"))[0] if name == "tokenwire" else "/fanout"
     before = rss_kb(pid)
+    cpu0 = cpu_s(pid)
     latencies: list[float] = []
     connected = [asyncio.Event() for _ in range(subscribers)]
     tasks = [asyncio.create_task(subscribe(port, path, latencies, c)) for c in connected]
@@ -199,11 +308,14 @@ async def fanout(port: int, pid: int, subscribers: int) -> None:
     await asyncio.sleep(1.0)
     during = rss_kb(pid)
     counts = await asyncio.gather(*tasks, return_exceptions=True)
+    cpu = cpu_s(pid) - cpu0
     ok = [c for c in counts if isinstance(c, int)]
     live = [x for x in latencies if x < 60]
+    delivered = sum(ok)
     print(
-        f"| {subscribers:,} | {len(ok):,} | {percentile(live, 50) * 1000:.1f} | {percentile(live, 99) * 1000:.1f} | "
-        f"{(during - before) / max(subscribers, 1):.1f} |"
+        f"| {name} | {subscribers:,} | {len(ok):,} | {percentile(live, 50) * 1000:.1f} | "
+        f"{percentile(live, 99) * 1000:.1f} | {(during - before) / max(subscribers, 1):.1f} | "
+        f"{cpu / max(delivered, 1) * 1e6:.2f} |"
     )
 
 
@@ -216,10 +328,20 @@ async def main(args: argparse.Namespace) -> None:
         await one_stream(tw_port, base_port)
         print(f"\n### (b) fan-out, one stream at {RATE} events/s for {args.seconds:.0f} s\n")
         print(
-            "| subscribers | completed | p50 latency ms | p99 latency ms | server RSS KiB/connection |\n|---:|---:|---:|---:|---:|"
+            "| server | subscribers | completed | p50 latency ms | p99 latency ms | server RSS KiB/connection "
+            "| server CPU µs per delivered event |\n|---|---:|---:|---:|---:|---:|---:|"
         )
         for n in args.fanout:
-            await fanout(tw_port, tw.pid, n)
+            # Each server process starts fresh for a fan-out: no history from the runs above.
+            tw.terminate()
+            tw.wait()
+            tw = start("tokenwire", tw_port, args.seconds)
+            await fanout("tokenwire", tw_port, tw.pid, n)
+        # The baseline's broadcast runs once per server process: one fan-out size, started fresh.
+        base.terminate()
+        base.wait()
+        base = start("baseline", base_port, args.seconds)
+        await fanout("plain coalescing", base_port, base.pid, args.fanout[0])
     finally:
         tw.terminate()
         base.terminate()

@@ -31,7 +31,7 @@ A lagging reader costs its position in the log, never a copy of the events.
 from __future__ import annotations
 
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from tokenwire.events import TERMINAL_TYPES, Event
 from tokenwire.log import OVERFLOWS, Cursor, Overflow, StreamWriter
@@ -87,7 +87,7 @@ class EventIterator:
         self.maxsize = maxsize
         self.overflow = overflow
         self._cursor: Cursor | None = None
-        self._buffer: list[Event] = []
+        self._buffer: Sequence[Event] = ()
         self._pos = 0
         self._finished = False
 
@@ -132,14 +132,14 @@ class EventIterator:
         self._pos += 1
         return event
 
-    async def next_batch(self) -> list[Event]:
-        """Every event ready so far (at least one); an empty list once the stream has ended."""
+    async def next_batch(self) -> Sequence[Event]:
+        """Every event ready so far (at least one); empty once the stream has ended."""
         if self._pos < len(self._buffer):
             rest = self._buffer[self._pos :]
-            self._buffer, self._pos = [], 0
+            self._buffer, self._pos = (), 0
             return rest
         if self._finished:
-            return []
+            return ()
         batch = await self.cursor.next_batch()
         if not batch or batch[-1].__class__ in TERMINAL_TYPES:
             self._finished = True
@@ -149,6 +149,6 @@ class EventIterator:
     async def aclose(self) -> None:
         """Stop reading: the cursor is detached and the producer never waits for it again."""
         self._finished = True
-        self._buffer, self._pos = [], 0
+        self._buffer, self._pos = (), 0
         if self._cursor is not None:
             self._cursor.close()

@@ -29,7 +29,7 @@ import threading
 import uuid
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Generator, Iterable, Iterator
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from time import time
 from typing import Any
 
@@ -337,7 +337,7 @@ class SyncStream(Iterator[Event]):
         self._buffer: deque[Event] = deque()
         self._ended = False
         self._closed = False
-        self._pending: concurrent.futures.Future[list[Event]] | None = None
+        self._pending: concurrent.futures.Future[Sequence[Event]] | None = None
         self._iterator = EventIterator(maxsize=kwargs.pop("maxsize", 1024), overflow="block")
 
         async def open_on_loop() -> StreamHandle:

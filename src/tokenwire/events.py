@@ -61,7 +61,7 @@ FinishReason: TypeAlias = Literal["stop", "length", "tool_calls", "content_filte
 ErrorSource: TypeAlias = Literal["transport", "provider", "tool", "limit", "internal"]
 
 
-class EventBase(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+class EventBase(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", gc=False):
     """Envelope shared by every event."""
 
     type: ClassVar[str]

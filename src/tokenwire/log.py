@@ -122,7 +122,7 @@ class Ring(Generic[T]):
                 fut.set_result(None)
         self._waiters.clear()
 
-    def since(self, seq: int) -> list[T]:
+    def since(self, seq: int) -> Sequence[T]:
         """Every retained item from ``seq`` on (empty when caught up)."""
         if seq < self.first_seq:
             raise SeqEvicted(self.name, seq, self.first_seq)
@@ -130,6 +130,8 @@ class Ring(Generic[T]):
         if n <= 0:
             return []
         items = self._items
+        if n == 1:
+            return (items[-1],)  # a tuple: untracked by the GC once its item is
         if n == len(items):
             return list(items)
         return [items[i] for i in range(len(items) - n, len(items))]
@@ -188,15 +190,23 @@ class EventLog(abc.ABC):
 
     @abc.abstractmethod
     def batches(
-        self, stream_id: str, from_seq: int = 0, *, follow: bool = True, idle_s: float | None = None
+        self,
+        stream_id: str,
+        from_seq: int = 0,
+        *,
+        follow: bool = True,
+        idle_s: float | None = None,
+        max_lag: int | None = None,
     ) -> AsyncIterator[Sequence[Event]]:
         """Iterate the stream's events from ``from_seq`` on, as many as are ready at a time.
 
         With ``follow`` the iterator waits for new events until the terminal one; without it, it
         stops at the current end. With ``idle_s`` it yields an empty batch after that many idle
-        seconds (servers send keep-alives then). Raises :class:`StreamNotFound` for an unknown
-        stream and :class:`SeqEvicted` when ``from_seq`` (or a later seq, for a reader that fell
-        behind) is no longer retained.
+        seconds (servers send keep-alives then). With ``max_lag``, a reader that is more than
+        that many events behind a live stream when it comes back for more (it took too long with
+        the last batch) gets :class:`ObserverOverflow`: disconnect it; it resumes from its last
+        seq. Raises :class:`StreamNotFound` for an unknown stream and :class:`SeqEvicted` when
+        ``from_seq`` (or a later seq, for a reader that fell behind) is no longer retained.
         """
 
     def read(self, stream_id: str, from_seq: int = 0, *, follow: bool = True) -> AsyncIterator[Event]:
@@ -312,9 +322,9 @@ class Cursor:
                 self._space = asyncio.get_running_loop().create_future()
             await self._space
 
-    async def next_batch(self) -> list[Event]:
-        """The next events (at least one), after the policy; an empty list once the stream ended
-        and every event was read (or the cursor was closed)."""
+    async def next_batch(self) -> Sequence[Event]:
+        """The next events (at least one), after the policy; empty once the stream ended and
+        every event was read (or the cursor was closed)."""
         ring = self._ring
         while True:
             if self.overflowed:
@@ -342,8 +352,9 @@ class Cursor:
         self.seq = ring.next_seq
         self._release()
         if self.overflow == "coalesce" and lag > self.maxsize:
-            batch, merged = coalesced(batch)
+            merged_batch, merged = coalesced(batch)
             self.dropped += merged
+            return merged_batch
         return batch
 
     def __aiter__(self) -> AsyncIterator[Event]:
@@ -499,31 +510,85 @@ class MemoryLog(EventLog):
         return StreamInfo(ring.first_seq, ring.next_seq, ring.finished)
 
     def batches(
-        self, stream_id: str, from_seq: int = 0, *, follow: bool = True, idle_s: float | None = None
+        self,
+        stream_id: str,
+        from_seq: int = 0,
+        *,
+        follow: bool = True,
+        idle_s: float | None = None,
+        max_lag: int | None = None,
     ) -> AsyncIterator[Sequence[Event]]:
         ring = self._ring(stream_id)
         if from_seq < ring.first_seq:
             raise SeqEvicted(stream_id, from_seq, ring.first_seq)
-        return _batches(ring, max(from_seq, 0), follow, idle_s)
+        return _batches(ring, max(from_seq, 0), follow, idle_s, max_lag)
 
 
-async def _batches(ring: _StreamRing, seq: int, follow: bool, idle_s: float | None) -> AsyncIterator[Sequence[Event]]:
-    while True:
-        if seq < ring.next_seq:
-            batch = ring.since(seq)  # SeqEvicted for a reader that fell behind retention
-            seq += len(batch)
-            yield batch
-            continue
-        if ring.finished or not follow:
+async def _batches(
+    ring: _StreamRing, seq: int, follow: bool, idle_s: float | None, max_lag: int | None
+) -> AsyncIterator[Sequence[Event]]:
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[bool] | None = None
+    timer: asyncio.TimerHandle | None = None
+    last = read_at = loop.time()
+
+    def on_idle_timer() -> None:
+        # One lazily re-armed timer per reader, not one per wait: a wait costs a future only.
+        nonlocal timer
+        timer = None
+        assert idle_s is not None
+        if waiter is None or waiter.done():
             return
-        if idle_s is None:
-            await ring.wait(seq)
+        if loop.time() - last >= idle_s:
+            waiter.set_result(True)
         else:
-            try:
-                await asyncio.wait_for(ring.wait(seq), idle_s)
-            except TimeoutError:
-                yield ()
+            timer = loop.call_at(last + idle_s, on_idle_timer)
 
+    try:
+        while True:
+            if seq < ring.next_seq:
+                batch = ring.since(seq)  # SeqEvicted for a reader that fell behind retention
+                seq += len(batch)
+                last = read_at = loop.time()
+                yield batch
+                if max_lag is not None and not ring.finished and ring.next_seq - seq > max_lag:
+                    raise ObserverOverflow(
+                        f"reader of stream {ring.stream_id!r} is {ring.next_seq - seq} events behind (max_lag="
+                        f"{max_lag}); resume from seq {seq}"
+                    )
+                continue
+            if ring.finished or not follow:
+                return
+            waiter = loop.create_future()
+            ring._waiters.append(waiter)  # type: ignore[arg-type]  # woken with None, idle with True
+            if idle_s is not None and timer is None:
+                timer = loop.call_at(last + idle_s, on_idle_timer)
+            try:
+                idle = await waiter
+            finally:
+                if not waiter.done():
+                    waiter.cancel()
+                    if waiter in ring._waiters:  # type: ignore[comparison-overlap]
+                        ring._waiters.remove(waiter)  # type: ignore[arg-type]
+                waiter = None
+            if idle:
+                last = loop.time()
+                yield ()
+            elif loop.time() - read_at < _HOT_S:
+                # Woken by an append less than a millisecond after the last read: a hot stream
+                # (a provider that yields between deltas). Let the producer run twice more before
+                # reading, so one read (one write, one syscall for a server) carries several
+                # events, not one. Costs two loop iterations (microseconds); a paced stream,
+                # whose events are further apart, is read at once.
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+_HOT_S = 0.001
+"""A reader woken within this long of its last read is on a hot stream (see ``_batches``)."""
 
 _default: MemoryLog | None = None
 

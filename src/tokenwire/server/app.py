@@ -31,7 +31,7 @@ from starlette.requests import Request as HTTPRequest
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 
-from tokenwire.errors import Forbidden, SeqEvicted, ShuttingDown, StreamNotFound, Unauthorized
+from tokenwire.errors import Forbidden, ObserverOverflow, SeqEvicted, ShuttingDown, StreamNotFound, Unauthorized
 from tokenwire.events import to_builtins
 from tokenwire.limits import Limits
 from tokenwire.log import EventLog, MemoryLog, StreamInfo
@@ -45,6 +45,11 @@ from tokenwire.tools import Toolset
 from tokenwire.wire import SSE, FrameCache
 
 __all__ = ["RunBody", "ServerConfig", "create_app"]
+
+
+_WRITE_FRAMES = 512
+"""At most this many SSE frames per write."""
+
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -237,20 +242,36 @@ class _Server:
             raise ValueError(f"Last-Event-ID / from_seq must be an integer seq, got {last or query!r}") from None
 
     async def _sse(self, stream_id: str, cursor: int) -> AsyncIterator[bytes]:
-        """One SSE connection: a reader of the log from ``cursor``, every ready frame in one write."""
+        """One SSE connection: a reader of the log from ``cursor``, every ready frame in one write.
+
+        Writes carry at most ``_WRITE_FRAMES`` frames, so one write never holds more than that in
+        the transport. A reader of a *live* stream that is ``max_lag_events`` behind its head
+        when it comes back from a write is disconnected (its client resumes from its last seq);
+        reading a finished stream's history is never lagging (the stream no longer grows).
+        """
         # No blank line after it: httpx-sse (and openai-python's decoder) would dispatch an empty
         # event; the field rides on the first real event instead.
         yield b"retry: %d\n" % self.config.retry_ms
         frames = self.frames.frames
-        max_lag = self.config.max_lag_events
+        frame = self.frames.frame
+        batches = self.log.batches(
+            stream_id, cursor, idle_s=self.config.ping_s, max_lag=self.config.max_lag_events
+        )
         try:
-            async for batch in self.log.batches(stream_id, cursor, idle_s=self.config.ping_s):
+            async for batch in batches:
                 if not batch:
                     yield b": ping\n"  # no blank line: it must not dispatch an (empty) event
                     continue
-                if len(batch) > max_lag:
-                    return  # too far behind: disconnect rather than buffer; the client resumes
-                yield b"".join(frames(stream_id, SSE, batch))
+                if len(batch) == 1:  # the live edge of a paced stream, and every reader of a fan-out
+                    yield frame(stream_id, SSE, batch[0])
+                    continue
+                if len(batch) <= _WRITE_FRAMES:
+                    yield b"".join(frames(stream_id, SSE, batch))
+                    continue
+                for i in range(0, len(batch), _WRITE_FRAMES):
+                    yield b"".join(frames(stream_id, SSE, batch[i : i + _WRITE_FRAMES]))
+        except ObserverOverflow:
+            return  # too far behind a live producer: disconnect rather than buffer; the client resumes
         except (SeqEvicted, StreamNotFound):
             return  # fell behind retention: the client resumes and gets 410 / 404
 
