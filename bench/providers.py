@@ -11,7 +11,7 @@ Responses and Anthropic: the SDK's stream against tokenwire's adapter and a floo
 
     python bench/providers.py [--chunks N]
 
-Needs the bench extra: ``pip install -e '.[bench]'`` (LiteLLM and LangChain).
+Needs the bench extra: ``pip install -e '.[bench]'`` (LiteLLM and LangChain), or ``--no-peers``.
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ async def event_floor(events: list[bytes], module: Any = httpx) -> int:
     return n_text
 
 
-async def chat_paths(n: int) -> dict[str, float]:
+async def chat_paths(n: int, peers: bool = True) -> dict[str, float]:
     events = chat_events(n)
 
     def oai() -> openai.AsyncOpenAI:
@@ -274,13 +274,15 @@ async def chat_paths(n: int) -> dict[str, float]:
                         n_text += 1
         return n_text
 
-    return {
+    results = {
         "openai SDK stream": await measure(n, sdk),
         "tokenwire OpenAIChat + 3 observers": await measure(n, tw),
-        "LiteLLM acompletion(stream=True)": await measure(n, lite),
-        "LangChain ChatOpenAI.astream": await measure(n, langchain),
-        "floor: httpx + msgspec": await measure(n, floor),
     }
+    if peers:
+        results["LiteLLM acompletion(stream=True)"] = await measure(n, lite)
+        results["LangChain ChatOpenAI.astream"] = await measure(n, langchain)
+    results["floor: httpx + msgspec"] = await measure(n, floor)
+    return results
 
 
 async def responses_paths(n: int) -> dict[str, float]:
@@ -416,10 +418,11 @@ def table(title: str, results: dict[str, float], base: str) -> None:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chunks", type=int, default=20_000)
+    parser.add_argument("--no-peers", action="store_true", help="skip LiteLLM and LangChain (no bench extra needed)")
     args = parser.parse_args()
     n = args.chunks
     print(f"# {n:,} chunks per stream, one SSE event per read, process CPU time")
-    chat = await chat_paths(n)
+    chat = await chat_paths(n, peers=not args.no_peers)
     table("Chat Completions", chat, "floor: httpx + msgspec")
     sdk_ratio = chat["openai SDK stream"] / chat["tokenwire OpenAIChat + 3 observers"]
     print(f"\ntokenwire is {sdk_ratio:.1f}x cheaper per chunk than iterating the openai SDK's stream.")
