@@ -258,6 +258,7 @@ def encode(event: EventBase) -> bytes:
 
 def _describe(data: bytes | str) -> str:
     text = data if isinstance(data, str) else data.decode("utf-8", "replace")
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates, quotable
     return text if len(text) <= 120 else text[:117] + "..."
 
 
@@ -279,6 +280,10 @@ def decode(data: bytes | str) -> Event:
         raise EventDecodeError(f"invalid event: {exc} in {_describe(data)}") from None
     except msgspec.DecodeError as exc:
         raise EventDecodeError(f"malformed event JSON: {exc} in {_describe(data)}") from None
+    except RecursionError:
+        raise EventDecodeError(f"event JSON nested too deeply in {_describe(data)}") from None
+    except UnicodeEncodeError as exc:  # a str with lone surrogates: not encodable, so not JSON text
+        raise EventDecodeError(f"event text is not valid Unicode ({exc.reason}) in {_describe(data)}") from None
 
 
 def load_jsonl(path: str | os.PathLike[str]) -> list[Event]:

@@ -84,6 +84,8 @@ class StreamTokens:
         """
         if not token:
             raise Unauthorized("a stream token is required: pass it as 'Authorization: Bearer <token>' or ?token=")
+        if not token.isascii():  # tokens are base64url: anything else is forged (and would not compare)
+            raise Unauthorized("invalid stream token (malformed or not signed by this server)")
         payload, sep, signature = token.partition(".")
         if not sep or not hmac.compare_digest(signature, self._sign(payload)):
             raise Unauthorized("invalid stream token (malformed or not signed by this server)")

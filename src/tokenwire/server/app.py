@@ -186,6 +186,8 @@ class _Server:
         try:
             body = msgspec.json.decode(raw, type=RunBody)
             run = self.start(body)
+        except RecursionError:
+            return _error(422, "invalid_request", "invalid run request: JSON nested too deeply")
         except (msgspec.ValidationError, msgspec.DecodeError, ValueError, KeyError) as exc:
             message = exc.args[0] if isinstance(exc, KeyError) else str(exc)
             return _error(422, "invalid_request", f"invalid run request: {message}")
@@ -234,12 +236,15 @@ class _Server:
     def _from_seq(request: HTTPRequest) -> int:
         last = request.headers.get("last-event-id")
         query = request.query_params.get("from_seq")
-        try:
-            if last not in (None, ""):
-                return int(last) + 1
-            return int(query) if query is not None else 0
-        except ValueError:
-            raise ValueError(f"Last-Event-ID / from_seq must be an integer seq, got {last or query!r}") from None
+        if last:
+            raw, after = last, 1  # the last seq the client has: resume after it
+        elif query is not None:
+            raw, after = query, 0
+        else:
+            return 0
+        if not (raw.isascii() and raw.isdigit()):
+            raise ValueError(f"Last-Event-ID / from_seq must be a seq (an integer >= 0), got {raw[:40]!r}")
+        return int(raw) + after
 
     async def _sse(self, stream_id: str, cursor: int) -> AsyncIterator[bytes]:
         """One SSE connection: a reader of the log from ``cursor``, every ready frame in one write.

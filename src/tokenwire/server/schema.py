@@ -7,32 +7,39 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+from msgspec import Meta
 
 from tokenwire.limits import Limits
 from tokenwire.request import Message
 
-__all__ = ["RunBody", "ServerConfig"]
+__all__ = ["MAX_STEPS", "MAX_TOKENS", "RunBody", "ServerConfig"]
+
+MAX_TOKENS = 1_000_000
+"""No request may ask for more output tokens than this (a typo, not a plan)."""
+MAX_STEPS = 256
+"""No request may ask for more agent turns than this."""
 
 
 class RunBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The JSON body of ``POST /v1/runs``: a prompt or messages, and generation options."""
 
     prompt: str | None = None
-    messages: list[Message] | None = None
+    messages: Annotated[list[Message], Meta(min_length=1)] | None = None
+    """At least one message (an empty conversation has nothing to answer)."""
     system: str | None = None
     provider: str | None = None
     model: str | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
+    max_tokens: Annotated[int, Meta(ge=1, le=MAX_TOKENS)] | None = None
+    temperature: Annotated[float, Meta(ge=0, le=10)] | None = None
     seed: int | None = None
     stop: list[str] = []
     tools: list[str] = []
     """Names of tools registered on the server; they run server-side (or client-side if marked)."""
     tool_choice: str = "auto"
-    max_steps: int = 8
+    max_steps: Annotated[int, Meta(ge=1, le=MAX_STEPS)] = 8
     limits: Limits | None = None
     meta: dict[str, Any] = {}
 

@@ -114,6 +114,10 @@ class _Connection:
             msg = msgspec.json.decode(text)
         except msgspec.DecodeError as exc:
             raise _BadMessage("bad_json", f"not JSON: {exc}") from None
+        except RecursionError:
+            raise _BadMessage("bad_json", "JSON nested too deeply") from None
+        except UnicodeEncodeError:
+            raise _BadMessage("bad_json", "not valid Unicode text") from None
         if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
             raise _BadMessage("bad_message", 'every message is a JSON object with an "op"')
         op = msg.pop("op")
@@ -166,8 +170,8 @@ class _Connection:
         stream_id = await self._authorized(msg, "read")
         from_seq = msg.get("from_seq", 0)
         window = msg.get("window", DEFAULT_WINDOW)
-        if not isinstance(from_seq, int) or not isinstance(window, int) or window < 1:
-            raise _BadMessage("bad_message", '"from_seq" must be an integer and "window" a positive integer')
+        if not isinstance(from_seq, int) or from_seq < 0 or not isinstance(window, int) or window < 1:
+            raise _BadMessage("bad_message", '"from_seq" must be an integer >= 0 and "window" a positive integer')
         try:
             info = await self.server.log.info(stream_id)
         except StreamNotFound:

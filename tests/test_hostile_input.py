@@ -1,0 +1,129 @@
+"""Odd and hostile input gets a clear 4xx / a proper close code / EventDecodeError — never a 500,
+an abnormal close or another exception. Each case is a class of input, generated where it can be."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tokenwire
+from tokenwire.errors import EventDecodeError
+from tokenwire.providers import Scripted
+from tokenwire.server import ServerConfig, create_app
+from wire import serve
+
+KEY = "hostile-key"
+
+
+@pytest.fixture(scope="module")
+def base_url() -> Iterator[str]:
+    app = create_app(providers={"s": Scripted(["a", "b"])}, api_keys=[KEY], config=ServerConfig(ping_s=0.05))
+    with serve(app) as url:
+        yield url
+
+
+def nested(depth: int, inner: str = "1") -> str:
+    return "[" * depth + inner + "]" * depth
+
+
+# -- events.decode raises EventDecodeError and nothing else ---------------------------------------
+
+
+def test_nested_event_data_decodes_until_it_is_too_deep() -> None:
+    def step(depth: int) -> str:
+        return '{"type":"step","name":"x","status":"started","detail":' + nested(depth) + "}"
+
+    assert tokenwire.decode(step(100)).type == "step"
+    for depth in (10_000, 100_000):
+        with pytest.raises(EventDecodeError, match="nested too deeply"):
+            tokenwire.decode(step(depth))
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=200))
+def test_decode_of_any_text_raises_only_event_decode_error(text: str) -> None:
+    for data in (text, '{"type":"text.delta","text":"' + text + '"}'):
+        with contextlib.suppress(EventDecodeError):  # anything else fails the test
+            tokenwire.decode(data)
+
+
+def test_lone_surrogates_are_a_decode_error_that_quotes_the_input() -> None:
+    with pytest.raises(EventDecodeError, match="not valid Unicode"):
+        tokenwire.decode('{"type":"text.delta","text":"\ud800"}')
+
+
+# -- the HTTP API -------------------------------------------------------------------------------------
+
+
+async def post_run(base_url: str, body: bytes | dict[str, Any]) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    async with httpx.AsyncClient() as http:
+        return await http.post(f"{base_url}/v1/runs", content=content, headers={"Authorization": f"Bearer {KEY}"})
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ('{"prompt": "hi", "meta": {"x": ' + nested(1_000) + "}}", "nested too deeply"),
+        ('{"prompt": "hi", "meta": {"x": ' + nested(50_000) + "}}", "nested too deeply"),
+        ({"prompt": "hi", "max_steps": 0}, "max_steps"),
+        ({"prompt": "hi", "max_steps": -3}, "max_steps"),
+        ({"prompt": "hi", "max_tokens": 0}, "max_tokens"),
+        ({"prompt": "hi", "max_tokens": 10**12}, "max_tokens"),
+        ({"messages": []}, "messages"),
+        ({"prompt": "hi", "temperature": -1}, "temperature"),
+    ],
+)
+async def test_meaningless_run_requests_are_422(base_url: str, body: Any, fragment: str) -> None:
+    r = await post_run(base_url, body.encode() if isinstance(body, str) else body)
+    assert r.status_code == 422, r.text
+    assert fragment in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("bad", ["-1", "-5", "1.5", "x", "١٢", "²"])
+async def test_a_meaningless_resume_position_is_422_not_410(base_url: str, bad: str) -> None:
+    info = (await post_run(base_url, {"prompt": "hi"})).json()
+    async with httpx.AsyncClient() as http:
+        auth = {"Authorization": f"Bearer {info['token']}"}
+        tries: list[tuple[dict[str, str], dict[str, str]]] = [({"from_seq": bad}, auth)]
+        if bad.isascii():  # a header value must be ASCII on the wire
+            tries.append(({}, {**auth, "Last-Event-ID": bad}))
+        for params, headers in tries:
+            r = await http.get(info["events_url"], params=params, headers=headers)
+            assert r.status_code == 422, (bad, r.status_code)
+            assert "integer >= 0" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("token", ["é", "tok\u00e9n.sig", "\u2603.\u2603", "a" * 5000])
+async def test_a_forged_or_non_ascii_token_is_401(base_url: str, token: str) -> None:
+    info = (await post_run(base_url, {"prompt": "hi"})).json()
+    async with httpx.AsyncClient() as http:
+        r = await http.get(info["events_url"], params={"token": token})
+    assert r.status_code == 401
+
+
+# -- the WebSocket ---------------------------------------------------------------------------------------
+
+
+async def test_websocket_bad_messages_get_error_replies_and_the_socket_stays_open(base_url: str) -> None:
+    url = base_url.replace("http", "ws") + "/v1/ws"
+    async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
+        for text in (
+            '{"op": "run", "meta": ' + nested(5_000) + "}",
+            nested(100_000),
+            '{"op": "subscribe", "stream_id": "x", "token": "t", "from_seq": -1}',
+            '{"op": "run", "prompt": "hi", "max_steps": 0}',
+        ):
+            await ws.send(text)
+            reply = json.loads(await ws.recv())
+            assert reply["op"] == "error", reply
+        await ws.send('{"op": "run", "prompt": "hi"}')  # the socket still works
+        assert json.loads(await ws.recv())["op"] == "run"
