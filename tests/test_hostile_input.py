@@ -127,3 +127,36 @@ async def test_websocket_bad_messages_get_error_replies_and_the_socket_stays_ope
             assert reply["op"] == "error", reply
         await ws.send('{"op": "run", "prompt": "hi"}')  # the socket still works
         assert json.loads(await ws.recv())["op"] == "run"
+
+
+async def test_one_websocket_serves_any_number_of_sequential_runs(base_url: str) -> None:
+    from tokenwire.client import WebSocketClient
+
+    url = base_url.replace("http", "ws") + "/v1/ws"
+    async with WebSocketClient(url, api_key=KEY) as ws:
+        for i in range(150):  # more than the 64 live subscriptions a socket may hold at once
+            events = [e async for e in ws.run(f"run {i}")]
+            assert [e.type for e in events] == ["start", "text.delta", "text.delta", "done"], i
+
+
+async def test_a_socket_over_its_subscription_cap_starts_no_run(base_url: str) -> None:
+    from tokenwire.server import ws as ws_module
+
+    # The cap is per socket: fill it with runs that stay live (window 1, never acked), then ask once more.
+    url = base_url.replace("http", "ws") + "/v1/ws"
+    async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
+        started = 0
+        for _ in range(ws_module.MAX_SUBSCRIPTIONS):
+            await ws.send('{"op": "run", "prompt": "hi", "window": 1}')  # window 1: stays live, unacked
+            while True:
+                reply = json.loads(await ws.recv())
+                if reply.get("op") == "run":
+                    started += 1
+                    break
+        await ws.send('{"op": "run", "prompt": "one too many", "window": 1}')
+        while True:
+            reply = json.loads(await ws.recv())
+            if reply.get("op") in ("error", "run"):
+                break
+        assert reply["op"] == "error" and reply["code"] == "too_many_subscriptions"
+    assert started == ws_module.MAX_SUBSCRIPTIONS

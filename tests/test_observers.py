@@ -382,3 +382,65 @@ async def test_observe_a_live_stream_from_the_log() -> None:
     t = Transcript()
     terminal = await tokenwire.observe(handle.events(), tokenwire.queued(t))
     assert t.text == "xy" and terminal is not None and terminal.type == "done"
+
+
+# -- observers cannot hang or hijack a stream ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_an_observer_raising_cancelled_error_is_isolated_like_any_failure(kind: str) -> None:
+    reports: list[BaseException] = []
+    after = Transcript()
+
+    def sync_obs(e: Event) -> None:
+        if e.type == "text.delta":
+            raise asyncio.CancelledError("observer bug")
+
+    async def async_obs(e: Event) -> None:
+        await asyncio.sleep(0)
+        if e.type == "text.delta":
+            raise asyncio.CancelledError("observer bug")
+
+    handle = tokenwire.generate(
+        Scripted(["a", "b", "c"]),
+        "hi",
+        observers=[sync_obs if kind == "sync" else async_obs, after],
+        on_observer_error=lambda o, ev, exc: reports.append(exc),
+    )
+    terminal = await handle.wait()  # the caller was never cancelled: wait() must not raise
+    assert terminal.type == "done" and terminal.finish_reason == "stop"
+    assert_transcript(after.events, ["start", "text.delta", "text.delta", "text.delta", "done"])
+    assert len(reports) == 1 and isinstance(reports[0], asyncio.CancelledError)
+
+
+async def test_an_observer_blocking_on_the_terminal_cannot_hang_the_stream() -> None:
+    reports: list[tuple[Event | None, BaseException]] = []
+    after = Transcript()
+
+    async def stuck_on_done(e: Event) -> None:
+        if e.type == "done":
+            await asyncio.Event().wait()  # never returns
+
+    handle = tokenwire.generate(
+        Scripted(["a"]),
+        "hi",
+        observers=[stuck_on_done, after],
+        on_observer_error=lambda o, ev, exc: reports.append((ev, exc)),
+        drain_timeout_s=0.05,
+    )
+    terminal = await asyncio.wait_for(handle.wait(), 10)  # without the bound: forever
+    assert terminal.type == "done"
+    assert_transcript(after.events, ["start", "text.delta", "done"])  # the observer after it still got the end
+    assert len(reports) == 1
+    event, exc = reports[0]
+    assert event is not None and event.type == "done" and isinstance(exc, TimeoutError)
+    assert "did not return within 0.05 s" in str(exc)
+    assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+
+def test_drain_timeout_must_be_positive() -> None:
+    async def main() -> None:
+        tokenwire.generate(Scripted([]), "hi", drain_timeout_s=0)
+
+    with pytest.raises(ValueError, match="drain_timeout_s must be > 0"):
+        asyncio.run(main())

@@ -70,6 +70,7 @@ def generate(
     on_observer_error: ObserverErrorHook | None = None,
     tools: Any = None,
     max_steps: int = 8,
+    drain_timeout_s: float = 5.0,
 ) -> StreamHandle:
     """Start a stream now, in the background of the running event loop, and return its handle.
 
@@ -78,7 +79,9 @@ def generate(
     process-wide in-memory log, :func:`tokenwire.log.default_log`). ``strict``: an observer
     failure ends the stream with an error instead of being isolated. ``tools`` (tools, plain
     functions or a Toolset) runs the agent loop (:class:`tokenwire.agent.Agent`) for up to
-    ``max_steps`` model turns.
+    ``max_steps`` model turns. ``drain_timeout_s`` bounds how long the end of the stream waits for
+    its observers: queued ones to read to the end, inline ones to take the terminal event (an
+    observer still busy then is reported and skipped).
 
     >>> import asyncio, tokenwire
     >>> from tokenwire.providers import Scripted
@@ -101,6 +104,7 @@ def generate(
         on_observer_error=on_observer_error,
         tools=tools,
         max_steps=max_steps,
+        drain_timeout_s=drain_timeout_s,
     )
 
 

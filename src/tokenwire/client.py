@@ -317,9 +317,9 @@ class WebSocketClient:
                 if isinstance(item, BaseException):
                     raise item
                 yield item
-                await self.send("ack", stream_id=stream_id, seq=item.seq)
                 if item.__class__ in TERMINAL_TYPES:
-                    return
+                    return  # nothing follows: no credit to return
+                await self.send("ack", stream_id=stream_id, seq=item.seq)
         finally:
             if self._queues.get(stream_id) is q:
                 del self._queues[stream_id]  # a long-lived socket keeps nothing per finished stream

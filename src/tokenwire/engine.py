@@ -80,6 +80,7 @@ class StreamHandle:
         strict: bool,
         on_observer_error: ObserverErrorHook | None,
         iterator: EventIterator | None = None,
+        drain_timeout_s: float = 5.0,
     ):
         self.stream_id = stream_id
         self.request_id = request_id
@@ -102,7 +103,11 @@ class StreamHandle:
             meta=meta,
         )
         self._dispatcher = Dispatcher(
-            observers, on_observer_error=on_observer_error, strict=strict, on_strict_failure=self._on_strict_failure
+            observers,
+            on_observer_error=on_observer_error,
+            strict=strict,
+            on_strict_failure=self._on_strict_failure,
+            drain_timeout_s=drain_timeout_s,
         )
         self._writer = log.open(stream_id)
         self._dispatcher.attach(self._writer)
@@ -267,8 +272,8 @@ class StreamHandle:
         terminal = core.finish(time())
         r = self._writer.append(terminal)
         try:
-            if r is not None:
-                await r
+            if r is not None:  # bounded: an observer that never returns cannot hang the stream's end
+                await self._dispatcher.settle(r, self._dispatcher.drain_timeout_s)
         finally:
             await self._writer.flush()
             await self._dispatcher.aclose()
@@ -288,8 +293,11 @@ def start_stream(
     strict: bool = False,
     on_observer_error: ObserverErrorHook | None = None,
     iterator: EventIterator | None = None,
+    drain_timeout_s: float = 5.0,
 ) -> StreamHandle:
     """Start a stream on the running loop (no agent loop: see :func:`tokenwire.generate`)."""
+    if drain_timeout_s <= 0:
+        raise ValueError(f"drain_timeout_s must be > 0, got {drain_timeout_s!r}")
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -318,6 +326,7 @@ def start_stream(
         strict=strict,
         on_observer_error=on_observer_error,
         iterator=iterator,
+        drain_timeout_s=drain_timeout_s,
     )
 
 

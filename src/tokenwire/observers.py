@@ -144,6 +144,7 @@ class Dispatcher:
         self._queued: list[tuple[Queued, _Subscriber]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._interrupted: tuple[Event, tuple[_Entry, ...]] | None = None
+        self._stuck: _Subscriber | None = None  # the observer a cancellation interrupted
         self._lists: dict[type, list[tuple[Callable[[Event], Any], _Subscriber]]] = {t: [] for t in EVENT_TYPES}
         self._table: dict[type, tuple[_Entry, ...]] = {t: () for t in EVENT_TYPES}
         for observer in observers:
@@ -218,7 +219,7 @@ class Dispatcher:
         for i, fn, sub in entries:
             try:
                 r = fn(event)
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as exc:  # sync code raising it: the observer's own
                 self.failed(sub, event, exc)
                 continue
             if r is not None:
@@ -232,6 +233,10 @@ class Dispatcher:
                 try:
                     if inspect.isawaitable(r):
                         await r
+                except asyncio.CancelledError as exc:
+                    if _being_cancelled():
+                        raise  # the stream is cancelled (or a bound ran out): handled below
+                    self.failed(entries[i][2], event, exc)  # the observer raised it itself: isolate it
                 except Exception as exc:
                     self.failed(entries[i][2], event, exc)
                 i += 1
@@ -240,7 +245,7 @@ class Dispatcher:
                 _, fn, sub = entries[i]
                 try:
                     r = fn(event)
-                except Exception as exc:
+                except (Exception, asyncio.CancelledError) as exc:
                     self.failed(sub, event, exc)
                     r = None
         except asyncio.CancelledError:
@@ -248,6 +253,7 @@ class Dispatcher:
             # the event yet. The engine hands it to them (resume_interrupted) before the terminal
             # event, so no observer sees a gap in seq.
             self._interrupted = (event, entries[i + 1 :])
+            self._stuck = entries[i][2]
             raise
 
     async def resume_interrupted(self) -> None:
@@ -256,13 +262,37 @@ class Dispatcher:
             return
         event, rest = self._interrupted
         self._interrupted = None
-        for _, fn, sub in rest:
+        if rest:
+            _, fn, sub = rest[0]
             try:
                 r = fn(event)
-                if r is not None and inspect.isawaitable(r):
-                    await r
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as exc:
                 self.failed(sub, event, exc)
+                r = None
+            await self._finish(r, event, rest, 0)
+
+    async def settle(self, delivery: Awaitable[None], timeout_s: float) -> None:
+        """Await a delivery with a bound: an observer still busy after ``timeout_s`` is reported
+        (``TimeoutError``) and skipped, and the observers after it still get the event.
+
+        The engine uses it for the terminal event, which nothing else can interrupt.
+        """
+        while True:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await delivery
+                return
+            except TimeoutError:
+                if self._interrupted is None or self._stuck is None:
+                    return
+                event = self._interrupted[0]
+                self.failed(
+                    self._stuck,
+                    event,
+                    TimeoutError(f"the observer did not return within {timeout_s} s on the {event.type} event"),
+                )
+                self._stuck = None
+                delivery = self.resume_interrupted()
 
     def failed(self, sub: _Subscriber, event: Event | None, exc: BaseException) -> None:
         sub.failures += 1
@@ -275,7 +305,11 @@ class Dispatcher:
             self._on_strict_failure(sub.observer, exc)
 
     async def aclose(self) -> None:
-        """Wait (up to ``drain_timeout_s``) for queued observers to read to the end, then cancel them."""
+        """Wait (up to ``drain_timeout_s``) for queued observers to read to the end, then cancel them.
+
+        ``drain_timeout_s`` also bounds the delivery of the terminal event to inline observers
+        (:meth:`settle`): the end of a stream never waits longer than that for its observers.
+        """
         if not self._tasks:
             return
         _, pending = await asyncio.wait(self._tasks, timeout=self.drain_timeout_s)
@@ -289,6 +323,12 @@ class Dispatcher:
                 self.drain_timeout_s,
             )
         self._tasks.clear()
+
+
+def _being_cancelled() -> bool:
+    """True when the current task itself is being cancelled (not an observer raising CancelledError)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _consume(cursor: Cursor, inner: Dispatcher, sub: _Subscriber, outer: Dispatcher) -> None:

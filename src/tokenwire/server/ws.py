@@ -153,6 +153,7 @@ class _Connection:
         window = msg.pop("window", DEFAULT_WINDOW)
         if not isinstance(window, int) or window < 1:
             raise _BadMessage("bad_message", '"window" must be a positive integer')
+        self._check_room()  # before the run starts: never generate for nobody
         try:
             body = msgspec.convert(msg, RunBody)
             run = self.server.start(body)
@@ -180,12 +181,18 @@ class _Connection:
             raise _BadMessage("gone", str(SeqEvicted(stream_id, from_seq, info.first_seq)))
         self._subscribe(stream_id, from_seq, window)
 
+    def _check_room(self) -> None:
+        if len(self.subs) >= MAX_SUBSCRIPTIONS:
+            raise _BadMessage(
+                "too_many_subscriptions",
+                f"at most {MAX_SUBSCRIPTIONS} live subscriptions per socket (finished ones free their slot)",
+            )
+
     def _subscribe(self, stream_id: str, from_seq: int, window: int) -> None:
         old = self.subs.pop(stream_id, None)
         if old is not None and old.task is not None:
             old.task.cancel()
-        if len(self.subs) >= MAX_SUBSCRIPTIONS:
-            raise _BadMessage("too_many_subscriptions", f"at most {MAX_SUBSCRIPTIONS} subscriptions per socket")
+        self._check_room()
         sub = _Subscription(stream_id, from_seq, window)
         sub.task = asyncio.get_running_loop().create_task(self._pump(sub))
         self.subs[stream_id] = sub
@@ -214,10 +221,12 @@ class _Connection:
                 del self.subs[sid]  # a finished subscription frees its slot: a socket serves any number of runs
 
     async def op_ack(self, msg: dict[str, Any]) -> None:
-        sub = self.subs.get(str(msg.get("stream_id")))
         seq = msg.get("seq")
-        if sub is None or not isinstance(seq, int):
-            raise _BadMessage("bad_message", 'ack needs the "stream_id" of a subscription and an integer "seq"')
+        if not isinstance(msg.get("stream_id"), str) or not isinstance(seq, int):
+            raise _BadMessage("bad_message", 'ack needs a "stream_id" and an integer "seq"')
+        sub = self.subs.get(msg["stream_id"])
+        if sub is None:
+            return  # the subscription already ended (an ack racing its end): nothing to credit
         if seq > sub.acked:
             sub.acked = min(seq, sub.cursor - 1)
             sub.credit.set()
