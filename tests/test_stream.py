@@ -372,3 +372,34 @@ def test_a_script_exiting_with_a_sync_stream_open_ends_the_stream_and_exits(tmp_
 def test_run_sync_with_limits(no_thread_leaks: None) -> None:
     response = tokenwire.run_sync(Scripted(["a", Stall()]), "hi", limits=tokenwire.Limits(stall_timeout_s=0.05))
     assert response.error is not None and response.error.code == "stalled" and response.text == "a"
+
+
+async def test_a_provider_that_never_awaits_does_not_hold_the_event_loop() -> None:
+    """Other streams and connections keep flowing while a replay-like provider streams."""
+
+    class NeverAwaits:
+        model = "fast"
+
+        async def stream(self, request: object) -> AsyncIterator[str]:
+            for _ in range(20_000):
+                yield "t"
+
+    ticks = 0
+    ticks_seen_mid_stream: list[int] = []
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    def observer(event: tokenwire.Event) -> None:
+        if event.seq == 10_000:
+            ticks_seen_mid_stream.append(ticks)
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    await tokenwire.generate(NeverAwaits(), "hi", observers=[observer]).wait()
+    tick.cancel()
+    # Without yielding, the ticker would not run at all between seq 1 and the end.
+    assert ticks_seen_mid_stream and ticks_seen_mid_stream[0] >= 10_000 // 256 - 1

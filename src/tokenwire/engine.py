@@ -49,6 +49,7 @@ from tokenwire.response import Response
 __all__ = ["StreamHandle", "SyncStream", "start_stream"]
 
 _NO_LIMITS = Limits()
+_YIELD_MASK = 255
 
 
 class _EngineFault(Exception):
@@ -241,6 +242,11 @@ class StreamHandle:
                             self._arm()
                         if core.stop is not None:  # the token cap, a strict observer, a limit during delivery
                             break
+                        if core.seq & _YIELD_MASK == 0:
+                            # Every 256 events, let the loop run: a provider that never awaits (a
+                            # replay, a fast local model) must not hold every other stream and
+                            # connection for its whole answer.
+                            await asyncio.sleep(0)
                     except Exception as exc:
                         raise _EngineFault(exc) from exc
         except asyncio.CancelledError:
