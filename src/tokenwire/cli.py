@@ -14,10 +14,12 @@ import ast
 import asyncio
 import json
 import operator
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -44,6 +46,7 @@ from tokenwire.provider import Provider
 from tokenwire.providers.llama import LlamaCpp
 from tokenwire.providers.scripted import Scripted
 from tokenwire.request import Message, Request, ToolSpec
+from tokenwire.security import RedactingFilter, Redactor
 from tokenwire.testing.transcript import Transcript
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Stream LLM output as typed events.")
@@ -279,6 +282,9 @@ def serve(
     api_key: Annotated[list[str] | None, typer.Option(help="API key allowed to create runs (repeatable).")] = None,
     no_auth: Annotated[bool, typer.Option(help="Let anyone create runs (local demos only).")] = False,
     shutdown_grace: Annotated[float, typer.Option(help="Seconds running streams get to finish on SIGTERM.")] = 10.0,
+    log_level: Annotated[
+        str, typer.Option(help="critical, error, warning, info, debug or trace (credentials always redacted).")
+    ] = "info",
 ) -> None:
     """Serve runs over HTTP, SSE and WebSocket, with the web UI at /.
 
@@ -287,7 +293,6 @@ def serve(
     On SIGTERM or Ctrl-C the server stops taking runs, gives running streams --shutdown-grace
     seconds, ends the rest with error(transport, shutdown) and closes every connection.
     """
-    import os
     import secrets
 
     import uvicorn
@@ -299,7 +304,9 @@ def serve(
         keys = list(api_key or []) or [k for k in os.environ.get("TOKENWIRE_API_KEYS", "").split(",") if k]
         if not keys:
             keys = [secrets.token_urlsafe(24)]
-            typer.echo(f"API key for this server: {keys[0]}", err=True)
+            # Written to a file only its owner can read, never to the server's output.
+            path = _write_private(Path.home() / ".cache" / "tokenwire" / "api-key", keys[0])
+            typer.echo(f"API key for this server generated and written to {path}", err=True)
     secret = bytes.fromhex(os.environ["TOKENWIRE_SECRET"]) if os.environ.get("TOKENWIRE_SECRET") else None
     providers = {name: (lambda f=f: f(model)) for name, f in PROVIDERS.items()}
     application = create_app(
@@ -329,8 +336,38 @@ def serve(
 
             loop.call_soon_threadsafe(lambda: loop.create_task(drain()))
 
-    config = uvicorn.Config(application, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        application,
+        host=host,
+        port=port,
+        log_level=log_level,
+        log_config=_redacted_log_config(keys or []),
+        timeout_graceful_shutdown=5,
+    )
     GracefulServer(config).run()
+
+
+def _redacted_log_config(api_keys: list[str]) -> dict[str, Any]:
+    """uvicorn's logging configuration with a :class:`~tokenwire.security.RedactingFilter` on
+    every handler: the access log prints query strings (``?token=``) and trace level prints the
+    WebSocket handshake's headers."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {"redact": {"()": RedactingFilter, "redactor": Redactor(api_keys)}}
+    for handler in config["handlers"].values():
+        handler["filters"] = ["redact"]
+    return config
+
+
+def _write_private(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text + "\n")
+    return path
 
 
 @app.command()
