@@ -222,6 +222,11 @@ class Faults:
                 chunk({}, finish="stop"),
                 chunk(usage={"prompt_tokens": 1, "completion_tokens": 2}),
             )
+            if what == "keep_open":  # the answer is complete ([DONE] sent) but the body stays open
+                try:
+                    await asyncio.sleep(30)
+                finally:
+                    self.disconnected.set()
 
         return StreamingResponse(body(), media_type="text/event-stream")
 
@@ -380,3 +385,66 @@ async def test_agent_loop_over_recorded_openai_turns() -> None:
     assert second[1]["tool_calls"][0]["function"] == {"name": "add", "arguments": '{"a": 2, "b": 3}'}
     assert second[2] == {"role": "tool", "tool_call_id": "call_1", "content": "5"}
     assert response.text == "2 + 3 = 5"
+
+
+async def test_the_stream_ends_at_done_even_if_the_server_keeps_the_body_open(faults: Any) -> None:
+    f, url = faults
+    f.plan = ["keep_open"]
+    provider = OpenAICompatible(url + "/v1", model="m", retry=FAST)
+    handle = tokenwire.generate(provider, "hi", limits=tokenwire.Limits(stall_timeout_s=2))
+    terminal = await asyncio.wait_for(handle.wait(), 10)
+    assert terminal.type == "done" and terminal.finish_reason == "stop"
+    assert handle.result().text == "Hello"
+    await wait_for(f.disconnected.is_set)  # we closed the connection instead of waiting on it
+
+
+def tool_chunk(index: int, *, cid: str | None = None, name: str | None = None, args: str | None = None) -> Any:
+    fn: dict[str, Any] = {}
+    if name is not None:
+        fn["name"] = name
+    if args is not None:
+        fn["arguments"] = args
+    tc: dict[str, Any] = {"index": index, "function": fn}
+    if cid is not None:
+        tc.update(id=cid, type="function")
+    return chunk({"tool_calls": [tc]})
+
+
+async def test_interleaved_parallel_tool_calls_complete_when_their_json_closes() -> None:
+    body = sse(
+        tool_chunk(0, cid="a", name="f", args=""),
+        tool_chunk(1, cid="b", name="g", args=""),
+        tool_chunk(0, args='{"x": '),
+        tool_chunk(1, args='{"y": "}'),  # a brace inside a string does not close it
+        tool_chunk(0, args="1}"),  # call a is complete here, while b is still streaming
+        tool_chunk(1, args='"}'),
+        chunk({}, finish="tool_calls"),
+    )
+    t = await transcript_of(sdk_provider(body))
+    assert_transcript(
+        t.events,
+        [
+            "start",
+            {"type": "tool_call.start", "call_id": "a"},
+            {"type": "tool_call.start", "call_id": "b"},
+            {"type": "tool_call.delta", "call_id": "a"},
+            {"type": "tool_call.delta", "call_id": "b"},
+            {"type": "tool_call.delta", "call_id": "a"},
+            {"type": "tool_call", "call_id": "a", "args": {"x": 1}},
+            {"type": "tool_call.delta", "call_id": "b"},
+            {"type": "tool_call", "call_id": "b", "args": {"y": "}"}},
+            {"type": "done", "finish_reason": "tool_calls"},
+        ],
+    )
+
+
+async def test_no_argument_delta_after_a_call_completed() -> None:
+    body = sse(
+        tool_chunk(0, cid="a", name="f", args="{}"),
+        tool_chunk(0, args="  "),  # trailing whitespace: ignored
+        tool_chunk(0, args=', "z": 1}'),  # more JSON after the object closed: a clear error
+    )
+    t = await transcript_of(sdk_provider(body))
+    types = [e.type for e in t.events]
+    assert types == ["start", "tool_call.start", "tool_call.delta", "tool_call", "error"]
+    assert t.events[-1].code == "malformed_tool_arguments"  # type: ignore[union-attr]

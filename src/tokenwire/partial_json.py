@@ -24,11 +24,12 @@ The value is one object updated in place (copy it if you keep snapshots). Malfor
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from tokenwire.errors import PartialJSONError
 
-__all__ = ["PartialArguments", "PartialJSON", "PartialJSONError", "parse_partial"]
+__all__ = ["JSONEnd", "PartialArguments", "PartialJSON", "PartialJSONError", "parse_partial"]
 
 _WS = " \t\n\r"
 _NUMBER_CHARS = frozenset("-+0123456789.eE")
@@ -293,6 +294,64 @@ class PartialJSON:
         if not self.complete:
             self._fail("the JSON value is incomplete")
         return self._root
+
+
+_STRUCTURE = re.compile(r'[\\"{}\[\]]')
+
+
+class JSONEnd:
+    """Tells when a JSON object or array streamed in fragments is complete (sans-I/O, linear).
+
+    Only the structure is tracked (strings, escapes, nesting), not the values: a provider's tool
+    call is complete the moment its arguments close, even while other calls are still streaming.
+
+    >>> end = JSONEnd()
+    >>> [end.feed(f) for f in ['{"a": "}', ']"', ', "b": [1', ']', '}']]
+    [False, False, False, False, True]
+    """
+
+    __slots__ = ("_depth", "_escape", "_in_string", "_started", "complete")
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._in_string = False
+        self._escape = False
+        self._started = False
+        self.complete = False
+        """True once the top-level object or array closed."""
+
+    def feed(self, text: str) -> bool:
+        """Scan one fragment; returns :attr:`complete`."""
+        if self.complete:
+            return True
+        pos, n = 0, len(text)
+        if self._escape and n:
+            pos, self._escape = 1, False  # the character a backslash escaped
+        search = _STRUCTURE.search
+        while True:
+            m = search(text, pos)
+            if m is None:
+                return False
+            c, p = m.group(), m.start()
+            pos = p + 1
+            if self._in_string:
+                if c == "\\":
+                    if p + 1 >= n:
+                        self._escape = True
+                        return False
+                    pos = p + 2
+                elif c == '"':
+                    self._in_string = False
+            elif c == '"':
+                self._in_string = True
+            elif c == "{" or c == "[":
+                self._depth += 1
+                self._started = True
+            elif c == "}" or c == "]":
+                self._depth -= 1
+                if self._depth <= 0 and self._started:
+                    self.complete = True
+                    return True
 
 
 def parse_partial(text: str) -> Any:

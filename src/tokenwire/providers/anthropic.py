@@ -154,6 +154,11 @@ class AnthropicMapper:
             ]
         return []  # ping and event types added later
 
+    @property
+    def finished(self) -> bool:
+        """The end marker (or a terminal error) arrived: the shell stops reading."""
+        return self._ended
+
     def close(self) -> list[Part]:
         if self._ended:
             return []

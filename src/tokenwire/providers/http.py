@@ -59,7 +59,15 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Mapper(Protocol):
-    """Sans-I/O mapping of one provider's SSE payloads to parts."""
+    """Sans-I/O mapping of one provider's SSE payloads to parts.
+
+    ``finished`` turns True at the format's end marker (``[DONE]``, ``message_stop``,
+    ``response.completed``): the shell then stops reading, so a server that keeps the body open
+    after it does not turn a complete answer into a stall or a lost connection.
+    """
+
+    @property
+    def finished(self) -> bool: ...
 
     def feed(self, event: str, data: str) -> list[Part]: ...
 
@@ -136,6 +144,10 @@ async def stream_sse(
                             emitted = True
                             if isinstance(parts[-1], Error):
                                 return
+                        if mapper.finished:
+                            break
+                    if mapper.finished:
+                        break
                 for part in mapper.close():
                     yield part
                 return

@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 
 from tokenwire.events import Done, Error, FinishReason, ReasoningDelta, ToolCallDelta, ToolCallStart, Usage
+from tokenwire.partial_json import JSONEnd
 from tokenwire.provider import Part
 from tokenwire.providers.http import (
     Failure,
@@ -94,13 +95,14 @@ FINISH_REASONS: dict[str, FinishReason] = {
 
 
 class _Call:
-    __slots__ = ("args", "done", "id", "name")
+    __slots__ = ("args", "done", "end", "id", "name")
 
     def __init__(self, call_id: str, name: str):
         self.id = call_id
         self.name = name
         self.args: list[str] = []
         self.done = False
+        self.end = JSONEnd()
 
 
 class ChatChunkMapper:
@@ -112,6 +114,11 @@ class ChatChunkMapper:
         self._finish: str | None = None
         self._done = False
         self._ended = False
+
+    @property
+    def finished(self) -> bool:
+        """``[DONE]`` arrived: the shell stops reading (a body left open after it is not a stall)."""
+        return self._done
 
     def feed(self, event: str, data: str) -> list[Part]:
         if data == "[DONE]":
@@ -153,8 +160,10 @@ class ChatChunkMapper:
         fn = tc.function
         call = self._calls.get(tc.index)
         if call is None or (tc.id is not None and tc.id != call.id):
-            # A new call: the previous ones' arguments are complete, so hand them over now.
-            self._complete_calls(out)
+            # A new call. Parallel calls may interleave their fragments (index 0, 1, 0, 1 …), so
+            # starting one completes no other — except the call it replaces at a reused index.
+            if call is not None:
+                self._complete(call, out)
             call = _Call(tc.id or f"call_{len(self._order)}", (fn.name if fn else None) or "")
             self._calls[tc.index] = call
             self._order.append(call)
@@ -162,14 +171,31 @@ class ChatChunkMapper:
         elif fn is not None and fn.name and not call.name:
             call.name = fn.name
         if fn is not None and fn.arguments:
+            if call.done:
+                if fn.arguments.strip():  # text after a complete JSON object: not JSON any more
+                    self._ended = True
+                    out.append(
+                        Error(
+                            code="malformed_tool_arguments",
+                            message=f"tool call {call.id!r} got more arguments after its JSON object closed: "
+                            f"{fn.arguments[:200]!r}",
+                            source="provider",
+                        )
+                    )
+                return
             call.args.append(fn.arguments)
             out.append(ToolCallDelta(call_id=call.id, args_delta=fn.arguments))
+            if call.end.feed(fn.arguments):
+                self._complete(call, out)  # its arguments are a complete JSON value: the tool can start now
+
+    def _complete(self, call: _Call, out: list[Part]) -> None:
+        if not call.done:
+            call.done = True
+            out.append(finished_tool_call(call.id, call.name, "".join(call.args)))
 
     def _complete_calls(self, out: list[Part]) -> None:
         for call in self._order:
-            if not call.done:
-                call.done = True
-                out.append(finished_tool_call(call.id, call.name, "".join(call.args)))
+            self._complete(call, out)
 
     def close(self) -> list[Part]:
         if self._ended:

@@ -128,6 +128,11 @@ class ResponsesMapper:
             out.append(Done(finish_reason="tool_calls" if self._called else "stop"))
         return out
 
+    @property
+    def finished(self) -> bool:
+        """The end marker (or a terminal error) arrived: the shell stops reading."""
+        return self._ended
+
     def close(self) -> list[Part]:
         if self._ended:
             return []
