@@ -3,6 +3,7 @@ an abnormal close or another exception. Each case is a class of input, generated
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import Iterator
@@ -160,3 +161,73 @@ async def test_a_socket_over_its_subscription_cap_starts_no_run(base_url: str) -
                 break
         assert reply["op"] == "error" and reply["code"] == "too_many_subscriptions"
     assert started == ws_module.MAX_SUBSCRIPTIONS
+
+
+# -- capacity limits ------------------------------------------------------------------------------------
+
+
+async def test_live_run_caps_answer_429_with_retry_after_globally_and_per_key() -> None:
+    from tokenwire.providers import Stall
+
+    keys = ["key-one-123456", "key-two-123456"]
+    app = create_app(
+        providers={"stall": Scripted(["a", Stall()])},
+        api_keys=keys,
+        config=ServerConfig(max_live_runs=3, max_live_runs_per_key=2, retry_after_s=2),
+    )
+    with serve(app) as base:
+        async with httpx.AsyncClient() as http:
+
+            async def run(key: str) -> httpx.Response:
+                headers = {"Authorization": f"Bearer {key}"}
+                return await http.post(f"{base}/v1/runs", json={"prompt": "x"}, headers=headers)
+
+            first = [await run(keys[0]), await run(keys[0])]
+            assert [r.status_code for r in first] == [201, 201]
+            r = await run(keys[0])  # over this key's cap
+            assert r.status_code == 429 and r.headers["retry-after"] == "2"
+            assert "this API key" in r.json()["error"]["message"]
+            assert (await run(keys[1])).status_code == 201  # the other key is not affected
+            r = await run(keys[1])  # over the global cap
+            assert r.status_code == 429 and "the server is generating 3 runs" in r.json()["error"]["message"]
+            cancel = first[0].json()
+            headers = {"Authorization": f"Bearer {cancel['token']}"}
+            await http.post(f"{base}/v1/streams/{cancel['stream_id']}/cancel", headers=headers)
+            for _ in range(100):  # the slot frees when the run has ended
+                r = await run(keys[1])
+                if r.status_code == 201:
+                    break
+                await asyncio.sleep(0.02)
+            assert r.status_code == 201
+
+
+async def test_connection_cap_answers_429_for_sse_and_1013_for_websockets() -> None:
+    from tokenwire.providers import Stall
+
+    app = create_app(
+        providers={"stall": Scripted(["a", Stall()])},
+        api_keys=[KEY],
+        config=ServerConfig(max_connections=2, ping_s=0.05),
+    )
+    with serve(app) as base:
+        async with httpx.AsyncClient() as http:
+            r = await http.post(f"{base}/v1/runs", json={"prompt": "x"}, headers={"Authorization": f"Bearer {KEY}"})
+            info = r.json()
+            async with (
+                http.stream("GET", info["events_url"], params={"token": info["read_token"]}) as a,
+                http.stream("GET", info["events_url"], params={"token": info["read_token"]}) as b,
+            ):
+                assert a.status_code == b.status_code == 200
+                reading = [a.aiter_bytes(), b.aiter_bytes()]  # kept: a dropped iterator closes its stream
+                for body in reading:
+                    await anext(body)
+                server = app.state.tokenwire
+                assert server.connections == 2, server.connections
+                third = await asyncio.wait_for(http.get(info["events_url"], params={"token": info["read_token"]}), 10)
+                assert third.status_code == 429 and "retry-after" in third.headers
+                url = base.replace("http", "ws") + "/v1/ws"
+                async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
+                    with pytest.raises(websockets.ConnectionClosed) as closed:
+                        await ws.recv()
+                    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+                assert server.connections == 2

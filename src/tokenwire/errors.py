@@ -20,6 +20,7 @@ __all__ = [
     "ProviderError",
     "SeqEvicted",
     "ShuttingDown",
+    "OverCapacity",
     "StreamClosed",
     "StreamFailed",
     "StreamNotFound",
@@ -164,3 +165,13 @@ class Failure(TokenwireError):
 class StreamClosed(TokenwireError):
     """Something was appended to a stream's log after its terminal event (a producer bug: a
     stream ends exactly once)."""
+
+
+class OverCapacity(TokenwireError):
+    """A capacity cap is reached (live runs or connections, globally or per API key): HTTP 429
+    with ``Retry-After``, WebSocket close 1013 or an error message. ``retry_after_s`` says when
+    to try again."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -13,13 +13,16 @@ Mount it in a FastAPI or Starlette app (``parent.mount("/llm", app)``) or run it
 - ``POST /v1/streams/{id}/cancel`` (token with ``cancel``);
 - ``WS /v1/ws`` — see :mod:`tokenwire.server.ws`; ``GET /`` — the web UI.
 
-Errors are JSON ``{"error": {"code", "message"}}`` with 401 / 403 / 404 / 410 / 413 / 422 / 503.
+Errors are JSON ``{"error": {"code", "message"}}`` with 401 / 403 / 404 / 410 / 413 / 422 / 503,
+and 429 with ``Retry-After`` when a capacity cap is reached (live runs or streaming connections,
+in all or for one API key: see :class:`ServerConfig`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from importlib.resources import files
@@ -31,7 +34,15 @@ from starlette.requests import Request as HTTPRequest
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 
-from tokenwire.errors import Forbidden, ObserverOverflow, SeqEvicted, ShuttingDown, StreamNotFound, Unauthorized
+from tokenwire.errors import (
+    Forbidden,
+    ObserverOverflow,
+    OverCapacity,
+    SeqEvicted,
+    ShuttingDown,
+    StreamNotFound,
+    Unauthorized,
+)
 from tokenwire.events import to_builtins
 from tokenwire.limits import Limits
 from tokenwire.log import EventLog, MemoryLog, StreamInfo
@@ -51,7 +62,6 @@ _WRITE_FRAMES = 512
 """At most this many SSE frames per write."""
 
 
-
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
@@ -62,6 +72,23 @@ def _bearer(request: HTTPRequest) -> str | None:
     if scheme.lower() == "bearer" and value:
         return value.strip()
     return None
+
+
+class _CountedStream(StreamingResponse):
+    """A streaming response that holds one of the server's connection slots while it is served
+    (until it ends or the client leaves): counted where the ASGI call starts and returns, not in
+    a generator's ``finally`` that the garbage collector may run much later."""
+
+    def __init__(self, server: _Server, body: AsyncIterator[bytes], **kwargs: Any):
+        super().__init__(body, **kwargs)
+        self._server = server
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self._server.connect()
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._server.disconnect()
 
 
 class _Server:
@@ -87,7 +114,15 @@ class _Server:
         self.default_limits = default_limits
         self.log = log
         self.frames = FrameCache()
-        self.runs = Runs(log, max_runs=config.max_runs)
+        self.runs = Runs(
+            log,
+            max_runs=config.max_runs,
+            max_live=config.max_live_runs,
+            max_live_per_owner=config.max_live_runs_per_key,
+        )
+        self.connections = 0
+        """Streaming connections open now (SSE readers and WebSockets)."""
+        self.connections_by_owner: dict[str, int] = {}
         self._instances: dict[str, Provider] = {}
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -114,9 +149,32 @@ class _Server:
             elif close is not None:
                 await asyncio.to_thread(close)
 
-    def check_api_key(self, presented: str | None) -> None:
-        if self.config.api_keys is not None:
-            check_api_key(presented, self.config.api_keys)
+    def check_api_key(self, presented: str | None) -> str:
+        """The caller's owner id (a fingerprint of its key; "" without auth), or Unauthorized."""
+        if self.config.api_keys is None:
+            return ""
+        check_api_key(presented, self.config.api_keys)
+        assert presented is not None
+        return hashlib.sha256(presented.encode()).hexdigest()[:16]
+
+    def connect(self, owner: str | None = None) -> None:
+        """Count a streaming connection in, or raise :class:`OverCapacity`."""
+        if self.connections >= self.config.max_connections:
+            raise OverCapacity(f"the server has {self.connections} streaming connections open, its limit")
+        if owner is not None and self.connections_by_owner.get(owner, 0) >= self.config.max_connections_per_key:
+            raise OverCapacity(f"this API key has {self.config.max_connections_per_key} connections open, its limit")
+        self.connections += 1
+        if owner is not None:
+            self.connections_by_owner[owner] = self.connections_by_owner.get(owner, 0) + 1
+
+    def disconnect(self, owner: str | None = None) -> None:
+        self.connections -= 1
+        if owner is not None:
+            left = self.connections_by_owner[owner] - 1
+            if left:
+                self.connections_by_owner[owner] = left
+            else:
+                del self.connections_by_owner[owner]
 
     def build_request(self, body: RunBody) -> Request:
         if (body.prompt is None) == (body.messages is None):
@@ -141,13 +199,14 @@ class _Server:
             model=body.model,
         )
 
-    def start(self, body: RunBody) -> Run:
+    def start(self, body: RunBody, owner: str = "") -> Run:
         request = self.build_request(body)
         provider = self.provider(body.provider)
         tools = [t for t in self.tools if t.name in body.tools] or None
         return self.runs.start(
             provider,
             request,
+            owner=owner,
             limits=body.limits or self.default_limits,
             meta=body.meta,
             tools=tools,
@@ -170,7 +229,7 @@ class _Server:
 
     async def create_run(self, request: HTTPRequest) -> Response:
         try:
-            self.check_api_key(_bearer(request))
+            owner = self.check_api_key(_bearer(request))
         except Unauthorized as exc:
             return _error(401, "unauthorized", str(exc))
         declared = request.headers.get("content-length")
@@ -185,7 +244,7 @@ class _Server:
                 return _error(413, "body_too_large", f"the body exceeds {self.config.max_body_bytes} bytes")
         try:
             body = msgspec.json.decode(raw, type=RunBody)
-            run = self.start(body)
+            run = self.start(body, owner)
         except RecursionError:
             return _error(422, "invalid_request", "invalid run request: JSON nested too deeply")
         except (msgspec.ValidationError, msgspec.DecodeError, ValueError, KeyError) as exc:
@@ -193,6 +252,8 @@ class _Server:
             return _error(422, "invalid_request", f"invalid run request: {message}")
         except ShuttingDown as exc:
             return _error(503, "shutting_down", str(exc))
+        except OverCapacity as exc:
+            return self._over_capacity(exc)
         token, read_token = self.issue(run.stream_id)
         events_url = str(request.url_for("events", stream_id=run.stream_id))
         return JSONResponse(
@@ -214,6 +275,11 @@ class _Server:
             return _error(403, "forbidden", str(exc))
         return stream_id, info
 
+    def _over_capacity(self, exc: OverCapacity) -> Response:
+        response = _error(429, "over_capacity", str(exc))
+        response.headers["retry-after"] = str(self.config.retry_after_s)
+        return response
+
     @staticmethod
     def _not_found(stream_id: str) -> Response:
         return _error(404, "not_found", f"no stream {stream_id!r} (unknown, or evicted by retention)")
@@ -229,8 +295,12 @@ class _Server:
             return _error(422, "invalid_request", str(exc))
         if from_seq < info.first_seq:
             return _error(410, "gone", str(SeqEvicted(stream_id, from_seq, info.first_seq)))
+        if self.connections >= self.config.max_connections:
+            return self._over_capacity(
+                OverCapacity(f"the server has {self.connections} streaming connections open, its limit")
+            )
         headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-        return StreamingResponse(self._sse(stream_id, from_seq), media_type="text/event-stream", headers=headers)
+        return _CountedStream(self, self._sse(stream_id, from_seq), media_type="text/event-stream", headers=headers)
 
     @staticmethod
     def _from_seq(request: HTTPRequest) -> int:
@@ -259,9 +329,7 @@ class _Server:
         yield b"retry: %d\n" % self.config.retry_ms
         frames = self.frames.frames
         frame = self.frames.frame
-        batches = self.log.batches(
-            stream_id, cursor, idle_s=self.config.ping_s, max_lag=self.config.max_lag_events
-        )
+        batches = self.log.batches(stream_id, cursor, idle_s=self.config.ping_s, max_lag=self.config.max_lag_events)
         try:
             async for batch in batches:
                 if not batch:

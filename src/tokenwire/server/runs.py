@@ -16,7 +16,7 @@ from typing import Any
 
 from tokenwire.api import generate
 from tokenwire.engine import StreamHandle
-from tokenwire.errors import ShuttingDown
+from tokenwire.errors import OverCapacity, ShuttingDown
 from tokenwire.log import EventLog
 from tokenwire.provider import Provider
 from tokenwire.request import Request
@@ -44,32 +44,58 @@ class Run:
 class Runs:
     """The server's runs, with retention: at most ``max_runs`` kept, finished ones evicted first."""
 
-    def __init__(self, log: EventLog, *, max_runs: int = 1000):
+    def __init__(
+        self, log: EventLog, *, max_runs: int = 1000, max_live: int | None = None, max_live_per_owner: int | None = None
+    ):
         self.log = log
         self.max_runs = max_runs
+        self.max_live = max_live
+        self.max_live_per_owner = max_live_per_owner
         self._runs: OrderedDict[str, Run] = OrderedDict()
         self._finished: OrderedDict[str, None] = OrderedDict()  # finished runs, oldest first
-        self._live: set[str] = set()
+        self._live: dict[str, str] = {}  # live run -> owner
+        self._live_by_owner: dict[str, int] = {}
         self.accepting = True
 
     def get(self, stream_id: str) -> Run | None:
         return self._runs.get(stream_id)
 
-    def start(self, provider: Provider, request: Request, **kwargs: Any) -> Run:
-        """Start generating now; the run does not depend on any reader."""
+    def live(self, owner: str | None = None) -> int:
+        """Runs generating now (for one owner, when given)."""
+        return len(self._live) if owner is None else self._live_by_owner.get(owner, 0)
+
+    def start(self, provider: Provider, request: Request, *, owner: str = "", **kwargs: Any) -> Run:
+        """Start generating now; the run does not depend on any reader.
+
+        ``owner`` (an API key's fingerprint) counts against ``max_live_per_owner``; both caps
+        raise :class:`OverCapacity` before anything starts.
+        """
         if not self.accepting:
             raise ShuttingDown("the server is shutting down and accepts no new runs")
+        if self.max_live is not None and len(self._live) >= self.max_live:
+            raise OverCapacity(f"the server is generating {len(self._live)} runs, its limit; retry shortly")
+        if self.max_live_per_owner is not None and self._live_by_owner.get(owner, 0) >= self.max_live_per_owner:
+            raise OverCapacity(
+                f"this API key has {self.max_live_per_owner} runs generating, its limit; retry when one ends"
+            )
         stream_id = uuid.uuid4().hex
         handle = generate(provider, request, stream_id=stream_id, log=self.log, **kwargs)
         run = Run(stream_id, handle)
         self._runs[stream_id] = run
-        self._live.add(stream_id)
+        self._live[stream_id] = owner
+        self._live_by_owner[owner] = self._live_by_owner.get(owner, 0) + 1
         handle._task.add_done_callback(lambda _: self._on_finished(stream_id))
         self._evict()
         return run
 
     def _on_finished(self, stream_id: str) -> None:
-        self._live.discard(stream_id)
+        owner = self._live.pop(stream_id, None)
+        if owner is not None:
+            left = self._live_by_owner[owner] - 1
+            if left:
+                self._live_by_owner[owner] = left
+            else:
+                del self._live_by_owner[owner]
         if stream_id in self._runs:
             self._finished[stream_id] = None
         self._evict()

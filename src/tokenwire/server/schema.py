@@ -56,4 +56,15 @@ class ServerConfig(msgspec.Struct, kw_only=True):
     max_lag_events: int = 4096
     shutdown_grace_s: float = 10.0
     max_runs: int = 1000
+    """Runs kept (finished ones are evicted first; a live run never is)."""
     max_events: int = 65_536
+    max_live_runs: int = 256
+    """Runs generating at once, all API keys together; one more is a 429."""
+    max_live_runs_per_key: int = 64
+    """Runs generating at once for one API key."""
+    max_connections: int = 4096
+    """Streaming connections (SSE readers and WebSockets) at once; one more is a 429 / close 1013."""
+    max_connections_per_key: int = 256
+    """WebSockets at once for one API key."""
+    retry_after_s: int = 1
+    """The ``Retry-After`` a 429 carries."""

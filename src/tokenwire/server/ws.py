@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from tokenwire.errors import Forbidden, SeqEvicted, ShuttingDown, StreamNotFound, Unauthorized
+from tokenwire.errors import Forbidden, OverCapacity, SeqEvicted, ShuttingDown, StreamNotFound, Unauthorized
 from tokenwire.server.schema import RunBody
 from tokenwire.wire import JSON_TEXT
 
@@ -70,6 +70,7 @@ class _Connection:
         if auth.lower().startswith("bearer "):
             api_key = auth[7:].strip()
         self.api_key = api_key
+        self.owner: str | None = None
 
     async def send(self, text: str) -> None:
         async with self.send_lock:
@@ -79,6 +80,22 @@ class _Connection:
         await self.send(msgspec.json.encode(obj).decode())
 
     async def serve(self) -> None:
+        try:
+            self.owner = self.server.check_api_key(self.api_key) if self.api_key else None
+        except Unauthorized:
+            self.owner = None  # runs need a valid key; subscriptions only need stream tokens
+        try:
+            self.server.connect(self.owner)
+        except OverCapacity as exc:
+            await self.ws.accept()
+            await self.ws.close(1013, str(exc)[:120])  # try again later
+            return
+        try:
+            await self._serve()
+        finally:
+            self.server.disconnect(self.owner)
+
+    async def _serve(self) -> None:
         await self.ws.accept()
         try:
             while True:
@@ -148,7 +165,7 @@ class _Connection:
         return run
 
     async def op_run(self, msg: dict[str, Any]) -> None:
-        self.server.check_api_key(self.api_key)
+        owner = self.server.check_api_key(self.api_key)
         request_id = msg.pop("id", None)
         window = msg.pop("window", DEFAULT_WINDOW)
         if not isinstance(window, int) or window < 1:
@@ -156,11 +173,13 @@ class _Connection:
         self._check_room()  # before the run starts: never generate for nobody
         try:
             body = msgspec.convert(msg, RunBody)
-            run = self.server.start(body)
+            run = self.server.start(body, owner)
         except (msgspec.ValidationError, ValueError, KeyError) as exc:
             raise _BadMessage("invalid_request", f"invalid run request: {exc}") from None
         except ShuttingDown as exc:
             raise _BadMessage("shutting_down", str(exc)) from None
+        except OverCapacity as exc:
+            raise _BadMessage("over_capacity", f"{exc} (retry after {exc.retry_after_s:g} s)") from None
         token, read_token = self.server.issue(run.stream_id)
         await self.reply(
             {"op": "run", "id": request_id, "stream_id": run.stream_id, "token": token, "read_token": read_token}
