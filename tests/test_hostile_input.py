@@ -231,3 +231,71 @@ async def test_connection_cap_answers_429_for_sse_and_1013_for_websockets() -> N
                         await ws.recv()
                     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
                 assert server.connections == 2
+
+
+# -- a half-open connection --------------------------------------------------------------------------
+
+
+async def test_the_client_notices_a_silent_connection_and_resumes() -> None:
+    """The first connection sends two events, then nothing — no pings, no close (a NAT dropped it).
+    The server announced 0.1 s keep-alives, so the client gives up on it after 0.25 s and resumes."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    from tokenwire.client import Client
+    from tokenwire.events import Done, Start, TextDelta, encode
+
+    events = [Start(model="m", stream_id="s", seq=0), TextDelta("a", stream_id="s", seq=1)]
+    events += [TextDelta("b", stream_id="s", seq=2), Done(stream_id="s", seq=3)]
+    seen_last_ids: list[str | None] = []
+
+    def frame(e: Any) -> bytes:
+        return b"id: %d\nevent: %s\ndata: %s\n\n" % (e.seq, e.type.encode(), encode(e))
+
+    async def stream(request: Request) -> StreamingResponse:
+        last = request.headers.get("last-event-id")
+        seen_last_ids.append(last)
+        start = 0 if last is None else int(last) + 1
+
+        async def body() -> Any:
+            if last is None:
+                for e in events[:2]:
+                    yield frame(e)
+                await asyncio.sleep(3600)  # silent for good, the socket still open
+            for e in events[start:]:
+                yield frame(e)
+
+        return StreamingResponse(body(), media_type="text/event-stream", headers={"x-tokenwire-ping-s": "0.1"})
+
+    app = Starlette(routes=[Route("/v1/streams/{sid}/events", stream)])
+    with serve(app) as base:
+        async with Client(base, idle_timeout_s=60) as client:
+            got = [e async for e in client.subscribe("s", "token")]
+            assert client.reconnects == 1
+    assert [(e.type, e.seq) for e in got] == [("start", 0), ("text.delta", 1), ("text.delta", 2), ("done", 3)]
+    assert seen_last_ids == [None, "1"]
+
+
+async def test_keep_alives_keep_a_quiet_stream_connected(base_url: str) -> None:
+    """A run that is thinking (no events for 20 keep-alive intervals) is not mistaken for a dead connection."""
+    from tokenwire.client import Client
+    from tokenwire.providers import Stall
+
+    app = create_app(providers={"think": Scripted(["a", Stall()])}, api_keys=[KEY], config=ServerConfig(ping_s=0.02))
+    with serve(app) as base:
+        async with Client(base, api_key=KEY) as client:
+            info = await client.create_run("hi")
+            seen: list[str] = []
+
+            async def read() -> None:
+                async for event in client.subscribe(info.stream_id, info.read_token):
+                    seen.append(event.type)
+
+            reader = asyncio.create_task(read())
+            await asyncio.sleep(0.4)
+            assert seen == ["start", "text.delta"] and client.reconnects == 0
+            await client.cancel(info.stream_id, info.token)
+            await asyncio.wait_for(reader, 10)
+            assert seen[-1] == "done" and client.reconnects == 0

@@ -26,11 +26,11 @@ from typing import Any
 
 import httpx
 import msgspec
-from httpx_sse import aconnect_sse
 
 from tokenwire.errors import ClientError, ConnectionLost, SeqEvicted, StreamNotFound
 from tokenwire.events import TERMINAL_TYPES, Event, decode
 from tokenwire.security import Forbidden, Unauthorized
+from tokenwire.sse import SSEDecoder
 
 __all__ = ["Client", "ClientError", "ConnectionLost", "RunInfo", "SyncClient", "WebSocketClient"]
 
@@ -81,8 +81,12 @@ class Client:
         http_client: httpx.AsyncClient | None = None,
         max_reconnects: int = 8,
         max_backoff_s: float = 10.0,
+        idle_timeout_s: float = 45.0,
     ):
         self.base_url = base_url.rstrip("/")
+        self.idle_timeout_s = idle_timeout_s
+        """How long a stream may stay silent before the connection is presumed dead and resumed;
+        a server that announces its keep-alive interval (``x-tokenwire-ping-s``) gets 2.5x that."""
         self.api_key = api_key
         self._own = http_client is None
         self.http = http_client or httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=None))
@@ -126,26 +130,29 @@ class Client:
             if last >= 0:
                 headers["Last-Event-ID"] = str(last)
             try:
-                async with aconnect_sse(self.http, "GET", url, headers=headers) as source:
-                    response = source.response
+                async with self.http.stream("GET", url, headers=headers) as response:
                     if response.status_code != 200:
                         await response.aread()
                         _raise_for(response.status_code, response.content, stream_id, last + 1)
-                    async for sse in source.aiter_sse():
-                        if sse.retry is not None:
-                            retry_s = sse.retry / 1000
-                        if not sse.data:
-                            continue  # keep-alives and empty events carry nothing
-                        event = decode(sse.data)
-                        if event.seq <= last:
-                            continue  # a duplicate after a resume
-                        last = event.seq
-                        failures = 0
-                        yield event
-                        if event.__class__ in TERMINAL_TYPES:
-                            return
-            except httpx.TransportError:
-                pass  # dropped: resume below
+                    # Bytes, not events, reset the idle clock: keep-alive comments count as life.
+                    idle_s = _idle_timeout(response.headers.get("x-tokenwire-ping-s"), self.idle_timeout_s)
+                    decoder = SSEDecoder()
+                    async for chunk in _with_idle_timeout(response.aiter_bytes(), idle_s):
+                        for sse in decoder.feed(chunk):
+                            if sse.retry is not None:
+                                retry_s = sse.retry / 1000
+                            if not sse.data:
+                                continue  # an empty data line carries nothing
+                            event = decode(sse.data)
+                            if event.seq <= last:
+                                continue  # a duplicate after a resume
+                            last = event.seq
+                            failures = 0
+                            yield event
+                            if event.__class__ in TERMINAL_TYPES:
+                                return
+            except (httpx.TransportError, TimeoutError):
+                pass  # dropped, or silent past the keep-alive interval (a half-open connection): resume
             failures += 1
             self.reconnects += 1
             if failures > self.max_reconnects:
@@ -168,6 +175,32 @@ class Client:
             _raise_for(r.status_code, r.content, stream_id, 0)
         result: dict[str, Any] = r.json()
         return result
+
+
+def _idle_timeout(announced: str | None, default: float) -> float:
+    """2.5 keep-alive intervals when the server announces one (a ping may be late, not two)."""
+    try:
+        ping = float(announced) if announced else 0.0
+    except ValueError:
+        ping = 0.0
+    return 2.5 * ping if 0 < ping < 3600 else default
+
+
+async def _with_idle_timeout(items: AsyncIterator[Any], idle_s: float) -> AsyncIterator[Any]:
+    """``items``, raising TimeoutError when none (keep-alives included) arrives within ``idle_s``."""
+    iterator = aiter(items)
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(idle_s):
+                    item = await anext(iterator)
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 class SyncClient:

@@ -299,7 +299,12 @@ class _Server:
             return self._over_capacity(
                 OverCapacity(f"the server has {self.connections} streaming connections open, its limit")
             )
-        headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+        # The keep-alive interval, announced so a client can tell a silent stream from a dead one.
+        headers = {
+            "cache-control": "no-cache",
+            "x-accel-buffering": "no",
+            "x-tokenwire-ping-s": f"{self.config.ping_s:g}",
+        }
         return _CountedStream(self, self._sse(stream_id, from_seq), media_type="text/event-stream", headers=headers)
 
     @staticmethod
