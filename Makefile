@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo bench lint clean redis-server
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/mypy --strict src
 
-test: lint
+test: lint redis-server
 	$(BIN)/pytest -q
+
+# The Redis event-log tests start their own redis-server from the binary on PATH.
+redis-server:
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 
 demo: $(STAMP)
 	$(BIN)/tokenwire chat "Write one sentence about rivers." --max-tokens 96 --seed 7

@@ -23,8 +23,8 @@ from tokenwire.errors import TokenwireError
 SRC = Path(tokenwire.__file__).resolve().parent
 ENGINE_LAYER = ["events", "errors", "request", "provider", "limits", "lifecycle", "response", "log", "delivery"]
 ENGINE_LAYER += ["observers", "engine", "_exit"]
-# Function-level imports allowed because the target needs an optional extra (starlette, uvicorn).
-LAZY_FOR_EXTRAS = {("tokenwire.cli", "tokenwire.server")}
+# Function-level imports allowed because the target needs an optional extra (starlette, uvicorn, redis).
+LAZY_FOR_EXTRAS = {("tokenwire.cli", "tokenwire.server"), ("tokenwire.cli", "tokenwire.redis_log")}
 
 
 def module_name(path: Path) -> str:

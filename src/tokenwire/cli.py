@@ -282,6 +282,9 @@ def serve(
     api_key: Annotated[list[str] | None, typer.Option(help="API key allowed to create runs (repeatable).")] = None,
     no_auth: Annotated[bool, typer.Option(help="Let anyone create runs (local demos only).")] = False,
     shutdown_grace: Annotated[float, typer.Option(help="Seconds running streams get to finish on SIGTERM.")] = 10.0,
+    log: Annotated[
+        str, typer.Option(help="Event log: 'memory' (this process) or redis://HOST:PORT/DB (shared by every node).")
+    ] = "memory",
     log_level: Annotated[
         str, typer.Option(help="critical, error, warning, info, debug or trace (credentials always redacted).")
     ] = "info",
@@ -309,7 +312,15 @@ def serve(
             typer.echo(f"API key for this server generated and written to {path}", err=True)
     secret = bytes.fromhex(os.environ["TOKENWIRE_SECRET"]) if os.environ.get("TOKENWIRE_SECRET") else None
     providers = {name: (lambda f=f: f(model)) for name, f in PROVIDERS.items()}
+    event_log = None
+    if log.startswith(("redis://", "rediss://", "unix://")):
+        from tokenwire.redis_log import RedisLog
+
+        event_log = RedisLog(log)
+    elif log != "memory":
+        raise typer.BadParameter(f"--log must be 'memory' or a redis:// URL, got {log!r}")
     application = create_app(
+        log=event_log,
         providers=providers,
         default_provider=provider,
         api_keys=keys,

@@ -1,0 +1,262 @@
+"""The Redis Streams backend of the event log: many processes, many nodes, one log.
+
+One Redis stream per run (key ``{prefix}:{stream_id}``), one entry per event with the explicit
+id ``{seq}-1``: ordered, and a retried append of an event that already landed fails instead of
+duplicating it (exactly-once). Retention: ``MAXLEN ~ max_events`` per stream, and a TTL once the
+terminal event is written.
+
+Writes go in two lanes through one ordered buffer: a structural event (start, tool calls and
+results, steps, usage, the terminal) flushes the buffer at once; text, reasoning and argument
+deltas wait at most ``batch_window_s`` (16 ms, one frame) or ``max_batch`` events, and a batch is
+one pipelined round trip. :meth:`RedisWriter.flush` (which the engine awaits after the terminal)
+returns once everything is in Redis.
+
+Readers anywhere read with :meth:`RedisLog.batches`: ``XRANGE`` from any seq (resume, late
+join), then ``XREAD BLOCK`` to tail. In the producer's process the stream's observers and
+iterators read a local ring as with :class:`~tokenwire.log.MemoryLog`: they never wait for Redis.
+
+>>> log = RedisLog("redis://127.0.0.1:6379/0", prefix="demo")   # no connection until used
+>>> log.key("s1")
+'demo:s1'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from tokenwire.errors import ObserverOverflow, SeqEvicted, StreamNotFound
+from tokenwire.events import TERMINAL_TYPES, Event, ReasoningDelta, TextDelta, ToolCallDelta, decode, encode
+from tokenwire.log import EventLog, StreamInfo, StreamWriter, _StreamRing
+
+__all__ = ["RedisLog", "RedisWriter"]
+
+logger = logging.getLogger("tokenwire")
+
+_DELTAS = (TextDelta, ReasoningDelta, ToolCallDelta)
+_FIELD = b"e"
+
+
+def _entry_id(seq: int) -> str:
+    return f"{seq}-1"
+
+
+def _seq(entry_id: bytes | str) -> int:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.partition("-")[0])
+
+
+class RedisWriter(_StreamRing):
+    """One stream's writer: a local ring for in-process readers, a batched lane to Redis."""
+
+    def __init__(self, log: RedisLog, stream_id: str):
+        super().__init__(stream_id, log.local_events, self._on_terminal)
+        self._log = log
+        self._key = log.key(stream_id)
+        self._pending: list[tuple[int, bytes]] = []
+        self._wake_flusher = asyncio.Event()
+        self._flushed = asyncio.Event()
+        self._flushed.set()
+        self._closing = False
+        self._failure: BaseException | None = None
+        self._flusher = asyncio.get_running_loop().create_task(self._run(), name=f"tokenwire-redis-{stream_id}")
+
+    def append(self, event: Event) -> Any:
+        r = super().append(event)  # local readers first: they never wait for Redis
+        self._pending.append((event.seq, encode(event)))
+        self._flushed.clear()
+        if event.__class__ not in _DELTAS or len(self._pending) >= self._log.max_batch:
+            self._wake_flusher.set()  # structural, or a full batch: write now
+        return r
+
+    def _on_terminal(self, ring: _StreamRing) -> None:
+        self._closing = True
+        self._wake_flusher.set()
+
+    async def _run(self) -> None:
+        """The writer's flusher task (owned by the writer; it ends after the terminal is written)."""
+        window = self._log.batch_window_s
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wake_flusher.clear()
+                await self._wake_flusher.wait()
+                continue
+            if not self._wake_flusher.is_set():
+                # Deltas only: give the batch one window to grow, unless something structural comes.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake_flusher.wait(), window)
+            self._wake_flusher.clear()
+            batch, self._pending = self._pending, []
+            try:
+                await self._log._write(self._key, batch, terminal=self._closing and not self._pending)
+            except (RedisError, OSError) as exc:
+                self._failure = exc
+                logger.error("event log: writing %d events of %s to Redis failed: %s", len(batch), self._key, exc)
+            if not self._pending:
+                self._flushed.set()
+
+    async def flush(self) -> None:
+        """Wait until every appended event is in Redis (or its write failed and was logged)."""
+        self._wake_flusher.set()
+        await self._flushed.wait()
+        if self._closing:
+            await asyncio.wait([self._flusher])
+
+
+class RedisLog(EventLog):
+    """Event log on Redis Streams, shared by every process and node that uses the same Redis.
+
+    ``url``: ``redis://host:port/db``. ``max_events`` bounds each stream (approximately, as
+    ``MAXLEN ~``); ``ttl_s`` is how long a finished stream stays readable; ``batch_window_s`` and
+    ``max_batch`` bound how long and how many deltas wait for one write; ``local_events`` bounds
+    the producer's in-process ring (its observers' and iterators' window).
+
+    Memory in Redis per retained one-token delta: about 100-150 bytes (the event's JSON plus the
+    stream entry's overhead).
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "tokenwire",
+        max_events: int = 65_536,
+        ttl_s: float = 3600.0,
+        batch_window_s: float = 0.016,
+        max_batch: int = 256,
+        local_events: int = 4096,
+        read_batch: int = 1024,
+    ):
+        if max_events < 1 or ttl_s <= 0 or batch_window_s < 0 or max_batch < 1 or local_events < 1:
+            raise ValueError("max_events, ttl_s, max_batch and local_events must be positive")
+        self.url = url
+        self.prefix = prefix
+        self.max_events = max_events
+        self.ttl_s = ttl_s
+        self.batch_window_s = batch_window_s
+        self.max_batch = max_batch
+        self.local_events = local_events
+        self.read_batch = read_batch
+        self._redis: aioredis.Redis | None = None
+
+    def key(self, stream_id: str) -> str:
+        return f"{self.prefix}:{stream_id}"
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        if self._redis is None:
+            self._redis = aioredis.Redis.from_url(self.url)
+        return self._redis
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def open(self, stream_id: str) -> StreamWriter:
+        return RedisWriter(self, stream_id)
+
+    async def _write(self, key: str, batch: list[tuple[int, bytes]], *, terminal: bool) -> None:
+        """One pipelined round trip; retried a few times; an entry that already landed is skipped."""
+        for attempt in range(4):
+            pipe = self.redis.pipeline(transaction=False)
+            for seq, data in batch:
+                pipe.xadd(key, {_FIELD: data}, id=_entry_id(seq), maxlen=self.max_events, approximate=True)
+            if terminal:
+                pipe.expire(key, max(1, round(self.ttl_s)))
+            try:
+                results = await pipe.execute(raise_on_error=False)
+            except (RedisError, OSError):
+                if attempt == 3:
+                    raise
+                await asyncio.sleep(0.05 * 2**attempt)
+                continue
+            for result in results:
+                if isinstance(result, ResponseError) and "equal or smaller" not in str(result):
+                    raise result  # anything but "already there" (a retried append)
+            return
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def info(self, stream_id: str) -> StreamInfo:
+        pipe: Any = self.redis.pipeline(transaction=False)
+        key = self.key(stream_id)
+        pipe.xrange(key, count=1)
+        pipe.xrevrange(key, count=1)
+        first, last = await pipe.execute()
+        if not last:
+            raise StreamNotFound(f"no stream {stream_id!r} in this log (unknown, or expired)")
+        (first_id, _), (last_id, fields) = first[0], last[0]
+        finished = decode(fields[_FIELD]).__class__ in TERMINAL_TYPES
+        return StreamInfo(_seq(first_id), _seq(last_id) + 1, finished)
+
+    def batches(
+        self,
+        stream_id: str,
+        from_seq: int = 0,
+        *,
+        follow: bool = True,
+        idle_s: float | None = None,
+        max_lag: int | None = None,
+    ) -> AsyncIterator[Sequence[Event]]:
+        return self._batches(stream_id, max(from_seq, 0), follow, idle_s, max_lag)
+
+    async def _batches(
+        self, stream_id: str, seq: int, follow: bool, idle_s: float | None, max_lag: int | None
+    ) -> AsyncIterator[Sequence[Event]]:
+        info = await self.info(stream_id)
+        if seq < info.first_seq:
+            raise SeqEvicted(stream_id, seq, info.first_seq)
+        key = self.key(stream_id)
+        r: Any = self.redis  # redis-py's reply types are too loose to be useful here
+        while True:  # history first: XRANGE from seq
+            entries = await r.xrange(key, min=_entry_id(seq), count=self.read_batch)
+            if not entries:
+                break
+            batch = [decode(fields[_FIELD]) for _, fields in entries]
+            if _seq(entries[0][0]) != seq:
+                raise SeqEvicted(stream_id, seq, _seq(entries[0][0]))  # trimmed while we read
+            seq = batch[-1].seq + 1
+            yield batch
+            if batch[-1].__class__ in TERMINAL_TYPES:
+                return
+            if len(entries) < self.read_batch:
+                break
+        if not follow:
+            return
+        last_id = _entry_id(seq - 1) if seq > 0 else "0-0"
+        block_ms = round((idle_s if idle_s is not None else 30.0) * 1000)
+        while True:  # then tail: XREAD BLOCK after the last id seen
+            reply = await r.xread({key: last_id}, count=self.read_batch, block=block_ms)
+            if not reply:
+                if idle_s is not None:
+                    yield ()
+                if not await r.exists(key):
+                    raise StreamNotFound(f"no stream {stream_id!r} in this log (unknown, or expired)")
+                continue
+            entries = reply[0][1]
+            batch = [decode(fields[_FIELD]) for _, fields in entries]
+            if batch[0].seq != seq:
+                raise SeqEvicted(stream_id, seq, batch[0].seq)
+            last_id = entries[-1][0].decode()
+            seq = batch[-1].seq + 1
+            yield batch
+            if batch[-1].__class__ in TERMINAL_TYPES:
+                return
+            if max_lag is not None and len(entries) == self.read_batch:
+                head = await self.info(stream_id)
+                if not head.finished and head.next_seq - seq > max_lag:
+                    raise ObserverOverflow(
+                        f"reader of stream {stream_id!r} is {head.next_seq - seq} events behind (max_lag={max_lag}); "
+                        f"resume from seq {seq}"
+                    )
+
+    async def aclose(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None

@@ -1,0 +1,185 @@
+"""The Redis Streams event log against a redis-server this test suite starts on a free port.
+
+Two RedisLog objects stand for two nodes sharing one Redis; what one appends, the other reads,
+resumes and tails exactly as a MemoryLog reader would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import tokenwire
+from tokenwire.client import Client
+from tokenwire.events import Done, Event, Start, TextDelta, ToolCall
+from tokenwire.providers import Delay, Scripted
+from tokenwire.redis_log import RedisLog
+from tokenwire.server import create_app
+from tokenwire.testing import Transcript, assert_transcript
+from wire import free_port, serve
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is not installed (make test installs it)"
+    port = free_port()
+    workdir: Path = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        ping = [shutil.which("redis-cli") or "redis-cli", "-p", str(port), "ping"]
+        while subprocess.run(ping, capture_output=True).stdout.strip() != b"PONG":
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+async def nodes(redis_url: str) -> AsyncIterator[tuple[RedisLog, RedisLog]]:
+    prefix = f"t{time.monotonic_ns()}"
+    a, b = RedisLog(redis_url, prefix=prefix), RedisLog(redis_url, prefix=prefix)
+    yield a, b
+    await a.aclose()
+    await b.aclose()
+
+
+def events(sid: str, n: int) -> list[Event]:
+    deltas = [TextDelta(f"t{i}", stream_id=sid, seq=i) for i in range(1, n + 1)]
+    return [Start(model="m", stream_id=sid, seq=0), *deltas]
+
+
+async def test_what_one_node_appends_another_reads_resumes_and_tails(nodes: tuple[RedisLog, RedisLog]) -> None:
+    a, b = nodes
+    writer = a.open("s")
+    for e in events("s", 5):
+        writer.append(e)
+    await writer.flush()
+    assert [e.seq async for e in b.read("s", 0, follow=False)] == [0, 1, 2, 3, 4, 5]
+    assert [e.seq async for e in b.read("s", 3, follow=False)] == [3, 4, 5]  # resume
+    tail = asyncio.create_task(_collect(b, "s", 4))
+    await asyncio.sleep(0.05)
+    writer.append(TextDelta("late", stream_id="s", seq=6))
+    writer.append(Done(stream_id="s", seq=7))
+    await writer.flush()
+    got = await asyncio.wait_for(tail, 5)
+    assert [(e.type, e.seq) for e in got] == [("text.delta", 4), ("text.delta", 5), ("text.delta", 6), ("done", 7)]
+    info = await b.info("s")
+    assert (info.first_seq, info.next_seq, info.finished) == (0, 8, True)
+    assert 0 < await b.redis.ttl(b.key("s")) <= b.ttl_s  # retention after the terminal
+
+
+async def _collect(log: RedisLog, sid: str, from_seq: int) -> list[Event]:
+    return [e async for e in log.read(sid, from_seq)]
+
+
+async def test_a_retried_append_does_not_duplicate(nodes: tuple[RedisLog, RedisLog]) -> None:
+    a, _ = nodes
+    writer = a.open("dup")
+    for e in events("dup", 3):
+        writer.append(e)
+    await writer.flush()
+    batch = [(e.seq, tokenwire.encode(e)) for e in events("dup", 3)]
+    await a._write(a.key("dup"), batch, terminal=False)  # the same events again, as a retry would send them
+    assert await a.redis.xlen(a.key("dup")) == 4
+
+
+async def test_unknown_stream_and_evicted_seq(nodes: tuple[RedisLog, RedisLog], redis_url: str) -> None:
+    a, _ = nodes
+    with pytest.raises(tokenwire.StreamNotFound):
+        await a.info("nope")
+    small = RedisLog(redis_url, prefix=a.prefix + "x", max_events=10)
+    writer = small.open("s")
+    for e in events("s", 400):
+        writer.append(e)
+    await writer.flush()
+    await small.redis.xtrim(small.key("s"), maxlen=10, approximate=False)
+    with pytest.raises(tokenwire.SeqEvicted):
+        [e async for e in small.read("s", 0, follow=False)]
+    await small.aclose()
+
+
+async def test_deltas_are_batched_structural_events_written_at_once(nodes: tuple[RedisLog, RedisLog]) -> None:
+    a, b = nodes
+    writes: list[int] = []
+    original = a._write
+
+    async def counting(key: str, batch: list[tuple[int, bytes]], *, terminal: bool) -> None:
+        writes.append(len(batch))
+        await original(key, batch, terminal=terminal)
+
+    a._write = counting  # type: ignore[method-assign]
+    items = [ToolCall(call_id="c", name="t", args={}), *[f"w{i} " for i in range(1000)]]
+    transcript = Transcript()
+    await tokenwire.generate(Scripted(items), "hi", log=a, observers=[transcript]).wait()
+    sid = transcript.events[0].stream_id
+    remote = [e async for e in b.read(sid, 0, follow=False)]
+    assert remote == transcript.events  # the same events, in the same order, as the local readers saw
+    assert sum(writes) == 1003 and len(writes) < 20, writes  # about a batch per max_batch, not 1,003 writes
+
+
+async def test_an_engine_run_on_redis_reads_the_same_as_on_memory(nodes: tuple[RedisLog, RedisLog]) -> None:
+    a, b = nodes
+    script = ["Hel", Delay(0.02), "lo", ToolCall(call_id="c1", name="t", args={"x": 1})]
+    local = Transcript()
+    handle = tokenwire.generate(Scripted(script), "hi", log=a, observers=[local])
+    live = asyncio.create_task(_collect_when_ready(b, handle.stream_id))
+    await handle.wait()
+    remote = await asyncio.wait_for(live, 5)
+    assert remote == local.events
+    done = {"type": "done", "finish_reason": "tool_calls"}
+    assert_transcript(remote, ["start", "text.delta", "text.delta", "tool_call", done])
+
+
+async def _collect_when_ready(log: RedisLog, sid: str) -> list[Event]:
+    for _ in range(200):
+        try:
+            return [e async for e in log.read(sid, 0)]
+        except tokenwire.StreamNotFound:
+            await asyncio.sleep(0.005)
+    raise AssertionError("stream never appeared")
+
+
+async def test_a_run_created_on_one_node_is_read_and_resumed_on_another(redis_url: str) -> None:
+    prefix = f"srv{time.monotonic_ns()}"
+    secret = b"s" * 32
+    words = [f"w{i} " for i in range(20)]
+
+    def node() -> object:
+        return create_app(
+            providers={"p": Scripted(words, interval_s=0.005)},
+            api_keys=["node-key-123456"],
+            secret=secret,
+            log=RedisLog(redis_url, prefix=prefix),
+        )
+
+    with serve(node()) as url_a, serve(node()) as url_b:
+        async with httpx.AsyncClient() as http:
+            auth = {"Authorization": "Bearer node-key-123456"}
+            r = await http.post(f"{url_a}/v1/runs", json={"prompt": "x"}, headers=auth)
+            info = r.json()
+            on_b = info["events_url"].replace(url_a, url_b)
+            await asyncio.sleep(0.3)
+            async with Client(url_b) as client:
+                got = [e async for e in client.subscribe(info["stream_id"], info["read_token"])]
+                resumed = [e async for e in client.subscribe(info["stream_id"], info["read_token"], from_seq=15)]
+            r = await http.get(on_b, params={"token": info["read_token"], "from_seq": "-1"})
+            assert r.status_code == 422
+    assert [e.seq for e in got] == list(range(22)) and got[-1].type == "done"
+    assert "".join(e.text for e in got if isinstance(e, TextDelta)) == "".join(words)
+    assert [e.seq for e in resumed] == list(range(15, 22))
