@@ -7,8 +7,11 @@ resumes and tails exactly as a MemoryLog reader would.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,7 +20,7 @@ import httpx
 import pytest
 
 import tokenwire
-from tokenwire.client import Client
+from tokenwire.client import Client, SyncClient
 from tokenwire.events import Done, Event, Start, TextDelta, ToolCall
 from tokenwire.providers import Delay, Scripted
 from tokenwire.redis_log import RedisLog
@@ -183,3 +186,92 @@ async def test_a_run_created_on_one_node_is_read_and_resumed_on_another(redis_ur
     assert [e.seq for e in got] == list(range(22)) and got[-1].type == "done"
     assert "".join(e.text for e in got if isinstance(e, TextDelta)) == "".join(words)
     assert [e.seq for e in resumed] == list(range(15, 22))
+
+
+# -- real tokenwire serve processes sharing one Redis -------------------------------------------------
+
+
+class Node:
+    """A real ``tokenwire serve`` process on a free port, on the shared Redis log."""
+
+    def __init__(self, redis_url: str, prefix: str, secret: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "TOKENWIRE_SECRET": secret}
+        cmd = [sys.executable, "-m", "tokenwire", "serve", "--port", str(self.port), "--provider", "scripted"]
+        cmd += ["--log", redis_url, "--api-key", NODE_KEY, "--log-level", "warning", "--shutdown-grace", "0.2"]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(self.url + "/", timeout=1)
+                return
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("tokenwire serve did not start") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+NODE_KEY = "cluster-key-123456"
+
+
+@pytest.fixture
+def cluster(redis_url: str) -> Iterator[tuple[Node, Node]]:
+    prefix, secret = f"c{time.monotonic_ns()}", os.urandom(32).hex()
+    a = Node(redis_url, prefix, secret)
+    try:
+        b = Node(redis_url, prefix, secret)
+    except BaseException:
+        a.stop()
+        raise
+    try:
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()
+
+
+def long_prompt(words: int) -> str:
+    return " ".join(f"w{i}" for i in range(words))
+
+
+def test_a_run_on_node_a_is_cancelled_from_node_b(cluster: tuple[Node, Node]) -> None:
+    a, b = cluster
+    with SyncClient(a.url, api_key=NODE_KEY) as on_a, SyncClient(b.url, api_key=NODE_KEY) as on_b:
+        info = on_a.create_run(long_prompt(500))  # ten seconds of words at 50 words/s
+        seen: list[Event] = []
+        for event in on_b.subscribe(info.stream_id, info.read_token):
+            seen.append(event)
+            if len(seen) == 5:
+                on_b.cancel(info.stream_id, info.token)  # B does not produce it: forwarded to A
+    assert seen[-1].type == "done" and seen[-1].finish_reason == "cancelled"  # type: ignore[union-attr]
+    assert [e.seq for e in seen] == list(range(len(seen))) and len(seen) < 100
+
+
+def test_a_killed_producer_is_noticed_and_the_stream_ends_with_producer_lost(cluster: tuple[Node, Node]) -> None:
+    a, b = cluster
+    with SyncClient(a.url, api_key=NODE_KEY) as on_a, SyncClient(b.url, api_key=NODE_KEY) as on_b:
+        info = on_a.create_run(long_prompt(2000))
+        seen: list[Event] = []
+        killed_at = 0.0
+        for event in on_b.subscribe(info.stream_id, info.read_token):
+            seen.append(event)
+            if len(seen) == 10:
+                a.proc.send_signal(signal.SIGKILL)  # no shutdown, no terminal, no lease release
+                killed_at = time.monotonic()
+        noticed_after = time.monotonic() - killed_at
+    terminal = seen[-1]
+    assert terminal.type == "error" and terminal.code == "producer_lost" and terminal.source == "transport"  # type: ignore[union-attr]
+    assert terminal.retryable  # type: ignore[union-attr]
+    assert [e.seq for e in seen] == list(range(len(seen)))  # everything persisted, then the terminal, once
+    assert noticed_after < 10  # the default lease is 2 s; readers look every second

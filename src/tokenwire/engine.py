@@ -93,6 +93,7 @@ class StreamHandle:
         self._thread = threading.get_ident()
         self._iterator = iterator
         self._started = False
+        self._ready = asyncio.Event()
         self._terminating = False
         self._timer: asyncio.TimerHandle | None = None
         self._core = Lifecycle(
@@ -152,6 +153,18 @@ class StreamHandle:
     def done(self) -> bool:
         """True once the terminal event was delivered and the stream released its resources."""
         return self._task.done()
+
+    async def ready(self) -> None:
+        """Wait until the stream exists in its log (``start`` appended and flushed): from then on
+        any reader, on any node sharing the log, can read it. Servers await this before handing
+        out the stream id."""
+        if not self._ready.is_set():
+            waiter: asyncio.Future[Any] = asyncio.ensure_future(self._ready.wait())
+            ended: asyncio.Future[Any] = asyncio.shield(self._task)  # a stream that ended first is ready too
+            try:
+                await asyncio.wait([waiter, ended], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
 
     async def wait(self) -> Done | Error:
         """Wait for the end of the stream and return its terminal event.
@@ -221,6 +234,8 @@ class StreamHandle:
             r = append(core.start())
             if r is not None:
                 await r
+            await self._writer.flush()  # start is durable (a shared log: readable on every node)
+            self._ready.set()
             core.delivered(time())
             if core.stop is None:  # not cancelled before it started
                 self._arm()

@@ -218,6 +218,14 @@ class EventLog(abc.ABC):
     async def info(self, stream_id: str) -> StreamInfo:
         """Where the stream's log stands; raises :class:`StreamNotFound` for an unknown stream."""
 
+    async def forward_cancel(self, stream_id: str, reason: str) -> bool:
+        """Ask the node producing ``stream_id`` to cancel it; False when no other node can hear
+        it (the memory log lives in one process, where the run is local or gone)."""
+        return False
+
+    def listen_cancels(self, handler: Callable[[str, str], None]) -> None:  # noqa: B027 - optional hook
+        """Call ``handler(stream_id, reason)`` for cancels other nodes forward (a no-op for memory)."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections; a no-op for memory."""
 

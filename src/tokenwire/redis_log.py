@@ -25,14 +25,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from tokenwire.errors import ObserverOverflow, SeqEvicted, StreamNotFound
-from tokenwire.events import TERMINAL_TYPES, Event, ReasoningDelta, TextDelta, ToolCallDelta, decode, encode
+from tokenwire.events import TERMINAL_TYPES, Error, Event, ReasoningDelta, TextDelta, ToolCallDelta, decode, encode
 from tokenwire.log import EventLog, StreamInfo, StreamWriter, _StreamRing
 
 __all__ = ["RedisLog", "RedisWriter"]
@@ -65,6 +67,7 @@ class RedisWriter(_StreamRing):
         self._flushed.set()
         self._closing = False
         self._failure: BaseException | None = None
+        self._lease_key = log.lease_key(stream_id)
         self._flusher = asyncio.get_running_loop().create_task(self._run(), name=f"tokenwire-redis-{stream_id}")
 
     def append(self, event: Event) -> Any:
@@ -80,28 +83,48 @@ class RedisWriter(_StreamRing):
         self._wake_flusher.set()
 
     async def _run(self) -> None:
-        """The writer's flusher task (owned by the writer; it ends after the terminal is written)."""
+        """The writer's flusher task (owned by the writer; it ends after the terminal is written).
+
+        It also holds the producer's lease: refreshed every third of ``lease_s`` while the run is
+        live, deleted after the terminal. A node that dies stops refreshing it, and readers on
+        other nodes then end the stream with ``error(producer_lost)``.
+        """
         window = self._log.batch_window_s
-        while True:
-            if not self._pending:
-                if self._closing:
-                    return
-                self._wake_flusher.clear()
-                await self._wake_flusher.wait()
-                continue
-            if not self._wake_flusher.is_set():
-                # Deltas only: give the batch one window to grow, unless something structural comes.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake_flusher.wait(), window)
-            self._wake_flusher.clear()
-            batch, self._pending = self._pending, []
-            try:
-                await self._log._write(self._key, batch, terminal=self._closing and not self._pending)
-            except (RedisError, OSError) as exc:
-                self._failure = exc
-                logger.error("event log: writing %d events of %s to Redis failed: %s", len(batch), self._key, exc)
-            if not self._pending:
-                self._flushed.set()
+        heartbeat = self._log.lease_s / 3
+        await self._log._hold_lease(self._lease_key)
+        renewed = asyncio.get_running_loop().time()
+        try:
+            while True:
+                if asyncio.get_running_loop().time() - renewed >= heartbeat:
+                    await self._log._hold_lease(self._lease_key)
+                    renewed = asyncio.get_running_loop().time()
+                if not self._pending:
+                    if self._closing:
+                        return
+                    self._wake_flusher.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake_flusher.wait(), heartbeat)
+                    continue
+                await self._write_pending(window)
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await self._log.redis.delete(self._lease_key)
+
+    async def _write_pending(self, window: float) -> None:
+        """One batch: let deltas fill it for up to a window (structural events do not wait), then
+        one round trip."""
+        if not self._wake_flusher.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_flusher.wait(), window)
+        self._wake_flusher.clear()
+        batch, self._pending = self._pending, []
+        try:
+            await self._log._write(self._key, batch, terminal=self._closing and not self._pending)
+        except (RedisError, OSError) as exc:
+            self._failure = exc
+            logger.error("event log: writing %d events of %s to Redis failed: %s", len(batch), self._key, exc)
+        if not self._pending:
+            self._flushed.set()
 
     async def flush(self) -> None:
         """Wait until every appended event is in Redis (or its write failed and was logged)."""
@@ -134,6 +157,7 @@ class RedisLog(EventLog):
         max_batch: int = 256,
         local_events: int = 4096,
         read_batch: int = 1024,
+        lease_s: float = 2.0,
     ):
         if max_events < 1 or ttl_s <= 0 or batch_window_s < 0 or max_batch < 1 or local_events < 1:
             raise ValueError("max_events, ttl_s, max_batch and local_events must be positive")
@@ -145,10 +169,38 @@ class RedisLog(EventLog):
         self.max_batch = max_batch
         self.local_events = local_events
         self.read_batch = read_batch
+        self.lease_s = lease_s
         self._redis: aioredis.Redis | None = None
+        self._listener: asyncio.Task[None] | None = None
 
     def key(self, stream_id: str) -> str:
         return f"{self.prefix}:{stream_id}"
+
+    def lease_key(self, stream_id: str) -> str:
+        return f"{self.prefix}:{stream_id}:lease"
+
+    async def _hold_lease(self, lease_key: str) -> None:
+        with contextlib.suppress(RedisError, OSError):  # a missed heartbeat is retried at the next
+            await self.redis.set(lease_key, b"1", px=round(self.lease_s * 1000))
+
+    async def _producer_lost(self, stream_id: str) -> None:
+        """End a stream whose producer's lease lapsed with ``error(transport, producer_lost)``.
+
+        Several nodes may notice at once: the explicit entry id lets exactly one append win.
+        """
+        info = await self.info(stream_id)
+        if info.finished or await self.redis.exists(self.lease_key(stream_id)):
+            return
+        terminal = Error(
+            code="producer_lost",
+            message=f"the node producing stream {stream_id!r} stopped (its lease lapsed); what it wrote is kept",
+            retryable=True,
+            source="transport",
+            stream_id=stream_id,
+            seq=info.next_seq,
+            ts=time.time(),
+        )
+        await self._write(self.key(stream_id), [(terminal.seq, encode(terminal))], terminal=True)
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -230,15 +282,23 @@ class RedisLog(EventLog):
         if not follow:
             return
         last_id = _entry_id(seq - 1) if seq > 0 else "0-0"
-        block_ms = round((idle_s if idle_s is not None else 30.0) * 1000)
+        # Wake at least once a lease period: a reader is also the one that notices a lost producer.
+        wait_s = min(idle_s if idle_s is not None else 30.0, self.lease_s / 2)
+        block_ms = max(1, round(wait_s * 1000))
+        quiet_s = 0.0
         while True:  # then tail: XREAD BLOCK after the last id seen
             reply = await r.xread({key: last_id}, count=self.read_batch, block=block_ms)
             if not reply:
-                if idle_s is not None:
+                quiet_s += wait_s
+                if idle_s is not None and quiet_s >= idle_s:
+                    quiet_s = 0.0
                     yield ()
                 if not await r.exists(key):
                     raise StreamNotFound(f"no stream {stream_id!r} in this log (unknown, or expired)")
+                if not await r.exists(self.lease_key(stream_id)):
+                    await self._producer_lost(stream_id)
                 continue
+            quiet_s = 0.0
             entries = reply[0][1]
             batch = [decode(fields[_FIELD]) for _, fields in entries]
             if batch[0].seq != seq:
@@ -256,7 +316,45 @@ class RedisLog(EventLog):
                         f"resume from seq {seq}"
                     )
 
+    # -- control: cancels routed to the producing node ------------------------------------------------
+
+    @property
+    def control_channel(self) -> str:
+        return f"{self.prefix}:control"
+
+    async def forward_cancel(self, stream_id: str, reason: str) -> bool:
+        message = msgspec.json.encode({"op": "cancel", "stream_id": stream_id, "reason": reason})
+        receivers: int = await self.redis.publish(self.control_channel, message)
+        return receivers > 0
+
+    def listen_cancels(self, handler: Callable[[str, str], None]) -> None:
+        """Start (once) the task that hears forwarded cancels; owned by this log, ended by aclose()."""
+        if self._listener is None:
+            self._listener = asyncio.get_running_loop().create_task(self._listen(handler), name="tokenwire-control")
+
+    async def _listen(self, handler: Callable[[str, str], None]) -> None:
+        while True:
+            try:
+                async with self.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self.control_channel)
+                    async for message in pubsub.listen():
+                        if message.get("type") != "message":
+                            continue
+                        try:
+                            body = msgspec.json.decode(message["data"])
+                            handler(str(body["stream_id"]), str(body.get("reason") or "cancelled on another node"))
+                        except (msgspec.DecodeError, KeyError, TypeError):
+                            logger.warning("event log: ignored a malformed control message")
+            except (RedisError, OSError) as exc:
+                logger.warning("event log: control channel lost (%s); reconnecting", exc)
+                await asyncio.sleep(0.5)
+
     async def aclose(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None

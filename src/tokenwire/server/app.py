@@ -199,7 +199,22 @@ class _Server:
             model=body.model,
         )
 
+    def _remote_cancel(self, stream_id: str, reason: str) -> None:
+        """A cancel another node forwarded: end the run if this node produces it."""
+        run = self.runs.get(stream_id)
+        if run is not None:
+            run.handle.cancel(reason)
+
+    async def cancel_run(self, stream_id: str, reason: str) -> bool:
+        """Cancel a run here or on whichever node produces it; False when nobody has it."""
+        run = self.runs.get(stream_id)
+        if run is not None:
+            run.handle.cancel(reason)
+            return True
+        return await self.log.forward_cancel(stream_id, reason)
+
     def start(self, body: RunBody, owner: str = "") -> Run:
+        self.log.listen_cancels(self._remote_cancel)  # this node produces runs: hear cancels for them
         request = self.build_request(body)
         provider = self.provider(body.provider)
         tools = [t for t in self.tools if t.name in body.tools] or None
@@ -254,6 +269,7 @@ class _Server:
             return _error(503, "shutting_down", str(exc))
         except OverCapacity as exc:
             return self._over_capacity(exc)
+        await run.handle.ready()  # readable on every node before anyone hears of it
         token, read_token = self.issue(run.stream_id)
         events_url = str(request.url_for("events", stream_id=run.stream_id))
         return JSONResponse(
@@ -375,11 +391,11 @@ class _Server:
         guarded = await self._guard(request, "cancel")
         if isinstance(guarded, Response):
             return guarded
-        stream_id, _ = guarded
-        run = self.runs.get(stream_id)
-        if run is None:
-            return self._not_found(stream_id)
-        run.handle.cancel("cancelled through the API")
+        stream_id, info = guarded
+        if info.finished:
+            return JSONResponse({"stream_id": stream_id, "status": "finished"}, status_code=202)
+        if not await self.cancel_run(stream_id, "cancelled through the API"):
+            return self._not_found(stream_id)  # in the log, but no node produces it any more
         return JSONResponse({"stream_id": stream_id, "status": "cancelling"}, status_code=202)
 
     async def ui(self, request: HTTPRequest) -> Response:

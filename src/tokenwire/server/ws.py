@@ -180,6 +180,7 @@ class _Connection:
             raise _BadMessage("shutting_down", str(exc)) from None
         except OverCapacity as exc:
             raise _BadMessage("over_capacity", f"{exc} (retry after {exc.retry_after_s:g} s)") from None
+        await run.handle.ready()  # readable on every node before anyone hears of it
         token, read_token = self.server.issue(run.stream_id)
         await self.reply(
             {"op": "run", "id": request_id, "stream_id": run.stream_id, "token": token, "read_token": read_token}
@@ -251,9 +252,10 @@ class _Connection:
             sub.credit.set()
 
     async def op_cancel(self, msg: dict[str, Any]) -> None:
-        run = self._local_run(await self._authorized(msg, "cancel"))
-        run.handle.cancel("cancelled over the WebSocket")
-        await self.reply({"op": "cancel", "stream_id": run.stream_id, "status": "cancelling"})
+        stream_id = await self._authorized(msg, "cancel")
+        if not await self.server.cancel_run(stream_id, "cancelled over the WebSocket"):
+            raise _BadMessage("not_found", f"no node produces stream {stream_id!r}")
+        await self.reply({"op": "cancel", "stream_id": stream_id, "status": "cancelling"})
 
     async def op_tool_result(self, msg: dict[str, Any]) -> None:
         run = self._local_run(await self._authorized(msg, "cancel"))
