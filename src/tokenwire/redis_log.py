@@ -8,8 +8,9 @@ terminal event is written.
 Writes go in two lanes through one ordered buffer: a structural event (start, tool calls and
 results, steps, usage, the terminal) flushes the buffer at once; text, reasoning and argument
 deltas wait at most ``batch_window_s`` (16 ms, one frame) or ``max_batch`` events, and a batch is
-one pipelined round trip. :meth:`RedisWriter.flush` (which the engine awaits after the terminal)
-returns once everything is in Redis.
+one command (a server-side script of ``XADD``s) in one round trip. :meth:`RedisWriter.flush`
+(which the engine awaits after ``start`` and after the terminal) returns once everything is in
+Redis.
 
 Readers anywhere read with :meth:`RedisLog.batches`: ``XRANGE`` from any seq (resume, late
 join), then ``XREAD BLOCK`` to tail. In the producer's process the stream's observers and
@@ -31,7 +32,7 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from tokenwire.errors import ObserverOverflow, SeqEvicted, StreamNotFound
 from tokenwire.events import TERMINAL_TYPES, Error, Event, ReasoningDelta, TextDelta, ToolCallDelta, decode, encode
@@ -43,6 +44,20 @@ logger = logging.getLogger("tokenwire")
 
 _DELTAS = (TextDelta, ReasoningDelta, ToolCallDelta)
 _FIELD = b"e"
+
+
+_APPEND = """
+local key, maxlen, ttl = KEYS[1], ARGV[1], tonumber(ARGV[2])
+for i = 3, #ARGV, 2 do
+  local ok = redis.pcall('XADD', key, 'MAXLEN', '~', maxlen, ARGV[i], 'e', ARGV[i + 1])
+  if type(ok) == 'table' and ok.err and not string.find(ok.err, 'equal or smaller', 1, true) then
+    return redis.error_reply(ok.err)
+  end
+end
+if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+return 1
+"""
+"""Appends a batch in one command: explicit ids; an id that is already there (a retry) is skipped."""
 
 
 def _entry_id(seq: int) -> str:
@@ -62,7 +77,8 @@ class RedisWriter(_StreamRing):
         self._log = log
         self._key = log.key(stream_id)
         self._pending: list[tuple[int, bytes]] = []
-        self._wake_flusher = asyncio.Event()
+        self._has_data = asyncio.Event()  # something to write
+        self._wake_flusher = asyncio.Event()  # write it now (structural, a full batch, the end)
         self._flushed = asyncio.Event()
         self._flushed.set()
         self._closing = False
@@ -74,12 +90,14 @@ class RedisWriter(_StreamRing):
         r = super().append(event)  # local readers first: they never wait for Redis
         self._pending.append((event.seq, encode(event)))
         self._flushed.clear()
+        self._has_data.set()  # a first delta starts the batch window
         if event.__class__ not in _DELTAS or len(self._pending) >= self._log.max_batch:
             self._wake_flusher.set()  # structural, or a full batch: write now
         return r
 
     def _on_terminal(self, ring: _StreamRing) -> None:
         self._closing = True
+        self._has_data.set()
         self._wake_flusher.set()
 
     async def _run(self) -> None:
@@ -101,9 +119,9 @@ class RedisWriter(_StreamRing):
                 if not self._pending:
                     if self._closing:
                         return
-                    self._wake_flusher.clear()
+                    self._has_data.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake_flusher.wait(), heartbeat)
+                        await asyncio.wait_for(self._has_data.wait(), heartbeat)
                     continue
                 await self._write_pending(window)
         finally:
@@ -117,17 +135,21 @@ class RedisWriter(_StreamRing):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_flusher.wait(), window)
         self._wake_flusher.clear()
-        batch, self._pending = self._pending, []
+        size = self._log.max_batch
+        batch, self._pending = self._pending[:size], self._pending[size:]  # a bounded round trip
         try:
             await self._log._write(self._key, batch, terminal=self._closing and not self._pending)
         except (RedisError, OSError) as exc:
             self._failure = exc
             logger.error("event log: writing %d events of %s to Redis failed: %s", len(batch), self._key, exc)
-        if not self._pending:
+        if self._pending:
+            self._wake_flusher.set()  # more than one batch was waiting: no window for the rest
+        else:
             self._flushed.set()
 
     async def flush(self) -> None:
         """Wait until every appended event is in Redis (or its write failed and was logged)."""
+        self._has_data.set()
         self._wake_flusher.set()
         await self._flushed.wait()
         if self._closing:
@@ -172,6 +194,7 @@ class RedisLog(EventLog):
         self.lease_s = lease_s
         self._redis: aioredis.Redis | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._script: Any = None
 
     def key(self, stream_id: str) -> str:
         return f"{self.prefix}:{stream_id}"
@@ -214,24 +237,25 @@ class RedisLog(EventLog):
         return RedisWriter(self, stream_id)
 
     async def _write(self, key: str, batch: list[tuple[int, bytes]], *, terminal: bool) -> None:
-        """One pipelined round trip; retried a few times; an entry that already landed is skipped."""
+        """One command for the whole batch (a server-side script of XADDs), retried a few times;
+        an entry that already landed (a retried append) is skipped, not duplicated."""
+        args: list[Any] = [self.max_events, max(1, round(self.ttl_s)) if terminal else 0]
+        for seq, data in batch:
+            args += (_entry_id(seq), data)
         for attempt in range(4):
-            pipe = self.redis.pipeline(transaction=False)
-            for seq, data in batch:
-                pipe.xadd(key, {_FIELD: data}, id=_entry_id(seq), maxlen=self.max_events, approximate=True)
-            if terminal:
-                pipe.expire(key, max(1, round(self.ttl_s)))
             try:
-                results = await pipe.execute(raise_on_error=False)
+                await self._append_script(keys=[key], args=args)
+                return
             except (RedisError, OSError):
                 if attempt == 3:
                     raise
                 await asyncio.sleep(0.05 * 2**attempt)
-                continue
-            for result in results:
-                if isinstance(result, ResponseError) and "equal or smaller" not in str(result):
-                    raise result  # anything but "already there" (a retried append)
-            return
+
+    @property
+    def _append_script(self) -> Any:
+        if self._script is None:
+            self._script = self.redis.register_script(_APPEND)
+        return self._script
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -261,15 +285,21 @@ class RedisLog(EventLog):
     async def _batches(
         self, stream_id: str, seq: int, follow: bool, idle_s: float | None, max_lag: int | None
     ) -> AsyncIterator[Sequence[Event]]:
-        info = await self.info(stream_id)
-        if seq < info.first_seq:
-            raise SeqEvicted(stream_id, seq, info.first_seq)
         key = self.key(stream_id)
         r: Any = self.redis  # redis-py's reply types are too loose to be useful here
-        while True:  # history first: XRANGE from seq
+        first = True
+        while True:  # history first: XRANGE from seq (no separate lookup: one round trip to resume)
             entries = await r.xrange(key, min=_entry_id(seq), count=self.read_batch)
             if not entries:
+                if first and not await r.exists(key):
+                    raise StreamNotFound(f"no stream {stream_id!r} in this log (unknown, or expired)")
+                if first and seq > 0 and not await r.xrange(key, min=_entry_id(seq - 1), count=1):
+                    # Nothing at or just before seq: either past the end of a live stream, or trimmed.
+                    head = await self.info(stream_id)
+                    if seq < head.first_seq:
+                        raise SeqEvicted(stream_id, seq, head.first_seq)
                 break
+            first = False
             batch = [decode(fields[_FIELD]) for _, fields in entries]
             if _seq(entries[0][0]) != seq:
                 raise SeqEvicted(stream_id, seq, _seq(entries[0][0]))  # trimmed while we read
