@@ -194,12 +194,13 @@ async def test_a_run_created_on_one_node_is_read_and_resumed_on_another(redis_ur
 class Node:
     """A real ``tokenwire serve`` process on a free port, on the shared Redis log."""
 
-    def __init__(self, redis_url: str, prefix: str, secret: str):
+    def __init__(self, redis_url: str, prefix: str, secret: str, workers: int = 1):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "TOKENWIRE_SECRET": secret}
         cmd = [sys.executable, "-m", "tokenwire", "serve", "--port", str(self.port), "--provider", "scripted"]
         cmd += ["--log", redis_url, "--api-key", NODE_KEY, "--log-level", "warning", "--shutdown-grace", "0.2"]
+        cmd += ["--workers", str(workers)]
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while True:
@@ -275,3 +276,24 @@ def test_a_killed_producer_is_noticed_and_the_stream_ends_with_producer_lost(clu
     assert terminal.retryable  # type: ignore[union-attr]
     assert [e.seq for e in seen] == list(range(len(seen)))  # everything persisted, then the terminal, once
     assert noticed_after < 10  # the default lease is 2 s; readers look every second
+
+
+def test_workers_share_one_port_and_every_run(redis_url: str) -> None:
+    node = Node(redis_url, "w", os.urandom(32).hex(), workers=2)
+    try:
+        children = Path(f"/proc/{node.proc.pid}/task/{node.proc.pid}/children").read_text().split()
+        assert len(children) == 2, children  # two worker processes behind the one port
+        runs = []
+        for i in range(12):  # a new connection each time: each lands on either worker
+            with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0)) as http:
+                auth = {"Authorization": f"Bearer {NODE_KEY}"}
+                r = http.post(f"{node.url}/v1/runs", json={"prompt": f"run {i}"}, headers=auth)
+                assert r.status_code == 201
+                runs.append(r.json())
+        for info in runs:  # read through a new connection too: often not the worker that produces it
+            with SyncClient(node.url) as client:
+                events = list(client.subscribe(info["stream_id"], info["read_token"]))
+            assert events[-1].type == "done" and [e.seq for e in events] == list(range(len(events)))
+    finally:
+        node.stop()
+    assert node.proc.returncode == 0  # SIGTERM reached the workers and they drained

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import json
+import multiprocessing
 import operator
 import os
+import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -46,7 +50,7 @@ from tokenwire.provider import Provider
 from tokenwire.providers.llama import LlamaCpp
 from tokenwire.providers.scripted import Scripted
 from tokenwire.request import Message, Request, ToolSpec
-from tokenwire.security import RedactingFilter, Redactor
+from tokenwire.security import RedactingFilter, Redactor, new_secret
 from tokenwire.testing.transcript import Transcript
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Stream LLM output as typed events.")
@@ -288,6 +292,7 @@ def serve(
     log_level: Annotated[
         str, typer.Option(help="critical, error, warning, info, debug or trace (credentials always redacted).")
     ] = "info",
+    workers: Annotated[int, typer.Option(help="Processes serving the port (above 1 needs --log redis://).")] = 1,
 ) -> None:
     """Serve runs over HTTP, SSE and WebSocket, with the web UI at /.
 
@@ -298,10 +303,6 @@ def serve(
     """
     import secrets
 
-    import uvicorn
-
-    from tokenwire.server import ServerConfig, create_app
-
     keys: list[str] | None = None
     if not no_auth:
         keys = list(api_key or []) or [k for k in os.environ.get("TOKENWIRE_API_KEYS", "").split(",") if k]
@@ -310,15 +311,68 @@ def serve(
             # Written to a file only its owner can read, never to the server's output.
             path = _write_private(Path.home() / ".cache" / "tokenwire" / "api-key", keys[0])
             typer.echo(f"API key for this server generated and written to {path}", err=True)
-    secret = bytes.fromhex(os.environ["TOKENWIRE_SECRET"]) if os.environ.get("TOKENWIRE_SECRET") else None
+    # One secret for every worker: a token issued by one verifies on all.
+    secret = bytes.fromhex(os.environ["TOKENWIRE_SECRET"]) if os.environ.get("TOKENWIRE_SECRET") else new_secret()
+    shared = log.startswith(("redis://", "rediss://", "unix://"))
+    if not shared and log != "memory":
+        raise typer.BadParameter(f"--log must be 'memory' or a redis:// URL, got {log!r}")
+    if workers < 1 or (workers > 1 and not shared):
+        raise typer.BadParameter("--workers N > 1 needs --log redis://…: every worker must read every run")
+    if workers == 1:
+        _serve_one(None, host, port, provider, model, keys, secret, log, shutdown_grace, log_level)
+        return
+    # N processes accept on one listening socket (as uvicorn's own --workers does), each with its
+    # own event loop, providers and Redis connections; runs are shared through the log.
+    sock = socket.create_server((host, port), backlog=2048, reuse_port=False)
+    sock.set_inheritable(True)
+    ctx = multiprocessing.get_context("fork")
+    procs = [
+        ctx.Process(
+            target=_serve_one,
+            args=(sock, host, port, provider, model, keys, secret, log, shutdown_grace, log_level),
+            name=f"tokenwire-worker-{i}",
+        )
+        for i in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+
+    def forward(sig: int, frame: Any) -> None:
+        for proc in procs:
+            if proc.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, sig)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for proc in procs:
+        proc.join()
+    sock.close()
+
+
+def _serve_one(
+    sock: socket.socket | None,
+    host: str,
+    port: int,
+    provider: str,
+    model: str | None,
+    keys: list[str] | None,
+    secret: bytes,
+    log: str,
+    shutdown_grace: float,
+    log_level: str,
+) -> None:
+    """One server process: build the app here (after a fork: its own loop and connections) and run it."""
+    import uvicorn
+
+    from tokenwire.server import ServerConfig, create_app
+
     providers = {name: (lambda f=f: f(model)) for name, f in PROVIDERS.items()}
     event_log = None
-    if log.startswith(("redis://", "rediss://", "unix://")):
+    if log != "memory":
         from tokenwire.redis_log import RedisLog
 
         event_log = RedisLog(log)
-    elif log != "memory":
-        raise typer.BadParameter(f"--log must be 'memory' or a redis:// URL, got {log!r}")
     application = create_app(
         log=event_log,
         providers=providers,
@@ -355,7 +409,7 @@ def serve(
         log_config=_redacted_log_config(keys or []),
         timeout_graceful_shutdown=5,
     )
-    GracefulServer(config).run()
+    GracefulServer(config).run(sockets=[sock] if sock is not None else None)
 
 
 def _redacted_log_config(api_keys: list[str]) -> dict[str, Any]:
