@@ -297,3 +297,83 @@ def test_workers_share_one_port_and_every_run(redis_url: str) -> None:
     finally:
         node.stop()
     assert node.proc.returncode == 0  # SIGTERM reached the workers and they drained
+
+
+# -- Redis going away --------------------------------------------------------------------------------
+
+
+class OwnRedis:
+    """A redis-server of this test only, that the test can kill and start again on the same port."""
+
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        cmd = [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        cmd += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ping = [shutil.which("redis-cli") or "redis-cli", "-p", str(self.port), "ping"]
+        deadline = time.monotonic() + 10
+        while subprocess.run(ping, capture_output=True).stdout.strip() != b"PONG":
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+
+async def test_a_short_redis_outage_is_buffered_and_nothing_is_lost_or_duplicated(tmp_path: Path) -> None:
+    redis = OwnRedis(tmp_path)
+    log = RedisLog(redis.url, prefix="outage")
+    try:
+        local = Transcript()
+        words = Scripted([f"w{i} " for i in range(150)], interval_s=0.01)
+        handle = tokenwire.generate(words, "hi", log=log, observers=[local])
+        await asyncio.sleep(0.3)
+        redis.kill()  # Redis restarts empty (no persistence here): what was written before is gone
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(redis.start)
+        terminal = await asyncio.wait_for(handle.wait(), 20)
+        assert terminal.type == "done" and terminal.finish_reason == "stop"
+        stored = [tokenwire.decode(fields[b"e"]) async for fields in _entries(log, handle.stream_id)]
+        assert stored[-1] == local.events[-1]  # the buffered tail reached Redis after the restart
+        seqs = [e.seq for e in stored]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # contiguous, no duplicate
+        assert stored == local.events[seqs[0] :]
+        with pytest.raises(tokenwire.SeqEvicted):  # the lost head is a clear error, never a silent gap
+            [e async for e in log.read(handle.stream_id, 0, follow=False)]
+    finally:
+        await log.aclose()
+        redis.kill()
+
+
+async def _entries(log: RedisLog, sid: str) -> AsyncIterator[dict[bytes, bytes]]:
+    for _, fields in await log.redis.xrange(log.key(sid)):
+        yield fields
+
+
+async def test_a_log_that_stays_unwritable_ends_the_stream_with_a_clear_error(tmp_path: Path) -> None:
+    redis = OwnRedis(tmp_path)
+    log = RedisLog(redis.url, prefix="down", unwritable_s=0.5)
+    try:
+        local = Transcript()
+        words = Scripted([f"w{i} " for i in range(500)], interval_s=0.01)
+        handle = tokenwire.generate(words, "hi", log=log, observers=[local])
+        await asyncio.sleep(0.2)
+        redis.kill()
+        terminal = await asyncio.wait_for(handle.wait(), 20)
+        assert terminal.type == "error" and terminal.code == "log_unavailable"  # type: ignore[union-attr]
+        assert terminal.source == "transport" and terminal.retryable  # type: ignore[union-attr]
+        assert local.events[-1] == terminal and "unwritable" in terminal.message  # type: ignore[union-attr]
+    finally:
+        await log.aclose()

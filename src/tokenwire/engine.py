@@ -37,6 +37,7 @@ import msgspec
 
 from tokenwire._exit import at_exit
 from tokenwire.delivery import EventIterator
+from tokenwire.errors import LogUnavailable
 from tokenwire.events import TERMINAL_TYPES, Done, Error, ErrorSource, Event
 from tokenwire.lifecycle import Lifecycle
 from tokenwire.limits import Limits
@@ -271,7 +272,10 @@ class StreamHandle:
             core.cancel("the stream's task was cancelled")  # no-op when a cancel or limit caused it
         except _EngineFault as fault:  # the log, or the engine itself: never the provider's fault
             cause = fault.__cause__
-            core.fail("internal_error", f"{type(cause).__name__}: {cause}", source="internal")
+            if isinstance(cause, LogUnavailable):
+                core.fail("log_unavailable", str(cause), source="transport", retryable=True)
+            else:
+                core.fail("internal_error", f"{type(cause).__name__}: {cause}", source="internal")
         except Exception as exc:
             core.provider_failed(exc)
         return await self._finish(agen)

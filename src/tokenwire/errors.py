@@ -21,6 +21,7 @@ __all__ = [
     "SeqEvicted",
     "ShuttingDown",
     "OverCapacity",
+    "LogUnavailable",
     "StreamClosed",
     "StreamFailed",
     "StreamNotFound",
@@ -175,3 +176,8 @@ class OverCapacity(TokenwireError):
     def __init__(self, message: str, retry_after_s: float = 1.0):
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class LogUnavailable(TokenwireError):
+    """A shared event log stayed unwritable past its bound (time or buffered events); the stream
+    ends with ``error(source=transport, code=log_unavailable, retryable=True)``."""

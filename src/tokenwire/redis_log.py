@@ -34,7 +34,7 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from tokenwire.errors import ObserverOverflow, SeqEvicted, StreamNotFound
+from tokenwire.errors import LogUnavailable, ObserverOverflow, SeqEvicted, StreamNotFound
 from tokenwire.events import TERMINAL_TYPES, Error, Event, ReasoningDelta, TextDelta, ToolCallDelta, decode, encode
 from tokenwire.log import EventLog, StreamInfo, StreamWriter, _StreamRing
 
@@ -82,12 +82,18 @@ class RedisWriter(_StreamRing):
         self._flushed = asyncio.Event()
         self._flushed.set()
         self._closing = False
-        self._failure: BaseException | None = None
+        self._failure: LogUnavailable | None = None
+        self._down_since: float | None = None
+        self._retries = 0
         self._lease_key = log.lease_key(stream_id)
         self._flusher = asyncio.get_running_loop().create_task(self._run(), name=f"tokenwire-redis-{stream_id}")
 
     def append(self, event: Event) -> Any:
         r = super().append(event)  # local readers first: they never wait for Redis
+        if self._failure is not None:
+            if event.__class__ in TERMINAL_TYPES:
+                return r  # the local readers get the end; Redis is gone (remote readers: producer_lost)
+            raise LogUnavailable(str(self._failure))
         self._pending.append((event.seq, encode(event)))
         self._flushed.clear()
         self._has_data.set()  # a first delta starts the batch window
@@ -136,16 +142,40 @@ class RedisWriter(_StreamRing):
                 await asyncio.wait_for(self._wake_flusher.wait(), window)
         self._wake_flusher.clear()
         size = self._log.max_batch
-        batch, self._pending = self._pending[:size], self._pending[size:]  # a bounded round trip
+        batch = self._pending[:size]  # a bounded round trip
         try:
-            await self._log._write(self._key, batch, terminal=self._closing and not self._pending)
+            await self._log._write(self._key, batch, terminal=self._closing and len(self._pending) <= size)
         except (RedisError, OSError) as exc:
-            self._failure = exc
-            logger.error("event log: writing %d events of %s to Redis failed: %s", len(batch), self._key, exc)
+            await self._unwritable(exc)
+            return
+        self._down_since = None
+        del self._pending[: len(batch)]
         if self._pending:
             self._wake_flusher.set()  # more than one batch was waiting: no window for the rest
         else:
             self._flushed.set()
+
+    async def _unwritable(self, exc: BaseException) -> None:
+        """Redis is unreachable: keep the batch (bounded) and retry with backoff; past the bound,
+        give up: the stream ends with error(log_unavailable) at its next event."""
+        loop = asyncio.get_running_loop()
+        if self._down_since is None:
+            self._down_since = loop.time()
+            logger.warning("event log: Redis unreachable for %s (%s); buffering and retrying", self._key, exc)
+        down_s = loop.time() - self._down_since
+        if down_s > self._log.unwritable_s or len(self._pending) > self._log.max_buffered:
+            self._failure = LogUnavailable(
+                f"the event log (Redis) was unwritable for {down_s:.1f} s with {len(self._pending)} events "
+                f"buffered (bounds: unwritable_s={self._log.unwritable_s}, max_buffered={self._log.max_buffered})"
+            )
+            logger.error("event log: giving up on %s: %s", self._key, self._failure)
+            self._pending.clear()
+            self._closing = True
+            self._flushed.set()
+            return
+        self._retries += 1
+        await asyncio.sleep(min(1.0, 0.05 * 2 ** min(self._retries, 5)))
+        self._wake_flusher.set()
 
     async def flush(self) -> None:
         """Wait until every appended event is in Redis (or its write failed and was logged)."""
@@ -162,7 +192,10 @@ class RedisLog(EventLog):
     ``url``: ``redis://host:port/db``. ``max_events`` bounds each stream (approximately, as
     ``MAXLEN ~``); ``ttl_s`` is how long a finished stream stays readable; ``batch_window_s`` and
     ``max_batch`` bound how long and how many deltas wait for one write; ``local_events`` bounds
-    the producer's in-process ring (its observers' and iterators' window).
+    the producer's in-process ring (its observers' and iterators' window). ``lease_s`` is the
+    producer lease (a lost producer is noticed within about 1.5x that). While Redis is
+    unreachable a writer buffers and retries, for at most ``unwritable_s`` and ``max_buffered``
+    events; past either the stream ends with ``error(transport, log_unavailable)``.
 
     Memory in Redis per retained one-token delta: about 100-150 bytes (the event's JSON plus the
     stream entry's overhead).
@@ -180,6 +213,8 @@ class RedisLog(EventLog):
         local_events: int = 4096,
         read_batch: int = 1024,
         lease_s: float = 2.0,
+        unwritable_s: float = 10.0,
+        max_buffered: int = 65_536,
     ):
         if max_events < 1 or ttl_s <= 0 or batch_window_s < 0 or max_batch < 1 or local_events < 1:
             raise ValueError("max_events, ttl_s, max_batch and local_events must be positive")
@@ -192,6 +227,8 @@ class RedisLog(EventLog):
         self.local_events = local_events
         self.read_batch = read_batch
         self.lease_s = lease_s
+        self.unwritable_s = unwritable_s
+        self.max_buffered = max_buffered
         self._redis: aioredis.Redis | None = None
         self._listener: asyncio.Task[None] | None = None
         self._script: Any = None
@@ -237,19 +274,12 @@ class RedisLog(EventLog):
         return RedisWriter(self, stream_id)
 
     async def _write(self, key: str, batch: list[tuple[int, bytes]], *, terminal: bool) -> None:
-        """One command for the whole batch (a server-side script of XADDs), retried a few times;
-        an entry that already landed (a retried append) is skipped, not duplicated."""
+        """One command for the whole batch (a server-side script of XADDs); an entry that already
+        landed (a retried append) is skipped, not duplicated. The writer retries failures."""
         args: list[Any] = [self.max_events, max(1, round(self.ttl_s)) if terminal else 0]
         for seq, data in batch:
             args += (_entry_id(seq), data)
-        for attempt in range(4):
-            try:
-                await self._append_script(keys=[key], args=args)
-                return
-            except (RedisError, OSError):
-                if attempt == 3:
-                    raise
-                await asyncio.sleep(0.05 * 2**attempt)
+        await self._append_script(keys=[key], args=args)
 
     @property
     def _append_script(self) -> Any:
