@@ -281,8 +281,9 @@ def coalesced(events: Sequence[Event]) -> tuple[list[Event], int]:
 class Cursor:
     """An in-process reader of one stream's log at its own position, with an overflow policy.
 
-    Iterate it (``async for``) or take :meth:`next_batch`; :meth:`close` detaches it at once (a
-    producer waiting for it is released). Made by :meth:`StreamWriter.cursor`.
+    Read it with :meth:`next_batch` (:class:`~tokenwire.EventIterator` wraps one as an async
+    iterator); :meth:`close` detaches it at once (a producer waiting for it is released). Made by
+    :meth:`StreamWriter.cursor`.
     """
 
     __slots__ = ("_ring", "_space", "closed", "dropped", "maxsize", "overflow", "overflowed", "seq")
@@ -364,17 +365,6 @@ class Cursor:
             self.dropped += merged
             return merged_batch
         return batch
-
-    def __aiter__(self) -> AsyncIterator[Event]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[Event]:
-        while True:
-            batch = await self.next_batch()
-            if not batch:
-                return
-            for event in batch:
-                yield event
 
 
 # -- the memory backend ------------------------------------------------------------------------------
