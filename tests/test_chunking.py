@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 
 import pytest
 import regex
@@ -185,3 +186,71 @@ def test_coalesced_transcript_keeps_the_same_text(transcript: Transcript) -> Non
 
 def test_async_loop_not_required_for_the_core() -> None:
     assert asyncio.iscoroutinefunction(Coalescer.feed) is False
+
+
+# -- incremental state, split clusters, linear time --------------------------------------------------
+
+code_text = st.lists(
+    st.sampled_from(["word ", "two words. ", "```py\n", "```\n", "  ```\n", "x = 1\n", "~~~\n", "\n", "a.b ", "é "]),
+    max_size=30,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=code_text, cuts=st.lists(st.integers(0, 300), max_size=15), unit=st.sampled_from(UNITS))
+def test_without_a_time_bound_the_chunks_do_not_depend_on_how_the_text_was_split(
+    text: str, cuts: list[int], unit: str
+) -> None:
+    """The state kept along the text (breaks examined once, the fence state) is the state a
+    single feed of the whole text computes: the oracle is the same unit fed everything at once."""
+    points = sorted({0, len(text), *(c for c in cuts if c <= len(text))})
+    pieces = [text[a:b] for a, b in itertools.pairwise(points)]
+    whole = run(coalescer(unit, max_delay_s=None), [text])  # type: ignore[arg-type]
+    assert run(coalescer(unit, max_delay_s=None), pieces) == whole  # type: ignore[arg-type]
+
+
+def test_code_block_lines_stay_whole_however_the_fence_arrives() -> None:
+    deltas = ["Intro te", "xt.\n`", "``py", "thon\nx = ", "1\ny = 2\n``", "`\nafter words"]
+    out = run(code_blocks(max_delay_s=None), deltas)
+    assert out == ["Intro", " text.\n", "```python\n", "x = 1\n", "y = 2\n", "```\n", "after", " words"]
+
+
+def test_the_rest_of_a_cluster_a_timed_flush_split_is_never_a_chunk_of_its_own() -> None:
+    c = words(max_delay_s=0.01)
+    assert c.feed("hi 👨", now=0.0) == ["hi"]
+    assert c.poll(now=1.0) == [" 👨"]  # the time bound: the cluster looked complete
+    out = c.feed("\u200d ok", now=1.0) + c.flush()  # the ZWJ came after the flush, then a space
+    assert "".join(out) == "\u200d ok"
+    assert "\u200d" not in out, out  # a lone ZWJ chunk would render as garbage
+
+
+def test_a_prepended_mark_does_not_defeat_the_flag_hold() -> None:
+    c = words(max_delay_s=0.01)
+    c.feed("\u0600\U0001f1fa", now=0.0)  # a prepended mark, then the first half of a flag
+    assert c.poll(now=1.0) == []  # half a flag waits for its other half
+    assert "".join(c.feed("\U0001f1f8 ok", now=1.0) + c.flush()) == "\u0600\U0001f1fa\U0001f1f8 ok"
+
+
+def _coalesce_cost(unit: str, size: int) -> float:
+    """CPU seconds to coalesce ``size`` characters fed 4 at a time with no time bound (best of 3)."""
+    text = ("lorem ipsum dolor sit amet " * (size // 27 + 1))[:size]
+    if unit == "sentences":
+        text = text.replace(".", "")  # one long sentence: nothing is emitted until the end
+    pieces = [text[i : i + 4] for i in range(0, len(text), 4)]
+    best = float("inf")
+    for _ in range(3):
+        c = coalescer(unit, max_delay_s=None)  # type: ignore[arg-type]
+        t0 = time.process_time()
+        for p in pieces:
+            c.feed(p, 0.0)
+        c.flush()
+        best = min(best, time.process_time() - t0)
+    return best
+
+
+@pytest.mark.parametrize("unit", ["sentences", "code_blocks", "words"])
+def test_coalescing_work_grows_linearly_with_the_input(unit: str) -> None:
+    """8x the input costs about 8x the work (re-segmenting the pending text per feed cost 64x+).
+    A ratio of CPU times at sizes where one run takes milliseconds, not a wall-clock bound."""
+    small, large = _coalesce_cost(unit, 20_000), _coalesce_cost(unit, 160_000)
+    assert large / small < 24, f"{unit}: 8x input cost {large / small:.1f}x"

@@ -16,9 +16,13 @@ Every coalescer bounds latency: text that has waited ``max_delay_s`` (default on
 goes out on the next :meth:`Coalescer.poll`, except a trailing whitespace or punctuation run and an
 unfinished grapheme cluster, which wait for the next text so no chunk ends in a space or splits
 ``"..."``. ``max_delay_s=None`` disables the bound (sentences for TTS). ``min_chars`` merges short
-units. No chunk boundary ever falls inside a grapheme cluster (combining marks, emoji ZWJ
-sequences, flags, Hangul syllables), and :meth:`Coalescer.flush` returns the rest at the end: the
-concatenated chunks always equal the concatenated input.
+units. Without a time bound no chunk boundary ever falls inside a grapheme cluster (combining
+marks, emoji ZWJ sequences, flags, Hangul syllables). With one, a timed flush can split a
+cluster whose next part had not arrived yet when it looked complete (``👨`` flushed, then
+``\u200d👩``): what the flush left is then kept with the text after it, never a chunk of its own.
+:meth:`Coalescer.flush` returns the rest at the end: the concatenated chunks always equal the
+concatenated input. Work is linear in the input however it is split (each break between two
+clusters is examined once; a unit looks at most ``LOOKBACK`` characters back).
 
 >>> c = words(max_delay_s=None)
 >>> c.feed("Hel", now=0.0), c.feed("lo wor", now=0.01), c.feed("ld...", now=0.02), c.flush()
@@ -98,11 +102,17 @@ class Coalescer:
         self.min_chars = min_chars
         self._buf = ""
         self._arrivals: deque[tuple[int, float]] = deque()  # (offset in _buf where a feed began, time)
+        self._last: tuple[int, int] | None = None  # span of the last cluster examined (it may grow)
+        self._at = 0
 
     # -- the unit ------------------------------------------------------------------------------
 
     def boundary(self, prev: str, nxt: str, before: str) -> bool:
-        """May a chunk end between grapheme clusters ``prev`` and ``nxt``? ``before`` is the text so far."""
+        """May a chunk end between grapheme clusters ``prev`` and ``nxt``?
+
+        ``before`` is the text before the break: at most the last ``LOOKBACK`` characters, so that
+        deciding a break costs the same however long the pending text is.
+        """
         raise NotImplementedError
 
     # -- feeding -------------------------------------------------------------------------------
@@ -145,21 +155,31 @@ class Coalescer:
     # -- internals -----------------------------------------------------------------------------
 
     def _emit_units(self) -> list[str]:
+        # Linear in the input: each break between two clusters is examined once. Only the last
+        # cluster seen is segmented again (new text may extend it); a break, once the character
+        # after it is known, is final (UAX #29 decides breaks from the text before them).
         buf = self._buf
-        clusters = [m.span() for m in _CLUSTER.finditer(buf)]
         out: list[str] = []
         start = 0
-        # A break between two clusters, once the first character after it is known, is final
-        # (UAX #29 decides breaks from the text before them), so clusters i-1 and i are stable.
-        for i in range(1, len(clusters)):
-            pos = clusters[i][0]
-            if pos - start < self.min_chars:
-                continue
-            prev = buf[clusters[i - 1][0] : pos]
-            nxt = buf[pos : clusters[i][1]]
-            if self.boundary(prev, nxt, buf[:pos]):
-                out.append(buf[start:pos])
-                start = pos
+        last = self._last
+        it = _CLUSTER.finditer(buf, last[0] if last is not None else 0)
+        first = next(it, None)
+        if first is None:
+            return out
+        prev = first.span()
+        for m in it:
+            pos = m.start()
+            if pos - start >= self.min_chars:
+                prev_text = buf[prev[0] : prev[1]]
+                # A cluster of only extending characters is what a timed flush left of a cluster
+                # it split: it belongs to what follows, never a chunk of its own.
+                if not _only_extenders(prev_text) or prev[0] != start:
+                    self._at = pos  # where the break is, for units that keep state along the text
+                    if self.boundary(prev_text, m.group(), buf[max(0, pos - LOOKBACK) : pos]):
+                        out.append(buf[start:pos])
+                        start = pos
+            prev = m.span()
+        self._last = prev
         if start:
             self._consume(start)
         return out
@@ -171,6 +191,8 @@ class Coalescer:
 
     def _consume(self, n: int) -> None:
         self._buf = self._buf[n:]
+        last = self._last
+        self._last = None if last is None or last[0] < n else (last[0] - n, last[1] - n)
         arrivals = self._arrivals
         # Keep the arrival time of the feed that holds the first remaining character.
         while len(arrivals) > 1 and arrivals[1][0] <= n:
@@ -195,7 +217,22 @@ class Coalescer:
 
 
 def _lone_regional_indicator(cluster: str) -> bool:
-    return len(cluster) == 1 and 0x1F1E6 <= ord(cluster) <= 0x1F1FF
+    """A cluster with an odd number of regional indicators ends with half a flag (a prepended
+    mark may stand before it: ``\u0600🇺``)."""
+    return sum(1 for ch in cluster if 0x1F1E6 <= ord(ch) <= 0x1F1FF) % 2 == 1
+
+
+def _only_extenders(cluster: str) -> bool:
+    """Only combining marks, ZWJ or variation selectors: the tail of a cluster split by a timed flush."""
+    return all(_extends(ch) for ch in cluster)
+
+
+def _extends(ch: str) -> bool:
+    return ch == "\u200d" or 0xFE00 <= ord(ch) <= 0xFE0F or unicodedata.category(ch) in ("Mn", "Me", "Mc")
+
+
+LOOKBACK = 64
+"""How many characters before a break a unit's rule may look at (words, sentence ends, fences)."""
 
 
 class _Words(Coalescer):
@@ -244,27 +281,35 @@ class _Lines(Coalescer):
 
 
 class _CodeBlocks(_Words):
-    """Words outside fenced code, whole lines inside (the fence lines included)."""
+    """Words outside fenced code, whole lines inside (the fence lines included).
+
+    The fence state is kept along the text (each character looked at once), not recomputed from
+    the start of the pending text at every break.
+    """
 
     def __init__(self, *, max_delay_s: float | None = 0.016, min_chars: int = 1):
         super().__init__(max_delay_s=max_delay_s, min_chars=min_chars)
-        self._emitted_in_code = False  # fence state at the start of the pending buffer
+        self._in_code = False  # fence state after the complete lines before _line_start
+        self._line_start = 0  # offset in the pending text of the line being read
+        self._scanned = 0  # offset up to which newlines were processed
+        self._carry = ""  # the start of the current line, when a cut already emitted it
 
-    def _code_state(self, before: str) -> tuple[bool, bool]:
-        """(inside a code block, on a line that starts or may start with a fence) at the end of ``before``."""
-        in_code = self._emitted_in_code
-        lines = before.split("\n")
-        for line in lines[:-1]:
-            if line.lstrip().startswith(("```", "~~~")):
-                in_code = not in_code
-        current = lines[-1].lstrip()
-        maybe_fence = (current == "" or "```".startswith(current) or "~~~".startswith(current)) or current.startswith(
-            ("```", "~~~")
-        )
-        return in_code, maybe_fence
+    def _code_state(self, pos: int) -> tuple[bool, bool]:
+        """(inside a code block, on a line that starts or may start with a fence) at ``pos``."""
+        buf = self._buf
+        nl = buf.find("\n", self._scanned, pos)
+        while nl != -1:
+            if _is_fence(self._carry + buf[self._line_start : min(nl, self._line_start + LOOKBACK)]):
+                self._in_code = not self._in_code
+            self._line_start, self._carry = nl + 1, ""
+            nl = buf.find("\n", nl + 1, pos)
+        self._scanned = max(self._scanned, pos)
+        current = (self._carry + buf[self._line_start : min(pos, self._line_start + LOOKBACK)]).lstrip()
+        maybe_fence = current == "" or "```".startswith(current) or "~~~".startswith(current) or _is_fence(current)
+        return self._in_code, maybe_fence
 
     def boundary(self, prev: str, nxt: str, before: str) -> bool:
-        in_code, maybe_fence = self._code_state(before)
+        in_code, maybe_fence = self._code_state(self._at)
         if prev.endswith("\n"):
             return True
         if in_code or maybe_fence:
@@ -272,17 +317,18 @@ class _CodeBlocks(_Words):
         return super().boundary(prev, nxt, before)
 
     def _consume(self, n: int) -> None:
-        emitted = self._buf[:n]
-        if "\n" in emitted:  # only complete lines change the fence state
-            self._emitted_in_code = self._fence_state_after(emitted[: emitted.rindex("\n") + 1])
+        self._code_state(n)  # complete the state up to the cut before forgetting the text
+        if self._line_start < n:  # the cut falls inside the current line: keep its start
+            self._carry = (self._carry + self._buf[self._line_start : n])[:LOOKBACK]
+            self._line_start = 0
+        else:
+            self._line_start -= n
+        self._scanned = max(self._scanned - n, 0)
         super()._consume(n)
 
-    def _fence_state_after(self, text: str) -> bool:
-        in_code = self._emitted_in_code
-        for line in text.split("\n")[:-1]:
-            if line.lstrip().startswith(("```", "~~~")):
-                in_code = not in_code
-        return in_code
+
+def _is_fence(line: str) -> bool:
+    return line.lstrip().startswith(("```", "~~~"))
 
 
 _UNITS: dict[str, type[Coalescer]] = {
