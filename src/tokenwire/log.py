@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import threading
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Generic, Literal, NamedTuple, TypeAlias, TypeVar
@@ -468,26 +469,32 @@ class MemoryLog(EventLog):
         self._rings: dict[str, _StreamRing] = {}  # insertion-ordered: oldest first
         self._finished: OrderedDict[str, int] = OrderedDict()  # finished streams, oldest first -> size
         self._finished_events = 0
+        # Streams of one log may run on several event loops in several threads (the process-wide
+        # default log with stream_sync's worker loops): the bookkeeping across streams is locked;
+        # a stream's own ring is only touched from its producer's loop.
+        self._lock = threading.Lock()
 
     def open(self, stream_id: str) -> StreamWriter:
-        if stream_id in self._rings:
-            raise ValueError(f"stream {stream_id!r} already exists in this log; stream ids must be unique")
-        ring = _StreamRing(stream_id, self.max_events, self._stream_finished)
-        self._rings[stream_id] = ring
-        if len(self._rings) > self.max_streams:
-            if self._finished:
-                self._evict_finished()
-            else:
-                del self._rings[next(iter(self._rings))]
-        return ring
+        with self._lock:
+            if stream_id in self._rings:
+                raise ValueError(f"stream {stream_id!r} already exists in this log; stream ids must be unique")
+            ring = _StreamRing(stream_id, self.max_events, self._stream_finished)
+            self._rings[stream_id] = ring
+            if len(self._rings) > self.max_streams:
+                if self._finished:
+                    self._evict_finished()
+                else:
+                    del self._rings[next(iter(self._rings))]
+            return ring
 
     def _stream_finished(self, ring: _StreamRing) -> None:
-        size = len(ring._items)
-        self._finished[ring.stream_id] = size
-        self._finished_events += size
-        if self.max_total_events is not None:
-            while self._finished_events > self.max_total_events and len(self._finished) > 1:
-                self._evict_finished()
+        with self._lock:
+            size = len(ring._items)
+            self._finished[ring.stream_id] = size
+            self._finished_events += size
+            if self.max_total_events is not None:
+                while self._finished_events > self.max_total_events and len(self._finished) > 1:
+                    self._evict_finished()
 
     def _evict_finished(self) -> None:
         sid, size = self._finished.popitem(last=False)
