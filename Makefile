@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
-.PHONY: install test demo bench lint clean redis-server
+.PHONY: install test demo bench lint clean redis-server chaos
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: lint redis-server
 redis-server:
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 
+# The chaos checks at full size (minutes): one line per check with its figures.
+chaos: $(STAMP)
+	TOKENWIRE_CHAOS_SCALE=10 $(BIN)/pytest -q -s -o timeout=1800 -p no:randomly tests/test_chaos.py | grep -E "^chaos:|passed|failed"
+
 demo: $(STAMP)
 	$(BIN)/tokenwire chat "Write one sentence about rivers." --max-tokens 96 --seed 7
 
@@ -37,6 +41,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/local_model.py
 	$(BIN)/python bench/tools.py
 	$(BIN)/python bench/sse.py
+	$(BIN)/python bench/server_memory.py
+	$(BIN)/python bench/redis_log.py
+	$(BIN)/python bench/linear.py
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache

@@ -293,6 +293,7 @@ def serve(
         str, typer.Option(help="critical, error, warning, info, debug or trace (credentials always redacted).")
     ] = "info",
     workers: Annotated[int, typer.Option(help="Processes serving the port (above 1 needs --log redis://).")] = 1,
+    send_buffer: Annotated[int, typer.Option(help="Kernel send buffer per connection, bytes.")] = 65_536,
 ) -> None:
     """Serve runs over HTTP, SSE and WebSocket, with the web UI at /.
 
@@ -318,13 +319,15 @@ def serve(
         raise typer.BadParameter(f"--log must be 'memory' or a redis:// URL, got {log!r}")
     if workers < 1 or (workers > 1 and not shared):
         raise typer.BadParameter("--workers N > 1 needs --log redis://…: every worker must read every run")
+    from tokenwire.server import listen
+
+    # The listening socket bounds every connection's kernel send buffer (see listen()).
+    sock = listen(host, port, send_buffer=send_buffer)
     if workers == 1:
-        _serve_one(None, host, port, provider, model, keys, secret, log, shutdown_grace, log_level)
+        _serve_one(sock, host, port, provider, model, keys, secret, log, shutdown_grace, log_level)
         return
-    # N processes accept on one listening socket (as uvicorn's own --workers does), each with its
-    # own event loop, providers and Redis connections; runs are shared through the log.
-    sock = socket.create_server((host, port), backlog=2048, reuse_port=False)
-    sock.set_inheritable(True)
+    # N processes accept on the one listening socket (as uvicorn's own --workers does), each with
+    # its own event loop, providers and Redis connections; runs are shared through the log.
     ctx = multiprocessing.get_context("fork")
     procs = [
         ctx.Process(

@@ -3,6 +3,6 @@
 >>> from tokenwire.server import create_app
 """
 
-from tokenwire.server.app import RunBody, ServerConfig, create_app
+from tokenwire.server.app import RunBody, ServerConfig, create_app, listen
 
-__all__ = ["RunBody", "ServerConfig", "create_app"]
+__all__ = ["RunBody", "ServerConfig", "create_app", "listen"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from importlib.resources import files
@@ -55,7 +56,26 @@ from tokenwire.server.ws import websocket_endpoint
 from tokenwire.tools import Toolset
 from tokenwire.wire import SSE, FrameCache
 
-__all__ = ["RunBody", "ServerConfig", "create_app"]
+__all__ = ["RunBody", "ServerConfig", "create_app", "listen"]
+
+SEND_BUFFER = 65_536
+"""Default kernel send buffer per connection (bytes; Linux doubles it for bookkeeping)."""
+
+
+def listen(host: str, port: int, *, send_buffer: int = SEND_BUFFER, backlog: int = 2048) -> socket.socket:
+    """A listening socket whose connections have a bounded kernel send buffer.
+
+    Accepted sockets inherit ``SO_SNDBUF`` from it (Linux), so what one connection may have in
+    flight is bounded: at most the send buffer in the kernel, uvicorn's 64 KiB write buffer, and
+    one write (at most 512 SSE frames). A slow reader then holds back its own SSE writer, which
+    falls behind the log and is disconnected past ``max_lag_events`` — instead of the kernel
+    buffering megabytes per reader. ``tokenwire serve`` uses it; pass it to uvicorn as
+    ``uvicorn.Server(config).run(sockets=[listen(host, port)])`` when you run your own.
+    """
+    sock = socket.create_server((host, port), backlog=backlog)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+    sock.set_inheritable(True)
+    return sock
 
 
 _WRITE_FRAMES = 512
