@@ -1,5 +1,7 @@
 # The two set-up commands of the README: `make demo` and `make test`. Each creates .venv when it
 # is missing and installs the package with every extra; pip's wheel cache keeps rebuilds away.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin

@@ -80,6 +80,9 @@ def listen(host: str, port: int, *, send_buffer: int = SEND_BUFFER, backlog: int
 
 _WRITE_FRAMES = 512
 """At most this many SSE frames per write."""
+_WRITE_BYTES = 65_536
+"""At most about this many bytes per write (one frame may exceed it): what a write may add to a
+slow connection's transport buffer before flow control holds the writer."""
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -360,10 +363,11 @@ class _Server:
     async def _sse(self, stream_id: str, cursor: int) -> AsyncIterator[bytes]:
         """One SSE connection: a reader of the log from ``cursor``, every ready frame in one write.
 
-        Writes carry at most ``_WRITE_FRAMES`` frames, so one write never holds more than that in
-        the transport. A reader of a *live* stream that is ``max_lag_events`` behind its head
-        when it comes back from a write is disconnected (its client resumes from its last seq);
-        reading a finished stream's history is never lagging (the stream no longer grows).
+        Writes carry at most ``_WRITE_FRAMES`` frames and about ``_WRITE_BYTES`` bytes, so one
+        write never holds more than that in the transport. A reader of a *live* stream that is
+        ``max_lag_events`` behind its head when it comes back from a write is disconnected (its
+        client resumes from its last seq); reading a finished stream's history is never lagging
+        (the stream no longer grows).
         """
         # No blank line after it: httpx-sse (and openai-python's decoder) would dispatch an empty
         # event; the field rides on the first real event instead.
@@ -379,11 +383,17 @@ class _Server:
                 if len(batch) == 1:  # the live edge of a paced stream, and every reader of a fan-out
                     yield frame(stream_id, SSE, batch[0])
                     continue
-                if len(batch) <= _WRITE_FRAMES:
-                    yield b"".join(frames(stream_id, SSE, batch))
-                    continue
-                for i in range(0, len(batch), _WRITE_FRAMES):
-                    yield b"".join(frames(stream_id, SSE, batch[i : i + _WRITE_FRAMES]))
+                for i in range(0, len(batch), _WRITE_FRAMES):  # encode a slice at a time, never the lot
+                    out: list[bytes] = []
+                    size = 0
+                    for f in frames(stream_id, SSE, batch[i : i + _WRITE_FRAMES]):
+                        out.append(f)
+                        size += len(f)
+                        if size >= _WRITE_BYTES:  # bounded writes: at most ~_WRITE_BYTES each
+                            yield b"".join(out)
+                            out, size = [], 0
+                    if out:
+                        yield b"".join(out)
         except ObserverOverflow:
             return  # too far behind a live producer: disconnect rather than buffer; the client resumes
         except (SeqEvicted, StreamNotFound):
