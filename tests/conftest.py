@@ -3,12 +3,58 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import threading
 from collections.abc import Iterator
 
 import pytest
 
 pytest_plugins = ["pytester"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--log-backend",
+        choices=["memory", "redis"],
+        default="memory",
+        help="run every stream and server on this event log (redis: a redis-server started for the session)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--log-backend") != "redis":
+        return
+    import os
+    import shutil
+    import time
+
+    from wire import free_port
+
+    port = free_port()
+    binary = shutil.which("redis-server") or "redis-server"
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    ping = [shutil.which("redis-cli") or "redis-cli", "-p", str(port), "ping"]
+    deadline = time.monotonic() + 10
+    while subprocess.run(ping, capture_output=True).stdout.strip() != b"PONG":
+        if time.monotonic() > deadline:
+            raise RuntimeError("redis-server did not start")
+        time.sleep(0.05)
+    os.environ["TOKENWIRE_LOG"] = f"redis://127.0.0.1:{port}/0"
+    config.stash[_REDIS] = proc
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    proc = config.stash.get(_REDIS, None)
+    if proc is not None:
+        proc.terminate()
+        proc.wait(10)
+
+
+_REDIS = pytest.StashKey["subprocess.Popen[bytes]"]()
 
 
 def other_tasks() -> set[asyncio.Task[object]]:

@@ -24,7 +24,12 @@ SRC = Path(tokenwire.__file__).resolve().parent
 ENGINE_LAYER = ["events", "errors", "request", "provider", "limits", "lifecycle", "response", "log", "delivery"]
 ENGINE_LAYER += ["observers", "engine", "_exit"]
 # Function-level imports allowed because the target needs an optional extra (starlette, uvicorn, redis).
-LAZY_FOR_EXTRAS = {("tokenwire.cli", "tokenwire.server"), ("tokenwire.cli", "tokenwire.redis_log")}
+LAZY_FOR_EXTRAS = {
+    ("tokenwire.cli", "tokenwire.server"),
+    ("tokenwire.cli", "tokenwire.redis_log"),
+    ("tokenwire.log", "tokenwire.redis_log"),  # the default log on Redis, only when TOKENWIRE_LOG says so
+    ("tokenwire.server.app", "tokenwire.redis_log"),
+}
 
 
 def module_name(path: Path) -> str:

@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import os
 import threading
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Generic, Literal, NamedTuple, TypeAlias, TypeVar
@@ -596,16 +598,29 @@ _HOT_S = 0.001
 """A reader woken within this long of its last read is on a hot stream (see ``_batches``)."""
 
 _default: MemoryLog | None = None
+_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, EventLog] = weakref.WeakKeyDictionary()
 
 
-def default_log() -> MemoryLog:
-    """The process-wide in-memory log that runs use when no ``log`` is passed.
+def default_log() -> EventLog:
+    """The log that runs use when no ``log`` is passed.
 
-    Bounds: 65,536 events per stream, 1,024 streams, and 262,144 events in finished streams
-    together (about 50 MB of one-token deltas); the oldest finished streams are evicted first.
-    Pass ``log=MemoryLog(...)`` (or a shared backend) for other bounds.
+    By default a process-wide in-memory log. Bounds: 65,536 events per stream, 1,024 streams, and
+    262,144 events in finished streams together (about 50 MB of one-token deltas); the oldest
+    finished streams are evicted first. Pass ``log=MemoryLog(...)`` (or a shared backend) for
+    other bounds. With ``TOKENWIRE_LOG=redis://HOST:PORT/DB`` in the environment it is a
+    :class:`~tokenwire.redis_log.RedisLog` instead, one per event loop (a Redis client belongs
+    to the loop it runs on).
     """
     global _default
+    url = os.environ.get("TOKENWIRE_LOG", "")
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        loop = asyncio.get_running_loop()
+        log = _per_loop.get(loop)
+        if log is None:
+            from tokenwire.redis_log import RedisLog  # an optional extra, loaded only when configured
+
+            log = _per_loop[loop] = RedisLog(url)
+        return log
     if _default is None:
         _default = MemoryLog(max_events=65_536, max_streams=1024, max_total_events=262_144)
     return _default

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -432,6 +433,16 @@ class _Server:
         return HTMLResponse(files("tokenwire.server").joinpath("ui.html").read_text(encoding="utf-8"))
 
 
+def _configured_log(cfg: ServerConfig) -> EventLog:
+    """The server's own log: Redis when ``TOKENWIRE_LOG=redis://…`` says so, else bounded memory."""
+    url = os.environ.get("TOKENWIRE_LOG", "")
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from tokenwire.redis_log import RedisLog  # an optional extra, loaded only when configured
+
+        return RedisLog(url, max_events=cfg.max_events)
+    return MemoryLog(max_events=cfg.max_events, max_streams=cfg.max_runs)
+
+
 def create_app(
     *,
     providers: Mapping[str, Provider | Callable[[], Provider]],
@@ -450,13 +461,14 @@ def create_app(
     ``secret`` signs stream tokens (random per process by default: set it when several workers
     or restarts must accept the same tokens). ``config`` holds limits and timings. ``log`` is
     where runs append their events and where every SSE and WebSocket reader reads them (default:
-    a :class:`~tokenwire.MemoryLog` bounded by ``config.max_runs`` and ``config.max_events``).
+    a :class:`~tokenwire.MemoryLog` bounded by ``config.max_runs`` and ``config.max_events``, or a
+    :class:`~tokenwire.redis_log.RedisLog` when ``TOKENWIRE_LOG=redis://…`` is set).
     """
     cfg = config or ServerConfig()
     if api_keys is not None:
         cfg = msgspec.structs.replace(cfg, api_keys=list(api_keys))
     toolset = tools if isinstance(tools, Toolset) or tools is None else Toolset(tools)
-    event_log = log if log is not None else MemoryLog(max_events=cfg.max_events, max_streams=cfg.max_runs)
+    event_log = log if log is not None else _configured_log(cfg)
     server = _Server(providers, default_provider, toolset, secret or new_secret(), cfg, default_limits, event_log)
 
     @contextlib.asynccontextmanager
