@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import threading
 from collections.abc import Iterator
 
@@ -25,24 +24,11 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--log-backend") != "redis":
         return
     import os
-    import shutil
-    import time
 
-    from wire import free_port
+    from wire import free_port, start_redis
 
     port = free_port()
-    binary = shutil.which("redis-server") or "redis-server"
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    ping = [shutil.which("redis-cli") or "redis-cli", "-p", str(port), "ping"]
-    deadline = time.monotonic() + 10
-    while subprocess.run(ping, capture_output=True).stdout.strip() != b"PONG":
-        if time.monotonic() > deadline:
-            raise RuntimeError("redis-server did not start")
-        time.sleep(0.05)
+    proc = start_redis(port)
     os.environ["TOKENWIRE_LOG"] = f"redis://127.0.0.1:{port}/0"
     config.stash[_REDIS] = proc
 

@@ -14,7 +14,6 @@ import random
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pytest
 
 import tokenwire
 from tokenwire.client import Client
-from wire import free_port
+from wire import free_port, wait_http
 
 SCALE = max(1, int(os.environ.get("TOKENWIRE_CHAOS_SCALE", "1")))
 KEY = "chaos-key-123456"
@@ -59,16 +58,7 @@ def server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     events = 2_000 * SCALE
     proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port), str(events), KEY])
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(url + "/", timeout=1)
-            break
-        except httpx.HTTPError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("chaos server did not start") from None
-            time.sleep(0.05)
+    wait_http(url + "/", proc)
     try:
         yield url, proc
     finally:

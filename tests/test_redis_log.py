@@ -26,27 +26,15 @@ from tokenwire.providers import Delay, Scripted
 from tokenwire.redis_log import RedisLog
 from tokenwire.server import create_app
 from tokenwire.testing import Transcript, assert_transcript
-from wire import free_port, serve
+from wire import free_port, serve, start_redis, wait_http
 
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is not installed (make test installs it)"
+    assert shutil.which("redis-server"), "redis-server is not installed (make test installs it)"
     port = free_port()
-    workdir: Path = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_redis(port, str(tmp_path_factory.mktemp("redis")))
     try:
-        deadline = time.monotonic() + 10
-        ping = [shutil.which("redis-cli") or "redis-cli", "-p", str(port), "ping"]
-        while subprocess.run(ping, capture_output=True).stdout.strip() != b"PONG":
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         proc.terminate()
@@ -202,16 +190,7 @@ class Node:
         cmd += ["--log", redis_url, "--api-key", NODE_KEY, "--log-level", "warning", "--shutdown-grace", "0.2"]
         cmd += ["--workers", str(workers)]
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(self.url + "/", timeout=1)
-                return
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.stop()
-                    raise RuntimeError("tokenwire serve did not start") from None
-                time.sleep(0.1)
+        wait_http(self.url + "/", self.proc)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -316,15 +295,7 @@ class OwnRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        cmd = [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
-        cmd += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        ping = [shutil.which("redis-cli") or "redis-cli", "-p", str(self.port), "ping"]
-        deadline = time.monotonic() + 10
-        while subprocess.run(ping, capture_output=True).stdout.strip() != b"PONG":
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
+        self.proc = start_redis(self.port, str(self.workdir))
 
     def kill(self) -> None:
         assert self.proc is not None

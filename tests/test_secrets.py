@@ -14,14 +14,13 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import websockets
 
 from tokenwire.client import Client
-from wire import free_port
+from wire import free_port, wait_http
 
 KEYS = [f"tw-key-{secrets.token_hex(12)}", f"tw-key-{secrets.token_hex(12)}"]
 
@@ -68,15 +67,7 @@ def test_the_server_at_trace_level_prints_no_key_and_no_token(tmp_path: Path) ->
         proc = subprocess.Popen(cmd, stdout=o, stderr=e, env=env)
         try:
             base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    httpx.get(base + "/", timeout=1)
-                    break
-                except httpx.HTTPError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise
-                    time.sleep(0.1)
+            wait_http(base + "/", proc)
             issued: set[str] = set()
             asyncio.run(exercise(base, issued))
         finally:

@@ -85,3 +85,38 @@ async def wait_for(predicate: Any, within: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met")
         await asyncio.sleep(0.01)
+
+
+def wait_http(url: str, proc: Any, within: float = 60.0) -> None:
+    """Wait until a server process answers HTTP at ``url``; raise (and kill it) if it dies or never does."""
+    import httpx
+
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                proc.wait()
+                raise RuntimeError(f"the server at {url} did not start") from None
+            time.sleep(0.05)
+
+
+def start_redis(port: int, workdir: str | None = None) -> Any:
+    """Start a redis-server of the test's own (binary on PATH, no persistence) on ``port``; wait for PONG."""
+    import shutil
+    import subprocess
+
+    cmd = [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+    cmd += ["--save", "", "--appendonly", "no", *(["--dir", workdir] if workdir else [])]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ping = [shutil.which("redis-cli") or "redis-cli", "-p", str(port), "ping"]
+    deadline = time.monotonic() + 10
+    while subprocess.run(ping, capture_output=True).stdout.strip() != b"PONG":
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError("redis-server did not start")
+        time.sleep(0.05)
+    return proc
