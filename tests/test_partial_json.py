@@ -47,7 +47,8 @@ def test_every_split_of_valid_json_parses_to_json_loads(
     parser = PartialJSON()
     prev = 0
     for cut in [*cuts, len(text)]:
-        partial = parser.feed(text[prev:cut])
+        parser.feed(text[prev:cut])
+        partial = parser.value
         prev = cut
         if partial is not None:
             assert is_prefix_like(json.loads(json.dumps(partial)), json.loads(text))
@@ -64,22 +65,27 @@ def test_every_prefix_fed_char_by_char_never_raises(value: Any) -> None:
     assert parser.close() == value or (value != value)
 
 
+def fed(p: PartialJSON, fragment: str) -> Any:
+    p.feed(fragment)
+    return p.value
+
+
 def test_partial_values_ui_would_show() -> None:
     p = PartialJSON()
-    assert p.feed('{"query": "wea') == {"query": "wea"}
-    assert p.feed('ther in \\"Par') == {"query": 'weather in "Par'}
-    assert p.feed('is\\"", "limit": 1') == {"query": 'weather in "Paris"', "limit": 1}
-    assert p.feed('0, "tags": ["a", "b') == {"query": 'weather in "Paris"', "limit": 10, "tags": ["a", "b"]}
-    assert p.feed('c"], "ok": tr') == {"query": 'weather in "Paris"', "limit": 10, "tags": ["a", "bc"]}
-    assert p.feed("ue}") == {"query": 'weather in "Paris"', "limit": 10, "tags": ["a", "bc"], "ok": True}
+    assert fed(p, '{"query": "wea') == {"query": "wea"}
+    assert fed(p, 'ther in \\"Par') == {"query": 'weather in "Par'}
+    assert fed(p, 'is\\"", "limit": 1') == {"query": 'weather in "Paris"', "limit": 1}
+    assert fed(p, '0, "tags": ["a", "b') == {"query": 'weather in "Paris"', "limit": 10, "tags": ["a", "b"]}
+    assert fed(p, 'c"], "ok": tr') == {"query": 'weather in "Paris"', "limit": 10, "tags": ["a", "bc"]}
+    assert fed(p, "ue}") == {"query": 'weather in "Paris"', "limit": 10, "tags": ["a", "bc"], "ok": True}
     assert p.complete
 
 
 def test_unfinished_escapes_are_hidden_until_complete() -> None:
     p = PartialJSON()
-    assert p.feed('["caf\\u00') == ["caf"]
-    assert p.feed("e9 \\ud83d") == ["café "]
-    assert p.feed('\\ude00"]') == ["café 😀"]
+    assert fed(p, '["caf\\u00') == ["caf"]
+    assert fed(p, "e9 \\ud83d") == ["café "]
+    assert fed(p, '\\ude00"]') == ["café 😀"]
 
 
 @pytest.mark.parametrize("bad", ['{"a" 1}', "[1,,2]", '{"a": tru3}', "{1: 2}", '"x" "y"', "[1}", "nul!"])
@@ -132,3 +138,37 @@ def test_work_is_linear_in_the_input(monkeypatch: pytest.MonkeyPatch) -> None:
             p.feed(text[i : i + 4])
         assert p.close()["items"][-1] == {"id": n - 1, "name": f"item {n - 1}"}
         assert decoded < 4 * len(text), f"decoded {decoded} characters for a {len(text)}-character stream"
+
+
+@pytest.mark.parametrize("fragment", [1, 8, 64])
+def test_a_long_string_is_decoded_once(monkeypatch: pytest.MonkeyPatch, fragment: int) -> None:
+    """One long string value in small fragments: feeding decodes nothing until the string closes
+    (the superlinear case: the whole string used to be re-joined and re-decoded per fragment)."""
+    import tokenwire.partial_json as module
+
+    decoded = 0
+    real_loads = json.loads
+
+    def counting_loads(text: str) -> Any:
+        nonlocal decoded
+        decoded += len(text)
+        return real_loads(text)
+
+    monkeypatch.setattr(module.json, "loads", counting_loads)
+    body = r"caf\u00e9 \"quoted\" " * 500
+    text = '{"text": "' + body + '", "n": 12345}'
+    p = PartialJSON()
+    done = [p.feed(text[i : i + fragment]) for i in range(0, len(text), fragment)]
+    assert done[-1] and not any(done[:-1])
+    assert p.value == json.loads(text)
+    assert decoded <= 2 * len(text)
+
+
+def test_feed_reports_completion_and_value_reads_the_partial_scalar() -> None:
+    p = PartialJSON()
+    assert p.feed('{"a": "x') is False
+    assert p.value == {"a": "x"}
+    assert p.feed('yz", "b": 4') is False
+    assert p.value == {"a": "xyz", "b": 4}
+    assert p.feed("2}") is True
+    assert p.value == {"a": "xyz", "b": 42}

@@ -1,21 +1,29 @@
 """Incremental partial-JSON parsing: the best-effort value of streamed tool-call arguments.
 
-Feed the raw ``tool_call.delta`` fragments as they arrive; after each one :attr:`PartialJSON.value`
-is the value parsed so far — objects and arrays with the members received, the string being
-received included as far as it goes; numbers once they can be read; keys and ``true`` / ``false`` /
-``null`` once complete. Each character is examined once (string contents are skipped with
-``str.find``), so a whole stream costs O(total length), unlike parsers that re-parse the buffer
-on every fragment.
+Feed the raw ``tool_call.delta`` fragments as they arrive; :attr:`PartialJSON.value` is the value
+parsed so far — objects and arrays with the members received, the string being received included
+as far as it goes; numbers once they can be read; keys and ``true`` / ``false`` / ``null`` once
+complete.
 
 >>> p = PartialJSON()
 >>> p.feed('{"city": "Par')
+False
+>>> p.value
 {'city': 'Par'}
 >>> p.feed('is", "days": [1, 2')
+False
+>>> p.value
 {'city': 'Paris', 'days': [1, 2]}
 >>> p.feed("]}")
-{'city': 'Paris', 'days': [1, 2]}
->>> p.complete
 True
+>>> p.value
+{'city': 'Paris', 'days': [1, 2]}
+
+Cost: ``feed`` examines each character once (string contents are skipped with ``str.find``) and
+decodes each string once, when it closes, so a whole stream costs O(total length) whatever the
+fragment size. Reading :attr:`value` materialises the scalar being received (O(its length so far)),
+so read it when you render, not per fragment of a long string. ``feed`` only returns
+:attr:`complete`; it never builds the value.
 
 The value is one object updated in place (copy it if you keep snapshots). Malformed JSON raises
 :class:`PartialJSONError` at the offending character.
@@ -63,8 +71,8 @@ class PartialJSON:
 
     # -- public --------------------------------------------------------------------------------
 
-    def feed(self, fragment: str) -> Any:
-        """Parse the next fragment; returns :attr:`value`."""
+    def feed(self, fragment: str) -> bool:
+        """Parse the next fragment; True once the value is complete (read it with :attr:`value`)."""
         i = 0
         n = len(fragment)
         while i < n:
@@ -94,7 +102,7 @@ class PartialJSON:
             self._structural(ch)
             i += 1
         self._offset += n
-        return self.value
+        return self.complete
 
     @property
     def value(self) -> Any:
@@ -356,7 +364,9 @@ class JSONEnd:
 
 def parse_partial(text: str) -> Any:
     """The best-effort value of a JSON prefix (one-shot :class:`PartialJSON`)."""
-    return PartialJSON().feed(text)
+    parser = PartialJSON()
+    parser.feed(text)
+    return parser.value
 
 
 class PartialArguments:
