@@ -133,8 +133,15 @@ class Coalescer:
         """Add text received at ``now``; returns the complete units to emit."""
         if not text:
             return []
-        self._arrivals.append((len(self._buf), now))
-        self._buf += text
+        buf = self._buf
+        self._arrivals.append((len(buf), now))
+        # Append through a local holding the only reference: CPython then grows the string in
+        # place (amortised O(len(text))); ``self._buf += text`` copies the whole pending text on
+        # every feed, quadratic while a long sentence waits for its end.
+        self._buf = ""
+        buf += text
+        self._buf = buf
+        del buf
         return self._emit_units()
 
     def poll(self, now: float) -> list[str]:
