@@ -1,4 +1,5 @@
-"""Chaos checks against a real server process: disconnect storms, cancel storms, slow readers.
+"""Chaos checks against a real server process: disconnect storms, cancel storms, slow readers,
+a provider fault matrix and a shutdown drain.
 
 ``make test`` runs them small (seconds); ``make chaos`` runs them at full size
 (``TOKENWIRE_CHAOS_SCALE=20``) and each check prints one line with its figures. The server is a
@@ -11,18 +12,23 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 import tokenwire
 from tokenwire.client import Client
-from wire import free_port, wait_http
+from wire import Faults, free_port, serve, wait_for, wait_http
 
 SCALE = max(1, int(os.environ.get("TOKENWIRE_CHAOS_SCALE", "1")))
 KEY = "chaos-key-123456"
@@ -30,14 +36,16 @@ KEY = "chaos-key-123456"
 SERVER = textwrap.dedent(
     """
     import sys, uvicorn
-    from tokenwire.providers import Scripted, Stall
+    from tokenwire.providers import OpenAICompatible, RetryPolicy, Scripted, Stall
     from tokenwire.server import ServerConfig, create_app, listen
     words = [f"w{i} " for i in range(int(sys.argv[2]))]
+    faulty = OpenAICompatible(sys.argv[4] + "/v1", model="m", retry=RetryPolicy(max_retries=2, base_s=0.01, max_s=0.05))
     app = create_app(
         providers={
             "fast": Scripted(words, interval_s=0.0005),
             "big": Scripted([w + "x" * 2000 for w in words], interval_s=0.0005),  # 2 KB deltas: MBs in flight
             "stall": Scripted(["a", Stall()]),
+            "faulty": faulty,  # an OpenAI-compatible provider talking to the fault server
         },
         api_keys=[sys.argv[3]],
         config=ServerConfig(max_lag_events=200, ping_s=0.2, max_live_runs=10_000, max_live_runs_per_key=10_000),
@@ -53,10 +61,17 @@ def report(line: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def faults() -> Iterator[tuple[Faults, str]]:
+    f = Faults()
+    with serve(f.app) as url:
+        yield f, url
+
+
+@pytest.fixture(scope="module")
+def server(faults: tuple[Faults, str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
     events = 2_000 * SCALE
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port), str(events), KEY])
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port), str(events), KEY, faults[1]])
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/", proc)
     try:
@@ -73,9 +88,9 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-async def create(http: httpx.AsyncClient, url: str, provider: str) -> dict[str, str]:
+async def create(http: httpx.AsyncClient, url: str, provider: str, **body: Any) -> dict[str, str]:
     headers = {"Authorization": f"Bearer {KEY}"}
-    r = await http.post(f"{url}/v1/runs", json={"prompt": "x", "provider": provider}, headers=headers)
+    r = await http.post(f"{url}/v1/runs", json={"prompt": "x", "provider": provider, **body}, headers=headers)
     assert r.status_code == 201, r.text
     info: dict[str, str] = r.json()
     return info
@@ -141,12 +156,53 @@ async def test_cancel_storm_ends_every_run_exactly_once(server: tuple[str, subpr
     report(f"cancel-storm runs={runs} cancels<={3 * runs} terminals={runs} (one each)")
 
 
+class SocketMemory:
+    """Samples the kernel memory of the server's TCP sockets (``ss -tm``: bytes queued to send plus
+    bytes received and not yet read, per socket whose local port is the server's) in a thread,
+    keeping the peaks."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.peak_socket = 0
+        self.peak_total = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> None:
+        out = subprocess.run(
+            ["ss", "-tmnH", "state", "established", "sport", "=", f":{self.port}"], capture_output=True, text=True
+        ).stdout
+        sizes = [
+            int(m.group(1)) + int(m.group(2))  # received and not read + queued to send (sent or not)
+            for m in re.finditer(r"skmem:\(r(\d+),rb\d+,t\d+,tb\d+,f\d+,w(\d+)", out)
+        ]
+        self.peak_socket = max(self.peak_socket, *sizes, 0)
+        self.peak_total = max(self.peak_total, sum(sizes))
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.sample()
+
+    def __enter__(self) -> SocketMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+SEND_BUFFER = 16_384  # the server script's listen(send_buffer=...)
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2) to read socket memory")
 async def test_slow_readers_are_disconnected_and_resume_with_bounded_server_memory(
     server: tuple[str, subprocess.Popen[bytes]],
 ) -> None:
     url, proc = server
-    readers = 10 * SCALE
+    readers = 20 * SCALE
     before = rss_kib(proc.pid)
+    port = int(url.rsplit(":", 1)[1])
     async with httpx.AsyncClient(timeout=30) as http, Client(url, api_key=KEY, max_reconnects=10_000) as client:
         info = await create(http, url, "big")
 
@@ -162,7 +218,8 @@ async def test_slow_readers_are_disconnected_and_resume_with_bounded_server_memo
                 assert event.seq == count - 1
             return count
 
-        counts = await asyncio.gather(*(slow() for _ in range(readers)))
+        with SocketMemory(port) as kernel:
+            counts = await asyncio.gather(*(slow() for _ in range(readers)))
         peak = rss_kib(proc.pid)
     n = 2_000 * SCALE + 2
     assert counts == [n] * readers
@@ -170,7 +227,127 @@ async def test_slow_readers_are_disconnected_and_resume_with_bounded_server_memo
         # On the memory log the producer outlives the pause: each reader was disconnected for
         # lagging at least once, then resumed. (On Redis the batched reads find the run finished.)
         assert client.reconnects >= readers
+    # The kernel holds at most about the send buffer per connection (Linux doubles SO_SNDBUF for
+    # its bookkeeping and lets one more segment in): the bound docs/benchmarks.md states.
+    assert kernel.peak_socket <= 2 * SEND_BUFFER + 65_536, kernel.peak_socket
     report(
         f"slow-readers readers={readers} reconnects={client.reconnects} events_each={n} "
-        f"server_rss_growth_kib={peak - before}"
+        f"server_rss_growth_kib={peak - before} kernel_peak_per_socket_kib={kernel.peak_socket // 1024} "
+        f"kernel_peak_all_sockets_kib={kernel.peak_total // 1024}"
+    )
+
+
+# What each provider fault must end as: (terminal type, source, code, text the reader keeps).
+FAULTS: dict[str, tuple[str, str | None, str, str]] = {
+    "ok": ("done", None, "stop", "Hello"),
+    "flaky": ("done", None, "stop", "Hello"),  # a 500, retried before any output
+    "keep_open": ("done", None, "stop", "Hello"),  # [DONE] ends the stream, not the socket
+    "500": ("error", "provider", "http_500", ""),  # retried, then reported
+    "400": ("error", "provider", "http_400", ""),  # not retried
+    "reset": ("error", "transport", "connection_lost", "Hel"),
+    "truncated": ("error", "transport", "incomplete_stream", "Hello"),
+    "malformed": ("error", "provider", "malformed_chunk", "Hel"),
+    "stall": ("error", "limit", "stalled", "Hel"),
+    "cancel": ("done", None, "cancelled", "Hel"),  # a stalled provider, cancelled by the client
+}
+
+
+async def test_provider_fault_matrix_ends_every_run_once_and_closes_every_provider_response(
+    server: tuple[str, subprocess.Popen[bytes]], faults: tuple[Faults, str]
+) -> None:
+    url, _ = server
+    fault_server, _ = faults
+    per_kind = 3 * SCALE
+    async with httpx.AsyncClient(timeout=30) as http, Client(url, api_key=KEY) as client:
+
+        async def one(kind: str, i: int) -> tuple[str, list[Any]]:
+            prompt = f"fault:{'stall' if kind == 'cancel' else kind}:{kind}{i}"
+            info = await create(http, url, "faulty", prompt=prompt, limits={"stall_timeout_s": 0.5})
+            events = []
+            async for event in client.subscribe(info["stream_id"], info["read_token"]):
+                events.append(event)
+                if kind == "cancel" and event.type == "text.delta":
+                    await client.cancel(info["stream_id"], info["token"])
+            return kind, events
+
+        results = await asyncio.gather(*(one(kind, i) for kind in FAULTS for i in range(per_kind)))
+        await wait_for(lambda: fault_server.open_bodies == 0, within=10)  # every provider response closed
+    for kind, events in results:
+        kind_, source, code, text = FAULTS[kind]
+        terminals = [e for e in events if e.type in ("done", "error")]
+        assert len(terminals) == 1 and events[-1] is terminals[0], (kind, [e.type for e in events])
+        assert [e.seq for e in events] == list(range(len(events))), kind
+        last = terminals[0]
+        got = (last.type, getattr(last, "source", None), getattr(last, "finish_reason", None) or last.code)
+        assert got == (kind_, source, code), (kind, last)
+        assert "".join(e.text for e in events if e.type == "text.delta") == text, kind
+    report(
+        f"provider-faults kinds={len(FAULTS)} runs={len(results)} terminals={len(results)} (one each, as expected) "
+        f"provider_requests={fault_server.requests} open_provider_responses={fault_server.open_bodies}"
+    )
+
+
+def test_shutdown_drain_ends_every_live_stream_once_and_exits(tmp_path: Path) -> None:
+    """SIGTERM to the real `tokenwire serve` with live readers: short runs finish within the grace,
+    the others end with error(transport, shutdown); every reader gets one terminal; the process exits."""
+    import signal
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "tokenwire", "serve", "--provider", "scripted", "--port", str(port)]
+    cmd += ["--api-key", KEY, "--shutdown-grace", "0.5", "--log-level", "warning"]
+    out = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    runs = 10 * SCALE
+    try:
+        wait_http(url + "/", proc)
+
+        async def main() -> tuple[list[list[Any]], float]:
+            started = asyncio.Event()
+            reading = 0
+            async with httpx.AsyncClient(timeout=30) as http, Client(url, api_key=KEY, max_reconnects=0) as client:
+
+                async def reader(i: int) -> list[Any]:
+                    nonlocal reading
+                    words = 5 if i % 2 else 2_000  # 0.1 s (within the grace) or 40 s (cut)
+                    info = await create(http, url, "scripted", prompt=" ".join(["w"] * words))
+                    events = []
+                    async for event in client.subscribe(info["stream_id"], info["read_token"]):
+                        events.append(event)
+                        if len(events) == 2:
+                            reading += 1
+                            if reading == runs:
+                                started.set()
+                    return events
+
+                tasks = [asyncio.create_task(reader(i)) for i in range(runs)]
+                await asyncio.wait_for(started.wait(), 30)
+                t0 = time.monotonic()
+                proc.send_signal(signal.SIGTERM)
+                results = await asyncio.gather(*tasks)
+                await asyncio.to_thread(proc.wait, 15)
+                return results, time.monotonic() - t0
+
+        results, exit_s = asyncio.run(main())
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        out.close()
+    assert proc.returncode in (0, -signal.SIGTERM)
+    outcomes = {"done": 0, "shutdown": 0}
+    for i, events in enumerate(results):
+        terminals = [e for e in events if e.type in ("done", "error")]
+        assert len(terminals) == 1 and events[-1] is terminals[0]
+        assert [e.seq for e in events] == list(range(len(events)))
+        if i % 2:
+            assert events[-1].type == "done"  # short: finished within the grace
+            outcomes["done"] += 1
+        else:
+            assert (events[-1].type, events[-1].source, events[-1].code) == ("error", "transport", "shutdown")
+            outcomes["shutdown"] += 1
+    assert exit_s < 0.5 + 5
+    report(
+        f"shutdown-drain runs={runs} finished_in_grace={outcomes['done']} ended_shutdown={outcomes['shutdown']} "
+        f"exit_s={exit_s:.2f}"
     )

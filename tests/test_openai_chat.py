@@ -5,16 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from typing import Any
 
 import httpx
 import openai
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request as HTTPRequest
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
 
 import tokenwire
 from tokenwire.events import Error, ToolCall
@@ -22,7 +17,7 @@ from tokenwire.providers.http import RetryPolicy
 from tokenwire.providers.openai_chat import ChatChunkMapper, OpenAIChat, OpenAICompatible
 from tokenwire.request import Message, Request, ToolSpec
 from tokenwire.testing import Transcript, assert_transcript
-from wire import chunk, serve, sse, wait_for
+from wire import Faults, chunk, serve, sse, wait_for
 
 FAST = RetryPolicy(max_retries=2, base_s=0.01, max_s=0.02)
 
@@ -182,53 +177,6 @@ def test_mapper_is_sans_io() -> None:
 
 
 # -- a real loopback server injecting faults ----------------------------------------------------------
-
-
-class Faults:
-    """A Starlette app whose behaviour each test scripts."""
-
-    def __init__(self) -> None:
-        self.plan: list[str] = []
-        self.requests = 0
-        self.disconnected = threading.Event()  # set from the server's thread
-        self.app = Starlette(routes=[Route("/v1/chat/completions", self.handle, methods=["POST"])])
-
-    async def handle(self, request: HTTPRequest) -> Response:
-        self.requests += 1
-        await request.json()
-        what = self.plan.pop(0) if self.plan else "ok"
-        if what == "500":
-            return JSONResponse({"error": {"message": "boom", "type": "server_error"}}, status_code=500)
-        if what == "429":
-            return JSONResponse({"error": {"message": "slow down"}}, status_code=429, headers={"retry-after": "0.2"})
-        if what == "400":
-            return JSONResponse({"error": {"message": "bad"}}, status_code=400)
-
-        async def body() -> Any:
-            yield sse(chunk({"content": "Hel"}), done=False)
-            await asyncio.sleep(0.02)
-            if what == "reset":
-                raise RuntimeError("connection reset by the test")  # uvicorn aborts the response mid-body
-            if what == "malformed":
-                yield b"data: {oops\n\n"
-                return
-            if what == "stall":
-                try:
-                    await asyncio.sleep(30)
-                finally:
-                    self.disconnected.set()
-            yield sse(
-                chunk({"content": "lo"}),
-                chunk({}, finish="stop"),
-                chunk(usage={"prompt_tokens": 1, "completion_tokens": 2}),
-            )
-            if what == "keep_open":  # the answer is complete ([DONE] sent) but the body stays open
-                try:
-                    await asyncio.sleep(30)
-                finally:
-                    self.disconnected.set()
-
-        return StreamingResponse(body(), media_type="text/event-stream")
 
 
 @pytest.fixture

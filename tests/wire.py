@@ -120,3 +120,86 @@ def start_redis(port: int, workdir: str | None = None) -> Any:
             raise RuntimeError("redis-server did not start")
         time.sleep(0.05)
     return proc
+
+
+class Faults:
+    """An OpenAI-compatible loopback server that fails on purpose (a Starlette app).
+
+    Each request follows the next entry of ``plan``, or, when the plan is empty, the fault its last
+    message names as ``fault:<kind>:<id>`` (so a server process's provider can be steered per run):
+    ``ok``, ``500``, ``429``, ``400``, ``reset`` (connection aborted mid-body), ``malformed`` (an
+    unreadable chunk), ``stall`` (silence after the first delta), ``keep_open`` (the body stays open
+    after ``[DONE]``), ``truncated`` (the body ends without a finish or ``[DONE]``), ``flaky`` (a 500
+    the first time an id is seen, then ``ok``). ``open_bodies`` counts responses still streaming: a
+    client that leaks its provider connections leaves it above zero.
+    """
+
+    def __init__(self) -> None:
+        from starlette.applications import Starlette
+        from starlette.routing import Route
+
+        self.plan: list[str] = []
+        self.requests = 0
+        self.open_bodies = 0
+        self.seen: set[str] = set()
+        self.disconnected = threading.Event()  # set from the server's thread
+        self.app = Starlette(routes=[Route("/v1/chat/completions", self.handle, methods=["POST"])])
+
+    def _what(self, body: dict[str, Any]) -> str:
+        if self.plan:
+            return self.plan.pop(0)
+        content = str((body.get("messages") or [{}])[-1].get("content", ""))
+        if not content.startswith("fault:"):
+            return "ok"
+        _, kind, run_id = [*content.split(":", 2), ""][:3]
+        if kind == "flaky":
+            if run_id in self.seen:
+                return "ok"
+            self.seen.add(run_id)
+            return "500"
+        return kind
+
+    async def handle(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse, StreamingResponse
+
+        self.requests += 1
+        what = self._what(await request.json())
+        if what == "500":
+            return JSONResponse({"error": {"message": "boom", "type": "server_error"}}, status_code=500)
+        if what == "429":
+            return JSONResponse({"error": {"message": "slow down"}}, status_code=429, headers={"retry-after": "0.2"})
+        if what == "400":
+            return JSONResponse({"error": {"message": "bad"}}, status_code=400)
+
+        async def body() -> Any:
+            self.open_bodies += 1
+            try:
+                yield sse(chunk({"content": "Hel"}), done=False)
+                await asyncio.sleep(0.02)
+                if what == "reset":
+                    raise RuntimeError("connection reset by the test")  # uvicorn aborts the response mid-body
+                if what == "malformed":
+                    yield b"data: {oops\n\n"
+                    return
+                if what == "truncated":
+                    yield sse(chunk({"content": "lo"}), done=False)
+                    return
+                if what == "stall":
+                    try:
+                        await asyncio.sleep(30)
+                    finally:
+                        self.disconnected.set()
+                yield sse(
+                    chunk({"content": "lo"}),
+                    chunk({}, finish="stop"),
+                    chunk(usage={"prompt_tokens": 1, "completion_tokens": 2}),
+                )
+                if what == "keep_open":  # the answer is complete ([DONE] sent) but the body stays open
+                    try:
+                        await asyncio.sleep(30)
+                    finally:
+                        self.disconnected.set()
+            finally:
+                self.open_bodies -= 1
+
+        return StreamingResponse(body(), media_type="text/event-stream")
