@@ -13,8 +13,13 @@ one command (a server-side script of ``XADD``s) in one round trip. :meth:`RedisW
 Redis.
 
 Readers anywhere read with :meth:`RedisLog.batches`: ``XRANGE`` from any seq (resume, late
-join), then ``XREAD BLOCK`` to tail. In the producer's process the stream's observers and
-iterators read a local ring as with :class:`~tokenwire.log.MemoryLog`: they never wait for Redis.
+join), then the process's shared tail: **one** ``XREAD BLOCK`` per process, over every stream
+read there, on a connection of its own, fanned out to every local reader from a bounded window
+(a reader behind the window catches up with ``XRANGE``). A thousand SSE readers of one run cost
+one Redis read per batch, not a thousand; connections per process are bounded (the tail's one,
+the control channel's one and a blocking pool for short commands). In the producer's process the
+stream's observers and iterators read a local ring as with :class:`~tokenwire.log.MemoryLog`:
+they never wait for Redis.
 
 >>> log = RedisLog("redis://127.0.0.1:6379/0", prefix="demo")   # no connection until used
 >>> log.key("s1")
@@ -27,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -67,6 +73,52 @@ def _entry_id(seq: int) -> str:
 def _seq(entry_id: bytes | str) -> int:
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     return int(text.partition("-")[0])
+
+
+class _Tail:
+    """What the shared tail has read of one stream: a window of events, fanned out to readers."""
+
+    __slots__ = ("advanced", "error", "events", "finished", "first_seq", "heard", "key", "last_id", "readers", "sid")
+
+    def __init__(self, stream_id: str, key: bytes, seq: int, now: float):
+        self.sid = stream_id
+        self.key = key
+        self.last_id = _entry_id(seq - 1) if seq > 0 else "0-0"
+        self.first_seq = seq  # seq of events[0]
+        self.events: list[Event] = []
+        self.finished = False
+        self.error: BaseException | None = None
+        self.readers = 0
+        self.heard = now  # when the tail last got an entry (or checked the producer's lease)
+        self.advanced = asyncio.Event()  # replaced on every advance; readers wait on the one they saw
+
+    @property
+    def next_seq(self) -> int:
+        return self.first_seq + len(self.events)
+
+    def _wake(self) -> None:
+        done, self.advanced = self.advanced, asyncio.Event()
+        done.set()
+
+    def push(self, entries: list[Any], window: int, now: float) -> None:
+        batch = [decode(fields[_FIELD]) for _, fields in entries]
+        if batch[0].seq != self.next_seq:
+            self.fail(SeqEvicted(self.sid, self.next_seq, batch[0].seq))  # trimmed while tailing
+            return
+        self.events += batch
+        if len(self.events) > window:  # keep the newest half: a reader behind it uses XRANGE
+            drop = len(self.events) - window // 2
+            del self.events[:drop]
+            self.first_seq += drop
+        self.last_id = entries[-1][0].decode()
+        self.heard = now
+        self.finished = batch[-1].__class__ in TERMINAL_TYPES
+        self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        self.error = exc
+        self.finished = True
+        self._wake()
 
 
 class RedisWriter(_StreamRing):
@@ -196,6 +248,8 @@ class RedisLog(EventLog):
     producer lease (a lost producer is noticed within about 1.5x that). While Redis is
     unreachable a writer buffers and retries, for at most ``unwritable_s`` and ``max_buffered``
     events; past either the stream ends with ``error(transport, log_unavailable)``.
+    ``max_connections`` bounds the pool of short commands (a command waits for a free connection);
+    the shared tail and the control channel hold one connection each besides.
 
     Memory in Redis per retained one-token delta: about 100-150 bytes (the event's JSON plus the
     stream entry's overhead).
@@ -215,6 +269,7 @@ class RedisLog(EventLog):
         lease_s: float = 2.0,
         unwritable_s: float = 10.0,
         max_buffered: int = 65_536,
+        max_connections: int = 64,
     ):
         if max_events < 1 or ttl_s <= 0 or batch_window_s < 0 or max_batch < 1 or local_events < 1:
             raise ValueError("max_events, ttl_s, max_batch and local_events must be positive")
@@ -229,9 +284,15 @@ class RedisLog(EventLog):
         self.lease_s = lease_s
         self.unwritable_s = unwritable_s
         self.max_buffered = max_buffered
+        self.max_connections = max_connections
         self._redis: aioredis.Redis | None = None
+        self._tail_redis: aioredis.Redis | None = None
         self._listener: asyncio.Task[None] | None = None
         self._script: Any = None
+        self._tails: dict[str, _Tail] = {}
+        self._tail_task: asyncio.Task[None] | None = None
+        self._wake_key = f"{prefix}:wake:{uuid.uuid4().hex}"
+        self._wake_last = "0-0"
 
     def key(self, stream_id: str) -> str:
         return f"{self.prefix}:{stream_id}"
@@ -264,8 +325,10 @@ class RedisLog(EventLog):
 
     @property
     def redis(self) -> aioredis.Redis:
+        """The client for short commands: a bounded pool where a command waits for a connection."""
         if self._redis is None:
-            self._redis = aioredis.Redis.from_url(self.url)
+            pool = aioredis.BlockingConnectionPool.from_url(self.url, max_connections=self.max_connections, timeout=10)
+            self._redis = aioredis.Redis(connection_pool=pool)
         return self._redis
 
     # -- writing ---------------------------------------------------------------------------------
@@ -341,40 +404,137 @@ class RedisLog(EventLog):
                 break
         if not follow:
             return
-        last_id = _entry_id(seq - 1) if seq > 0 else "0-0"
-        # Wake at least once a lease period: a reader is also the one that notices a lost producer.
-        wait_s = min(idle_s if idle_s is not None else 30.0, self.lease_s / 2)
-        block_ms = max(1, round(wait_s * 1000))
-        quiet_s = 0.0
-        while True:  # then tail: XREAD BLOCK after the last id seen
-            reply = await r.xread({key: last_id}, count=self.read_batch, block=block_ms)
-            if not reply:
-                quiet_s += wait_s
-                if idle_s is not None and quiet_s >= idle_s:
-                    quiet_s = 0.0
-                    yield ()
-                if not await r.exists(key):
-                    raise StreamNotFound(f"no stream {stream_id!r} in this log (unknown, or expired)")
-                if not await r.exists(self.lease_key(stream_id)):
-                    await self._producer_lost(stream_id)
+        tail, wake = self._attach(stream_id, key, seq)
+        try:
+            if wake:
+                await self._wake_tail()  # a stream the blocked XREAD does not cover yet
+            async for events in self._follow(tail, key, seq, idle_s, max_lag):
+                yield events
+        finally:
+            self._detach(tail)
+
+    async def _follow(
+        self, tail: _Tail, key: str, seq: int, idle_s: float | None, max_lag: int | None
+    ) -> AsyncIterator[Sequence[Event]]:
+        """One reader of the shared tail, from ``seq``."""
+        r: Any = self.redis
+        while True:
+            if seq < tail.first_seq:  # behind the shared window: catch up from Redis
+                entries = await r.xrange(key, min=_entry_id(seq), count=self.read_batch)
+                if not entries or _seq(entries[0][0]) != seq:
+                    raise SeqEvicted(tail.sid, seq, _seq(entries[0][0]) if entries else tail.first_seq)
+                batch: Sequence[Event] = [decode(fields[_FIELD]) for _, fields in entries]
+            elif seq < tail.next_seq:
+                batch = tail.events[seq - tail.first_seq :]
+            elif tail.error is not None:
+                raise tail.error
+            else:
+                advanced = tail.advanced
+                try:
+                    async with asyncio.timeout(idle_s):
+                        await advanced.wait()
+                except TimeoutError:
+                    yield ()  # idle: the caller may send a keep-alive
                 continue
-            quiet_s = 0.0
-            entries = reply[0][1]
-            batch = [decode(fields[_FIELD]) for _, fields in entries]
-            if batch[0].seq != seq:
-                raise SeqEvicted(stream_id, seq, batch[0].seq)
-            last_id = entries[-1][0].decode()
             seq = batch[-1].seq + 1
             yield batch
             if batch[-1].__class__ in TERMINAL_TYPES:
                 return
-            if max_lag is not None and len(entries) == self.read_batch:
-                head = await self.info(stream_id)
-                if not head.finished and head.next_seq - seq > max_lag:
-                    raise ObserverOverflow(
-                        f"reader of stream {stream_id!r} is {head.next_seq - seq} events behind (max_lag={max_lag}); "
-                        f"resume from seq {seq}"
-                    )
+            if max_lag is not None and not tail.finished and tail.next_seq - seq > max_lag:
+                raise ObserverOverflow(
+                    f"reader of stream {tail.sid!r} is {tail.next_seq - seq} events behind (max_lag={max_lag}); "
+                    f"resume from seq {seq}"
+                )
+
+    # -- the shared tail: one XREAD for every stream this process reads --------------------------------
+
+    def _attach(self, stream_id: str, key: str, seq: int) -> tuple[_Tail, bool]:
+        """The stream's tail (a new one if none, or if the last one failed), and whether the
+        running XREAD must be woken to cover it."""
+        tail = self._tails.get(stream_id)
+        new = tail is None or tail.error is not None
+        if new:
+            tail = self._tails[stream_id] = _Tail(stream_id, key.encode(), seq, asyncio.get_running_loop().time())
+        assert tail is not None
+        tail.readers += 1
+        if self._tail_task is None:
+            self._tail_task = asyncio.get_running_loop().create_task(self._tail_loop(), name="tokenwire-redis-tail")
+            return tail, False
+        return tail, new
+
+    def _detach(self, tail: _Tail) -> None:
+        tail.readers -= 1
+        if tail.readers == 0 and self._tails.get(tail.sid) is tail:
+            del self._tails[tail.sid]  # the next XREAD leaves it out
+
+    async def _wake_tail(self) -> None:
+        """End the tail's blocked XREAD now so that its next one covers a new stream: an entry in
+        the process's own wake stream (part of every XREAD) returns it at once."""
+        pipe: Any = self.redis.pipeline(transaction=False)
+        pipe.xadd(self._wake_key, {"w": b"1"}, maxlen=1)
+        pipe.expire(self._wake_key, 3600)
+        with contextlib.suppress(RedisError, OSError):
+            await pipe.execute()
+
+    @property
+    def _tail_client(self) -> aioredis.Redis:
+        if self._tail_redis is None:  # its own connection: a blocked XREAD never holds up a command
+            self._tail_redis = aioredis.Redis.from_url(self.url, max_connections=1)
+        return self._tail_redis
+
+    async def _tail_loop(self) -> None:
+        """The process's shared tail (owned by this log; it ends when nothing is tailed, and by aclose()).
+
+        Every ``lease_s / 2`` at most it also checks the streams that were quiet: a stream that
+        disappeared ends its readers with StreamNotFound, a producer whose lease lapsed is ended
+        with ``error(producer_lost)`` (which the next XREAD then delivers).
+        """
+        loop = asyncio.get_running_loop()
+        wait_s = self.lease_s / 2
+        block_ms = max(1, round(wait_s * 1000))
+        r: Any = self._tail_client
+        while True:
+            live = [t for t in self._tails.values() if not t.finished]
+            if not live:
+                self._tail_task = None  # no await since the check: _attach starts a new one
+                return
+            streams: dict[Any, str] = {t.key: t.last_id for t in live}
+            streams[self._wake_key] = self._wake_last
+            try:
+                reply = await r.xread(streams, count=self.read_batch, block=block_ms)
+            except (RedisError, OSError) as exc:
+                for t in live:
+                    t.fail(exc)  # its readers raise; their clients resume when Redis is back
+                continue
+            now = loop.time()
+            by_key = {t.key: t for t in live}
+            for name, entries in reply or ():
+                if name == self._wake_key.encode():
+                    self._wake_last = entries[-1][0].decode()
+                elif (tail := by_key.get(name)) is not None and entries:
+                    tail.push(entries, self.read_batch * 4, now)
+            quiet = [t for t in live if not t.finished and now - t.heard >= wait_s]
+            if quiet:
+                await self._check_quiet(quiet, now)
+
+    async def _check_quiet(self, quiet: list[_Tail], now: float) -> None:
+        pipe: Any = self.redis.pipeline(transaction=False)
+        for t in quiet:
+            pipe.exists(t.key)
+            pipe.exists(self.lease_key(t.sid))
+        try:
+            found = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            for t in quiet:
+                t.fail(exc)
+            return
+        for i, t in enumerate(quiet):
+            t.heard = now
+            if not found[2 * i]:
+                t.fail(StreamNotFound(f"no stream {t.sid!r} in this log (unknown, or expired)"))
+            elif not found[2 * i + 1]:
+                with contextlib.suppress(RedisError, OSError):
+                    await self._producer_lost(t.sid)
 
     # -- control: cancels routed to the producing node ------------------------------------------------
 
@@ -410,6 +570,14 @@ class RedisLog(EventLog):
                 await asyncio.sleep(0.5)
 
     async def aclose(self) -> None:
+        if self._tail_task is not None:
+            self._tail_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tail_task
+            self._tail_task = None
+        if self._tail_redis is not None:
+            await self._tail_redis.aclose()
+            self._tail_redis = None
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
