@@ -22,8 +22,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/mypy --strict src
 
+# The whole suite, then again with every stream and server on a Redis event log (a redis-server
+# of the suite's own): the two backends must read the same.
 test: lint redis-server
 	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not e2e" --log-backend redis
 
 # The Redis event-log tests start their own redis-server from the binary on PATH.
 redis-server:

@@ -26,7 +26,7 @@ from tokenwire.providers import Delay, Scripted
 from tokenwire.redis_log import RedisLog
 from tokenwire.server import create_app
 from tokenwire.testing import Transcript, assert_transcript
-from wire import free_port, serve, start_redis, wait_http
+from wire import free_port, serve, start_redis, wait_for, wait_http
 
 
 @pytest.fixture(scope="module")
@@ -99,10 +99,87 @@ async def test_unknown_stream_and_evicted_seq(nodes: tuple[RedisLog, RedisLog], 
     for e in events("s", 400):
         writer.append(e)
     await writer.flush()
-    await small.redis.xtrim(small.key("s"), maxlen=10, approximate=False)
-    with pytest.raises(tokenwire.SeqEvicted):
+    info = await small.info("s")
+    assert (info.first_seq, info.next_seq) == (391, 401)  # exactly the last max_events, as in memory
+    with pytest.raises(tokenwire.SeqEvicted) as evicted:
         [e async for e in small.read("s", 0, follow=False)]
+    assert evicted.value.first_available == 391
+    assert [e.seq async for e in small.read("s", 391, follow=False)] == list(range(391, 401))
     await small.aclose()
+
+
+async def xread_calls(log: RedisLog) -> int:
+    stats = await log.redis.info("commandstats")
+    return int(stats.get("cmdstat_xread", {}).get("calls", 0))
+
+
+async def test_readers_in_one_process_share_one_tail(nodes: tuple[RedisLog, RedisLog]) -> None:
+    """A hundred readers of a live stream on one node: one XREAD per batch for all of them, and a
+    bounded number of connections (a reader no longer holds a blocking connection of its own)."""
+    a, b = nodes
+    writer = a.open("fan")
+    writer.append(Start(model="m", stream_id="fan", seq=0))
+    await writer.flush()
+    readers = [asyncio.create_task(_collect(b, "fan", 0)) for _ in range(100)]
+    await asyncio.sleep(0.2)
+    before = await xread_calls(b)
+    for i in range(1, 21):  # twenty batches
+        writer.append(TextDelta(f"t{i}", stream_id="fan", seq=i))
+        await writer.flush()
+        await asyncio.sleep(0.01)
+    writer.append(Done(stream_id="fan", seq=21))
+    await writer.flush()
+    results = await asyncio.wait_for(asyncio.gather(*readers), 10)
+    assert all([e.seq for e in r] == list(range(22)) for r in results)
+    calls = await xread_calls(b) - before
+    assert calls <= 2 * 21, f"{calls} XREADs for 21 batches and 100 readers"  # not 100 per batch
+    clients = await b.redis.client_list()
+    assert len(clients) <= b.max_connections + 4
+
+
+async def test_a_reader_behind_the_shared_window_catches_up_from_redis(redis_url: str) -> None:
+    prefix = f"w{time.monotonic_ns()}"
+    a, b = RedisLog(redis_url, prefix=prefix), RedisLog(redis_url, prefix=prefix, read_batch=4)  # window 16
+    writer = a.open("s")
+    writer.append(Start(model="m", stream_id="s", seq=0))
+    await writer.flush()
+    first = asyncio.create_task(_collect(b, "s", 0))  # keeps the tail alive, reading as it goes
+    await asyncio.sleep(0.1)
+    for i in range(1, 60):
+        writer.append(TextDelta(f"t{i}", stream_id="s", seq=i))
+    await writer.flush()
+    await asyncio.sleep(0.1)
+    late = asyncio.create_task(_collect(b, "s", 2))  # far behind the 16-event window
+    writer.append(Done(stream_id="s", seq=60))
+    await writer.flush()
+    got_first, got_late = await asyncio.wait_for(asyncio.gather(first, late), 10)
+    assert [e.seq for e in got_first] == list(range(61))
+    assert [e.seq for e in got_late] == list(range(2, 61))
+    await a.aclose()
+    await b.aclose()
+
+
+async def test_a_reader_too_far_behind_the_tail_is_told_to_resume(nodes: tuple[RedisLog, RedisLog]) -> None:
+    a, b = nodes
+    writer = a.open("lag")
+    for e in events("lag", 2):
+        writer.append(e)
+    await writer.flush()
+    batches = b.batches("lag", 0, max_lag=10)
+    assert [e.seq for e in await anext(batches)] == [0, 1, 2]  # history
+    waiting = asyncio.create_task(anext(batches))  # now on the shared tail, waiting
+    await asyncio.sleep(0.1)
+    writer.append(TextDelta("t3", stream_id="lag", seq=3))
+    await writer.flush()
+    assert [e.seq for e in await asyncio.wait_for(waiting, 5)] == [3]
+    for i in range(4, 41):  # the reader is away while 37 more events arrive
+        writer.append(TextDelta(f"t{i}", stream_id="lag", seq=i))
+    await writer.flush()
+    tail = b._tails["lag"]
+    await wait_for(lambda: tail.next_seq == 41)  # the shared tail has read them
+    with pytest.raises(tokenwire.ObserverOverflow, match="resume from seq 4"):
+        await anext(batches)
+    await batches.aclose()
 
 
 async def test_deltas_are_batched_structural_events_written_at_once(nodes: tuple[RedisLog, RedisLog]) -> None:

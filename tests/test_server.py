@@ -33,8 +33,9 @@ def pick_color() -> str:
     raise AssertionError("client-side")
 
 
-def make_app(**config: Any) -> Any:
+def make_app(log: Any = None, **config: Any) -> Any:
     return create_app(
+        log=log,
         providers={
             "steady": Scripted(WORDS, interval_s=0.01),
             "fast": Scripted(WORDS),
@@ -488,10 +489,14 @@ def test_tokenwire_serve_drains_on_sigterm(tmp_path: Any) -> None:
 
 
 async def test_a_reader_too_far_behind_is_disconnected_not_buffered() -> None:
-    """The SSE generator ends when its reader lags more than max_lag_events behind the head."""
-    from tokenwire.events import TextDelta
+    """The SSE generator ends when its reader lags more than max_lag_events behind the head.
 
-    app = make_app(max_lag_events=10)
+    On a memory log of its own: the test appends to the log directly and reads it at exact points
+    (test_redis_log covers the lag check of the Redis backend's shared tail)."""
+    from tokenwire.events import TextDelta
+    from tokenwire.log import MemoryLog
+
+    app = make_app(log=MemoryLog(), max_lag_events=10)
     server = app.state.tokenwire
     writer = server.log.open("s")  # a stream in the server's log, read as any SSE reader reads it
     for i in range(3):

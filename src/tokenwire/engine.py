@@ -190,9 +190,15 @@ class StreamHandle:
         """The terminal event, once emitted."""
         return self._core.terminal
 
-    def events(self, from_seq: int = 0, *, follow: bool = True) -> AsyncIterator[Event]:
-        """Read this stream's events from the log, from ``from_seq`` on (late join, resume)."""
-        return self.log.read(self.stream_id, from_seq, follow=follow)
+    async def events(self, from_seq: int = 0, *, follow: bool = True) -> AsyncIterator[Event]:
+        """Read this stream's events from the log, from ``from_seq`` on (late join, resume).
+
+        Reading starts once the stream is :meth:`ready` (on a shared log such as Redis the
+        ``start`` event is written asynchronously), so it may be called right after ``generate``.
+        """
+        await self.ready()
+        async for event in self.log.read(self.stream_id, from_seq, follow=follow):
+            yield event
 
     def __aiter__(self) -> AsyncIterator[Event]:
         """Every event from seq 0.

@@ -2,7 +2,7 @@
 
 One Redis stream per run (key ``{prefix}:{stream_id}``), one entry per event with the explicit
 id ``{seq}-1``: ordered, and a retried append of an event that already landed fails instead of
-duplicating it (exactly-once). Retention: ``MAXLEN ~ max_events`` per stream, and a TTL once the
+duplicating it (exactly-once). Retention: the last ``max_events`` per stream, and a TTL once the
 terminal event is written.
 
 Writes go in two lanes through one ordered buffer: a structural event (start, tool calls and
@@ -55,15 +55,18 @@ _FIELD = b"e"
 _APPEND = """
 local key, maxlen, ttl = KEYS[1], ARGV[1], tonumber(ARGV[2])
 for i = 3, #ARGV, 2 do
-  local ok = redis.pcall('XADD', key, 'MAXLEN', '~', maxlen, ARGV[i], 'e', ARGV[i + 1])
+  local ok = redis.pcall('XADD', key, ARGV[i], 'e', ARGV[i + 1])
   if type(ok) == 'table' and ok.err and not string.find(ok.err, 'equal or smaller', 1, true) then
     return redis.error_reply(ok.err)
   end
 end
+redis.call('XTRIM', key, 'MAXLEN', maxlen)
 if ttl > 0 then redis.call('EXPIRE', key, ttl) end
 return 1
 """
-"""Appends a batch in one command: explicit ids; an id that is already there (a retry) is skipped."""
+"""Appends a batch in one command: explicit ids; an id that is already there (a retry) is skipped;
+then one exact trim to ``max_events`` (the same retention as the memory log; a stream below the cap
+trims nothing)."""
 
 
 def _entry_id(seq: int) -> str:
@@ -241,9 +244,9 @@ class RedisWriter(_StreamRing):
 class RedisLog(EventLog):
     """Event log on Redis Streams, shared by every process and node that uses the same Redis.
 
-    ``url``: ``redis://host:port/db``. ``max_events`` bounds each stream (approximately, as
-    ``MAXLEN ~``); ``ttl_s`` is how long a finished stream stays readable; ``batch_window_s`` and
-    ``max_batch`` bound how long and how many deltas wait for one write; ``local_events`` bounds
+    ``url``: ``redis://host:port/db``. ``max_events`` bounds each stream (exactly: the oldest
+    events are trimmed once per batch); ``ttl_s`` is how long a finished stream stays readable;
+    ``batch_window_s`` and ``max_batch`` bound how long and how many deltas wait for one write; ``local_events`` bounds
     the producer's in-process ring (its observers' and iterators' window). ``lease_s`` is the
     producer lease (a lost producer is noticed within about 1.5x that). While Redis is
     unreachable a writer buffers and retries, for at most ``unwritable_s`` and ``max_buffered``
