@@ -7,22 +7,32 @@ Starts its own redis-server on a free port (binary on PATH). Same run:
 (b) resume latency: a reader on another "node" (another RedisLog and connection pool) reading a
     finished 1,000-event stream from a random seq to the end, p50/p99;
 (c) cross-node delivery latency at 1,000 events/s: producer on node A, reader tailing on node B,
-    from the event's ``ts`` to its receipt, p50/p99.
+    from the event's ``ts`` to its receipt, p50/p99;
+(d) fan-out: one run read by 1,000 SSE readers of ``tokenwire serve --log redis://… --workers N``
+    for N = 1 and 2 (real processes, raw-socket readers in this process): live delivery latency
+    p50/p99, server CPU per delivered event, Redis XREADs per second.
 
-    python bench/redis_log.py [--events N]
+    python bench/redis_log.py [--events N] [--fanout READERS]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import os
 import random
 import shutil
 import socket
 import statistics
 import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
+
+import httpx
+import msgspec
 
 from tokenwire.events import Done, Start, TextDelta, encode
 from tokenwire.redis_log import RedisLog
@@ -32,6 +42,110 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its children that are still running."""
+    total = 0.0
+    pids = [pid]
+    for child in Path("/proc").iterdir():
+        if child.name.isdigit():
+            try:
+                stat = (child / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid:
+                pids.append(int(child.name))
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+async def sse_reader(port: int, path: str, latencies: list[float], connected: asyncio.Event) -> int:
+    """A raw-socket SSE reader: counts events, records the latency of those that arrive live."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n".encode())
+    await writer.drain()
+    connected.set()
+    since = time.time()
+    count = 0
+    decoder = msgspec.json.Decoder(_Stamp)
+    try:
+        while line := await reader.readline():
+            if line.startswith(b"data: "):
+                ts = decoder.decode(line[6:]).ts
+                if ts > since:  # live, not history read at connect
+                    latencies.append(time.time() - ts)
+                count += 1
+                if b'"type":"done"' in line or b'"type":"error"' in line:
+                    break
+    finally:
+        writer.close()
+    return count
+
+
+class _Stamp(msgspec.Struct):
+    ts: float
+
+
+async def fanout(url: str, redis_port: int, workers: int, readers: int, words: int) -> str:
+    """One run of ``words`` deltas at 50/s read by ``readers`` SSE connections over ``workers``."""
+    port = free_port()
+    key = "bench-key-123456"
+    cmd = [sys.executable, "-m", "tokenwire", "serve", "--provider", "scripted", "--port", str(port)]
+    cmd += ["--api-key", key, "--log", url, "--workers", str(workers), "--log-level", "warning"]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: ASYNC220
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            for _ in range(200):
+                try:
+                    await http.get(f"http://127.0.0.1:{port}/")
+                    break
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.1)
+            probe = aioredis_client(redis_port)
+            xread0 = await xreads(probe)
+            cpu0 = proc_cpu_s(server.pid)
+            t0 = time.perf_counter()
+            r = await http.post(
+                f"http://127.0.0.1:{port}/v1/runs",
+                json={"prompt": " ".join(["w"] * words)},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            info = r.json()
+        path = f"/v1/streams/{info['stream_id']}/events?token={info['read_token']}"
+        latencies: list[float] = []
+        connected = [asyncio.Event() for _ in range(readers)]
+        tasks = [asyncio.create_task(sse_reader(port, path, latencies, c)) for c in connected]
+        counts = await asyncio.gather(*tasks, return_exceptions=True)
+        elapsed = time.perf_counter() - t0
+        cpu = proc_cpu_s(server.pid) - cpu0
+        xread_rate = (await xreads(probe) - xread0) / elapsed
+        await probe.aclose()
+    finally:
+        server.terminate()
+        server.wait(30)
+    ok = [c for c in counts if isinstance(c, int)]
+    delivered = sum(ok)
+    return (
+        f"| {workers} | {readers:,} | {len(ok):,} | {pct(latencies, 50) * 1e3:.1f} | {pct(latencies, 99) * 1e3:.1f} | "
+        f"{cpu / max(delivered, 1) * 1e6:.1f} | {xread_rate:.0f} |"
+    )
+
+
+def aioredis_client(port: int) -> Any:
+    import redis.asyncio as aioredis
+
+    return aioredis.Redis(port=port)
+
+
+async def xreads(client: Any) -> int:
+    info = await client.info("commandstats")
+    return int(info.get("cmdstat_xread", {}).get("calls", 0))
 
 
 def pct(values: list[float], q: int) -> float:
@@ -141,6 +255,8 @@ async def main(args: argparse.Namespace) -> None:
         await asyncio.sleep(0.3)
         url = f"redis://127.0.0.1:{port}/0"
         a, b = RedisLog(url, prefix="bench"), RedisLog(url, prefix="bench")
+        gc.collect()
+        gc.freeze()  # as `tokenwire serve` does after start-up: full collections skip the start-up heap
         rate, sent, xadds = await append_rate(a, args.events)
         naive = await naive_rate(a, min(args.events, 20_000))
         print(f"# {args.events:,} deltas, redis-server {port} on loopback, 2 cores shared")
@@ -159,6 +275,14 @@ async def main(args: argparse.Namespace) -> None:
         print(f"| cross-node delivery at 1,000 ev/s, p50 / p99 ms | {p50:.2f} / {p99:.2f} |")
         await a.aclose()
         await b.aclose()
+        if args.fanout:
+            print(f"\n### fan-out: one run (50 ev/s, {args.words} deltas) to {args.fanout:,} SSE readers\n")
+            print(
+                "| workers | readers | completed | live p50 ms | live p99 ms | server CPU µs per delivered event "
+                "| Redis XREAD/s |\n|---:|---:|---:|---:|---:|---:|---:|"
+            )
+            for workers in (1, 2):
+                print(await fanout(url, port, workers, args.fanout, args.words))
     finally:
         proc.terminate()
         proc.wait()
@@ -168,4 +292,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--fanout", type=int, default=1000, help="SSE readers of one run (0: skip)")
+    parser.add_argument("--words", type=int, default=200, help="deltas of the fan-out run (50 per second)")
     asyncio.run(main(parser.parse_args()))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import gc
 import json
 import multiprocessing
 import operator
@@ -412,6 +413,10 @@ def _serve_one(
         log_config=_redacted_log_config(keys or []),
         timeout_graceful_shutdown=5,
     )
+    # Move everything built so far (modules, the app, providers) out of the collector's way: a full
+    # collection then scans only what serving allocates. Measured: resume p99 14 ms -> 2 ms on Redis.
+    gc.collect()
+    gc.freeze()
     GracefulServer(config).run(sockets=[sock] if sock is not None else None)
 
 
