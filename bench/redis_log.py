@@ -167,10 +167,10 @@ async def append_rate(log: RedisLog, n: int) -> tuple[float, int, int]:
     writes = 0
     original = log._write
 
-    async def counting(key: str, batch: list[tuple[int, bytes]], *, terminal: bool) -> None:
+    async def counting(key: str, batch: list[tuple[int, bytes]], *, terminal: bool) -> bool:
         nonlocal writes
         writes += 1
-        await original(key, batch, terminal=terminal)
+        return await original(key, batch, terminal=terminal)
 
     log._write = counting  # type: ignore[method-assign]
     before = await commands(log)

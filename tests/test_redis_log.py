@@ -187,9 +187,9 @@ async def test_deltas_are_batched_structural_events_written_at_once(nodes: tuple
     writes: list[int] = []
     original = a._write
 
-    async def counting(key: str, batch: list[tuple[int, bytes]], *, terminal: bool) -> None:
+    async def counting(key: str, batch: list[tuple[int, bytes]], *, terminal: bool) -> bool:
         writes.append(len(batch))
-        await original(key, batch, terminal=terminal)
+        return await original(key, batch, terminal=terminal)
 
     a._write = counting  # type: ignore[method-assign]
     items = [ToolCall(call_id="c", name="t", args={}), *[f"w{i} " for i in range(1000)]]
@@ -425,3 +425,122 @@ async def test_a_log_that_stays_unwritable_ends_the_stream_with_a_clear_error(tm
         assert local.events[-1] == terminal and "unwritable" in terminal.message  # type: ignore[union-attr]
     finally:
         await log.aclose()
+
+
+async def test_a_producer_cannot_write_past_a_terminal_another_node_wrote(nodes: tuple[RedisLog, RedisLog]) -> None:
+    """A producer cut off from Redis long enough for another node to end its stream with
+    producer_lost must not append after that terminal when it can write again: the shared stream
+    ends at the producer_lost terminal, and the producer's own stream ends with
+    error(log_unavailable) at its next event ("b" is refused; "c" finds the writer closed)."""
+    a, b = nodes
+    local = Transcript()
+    script = Scripted(["a", Delay(0.3), "b", Delay(0.2), "c"])
+    handle = tokenwire.generate(script, "hi", log=a, observers=[local])
+    await handle.ready()
+    await asyncio.sleep(0.1)  # start and "a" are in Redis; the producer waits for its model
+    sid = handle.stream_id
+    info = await b.info(sid)
+    lost = tokenwire.events.Error(
+        code="producer_lost",
+        message="lease lapsed",
+        retryable=True,
+        source="transport",
+        stream_id=sid,
+        seq=info.next_seq,
+    )
+    assert await b._write(b.key(sid), [(lost.seq, tokenwire.encode(lost))], terminal=True)  # what _producer_lost writes
+    terminal = await asyncio.wait_for(handle.wait(), 10)
+    assert (terminal.type, terminal.code) == ("error", "log_unavailable")  # type: ignore[union-attr]
+    assert "ended by another node" in terminal.message  # type: ignore[union-attr]
+    shared = [e async for e in b.read(sid, 0, follow=False)]
+    assert_transcript(
+        shared, ["start", {"type": "text.delta", "text": "a"}, {"type": "error", "code": "producer_lost"}]
+    )
+    assert (await b.info(sid)).finished
+    assert await b._write(b.key(sid), [(lost.seq, tokenwire.encode(lost))], terminal=True)  # a retry of it passes
+
+
+# -- a network partition (network namespaces, where the machine allows them) ------------------------
+
+
+def _netns_allowed() -> bool:
+    if shutil.which("ip") is None or os.geteuid() != 0:
+        return False
+    name = f"twprobe{os.getpid()}"
+    ok = subprocess.run(["ip", "netns", "add", name], capture_output=True).returncode == 0
+    if ok:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    return ok
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@pytest.mark.skipif(not _netns_allowed(), reason="needs root and ip netns to cut a node off")
+def test_a_partitioned_producer_is_noticed_and_cannot_write_past_the_terminal(tmp_path: Path) -> None:
+    """Node A runs in a network namespace of its own, joined to Redis by a veth pair; the test cuts
+    the link mid-stream (packets dropped, not refused: a real partition). Readers on node B get
+    producer_lost within the bound; when the link is back, A's buffered events are refused (the
+    stream has its terminal) and A logs why; the shared stream ends at producer_lost, nothing after."""
+    ns = f"tw{os.getpid() % 100000}"
+    host_if, ns_if, host_ip, ns_ip = f"{ns}h", f"{ns}n", "10.231.0.1", "10.231.0.2"
+    _ip("netns", "add", ns)
+    redis = a_proc = b = None
+    a_log = open(tmp_path / "a.log", "wb")  # noqa: SIM115
+    try:
+        _ip("link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+        _ip("link", "set", ns_if, "netns", ns)
+        _ip("addr", "add", f"{host_ip}/30", "dev", host_if)
+        _ip("link", "set", host_if, "up")
+        for args in (
+            ("addr", "add", f"{ns_ip}/30", "dev", ns_if),
+            ("link", "set", ns_if, "up"),
+            ("link", "set", "lo", "up"),
+        ):
+            _ip("netns", "exec", ns, "ip", *args)
+        port = free_port()
+        redis = start_redis(port, str(tmp_path), bind=f"127.0.0.1 {host_ip}", protected=False)
+        prefix, secret = f"p{time.monotonic_ns()}", os.urandom(32).hex()
+        a_port = free_port()
+        cmd = ["ip", "netns", "exec", ns, sys.executable, "-m", "tokenwire", "serve", "--host", ns_ip]
+        cmd += ["--port", str(a_port), "--provider", "scripted", "--log", f"redis://{host_ip}:{port}/0"]
+        cmd += ["--api-key", NODE_KEY, "--log-level", "warning"]
+        env = {**os.environ, "TOKENWIRE_SECRET": secret}
+        a_proc = subprocess.Popen(cmd, env=env, stdout=a_log, stderr=subprocess.STDOUT)
+        a_url = f"http://{ns_ip}:{a_port}"
+        wait_http(a_url + "/", a_proc)
+        b = Node(f"redis://127.0.0.1:{port}/0", prefix, secret)
+        with SyncClient(a_url, api_key=NODE_KEY) as on_a, SyncClient(b.url, api_key=NODE_KEY) as on_b:
+            info = on_a.create_run(long_prompt(2000))
+            seen: list[Event] = []
+            cut_at = 0.0
+            for event in on_b.subscribe(info.stream_id, info.read_token):
+                seen.append(event)
+                if len(seen) == 10:
+                    _ip("link", "set", host_if, "down")  # the partition
+                    cut_at = time.monotonic()
+            noticed_after = time.monotonic() - cut_at
+        _ip("link", "set", host_if, "up")  # healed: A's writer retries its buffered batch
+        deadline = time.monotonic() + 15
+        while b"ended by another node" not in (tmp_path / "a.log").read_bytes():
+            assert time.monotonic() < deadline, (tmp_path / "a.log").read_text()
+            time.sleep(0.1)
+        import redis as redis_py
+
+        entries = redis_py.Redis(port=port).xrange(f"tokenwire:{info.stream_id}")
+    finally:
+        for proc in (a_proc, redis):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if b is not None:
+            b.stop()
+        a_log.close()
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    terminal = seen[-1]
+    assert (terminal.type, terminal.code, terminal.source) == ("error", "producer_lost", "transport")  # type: ignore[union-attr]
+    assert noticed_after <= 5.0
+    stored = [tokenwire.decode(fields[b"e"]) for _, fields in entries]
+    assert stored[-1] == terminal and [e.seq for e in stored] == list(range(len(stored)))  # nothing after it

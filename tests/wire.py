@@ -104,13 +104,16 @@ def wait_http(url: str, proc: Any, within: float = 60.0) -> None:
             time.sleep(0.05)
 
 
-def start_redis(port: int, workdir: str | None = None) -> Any:
-    """Start a redis-server of the test's own (binary on PATH, no persistence) on ``port``; wait for PONG."""
+def start_redis(port: int, workdir: str | None = None, bind: str = "127.0.0.1", protected: bool = True) -> Any:
+    """Start a redis-server of the test's own (binary on PATH, no persistence) on ``port``; wait for PONG.
+
+    ``protected=False`` lets clients on a non-loopback ``bind`` address in (a test's own veth)."""
     import shutil
     import subprocess
 
-    cmd = [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+    cmd = [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", *bind.split()]
     cmd += ["--save", "", "--appendonly", "no", *(["--dir", workdir] if workdir else [])]
+    cmd += [] if protected else ["--protected-mode", "no"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ping = [shutil.which("redis-cli") or "redis-cli", "-p", str(port), "ping"]
     deadline = time.monotonic() + 10

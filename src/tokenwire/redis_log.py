@@ -53,7 +53,13 @@ _FIELD = b"e"
 
 
 _APPEND = """
-local key, maxlen, ttl = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local key, endkey, maxlen, ttl = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
+local ended = redis.call('GET', endkey)
+if ended then
+  -- The stream has its terminal: only a retry of that very batch may pass (and adds nothing).
+  if ARGV[#ARGV] == ended then return 1 end
+  return 0
+end
 for i = 3, #ARGV, 2 do
   local ok = redis.pcall('XADD', key, ARGV[i], 'e', ARGV[i + 1])
   if type(ok) == 'table' and ok.err and not string.find(ok.err, 'equal or smaller', 1, true) then
@@ -61,12 +67,18 @@ for i = 3, #ARGV, 2 do
   end
 end
 redis.call('XTRIM', key, 'MAXLEN', maxlen)
-if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+if ttl > 0 then
+  redis.call('EXPIRE', key, ttl)
+  redis.call('SET', endkey, ARGV[#ARGV], 'EX', ttl)
+end
 return 1
 """
 """Appends a batch in one command: explicit ids; an id that is already there (a retry) is skipped;
-then one exact trim to ``max_events`` (the same retention as the memory log; a stream below the cap
-trims nothing)."""
+then one exact trim to ``max_events`` (the same retention as the memory log; a stream below the
+cap trims nothing). A terminal batch records the terminal event in the stream's end key; once it
+is there nothing more is appended (returns 0; a retry of that same batch returns 1): a producer
+cut off by a partition, whose stream another node ended with ``producer_lost``, cannot write past
+that terminal when it reconnects."""
 
 
 def _entry_id(seq: int) -> str:
@@ -199,11 +211,19 @@ class RedisWriter(_StreamRing):
         size = self._log.max_batch
         batch = self._pending[:size]  # a bounded round trip
         try:
-            await self._log._write(self._key, batch, terminal=self._closing and len(self._pending) <= size)
+            written = await self._log._write(self._key, batch, terminal=self._closing and len(self._pending) <= size)
         except (RedisError, OSError) as exc:
             await self._unwritable(exc)
             return
         self._down_since = None
+        if not written:
+            self._give_up(
+                LogUnavailable(
+                    f"stream {self.stream_id!r} was ended by another node (its producer looked lost while this "
+                    f"node could not reach the log); {len(self._pending)} events were not written"
+                )
+            )
+            return
         del self._pending[: len(batch)]
         if self._pending:
             self._wake_flusher.set()  # more than one batch was waiting: no window for the rest
@@ -219,18 +239,24 @@ class RedisWriter(_StreamRing):
             logger.warning("event log: Redis unreachable for %s (%s); buffering and retrying", self._key, exc)
         down_s = loop.time() - self._down_since
         if down_s > self._log.unwritable_s or len(self._pending) > self._log.max_buffered:
-            self._failure = LogUnavailable(
-                f"the event log (Redis) was unwritable for {down_s:.1f} s with {len(self._pending)} events "
-                f"buffered (bounds: unwritable_s={self._log.unwritable_s}, max_buffered={self._log.max_buffered})"
+            self._give_up(
+                LogUnavailable(
+                    f"the event log (Redis) was unwritable for {down_s:.1f} s with {len(self._pending)} events "
+                    f"buffered (bounds: unwritable_s={self._log.unwritable_s}, max_buffered={self._log.max_buffered})"
+                )
             )
-            logger.error("event log: giving up on %s: %s", self._key, self._failure)
-            self._pending.clear()
-            self._closing = True
-            self._flushed.set()
             return
         self._retries += 1
         await asyncio.sleep(min(1.0, 0.05 * 2 ** min(self._retries, 5)))
         self._wake_flusher.set()
+
+    def _give_up(self, failure: LogUnavailable) -> None:
+        """Stop writing: the stream ends with ``error(log_unavailable)`` at its next append."""
+        self._failure = failure
+        logger.error("event log: giving up on %s: %s", self._key, failure)
+        self._pending.clear()
+        self._closing = True
+        self._flushed.set()
 
     async def flush(self) -> None:
         """Wait until every appended event is in Redis (or its write failed and was logged)."""
@@ -300,6 +326,9 @@ class RedisLog(EventLog):
     def key(self, stream_id: str) -> str:
         return f"{self.prefix}:{stream_id}"
 
+    def end_key(self, stream_id: str) -> str:
+        return f"{self.prefix}:{stream_id}:end"
+
     def lease_key(self, stream_id: str) -> str:
         return f"{self.prefix}:{stream_id}:lease"
 
@@ -339,13 +368,14 @@ class RedisLog(EventLog):
     def open(self, stream_id: str) -> StreamWriter:
         return RedisWriter(self, stream_id)
 
-    async def _write(self, key: str, batch: list[tuple[int, bytes]], *, terminal: bool) -> None:
+    async def _write(self, key: str, batch: list[tuple[int, bytes]], *, terminal: bool) -> bool:
         """One command for the whole batch (a server-side script of XADDs); an entry that already
-        landed (a retried append) is skipped, not duplicated. The writer retries failures."""
+        landed (a retried append) is skipped, not duplicated. The writer retries failures. False
+        when the stream already ended (another node wrote its terminal): nothing was appended."""
         args: list[Any] = [self.max_events, max(1, round(self.ttl_s)) if terminal else 0]
         for seq, data in batch:
             args += (_entry_id(seq), data)
-        await self._append_script(keys=[key], args=args)
+        return bool(await self._append_script(keys=[key, key + ":end"], args=args))
 
     @property
     def _append_script(self) -> Any:
@@ -556,10 +586,14 @@ class RedisLog(EventLog):
             self._listener = asyncio.get_running_loop().create_task(self._listen(handler), name="tokenwire-control")
 
     async def _listen(self, handler: Callable[[str, str], None]) -> None:
+        failures = 0
         while True:
             try:
                 async with self.redis.pubsub() as pubsub:
                     await pubsub.subscribe(self.control_channel)
+                    if failures:
+                        logger.warning("event log: control channel back after %d failed attempts", failures)
+                    failures = 0
                     async for message in pubsub.listen():
                         if message.get("type") != "message":
                             continue
@@ -569,8 +603,11 @@ class RedisLog(EventLog):
                         except (msgspec.DecodeError, KeyError, TypeError):
                             logger.warning("event log: ignored a malformed control message")
             except (RedisError, OSError) as exc:
-                logger.warning("event log: control channel lost (%s); reconnecting", exc)
-                await asyncio.sleep(0.5)
+                # Once per outage at warning level, then quietly, with backoff (0.5 s doubling to 8 s).
+                level = logging.WARNING if failures == 0 else logging.DEBUG
+                logger.log(level, "event log: control channel lost (%s); reconnecting", exc)
+                await asyncio.sleep(min(8.0, 0.5 * 2 ** min(failures, 4)))
+                failures += 1
 
     async def aclose(self) -> None:
         if self._tail_task is not None:
