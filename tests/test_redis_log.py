@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -108,21 +109,26 @@ async def test_unknown_stream_and_evicted_seq(nodes: tuple[RedisLog, RedisLog], 
     await small.aclose()
 
 
-async def xread_calls(log: RedisLog) -> int:
-    stats = await log.redis.info("commandstats")
-    return int(stats.get("cmdstat_xread", {}).get("calls", 0))
-
-
-async def test_readers_in_one_process_share_one_tail(nodes: tuple[RedisLog, RedisLog]) -> None:
+async def test_readers_in_one_process_share_one_tail(nodes: tuple[RedisLog, RedisLog], redis_url: str) -> None:
     """A hundred readers of a live stream on one node: one XREAD per batch for all of them, and a
     bounded number of connections (a reader no longer holds a blocking connection of its own)."""
-    a, b = nodes
+    a, _ = nodes
+    b = RedisLog(redis_url + "?client_name=fanout-b", prefix=a.prefix)  # its connections are named
+    xreads = 0
+    real_xread = b._tail_client.xread
+
+    async def counting_xread(*args: Any, **kwargs: Any) -> Any:
+        nonlocal xreads
+        xreads += 1
+        return await real_xread(*args, **kwargs)
+
+    b._tail_client.xread = counting_xread  # type: ignore[method-assign]
     writer = a.open("fan")
     writer.append(Start(model="m", stream_id="fan", seq=0))
     await writer.flush()
     readers = [asyncio.create_task(_collect(b, "fan", 0)) for _ in range(100)]
     await asyncio.sleep(0.2)
-    before = await xread_calls(b)
+    before = xreads
     for i in range(1, 21):  # twenty batches
         writer.append(TextDelta(f"t{i}", stream_id="fan", seq=i))
         await writer.flush()
@@ -131,10 +137,10 @@ async def test_readers_in_one_process_share_one_tail(nodes: tuple[RedisLog, Redi
     await writer.flush()
     results = await asyncio.wait_for(asyncio.gather(*readers), 10)
     assert all([e.seq for e in r] == list(range(22)) for r in results)
-    calls = await xread_calls(b) - before
-    assert calls <= 2 * 21, f"{calls} XREADs for 21 batches and 100 readers"  # not 100 per batch
-    clients = await b.redis.client_list()
-    assert len(clients) <= b.max_connections + 4
+    assert xreads - before <= 2 * 21, f"{xreads - before} XREADs for 21 batches and 100 readers"  # not 100 per batch
+    mine = [c for c in await a.redis.client_list() if c.get("name") == "fanout-b"]
+    assert 1 <= len(mine) <= b.max_connections + 2  # the pool, the tail's one (and the control channel's)
+    await b.aclose()
 
 
 async def test_a_reader_behind_the_shared_window_catches_up_from_redis(redis_url: str) -> None:
@@ -251,6 +257,42 @@ async def test_a_run_created_on_one_node_is_read_and_resumed_on_another(redis_ur
     assert [e.seq for e in got] == list(range(22)) and got[-1].type == "done"
     assert "".join(e.text for e in got if isinstance(e, TextDelta)) == "".join(words)
     assert [e.seq for e in resumed] == list(range(15, 22))
+
+
+async def test_a_run_read_on_another_node_is_not_abandoned_and_is_once_nobody_reads(redis_url: str) -> None:
+    from tokenwire.providers import Stall
+    from tokenwire.server import ServerConfig
+
+    prefix, secret = f"ab{time.monotonic_ns()}", b"s" * 32
+
+    def node() -> Any:
+        return create_app(
+            providers={"endless": Scripted(["a", Stall()])},
+            api_keys=["node-key-123456"],
+            secret=secret,
+            log=RedisLog(redis_url, prefix=prefix),
+            config=ServerConfig(abandon_after_s=0.3),
+        )
+
+    app_a = node()
+    with serve(app_a) as url_a, serve(node()) as url_b:
+        async with httpx.AsyncClient() as http, Client(url_b) as on_b:
+            r = await http.post(
+                f"{url_a}/v1/runs", json={"prompt": "x"}, headers={"Authorization": "Bearer node-key-123456"}
+            )
+            info = r.json()
+            run = app_a.state.tokenwire.runs.get(info["stream_id"])
+            seen: list[str] = []
+
+            async def read_on_b() -> None:
+                async for e in on_b.subscribe(info["stream_id"], info["read_token"]):
+                    seen.append(e.type)
+
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(read_on_b(), 1.5)  # five grace periods, read on node B only
+            assert seen == ["start", "text.delta"] and not run.finished  # A saw B's reader
+            await wait_for(lambda: run.finished)  # nobody reads any more: abandoned on A
+            assert run.handle.terminal.reason == "abandoned"
 
 
 # -- real tokenwire serve processes sharing one Redis -------------------------------------------------

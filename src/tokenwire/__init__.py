@@ -65,6 +65,7 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module(f"tokenwire.{name}")
     raise AttributeError(f"module 'tokenwire' has no attribute {name!r}")
 
+
 __all__ = [
     "SCHEMA_VERSION",
     "Done",

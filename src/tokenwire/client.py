@@ -313,9 +313,7 @@ class WebSocketClient:
                     q = self._queue(obj["stream_id"])
                     if q.full():  # the server ignored the ack window: refuse to buffer without bound
                         q.get_nowait()
-                        q.put_nowait(
-                            ConnectionLost(f"the server sent more than {q.maxsize - 1} unacknowledged events")
-                        )
+                        q.put_nowait(ConnectionLost(f"the server sent more than {q.maxsize - 1} unacknowledged events"))
                         continue
                     q.put_nowait(decode(text))
         finally:

@@ -229,6 +229,14 @@ class EventLog(abc.ABC):
     def listen_cancels(self, handler: Callable[[str, str], None]) -> None:  # noqa: B027 - optional hook
         """Call ``handler(stream_id, reason)`` for cancels other nodes forward (a no-op for memory)."""
 
+    async def announce_readers(self, stream_ids: Sequence[str], ttl_s: float) -> None:  # noqa: B027 - optional hook
+        """Tell the other nodes that ``stream_ids`` have readers here for the next ``ttl_s``
+        (a no-op for memory: there are no other nodes)."""
+
+    async def read_elsewhere(self, stream_ids: Sequence[str]) -> set[str]:
+        """Which of ``stream_ids`` another node announced readers for (none for memory)."""
+        return set()
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections; a no-op for memory."""
 

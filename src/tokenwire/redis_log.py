@@ -569,6 +569,24 @@ class RedisLog(EventLog):
                 with contextlib.suppress(RedisError, OSError):
                     await self._producer_lost(t.sid)
 
+    # -- reader presence: a producing node sees readers on other nodes ---------------------------------
+
+    def readers_key(self, stream_id: str) -> str:
+        return f"{self.prefix}:{stream_id}:readers"
+
+    async def announce_readers(self, stream_ids: Sequence[str], ttl_s: float) -> None:
+        pipe: Any = self.redis.pipeline(transaction=False)
+        for sid in stream_ids:
+            pipe.set(self.readers_key(sid), b"1", px=max(1, round(ttl_s * 1000)))
+        await pipe.execute()
+
+    async def read_elsewhere(self, stream_ids: Sequence[str]) -> set[str]:
+        pipe: Any = self.redis.pipeline(transaction=False)
+        for sid in stream_ids:
+            pipe.exists(self.readers_key(sid))
+        found = await pipe.execute()
+        return {sid for sid, n in zip(stream_ids, found, strict=True) if n}
+
     # -- control: cancels routed to the producing node ------------------------------------------------
 
     @property

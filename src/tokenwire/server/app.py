@@ -143,11 +143,14 @@ class _Server:
             max_runs=config.max_runs,
             max_live=config.max_live_runs,
             max_live_per_owner=config.max_live_runs_per_key,
+            abandon_after_s=config.abandon_after_s,
         )
         self.connections = 0
         """Streaming connections open now (SSE readers and WebSockets)."""
         self.connections_by_owner: dict[str, int] = {}
         self._instances: dict[str, Provider] = {}
+        self.loaded = False
+        """True once :meth:`preload` ran (the app's lifespan start-up)."""
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -159,6 +162,35 @@ class _Server:
             p = self.providers[key]
             self._instances[key] = p if isinstance(p, Provider) else p()
         return self._instances[key]
+
+    async def preload(self) -> None:
+        """Make the default provider and load its model now (``load()`` in a thread, when it has
+        one): run at start-up, so the first run's time to first token is the model's, not the
+        load's. Other providers are made on first use (a server may list backends it rarely uses)."""
+        provider = self.provider(None)
+        load = getattr(provider, "load", None)
+        if callable(load):
+            await asyncio.to_thread(load)
+        self.loaded = True
+
+    async def healthz(self, request: HTTPRequest) -> Response:
+        """Liveness: the process answers."""
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: HTTPRequest) -> Response:
+        """Readiness: the default provider is loaded, the event log answers, the server takes runs."""
+        checks: dict[str, str] = {"provider": "ok" if self.loaded else "loading"}
+        try:
+            await self.log.info("readyz-probe")
+            checks["log"] = "ok"
+        except StreamNotFound:
+            checks["log"] = "ok"  # the log answered
+        except Exception as exc:  # an unreachable log, whatever the backend raises
+            checks["log"] = f"unreachable: {type(exc).__name__}"
+        checks["runs"] = "ok" if self.runs.accepting else "shutting down"
+        ready = all(v == "ok" for v in checks.values())
+        body = {"status": "ready" if ready else "not ready", "checks": checks}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     async def close_providers(self) -> None:
         """Close the providers this server made from factories (instances passed in stay open:
@@ -212,12 +244,15 @@ class _Server:
         if unknown:
             raise ValueError(f"unknown tools {unknown}; this server has: {', '.join(self.tools.names) or 'none'}")
         specs: list[ToolSpec] = [t.spec for t in self.tools if t.name in body.tools]
+        cfg = self.config
+        if body.max_tokens is not None and body.max_tokens > cfg.max_tokens_ceiling:
+            raise ValueError(f"max_tokens {body.max_tokens} is above this server's ceiling ({cfg.max_tokens_ceiling})")
         return Request(
             messages,
             tools=specs,
             tool_choice=body.tool_choice,
             temperature=body.temperature,
-            max_tokens=body.max_tokens,
+            max_tokens=body.max_tokens if body.max_tokens is not None else cfg.default_max_tokens,
             stop=body.stop,
             seed=body.seed,
             model=body.model,
@@ -246,11 +281,26 @@ class _Server:
             provider,
             request,
             owner=owner,
-            limits=body.limits or self.default_limits,
+            background=body.background,
+            limits=self.limits(body.limits),
             meta=body.meta,
             tools=tools,
             max_steps=body.max_steps,
         )
+
+    def limits(self, asked: Limits | None) -> Limits:
+        """A run's limits: what it asked for (or the app's defaults), with the server's default
+        duration when it set none; a duration above the ceiling is a ValueError (a 422)."""
+        limits = asked or self.default_limits or Limits()
+        cfg = self.config
+        if limits.max_duration_s is None and cfg.default_max_duration_s is not None:
+            limits = msgspec.structs.replace(limits, max_duration_s=cfg.default_max_duration_s)
+        if limits.max_duration_s is not None and limits.max_duration_s > cfg.max_duration_ceiling_s:
+            raise ValueError(
+                f"limits.max_duration_s {limits.max_duration_s:g} is above this server's ceiling "
+                f"({cfg.max_duration_ceiling_s:g} s)"
+            )
+        return limits
 
     def issue(self, stream_id: str) -> tuple[str, str]:
         now = time.time()
@@ -377,24 +427,25 @@ class _Server:
         frame = self.frames.frame
         batches = self.log.batches(stream_id, cursor, idle_s=self.config.ping_s, max_lag=self.config.max_lag_events)
         try:
-            async for batch in batches:
-                if not batch:
-                    yield b": ping\n"  # no blank line: it must not dispatch an (empty) event
-                    continue
-                if len(batch) == 1:  # the live edge of a paced stream, and every reader of a fan-out
-                    yield frame(stream_id, SSE, batch[0])
-                    continue
-                for i in range(0, len(batch), _WRITE_FRAMES):  # encode a slice at a time, never the lot
-                    out: list[bytes] = []
-                    size = 0
-                    for f in frames(stream_id, SSE, batch[i : i + _WRITE_FRAMES]):
-                        out.append(f)
-                        size += len(f)
-                        if size >= _WRITE_BYTES:  # bounded writes: at most ~_WRITE_BYTES each
+            with self.runs.reader(stream_id):
+                async for batch in batches:
+                    if not batch:
+                        yield b": ping\n"  # no blank line: it must not dispatch an (empty) event
+                        continue
+                    if len(batch) == 1:  # the live edge of a paced stream, and every reader of a fan-out
+                        yield frame(stream_id, SSE, batch[0])
+                        continue
+                    for i in range(0, len(batch), _WRITE_FRAMES):  # encode a slice at a time, never the lot
+                        out: list[bytes] = []
+                        size = 0
+                        for f in frames(stream_id, SSE, batch[i : i + _WRITE_FRAMES]):
+                            out.append(f)
+                            size += len(f)
+                            if size >= _WRITE_BYTES:  # bounded writes: at most ~_WRITE_BYTES each
+                                yield b"".join(out)
+                                out, size = [], 0
+                        if out:
                             yield b"".join(out)
-                            out, size = [], 0
-                    if out:
-                        yield b"".join(out)
         except ObserverOverflow:
             return  # too far behind a live producer: disconnect rather than buffer; the client resumes
         except (SeqEvicted, StreamNotFound):
@@ -473,6 +524,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await server.preload()  # ready means ready: the first request does not pay the model load
         yield
         await server.runs.shutdown(cfg.shutdown_grace_s)
         await server.close_providers()
@@ -480,6 +532,8 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/", server.ui, methods=["GET"]),
+            Route("/healthz", server.healthz, methods=["GET"]),
+            Route("/readyz", server.readyz, methods=["GET"]),
             Route("/v1/runs", server.create_run, methods=["POST"]),
             Route("/v1/streams/{stream_id}/events", server.events, methods=["GET"], name="events"),
             Route("/v1/streams/{stream_id}", server.status, methods=["GET"]),

@@ -9,9 +9,12 @@ shuts them down, with O(1) bookkeeping per start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Any
 
 from tokenwire.api import generate
@@ -23,16 +26,22 @@ from tokenwire.request import Request
 
 __all__ = ["Run", "Runs", "ShuttingDown"]
 
+logger = logging.getLogger("tokenwire")
+
 
 class Run:
     """One stream produced by this server."""
 
-    __slots__ = ("agent", "created", "handle", "stream_id")
+    __slots__ = ("agent", "background", "created", "handle", "stream_id", "unread_since")
 
-    def __init__(self, stream_id: str, handle: StreamHandle):
+    def __init__(self, stream_id: str, handle: StreamHandle, *, background: bool = False, now: float = 0.0):
         self.stream_id = stream_id
         self.created = time.time()
         self.handle = handle
+        self.background = background
+        """Runs to its end whether or not anyone reads it (OpenAI's ``background``)."""
+        self.unread_since: float | None = now
+        """Since when (loop time) no reader has been attached here; None while one is."""
         self.agent: Any = handle.provider if hasattr(handle.provider, "submit") else None
         """The agent loop, when the run has tools (client-side tool results go to it)."""
 
@@ -45,12 +54,22 @@ class Runs:
     """The server's runs, with retention: at most ``max_runs`` kept, finished ones evicted first."""
 
     def __init__(
-        self, log: EventLog, *, max_runs: int = 1000, max_live: int | None = None, max_live_per_owner: int | None = None
+        self,
+        log: EventLog,
+        *,
+        max_runs: int = 1000,
+        max_live: int | None = None,
+        max_live_per_owner: int | None = None,
+        abandon_after_s: float | None = None,
     ):
         self.log = log
         self.max_runs = max_runs
         self.max_live = max_live
         self.max_live_per_owner = max_live_per_owner
+        self.abandon_after_s = abandon_after_s
+        """A live run that no reader (on any node) has had for this long is cancelled ("abandoned")."""
+        self._readers: dict[str, int] = {}  # stream id -> readers attached in this process
+        self._watchdog: asyncio.Task[None] | None = None
         self._runs: OrderedDict[str, Run] = OrderedDict()
         self._finished: OrderedDict[str, None] = OrderedDict()  # finished runs, oldest first
         self._live: dict[str, str] = {}  # live run -> owner
@@ -64,11 +83,15 @@ class Runs:
         """Runs generating now (for one owner, when given)."""
         return len(self._live) if owner is None else self._live_by_owner.get(owner, 0)
 
-    def start(self, provider: Provider, request: Request, *, owner: str = "", **kwargs: Any) -> Run:
+    def start(
+        self, provider: Provider, request: Request, *, owner: str = "", background: bool = False, **kwargs: Any
+    ) -> Run:
         """Start generating now; the run does not depend on any reader.
 
         ``owner`` (an API key's fingerprint) counts against ``max_live_per_owner``; both caps
-        raise :class:`OverCapacity` before anything starts.
+        raise :class:`OverCapacity` before anything starts. Unless ``background``, a run that
+        nobody reads for ``abandon_after_s`` (from its start, or since its last reader left) is
+        cancelled with ``done(cancelled, reason="abandoned")``.
         """
         if not self.accepting:
             raise ShuttingDown("the server is shutting down and accepts no new runs")
@@ -80,13 +103,72 @@ class Runs:
             )
         stream_id = uuid.uuid4().hex
         handle = generate(provider, request, stream_id=stream_id, log=self.log, **kwargs)
-        run = Run(stream_id, handle)
+        run = Run(stream_id, handle, background=background, now=asyncio.get_running_loop().time())
+        self._ensure_watchdog()
         self._runs[stream_id] = run
         self._live[stream_id] = owner
         self._live_by_owner[owner] = self._live_by_owner.get(owner, 0) + 1
         handle._task.add_done_callback(lambda _: self._on_finished(stream_id))
         self._evict()
         return run
+
+    @contextlib.contextmanager
+    def reader(self, stream_id: str) -> Iterator[None]:
+        """Count a reader (an SSE connection, a WebSocket subscription) of ``stream_id`` while it reads."""
+        self._readers[stream_id] = self._readers.get(stream_id, 0) + 1
+        self._ensure_watchdog()  # also on a node that only reads: it announces its readers
+        run = self._runs.get(stream_id)
+        if run is not None:
+            run.unread_since = None
+        try:
+            yield
+        finally:
+            left = self._readers[stream_id] - 1
+            if left:
+                self._readers[stream_id] = left
+            else:
+                del self._readers[stream_id]
+                run = self._runs.get(stream_id)
+                if run is not None:
+                    run.unread_since = asyncio.get_running_loop().time()
+
+    def _ensure_watchdog(self) -> None:
+        if self.abandon_after_s is not None and self._watchdog is None and self.accepting:
+            loop = asyncio.get_running_loop()
+            self._watchdog = loop.create_task(self._watch(self.abandon_after_s), name="tokenwire-abandoned-runs")
+
+    async def _watch(self, grace_s: float) -> None:
+        """Every third of the grace period: tell the log which streams are read here (a node
+        producing a run sees readers on other nodes), and cancel the runs read nowhere for
+        ``grace_s``. Owned by :class:`Runs`; ended by :meth:`shutdown`."""
+        loop = asyncio.get_running_loop()
+        period = grace_s / 3
+        while True:
+            await asyncio.sleep(period)
+            try:
+                if self._readers:
+                    await self.log.announce_readers(list(self._readers), ttl_s=3 * period)
+                now = loop.time()
+                due = [
+                    run
+                    for sid in self._live
+                    if (run := self._runs.get(sid)) is not None
+                    and not run.background
+                    and run.unread_since is not None
+                    and now - run.unread_since >= grace_s
+                ]
+                if not due:
+                    continue
+                elsewhere = await self.log.read_elsewhere([run.stream_id for run in due])
+            except Exception:  # a log hiccup must not end the watchdog
+                logger.warning("abandoned-run check failed; retrying", exc_info=True)
+                continue
+            for run in due:
+                if run.stream_id in elsewhere:
+                    run.unread_since = now  # read on another node: not abandoned
+                else:
+                    logger.info("run %s had no reader for %.0f s: cancelled as abandoned", run.stream_id, grace_s)
+                    run.handle.cancel("abandoned")
 
     def _on_finished(self, stream_id: str) -> None:
         owner = self._live.pop(stream_id, None)
@@ -114,6 +196,14 @@ class Runs:
         """Stop accepting runs; let running ones finish for ``grace_s``, then end them with
         ``error(source=transport, code=shutdown)``."""
         self.accepting = False
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            if watchdog.get_loop() is asyncio.get_running_loop():
+                watchdog.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watchdog
+            else:  # shut down from another thread's loop (a test driving a served app)
+                watchdog.get_loop().call_soon_threadsafe(watchdog.cancel)
         handles = [r.handle for r in self.running]
         if not handles:
             return

@@ -42,6 +42,9 @@ class RunBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_steps: Annotated[int, Meta(ge=1, le=MAX_STEPS)] = 8
     limits: Limits | None = None
     meta: dict[str, Any] = {}
+    background: bool = False
+    """Run to the end even when nobody reads it (otherwise a run unread for the server's
+    ``abandon_after_s`` is cancelled)."""
 
 
 class ServerConfig(msgspec.Struct, kw_only=True):
@@ -68,3 +71,16 @@ class ServerConfig(msgspec.Struct, kw_only=True):
     """WebSockets at once for one API key."""
     retry_after_s: int = 1
     """The ``Retry-After`` a 429 carries."""
+    default_max_tokens: int | None = 1024
+    """``max_tokens`` of a run that asks for none (sized for the embedded model: about 20 s of
+    output on 2 cores). None: no default cap."""
+    max_tokens_ceiling: int = 8192
+    """No run may ask for more output tokens (a 422 says so)."""
+    default_max_duration_s: float | None = 300.0
+    """``limits.max_duration_s`` of a run that sets none. None: no default bound."""
+    max_duration_ceiling_s: float = 1800.0
+    """No run may ask for a longer ``limits.max_duration_s`` (a 422 says so)."""
+    abandon_after_s: float | None = 30.0
+    """A run that no reader, on any node, has read for this long is cancelled with
+    ``done(cancelled, reason="abandoned")`` (detaching never cancels at once: resume works within
+    it). Runs created with ``"background": true`` are exempt. None: never."""

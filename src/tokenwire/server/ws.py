@@ -222,7 +222,10 @@ class _Connection:
         frames = self.server.frames.frames
         sid = sub.stream_id
         try:
-            with contextlib.suppress(WebSocketDisconnect, RuntimeError, SeqEvicted, StreamNotFound):
+            with (
+                contextlib.suppress(WebSocketDisconnect, RuntimeError, SeqEvicted, StreamNotFound),
+                self.server.runs.reader(sid),
+            ):
                 async for batch in self.server.log.batches(sid, sub.cursor):
                     i = 0
                     while i < len(batch):
