@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
-.PHONY: install test demo bench lint clean redis-server chaos
+.PHONY: install test demo bench lint clean system-deps chaos
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,13 +24,15 @@ lint: $(STAMP)
 
 # The whole suite, then again with every stream and server on a Redis event log (a redis-server
 # of the suite's own): the two backends must read the same.
-test: lint redis-server
+test: lint system-deps
 	$(BIN)/pytest -q
 	$(BIN)/pytest -q -m "not e2e" --log-backend redis
 
-# The Redis event-log tests start their own redis-server from the binary on PATH.
-redis-server:
+# Binaries the tests use, installed when missing: redis-server (the Redis event-log tests start
+# their own from it) and ss from iproute2 (the chaos checks read the server's socket memory).
+system-deps:
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+	@command -v ss >/dev/null || { apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null; }
 
 # The chaos checks at full size (minutes): one line per check with its figures.
 chaos: $(STAMP)
