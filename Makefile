@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/server_memory.py
 	$(BIN)/python bench/redis_log.py
 	$(BIN)/python bench/linear.py
+	$(BIN)/python bench/wire_formats.py
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache

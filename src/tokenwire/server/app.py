@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import os
 import socket
@@ -51,6 +52,7 @@ from tokenwire.log import EventLog, MemoryLog, StreamInfo
 from tokenwire.provider import Provider
 from tokenwire.request import Message, Request, ToolSpec
 from tokenwire.security import StreamTokens, check_api_key, new_secret
+from tokenwire.server import openai
 from tokenwire.server.runs import Run, Runs
 from tokenwire.server.schema import RunBody, ServerConfig
 from tokenwire.server.ws import websocket_endpoint
@@ -244,15 +246,12 @@ class _Server:
         if unknown:
             raise ValueError(f"unknown tools {unknown}; this server has: {', '.join(self.tools.names) or 'none'}")
         specs: list[ToolSpec] = [t.spec for t in self.tools if t.name in body.tools]
-        cfg = self.config
-        if body.max_tokens is not None and body.max_tokens > cfg.max_tokens_ceiling:
-            raise ValueError(f"max_tokens {body.max_tokens} is above this server's ceiling ({cfg.max_tokens_ceiling})")
         return Request(
             messages,
             tools=specs,
             tool_choice=body.tool_choice,
             temperature=body.temperature,
-            max_tokens=body.max_tokens if body.max_tokens is not None else cfg.default_max_tokens,
+            max_tokens=self.max_tokens(body.max_tokens),
             stop=body.stop,
             seed=body.seed,
             model=body.model,
@@ -287,6 +286,16 @@ class _Server:
             tools=tools,
             max_steps=body.max_steps,
         )
+
+    def max_tokens(self, asked: int | None) -> int | None:
+        """A run's ``max_tokens``: what it asked for, or the server's default; above the ceiling
+        is a ValueError (a 4xx)."""
+        cfg = self.config
+        if asked is None:
+            return cfg.default_max_tokens
+        if asked > cfg.max_tokens_ceiling:
+            raise ValueError(f"max_tokens {asked} is above this server's ceiling ({cfg.max_tokens_ceiling})")
+        return asked
 
     def limits(self, asked: Limits | None) -> Limits:
         """A run's limits: what it asked for (or the app's defaults), with the server's default
@@ -533,6 +542,8 @@ def create_app(
         routes=[
             Route("/", server.ui, methods=["GET"]),
             Route("/healthz", server.healthz, methods=["GET"]),
+            Route("/v1/chat/completions", functools.partial(openai.chat_completions, server), methods=["POST"]),
+            Route("/v1/models", functools.partial(openai.models, server), methods=["GET"]),
             Route("/readyz", server.readyz, methods=["GET"]),
             Route("/v1/runs", server.create_run, methods=["POST"]),
             Route("/v1/streams/{stream_id}/events", server.events, methods=["GET"], name="events"),

@@ -1,0 +1,201 @@
+"""The OpenAI-compatible endpoints: ``POST /v1/chat/completions`` (stream and not) and
+``GET /v1/models``, so OpenAI clients and tools can use a tokenwire server as their backend.
+
+A completion is a server run like any other (limits, ceilings, capacity, the event log); its
+reader encodes the events with :class:`~tokenwire.wire.openai_chat.ChatCompletionChunks`. Tools
+the request declares are the client's: the model's calls stream out as ``tool_calls`` and the run
+ends with ``finish_reason: tool_calls``; the client sends results back in the next request, as
+with OpenAI. OpenAI clients do not resume, so a streaming client that disconnects before the end
+cancels its run. ``model`` names one of the server's providers; a server with a single provider
+serves it whatever the name (as llama.cpp's server does); otherwise an unknown model is a 404.
+Errors have OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Annotated, Any
+
+import msgspec
+from msgspec import Meta
+from starlette.requests import Request as HTTPRequest
+from starlette.responses import JSONResponse, Response
+
+from tokenwire.errors import OverCapacity, ShuttingDown, Unauthorized
+from tokenwire.request import Message, Request, ToolSpec
+from tokenwire.wire.openai_chat import ChatCompletionChunks, chat_completion, openai_error
+
+if TYPE_CHECKING:
+    from tokenwire.server.app import _Server
+
+__all__ = ["ChatBody", "chat_completions", "models"]
+
+
+class _Function(msgspec.Struct):
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = msgspec.field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+class _Tool(msgspec.Struct):
+    function: _Function
+    type: str = "function"
+
+
+class _StreamOptions(msgspec.Struct):
+    include_usage: bool = False
+
+
+class ChatBody(msgspec.Struct, kw_only=True):
+    """The body of ``POST /v1/chat/completions`` (fields OpenAI clients send that do not apply
+    here, such as ``user`` or ``n``, are accepted and ignored)."""
+
+    model: str
+    messages: Annotated[list[dict[str, Any]], Meta(min_length=1)]
+    stream: bool = False
+    stream_options: _StreamOptions | None = None
+    tools: list[_Tool] = []
+    tool_choice: str | dict[str, Any] | None = None
+    max_tokens: Annotated[int, Meta(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Meta(ge=1)] | None = None
+    temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+
+
+def _text(content: Any) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text":
+                raise ValueError("only text content parts are supported")
+            parts.append(str(part.get("text", "")))
+        return "".join(parts)
+    raise ValueError("message content must be a string or a list of text parts")
+
+
+def _message(raw: dict[str, Any]) -> Message:
+    role = raw.get("role")
+    if role in ("system", "developer"):
+        return Message("system", _text(raw.get("content")))
+    if role == "user":
+        return Message("user", _text(raw.get("content")))
+    if role == "assistant":
+        calls = [
+            {
+                "call_id": c["id"],
+                "name": c["function"]["name"],
+                "args": json.loads(c["function"].get("arguments") or "{}"),
+            }
+            for c in raw.get("tool_calls") or []
+        ]
+        return Message("assistant", _text(raw.get("content")), tool_calls=calls or None)
+    if role == "tool":
+        return Message("tool", _text(raw.get("content")), tool_call_id=raw.get("tool_call_id"))
+    raise ValueError(f"unknown message role {role!r}")
+
+
+def to_request(body: ChatBody, max_tokens: int | None) -> Request:
+    """Our request for an OpenAI one (ValueError / KeyError for what cannot be understood)."""
+    choice = body.tool_choice
+    if isinstance(choice, dict):
+        choice = choice["function"]["name"]
+    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    return Request(
+        [_message(m) for m in body.messages],
+        tools=[ToolSpec(t.function.name, t.function.description, t.function.parameters) for t in body.tools],
+        tool_choice=choice or "auto",
+        temperature=body.temperature,
+        max_tokens=max_tokens,
+        stop=stop,
+        seed=body.seed,
+    )
+
+
+def _error(status: int, message: str, *, type: str = "invalid_request_error", code: str | None = None) -> Response:
+    return JSONResponse(openai_error(message, type=type, code=code), status_code=status)
+
+
+async def models(server: _Server, request: HTTPRequest) -> Response:
+    """``GET /v1/models``: the server's providers, by name."""
+    try:
+        server.check_api_key(_bearer(request))
+    except Unauthorized as exc:
+        return _error(401, str(exc), code="invalid_api_key")
+    data = [{"id": name, "object": "model", "created": 0, "owned_by": "tokenwire"} for name in server.providers]
+    return JSONResponse({"object": "list", "data": data})
+
+
+def _bearer(request: HTTPRequest) -> str | None:
+    auth = request.headers.get("authorization", "")
+    return auth[7:].strip() if auth[:7].lower() == "bearer " else None
+
+
+async def chat_completions(server: _Server, request: HTTPRequest) -> Response:
+    """``POST /v1/chat/completions``."""
+    from tokenwire.server.app import _CountedStream
+
+    try:
+        owner = server.check_api_key(_bearer(request))
+    except Unauthorized as exc:
+        return _error(401, str(exc), code="invalid_api_key")
+    raw = await request.body()
+    if len(raw) > server.config.max_body_bytes:
+        return _error(413, f"the body exceeds {server.config.max_body_bytes} bytes", code="body_too_large")
+    try:
+        body = msgspec.json.decode(raw, type=ChatBody)
+        if body.model in server.providers:
+            name = body.model
+        elif len(server.providers) == 1:
+            name = next(iter(server.providers))
+        else:
+            return _error(404, f"The model `{body.model}` does not exist", code="model_not_found")
+        ours = to_request(body, server.max_tokens(body.max_completion_tokens or body.max_tokens))
+        run = server.runs.start(server.provider(name), ours, owner=owner, limits=server.limits(None))
+    except RecursionError:
+        return _error(400, "invalid request: JSON nested too deeply")
+    except (msgspec.ValidationError, msgspec.DecodeError, ValueError, KeyError, TypeError) as exc:
+        return _error(400, f"invalid request: {exc}")
+    except ShuttingDown as exc:
+        return _error(503, str(exc), type="server_error", code="shutting_down")
+    except OverCapacity as exc:
+        response = _error(429, str(exc), type="rate_limit_error", code="over_capacity")
+        response.headers["retry-after"] = str(server.config.retry_after_s)
+        return response
+    completion_id = f"chatcmpl-{run.stream_id}"
+    created = int(time.time())
+    if not body.stream:
+        await run.handle.wait()
+        result = run.handle.result()
+        if result.error is not None:
+            status = 502 if result.error.source == "provider" else 500
+            return _error(status, result.error.message, type="server_error", code=result.error.code)
+        return JSONResponse(chat_completion(result, completion_id, model=body.model, created=created))
+    include_usage = body.stream_options is not None and body.stream_options.include_usage
+    encoder = ChatCompletionChunks(completion_id, model=body.model, created=created, include_usage=include_usage)
+    await run.handle.ready()
+
+    async def frames() -> AsyncIterator[bytes]:
+        sid = run.stream_id
+        try:
+            with server.runs.reader(sid):
+                async for batch in server.log.batches(sid, 0, idle_s=server.config.ping_s):
+                    if not batch:
+                        yield b": ping\n\n"  # a comment: OpenAI's SSE decoders skip it
+                        continue
+                    out = b"".join(f for event in batch for f in encoder.feed(event))
+                    if out:
+                        yield out
+                    if encoder.finished:
+                        return
+        finally:
+            if not encoder.finished:
+                run.handle.cancel("the client disconnected")  # OpenAI clients do not resume
+
+    headers = {"cache-control": "no-cache", "x-accel-buffering": "no", "x-request-id": uuid.uuid4().hex}
+    return _CountedStream(server, frames(), media_type="text/event-stream", headers=headers)

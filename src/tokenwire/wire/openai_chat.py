@@ -1,0 +1,180 @@
+"""OpenAI Chat Completions: our events as ``chat.completion.chunk`` objects, and a whole response
+as one ``chat.completion`` (sans-I/O).
+
+One :class:`ChatCompletionChunks` per stream and reader: it numbers tool calls in the order they
+start (``index``), holds the usage until the end (``stream_options.include_usage`` puts it in a
+last chunk with no choices) and ends the stream with ``data: [DONE]``. Exactly OpenAI's keys: our
+``seq``, ``ts`` and ``stream_id`` never appear in a chunk. Reasoning deltas go out as
+``reasoning_content``, the extension DeepSeek, vLLM and llama.cpp's server use (clients that do not
+know it ignore it). A ``cancelled`` finish is reported as ``stop`` (OpenAI has no such reason); a provider
+that reports no usage gets the run's own count of output tokens and 0 prompt tokens;
+an ``error`` event becomes OpenAI's in-stream error object (the SDKs raise ``APIError`` on it).
+
+>>> import json
+>>> from tokenwire.events import Start, TextDelta, Done
+>>> enc = ChatCompletionChunks("chatcmpl-1", model="m", created=0)
+>>> frames = [f for e in [Start(model="m"), TextDelta("Hi"), Done()] for f in enc.feed(e)]
+>>> [json.loads(f[6:])["choices"][0]["delta"] for f in frames[:-1]]
+[{'role': 'assistant', 'content': ''}, {'content': 'Hi'}, {}]
+>>> sorted(json.loads(frames[0][6:])), frames[-1]
+(['choices', 'created', 'id', 'model', 'object'], b'data: [DONE]\\n\\n')
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from tokenwire.events import (
+    Done,
+    Error,
+    Event,
+    ReasoningDelta,
+    Start,
+    TextDelta,
+    TokenUsage,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallStart,
+    Usage,
+)
+from tokenwire.response import Response
+
+__all__ = ["ChatCompletionChunks", "chat_completion", "finish_reason", "openai_error"]
+
+_encode = msgspec.json.Encoder().encode
+_DONE = b"data: [DONE]\n\n"
+
+
+def finish_reason(reason: str | None) -> str:
+    """Our finish reason in OpenAI's vocabulary (``cancelled`` has no counterpart: ``stop``)."""
+    return reason if reason in ("stop", "length", "tool_calls", "content_filter") else "stop"
+
+
+def openai_error(message: str, *, type: str = "invalid_request_error", code: str | None = None) -> dict[str, Any]:
+    """OpenAI's error object (``{"error": {...}}``), as its SDKs parse it."""
+    return {"error": {"message": message, "type": type, "param": None, "code": code}}
+
+
+class ChatCompletionChunks:
+    """Our events in, Chat Completions SSE frames (``data: {chunk}``) out; one per stream and reader."""
+
+    def __init__(self, completion_id: str, *, model: str, created: int, include_usage: bool = False):
+        self.id = completion_id
+        self.model = model
+        self.created = created
+        self.include_usage = include_usage
+        self._calls: dict[str, int] = {}  # call id -> index, in the order calls started
+        self._streamed: set[str] = set()  # calls whose arguments went out as deltas
+        self._usage: Usage | None = None
+        self.finished = False
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        body = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        return b"data: " + _encode(body) + b"\n\n"
+
+    def feed(self, event: Event) -> list[bytes]:
+        """The frames for one event (often one; none for events OpenAI's format has no place for)."""
+        if self.finished:
+            return []
+        match event:
+            case TextDelta():
+                return [self._chunk({"content": event.text})]
+            case ReasoningDelta():
+                return [self._chunk({"reasoning_content": event.text})]
+            case ToolCallStart():
+                return [self._call_start(event.call_id, event.name)]
+            case ToolCallDelta():
+                self._streamed.add(event.call_id)
+                # A delta without a start is numbered now (its name comes with the complete call).
+                index = self._calls.setdefault(event.call_id, len(self._calls))
+                return [self._chunk({"tool_calls": [{"index": index, "function": {"arguments": event.args_delta}}]})]
+            case ToolCall():
+                return self._complete_call(event)
+            case Usage():
+                self._usage = event
+                return []
+            case Start():
+                return [self._chunk({"role": "assistant", "content": ""})]
+            case Done():
+                self.finished = True
+                frames = [self._chunk({}, finish_reason(event.finish_reason))]
+                if self.include_usage:
+                    # Without the provider's count: the deltas the run produced, prompt unknown (0).
+                    usage = self._usage or event.usage or TokenUsage(0, event.stats.output_tokens)
+                    frames.append(self._usage_chunk(usage))
+                frames.append(_DONE)
+                return frames
+            case Error():
+                self.finished = True
+                kind = "invalid_request_error" if event.source == "limit" else "server_error"
+                return [b"data: " + _encode(openai_error(event.message, type=kind, code=event.code)) + b"\n\n"]
+        return []  # steps, tool results: no counterpart in Chat Completions
+
+    def _call_start(self, call_id: str, name: str) -> bytes:
+        index = self._calls.setdefault(call_id, len(self._calls))
+        call = {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+        return self._chunk({"tool_calls": [call]})
+
+    def _complete_call(self, call: ToolCall) -> list[bytes]:
+        """A call that came whole (no deltas): its start and all its arguments at once."""
+        if call.call_id in self._streamed:
+            return []
+        frames = [] if call.call_id in self._calls else [self._call_start(call.call_id, call.name)]
+        args = _encode(call.args).decode()
+        index = self._calls[call.call_id]
+        frames.append(self._chunk({"tool_calls": [{"index": index, "function": {"arguments": args}}]}))
+        self._streamed.add(call.call_id)
+        return frames
+
+    def _usage_chunk(self, usage: Usage | TokenUsage | None) -> bytes:
+        body = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": _usage(usage),
+        }
+        return b"data: " + _encode(body) + b"\n\n"
+
+
+def _usage(usage: Any) -> dict[str, int] | None:
+    if usage is None:
+        return None
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+    }
+
+
+def chat_completion(response: Response, completion_id: str, *, model: str, created: int) -> dict[str, Any]:
+    """A finished run as one ``chat.completion`` object (the non-streaming answer)."""
+    message: dict[str, Any] = {"role": "assistant", "content": response.text or None, "refusal": None}
+    if response.tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": call.call_id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": _encode(call.args).decode()},
+            }
+            for call in response.tool_calls
+        ]
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason(response.finish_reason)}
+        ],
+        "usage": _usage(response.usage or TokenUsage(0, response.stats.output_tokens if response.stats else 0)),
+    }
