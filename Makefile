@@ -36,7 +36,7 @@ system-deps:
 
 # The chaos checks at full size (minutes): one line per check with its figures.
 chaos: $(STAMP)
-	TOKENWIRE_CHAOS_SCALE=10 $(BIN)/pytest -q -s -o timeout=1800 -p no:randomly tests/test_chaos.py | grep -oE "chaos: .*|[0-9]+ (passed|failed).*"
+	TOKENWIRE_CHAOS_SCALE=10 $(BIN)/pytest -q -s -o timeout=1800 -p no:randomly tests/test_chaos.py 2>&1 | grep -oE "chaos: .*|[0-9]+ (passed|failed).*"
 
 demo: $(STAMP)
 	$(BIN)/tokenwire chat "Write one sentence about rivers." --max-tokens 96 --seed 7

@@ -146,7 +146,15 @@ class Faults:
         self.open_bodies = 0
         self.seen: set[str] = set()
         self.disconnected = threading.Event()  # set from the server's thread
-        self.app = Starlette(routes=[Route("/v1/chat/completions", self.handle, methods=["POST"])])
+        self.app = Starlette(
+            routes=[Route("/v1/chat/completions", self.handle, methods=["POST"]), Route("/stats", self.stats)]
+        )
+
+    async def stats(self, request: Any) -> Any:
+        """What a test in another process reads: requests served, responses still streaming."""
+        from starlette.responses import JSONResponse
+
+        return JSONResponse({"requests": self.requests, "open_bodies": self.open_bodies})
 
     def _what(self, body: dict[str, Any]) -> str:
         if self.plan:
@@ -168,7 +176,11 @@ class Faults:
         self.requests += 1
         what = self._what(await request.json())
         if what == "500":
-            return JSONResponse({"error": {"message": "boom", "type": "server_error"}}, status_code=500)
+            # Closed after the error: with hundreds of connections open, uvicorn left some kept-alive
+            # connections unanswered after a 500 (the retry on them hung) — a test-double limit.
+            return JSONResponse(
+                {"error": {"message": "boom", "type": "server_error"}}, status_code=500, headers={"connection": "close"}
+            )
         if what == "429":
             return JSONResponse({"error": {"message": "slow down"}}, status_code=429, headers={"retry-after": "0.2"})
         if what == "400":
@@ -206,3 +218,9 @@ class Faults:
                 self.open_bodies -= 1
 
         return StreamingResponse(body(), media_type="text/event-stream")
+
+
+if __name__ == "__main__":  # a fault server in a process of its own: python tests/wire.py PORT
+    import sys
+
+    uvicorn.run(Faults().app, host="127.0.0.1", port=int(sys.argv[1]), log_level="critical")

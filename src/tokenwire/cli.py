@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import multiprocessing
@@ -295,6 +296,9 @@ def serve(
     ] = "info",
     workers: Annotated[int, typer.Option(help="Processes serving the port (above 1 needs --log redis://).")] = 1,
     send_buffer: Annotated[int, typer.Option(help="Kernel send buffer per connection, bytes.")] = 65_536,
+    parallel: Annotated[
+        int, typer.Option(help="Answers the embedded model generates at once (continuous batching); more queue.")
+    ] = 4,
 ) -> None:
     """Serve runs over HTTP, SSE and WebSocket, with the web UI at /.
 
@@ -325,7 +329,7 @@ def serve(
     # The listening socket bounds every connection's kernel send buffer (see listen()).
     sock = listen(host, port, send_buffer=send_buffer)
     if workers == 1:
-        _serve_one(sock, host, port, provider, model, keys, secret, log, shutdown_grace, log_level)
+        _serve_one(sock, host, port, provider, model, keys, secret, log, shutdown_grace, log_level, parallel)
         return
     # N processes accept on the one listening socket (as uvicorn's own --workers does), each with
     # its own event loop, providers and Redis connections; runs are shared through the log.
@@ -333,7 +337,7 @@ def serve(
     procs = [
         ctx.Process(
             target=_serve_one,
-            args=(sock, host, port, provider, model, keys, secret, log, shutdown_grace, log_level),
+            args=(sock, host, port, provider, model, keys, secret, log, shutdown_grace, log_level, parallel),
             name=f"tokenwire-worker-{i}",
         )
         for i in range(workers)
@@ -365,13 +369,18 @@ def _serve_one(
     log: str,
     shutdown_grace: float,
     log_level: str,
+    parallel: int = 4,
 ) -> None:
     """One server process: build the app here (after a fork: its own loop and connections) and run it."""
     import uvicorn
 
     from tokenwire.server import ServerConfig, create_app
 
-    providers = {name: (lambda f=f: f(model)) for name, f in PROVIDERS.items()}
+    def shared_llama() -> Provider:  # several users share the embedded model: `parallel` answers batched
+        return LlamaCpp(model, parallel=parallel) if model else LlamaCpp.default(parallel=parallel)
+
+    providers: dict[str, Callable[[], Provider]] = {name: functools.partial(f, model) for name, f in PROVIDERS.items()}
+    providers["llama"] = shared_llama
     event_log = None
     if log != "memory":
         from tokenwire.redis_log import RedisLog

@@ -46,10 +46,11 @@ from types import TracebackType
 from typing import Any
 
 from tokenwire._exit import at_exit
-from tokenwire.errors import ModelLoadError, ProviderError
-from tokenwire.events import Done, ToolCall, ToolCallDelta, ToolCallStart, Usage
+from tokenwire.errors import ModelLoadError, OverCapacity, ProviderError
+from tokenwire.events import Done, Step, ToolCall, ToolCallDelta, ToolCallStart, Usage
 from tokenwire.provider import Part
 from tokenwire.providers.chat_format import GEMMA_END_OF_TURN, TOOL_CALL_PREFIX, gemma_prompt, jinja_formatter
+from tokenwire.providers.llama_batch import Batcher, BatchSequence
 from tokenwire.providers.stop import StopMatcher
 from tokenwire.request import Request, ToolSpec
 
@@ -126,6 +127,12 @@ class LlamaCpp:
 
     Keep one instance per model per process: each instance has its own worker thread and OpenMP
     team, and on a small machine two teams slow each other even while one is idle.
+
+    ``parallel=N`` serves up to N text generations at once by continuous batching in one context
+    (:mod:`tokenwire.providers.llama_batch`); up to ``max_queue`` more wait, each told its place
+    with a ``step`` event ``queued``; past that :meth:`admit` raises
+    :class:`~tokenwire.errors.OverCapacity` (a server answers 429). Requests with tools keep the
+    exclusive path. ``parallel=1`` (the default) generates one request at a time.
     """
 
     def __init__(
@@ -137,8 +144,12 @@ class LlamaCpp:
         n_threads: int | None = None,
         repeat_penalty: float = 1.0,
         verbose: bool = False,
+        parallel: int = 1,
+        max_queue: int = 16,
         **llama_kwargs: Any,
     ):
+        if parallel < 1 or max_queue < 0:
+            raise ValueError(f"parallel must be >= 1 and max_queue >= 0, got {parallel}, {max_queue}")
         path = Path(model_path)
         if not path.is_file():
             raise ModelLoadError(f"model file {str(path)!r} does not exist; pass the path of a .gguf file")
@@ -154,6 +165,12 @@ class LlamaCpp:
         self._stops: tuple[str, ...] = (GEMMA_END_OF_TURN,)
         self._lock = threading.Lock()  # guards _executor
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self.parallel = parallel
+        self._batcher: Batcher | None = (
+            Batcher(None, parallel=parallel, n_ctx=n_ctx, n_threads=self.n_threads, max_queue=max_queue)
+            if parallel > 1
+            else None
+        )
 
     @classmethod
     def default(cls, **kwargs: Any) -> LlamaCpp:
@@ -170,8 +187,17 @@ class LlamaCpp:
     # -- loading ---------------------------------------------------------------------------------
 
     def load(self) -> Any:
-        """Load the model now (blocking); returns the ``llama_cpp.Llama``. Idempotent, thread-safe."""
-        return self._worker().submit(self._load).result()
+        """Load the model now (blocking); returns the ``llama_cpp.Llama``. Idempotent, thread-safe.
+        With ``parallel > 1`` the batching context is made too, so the first request pays neither."""
+        return self._worker().submit(self._load_all).result()
+
+    def _load_all(self) -> Any:
+        llm = self._load()
+        if self._batcher is not None:
+            self._batcher.llm = llm
+            with _quiet_stderr(not self.verbose):
+                self._batcher.context()
+        return llm
 
     def _worker(self) -> concurrent.futures.ThreadPoolExecutor:
         with self._lock:
@@ -229,6 +255,8 @@ class LlamaCpp:
             executor.shutdown(wait=True)
 
     def _free(self) -> None:
+        if self._batcher is not None:
+            self._batcher.close()
         if self._llm is not None:
             close = getattr(self._llm, "close", None)
             if close is not None:
@@ -245,7 +273,29 @@ class LlamaCpp:
 
     # -- streaming ---------------------------------------------------------------------------------
 
+    def admit(self) -> None:
+        """Raise :class:`~tokenwire.errors.OverCapacity` when a new generation could not even
+        wait (``parallel`` generating and ``max_queue`` waiting); servers call it before a run."""
+        if self._batcher is not None and self._batcher.full():
+            raise OverCapacity(
+                f"the model is generating {self.parallel} answers and {self._batcher.max_queue} more wait; "
+                "retry shortly"
+            )
+
+    def _batched(self, request: Request) -> bool:
+        return self._batcher is not None and not (request.tools and request.tool_choice != "none")
+
+    def _run_batch(self) -> None:
+        """The batcher's loop, on the worker thread (it returns when no sequence is left)."""
+        assert self._batcher is not None
+        llm = self._load_all()
+        self._batcher.run(_eog(llm), _EXITING.is_set)
+
     async def stream(self, request: Request) -> AsyncIterator[Part]:
+        if self._batched(request):
+            async for part in self._stream_batched(request):
+                yield part
+            return
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancelled = threading.Event()
@@ -300,6 +350,86 @@ class LlamaCpp:
                                 if item is _END or isinstance(item, _Failure):
                                     break
 
+    async def _stream_batched(self, request: Request) -> AsyncIterator[Part]:
+        assert self._batcher is not None
+        self.admit()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        cancelled = threading.Event()
+        # Credits as on the exclusive path, but never waited for on the worker thread: a reader
+        # that is _TOKEN_WINDOW parts behind pauses its own sequence, not the batch.
+        credits = threading.Semaphore(_TOKEN_WINDOW)
+
+        def post(item: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening any more
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def emit(item: Any, force: bool) -> bool:
+            if not force and not credits.acquire(blocking=False):
+                return False
+            post(item)
+            return True
+
+        def finish(exc: BaseException | None) -> None:
+            post(_END if exc is None else _Failure(exc))
+
+        sampling, seed = _sampling(request, self)
+        seq = BatchSequence(
+            lambda: self._load().tokenize(self.format_prompt(request).encode("utf-8"), add_bos=True, special=True),
+            max_tokens=request.max_tokens,
+            stops=(*request.stop, *self._stops),
+            sampling=sampling,
+            seed=seed,
+            emit=emit,
+            finish=finish,
+            cancelled=cancelled,
+        )
+        position, start = self._batcher.submit(seq)
+        if start:
+            self._worker().submit(self._run_batch)
+        if position:
+            yield Step(name="queued", status="started", detail={"position": position})
+        finished = False
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    finished = True
+                    return
+                if isinstance(item, _Failure):
+                    finished = True
+                    raise item.exc
+                credits.release()
+                yield item
+        finally:
+            if not finished:
+                cancelled.set()  # it leaves the batch at the next step
+
+
+def _sampling(request: Request, provider: LlamaCpp) -> tuple[dict[str, Any], int]:
+    """The sampler settings and seed of a request (the same on both paths)."""
+    extra = request.extra
+    sampling: dict[str, Any] = {
+        "temp": 0.8 if request.temperature is None else request.temperature,
+        "top_k": extra.get("top_k", 40),
+        "top_p": extra.get("top_p", 0.95),
+        "min_p": extra.get("min_p", 0.05),
+        "repeat_penalty": extra.get("repeat_penalty", provider.repeat_penalty),
+    }
+    return sampling, request.seed if request.seed is not None else random.randrange(2**31)
+
+
+def _eog(llm: Any) -> Callable[[int], bool]:
+    """Whether a token ends the generation (any end-of-generation token of the vocabulary)."""
+    import llama_cpp
+
+    vocab = getattr(getattr(llm, "_model", None), "vocab", None)
+    is_eog = getattr(llama_cpp, "llama_vocab_is_eog", None)
+    eos = llm.token_eos()
+    if vocab is not None and is_eog is not None:
+        return lambda t: bool(is_eog(vocab, t))
+    return lambda t: bool(t == eos)
+
 
 _TOKEN_WINDOW = 256
 """Tokens a generation may run ahead of its reader before the worker waits."""
@@ -331,22 +461,8 @@ class _Generation:
         self.cancelled = cancelled
         self.prompt = provider.format_prompt(request)
         self.output_tokens = 0
-        extra = request.extra
-        self.sampling: dict[str, Any] = {
-            "temp": 0.8 if request.temperature is None else request.temperature,
-            "top_k": extra.get("top_k", 40),
-            "top_p": extra.get("top_p", 0.95),
-            "min_p": extra.get("min_p", 0.05),
-            "repeat_penalty": extra.get("repeat_penalty", provider.repeat_penalty),
-        }
-        self.seed = request.seed if request.seed is not None else random.randrange(2**31)
-        vocab = getattr(getattr(llm, "_model", None), "vocab", None)
-        is_eog = getattr(llama_cpp, "llama_vocab_is_eog", None)
-        eos = llm.token_eos()
-        if vocab is not None and is_eog is not None:
-            self.is_eog: Callable[[int], bool] = lambda t: bool(is_eog(vocab, t))
-        else:
-            self.is_eog = lambda t: t == eos
+        self.sampling, self.seed = _sampling(request, provider)
+        self.is_eog = _eog(llm)
 
     def tokenize(self, text: str) -> list[int]:
         tokens: list[int] = self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)

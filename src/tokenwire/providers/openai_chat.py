@@ -315,7 +315,9 @@ class OpenAICompatible:
 
     ``base_url`` ends before ``/chat/completions`` (e.g. ``http://127.0.0.1:8080/v1``). Pass
     ``client`` to reuse an ``httpx.AsyncClient`` (its timeouts, proxies, limits); otherwise one is
-    created and closed with :meth:`aclose`.
+    created and closed with :meth:`aclose`. That one does not cap concurrent streams (httpx's
+    default pool holds 100 connections: a 101st concurrent run would wait for a connection and be
+    reported as a stalled provider); cap runs with the server's ``max_live_runs`` instead.
     """
 
     def __init__(
@@ -335,7 +337,9 @@ class OpenAICompatible:
         self.model = model
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._own_client = client is None
-        self.client = client or httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=10.0))
+        self.client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s, connect=10.0), limits=httpx.Limits(max_connections=None)
+        )
         self.retry = retry or RetryPolicy()
         self.params = params
 

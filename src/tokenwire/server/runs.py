@@ -101,6 +101,9 @@ class Runs:
             raise OverCapacity(
                 f"this API key has {self.max_live_per_owner} runs generating, its limit; retry when one ends"
             )
+        admit = getattr(provider, "admit", None)
+        if admit is not None:
+            admit()  # a provider with a bounded queue (the batched embedded model) says when it is full
         stream_id = uuid.uuid4().hex
         handle = generate(provider, request, stream_id=stream_id, log=self.log, **kwargs)
         run = Run(stream_id, handle, background=background, now=asyncio.get_running_loop().time())
