@@ -21,7 +21,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from tokenwire.events import Done, Usage
+from tokenwire.errors import ProviderError
+from tokenwire.events import Done, Step, Usage
 from tokenwire.providers.stop import StopMatcher
 
 __all__ = ["Batcher", "BatchSequence"]
@@ -232,9 +233,6 @@ class Batcher:
     def _admit(
         self, seq: BatchSequence, slots: list[BatchSequence | None], prefill: deque[BatchSequence], memory: Any
     ) -> None:
-        from tokenwire.errors import ProviderError
-        from tokenwire.events import Step
-
         if seq.queued:
             seq.emit(Step(name="queued", status="finished"), True)
         try:

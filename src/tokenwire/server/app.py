@@ -287,6 +287,10 @@ class _Server:
             max_steps=body.max_steps,
         )
 
+    def event_stream(self, body: AsyncIterator[bytes], headers: dict[str, str]) -> Response:
+        """An SSE response that holds one of the server's connection slots while it is served."""
+        return _CountedStream(self, body, media_type="text/event-stream", headers=headers)
+
     def max_tokens(self, asked: int | None) -> int | None:
         """A run's ``max_tokens``: what it asked for, or the server's default; above the ceiling
         is a ValueError (a 4xx)."""
@@ -404,7 +408,7 @@ class _Server:
             "x-accel-buffering": "no",
             "x-tokenwire-ping-s": f"{self.config.ping_s:g}",
         }
-        return _CountedStream(self, self._sse(stream_id, from_seq), media_type="text/event-stream", headers=headers)
+        return self.event_stream(self._sse(stream_id, from_seq), headers)
 
     @staticmethod
     def _from_seq(request: HTTPRequest) -> int:

@@ -138,8 +138,6 @@ def _bearer(request: HTTPRequest) -> str | None:
 
 async def chat_completions(server: _Server, request: HTTPRequest) -> Response:
     """``POST /v1/chat/completions``."""
-    from tokenwire.server.app import _CountedStream
-
     try:
         owner = server.check_api_key(_bearer(request))
     except Unauthorized as exc:
@@ -198,4 +196,4 @@ async def chat_completions(server: _Server, request: HTTPRequest) -> Response:
                 run.handle.cancel("the client disconnected")  # OpenAI clients do not resume
 
     headers = {"cache-control": "no-cache", "x-accel-buffering": "no", "x-request-id": uuid.uuid4().hex}
-    return _CountedStream(server, frames(), media_type="text/event-stream", headers=headers)
+    return server.event_stream(frames(), headers)
