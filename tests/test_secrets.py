@@ -42,6 +42,13 @@ async def exercise(base: str, issued: set[str]) -> None:
             f"{base}/v1/streams/{body['stream_id']}/cancel", headers={"Authorization": f"Bearer {body['token']}"}
         )
         await http.get(f"{base}/v1/streams/{body['stream_id']}/events", params={"token": "forged." + KEYS[0]})
+        chat = {"model": "scripted", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        async with http.stream(  # the OpenAI-compatible endpoint: the key as a bearer header
+            "POST", f"{base}/v1/chat/completions", json=chat, headers={"Authorization": f"Bearer {KEYS[0]}"}
+        ) as s:
+            async for _ in s.aiter_bytes():
+                pass
+        await http.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {KEYS[1]}"})
     ws_url = base.replace("http", "ws") + "/v1/ws"
     async with websockets.connect(f"{ws_url}?api_key={KEYS[0]}") as ws:
         await ws.send(json.dumps({"op": "run", "prompt": "over ws"}))
