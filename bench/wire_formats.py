@@ -15,6 +15,7 @@ from collections.abc import Callable
 from tokenwire.events import Done, Event, Start, TextDelta
 from tokenwire.wire.native import sse_frame
 from tokenwire.wire.openai_chat import ChatCompletionChunks
+from tokenwire.wire.openai_responses import ResponseEvents
 
 
 def events(n: int) -> list[Event]:
@@ -48,8 +49,15 @@ def main() -> None:
     base = cost(native, stream)
     print("| encoder | µs/event | over native |\n|---|---:|---:|")
     print(f"| native SSE | {base:.2f} | |")
+    def openai_responses(evs: list[Event]) -> None:
+        enc = ResponseEvents("resp_1", model="m", created_at=0)
+        for e in evs:
+            enc.feed(e)
+
     chat = cost(openai_chat, stream)
     print(f"| OpenAI chat.completion.chunk | {chat:.2f} | {chat - base:+.2f} |")
+    responses = cost(openai_responses, stream)
+    print(f"| OpenAI Responses events | {responses:.2f} | {responses - base:+.2f} |")
 
 
 if __name__ == "__main__":

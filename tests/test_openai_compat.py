@@ -210,3 +210,100 @@ def _stamp(item: Any, seq: int) -> Any:
     if isinstance(item, str):
         return TextDelta(item, stream_id="s", seq=seq)
     return item
+
+
+# -- the Responses API ---------------------------------------------------------------------------------
+
+RESPONSE_TOOLS: Any = [
+    {"type": "function", "name": "weather", "description": "w", "parameters": {"type": "object", "properties": {}}}
+]
+
+
+async def test_responses_stream_through_the_sdk_helper_and_raw() -> None:
+    with serve(app()) as url:
+        async with client(url) as c:
+            async with c.responses.stream(model="m", input="hi") as s:
+                kinds = [event.type async for event in s]
+                final = await s.get_final_response()
+            raw = await c.responses.create(model="m", input=[{"role": "user", "content": "hi"}], stream=True)
+            events = [e async for e in raw]
+            whole = await c.responses.create(model="m", input="hi", instructions="be brief")
+    assert final.output_text == "Hello" and final.status == "completed"
+    assert final.usage is not None and (final.usage.input_tokens, final.usage.output_tokens) == (2, 3)
+    assert kinds[:2] == ["response.created", "response.in_progress"] and kinds[-1] == "response.completed"
+    assert "response.reasoning_text.delta" in kinds and "response.output_text.delta" in kinds
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert whole.output_text == "Hello" and whole.object == "response"
+
+
+async def test_responses_parallel_function_calls_and_their_outputs() -> None:
+    provider = Scripted(parallel_calls())
+    with serve(app(tools=provider)) as url:
+        async with client(url) as c:
+            async with c.responses.stream(model="tools", input="weather?", tools=RESPONSE_TOOLS) as s:
+                deltas = [e.delta async for e in s if e.type == "response.function_call_arguments.delta"]
+                final = await s.get_final_response()
+            calls = [item for item in final.output if item.type == "function_call"]
+            follow_up: Any = [
+                {"role": "user", "content": "weather?"},
+                *(
+                    {"type": "function_call", "call_id": i.call_id, "name": i.name, "arguments": i.arguments}
+                    for i in calls
+                ),
+                *({"type": "function_call_output", "call_id": i.call_id, "output": "sunny"} for i in calls),
+            ]
+            await c.responses.create(model="tools", input=follow_up, tools=RESPONSE_TOOLS)
+    assert [(i.call_id, i.name, json.loads(i.arguments), i.status) for i in calls] == [
+        ("call_a", "weather", {"city": "Paris"}, "completed"),
+        ("call_b", "weather", {"city": "Rome"}, "completed"),
+    ]
+    assert "".join(deltas) == '{"city": "Pa{"city": "Rome"}ris"}'  # interleaved, as they streamed
+    last = provider.requests[-1]
+    assert [m.role for m in last.messages] == ["user", "assistant", "tool", "tool"]
+    assert len(last.messages[1].tool_calls or []) == 2
+
+
+async def test_responses_failed_and_bad_input() -> None:
+    broken = Scripted(["part", Error(code="overloaded", message="the model is overloaded", source="provider")])
+    with serve(app(broken=broken)) as url:
+        async with client(url) as c:
+            stream = await c.responses.create(model="broken", input="hi", stream=True)
+            events = [e async for e in stream]
+            with pytest.raises(openai.BadRequestError, match="not supported"):
+                await c.responses.create(model="broken", input=[{"type": "image_generation_call", "id": "x"}])
+    assert events[-1].type == "response.failed"
+    assert events[-1].response.error is not None and events[-1].response.error.code == "overloaded"
+    assert events[-1].response.output[0].content[0].text == "part"  # the partial answer is kept
+
+
+def test_responses_delta_frames_match_the_generic_encoding() -> None:
+    """The text-delta fast path writes exactly what the generic event writer would."""
+    from tokenwire.events import Done, Start, TextDelta
+    from tokenwire.wire.openai_responses import ResponseEvents
+
+    enc = ResponseEvents("resp_x", model="m", created_at=0)
+    frames = [f for e in [Start(model="m"), *(TextDelta(t) for t in ['a"', "é\n", "c"]), Done()] for f in enc.feed(e)]
+    deltas = [f for f in frames if f.startswith(b"event: response.output_text.delta\n")]
+    assert len(deltas) == 3
+    for n, (frame, text) in enumerate(zip(deltas, ['a"', "é\n", "c"], strict=True)):
+        body = json.loads(frame.split(b"data: ", 1)[1])
+        assert list(body) == [
+            "type",
+            "sequence_number",
+            "item_id",
+            "output_index",
+            "content_index",
+            "delta",
+            "logprobs",
+        ]
+        assert body == {
+            "type": "response.output_text.delta",
+            "sequence_number": 4 + n,
+            "item_id": "msg_x_0",
+            "output_index": 0,
+            "content_index": 0,
+            "delta": text,
+            "logprobs": [],
+        }
+    seqs = [json.loads(f.split(b"data: ", 1)[1])["sequence_number"] for f in frames]
+    assert seqs == list(range(len(frames)))

@@ -547,6 +547,7 @@ def create_app(
             Route("/", server.ui, methods=["GET"]),
             Route("/healthz", server.healthz, methods=["GET"]),
             Route("/v1/chat/completions", functools.partial(openai.chat_completions, server), methods=["POST"]),
+            Route("/v1/responses", functools.partial(openai.responses, server), methods=["POST"]),
             Route("/v1/models", functools.partial(openai.models, server), methods=["GET"]),
             Route("/readyz", server.readyz, methods=["GET"]),
             Route("/v1/runs", server.create_run, methods=["POST"]),

@@ -1,5 +1,6 @@
-"""The OpenAI-compatible endpoints: ``POST /v1/chat/completions`` (stream and not) and
-``GET /v1/models``, so OpenAI clients and tools can use a tokenwire server as their backend.
+"""The OpenAI-compatible endpoints: ``POST /v1/chat/completions`` and ``POST /v1/responses``
+(stream and not) and ``GET /v1/models``, so OpenAI clients and tools can use a tokenwire server
+as their backend.
 
 A completion is a server run like any other (limits, ceilings, capacity, the event log); its
 reader encodes the events with :class:`~tokenwire.wire.openai_chat.ChatCompletionChunks`. Tools
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
@@ -27,11 +28,13 @@ from starlette.responses import JSONResponse, Response
 from tokenwire.errors import OverCapacity, ShuttingDown, Unauthorized
 from tokenwire.request import Message, Request, ToolSpec
 from tokenwire.wire.openai_chat import ChatCompletionChunks, chat_completion, openai_error
+from tokenwire.wire.openai_responses import ResponseEvents
 
 if TYPE_CHECKING:
     from tokenwire.server.app import _Server
+    from tokenwire.server.runs import Run
 
-__all__ = ["ChatBody", "chat_completions", "models"]
+__all__ = ["ChatBody", "ResponsesBody", "chat_completions", "models", "responses"]
 
 
 class _Function(msgspec.Struct):
@@ -136,8 +139,129 @@ def _bearer(request: HTTPRequest) -> str | None:
     return auth[7:].strip() if auth[:7].lower() == "bearer " else None
 
 
+class ResponsesBody(msgspec.Struct, kw_only=True):
+    """The body of ``POST /v1/responses`` (function tools; other fields are accepted and ignored)."""
+
+    model: str
+    input: str | Annotated[list[dict[str, Any]], Meta(min_length=1)]
+    instructions: str | None = None
+    stream: bool = False
+    tools: list[dict[str, Any]] = []
+    tool_choice: str | dict[str, Any] | None = None
+    max_output_tokens: Annotated[int, Meta(ge=1)] | None = None
+    temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
+
+
+def _response_messages(body: ResponsesBody) -> list[Message]:
+    messages = [Message("system", body.instructions)] if body.instructions else []
+    if isinstance(body.input, str):
+        return [*messages, Message("user", body.input)]
+    for item in body.input:
+        kind = item.get("type", "message")
+        if kind == "message":
+            content = item.get("content")
+            if isinstance(content, list):
+                content = [
+                    {"type": "text", "text": p.get("text", "")}
+                    if isinstance(p, dict) and p.get("type") in ("input_text", "output_text")
+                    else p
+                    for p in content
+                ]
+            messages.append(_message({"role": item.get("role"), "content": content}))
+        elif kind == "function_call":
+            call = {"call_id": item["call_id"], "name": item["name"], "args": json.loads(item.get("arguments") or "{}")}
+            last = messages[-1] if messages else None
+            if last is not None and last.role == "assistant" and not last.content and last.tool_calls:
+                messages[-1] = Message("assistant", "", tool_calls=[*last.tool_calls, call])
+            else:
+                messages.append(Message("assistant", "", tool_calls=[call]))
+        elif kind == "function_call_output":
+            messages.append(Message("tool", _text(item.get("output")), tool_call_id=item.get("call_id")))
+        else:
+            raise ValueError(f"input items of type {kind!r} are not supported")
+    return messages
+
+
+def responses_request(body: ResponsesBody, max_tokens: int | None) -> Request:
+    """Our request for a Responses API one."""
+    tools = []
+    for t in body.tools:
+        if t.get("type") != "function":
+            raise ValueError(f"only function tools are supported, got {t.get('type')!r}")
+        tools.append(
+            ToolSpec(t["name"], t.get("description") or "", t.get("parameters") or {"type": "object", "properties": {}})
+        )
+    choice = body.tool_choice
+    if isinstance(choice, dict):
+        choice = choice["name"]
+    return Request(
+        _response_messages(body),
+        tools=tools,
+        tool_choice=choice or "auto",
+        temperature=body.temperature,
+        max_tokens=max_tokens,
+    )
+
+
+async def responses(server: _Server, request: HTTPRequest) -> Response:
+    """``POST /v1/responses``."""
+
+    def make(body: Any, run_id: str, created: int) -> ResponseEvents:
+        return ResponseEvents(f"resp_{run_id}", model=body.model, created_at=created, tools=body.tools)
+
+    def whole(body: Any, run: Run, encoder: ResponseEvents) -> Response:
+        assert encoder.final is not None
+        if encoder.final["status"] == "failed":
+            error = encoder.final["error"]
+            return _error(500, error["message"], type="server_error", code=error["code"])
+        return JSONResponse(encoder.final)
+
+    return await _serve(
+        server,
+        request,
+        ResponsesBody,
+        lambda body: responses_request(body, server.max_tokens(body.max_output_tokens)),
+        make,
+        whole,
+    )
+
+
 async def chat_completions(server: _Server, request: HTTPRequest) -> Response:
     """``POST /v1/chat/completions``."""
+
+    def make(body: Any, run_id: str, created: int) -> ChatCompletionChunks:
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
+        return ChatCompletionChunks(
+            f"chatcmpl-{run_id}", model=body.model, created=created, include_usage=include_usage
+        )
+
+    def whole(body: Any, run: Run, encoder: ChatCompletionChunks) -> Response:
+        result = run.handle.result()
+        if result.error is not None:
+            status = 502 if result.error.source == "provider" else 500
+            return _error(status, result.error.message, type="server_error", code=result.error.code)
+        return JSONResponse(chat_completion(result, encoder.id, model=body.model, created=encoder.created))
+
+    return await _serve(
+        server,
+        request,
+        ChatBody,
+        lambda body: to_request(body, server.max_tokens(body.max_completion_tokens or body.max_tokens)),
+        make,
+        whole,
+    )
+
+
+async def _serve(
+    server: _Server,
+    request: HTTPRequest,
+    body_type: type[Any],
+    convert: Callable[[Any], Request],
+    make_encoder: Callable[[Any, str, int], Any],
+    whole: Callable[[Any, Run, Any], Response],
+) -> Response:
+    """One OpenAI-style request: auth, body, model routing, a server run; then either the whole
+    answer (``whole``, after the run ends) or the run's events through the format's encoder."""
     try:
         owner = server.check_api_key(_bearer(request))
     except Unauthorized as exc:
@@ -146,15 +270,14 @@ async def chat_completions(server: _Server, request: HTTPRequest) -> Response:
     if len(raw) > server.config.max_body_bytes:
         return _error(413, f"the body exceeds {server.config.max_body_bytes} bytes", code="body_too_large")
     try:
-        body = msgspec.json.decode(raw, type=ChatBody)
+        body = msgspec.json.decode(raw, type=body_type)
         if body.model in server.providers:
             name = body.model
         elif len(server.providers) == 1:
             name = next(iter(server.providers))
         else:
             return _error(404, f"The model `{body.model}` does not exist", code="model_not_found")
-        ours = to_request(body, server.max_tokens(body.max_completion_tokens or body.max_tokens))
-        run = server.runs.start(server.provider(name), ours, owner=owner, limits=server.limits(None))
+        run = server.runs.start(server.provider(name), convert(body), owner=owner, limits=server.limits(None))
     except RecursionError:
         return _error(400, "invalid request: JSON nested too deeply")
     except (msgspec.ValidationError, msgspec.DecodeError, ValueError, KeyError, TypeError) as exc:
@@ -165,17 +288,13 @@ async def chat_completions(server: _Server, request: HTTPRequest) -> Response:
         response = _error(429, str(exc), type="rate_limit_error", code="over_capacity")
         response.headers["retry-after"] = str(server.config.retry_after_s)
         return response
-    completion_id = f"chatcmpl-{run.stream_id}"
-    created = int(time.time())
+    encoder = make_encoder(body, run.stream_id, int(time.time()))
     if not body.stream:
         await run.handle.wait()
-        result = run.handle.result()
-        if result.error is not None:
-            status = 502 if result.error.source == "provider" else 500
-            return _error(status, result.error.message, type="server_error", code=result.error.code)
-        return JSONResponse(chat_completion(result, completion_id, model=body.model, created=created))
-    include_usage = body.stream_options is not None and body.stream_options.include_usage
-    encoder = ChatCompletionChunks(completion_id, model=body.model, created=created, include_usage=include_usage)
+        async for batch in server.log.batches(run.stream_id, 0, follow=False):
+            for event in batch:
+                encoder.feed(event)
+        return whole(body, run, encoder)
     await run.handle.ready()
 
     async def frames() -> AsyncIterator[bytes]:

@@ -1,0 +1,261 @@
+"""OpenAI Responses API streaming: our events as ``response.*`` SSE events (sans-I/O).
+
+One :class:`ResponseEvents` per stream and reader. It opens an output item when its first delta
+arrives (a ``message`` with one ``output_text`` part, a ``reasoning`` item, a ``function_call``
+per tool call, in the order they start) and closes every open item before the terminal
+``response.completed`` / ``response.incomplete`` (``length``) / ``response.failed`` (an ``error``),
+which carries the whole response object. ``sequence_number`` counts every event from 0. Only the
+API's keys: our ``seq`` never appears.
+
+>>> import json
+>>> from tokenwire.events import Start, TextDelta, Done
+>>> enc = ResponseEvents("resp_1", model="m", created_at=0)
+>>> frames = [f for e in [Start(model="m"), TextDelta("Hi"), Done()] for f in enc.feed(e)]
+>>> [f.split(b"\\n", 1)[0].decode() for f in frames]  # doctest: +NORMALIZE_WHITESPACE
+['event: response.created', 'event: response.in_progress', 'event: response.output_item.added',
+ 'event: response.content_part.added', 'event: response.output_text.delta',
+ 'event: response.output_text.done', 'event: response.content_part.done',
+ 'event: response.output_item.done', 'event: response.completed']
+>>> json.loads(frames[-1].split(b"data: ", 1)[1])["response"]["output"][0]["content"][0]["text"]
+'Hi'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from tokenwire.events import (
+    Done,
+    Error,
+    Event,
+    ReasoningDelta,
+    Start,
+    TextDelta,
+    TokenUsage,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallStart,
+    Usage,
+)
+
+__all__ = ["ResponseEvents"]
+
+_encode = msgspec.json.Encoder().encode
+
+
+class _Item:
+    __slots__ = ("body", "head", "index", "mid", "parts", "tail")
+
+    def __init__(self, index: int, body: dict[str, Any]):
+        self.index = index
+        self.body = body
+        self.parts: list[str] = []  # text, reasoning or arguments received
+        self.head = self.mid = self.tail = b""  # the delta frame's fixed bytes (see _delta)
+
+
+class ResponseEvents:
+    """Our events in, Responses API SSE frames out; one per stream and reader."""
+
+    def __init__(self, response_id: str, *, model: str, created_at: int, tools: list[dict[str, Any]] | None = None):
+        self.id = response_id
+        self.model = model
+        self.created_at = created_at
+        self.tools = tools or []
+        self._seq = 0
+        self._items: list[_Item] = []
+        self._open: _Item | None = None  # the message or reasoning item receiving deltas
+        self._calls: dict[str, _Item] = {}
+        self._usage: Usage | TokenUsage | None = None
+        self.finished = False
+        self.final: dict[str, Any] | None = None
+        """The whole response object, once the terminal event was fed."""
+
+    def _event(self, kind: str, **fields: Any) -> bytes:
+        body = {"type": kind, "sequence_number": self._seq, **fields}
+        self._seq += 1
+        return b"event: " + kind.encode() + b"\ndata: " + _encode(body) + b"\n\n"
+
+    def response(self, status: str, **extra: Any) -> dict[str, Any]:
+        """The response object as it stands (the terminal events carry it whole)."""
+        usage = self._usage
+        return {
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": status,
+            "model": self.model,
+            "output": [item.body for item in self._items],
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": self.tools,
+            "usage": None
+            if usage is None
+            else {
+                "input_tokens": usage.input_tokens,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": usage.output_tokens,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": usage.input_tokens + usage.output_tokens,
+            },
+            **extra,
+        }
+
+    def feed(self, event: Event) -> list[bytes]:
+        """The frames for one event."""
+        if self.finished:
+            return []
+        match event:
+            case TextDelta():
+                return self._delta("message", event.text)
+            case ReasoningDelta():
+                return self._delta("reasoning", event.text)
+            case ToolCallStart():
+                return self._call_start(event.call_id, event.name)
+            case ToolCallDelta():
+                out = [] if event.call_id in self._calls else self._call_start(event.call_id, "")
+                item = self._calls[event.call_id]
+                item.parts.append(event.args_delta)
+                body = item.body
+                return [
+                    *out,
+                    self._event(_ARGS_DELTA, item_id=body["id"], output_index=item.index, delta=event.args_delta),
+                ]
+            case ToolCall():
+                return self._call_done(event)
+            case Usage():
+                self._usage = event
+                return []
+            case Start():
+                created = self.response("in_progress")
+                return [
+                    self._event("response.created", response=created),
+                    self._event("response.in_progress", response=created),
+                ]
+            case Done():
+                self.finished = True
+                self._usage = self._usage or event.usage
+                out = self._close_open()
+                for item in self._calls.values():
+                    if item.body["status"] != "completed":  # a call the model never finished
+                        out += self._finish_call(item)
+                if event.finish_reason == "length":
+                    details = {"reason": "max_output_tokens"}
+                    self.final = self.response("incomplete", incomplete_details=details)
+                    return [*out, self._event("response.incomplete", response=self.final)]
+                self.final = self.response("cancelled" if event.finish_reason == "cancelled" else "completed")
+                return [*out, self._event("response.completed", response=self.final)]
+            case Error():
+                self.finished = True
+                out = self._close_open()
+                self.final = self.response("failed", error={"code": event.code, "message": event.message})
+                return [*out, self._event("response.failed", response=self.final)]
+        return []  # steps, tool results: no counterpart in the Responses stream
+
+    def _delta(self, kind: str, text: str) -> list[bytes]:
+        item = self._open
+        if item is not None and item.body["type"] == kind:  # the hot path: one more delta of the open item
+            item.parts.append(text)
+            seq = self._seq
+            self._seq = seq + 1
+            return [b"%s%d%s%s%s" % (item.head, seq, item.mid, _encode(text), item.tail)]
+        out = self._close_open()  # a new item: the other kind's, if open, is complete
+        item = self._open = self._add(kind)
+        out.append(self._event("response.output_item.added", output_index=item.index, item=item.body))
+        if kind == "message":
+            part = {"type": "output_text", "text": "", "annotations": []}
+            ids = {"item_id": item.body["id"], "output_index": item.index, "content_index": 0}
+            out.append(self._event("response.content_part.added", **ids, part=part))
+        delta_type = "response.output_text.delta" if kind == "message" else "response.reasoning_text.delta"
+        # The frame of every delta of this item, but for its sequence number and text (the same
+        # keys, in the same order, as _event would write).
+        item.head = b'event: %s\ndata: {"type":"%s","sequence_number":' % (delta_type.encode(), delta_type.encode())
+        item.mid = b',"item_id":%s,"output_index":%d,"content_index":0,"delta":' % (
+            _encode(item.body["id"]),
+            item.index,
+        )
+        item.tail = b',"logprobs":[]}\n\n' if kind == "message" else b"}\n\n"
+        return out + self._delta(kind, text)
+
+    def _add(self, kind: str) -> _Item:
+        index = len(self._items)
+        suffix = f"{self.id.removeprefix('resp_')}_{index}"
+        if kind == "message":
+            body = {
+                "id": f"msg_{suffix}",
+                "type": "message",
+                "role": "assistant",
+                "status": "in_progress",
+                "content": [],
+            }
+        else:
+            body = {"id": f"rs_{suffix}", "type": "reasoning", "summary": [], "content": []}
+        item = _Item(index, body)
+        self._items.append(item)
+        return item
+
+    def _close_open(self) -> list[bytes]:
+        item, self._open = self._open, None
+        if item is None:
+            return []
+        text = "".join(item.parts)
+        body = item.body
+        ids = {"item_id": body["id"], "output_index": item.index, "content_index": 0}
+        if body["type"] == "message":
+            part = {"type": "output_text", "text": text, "annotations": []}
+            body["content"] = [part]
+            body["status"] = "completed"
+            return [
+                self._event("response.output_text.done", **ids, text=text, logprobs=[]),
+                self._event("response.content_part.done", **ids, part=part),
+                self._event("response.output_item.done", output_index=item.index, item=body),
+            ]
+        body["content"] = [{"type": "reasoning_text", "text": text}]
+        return [
+            self._event("response.reasoning_text.done", **ids, text=text),
+            self._event("response.output_item.done", output_index=item.index, item=body),
+        ]
+
+    def _call_start(self, call_id: str, name: str) -> list[bytes]:
+        out = self._close_open()
+        index = len(self._items)
+        body = {
+            "id": f"fc_{self.id.removeprefix('resp_')}_{index}",
+            "type": "function_call",
+            "call_id": call_id,
+            "name": name,
+            "arguments": "",
+            "status": "in_progress",
+        }
+        item = self._calls[call_id] = _Item(index, body)
+        self._items.append(item)
+        return [*out, self._event("response.output_item.added", output_index=index, item=dict(body))]
+
+    def _call_done(self, call: ToolCall) -> list[bytes]:
+        out = [] if call.call_id in self._calls else self._call_start(call.call_id, call.name)
+        item = self._calls[call.call_id]
+        item.body["name"] = call.name
+        if not item.parts:  # it came whole: its arguments as one delta
+            args = _encode(call.args).decode()
+            item.parts.append(args)
+            out.append(self._event(_ARGS_DELTA, item_id=item.body["id"], output_index=item.index, delta=args))
+        return out + self._finish_call(item)
+
+    def _finish_call(self, item: _Item) -> list[bytes]:
+        body = item.body
+        body["arguments"] = "".join(item.parts)
+        body["status"] = "completed"
+        return [
+            self._event(
+                "response.function_call_arguments.done",
+                item_id=body["id"],
+                output_index=item.index,
+                name=body["name"],
+                arguments=body["arguments"],
+            ),
+            self._event("response.output_item.done", output_index=item.index, item=body),
+        ]
+
+
+_ARGS_DELTA = "response.function_call_arguments.delta"
