@@ -549,6 +549,7 @@ def create_app(
             Route("/v1/chat/completions", functools.partial(openai.chat_completions, server), methods=["POST"]),
             Route("/v1/responses", functools.partial(openai.responses, server), methods=["POST"]),
             Route("/v1/models", functools.partial(openai.models, server), methods=["GET"]),
+            Route("/agui", functools.partial(openai.agui, server), methods=["POST"]),
             Route("/readyz", server.readyz, methods=["GET"]),
             Route("/v1/runs", server.create_run, methods=["POST"]),
             Route("/v1/streams/{stream_id}/events", server.events, methods=["GET"], name="events"),

@@ -1,6 +1,6 @@
 """The OpenAI-compatible endpoints: ``POST /v1/chat/completions`` and ``POST /v1/responses``
 (stream and not) and ``GET /v1/models``, so OpenAI clients and tools can use a tokenwire server
-as their backend.
+as their backend; and ``POST /agui``, an AG-UI run (CopilotKit and other AG-UI frontends).
 
 A completion is a server run like any other (limits, ceilings, capacity, the event log); its
 reader encodes the events with :class:`~tokenwire.wire.openai_chat.ChatCompletionChunks`. Tools
@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 
 from tokenwire.errors import OverCapacity, ShuttingDown, Unauthorized
 from tokenwire.request import Message, Request, ToolSpec
+from tokenwire.wire.agui import AGUIEvents
 from tokenwire.wire.openai_chat import ChatCompletionChunks, chat_completion, openai_error
 from tokenwire.wire.openai_responses import ResponseEvents
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from tokenwire.server.app import _Server
     from tokenwire.server.runs import Run
 
-__all__ = ["ChatBody", "ResponsesBody", "chat_completions", "models", "responses"]
+__all__ = ["AGUIBody", "ChatBody", "ResponsesBody", "agui", "chat_completions", "models", "responses"]
 
 
 class _Function(msgspec.Struct):
@@ -271,7 +272,9 @@ async def _serve(
         return _error(413, f"the body exceeds {server.config.max_body_bytes} bytes", code="body_too_large")
     try:
         body = msgspec.json.decode(raw, type=body_type)
-        if body.model in server.providers:
+        if not body.model:
+            name = server.default_provider
+        elif body.model in server.providers:
             name = body.model
         elif len(server.providers) == 1:
             name = next(iter(server.providers))
@@ -316,3 +319,60 @@ async def _serve(
 
     headers = {"cache-control": "no-cache", "x-accel-buffering": "no", "x-request-id": uuid.uuid4().hex}
     return server.event_stream(frames(), headers)
+
+
+class _AGUITool(msgspec.Struct):
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = msgspec.field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+class AGUIBody(msgspec.Struct, kw_only=True, rename="camel"):
+    """AG-UI's ``RunAgentInput`` (``state``, ``context`` and ``forwardedProps`` are accepted; the
+    model is the server's default provider, or ``forwardedProps.model``)."""
+
+    thread_id: str
+    run_id: str
+    messages: list[dict[str, Any]]
+    tools: list[_AGUITool] = []
+    state: Any = None
+    context: list[Any] = []
+    forwarded_props: dict[str, Any] | None = None
+
+    @property
+    def model(self) -> str:
+        return str((self.forwarded_props or {}).get("model") or "")
+
+    stream = True
+
+
+def agui_request(body: AGUIBody, max_tokens: int | None) -> Request:
+    """Our request for an AG-UI run: its messages, and its tools as the client's (frontend) tools."""
+    messages = []
+    for m in body.messages:
+        role = m.get("role")
+        if role == "assistant" and m.get("toolCalls"):
+            m = {**m, "tool_calls": m["toolCalls"]}
+        elif role == "tool":
+            m = {**m, "tool_call_id": m.get("toolCallId")}
+        elif role not in ("system", "developer", "user", "assistant"):
+            raise ValueError(f"messages of role {role!r} are not supported")
+        messages.append(_message(m))
+    if not messages:
+        raise ValueError("an AG-UI run needs at least one message")
+    tools = [ToolSpec(t.name, t.description, t.parameters) for t in body.tools]
+    return Request(messages, tools=tools, max_tokens=max_tokens)
+
+
+async def agui(server: _Server, request: HTTPRequest) -> Response:
+    """``POST /agui``: an AG-UI run over SSE."""
+
+    def make(body: Any, run_id: str, created: int) -> AGUIEvents:
+        return AGUIEvents(body.thread_id, body.run_id)
+
+    def whole(body: Any, run: Run, encoder: AGUIEvents) -> Response:  # AG-UI always streams
+        raise AssertionError("unreachable")
+
+    return await _serve(
+        server, request, AGUIBody, lambda body: agui_request(body, server.max_tokens(None)), make, whole
+    )

@@ -1,0 +1,160 @@
+"""AG-UI (CopilotKit and others): our events as AG-UI events over SSE (sans-I/O).
+
+One :class:`AGUIEvents` per stream and reader. ``RUN_STARTED`` first; text and reasoning become
+messages (``TEXT_MESSAGE_START`` / ``_CONTENT`` / ``_END``, ``REASONING_START`` …
+``REASONING_END``) opened by their first delta; each tool call is ``TOOL_CALL_START`` /
+``TOOL_CALL_ARGS`` / ``TOOL_CALL_END`` (its parent the message before it), a result
+``TOOL_CALL_RESULT``; steps are ``STEP_STARTED`` / ``STEP_FINISHED``. Every message and call is
+closed before the one terminal ``RUN_FINISHED`` or ``RUN_ERROR``. Keys are AG-UI's camelCase.
+
+>>> from tokenwire.events import Start, TextDelta, Done
+>>> enc = AGUIEvents("t1", "r1")
+>>> for e in [Start(model="m"), TextDelta("Hi"), Done()]:
+...     for frame in enc.feed(e):
+...         print(frame.decode().strip())
+data: {"type":"RUN_STARTED","threadId":"t1","runId":"r1"}
+data: {"type":"TEXT_MESSAGE_START","messageId":"r1-m0","role":"assistant"}
+data: {"type":"TEXT_MESSAGE_CONTENT","messageId":"r1-m0","delta":"Hi"}
+data: {"type":"TEXT_MESSAGE_END","messageId":"r1-m0"}
+data: {"type":"RUN_FINISHED","threadId":"t1","runId":"r1"}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from tokenwire.events import (
+    Done,
+    Error,
+    Event,
+    ReasoningDelta,
+    Start,
+    Step,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallStart,
+    ToolResult,
+)
+
+__all__ = ["AGUIEvents"]
+
+_encode = msgspec.json.Encoder().encode
+
+
+class AGUIEvents:
+    """Our events in, AG-UI SSE frames out; one per stream and reader."""
+
+    def __init__(self, thread_id: str, run_id: str):
+        self.thread_id = thread_id
+        self.run_id = run_id
+        self._n = 0
+        self._open: tuple[str, str] | None = None  # (kind, message id) of the message receiving deltas
+        self._last_message: str | None = None
+        self._calls: dict[str, bool] = {}  # call id -> arguments streamed
+        self._ended: set[str] = set()
+        self.finished = False
+
+    def _frame(self, kind: str, **fields: Any) -> bytes:
+        return b"data: " + _encode({"type": kind, **fields}) + b"\n\n"
+
+    def _new_id(self) -> str:
+        mid = f"{self.run_id}-m{self._n}"
+        self._n += 1
+        return mid
+
+    def feed(self, event: Event) -> list[bytes]:
+        """The frames for one event."""
+        if self.finished:
+            return []
+        match event:
+            case TextDelta():
+                return self._delta("text", event.text)
+            case ReasoningDelta():
+                return self._delta("reasoning", event.text)
+            case ToolCallStart():
+                return self._call_start(event.call_id, event.name)
+            case ToolCallDelta():
+                out = [] if event.call_id in self._calls else self._call_start(event.call_id, "")
+                self._calls[event.call_id] = True
+                return [*out, self._frame("TOOL_CALL_ARGS", toolCallId=event.call_id, delta=event.args_delta)]
+            case ToolCall():
+                return self._call_end(event)
+            case ToolResult():
+                content = event.result if isinstance(event.result, str) else _encode(event.result).decode()
+                return [
+                    *self._close(),
+                    self._frame(
+                        "TOOL_CALL_RESULT",
+                        messageId=self._new_id(),
+                        toolCallId=event.call_id,
+                        content=content,
+                        role="tool",
+                    ),
+                ]
+            case Step():
+                kind = "STEP_STARTED" if event.status == "started" else "STEP_FINISHED"
+                return [self._frame(kind, stepName=event.name)]
+            case Start():
+                return [self._frame("RUN_STARTED", threadId=self.thread_id, runId=self.run_id)]
+            case Done():
+                self.finished = True
+                return [*self._close_all(), self._frame("RUN_FINISHED", threadId=self.thread_id, runId=self.run_id)]
+            case Error():
+                self.finished = True
+                return [*self._close_all(), self._frame("RUN_ERROR", message=event.message, code=event.code)]
+        return []  # usage: no AG-UI event of its own
+
+    def _delta(self, kind: str, text: str) -> list[bytes]:
+        if not text:
+            return []  # AG-UI content deltas are never empty
+        out: list[bytes] = []
+        if self._open is None or self._open[0] != kind:
+            out += self._close()
+            mid = self._new_id()
+            self._open = (kind, mid)
+            if kind == "text":
+                self._last_message = mid
+                out.append(self._frame("TEXT_MESSAGE_START", messageId=mid, role="assistant"))
+            else:
+                out.append(self._frame("REASONING_START", messageId=mid))
+                out.append(self._frame("REASONING_MESSAGE_START", messageId=mid, role="reasoning"))
+        mid = self._open[1]
+        kind_name = "TEXT_MESSAGE_CONTENT" if kind == "text" else "REASONING_MESSAGE_CONTENT"
+        out.append(self._frame(kind_name, messageId=mid, delta=text))
+        return out
+
+    def _close(self) -> list[bytes]:
+        opened, self._open = self._open, None
+        if opened is None:
+            return []
+        kind, mid = opened
+        if kind == "text":
+            return [self._frame("TEXT_MESSAGE_END", messageId=mid)]
+        return [self._frame("REASONING_MESSAGE_END", messageId=mid), self._frame("REASONING_END", messageId=mid)]
+
+    def _call_start(self, call_id: str, name: str) -> list[bytes]:
+        out = self._close()
+        self._calls[call_id] = False
+        fields: dict[str, Any] = {"toolCallId": call_id, "toolCallName": name}
+        if self._last_message is not None:
+            fields["parentMessageId"] = self._last_message
+        return [*out, self._frame("TOOL_CALL_START", **fields)]
+
+    def _call_end(self, call: ToolCall) -> list[bytes]:
+        out = [] if call.call_id in self._calls else self._call_start(call.call_id, call.name)
+        if not self._calls[call.call_id]:  # it came whole: its arguments in one piece
+            out.append(self._frame("TOOL_CALL_ARGS", toolCallId=call.call_id, delta=_encode(call.args).decode()))
+            self._calls[call.call_id] = True
+        self._ended.add(call.call_id)
+        return [*out, self._frame("TOOL_CALL_END", toolCallId=call.call_id)]
+
+    def _close_all(self) -> list[bytes]:
+        out = self._close()
+        for call_id in self._calls:
+            if call_id not in self._ended:  # a call the model never finished
+                self._ended.add(call_id)
+                out.append(self._frame("TOOL_CALL_END", toolCallId=call_id))
+        return out
