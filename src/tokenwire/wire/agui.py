@@ -25,26 +25,15 @@ from typing import Any
 
 import msgspec
 
-from tokenwire.events import (
-    Done,
-    Error,
-    Event,
-    ReasoningDelta,
-    Start,
-    Step,
-    TextDelta,
-    ToolCall,
-    ToolCallDelta,
-    ToolCallStart,
-    ToolResult,
-)
+from tokenwire.events import Done, Error, Start, Step, ToolCall, ToolResult
+from tokenwire.wire.encoder import StreamEncoder
 
 __all__ = ["AGUIEvents"]
 
 _encode = msgspec.json.Encoder().encode
 
 
-class AGUIEvents:
+class AGUIEvents(StreamEncoder):
     """Our events in, AG-UI SSE frames out; one per stream and reader."""
 
     def __init__(self, thread_id: str, run_id: str):
@@ -55,7 +44,6 @@ class AGUIEvents:
         self._last_message: str | None = None
         self._calls: dict[str, bool] = {}  # call id -> arguments streamed
         self._ended: set[str] = set()
-        self.finished = False
 
     def _frame(self, kind: str, **fields: Any) -> bytes:
         return b"data: " + _encode({"type": kind, **fields}) + b"\n\n"
@@ -65,47 +53,41 @@ class AGUIEvents:
         self._n += 1
         return mid
 
-    def feed(self, event: Event) -> list[bytes]:
-        """The frames for one event."""
-        if self.finished:
-            return []
-        match event:
-            case TextDelta():
-                return self._delta("text", event.text)
-            case ReasoningDelta():
-                return self._delta("reasoning", event.text)
-            case ToolCallStart():
-                return self._call_start(event.call_id, event.name)
-            case ToolCallDelta():
-                out = [] if event.call_id in self._calls else self._call_start(event.call_id, "")
-                self._calls[event.call_id] = True
-                return [*out, self._frame("TOOL_CALL_ARGS", toolCallId=event.call_id, delta=event.args_delta)]
-            case ToolCall():
-                return self._call_end(event)
-            case ToolResult():
-                content = event.result if isinstance(event.result, str) else _encode(event.result).decode()
-                return [
-                    *self._close(),
-                    self._frame(
-                        "TOOL_CALL_RESULT",
-                        messageId=self._new_id(),
-                        toolCallId=event.call_id,
-                        content=content,
-                        role="tool",
-                    ),
-                ]
-            case Step():
-                kind = "STEP_STARTED" if event.status == "started" else "STEP_FINISHED"
-                return [self._frame(kind, stepName=event.name)]
-            case Start():
-                return [self._frame("RUN_STARTED", threadId=self.thread_id, runId=self.run_id)]
-            case Done():
-                self.finished = True
-                return [*self._close_all(), self._frame("RUN_FINISHED", threadId=self.thread_id, runId=self.run_id)]
-            case Error():
-                self.finished = True
-                return [*self._close_all(), self._frame("RUN_ERROR", message=event.message, code=event.code)]
-        return []  # usage: no AG-UI event of its own
+    def start(self, event: Start) -> list[bytes]:
+        return [self._frame("RUN_STARTED", threadId=self.thread_id, runId=self.run_id)]
+
+    def text(self, delta: str) -> list[bytes]:
+        return self._delta("text", delta)
+
+    def reasoning(self, delta: str) -> list[bytes]:
+        return self._delta("reasoning", delta)
+
+    def call_start(self, call_id: str, name: str) -> list[bytes]:
+        return self._call_start(call_id, name)
+
+    def call_delta(self, call_id: str, delta: str) -> list[bytes]:
+        out = [] if call_id in self._calls else self._call_start(call_id, "")
+        self._calls[call_id] = True
+        return [*out, self._frame("TOOL_CALL_ARGS", toolCallId=call_id, delta=delta)]
+
+    def call(self, call: ToolCall) -> list[bytes]:
+        return self._call_end(call)
+
+    def result(self, result: ToolResult) -> list[bytes]:
+        content = result.result if isinstance(result.result, str) else _encode(result.result).decode()
+        frame = self._frame(
+            "TOOL_CALL_RESULT", messageId=self._new_id(), toolCallId=result.call_id, content=content, role="tool"
+        )
+        return [*self._close(), frame]
+
+    def step(self, step: Step) -> list[bytes]:
+        return [self._frame("STEP_STARTED" if step.status == "started" else "STEP_FINISHED", stepName=step.name)]
+
+    def done(self, event: Done) -> list[bytes]:
+        return [*self._close_all(), self._frame("RUN_FINISHED", threadId=self.thread_id, runId=self.run_id)]
+
+    def error(self, event: Error) -> list[bytes]:
+        return [*self._close_all(), self._frame("RUN_ERROR", message=event.message, code=event.code)]
 
     def _delta(self, kind: str, text: str) -> list[bytes]:
         if not text:

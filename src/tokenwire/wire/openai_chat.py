@@ -26,20 +26,9 @@ from typing import Any
 
 import msgspec
 
-from tokenwire.events import (
-    Done,
-    Error,
-    Event,
-    ReasoningDelta,
-    Start,
-    TextDelta,
-    TokenUsage,
-    ToolCall,
-    ToolCallDelta,
-    ToolCallStart,
-    Usage,
-)
+from tokenwire.events import Done, Error, Start, TokenUsage, ToolCall, Usage
 from tokenwire.response import Response
+from tokenwire.wire.encoder import StreamEncoder
 
 __all__ = ["ChatCompletionChunks", "chat_completion", "finish_reason", "openai_error"]
 
@@ -57,7 +46,7 @@ def openai_error(message: str, *, type: str = "invalid_request_error", code: str
     return {"error": {"message": message, "type": type, "param": None, "code": code}}
 
 
-class ChatCompletionChunks:
+class ChatCompletionChunks(StreamEncoder):
     """Our events in, Chat Completions SSE frames (``data: {chunk}``) out; one per stream and reader."""
 
     def __init__(self, completion_id: str, *, model: str, created: int, include_usage: bool = False):
@@ -67,8 +56,6 @@ class ChatCompletionChunks:
         self.include_usage = include_usage
         self._calls: dict[str, int] = {}  # call id -> index, in the order calls started
         self._streamed: set[str] = set()  # calls whose arguments went out as deltas
-        self._usage: Usage | None = None
-        self.finished = False
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         body = {
@@ -80,43 +67,38 @@ class ChatCompletionChunks:
         }
         return b"data: " + _encode(body) + b"\n\n"
 
-    def feed(self, event: Event) -> list[bytes]:
-        """The frames for one event (often one; none for events OpenAI's format has no place for)."""
-        if self.finished:
-            return []
-        match event:
-            case TextDelta():
-                return [self._chunk({"content": event.text})]
-            case ReasoningDelta():
-                return [self._chunk({"reasoning_content": event.text})]
-            case ToolCallStart():
-                return [self._call_start(event.call_id, event.name)]
-            case ToolCallDelta():
-                self._streamed.add(event.call_id)
-                # A delta without a start is numbered now (its name comes with the complete call).
-                index = self._calls.setdefault(event.call_id, len(self._calls))
-                return [self._chunk({"tool_calls": [{"index": index, "function": {"arguments": event.args_delta}}]})]
-            case ToolCall():
-                return self._complete_call(event)
-            case Usage():
-                self._usage = event
-                return []
-            case Start():
-                return [self._chunk({"role": "assistant", "content": ""})]
-            case Done():
-                self.finished = True
-                frames = [self._chunk({}, finish_reason(event.finish_reason))]
-                if self.include_usage:
-                    # Without the provider's count: the deltas the run produced, prompt unknown (0).
-                    usage = self._usage or event.usage or TokenUsage(0, event.stats.output_tokens)
-                    frames.append(self._usage_chunk(usage))
-                frames.append(_DONE)
-                return frames
-            case Error():
-                self.finished = True
-                kind = "invalid_request_error" if event.source == "limit" else "server_error"
-                return [b"data: " + _encode(openai_error(event.message, type=kind, code=event.code)) + b"\n\n"]
-        return []  # steps, tool results: no counterpart in Chat Completions
+    def start(self, event: Start) -> list[bytes]:
+        return [self._chunk({"role": "assistant", "content": ""})]
+
+    def text(self, delta: str) -> list[bytes]:
+        return [self._chunk({"content": delta})]
+
+    def reasoning(self, delta: str) -> list[bytes]:
+        return [self._chunk({"reasoning_content": delta})]
+
+    def call_start(self, call_id: str, name: str) -> list[bytes]:
+        return [self._call_start(call_id, name)]
+
+    def call_delta(self, call_id: str, delta: str) -> list[bytes]:
+        self._streamed.add(call_id)
+        # A delta without a start is numbered now (its name comes with the complete call).
+        index = self._calls.setdefault(call_id, len(self._calls))
+        return [self._chunk({"tool_calls": [{"index": index, "function": {"arguments": delta}}]})]
+
+    def call(self, call: ToolCall) -> list[bytes]:
+        return self._complete_call(call)
+
+    def done(self, event: Done) -> list[bytes]:
+        frames = [self._chunk({}, finish_reason(event.finish_reason))]
+        if self.include_usage:
+            # Without the provider's count: the deltas the run produced, prompt unknown (0).
+            frames.append(self._usage_chunk(self.usage or TokenUsage(0, event.stats.output_tokens)))
+        frames.append(_DONE)
+        return frames
+
+    def error(self, event: Error) -> list[bytes]:
+        kind = "invalid_request_error" if event.source == "limit" else "server_error"
+        return [b"data: " + _encode(openai_error(event.message, type=kind, code=event.code)) + b"\n\n"]
 
     def _call_start(self, call_id: str, name: str) -> bytes:
         index = self._calls.setdefault(call_id, len(self._calls))

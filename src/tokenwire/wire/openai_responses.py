@@ -26,19 +26,8 @@ from typing import Any
 
 import msgspec
 
-from tokenwire.events import (
-    Done,
-    Error,
-    Event,
-    ReasoningDelta,
-    Start,
-    TextDelta,
-    TokenUsage,
-    ToolCall,
-    ToolCallDelta,
-    ToolCallStart,
-    Usage,
-)
+from tokenwire.events import Done, Error, Start, ToolCall
+from tokenwire.wire.encoder import StreamEncoder
 
 __all__ = ["ResponseEvents"]
 
@@ -55,7 +44,7 @@ class _Item:
         self.head = self.mid = self.tail = b""  # the delta frame's fixed bytes (see _delta)
 
 
-class ResponseEvents:
+class ResponseEvents(StreamEncoder):
     """Our events in, Responses API SSE frames out; one per stream and reader."""
 
     def __init__(self, response_id: str, *, model: str, created_at: int, tools: list[dict[str, Any]] | None = None):
@@ -67,8 +56,6 @@ class ResponseEvents:
         self._items: list[_Item] = []
         self._open: _Item | None = None  # the message or reasoning item receiving deltas
         self._calls: dict[str, _Item] = {}
-        self._usage: Usage | TokenUsage | None = None
-        self.finished = False
         self.final: dict[str, Any] | None = None
         """The whole response object, once the terminal event was fed."""
 
@@ -79,7 +66,7 @@ class ResponseEvents:
 
     def response(self, status: str, **extra: Any) -> dict[str, Any]:
         """The response object as it stands (the terminal events carry it whole)."""
-        usage = self._usage
+        usage = self.usage
         return {
             "id": self.id,
             "object": "response",
@@ -102,56 +89,46 @@ class ResponseEvents:
             **extra,
         }
 
-    def feed(self, event: Event) -> list[bytes]:
-        """The frames for one event."""
-        if self.finished:
-            return []
-        match event:
-            case TextDelta():
-                return self._delta("message", event.text)
-            case ReasoningDelta():
-                return self._delta("reasoning", event.text)
-            case ToolCallStart():
-                return self._call_start(event.call_id, event.name)
-            case ToolCallDelta():
-                out = [] if event.call_id in self._calls else self._call_start(event.call_id, "")
-                item = self._calls[event.call_id]
-                item.parts.append(event.args_delta)
-                body = item.body
-                return [
-                    *out,
-                    self._event(_ARGS_DELTA, item_id=body["id"], output_index=item.index, delta=event.args_delta),
-                ]
-            case ToolCall():
-                return self._call_done(event)
-            case Usage():
-                self._usage = event
-                return []
-            case Start():
-                created = self.response("in_progress")
-                return [
-                    self._event("response.created", response=created),
-                    self._event("response.in_progress", response=created),
-                ]
-            case Done():
-                self.finished = True
-                self._usage = self._usage or event.usage
-                out = self._close_open()
-                for item in self._calls.values():
-                    if item.body["status"] != "completed":  # a call the model never finished
-                        out += self._finish_call(item)
-                if event.finish_reason == "length":
-                    details = {"reason": "max_output_tokens"}
-                    self.final = self.response("incomplete", incomplete_details=details)
-                    return [*out, self._event("response.incomplete", response=self.final)]
-                self.final = self.response("cancelled" if event.finish_reason == "cancelled" else "completed")
-                return [*out, self._event("response.completed", response=self.final)]
-            case Error():
-                self.finished = True
-                out = self._close_open()
-                self.final = self.response("failed", error={"code": event.code, "message": event.message})
-                return [*out, self._event("response.failed", response=self.final)]
-        return []  # steps, tool results: no counterpart in the Responses stream
+    def start(self, event: Start) -> list[bytes]:
+        created = self.response("in_progress")
+        return [
+            self._event("response.created", response=created),
+            self._event("response.in_progress", response=created),
+        ]
+
+    def text(self, delta: str) -> list[bytes]:
+        return self._delta("message", delta)
+
+    def reasoning(self, delta: str) -> list[bytes]:
+        return self._delta("reasoning", delta)
+
+    def call_start(self, call_id: str, name: str) -> list[bytes]:
+        return self._call_start(call_id, name)
+
+    def call_delta(self, call_id: str, delta: str) -> list[bytes]:
+        out = [] if call_id in self._calls else self._call_start(call_id, "")
+        item = self._calls[call_id]
+        item.parts.append(delta)
+        return [*out, self._event(_ARGS_DELTA, item_id=item.body["id"], output_index=item.index, delta=delta)]
+
+    def call(self, call: ToolCall) -> list[bytes]:
+        return self._call_done(call)
+
+    def done(self, event: Done) -> list[bytes]:
+        out = self._close_open()
+        for item in self._calls.values():
+            if item.body["status"] != "completed":  # a call the model never finished
+                out += self._finish_call(item)
+        if event.finish_reason == "length":
+            self.final = self.response("incomplete", incomplete_details={"reason": "max_output_tokens"})
+            return [*out, self._event("response.incomplete", response=self.final)]
+        self.final = self.response("cancelled" if event.finish_reason == "cancelled" else "completed")
+        return [*out, self._event("response.completed", response=self.final)]
+
+    def error(self, event: Error) -> list[bytes]:
+        out = self._close_open()
+        self.final = self.response("failed", error={"code": event.code, "message": event.message})
+        return [*out, self._event("response.failed", response=self.final)]
 
     def _delta(self, kind: str, text: str) -> list[bytes]:
         item = self._open
