@@ -29,10 +29,12 @@ test: lint system-deps
 	$(BIN)/pytest -q -m "not e2e" --log-backend redis
 
 # Binaries the tests use, installed when missing: redis-server (the Redis event-log tests start
-# their own from it) and ss from iproute2 (the chaos checks read the server's socket memory).
+# their own from it), ss from iproute2 (the chaos checks read the server's socket memory), and
+# Node.js with npm (the AI SDK's own client reads the UI message stream; tests/js pins it).
 system-deps:
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 	@command -v ss >/dev/null || { apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null; }
+	@command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }
 
 # The chaos checks at full size (minutes): one line per check with its figures.
 chaos: $(STAMP)

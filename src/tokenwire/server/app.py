@@ -153,6 +153,8 @@ class _Server:
         self._instances: dict[str, Provider] = {}
         self.loaded = False
         """True once :meth:`preload` ran (the app's lifespan start-up)."""
+        self.chats: dict[str, str] = {}
+        """AI SDK chat id -> its latest run (``GET /api/chat/{id}/stream`` resumes it)."""
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -550,6 +552,8 @@ def create_app(
             Route("/v1/responses", functools.partial(openai.responses, server), methods=["POST"]),
             Route("/v1/models", functools.partial(openai.models, server), methods=["GET"]),
             Route("/agui", functools.partial(openai.agui, server), methods=["POST"]),
+            Route("/api/chat", functools.partial(openai.ui_chat, server), methods=["POST"]),
+            Route("/api/chat/{chat_id}/stream", functools.partial(openai.ui_chat_resume, server), methods=["GET"]),
             Route("/readyz", server.readyz, methods=["GET"]),
             Route("/v1/runs", server.create_run, methods=["POST"]),
             Route("/v1/streams/{stream_id}/events", server.events, methods=["GET"], name="events"),

@@ -28,6 +28,8 @@ from starlette.responses import JSONResponse, Response
 from tokenwire.errors import OverCapacity, ShuttingDown, Unauthorized
 from tokenwire.request import Message, Request, ToolSpec
 from tokenwire.wire.agui import AGUIEvents
+from tokenwire.wire.ai_sdk import HEADERS as UI_HEADERS
+from tokenwire.wire.ai_sdk import UIMessageStream
 from tokenwire.wire.openai_chat import ChatCompletionChunks, chat_completion, openai_error
 from tokenwire.wire.openai_responses import ResponseEvents
 
@@ -35,7 +37,18 @@ if TYPE_CHECKING:
     from tokenwire.server.app import _Server
     from tokenwire.server.runs import Run
 
-__all__ = ["AGUIBody", "ChatBody", "ResponsesBody", "agui", "chat_completions", "models", "responses"]
+__all__ = [
+    "AGUIBody",
+    "ChatBody",
+    "ChatUIBody",
+    "ResponsesBody",
+    "agui",
+    "chat_completions",
+    "models",
+    "responses",
+    "ui_chat",
+    "ui_chat_resume",
+]
 
 
 class _Function(msgspec.Struct):
@@ -260,6 +273,10 @@ async def _serve(
     convert: Callable[[Any], Request],
     make_encoder: Callable[[Any, str, int], Any],
     whole: Callable[[Any, Run, Any], Response],
+    *,
+    headers: dict[str, str] | None = None,
+    cancel_on_disconnect: bool = True,
+    on_run: Callable[[Any, Run], None] | None = None,
 ) -> Response:
     """One OpenAI-style request: auth, body, model routing, a server run; then either the whole
     answer (``whole``, after the run ends) or the run's events through the format's encoder."""
@@ -291,6 +308,8 @@ async def _serve(
         response = _error(429, str(exc), type="rate_limit_error", code="over_capacity")
         response.headers["retry-after"] = str(server.config.retry_after_s)
         return response
+    if on_run is not None:
+        on_run(body, run)
     encoder = make_encoder(body, run.stream_id, int(time.time()))
     if not body.stream:
         await run.handle.wait()
@@ -299,9 +318,21 @@ async def _serve(
                 encoder.feed(event)
         return whole(body, run, encoder)
     await run.handle.ready()
+    return encoded_stream(server, run, encoder, headers=headers, cancel_on_disconnect=cancel_on_disconnect)
+
+
+def encoded_stream(
+    server: _Server,
+    run: Run,
+    encoder: Any,
+    *,
+    headers: dict[str, str] | None = None,
+    cancel_on_disconnect: bool = True,
+) -> Response:
+    """A run's events from seq 0 through a format's encoder, as an SSE response."""
+    sid = run.stream_id
 
     async def frames() -> AsyncIterator[bytes]:
-        sid = run.stream_id
         try:
             with server.runs.reader(sid):
                 async for batch in server.log.batches(sid, 0, idle_s=server.config.ping_s):
@@ -314,11 +345,11 @@ async def _serve(
                     if encoder.finished:
                         return
         finally:
-            if not encoder.finished:
+            if not encoder.finished and cancel_on_disconnect:
                 run.handle.cancel("the client disconnected")  # OpenAI clients do not resume
 
-    headers = {"cache-control": "no-cache", "x-accel-buffering": "no", "x-request-id": uuid.uuid4().hex}
-    return server.event_stream(frames(), headers)
+    base = {"cache-control": "no-cache", "x-accel-buffering": "no", "x-request-id": uuid.uuid4().hex}
+    return server.event_stream(frames(), {**base, **(headers or {})})
 
 
 class _AGUITool(msgspec.Struct):
@@ -375,4 +406,81 @@ async def agui(server: _Server, request: HTTPRequest) -> Response:
 
     return await _serve(
         server, request, AGUIBody, lambda body: agui_request(body, server.max_tokens(None)), make, whole
+    )
+
+
+# -- the Vercel AI SDK: useChat's DefaultChatTransport ---------------------------------------------------
+
+
+class ChatUIBody(msgspec.Struct, kw_only=True):
+    """What ``DefaultChatTransport`` posts: the chat id and its UI messages (``trigger``,
+    ``messageId`` and fields the app adds are accepted; ``model`` picks a provider)."""
+
+    id: str
+    messages: Annotated[list[dict[str, Any]], Meta(min_length=1)]
+    model: str = ""
+    stream = True
+
+
+def _ui_messages(body: ChatUIBody) -> list[Message]:
+    """UI messages (parts) to ours: text parts joined; tool parts with an output become the
+    assistant's call and a tool message."""
+    out: list[Message] = []
+    for m in body.messages:
+        role = m.get("role")
+        if role not in ("system", "user", "assistant"):
+            raise ValueError(f"messages of role {role!r} are not supported")
+        text = "".join(p.get("text", "") for p in m.get("parts", []) if p.get("type") == "text")
+        calls, results = [], []
+        for p in m.get("parts", []):
+            kind = str(p.get("type", ""))
+            if kind.startswith("tool-") and p.get("state") == "output-available":
+                calls.append({"call_id": p["toolCallId"], "name": kind[5:], "args": p.get("input") or {}})
+                output = p.get("output")
+                content = output if isinstance(output, str) else msgspec.json.encode(output).decode()
+                results.append(Message("tool", content, tool_call_id=p["toolCallId"]))
+        out.append(Message(role, text, tool_calls=calls or None))
+        out += results
+    return out
+
+
+async def ui_chat(server: _Server, request: HTTPRequest) -> Response:
+    """``POST /api/chat``: a run for ``useChat``, streamed as the AI SDK's UI message stream.
+
+    Leaving (a page reload, ``stop()``) does not cancel the run: ``GET /api/chat/{id}/stream``
+    resumes it, and a run nobody reads is cancelled after the server's ``abandon_after_s``."""
+
+    def make(body: Any, run_id: str, created: int) -> UIMessageStream:
+        return UIMessageStream(f"msg-{run_id}")
+
+    def remember(body: Any, run: Run) -> None:
+        server.chats[body.id] = run.stream_id
+        while len(server.chats) > server.config.max_runs:
+            server.chats.pop(next(iter(server.chats)))
+
+    return await _serve(
+        server,
+        request,
+        ChatUIBody,
+        lambda body: Request(_ui_messages(body), max_tokens=server.max_tokens(None)),
+        make,
+        lambda body, run, encoder: _error(400, "the UI message stream is always streamed"),
+        headers=UI_HEADERS,
+        cancel_on_disconnect=False,
+        on_run=remember,
+    )
+
+
+async def ui_chat_resume(server: _Server, request: HTTPRequest) -> Response:
+    """``GET /api/chat/{id}/stream``: the chat's active run from its start, or 204 (none)."""
+    try:
+        server.check_api_key(_bearer(request))
+    except Unauthorized as exc:
+        return _error(401, str(exc), code="invalid_api_key")
+    stream_id = server.chats.get(request.path_params["chat_id"])
+    run = server.runs.get(stream_id) if stream_id is not None else None
+    if run is None or run.finished:
+        return Response(status_code=204)
+    return encoded_stream(
+        server, run, UIMessageStream(f"msg-{run.stream_id}"), headers=UI_HEADERS, cancel_on_disconnect=False
     )
