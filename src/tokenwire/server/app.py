@@ -52,7 +52,7 @@ from tokenwire.log import EventLog, MemoryLog, StreamInfo
 from tokenwire.provider import Provider
 from tokenwire.request import Message, Request, ToolSpec
 from tokenwire.security import StreamTokens, check_api_key, new_secret
-from tokenwire.server import openai
+from tokenwire.server import compat
 from tokenwire.server.runs import Run, Runs
 from tokenwire.server.schema import RunBody, ServerConfig
 from tokenwire.server.ws import websocket_endpoint
@@ -548,12 +548,12 @@ def create_app(
         routes=[
             Route("/", server.ui, methods=["GET"]),
             Route("/healthz", server.healthz, methods=["GET"]),
-            Route("/v1/chat/completions", functools.partial(openai.chat_completions, server), methods=["POST"]),
-            Route("/v1/responses", functools.partial(openai.responses, server), methods=["POST"]),
-            Route("/v1/models", functools.partial(openai.models, server), methods=["GET"]),
-            Route("/agui", functools.partial(openai.agui, server), methods=["POST"]),
-            Route("/api/chat", functools.partial(openai.ui_chat, server), methods=["POST"]),
-            Route("/api/chat/{chat_id}/stream", functools.partial(openai.ui_chat_resume, server), methods=["GET"]),
+            Route("/v1/chat/completions", functools.partial(compat.chat_completions, server), methods=["POST"]),
+            Route("/v1/responses", functools.partial(compat.responses, server), methods=["POST"]),
+            Route("/v1/models", functools.partial(compat.models, server), methods=["GET"]),
+            Route("/agui", functools.partial(compat.agui, server), methods=["POST"]),
+            Route("/api/chat", functools.partial(compat.ui_chat, server), methods=["POST"]),
+            Route("/api/chat/{chat_id}/stream", functools.partial(compat.ui_chat_resume, server), methods=["GET"]),
             Route("/readyz", server.readyz, methods=["GET"]),
             Route("/v1/runs", server.create_run, methods=["POST"]),
             Route("/v1/streams/{stream_id}/events", server.events, methods=["GET"], name="events"),

@@ -1,13 +1,14 @@
-"""The OpenAI-compatible endpoints: ``POST /v1/chat/completions`` and ``POST /v1/responses``
-(stream and not) and ``GET /v1/models``, so OpenAI clients and tools can use a tokenwire server
-as their backend; and ``POST /agui``, an AG-UI run (CopilotKit and other AG-UI frontends).
+"""Endpoints that speak other ecosystems' protocols, so their clients use a tokenwire server as is:
+OpenAI's ``POST /v1/chat/completions`` and ``POST /v1/responses`` (stream and not) and
+``GET /v1/models``; AG-UI's ``POST /agui`` (CopilotKit and other AG-UI frontends); the Vercel AI
+SDK's ``POST /api/chat`` with ``GET /api/chat/{id}/stream`` (``useChat``). Each is a server run like
+any other (limits, ceilings, capacity, the event log), read through one of the encoders in
+:mod:`tokenwire.wire`.
 
-A completion is a server run like any other (limits, ceilings, capacity, the event log); its
-reader encodes the events with :class:`~tokenwire.wire.openai_chat.ChatCompletionChunks`. Tools
-the request declares are the client's: the model's calls stream out as ``tool_calls`` and the run
-ends with ``finish_reason: tool_calls``; the client sends results back in the next request, as
-with OpenAI. OpenAI clients do not resume, so a streaming client that disconnects before the end
-cancels its run. ``model`` names one of the server's providers; a server with a single provider
+Tools a request declares are the client's: the model's calls stream out and the run ends with
+them; the client sends results back in the next request, as in each ecosystem. OpenAI clients do
+not resume, so a streaming OpenAI client that disconnects before the end cancels its run; an AI
+SDK chat survives its client leaving (it resumes). ``model`` names one of the server's providers; a server with a single provider
 serves it whatever the name (as llama.cpp's server does); otherwise an unknown model is a 404.
 Errors have OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``).
 """
