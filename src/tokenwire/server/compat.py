@@ -8,9 +8,10 @@ any other (limits, ceilings, capacity, the event log), read through one of the e
 Tools a request declares are the client's: the model's calls stream out and the run ends with
 them; the client sends results back in the next request, as in each ecosystem. OpenAI clients do
 not resume, so a streaming OpenAI client that disconnects before the end cancels its run; an AI
-SDK chat survives its client leaving (it resumes). ``model`` names one of the server's providers; a server with a single provider
-serves it whatever the name (as llama.cpp's server does); otherwise an unknown model is a 404.
-Errors have OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``).
+SDK chat survives its client leaving (it resumes). ``model`` names one of the server's
+providers; a server with a single provider serves it whatever the name (as llama.cpp's server
+does); otherwise an unknown model is a 404. Errors have OpenAI's shape
+(``{"error": {"message", "type", "param", "code"}}``).
 """
 
 from __future__ import annotations
