@@ -296,22 +296,16 @@ class LlamaCpp:
             async for part in self._stream_batched(request):
                 yield part
             return
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        cancelled = threading.Event()
-        # The queue is bounded by credits: the worker takes one per token and waits when the reader
-        # is _TOKEN_WINDOW tokens behind (the model then waits for its reader, as any block policy).
-        credits = threading.BoundedSemaphore(_TOKEN_WINDOW)
-
-        def post(item: Any) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening any more
-                loop.call_soon_threadsafe(queue.put_nowait, item)
+        # The hand-off is bounded by credits: the worker takes one per token and waits when the
+        # reader is _TOKEN_WINDOW tokens behind (the model then waits for its reader, as any block policy).
+        handoff = _Handoff(threading.BoundedSemaphore(_TOKEN_WINDOW))
+        credits, cancelled = handoff.credits, handoff.cancelled
 
         def emit(item: Any) -> None:
             while not credits.acquire(timeout=0.05):
                 if cancelled.is_set():
                     return  # nobody reads any more: drop it, the generation stops at its next check
-            post(item)
+            handoff.post(item)
 
         def target() -> None:
             try:
@@ -319,25 +313,16 @@ class LlamaCpp:
                     _Generation(self, self._load(), request, emit, cancelled).run()
                 if _EXITING.is_set() and not cancelled.is_set():
                     raise ProviderError("generation stopped: the process is exiting", code="shutdown")
-                post(_END)  # the end is always accepted, past the bound
+                handoff.end(None)  # the end is always accepted, past the bound
             except BaseException as exc:
-                post(_Failure(exc))
+                handoff.end(exc)
 
         job = self._worker().submit(target)
-        finished = False
         try:
-            while True:
-                item = await queue.get()
-                if item is _END:
-                    finished = True
-                    return
-                if isinstance(item, _Failure):
-                    finished = True
-                    raise item.exc
-                credits.release()
+            async for item in handoff.parts():
                 yield item
         finally:
-            if not finished:
+            if not handoff.finished:
                 cancelled.set()
                 # Still queued: it never runs. Running: it stops after its current token; wait
                 # for it so no generation outlives the stream (bounded: a long prompt prefill
@@ -346,32 +331,22 @@ class LlamaCpp:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(2.0):
                             while True:
-                                item = await queue.get()
+                                item = await handoff.queue.get()
                                 if item is _END or isinstance(item, _Failure):
                                     break
 
     async def _stream_batched(self, request: Request) -> AsyncIterator[Part]:
         assert self._batcher is not None
         self.admit()
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        cancelled = threading.Event()
         # Credits as on the exclusive path, but never waited for on the worker thread: a reader
         # that is _TOKEN_WINDOW parts behind pauses its own sequence, not the batch.
-        credits = threading.Semaphore(_TOKEN_WINDOW)
-
-        def post(item: Any) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening any more
-                loop.call_soon_threadsafe(queue.put_nowait, item)
+        handoff = _Handoff(threading.Semaphore(_TOKEN_WINDOW))
 
         def emit(item: Any, force: bool) -> bool:
-            if not force and not credits.acquire(blocking=False):
+            if not force and not handoff.credits.acquire(blocking=False):
                 return False
-            post(item)
+            handoff.post(item)
             return True
-
-        def finish(exc: BaseException | None) -> None:
-            post(_END if exc is None else _Failure(exc))
 
         sampling, seed = _sampling(request, self)
         seq = BatchSequence(
@@ -381,29 +356,53 @@ class LlamaCpp:
             sampling=sampling,
             seed=seed,
             emit=emit,
-            finish=finish,
-            cancelled=cancelled,
+            finish=handoff.end,
+            cancelled=handoff.cancelled,
         )
         position, start = self._batcher.submit(seq)
         if start:
             self._worker().submit(self._run_batch)
         if position:
             yield Step(name="queued", status="started", detail={"position": position})
-        finished = False
         try:
-            while True:
-                item = await queue.get()
-                if item is _END:
-                    finished = True
-                    return
-                if isinstance(item, _Failure):
-                    finished = True
-                    raise item.exc
-                credits.release()
+            async for item in handoff.parts():
                 yield item
         finally:
-            if not finished:
-                cancelled.set()  # it leaves the batch at the next step
+            if not handoff.finished:
+                handoff.cancelled.set()  # it leaves the batch at the next step
+
+
+class _Handoff:
+    """One generation's parts, from the worker thread to its stream: a queue fed thread-safely,
+    ``credits`` bounding how far the worker may run ahead of the reader."""
+
+    def __init__(self, credits: threading.Semaphore):
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.cancelled = threading.Event()
+        self.credits = credits
+        self.finished = False
+        """True once the end (or a failure) was read."""
+
+    def post(self, item: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening any more
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+
+    def end(self, exc: BaseException | None) -> None:
+        self.post(_END if exc is None else _Failure(exc))
+
+    async def parts(self) -> AsyncIterator[Any]:
+        """The parts, a credit returned for each, until the end (a failure is raised)."""
+        while True:
+            item = await self.queue.get()
+            if item is _END:
+                self.finished = True
+                return
+            if isinstance(item, _Failure):
+                self.finished = True
+                raise item.exc
+            self.credits.release()
+            yield item
 
 
 def _sampling(request: Request, provider: LlamaCpp) -> tuple[dict[str, Any], int]:
