@@ -90,28 +90,23 @@ async def test_an_agui_run_over_sse_with_frontend_tools_and_their_results() -> N
             events = parse(r.content)
             check_lifecycle(events)
             calls = [e for e in events if e.type.value == "TOOL_CALL_START"]
-            follow_up = first.model_copy(
-                update={
-                    "run_id": "r2",
-                    "messages": [
-                        *first.messages,
-                        {
-                            "id": "a1",
-                            "role": "assistant",
-                            "toolCalls": [
-                                {
-                                    "id": c.tool_call_id,
-                                    "type": "function",
-                                    "function": {"name": "weather", "arguments": "{}"},
-                                }
-                                for c in calls
-                            ],
-                        },
-                        *(
-                            {"id": f"t{i}", "role": "tool", "toolCallId": c.tool_call_id, "content": "sunny"}
-                            for i, c in enumerate(calls)
-                        ),
-                    ],
+            assistant = {
+                "id": "a1",
+                "role": "assistant",
+                "toolCalls": [
+                    {"id": c.tool_call_id, "type": "function", "function": {"name": "weather", "arguments": "{}"}}
+                    for c in calls
+                ],
+            }
+            results = [
+                {"id": f"t{i}", "role": "tool", "toolCallId": c.tool_call_id, "content": "sunny"}
+                for i, c in enumerate(calls)
+            ]
+            follow_up = RunAgentInput.model_validate(
+                {
+                    **first.model_dump(by_alias=True),
+                    "runId": "r2",
+                    "messages": [*first.model_dump(by_alias=True)["messages"], assistant, *results],
                 }
             )
             r2 = await http.post(f"{url}/agui", content=follow_up.model_dump_json(by_alias=True), headers=headers)
