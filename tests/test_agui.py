@@ -52,9 +52,8 @@ def parse(body: bytes) -> list[Any]:
     return [EVENTS.validate_json(line[6:]) for line in body.splitlines() if line.startswith(b"data: ")]
 
 
-def test_the_golden_transcript_as_agui_events_is_valid_for_agui_types() -> None:
-    enc = AGUIEvents("thread-1", "run-1")
-    events = parse(b"".join(f for e in golden.transcript() for f in enc.feed(e)))
+def test_the_golden_agui_stream_is_valid_for_agui_types() -> None:
+    events = parse(golden.stream("agui"))
     check_lifecycle(events)
     kinds = [e.type.value for e in events]
     assert kinds.count("TOOL_CALL_START") == 2 and kinds.count("TOOL_CALL_RESULT") == 2

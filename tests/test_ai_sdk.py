@@ -135,3 +135,28 @@ def test_the_encoder_closes_open_parts_and_ends_with_done_or_error() -> None:
     enc = UIMessageStream("m")
     frames = [f for e in [Start(model="x"), TextDelta("a"), Error(code="x", message="broke")] for f in enc.feed(e)]
     assert [json.loads(f[6:])["type"] for f in frames[:-1]][-2:] == ["text-end", "error"]
+
+
+@pytest.mark.parametrize("pkg", ["ai", "ai5"])
+def test_the_sdk_reads_the_golden_ui_message_stream(node: str, pkg: str) -> None:
+    """tokenwire.testing.golden's AI SDK stream, served as is, through the SDK's own transport."""
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from tokenwire.testing import golden
+    from tokenwire.wire.ai_sdk import HEADERS
+
+    async def chat(request: Any) -> Response:
+        return Response(golden.stream("ai_sdk"), media_type="text/event-stream", headers=HEADERS)
+
+    async def resume(request: Any) -> Response:
+        return Response(status_code=204)
+
+    app = Starlette(routes=[Route("/api/chat", chat, methods=["POST"]), Route("/api/chat/{id}/stream", resume)])
+    with serve(app) as url:
+        result = read_with_the_sdk(node, pkg, url, "golden")
+    parts = result["message"]["parts"]
+    assert [p["type"] for p in parts] == ["step-start", "reasoning", "text", "tool-weather", "tool-weather", "text"]
+    assert [p["state"] for p in parts if p["type"] == "tool-weather"] == ["output-available", "output-available"]
+    assert any("overloaded" in e for e in result["errors"])  # the transcript ends with an error

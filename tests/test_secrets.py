@@ -49,6 +49,11 @@ async def exercise(base: str, issued: set[str]) -> None:
             async for _ in s.aiter_bytes():
                 pass
         await http.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {KEYS[1]}"})
+        agui = {"threadId": "t", "runId": "r", "messages": [{"id": "u", "role": "user", "content": "hi"}]}
+        await http.post(f"{base}/agui", json=agui, headers={"Authorization": f"Bearer {KEYS[0]}"})
+        ui = {"id": "chat", "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "hi"}]}]}
+        await http.post(f"{base}/api/chat", json=ui, headers={"Authorization": f"Bearer {KEYS[1]}"})
+        await http.get(f"{base}/api/chat/chat/stream", headers={"Authorization": f"Bearer {KEYS[0]}"})
     ws_url = base.replace("http", "ws") + "/v1/ws"
     async with websockets.connect(f"{ws_url}?api_key={KEYS[0]}") as ws:
         await ws.send(json.dumps({"op": "run", "prompt": "over ws"}))

@@ -2,8 +2,8 @@
 
 The transcript has text, reasoning, two tool calls whose arguments stream interleaved, their
 results, usage and an error at the end. Its streams (``chat_completions.sse``,
-``responses.sse``) are files shipped with the package, so you can assert your own endpoint, proxy
-or client against the exact bytes tokenwire sends:
+``responses.sse``, ``agui.sse``, ``ai_sdk.sse``) are files shipped with the package, so you can
+assert your own endpoint, proxy or client against the exact bytes tokenwire sends:
 
 >>> from tokenwire.testing import golden
 >>> [e.type for e in golden.transcript()][:3]
@@ -36,13 +36,15 @@ from tokenwire.events import (
     decode,
     encode,
 )
+from tokenwire.wire.agui import AGUIEvents
+from tokenwire.wire.ai_sdk import UIMessageStream
 from tokenwire.wire.openai_chat import ChatCompletionChunks
 from tokenwire.wire.openai_responses import ResponseEvents
 
 __all__ = ["FORMATS", "encode_stream", "stream", "transcript"]
 
 HERE = Path(__file__).with_name("golden")
-FORMATS = ("chat_completions", "responses")
+FORMATS = ("chat_completions", "responses", "agui", "ai_sdk")
 """The wire formats with a golden stream."""
 
 
@@ -92,6 +94,12 @@ def encode_stream(fmt: str, events: list[Event]) -> bytes:
     if fmt == "responses":
         responses = ResponseEvents("resp_golden", model="golden-model", created_at=1_700_000_000)
         return b"".join(f for e in events for f in responses.feed(e))
+    if fmt == "agui":
+        agui = AGUIEvents("thread-golden", "run-golden")
+        return b"".join(f for e in events for f in agui.feed(e))
+    if fmt == "ai_sdk":
+        ui = UIMessageStream("msg-golden")
+        return b"".join(f for e in events for f in ui.feed(e))
     raise ValueError(f"no encoder for {fmt!r}")
 
 
