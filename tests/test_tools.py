@@ -352,6 +352,36 @@ async def test_async_generator_tools_report_progress_as_steps() -> None:
     assert next(e for e in t.events if isinstance(e, ToolResult)).result == {"crawled": 3}
 
 
+async def test_tools_the_request_declares_are_the_callers_and_end_the_run() -> None:
+    """An agent's own tools run; a call to a tool only the request declares ends the run with
+    finish "tool_calls" once the agent's calls are answered (the caller answers it next time)."""
+    from tokenwire.request import Message, Request, ToolSpec
+
+    @tool
+    def weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    model = Scripted.turns([call("weather", "c1", city="Oslo"), call("pick_color", "c2")], ["unreachable"])
+    request = Request([Message("user", "go")], tools=[ToolSpec("pick_color", "The user picks a color.", {})])
+    t = Transcript()
+    response = await tokenwire.generate(Agent(model, [weather]), request, observers=[t])
+    assert_transcript(
+        t.events,
+        [
+            "start",
+            {"type": "step", "name": "turn", "status": "started"},
+            {"type": "tool_call", "name": "weather"},
+            {"type": "tool_call", "name": "pick_color"},
+            {"type": "tool_result", "call_id": "c1", "result": "sunny in Oslo"},
+            {"type": "step", "name": "turn", "status": "finished", "detail": {"turn": 1, "tool_calls": 2}},
+            {"type": "done", "finish_reason": "tool_calls"},
+        ],
+    )
+    assert [r.call_id for r in response.tool_results] == ["c1"] and model.started == 1
+    assert sorted(s.name for s in model.requests[0].tools) == ["pick_color", "weather"]  # the model saw both
+
+
 async def test_client_side_tools_wait_for_a_submitted_result() -> None:
     @tool(client_side=True)
     def pick_color() -> str:

@@ -110,15 +110,23 @@ class Agent:
         runner = ToolRunner(self.tools, **self._runner_options)
         self._runners.append(runner)
         allowed = runner.allow
+        own = {t.name for t in self.tools}
         specs = [t.spec for t in self.tools if allowed is None or t.name in allowed]
-        base = request if request.tools else msgspec.structs.replace(request, tools=specs)
+        # Tools the request declares that the agent does not own are the caller's: the model sees
+        # them beside the agent's, and a turn that calls one ends the run (finish "tool_calls")
+        # once the agent's own calls are answered; the caller sends the result in its next request.
+        deferred = {t.name for t in request.tools if t.name not in own}
+        declared = {t.name for t in request.tools}
+        tools = [*(s for s in specs if s.name not in declared), *request.tools]
+        base = msgspec.structs.replace(request, tools=tools)
         messages = list(request.messages)
         usage = [0, 0]
         try:
             for turn in range(1, self.max_steps + 1):
                 yield Step(name="turn", status="started", detail={"turn": turn})
                 outcome: dict[str, Any] = {}
-                async for part in self._turn(msgspec.structs.replace(base, messages=messages), runner, usage, outcome):
+                turn_request = msgspec.structs.replace(base, messages=messages)
+                async for part in self._turn(turn_request, runner, usage, outcome, deferred):
                     yield part
                 calls: list[ToolCall] = outcome["calls"]
                 yield Step(name="turn", status="finished", detail={"turn": turn, "tool_calls": len(calls)})
@@ -129,6 +137,9 @@ class Agent:
                 finish = outcome.get("finish")
                 if not calls or finish == "length":
                     yield Done(finish_reason=finish or "stop", usage=total)
+                    return
+                if any(c.name in deferred for c in calls):
+                    yield Done(finish_reason="tool_calls", usage=total)  # the caller answers those
                     return
                 messages = [*messages, *self._feedback(outcome["text"], calls, outcome["results"])]
                 if base.tool_choice not in ("auto", "none"):
@@ -144,7 +155,7 @@ class Agent:
             self._runners.remove(runner)
 
     async def _turn(
-        self, request: Request, runner: ToolRunner, usage: list[int], outcome: dict[str, Any]
+        self, request: Request, runner: ToolRunner, usage: list[int], outcome: dict[str, Any], deferred: set[str]
     ) -> AsyncIterator[Part]:
         """One model turn merged with tool outputs; fills ``outcome`` (calls, results, text, finish).
 
@@ -177,7 +188,9 @@ class Agent:
                         raw_args.setdefault(item.call_id, []).append(item.args_delta)
                     elif isinstance(item, ToolCall):
                         calls.append(item)
-                        runner.start(item, send.clone(), "".join(raw_args.pop(item.call_id, [])) or None)
+                        raw = "".join(raw_args.pop(item.call_id, [])) or None
+                        if item.name not in deferred:
+                            runner.start(item, send.clone(), raw)
                     elif isinstance(item, Usage):
                         usage[0] += item.input_tokens
                         usage[1] += item.output_tokens
