@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import subprocess
 import threading
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,3 +60,53 @@ def no_thread_leaks() -> Iterator[None]:
     yield
     leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
     assert not leaked, f"threads left running: {leaked}"
+
+
+# -- other ecosystems' clients: Node.js packages and headless Chromium ------------------------------
+
+JS = Path(__file__).with_name("js")
+
+
+@pytest.fixture(scope="session")
+def node() -> str:
+    """Node.js with tests/js's pinned packages (``npm ci`` when the lock is newer than the install)."""
+    binary = shutil.which("node")
+    if binary is None or shutil.which("npm") is None:
+        pytest.fail("Node.js and npm are needed (make test's system-deps installs them)")
+    installed = JS / "node_modules" / ".package-lock.json"
+    if not installed.exists() or installed.stat().st_mtime < (JS / "package-lock.json").stat().st_mtime:
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=JS, check=True, capture_output=True, timeout=600)
+    return binary
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium, installed with apt when missing (no browser download by a test tool)."""
+    path = shutil.which("chromium")
+    if path is None:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=900, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, timeout=1800, env=env)
+        path = shutil.which("chromium")
+    assert path, "chromium could not be installed"
+    return path
+
+
+@pytest.fixture
+def page(chromium: str) -> Iterator[Any]:
+    """A Playwright page in headless Chromium (flags that keep it off the closed network)."""
+    from playwright.sync_api import sync_playwright
+
+    args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-quic",
+        "--no-first-run",
+    ]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=args)
+        pg = browser.new_page()
+        yield pg
+        browser.close()

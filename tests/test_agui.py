@@ -134,3 +134,49 @@ def test_open_messages_and_calls_are_closed_before_the_end(tail: list[Any]) -> N
     script = [Start(model="m"), TextDelta("a"), ToolCallStart(call_id="x", name="t"), *tail, Done()]
     events = parse(b"".join(f for e in script for f in enc.feed(e)))
     check_lifecycle(events)
+
+
+@pytest.mark.e2e  # Node.js and the npm registry
+def test_agui_s_own_client_runs_server_tools_and_answers_a_frontend_tool(node: str) -> None:
+    """@ag-ui/client's HttpAgent (it verifies the event order and applies each event to its
+    messages) runs a tokenwire agent: a server-side tool's result arrives as TOOL_CALL_RESULT, the
+    frontend tool is left pending, the client answers it and its next run gets the answer."""
+    import json
+    import subprocess
+
+    from conftest import JS
+    from tokenwire.agent import Agent
+    from tokenwire.events import ToolCall
+    from tokenwire.tools import tool
+
+    @tool
+    def weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    model = Scripted.turns(
+        [
+            ReasoningDelta("hm"),
+            "Let me look.",
+            ToolCall(call_id="c1", name="weather", args={"city": "Paris"}),
+            ToolCall(call_id="c2", name="pick_color", args={}),
+        ],
+        ["Sunny in Paris; you like teal."],
+    )
+    app = create_app(providers={"m": Agent(model, [weather])}, api_keys=[KEY], log=MemoryLog())
+    with serve(app) as url:
+        done = subprocess.run([node, str(JS / "agui_client.mjs"), url, KEY], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    first, second = result["runs"]
+    assert first["events"][0] == "RUN_STARTED" and first["events"][-1] == "RUN_FINISHED"
+    assert first["events"].count("TOOL_CALL_START") == 2 and first["events"].count("TOOL_CALL_RESULT") == 1
+    assert second["events"][-1] == "RUN_FINISHED" and "TOOL_CALL_START" not in second["events"]
+    messages = result["messages"]
+    tool_results = {m["toolCallId"]: m["content"] for m in messages if m["role"] == "tool"}
+    assert tool_results == {"c1": "sunny in Paris", "c2": "teal"}
+    assert messages[-1]["role"] == "assistant" and messages[-1]["content"] == "Sunny in Paris; you like teal."
+    assert [(m.role, m.content) for m in model.requests[1].messages if m.role == "tool"] == [
+        ("tool", "sunny in Paris"),
+        ("tool", "teal"),
+    ]

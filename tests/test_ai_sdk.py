@@ -8,14 +8,15 @@ both in a package-lock that ``npm ci`` installs on first use.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-from pathlib import Path
+import time
 from typing import Any
 
 import pytest
+from starlette.responses import Response
 
-from tokenwire.events import ReasoningDelta, ToolResult
+from conftest import JS
+from tokenwire.events import Done, ReasoningDelta, ToolResult
 from tokenwire.log import MemoryLog
 from tokenwire.providers import Scripted, Stall
 from tokenwire.server import create_app
@@ -23,18 +24,7 @@ from tokenwire.wire.ai_sdk import UIMessageStream
 from wire import serve
 
 pytestmark = pytest.mark.e2e  # Node.js and the npm registry
-JS = Path(__file__).with_name("js")
 KEY = "ui-chat-key-123456"
-
-
-@pytest.fixture(scope="module")
-def node() -> str:
-    binary = shutil.which("node")
-    if binary is None or shutil.which("npm") is None:
-        pytest.fail("Node.js and npm are needed (the README's set-up installs them)")
-    if not (JS / "node_modules" / "ai").is_dir():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=JS, check=True, capture_output=True, timeout=300)
-    return binary
 
 
 def read_with_the_sdk(node: str, pkg: str, url: str, chat_id: str) -> dict[str, Any]:
@@ -98,9 +88,15 @@ def test_a_live_chat_stream_is_resumed_by_the_sdk_after_the_client_left(node: st
                     break  # the client leaves mid-answer (a page reload): the run goes on
         resumed = read_with_the_sdk_resuming(node, url, "chat-2")
         unknown = read_with_the_sdk_resuming(node, url, "no-such-chat")
-        run = app.state.tokenwire.runs.get(app.state.tokenwire.chats["chat-2"])
+        run = app.state.tokenwire.runs.get(app.state.tokenwire.chats["chat-2"][0])
         assert run is not None and not run.finished  # leaving did not cancel it
-        run.handle.cancel("test over")
+        stop = f"{url}/api/chat/chat-2/stream"
+        assert httpx.delete(stop).status_code == 401 and not run.finished  # a key is needed to stop it
+        assert httpx.delete(stop, headers=headers).status_code == 204
+        deadline = time.monotonic() + 10
+        while not run.finished and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert read_with_the_sdk_resuming(node, url, "chat-2") == {"resumed": False}  # stopped: nothing to resume
     assert resumed == {"resumed": True, "text": "partial answer", "errors": []}
     assert unknown == {"resumed": False}
 
@@ -160,3 +156,110 @@ def test_the_sdk_reads_the_golden_ui_message_stream(node: str, pkg: str) -> None
     assert [p["type"] for p in parts] == ["step-start", "reasoning", "text", "tool-weather", "tool-weather", "text"]
     assert [p["state"] for p in parts if p["type"] == "tool-weather"] == ["output-available", "output-available"]
     assert any("overloaded" in e for e in result["errors"])  # the transcript ends with an error
+
+
+# -- useChat in a page, in headless Chromium ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def use_chat_js(node: str) -> bytes:
+    """tests/js/use_chat_page.jsx bundled with React and @ai-sdk/react by esbuild (pinned in the lock)."""
+    out = JS / "dist" / "use_chat.js"
+    esbuild = [str(JS / "node_modules" / ".bin" / "esbuild"), "use_chat_page.jsx", "--bundle", "--minify"]
+    flags = ["--jsx=automatic", '--define:process.env.NODE_ENV="production"', f"--outfile={out}"]
+    subprocess.run([*esbuild, *flags], cwd=JS, check=True, capture_output=True, timeout=120)
+    return out.read_bytes()
+
+
+def with_use_chat_page(app: Any, js: bytes) -> Any:
+    """The app with the useChat page at /use-chat (same origin as /api/chat)."""
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Route
+
+    html = '<!doctype html><meta charset="utf-8"><div id="root"></div><script src="/use-chat.js"></script>'
+
+    async def page(request: Any) -> Response:
+        return HTMLResponse(html)
+
+    async def script(request: Any) -> Response:
+        return Response(js, media_type="text/javascript")
+
+    app.router.routes[:0] = [Route("/use-chat", page), Route("/use-chat.js", script)]
+    return app
+
+
+def open_chat(page: Any, url: str, chat: str, *, resume: bool = False) -> None:
+    page.goto(f"{url}/use-chat?key={KEY}&chat={chat}" + ("&resume" if resume else ""))
+    page.wait_for_selector("#status")
+
+
+def send(page: Any, text: str) -> None:
+    page.fill("#input", text)
+    page.click("#send")
+
+
+def test_use_chat_in_chromium_runs_server_tools_and_answers_its_own(page: Any, use_chat_js: bytes) -> None:
+    """useChat renders reasoning, a server-side tool's result and the page's own tool, which it answers
+    (onToolCall → addToolOutput) and sends back: the model's next turn sees both results."""
+    from tokenwire.agent import Agent
+    from tokenwire.events import ToolCall
+    from tokenwire.tools import tool
+
+    @tool
+    def weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    model = Scripted.turns(
+        [
+            ReasoningDelta("hm"),
+            "Let me look.",
+            ToolCall(call_id="c1", name="weather", args={"city": "Paris"}),
+            ToolCall(call_id="c2", name="pick_color", args={}),
+        ],
+        ["It is sunny in Paris, and you like teal."],
+    )
+    app = create_app(providers={"m": Agent(model, [weather])}, api_keys=[KEY], log=MemoryLog())
+    with serve(with_use_chat_page(app, use_chat_js)) as url:
+        open_chat(page, url, "chat-tools")
+        send(page, "Weather, and my color?")
+        page.wait_for_function(
+            "document.querySelector('#messages').innerText.includes('you like teal')"
+            " && document.querySelector('#status').innerText === 'ready'"
+        )
+        tools = page.eval_on_selector_all(
+            ".tool", "els => els.map(e => [e.dataset.name, e.dataset.state, e.querySelector('.output').innerText])"
+        )
+        reasoning = page.text_content(".reasoning")
+        assert page.query_selector("#error") is None
+    assert tools == [
+        ["weather", "output-available", '"sunny in Paris"'],
+        ["pick_color", "output-available", '"teal"'],
+    ]
+    assert "hm" in reasoning
+    assert model.started == 2  # one run per request: the tool turn, then the answer
+    second = model.requests[1].messages
+    assert [(m.role, m.content) for m in second if m.role == "tool"] == [
+        ("tool", "sunny in Paris"),
+        ("tool", "teal"),
+    ]
+
+
+def test_use_chat_in_chromium_resumes_after_a_reload_and_stops_the_run(page: Any, use_chat_js: bytes) -> None:
+    """A reload mid-answer: useChat's resume reconnects to the live run; Stop ends it on the server."""
+    app = create_app(providers={"m": Scripted(["partial answer", Stall()])}, api_keys=[KEY], log=MemoryLog())
+    with serve(with_use_chat_page(app, use_chat_js)) as url:
+        open_chat(page, url, "chat-reload")
+        send(page, "Tell me")
+        page.wait_for_selector("text=partial answer")
+        open_chat(page, url, "chat-reload", resume=True)  # a new page: it only knows the chat id
+        page.wait_for_selector("text=partial answer")
+        run = app.state.tokenwire.runs.get(app.state.tokenwire.chats["chat-reload"][0])
+        assert run is not None and not run.finished  # neither the reload nor the resume ended it
+        page.click("#stop")
+        page.wait_for_function("document.querySelector('#status').innerText === 'ready'")
+        deadline = time.monotonic() + 10
+        while not run.finished and time.monotonic() < deadline:
+            time.sleep(0.02)
+        terminal = run.handle.terminal
+    assert isinstance(terminal, Done) and terminal.finish_reason == "cancelled"

@@ -7,9 +7,6 @@ playwright package (a dev dependency) drives it through its executable_path, no 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,18 +24,6 @@ pytestmark = [pytest.mark.timeout(1800), pytest.mark.e2e]  # headless Chromium, 
 KEY = "ui-key"
 WORDS = [f"word{i} " for i in range(120)]
 CODE = ["Here is code:\n", "```py\n", "print('hi')\n", "```\n", "Done."]
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=900, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, timeout=1800, env=env)
-        path = shutil.which("chromium")
-    assert path, "chromium could not be installed"
-    return path
 
 
 class DroppableProxy:
@@ -103,25 +88,6 @@ def site() -> Iterator[tuple[str, DroppableProxy]]:
         proxy = DroppableProxy(int(url.rsplit(":", 1)[1]))
         yield f"http://127.0.0.1:{proxy.port}/", proxy
         proxy.close()
-
-
-@pytest.fixture
-def page(chromium: str) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    args = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-quic",
-        "--no-first-run",
-    ]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=args)
-        pg = browser.new_page()
-        yield pg
-        browser.close()
 
 
 def ask(page: Any, url: str, provider: str | None = None) -> None:

@@ -153,8 +153,9 @@ class _Server:
         self._instances: dict[str, Provider] = {}
         self.loaded = False
         """True once :meth:`preload` ran (the app's lifespan start-up)."""
-        self.chats: dict[str, str] = {}
-        """AI SDK chat id -> its latest run (``GET /api/chat/{id}/stream`` resumes it)."""
+        self.chats: dict[str, tuple[str, str]] = {}
+        """AI SDK chat id -> its latest run's stream id and message id (``GET /api/chat/{id}/stream``
+        resumes it)."""
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -554,6 +555,7 @@ def create_app(
             Route("/agui", functools.partial(compat.agui, server), methods=["POST"]),
             Route("/api/chat", functools.partial(compat.ui_chat, server), methods=["POST"]),
             Route("/api/chat/{chat_id}/stream", functools.partial(compat.ui_chat_resume, server), methods=["GET"]),
+            Route("/api/chat/{chat_id}/stream", functools.partial(compat.ui_chat_stop, server), methods=["DELETE"]),
             Route("/readyz", server.readyz, methods=["GET"]),
             Route("/v1/runs", server.create_run, methods=["POST"]),
             Route("/v1/streams/{stream_id}/events", server.events, methods=["GET"], name="events"),

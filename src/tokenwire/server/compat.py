@@ -1,9 +1,9 @@
 """Endpoints that speak other ecosystems' protocols, so their clients use a tokenwire server as is:
 OpenAI's ``POST /v1/chat/completions`` and ``POST /v1/responses`` (stream and not) and
 ``GET /v1/models``; AG-UI's ``POST /agui`` (CopilotKit and other AG-UI frontends); the Vercel AI
-SDK's ``POST /api/chat`` with ``GET /api/chat/{id}/stream`` (``useChat``). Each is a server run like
-any other (limits, ceilings, capacity, the event log), read through one of the encoders in
-:mod:`tokenwire.wire`.
+SDK's ``POST /api/chat`` with ``GET`` and ``DELETE /api/chat/{id}/stream`` (``useChat``'s resume;
+stop). Each is a server run like any other (limits, ceilings, capacity, the event log), read
+through one of the encoders in :mod:`tokenwire.wire`.
 
 Tools a request declares are the client's: the model's calls stream out and the run ends with
 them; the client sends results back in the next request, as in each ecosystem. OpenAI clients do
@@ -28,10 +28,12 @@ from starlette.requests import Request as HTTPRequest
 from starlette.responses import JSONResponse, Response
 
 from tokenwire.errors import OverCapacity, ShuttingDown, Unauthorized
+from tokenwire.events import Event
 from tokenwire.request import Message, Request, ToolSpec
 from tokenwire.wire.agui import AGUIEvents
 from tokenwire.wire.ai_sdk import HEADERS as UI_HEADERS
 from tokenwire.wire.ai_sdk import UIMessageStream
+from tokenwire.wire.encoder import StreamEncoder
 from tokenwire.wire.openai_chat import ChatCompletionChunks, chat_completion, openai_error
 from tokenwire.wire.openai_responses import ResponseEvents
 
@@ -50,7 +52,11 @@ __all__ = [
     "responses",
     "ui_chat",
     "ui_chat_resume",
+    "ui_chat_stop",
 ]
+
+
+_TERMINAL = ("done", "error")
 
 
 class _Function(msgspec.Struct):
@@ -237,6 +243,7 @@ async def responses(server: _Server, request: HTTPRequest) -> Response:
         request,
         ResponsesBody,
         lambda body: responses_request(body, server.max_tokens(body.max_output_tokens)),
+        "openai.responses",
         make,
         whole,
     )
@@ -263,6 +270,7 @@ async def chat_completions(server: _Server, request: HTTPRequest) -> Response:
         request,
         ChatBody,
         lambda body: to_request(body, server.max_tokens(body.max_completion_tokens or body.max_tokens)),
+        "openai.chat",
         make,
         whole,
     )
@@ -273,7 +281,8 @@ async def _serve(
     request: HTTPRequest,
     body_type: type[Any],
     convert: Callable[[Any], Request],
-    make_encoder: Callable[[Any, str, int], Any],
+    name: str,
+    make_encoder: Callable[[Any, str, int], StreamEncoder],
     whole: Callable[[Any, Run, Any], Response],
     *,
     headers: dict[str, str] | None = None,
@@ -312,49 +321,87 @@ async def _serve(
         return response
     if on_run is not None:
         on_run(body, run)
-    encoder = make_encoder(body, run.stream_id, int(time.time()))
+    created = int(time.time())
+
+    def make() -> StreamEncoder:
+        return make_encoder(body, run.stream_id, created)
+
     if not body.stream:
+        encoder = make()
         await run.handle.wait()
         async for batch in server.log.batches(run.stream_id, 0, follow=False):
             for event in batch:
                 encoder.feed(event)
         return whole(body, run, encoder)
     await run.handle.ready()
-    return encoded_stream(server, run, encoder, headers=headers, cancel_on_disconnect=cancel_on_disconnect)
+    return encoded_stream(server, run, name, make, headers=headers, cancel_on_disconnect=cancel_on_disconnect)
+
+
+async def _before(server: _Server, stream_id: str, seq: int) -> list[Event]:
+    """The stream's events before ``seq``, from 0."""
+    earlier: list[Event] = []
+    events = server.log.read(stream_id, 0, follow=False)
+    try:
+        async for event in events:
+            if event.seq >= seq:
+                break
+            earlier.append(event)
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    return earlier
 
 
 def encoded_stream(
     server: _Server,
     run: Run,
-    encoder: Any,
+    name: str,
+    make: Callable[[], StreamEncoder],
     *,
     headers: dict[str, str] | None = None,
     cancel_on_disconnect: bool = True,
 ) -> Response:
-    """A run's events from seq 0 through a format's encoder, as an SSE response."""
+    """A run's events from seq 0 in the stateful format ``name``, as an SSE response.
+
+    Readers of one run in one format share its encoder (:meth:`FrameCache.shared`): each event is
+    encoded once per format. ``make`` builds the encoder: the shared one on first use, and a
+    reader's private one if it falls behind the shared window (fed the events it already read)."""
     sid = run.stream_id
+    reader = server.frames.reader(sid, name, make)
 
     async def frames() -> AsyncIterator[bytes]:
+        finished = False
         try:
             with server.runs.reader(sid):
                 async for batch in server.log.batches(sid, 0, idle_s=server.config.ping_s):
                     if not batch:
                         yield b": ping\n\n"  # a comment: OpenAI's SSE decoders skip it
                         continue
-                    out = b"".join(f for event in batch for f in encoder.feed(event))
+                    out = []
+                    for event in batch:
+                        frame = reader.frame(event)
+                        if frame is None:  # behind the shared window: on with an encoder of its own
+                            reader.catch_up(await _before(server, sid, event.seq))
+                            frame = reader.frame(event)
+                            assert frame is not None
+                        out.append(frame)
+                        if event.type in _TERMINAL:
+                            finished = True
+                            break
                     if out:
-                        yield out
-                    if encoder.finished:
+                        yield b"".join(out)
+                    if finished:
                         return
         finally:
-            if not encoder.finished and cancel_on_disconnect:
+            if not finished and cancel_on_disconnect:
                 run.handle.cancel("the client disconnected")  # OpenAI clients do not resume
 
     base = {"cache-control": "no-cache", "x-accel-buffering": "no", "x-request-id": uuid.uuid4().hex}
     return server.event_stream(frames(), {**base, **(headers or {})})
 
 
-class _AGUITool(msgspec.Struct):
+class _ClientTool(msgspec.Struct):
     name: str
     description: str = ""
     parameters: dict[str, Any] = msgspec.field(default_factory=lambda: {"type": "object", "properties": {}})
@@ -367,7 +414,7 @@ class AGUIBody(msgspec.Struct, kw_only=True, rename="camel"):
     thread_id: str
     run_id: str
     messages: list[dict[str, Any]]
-    tools: list[_AGUITool] = []
+    tools: list[_ClientTool] = []
     state: Any = None
     context: list[Any] = []
     forwarded_props: dict[str, Any] | None = None
@@ -384,6 +431,8 @@ def agui_request(body: AGUIBody, max_tokens: int | None) -> Request:
     messages = []
     for m in body.messages:
         role = m.get("role")
+        if role in ("reasoning", "activity"):
+            continue  # what the client kept of earlier runs' thinking and UI activity: not model input
         if role == "assistant" and m.get("toolCalls"):
             m = {**m, "tool_calls": m["toolCalls"]}
         elif role == "tool":
@@ -407,7 +456,7 @@ async def agui(server: _Server, request: HTTPRequest) -> Response:
         raise AssertionError("unreachable")
 
     return await _serve(
-        server, request, AGUIBody, lambda body: agui_request(body, server.max_tokens(None)), make, whole
+        server, request, AGUIBody, lambda body: agui_request(body, server.max_tokens(None)), "agui", make, whole
     )
 
 
@@ -416,17 +465,22 @@ async def agui(server: _Server, request: HTTPRequest) -> Response:
 
 class ChatUIBody(msgspec.Struct, kw_only=True):
     """What ``DefaultChatTransport`` posts: the chat id and its UI messages (``trigger``,
-    ``messageId`` and fields the app adds are accepted; ``model`` picks a provider)."""
+    ``messageId`` and fields the app adds are accepted; ``model`` picks a provider).
+
+    ``tools`` (the app adds it with the transport's ``body`` option) declares the page's own
+    tools as ``{name, description, parameters}``: a call to one ends the run, ``useChat``'s
+    ``onToolCall`` answers it with ``addToolResult``, and the next request carries the output."""
 
     id: str
     messages: Annotated[list[dict[str, Any]], Meta(min_length=1)]
     model: str = ""
+    tools: list[_ClientTool] = []
     stream = True
 
 
 def _ui_messages(body: ChatUIBody) -> list[Message]:
-    """UI messages (parts) to ours: text parts joined; tool parts with an output become the
-    assistant's call and a tool message."""
+    """UI messages (parts) to ours: text parts joined; tool parts with an output (or an error)
+    become the assistant's call and a tool message."""
     out: list[Message] = []
     for m in body.messages:
         role = m.get("role")
@@ -436,10 +490,14 @@ def _ui_messages(body: ChatUIBody) -> list[Message]:
         calls, results = [], []
         for p in m.get("parts", []):
             kind = str(p.get("type", ""))
-            if kind.startswith("tool-") and p.get("state") == "output-available":
+            state = p.get("state")
+            if kind.startswith("tool-") and state in ("output-available", "output-error"):
                 calls.append({"call_id": p["toolCallId"], "name": kind[5:], "args": p.get("input") or {}})
                 output = p.get("output")
-                content = output if isinstance(output, str) else msgspec.json.encode(output).decode()
+                if state == "output-error":
+                    content = f"error: {p.get('errorText', '')}"
+                else:
+                    content = output if isinstance(output, str) else msgspec.json.encode(output).decode()
                 results.append(Message("tool", content, tool_call_id=p["toolCallId"]))
         out.append(Message(role, text, tool_calls=calls or None))
         out += results
@@ -452,11 +510,19 @@ async def ui_chat(server: _Server, request: HTTPRequest) -> Response:
     Leaving (a page reload, ``stop()``) does not cancel the run: ``GET /api/chat/{id}/stream``
     resumes it, and a run nobody reads is cancelled after the server's ``abandon_after_s``."""
 
+    def message_id(body: Any, run_id: str) -> str:
+        # A request that ends with the assistant's message (tool outputs sent back) continues that
+        # message: the SDK appends the new parts to it only when the stream names the same id.
+        last = body.messages[-1]
+        if last.get("role") == "assistant" and isinstance(last.get("id"), str):
+            return str(last["id"])
+        return f"msg-{run_id}"
+
     def make(body: Any, run_id: str, created: int) -> UIMessageStream:
-        return UIMessageStream(f"msg-{run_id}")
+        return UIMessageStream(message_id(body, run_id))
 
     def remember(body: Any, run: Run) -> None:
-        server.chats[body.id] = run.stream_id
+        server.chats[body.id] = (run.stream_id, message_id(body, run.stream_id))
         while len(server.chats) > server.config.max_runs:
             server.chats.pop(next(iter(server.chats)))
 
@@ -464,7 +530,12 @@ async def ui_chat(server: _Server, request: HTTPRequest) -> Response:
         server,
         request,
         ChatUIBody,
-        lambda body: Request(_ui_messages(body), max_tokens=server.max_tokens(None)),
+        lambda body: Request(
+            _ui_messages(body),
+            tools=[ToolSpec(t.name, t.description, t.parameters) for t in body.tools],
+            max_tokens=server.max_tokens(None),
+        ),
+        "ai_sdk",
         make,
         lambda body, run, encoder: _error(400, "the UI message stream is always streamed"),
         headers=UI_HEADERS,
@@ -473,16 +544,37 @@ async def ui_chat(server: _Server, request: HTTPRequest) -> Response:
     )
 
 
-async def ui_chat_resume(server: _Server, request: HTTPRequest) -> Response:
-    """``GET /api/chat/{id}/stream``: the chat's active run from its start, or 204 (none)."""
+def _active_chat_run(server: _Server, request: HTTPRequest) -> tuple[Run, str] | Response:
+    """The chat's live run and its message id, or the response to give instead (401, 204)."""
     try:
         server.check_api_key(_bearer(request))
     except Unauthorized as exc:
         return _error(401, str(exc), code="invalid_api_key")
-    stream_id = server.chats.get(request.path_params["chat_id"])
-    run = server.runs.get(stream_id) if stream_id is not None else None
+    stream_id, message_id = server.chats.get(request.path_params["chat_id"], ("", ""))
+    run = server.runs.get(stream_id) if stream_id else None
     if run is None or run.finished:
         return Response(status_code=204)
+    return run, message_id
+
+
+async def ui_chat_stop(server: _Server, request: HTTPRequest) -> Response:
+    """``DELETE /api/chat/{id}/stream``: cancel the chat's active run (204 either way).
+
+    ``useChat``'s ``stop()`` only aborts the request, which a resumable chat must survive (a
+    reload looks the same to the server); a page calls this beside ``stop()`` to end the run."""
+    active = _active_chat_run(server, request)
+    if isinstance(active, Response):
+        return active
+    active[0].handle.cancel("stopped by the client")
+    return Response(status_code=204)
+
+
+async def ui_chat_resume(server: _Server, request: HTTPRequest) -> Response:
+    """``GET /api/chat/{id}/stream``: the chat's active run from its start, or 204 (none)."""
+    active = _active_chat_run(server, request)
+    if isinstance(active, Response):
+        return active
+    run, message_id = active
     return encoded_stream(
-        server, run, UIMessageStream(f"msg-{run.stream_id}"), headers=UI_HEADERS, cancel_on_disconnect=False
+        server, run, "ai_sdk", lambda: UIMessageStream(message_id), headers=UI_HEADERS, cancel_on_disconnect=False
     )

@@ -1,0 +1,78 @@
+// A chat page built on the AI SDK's useChat and DefaultChatTransport, pointed at tokenwire's
+// POST /api/chat. tests/test_ai_sdk.py bundles it with esbuild and drives it in headless Chromium.
+// Query: ?key=<api key>&chat=<chat id>[&resume] (resume: reconnect to the chat's live stream on load).
+import { useChat } from "@ai-sdk/react";
+import { DefaultChatTransport, lastAssistantMessageIsCompleteWithToolCalls } from "ai";
+import { useState } from "react";
+import { createRoot } from "react-dom/client";
+
+const query = new URLSearchParams(location.search);
+// The page's own tool: the model calls it, the browser answers (onToolCall → addToolOutput).
+const pickColor = { name: "pick_color", description: "The user picks a color.", parameters: { type: "object", properties: {} } };
+
+function Part({ part }) {
+  if (part.type === "text") return <span className="text">{part.text}</span>;
+  if (part.type === "reasoning") return <details className="reasoning"><summary>thinking</summary>{part.text}</details>;
+  if (part.type.startsWith("tool-")) {
+    const output = part.state === "output-error" ? part.errorText : part.output;
+    return (
+      <div className="tool" data-name={part.type.slice(5)} data-state={part.state}>
+        {JSON.stringify(part.input ?? null)} → <span className="output">{JSON.stringify(output ?? null)}</span>
+      </div>
+    );
+  }
+  return null;
+}
+
+function App() {
+  const [input, setInput] = useState("");
+  const { messages, sendMessage, status, stop, error, addToolOutput } = useChat({
+    id: query.get("chat"),
+    resume: query.has("resume"),
+    transport: new DefaultChatTransport({
+      api: "/api/chat",
+      headers: { Authorization: `Bearer ${query.get("key")}` },
+      body: { tools: [pickColor] },
+    }),
+    sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithToolCalls,
+    onToolCall({ toolCall }) {
+      if (toolCall.toolName === "pick_color") {
+        addToolOutput({ tool: "pick_color", toolCallId: toolCall.toolCallId, output: "teal" });
+      }
+    },
+  });
+  return (
+    <main>
+      <p id="status">{status}</p>
+      {error ? <p id="error">{error.message}</p> : null}
+      <ol id="messages">
+        {messages.map((m) => (
+          <li key={m.id} className="message" data-role={m.role}>
+            {m.parts.map((p, i) => <Part key={i} part={p} />)}
+          </li>
+        ))}
+      </ol>
+      <form
+        onSubmit={(e) => {
+          e.preventDefault();
+          sendMessage({ text: input });
+          setInput("");
+        }}
+      >
+        <input id="input" value={input} onChange={(e) => setInput(e.target.value)} />
+        <button id="send" type="submit">Send</button>
+      </form>
+      <button
+        id="stop"
+        onClick={() => {
+          stop(); // aborts the request; a resumable chat's run survives that, so end it too:
+          fetch(`/api/chat/${query.get("chat")}/stream`, { method: "DELETE", headers: { Authorization: `Bearer ${query.get("key")}` } });
+        }}
+      >
+        Stop
+      </button>
+    </main>
+  );
+}
+
+createRoot(document.getElementById("root")).render(<App />);
