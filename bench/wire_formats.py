@@ -1,9 +1,11 @@
-"""Cost of each wire format's encoder per event, on top of the native SSE frame.
+"""Cost of each wire format's encoder per event, on top of the native SSE frame, and fan-out.
 
 One stream of text deltas (the common event) encoded by the native SSE encoder and by each other
-format's encoder; CPU µs per event, best of 5.
+format's encoder through a :class:`~tokenwire.wire.SharedReader` (what the server runs per
+reader); CPU µs per event, best of 5. Then one stream read by ``--readers`` readers of one format:
+sharing the encoder (the server) against an encoder per reader.
 
-    python bench/wire_formats.py [--events N]
+    python bench/wire_formats.py [--events N] [--readers R]
 """
 
 from __future__ import annotations
@@ -13,9 +15,22 @@ import time
 from collections.abc import Callable
 
 from tokenwire.events import Done, Event, Start, TextDelta
+from tokenwire.wire import FrameCache
+from tokenwire.wire.agui import AGUIEvents
+from tokenwire.wire.ai_sdk import UIMessageStream
+from tokenwire.wire.encoder import StreamEncoder
 from tokenwire.wire.native import sse_frame
 from tokenwire.wire.openai_chat import ChatCompletionChunks
 from tokenwire.wire.openai_responses import ResponseEvents
+
+FORMATS: dict[str, Callable[[], StreamEncoder]] = {
+    "OpenAI chat.completion.chunk": lambda: ChatCompletionChunks(
+        "chatcmpl-1", model="m", created=0, include_usage=True
+    ),
+    "OpenAI Responses events": lambda: ResponseEvents("resp_1", model="m", created_at=0),
+    "AG-UI events": lambda: AGUIEvents("thread-1", "run-1"),
+    "AI SDK UI message stream": lambda: UIMessageStream("msg-1"),
+}
 
 
 def events(n: int) -> list[Event]:
@@ -35,29 +50,48 @@ def cost(encode_all: Callable[[list[Event]], object], stream: list[Event]) -> fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=100_000)
-    stream = events(parser.parse_args().events)
+    parser.add_argument("--readers", type=int, default=100)
+    args = parser.parse_args()
+    stream = events(args.events)
 
     def native(evs: list[Event]) -> None:
         for e in evs:
             sse_frame(e)
 
-    def openai_chat(evs: list[Event]) -> None:
-        enc = ChatCompletionChunks("chatcmpl-1", model="m", created=0, include_usage=True)
-        for e in evs:
-            enc.feed(e)
+    def one_reader(make: Callable[[], StreamEncoder]) -> Callable[[list[Event]], None]:
+        def run(evs: list[Event]) -> None:
+            reader = FrameCache().reader("s", "f", make)
+            for e in evs:
+                reader.frame(e)
+
+        return run
 
     base = cost(native, stream)
-    print("| encoder | µs/event | over native |\n|---|---:|---:|")
+    print("| encoder (one reader) | µs/event | over native |\n|---|---:|---:|")
     print(f"| native SSE | {base:.2f} | |")
-    def openai_responses(evs: list[Event]) -> None:
-        enc = ResponseEvents("resp_1", model="m", created_at=0)
-        for e in evs:
-            enc.feed(e)
+    for name, make in FORMATS.items():
+        us = cost(one_reader(make), stream)
+        print(f"| {name} | {us:.2f} | {us - base:+.2f} |")
 
-    chat = cost(openai_chat, stream)
-    print(f"| OpenAI chat.completion.chunk | {chat:.2f} | {chat - base:+.2f} |")
-    responses = cost(openai_responses, stream)
-    print(f"| OpenAI Responses events | {responses:.2f} | {responses - base:+.2f} |")
+    fanout = stream[: max(2, len(stream) // 10)]
+    make = FORMATS["AI SDK UI message stream"]
+
+    def shared(evs: list[Event]) -> None:
+        cache = FrameCache()
+        readers = [cache.reader("s", "ai_sdk", make) for _ in range(args.readers)]
+        for e in evs:
+            for r in readers:
+                r.frame(e)
+
+    def private(evs: list[Event]) -> None:
+        encoders = [make() for _ in range(args.readers)]
+        for e in evs:
+            for enc in encoders:
+                enc.feed(e)
+
+    s, p = cost(shared, fanout), cost(private, fanout)
+    print(f"\n| {args.readers} readers of one AI SDK stream | µs per event (all readers) |\n|---|---:|")
+    print(f"| shared encoder (the server) | {s:.1f} |\n| an encoder per reader | {p:.1f} ({p / s:.1f}x) |")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ def run_bench(script: str, *args: str) -> str:
     [
         ("dispatch.py", ("--events", "2000", "--repeat", "1"), "| overhead µs/ev |"),
         ("tools.py", ("--reps", "1", "--tool-s", "0.05"), "| tokenwire, at tool_call time |"),
-        ("wire_formats.py", ("--events", "200"), "| OpenAI chat.completion.chunk |"),
+        ("wire_formats.py", ("--events", "200", "--readers", "3"), "| shared encoder (the server) |"),
         pytest.param(
             "local_model.py",
             ("--procs", "1", "--runs", "1", "--tokens", "6"),

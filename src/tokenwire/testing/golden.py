@@ -38,10 +38,11 @@ from tokenwire.events import (
 )
 from tokenwire.wire.agui import AGUIEvents
 from tokenwire.wire.ai_sdk import UIMessageStream
+from tokenwire.wire.encoder import StreamEncoder
 from tokenwire.wire.openai_chat import ChatCompletionChunks
 from tokenwire.wire.openai_responses import ResponseEvents
 
-__all__ = ["FORMATS", "encode_stream", "stream", "transcript"]
+__all__ = ["FORMATS", "encode_stream", "encoder", "stream", "transcript"]
 
 HERE = Path(__file__).with_name("golden")
 FORMATS = ("chat_completions", "responses", "agui", "ai_sdk")
@@ -86,21 +87,23 @@ def stream(fmt: str) -> bytes:
     return (HERE / f"{fmt}.sse").read_bytes()
 
 
+def encoder(fmt: str) -> StreamEncoder:
+    """A new encoder for ``fmt`` with the golden streams' fixed ids and times."""
+    if fmt == "chat_completions":
+        return ChatCompletionChunks("chatcmpl-golden", model="golden-model", created=1_700_000_000, include_usage=True)
+    if fmt == "responses":
+        return ResponseEvents("resp_golden", model="golden-model", created_at=1_700_000_000)
+    if fmt == "agui":
+        return AGUIEvents("thread-golden", "run-golden")
+    if fmt == "ai_sdk":
+        return UIMessageStream("msg-golden")
+    raise ValueError(f"no encoder for {fmt!r}")
+
+
 def encode_stream(fmt: str, events: list[Event]) -> bytes:
     """What tokenwire's encoder for ``fmt`` writes for ``events`` (fixed ids and times)."""
-    if fmt == "chat_completions":
-        chat = ChatCompletionChunks("chatcmpl-golden", model="golden-model", created=1_700_000_000, include_usage=True)
-        return b"".join(f for e in events for f in chat.feed(e))
-    if fmt == "responses":
-        responses = ResponseEvents("resp_golden", model="golden-model", created_at=1_700_000_000)
-        return b"".join(f for e in events for f in responses.feed(e))
-    if fmt == "agui":
-        agui = AGUIEvents("thread-golden", "run-golden")
-        return b"".join(f for e in events for f in agui.feed(e))
-    if fmt == "ai_sdk":
-        ui = UIMessageStream("msg-golden")
-        return b"".join(f for e in events for f in ui.feed(e))
-    raise ValueError(f"no encoder for {fmt!r}")
+    enc = encoder(fmt)
+    return b"".join(f for e in events for f in enc.feed(e))
 
 
 def _write() -> None:

@@ -6,6 +6,12 @@ frames is kept (live readers read there); a reader resuming further back gets it
 on the fly without filling the cache. So the server stores each event once (in the log) plus a
 bounded window of frames per stream and format, never a frame per retained event.
 
+Stateless formats (one event → one frame: ours) are a :class:`WireFormat`. The other ecosystems'
+formats are stateful (open parts, item indexes): their encoder must see every event once, in seq
+order, from 0. :meth:`FrameCache.reader` gives each reader of such a format a :class:`SharedReader` over the
+stream's one :class:`SharedEncoder`: the reader at the live edge feeds it, the others reuse its
+window, and a reader that fell behind the window continues with a private encoder of its own.
+
 >>> from tokenwire.events import TextDelta
 >>> calls = []
 >>> fmt = WireFormat("upper", lambda ev: calls.append(ev.seq) or ev.text.upper())
@@ -18,12 +24,13 @@ bounded window of frames per stream and format, never a frame per retained event
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from tokenwire.events import Event
+from tokenwire.wire.encoder import StreamEncoder
 
-__all__ = ["FrameCache", "WireFormat"]
+__all__ = ["FrameCache", "SharedEncoder", "SharedReader", "WireFormat"]
 
 
 class WireFormat(NamedTuple):
@@ -62,6 +69,68 @@ class _Window:
         return encode(event)  # older than the window: a resuming reader, encoded on the fly
 
 
+class SharedEncoder(_Window):
+    """A stateful encoder shared by one stream's readers, with the window of its recent frames.
+
+    >>> from tokenwire.events import Start, TextDelta
+    >>> from tokenwire.wire.ai_sdk import UIMessageStream
+    >>> shared = SharedEncoder(UIMessageStream("m1"), window=8)
+    >>> events = [Start(model="x", seq=0), TextDelta("a", seq=1)]
+    >>> first = [shared.frame(e) for e in events]            # the live edge: encoded once
+    >>> [shared.frame(e) for e in events] == first            # a second reader: the same bytes
+    True
+    """
+
+    __slots__ = ("encoder",)
+
+    def __init__(self, encoder: StreamEncoder, *, window: int = 1024):
+        super().__init__(window)
+        self.encoder = encoder
+
+    def frame(self, event: Event) -> bytes | None:
+        """The event's frames joined (``b""`` when the format writes none); ``None`` when
+        ``event`` is older than the window (or skips ahead of the encoder, which must not
+        happen for a reader that reads from 0): encode it with a private encoder."""
+        seq = event.seq
+        if seq == self.next_seq:
+            frame = b"".join(self.encoder.feed(event))
+            self.frames.append(frame)
+            self.next_seq = seq + 1
+            return frame
+        offset = seq - (self.next_seq - len(self.frames))
+        if 0 <= offset < len(self.frames):
+            cached: bytes = self.frames[offset]
+            return cached
+        return None
+
+
+class SharedReader:
+    """One reader's view of a :class:`SharedEncoder`: the shared frames while it keeps up with the
+    window, its own encoder once it fell behind (sans-I/O: the caller supplies the events).
+
+    ``frame(event)`` returns the event's bytes, or ``None`` when the reader just fell behind: the
+    caller then passes the events before ``event`` (from seq 0) to :meth:`catch_up` and asks again.
+    """
+
+    __slots__ = ("make", "private", "shared")
+
+    def __init__(self, shared: SharedEncoder, make: Callable[[], StreamEncoder]):
+        self.shared = shared
+        self.make = make
+        self.private: StreamEncoder | None = None
+
+    def frame(self, event: Event) -> bytes | None:
+        if self.private is None:
+            return self.shared.frame(event)
+        return b"".join(self.private.feed(event))
+
+    def catch_up(self, earlier: Iterable[Event]) -> None:
+        """Continue with a private encoder fed ``earlier`` (every event before the current one)."""
+        self.private = self.make()
+        for event in earlier:
+            self.private.feed(event)
+
+
 class FrameCache:
     """Frames of the last ``window`` events per stream and format, for at most ``max_streams`` streams.
 
@@ -98,6 +167,22 @@ class FrameCache:
         if window is None:
             return self.frames(stream_id, fmt, (event,))[0]
         return window.get(event, fmt.encode)
+
+    def reader(self, stream_id: str, name: str, make: Callable[[], StreamEncoder]) -> SharedReader:
+        """A new reader of the stream in the stateful format ``name`` (``make`` builds its encoder)."""
+        return SharedReader(self.shared(stream_id, name, make), make)
+
+    def shared(self, stream_id: str, name: str, make: Callable[[], StreamEncoder]) -> SharedEncoder:
+        """The stream's shared encoder for the stateful format ``name`` (``make`` builds it once)."""
+        windows = self._streams.get(stream_id)
+        if windows is None:
+            windows = self._streams[stream_id] = {}
+            if len(self._streams) > self.max_streams:
+                del self._streams[next(iter(self._streams))]
+        window = windows.get(name)
+        if not isinstance(window, SharedEncoder):
+            window = windows[name] = SharedEncoder(make(), window=self.window)
+        return window
 
     def drop(self, stream_id: str) -> None:
         """Forget a stream's frames (it was evicted from the log)."""
