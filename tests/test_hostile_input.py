@@ -299,3 +299,72 @@ async def test_keep_alives_keep_a_quiet_stream_connected(base_url: str) -> None:
             await client.cancel(info.stream_id, info.token)
             await asyncio.wait_for(reader, 10)
             assert seen[-1] == "done" and client.reconnects == 0
+
+
+# -- the other ecosystems' endpoints: a 4xx in OpenAI's error shape, never a 500 ----------------------
+
+_UI = {"id": "c", "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "x"}]}]}
+_AGUI = {"threadId": "t", "runId": "r", "messages": [{"id": "u", "role": "user", "content": "x"}]}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/api/chat", b"{", 400),
+        ("/api/chat", b"[]", 400),
+        ("/api/chat", json.dumps({**_UI, "messages": []}).encode(), 400),
+        ("/api/chat", json.dumps({**_UI, "messages": [{"role": "wizard", "parts": []}]}).encode(), 400),
+        ("/api/chat", json.dumps({**_UI, "tools": [{"description": "no name"}]}).encode(), 400),
+        ("/api/chat", json.dumps({**_UI, "messages": [{"role": "user", "parts": "x"}]}).encode(), 400),
+        ("/api/chat", nested(100_000).encode(), 400),
+        ("/agui", b"{", 400),
+        ("/agui", json.dumps({**_AGUI, "messages": []}).encode(), 400),
+        ("/agui", json.dumps({**_AGUI, "messages": [{"role": "tool", "content": 3}]}).encode(), 400),
+        ("/agui", json.dumps({"threadId": "t"}).encode(), 400),
+        ("/agui", b"x" * 3_000_000, 413),
+    ],
+)
+async def test_malformed_ui_chat_and_agui_requests_are_4xx_in_openai_s_shape(
+    base_url: str, path: str, body: bytes, status: int
+) -> None:
+    async with httpx.AsyncClient(base_url=base_url) as c:
+        r = await c.post(path, content=body, headers={"Authorization": f"Bearer {KEY}"})
+        assert r.status_code == status, (path, body[:80], r.text)
+        error = r.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"} and error["message"]
+        assert (await c.post(path, content=json.dumps(_UI if path == "/api/chat" else _AGUI))).status_code == 401
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=12,
+)
+_part = st.fixed_dictionaries(
+    {"type": st.sampled_from(["text", "tool-x", "reasoning", 3])},
+    optional={"text": _json, "state": st.sampled_from(["output-available", "output-error", None]), "toolCallId": _json},
+)
+_ui_message = st.fixed_dictionaries(
+    {"role": st.sampled_from(["user", "assistant", "system", "tool", None])},
+    optional={"id": _json, "parts": st.lists(_part, max_size=3) | _json},
+)
+_agui_message = st.fixed_dictionaries(
+    {"role": st.sampled_from(["user", "assistant", "tool", "reasoning", "developer", 7])},
+    optional={"id": _json, "content": _json, "toolCalls": _json, "toolCallId": _json},
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    ui=st.fixed_dictionaries({"id": st.text(max_size=4) | _json, "messages": st.lists(_ui_message, max_size=3)}),
+    agui=st.fixed_dictionaries(
+        {"threadId": st.just("t"), "runId": st.just("r"), "messages": st.lists(_agui_message, max_size=3)},
+        optional={"tools": _json},
+    ),
+)
+def test_generated_ui_chat_and_agui_bodies_never_get_a_5xx(base_url: str, ui: Any, agui: Any) -> None:
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=base_url) as c:
+        for path, body in (("/api/chat", ui), ("/agui", agui)):
+            r = c.post(path, json=body, headers=headers)
+            assert r.status_code < 500, (path, body, r.text)

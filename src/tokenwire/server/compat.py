@@ -486,9 +486,12 @@ def _ui_messages(body: ChatUIBody) -> list[Message]:
         role = m.get("role")
         if role not in ("system", "user", "assistant"):
             raise ValueError(f"messages of role {role!r} are not supported")
-        text = "".join(p.get("text", "") for p in m.get("parts", []) if p.get("type") == "text")
+        parts = m.get("parts", [])
+        if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
+            raise ValueError("a UI message's parts must be a list of objects")
+        text = "".join(str(p.get("text", "")) for p in parts if p.get("type") == "text")
         calls, results = [], []
-        for p in m.get("parts", []):
+        for p in parts:
             kind = str(p.get("type", ""))
             state = p.get("state")
             if kind.startswith("tool-") and state in ("output-available", "output-error"):
