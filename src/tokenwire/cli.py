@@ -53,6 +53,7 @@ from tokenwire.providers.llama import LlamaCpp
 from tokenwire.providers.scripted import Scripted
 from tokenwire.request import Message, Request, ToolSpec
 from tokenwire.security import RedactingFilter, Redactor, new_secret
+from tokenwire.telemetry import Metrics
 from tokenwire.testing.transcript import Transcript
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Stream LLM output as typed events.")
@@ -128,24 +129,22 @@ def calculate(expression: str) -> float:
 
 
 class LiveView:
-    """The terminal rendering: the answer so far, tool-call cards, and a metrics footer."""
+    """The terminal rendering: the answer so far, tool-call cards, and a metrics footer.
 
-    def __init__(self, stall_after_s: float = 1.0):
+    The footer's figures come from :class:`~tokenwire.telemetry.Metrics` (the same statistics as
+    ``done.stats`` and ``tokenwire stats``), read against ``clock`` (the events' clock) while live.
+    """
+
+    def __init__(self, stall_after_s: float = 1.0, clock: Callable[[], float] = time.time):
         self.answer = Text()
         self.tools = Text()
-        self.start = time.monotonic()
-        self.first: float | None = None
-        self.last: float | None = None
-        self.tokens = 0
+        self.metrics = Metrics(stall_gap_s=stall_after_s)
+        self.clock = clock
         self.status = "streaming"
         self.stall_after_s = stall_after_s
 
     def on_event(self, event: Event) -> None:
-        now = time.monotonic()
-        if isinstance(event, TextDelta | ReasoningDelta | ToolCallDelta):
-            self.first = self.first or now
-            self.last = now
-            self.tokens += 1
+        self.metrics(event)
         if isinstance(event, TextDelta):
             self.answer.append(event.text)
         elif isinstance(event, ReasoningDelta):
@@ -162,15 +161,19 @@ class LiveView:
             self.status = f"error: {event.code}"
 
     def footer(self) -> Text:
-        now = time.monotonic()
-        elapsed = now - self.start
-        ttft = f"{self.first - self.start:.2f}s" if self.first else "…"
-        rate = 0.0
-        if self.first and self.last and self.last > self.first:
-            rate = (self.tokens - 1) / (self.last - self.first)
-        parts = [f"ttft {ttft}", f"{rate:.1f} tok/s", f"{self.tokens} tokens", f"{elapsed:.1f}s", self.status]
+        m = self.metrics
+        now = m.end_ts if m.end_ts is not None else self.clock()
+        start = m.start_ts if m.start_ts is not None else now
+        ttft = f"{m.ttft_s:.2f}s" if m.ttft_s is not None else "…"
+        parts = [
+            f"ttft {ttft}",
+            f"{m.tokens_per_s(now):.1f} tok/s",
+            f"{m.output_tokens()} tokens",
+            f"{now - start:.1f}s",
+            self.status,
+        ]
         text = Text(" · ".join(parts), style="dim")
-        idle = now - (self.last or self.start)
+        idle = now - (m.last_ts if m.first_ts is not None else start)
         if self.status == "streaming" and idle >= self.stall_after_s:
             text.append(f"  ⏸ stalled {idle:.1f}s", style="bold yellow")
         return text

@@ -57,6 +57,7 @@ from tokenwire.events import (
 )
 from tokenwire.limits import Limits
 from tokenwire.response import ResponseBuilder
+from tokenwire.telemetry.metrics import Metrics
 
 __all__ = ["Lifecycle"]
 
@@ -75,23 +76,19 @@ class Lifecycle:
     """
 
     __slots__ = (
-        "_deltas",
         "_duration_deadline",
         "_first_deadline",
-        "_first_token_ts",
         "_idle_since",
-        "_last_delta_ts",
         "_last_ts",
-        "_max_gap",
         "_max_tokens",
+        "_output",
         "_saw_first",
         "_stall",
-        "_stall_gap",
-        "_stalls",
         "_start_ts",
         "builder",
         "limits",
         "meta",
+        "metrics",
         "request_id",
         "seq",
         "stop",
@@ -116,12 +113,10 @@ class Lifecycle:
         self.limits = limits
         self.builder = ResponseBuilder(stream_id, model)
         self._start_ts = now
-        self._stall_gap = limits.stall_gap_s
-        self._deltas = 0
-        self._first_token_ts: float | None = None
-        self._last_delta_ts = 0.0
-        self._max_gap = 0.0
-        self._stalls = 0
+        self.metrics = Metrics(stall_gap_s=limits.stall_gap_s)
+        """The stream's statistics (``done.stats`` comes from it)."""
+        self.metrics.start(now)
+        self._output = self.metrics.output
         self.seq = 0
         """The last seq handed out (0 once :meth:`start` was called)."""
         self.stop: Done | Error | None = None
@@ -179,16 +174,7 @@ class Lifecycle:
         if part.__class__ is str:  # the hot path: one token of text, timing inlined
             self.seq = seq = self.seq + 1
             self.builder.text_parts.append(part)
-            if self._first_token_ts is None:
-                self._first_token_ts = now
-            else:
-                gap = now - self._last_delta_ts
-                if gap > self._max_gap:
-                    self._max_gap = gap
-                if gap >= self._stall_gap:
-                    self._stalls += 1
-            self._last_delta_ts = now
-            self._deltas += 1
+            self._output(now, 1)
             return TextDelta(part, stream_id=self.stream_id, seq=seq, ts=now)
         if isinstance(part, Done | Error):
             self.stop = part
@@ -207,39 +193,18 @@ class Lifecycle:
         event: Event = msgspec.structs.replace(part, stream_id=self.stream_id, seq=seq, ts=now)  # type: ignore[assignment]
         cls = event.__class__
         if cls is ReasoningDelta or cls is ToolCallDelta:
-            self._delta(now, 1)
+            self.metrics.output(now, 1)
         elif cls is ToolCallStart:
-            self._delta(now, 0)  # the call's start is output (ttft, gaps) but not a token
+            self.metrics.output(now, 0)  # the call's start is output (ttft, gaps) but not a token
         self.builder.add(event)
         return event
-
-    def _delta(self, now: float, count: int) -> None:
-        """Record the timing of one output delta (text, reasoning or tool-call fragment)."""
-        if self._first_token_ts is None:
-            self._first_token_ts = now
-        else:
-            gap = now - self._last_delta_ts
-            if gap > self._max_gap:
-                self._max_gap = gap
-            if gap >= self._stall_gap:
-                self._stalls += 1
-        self._last_delta_ts = now
-        self._deltas += count
 
     def stats(self, end_ts: float) -> Stats:
         """The stream's timing from ``start`` to ``end_ts``."""
         usage = self.builder.usage
-        output_tokens = usage.output_tokens if usage is not None else self._deltas
-        first = self._first_token_ts
-        gen_time = end_ts - first if first is not None else 0.0
-        return Stats(
-            duration_s=end_ts - self._start_ts,
-            ttft_s=None if first is None else first - self._start_ts,
-            output_tokens=output_tokens,
-            tokens_per_s=output_tokens / gen_time if gen_time > 0 else 0.0,
-            max_gap_s=self._max_gap,
-            stalls=self._stalls,
-        )
+        if usage is not None:
+            self.metrics.usage = (usage.input_tokens, usage.output_tokens)
+        return self.metrics.stats(end_ts)
 
     def delivered(self, now: float) -> bool:
         """Every reader has the last event (or ``start``): the engine waits for the provider again.
@@ -252,11 +217,11 @@ class Lifecycle:
         timer that fires early finds nothing to do and re-arms.
         """
         self._idle_since = now
-        if self._deltas >= self._max_tokens and self.stop is None:
+        if self.metrics.tokens >= self._max_tokens and self.stop is None:
             self.stop = Done(finish_reason="length", reason=f"max_output_tokens={self._max_tokens} reached")
         if self._saw_first:
             return False
-        if self._first_token_ts is not None:
+        if self.metrics.first_ts is not None:
             self._saw_first = True
             return True
         if self._first_deadline is None and self.limits.first_token_timeout_s is not None:
@@ -271,7 +236,7 @@ class Lifecycle:
         if self.stop is not None:
             return None
         best = self._duration_deadline
-        waiting_first = self._first_token_ts is None and self.limits.first_token_timeout_s is not None
+        waiting_first = self.metrics.first_ts is None and self.limits.first_token_timeout_s is not None
         if waiting_first and self._first_deadline is not None and (best is None or self._first_deadline < best):
             best = self._first_deadline
         if self._stall is not None and self._idle_since is not None and not waiting_first:
@@ -292,7 +257,7 @@ class Lifecycle:
                 retryable=True,
                 source="limit",
             )
-        elif self._first_token_ts is None and limits.first_token_timeout_s is not None:
+        elif self.metrics.first_ts is None and limits.first_token_timeout_s is not None:
             if self._first_deadline is not None and now >= self._first_deadline:
                 self.stop = Error(
                     code="first_token_timeout",

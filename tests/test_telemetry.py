@@ -1,0 +1,155 @@
+"""Telemetry: the one implementation of a stream's statistics (Metrics), checked against a
+reference computed the obvious way from the same events, and where it is used."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tokenwire.events import (
+    Done,
+    Error,
+    Event,
+    ReasoningDelta,
+    Start,
+    TextDelta,
+    TokenUsage,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallStart,
+    ToolResult,
+    encode,
+)
+from tokenwire.telemetry import TIME_PER_CHUNK_BUCKETS, Metrics
+
+OUTPUT_KINDS = ("text", "reasoning", "args", "call_start")
+
+
+def build(steps: list[tuple[str, float]], end: str) -> list[Event]:
+    """A stream from (kind, pause before it) steps; ts accumulate from 100.0."""
+    ts = 100.0
+    events: list[Event] = [Start(model="m", ts=ts)]
+    for i, (kind, pause) in enumerate(steps):
+        ts += pause
+        if kind == "text":
+            events.append(TextDelta("t", ts=ts))
+        elif kind == "reasoning":
+            events.append(ReasoningDelta("r", ts=ts))
+        elif kind == "args":
+            events.append(ToolCallDelta(call_id="c", args_delta="{", ts=ts))
+        elif kind == "call_start":
+            events.append(ToolCallStart(call_id="c", name="f", ts=ts))
+        elif kind == "call":
+            events.append(ToolCall(call_id=f"k{i}", name="f", args={}, ts=ts))
+        elif kind == "result":
+            events.append(ToolResult(call_id=f"k{i - 1}", name="f", result=1, ts=ts))
+    ts += 0.5
+    events.append(Done(ts=ts) if end == "done" else Error(code="boom", message="x", ts=ts))
+    return events
+
+
+def reference(events: list[Event], stall_gap: float) -> dict[str, Any]:
+    """The statistics the slow, obvious way: list the output times, then look at them."""
+    start = events[0].ts
+    out = [e.ts for e in events if isinstance(e, TextDelta | ReasoningDelta | ToolCallDelta | ToolCallStart)]
+    gaps = [b - a for a, b in itertools.pairwise(out)]
+    tokens = sum(1 for e in events if isinstance(e, TextDelta | ReasoningDelta | ToolCallDelta))
+    hist = [0] * (len(TIME_PER_CHUNK_BUCKETS) + 1)
+    for g in gaps:
+        hist[next((i for i, b in enumerate(TIME_PER_CHUNK_BUCKETS) if g <= b), len(TIME_PER_CHUNK_BUCKETS))] += 1
+    end = events[-1].ts
+    return {
+        "ttft": out[0] - start if out else None,
+        "chunks": len(out),
+        "tokens": tokens,
+        "max_gap": max(gaps, default=0.0),
+        "stalls": sum(g >= stall_gap for g in gaps),
+        "hist": hist,
+        "tps": tokens / (end - out[0]) if out and end > out[0] else 0.0,
+        "by_type": {t: sum(e.type == t for e in events) for t in {e.type for e in events}},
+    }
+
+
+steps = st.lists(
+    st.tuples(
+        st.sampled_from([*OUTPUT_KINDS, "call", "result"]),
+        st.one_of(st.floats(0, 0.02), st.floats(0, 3), st.sampled_from([*TIME_PER_CHUNK_BUCKETS, 0.0])),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=steps, end=st.sampled_from(["done", "error"]), stall_gap=st.sampled_from([0.005, 0.01, 0.3, 1.0]))
+def test_metrics_match_the_obvious_computation(steps: list[tuple[str, float]], end: str, stall_gap: float) -> None:
+    events = build(steps, end)
+    m = Metrics(stall_gap_s=stall_gap, measure_bytes=True)
+    for e in events:
+        m(e)
+    ref = reference(events, stall_gap)
+    assert m.ttft_s == ref["ttft"]
+    assert (m.chunks, m.tokens, m.stalls, m.gaps) == (ref["chunks"], ref["tokens"], ref["stalls"], ref["hist"])
+    assert m.max_gap_s == ref["max_gap"]
+    assert math.isclose(m.tokens_per_s(), ref["tps"])
+    assert m.events == ref["by_type"]
+    assert m.bytes == {t: sum(len(encode(e)) for e in events if e.type == t) for t in ref["by_type"]}
+    assert m.outcome == ("stop" if end == "done" else "boom")
+    stats = m.stats()
+    assert (stats.ttft_s, stats.output_tokens, stats.stalls) == (ref["ttft"], ref["tokens"], ref["stalls"])
+
+
+def test_tool_durations_usage_and_quantiles() -> None:
+    m = Metrics()
+    for e in [
+        Start(model="m", ts=0.0),
+        ToolCall(call_id="a", name="search", args={}, ts=1.0),
+        ToolCall(call_id="b", name="fetch", args={}, ts=1.0),
+        ToolResult(call_id="b", name="fetch", result="x", ts=1.5, is_error=True),
+        ToolResult(call_id="a", name="search", result="y", ts=3.0),
+        TextDelta("a", ts=3.1),
+        TextDelta("b", ts=3.12),
+        TextDelta("c", ts=3.14),
+        TextDelta("d", ts=4.0),
+        Done(ts=4.0, usage=TokenUsage(5, 40)),
+    ]:
+        m(e)
+    assert m.tools == [("fetch", 0.5, True), ("search", 2.0, False)]
+    assert m.output_tokens() == 40 and m.usage == (5, 40)  # the provider's count wins over deltas
+    assert m.gap_quantile(0.5) == 0.025 and m.gap_quantile(1.0) == 1.0  # bucket upper bounds
+    assert Metrics().gap_quantile(0.5) is None
+    summary = m.summary()
+    assert summary["tools"][0] == {"name": "fetch", "duration_s": 0.5, "is_error": True}
+    assert summary["outcome"] == "stop" and summary["chunks"] == 4
+
+
+def test_done_stats_come_from_the_same_metrics() -> None:
+    """The engine's done.stats and a Metrics observer of the same stream agree."""
+    import tokenwire
+    from tokenwire.providers import Delay, Scripted
+
+    observed = Metrics()
+    response = tokenwire.run_sync(Scripted(["a", Delay(0.05), "b", "c"]), "x", observers=[observed])
+    done = response.stats
+    assert done is not None
+    ours = observed.stats()
+    assert (done.output_tokens, done.stalls) == (ours.output_tokens, ours.stalls) == (3, 0)
+    assert done.ttft_s == ours.ttft_s and done.max_gap_s == ours.max_gap_s >= 0.05
+
+
+def test_the_cli_footer_reads_the_metrics_against_an_injected_clock() -> None:
+    from tokenwire.cli import LiveView
+
+    now = [100.0]
+    view = LiveView(stall_after_s=1.0, clock=lambda: now[0])
+    for e in [Start(model="m", ts=100.0), TextDelta("a", ts=100.5), TextDelta("b", ts=101.0)]:
+        view.on_event(e)
+    now[0] = 101.5
+    assert view.footer().plain == "ttft 0.50s · 2.0 tok/s · 2 tokens · 1.5s · streaming"
+    now[0] = 103.0
+    assert "stalled 2.0s" in view.footer().plain
+    view.on_event(Done(ts=103.0))
+    assert view.footer().plain == "ttft 0.50s · 0.8 tok/s · 2 tokens · 3.0s · stop"
