@@ -134,3 +134,61 @@ def test_terminal_view_renders_live_and_ctrl_c_keeps_the_partial_answer() -> Non
     assert "\x1b[" in text  # live rendering uses the terminal
     assert "cancelled" in text and "ttft" in text
     assert "Traceback" not in text
+
+
+# -- transcript tools: tokenwire stats / replay -------------------------------------------------------
+
+
+def golden_file() -> str:
+    from tokenwire.testing import golden
+
+    return str(golden.HERE / "transcript.jsonl")
+
+
+def test_stats_prints_the_cadence_of_a_recorded_run() -> None:
+    proc = run("stats", golden_file(), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["model"] == "golden-model" and summary["outcome"] == "overloaded"
+    assert summary["ttft_s"] == pytest.approx(0.01) and summary["chunks"] == summary["events"]["text.delta"] + sum(
+        summary["events"].get(k, 0) for k in ("reasoning.delta", "tool_call.start", "tool_call.delta")
+    )
+    assert [t["name"] for t in summary["tools"]] == ["weather", "weather"]
+    text = run("stats", golden_file())
+    assert text.returncode == 0 and "ttft        10 ms" in text.stdout and "tool        weather" in text.stdout
+    bad = run("stats", __file__)
+    assert bad.returncode == 1 and "test_cli.py:1:" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_replay_plays_a_recording_back_as_events_and_as_text(tmp_path: Path) -> None:
+    from tokenwire.testing import golden
+
+    proc = run("replay", golden_file(), "--speed", "0", "--format", "jsonl")
+    assert proc.returncode == 1  # the recording ends with an error, and so does its replay
+    replayed = [tokenwire.decode(line) for line in proc.stdout.splitlines()]
+    assert [e.type for e in replayed] == [e.type for e in golden.transcript()]
+    recording = tmp_path / "run.jsonl"
+    assert run("chat", "hi", "--provider", "scripted", "--transcript", str(recording)).returncode == 0
+    text = run("replay", str(recording), "--speed", "50")
+    assert (text.returncode, text.stdout) == (0, "You said: hi\n")
+
+
+def test_replay_serve_serves_the_recording_to_a_real_client(tmp_path: Path) -> None:
+    from tokenwire.client import SyncClient
+    from wire import free_port, wait_http
+
+    recording = tmp_path / "run.jsonl"
+    assert run("chat", "over the wire", "--provider", "scripted", "--transcript", str(recording)).returncode == 0
+    port = free_port()
+    env = {**os.environ, "TOKENWIRE_API_KEYS": "replay-key-123"}
+    cmd = [*CLI, "replay", str(recording), "--serve", "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+        with SyncClient(f"http://127.0.0.1:{port}", api_key="replay-key-123") as client:
+            events = list(client.run("anything"))
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert "".join(e.text for e in events if isinstance(e, tokenwire.TextDelta)) == "You said: over the wire"
+    assert events[-1].type == "done"

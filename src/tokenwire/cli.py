@@ -35,6 +35,7 @@ from rich.text import Text
 
 from tokenwire import __version__
 from tokenwire.api import stream_sync
+from tokenwire.errors import EventDecodeError
 from tokenwire.events import (
     SCHEMA_VERSION,
     Done,
@@ -47,9 +48,11 @@ from tokenwire.events import (
     ToolCallStart,
     encode,
     json_schema,
+    load_jsonl,
 )
 from tokenwire.provider import Provider
 from tokenwire.providers.llama import LlamaCpp
+from tokenwire.providers.replay import Replay
 from tokenwire.providers.scripted import Scripted
 from tokenwire.request import Message, Request, ToolSpec
 from tokenwire.security import RedactingFilter, Redactor, new_secret
@@ -90,8 +93,14 @@ def _llama(model: str | None) -> Provider:
     return LlamaCpp(model) if model else LlamaCpp.default()
 
 
-PROVIDERS: dict[str, Callable[[str | None], Provider]] = {"llama": _llama, "scripted": _scripted}
-"""Provider factories by ``--provider`` name: ``factory(model_path)``."""
+def _replay(model: str | None) -> Provider:
+    if not model:
+        raise ValueError("--provider replay needs --model FILE.jsonl (a recorded transcript)")
+    return Replay(model)
+
+
+PROVIDERS: dict[str, Callable[[str | None], Provider]] = {"llama": _llama, "scripted": _scripted, "replay": _replay}
+"""Provider factories by ``--provider`` name: ``factory(model_path)`` (``replay``: the transcript's path)."""
 
 CALCULATOR = ToolSpec(
     "calculator",
@@ -223,6 +232,19 @@ def chat(
     except Exception as exc:  # a missing model file, a corrupt GGUF, a missing extra: say it, no traceback
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    _show(backend, request, format, console, transcript=transcript)
+
+
+def _show(
+    backend: Provider,
+    request: Request | str,
+    format: Format,
+    console: Console,
+    *,
+    transcript: str | None = None,
+) -> None:
+    """Stream ``backend``'s answer to the terminal: the live view on a TTY, plain text when piped,
+    every event as JSON lines with ``--format jsonl``; exit 1 on an error, 130 on Ctrl-C."""
     observers: list[object] = [Transcript(transcript)] if transcript else []
     live = format is Format.text and sys.stdout.isatty()
     view = LiveView()
@@ -453,6 +475,73 @@ def _write_private(path: Path, text: str) -> Path:
     with os.fdopen(fd, "w") as f:
         f.write(text + "\n")
     return path
+
+
+@app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(help="A recorded run: a JSONL transcript (chat --transcript, Transcript).")],
+    speed: Annotated[float, typer.Option(help="1 keeps the recorded pauses, 2 halves them; 0: no pauses.")] = 1.0,
+    format: Annotated[Format, typer.Option("--format", help="text: the live view; jsonl: every event.")] = Format.text,
+    serve_it: Annotated[
+        bool, typer.Option("--serve", help="Serve it over HTTP/SSE instead (the web UI at /).")
+    ] = False,
+    port: Annotated[int, typer.Option(help="With --serve: the port.")] = 8000,
+) -> None:
+    """Play a recorded run as the live chat view showed it, with its timing (or serve it)."""
+    if speed < 0:
+        raise typer.BadParameter("--speed must be >= 0")
+    try:
+        recorded = Replay(file, speed=speed or None)
+    except (OSError, EventDecodeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if serve_it:
+        serve(port=port, provider="replay", model=str(file))
+        return
+    _show(recorded, "replay", format, Console(stderr=format is Format.jsonl))
+
+
+@app.command()
+def stats(
+    file: Annotated[Path, typer.Argument(help="A recorded run: a JSONL transcript.")],
+    format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    stall_gap: Annotated[
+        float, typer.Option(help="A gap between chunks of at least this many seconds is a stall.")
+    ] = 1.0,
+) -> None:
+    """Print a recorded run's cadence: TTFT, tokens/s, gap percentiles, stalls, events and bytes."""
+    try:
+        events = load_jsonl(file)
+    except (OSError, EventDecodeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    metrics = Metrics(stall_gap_s=stall_gap, measure_bytes=True)
+    for event in events:
+        metrics(event)
+    summary = metrics.summary()
+    if format == "json":
+        typer.echo(json.dumps(summary, indent=2))
+        return
+
+    def secs(value: float | None) -> str:
+        return "-" if value is None else f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+    lines = [
+        f"model       {summary['model'] or '-'}   outcome {summary['outcome'] or 'unfinished'}",
+        f"duration    {secs(summary['duration_s'])}",
+        f"ttft        {secs(summary['ttft_s'])}",
+        f"output      {summary['output_tokens']} tokens in {summary['chunks']} chunks, "
+        f"{summary['tokens_per_s']:.1f} tokens/s",
+        f"gaps        p50 <= {secs(summary['gap_p50_s'])}   p90 <= {secs(summary['gap_p90_s'])}   "
+        f"p99 <= {secs(summary['gap_p99_s'])}   max {secs(summary['max_gap_s'])}",
+        f"stalls      {summary['stalls']} (gaps >= {stall_gap:g} s)",
+    ]
+    lines += [
+        f"tool        {t['name']} {secs(t['duration_s'])}{' (error)' if t['is_error'] else ''}"
+        for t in summary["tools"]
+    ]
+    lines.append("events      " + ", ".join(f"{k} {v} ({summary['bytes'][k]} B)" for k, v in summary["events"].items()))
+    typer.echo("\n".join(lines))
 
 
 @app.command()
