@@ -198,9 +198,12 @@ async def test_deltas_are_batched_structural_events_written_at_once(nodes: tuple
         return await original(key, batch, terminal=terminal)
 
     a._write = counting  # type: ignore[method-assign]
+    observed: list[tuple[float, int]] = []
+    a.append_observer = lambda seconds, n: observed.append((seconds, n))  # the server's latency metric
     items = [ToolCall(call_id="c", name="t", args={}), *[f"w{i} " for i in range(1000)]]
     transcript = Transcript()
     await tokenwire.generate(Scripted(items), "hi", log=a, observers=[transcript]).wait()
+    assert [n for _, n in observed] == writes and all(s >= 0 for s, _ in observed)
     sid = transcript.events[0].stream_id
     remote = [e async for e in b.read(sid, 0, follow=False)]
     assert remote == transcript.events  # the same events, in the same order, as the local readers saw

@@ -153,3 +153,83 @@ def test_the_cli_footer_reads_the_metrics_against_an_injected_clock() -> None:
     assert "stalled 2.0s" in view.footer().plain
     view.on_event(Done(ts=103.0))
     assert view.footer().plain == "ttft 0.50s · 0.8 tok/s · 2 tokens · 3.0s · stop"
+
+
+# -- Prometheus: GET /metrics, read with Prometheus' own text parser ---------------------------------
+
+
+def scrape(url: str, token: str) -> dict[str, Any]:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/plain")
+    samples: dict[str, Any] = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            key = s.name + ("{" + ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())) + "}" if s.labels else "")
+            samples[key] = s.value
+    return samples
+
+
+def test_metrics_endpoint_counts_runs_connections_bytes_and_timing() -> None:
+    import httpx
+
+    from tokenwire.log import MemoryLog
+    from tokenwire.providers import Delay, Scripted, Stall
+    from tokenwire.server import ServerConfig, create_app
+    from wire import serve
+
+    key, token = "metrics-api-key", "metrics-scrape-token"
+    app = create_app(
+        providers={"ok": Scripted(["a", Delay(0.03), "b", "c"]), "stuck": Scripted(["x", Stall()])},
+        api_keys=[key],
+        log=MemoryLog(),
+        config=ServerConfig(metrics_token=token),
+    )
+    auth = {"Authorization": f"Bearer {key}"}
+    with serve(app) as url:
+        assert httpx.get(f"{url}/metrics").status_code == 401
+        assert httpx.get(f"{url}/metrics", headers=auth).status_code == 401  # an API key is not the token
+        before = scrape(url, token)
+        assert before["tokenwire_runs_live"] == 0 and before["tokenwire_time_to_first_chunk_seconds_count"] == 0
+        read = 0
+        for _ in range(2):
+            info = httpx.post(f"{url}/v1/runs", json={"prompt": "x", "provider": "ok"}, headers=auth).json()
+            with httpx.stream("GET", info["events_url"], params={"token": info["read_token"]}) as r:
+                read += len(b"".join(r.iter_bytes()))
+        stuck = httpx.post(f"{url}/v1/runs", json={"prompt": "x", "provider": "stuck"}, headers=auth).json()
+        live = scrape(url, token)
+        cancel = f"{url}/v1/streams/{stuck['stream_id']}/cancel"
+        httpx.post(cancel, headers={"Authorization": f"Bearer {stuck['token']}"})
+        r = httpx.post(
+            f"{url}/v1/chat/completions",
+            json={"model": "ok", "messages": [{"role": "user", "content": "x"}], "stream": True},
+            headers=auth,
+        )
+        assert r.status_code == 200
+        after = scrape(url, token)
+    assert live["tokenwire_runs_live"] == 1 and live["tokenwire_runs_total{outcome=stop}"] == 2
+    assert after["tokenwire_runs_live"] == 0
+    assert after["tokenwire_runs_total{outcome=stop}"] == 3 and after["tokenwire_runs_total{outcome=cancelled}"] == 1
+    assert after["tokenwire_events_appended_total"] == 3 * 5 + 3  # start, 3 deltas, done; start, x, done
+    assert after["tokenwire_bytes_out_total{transport=sse}"] == read
+    assert after["tokenwire_bytes_out_total{transport=openai.chat}"] == len(r.content)
+    assert after["tokenwire_connections{transport=sse}"] == 0
+    assert after["tokenwire_time_to_first_chunk_seconds_count"] == 4
+    gaps = after["tokenwire_time_per_output_chunk_seconds_count"]
+    assert gaps == 3 * 2  # two gaps per three-delta run
+    assert after["tokenwire_time_per_output_chunk_seconds_bucket{le=0.01}"] <= gaps - 3  # the 30 ms pauses
+    assert after["tokenwire_time_per_output_chunk_seconds_sum"] >= 3 * 0.03
+
+
+def test_metrics_are_off_without_a_token() -> None:
+    import httpx
+
+    from tokenwire.providers import Scripted
+    from tokenwire.server import create_app
+    from wire import serve
+
+    with serve(create_app(providers={"s": Scripted(["a"])}, api_keys=["k-123456"])) as url:
+        assert httpx.get(f"{url}/metrics", headers={"Authorization": "Bearer k-123456"}).status_code == 404

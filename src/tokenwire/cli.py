@@ -324,6 +324,12 @@ def serve(
     parallel: Annotated[
         int, typer.Option(help="Answers the embedded model generates at once (continuous batching); more queue.")
     ] = 4,
+    metrics_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TOKENWIRE_METRICS_TOKEN", help="Turn on GET /metrics (Prometheus), readable with this bearer token."
+        ),
+    ] = None,
 ) -> None:
     """Serve runs over HTTP, SSE and WebSocket, with the web UI at /.
 
@@ -354,7 +360,9 @@ def serve(
     # The listening socket bounds every connection's kernel send buffer (see listen()).
     sock = listen(host, port, send_buffer=send_buffer)
     if workers == 1:
-        _serve_one(sock, host, port, provider, model, keys, secret, log, shutdown_grace, log_level, parallel)
+        _serve_one(
+            sock, host, port, provider, model, keys, secret, log, shutdown_grace, log_level, parallel, metrics_token
+        )
         return
     # N processes accept on the one listening socket (as uvicorn's own --workers does), each with
     # its own event loop, providers and Redis connections; runs are shared through the log.
@@ -362,7 +370,20 @@ def serve(
     procs = [
         ctx.Process(
             target=_serve_one,
-            args=(sock, host, port, provider, model, keys, secret, log, shutdown_grace, log_level, parallel),
+            args=(
+                sock,
+                host,
+                port,
+                provider,
+                model,
+                keys,
+                secret,
+                log,
+                shutdown_grace,
+                log_level,
+                parallel,
+                metrics_token,
+            ),
             name=f"tokenwire-worker-{i}",
         )
         for i in range(workers)
@@ -395,6 +416,7 @@ def _serve_one(
     shutdown_grace: float,
     log_level: str,
     parallel: int = 4,
+    metrics_token: str | None = None,
 ) -> None:
     """One server process: build the app here (after a fork: its own loop and connections) and run it."""
     import uvicorn
@@ -417,7 +439,7 @@ def _serve_one(
         default_provider=provider,
         api_keys=keys,
         secret=secret,
-        config=ServerConfig(shutdown_grace_s=shutdown_grace),
+        config=ServerConfig(shutdown_grace_s=shutdown_grace, metrics_token=metrics_token),
     )
     runs = application.state.tokenwire.runs
 
@@ -444,7 +466,7 @@ def _serve_one(
         host=host,
         port=port,
         log_level=log_level,
-        log_config=_redacted_log_config(keys or []),
+        log_config=_redacted_log_config([*(keys or []), *([metrics_token] if metrics_token else [])]),
         timeout_graceful_shutdown=5,
     )
     # Move everything built so far (modules, the app, providers) out of the collector's way: a full

@@ -46,6 +46,7 @@ from tokenwire.observers import Dispatcher, ObserverErrorHook
 from tokenwire.provider import Provider
 from tokenwire.request import Request, as_request
 from tokenwire.response import Response
+from tokenwire.telemetry.metrics import Metrics
 
 __all__ = ["StreamHandle", "SyncStream", "start_stream"]
 
@@ -189,6 +190,16 @@ class StreamHandle:
     def terminal(self) -> Done | Error | None:
         """The terminal event, once emitted."""
         return self._core.terminal
+
+    @property
+    def seq(self) -> int:
+        """The seq of the latest event the stream made (0: ``start``)."""
+        return self._core.seq
+
+    @property
+    def metrics(self) -> Metrics:
+        """The stream's statistics as the engine measures them (``done.stats`` comes from these)."""
+        return self._core.metrics
 
     async def events(self, from_seq: int = 0, *, follow: bool = True) -> AsyncIterator[Event]:
         """Read this stream's events from the log, from ``from_seq`` on (late join, resume).

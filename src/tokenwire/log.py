@@ -187,6 +187,10 @@ class StreamWriter(abc.ABC):
 class EventLog(abc.ABC):
     """Per-stream append-only event logs with explicit retention."""
 
+    append_observer: Callable[[float, int], None] | None = None
+    """Called after each write of a batch to a networked log's storage with (seconds, events):
+    the server's log-latency metric. The memory log never calls it (its appends are in-process)."""
+
     @abc.abstractmethod
     def open(self, stream_id: str) -> StreamWriter:
         """Create the log of a new stream and return its writer."""

@@ -210,11 +210,16 @@ class RedisWriter(_StreamRing):
         self._wake_flusher.clear()
         size = self._log.max_batch
         batch = self._pending[:size]  # a bounded round trip
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         try:
             written = await self._log._write(self._key, batch, terminal=self._closing and len(self._pending) <= size)
         except (RedisError, OSError) as exc:
             await self._unwritable(exc)
             return
+        observe = self._log.append_observer
+        if observe is not None:
+            observe(loop.time() - began, len(batch))
         self._down_since = None
         if not written:
             self._give_up(

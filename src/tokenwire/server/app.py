@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import hmac
 import os
 import socket
 import time
@@ -56,6 +57,8 @@ from tokenwire.server import compat
 from tokenwire.server.runs import Run, Runs
 from tokenwire.server.schema import RunBody, ServerConfig
 from tokenwire.server.ws import websocket_endpoint
+from tokenwire.telemetry import prometheus
+from tokenwire.telemetry.server import ServerStats
 from tokenwire.tools import Toolset
 from tokenwire.wire import SSE, FrameCache
 
@@ -105,16 +108,25 @@ class _CountedStream(StreamingResponse):
     (until it ends or the client leaves): counted where the ASGI call starts and returns, not in
     a generator's ``finally`` that the garbage collector may run much later."""
 
-    def __init__(self, server: _Server, body: AsyncIterator[bytes], **kwargs: Any):
+    def __init__(self, server: _Server, body: AsyncIterator[bytes], transport: str, **kwargs: Any):
         super().__init__(body, **kwargs)
         self._server = server
+        self._transport = transport
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        self._server.connect()
+        server, transport = self._server, self._transport
+        wrote = server.stats.wrote
+
+        async def counted(message: Any) -> None:  # one call per write, not per event
+            if message["type"] == "http.response.body":
+                wrote(transport, len(message.get("body", b"")))
+            await send(message)
+
+        server.connect(transport=transport)
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, counted)
         finally:
-            self._server.disconnect()
+            server.disconnect(transport=transport)
 
 
 class _Server:
@@ -140,13 +152,17 @@ class _Server:
         self.default_limits = default_limits
         self.log = log
         self.frames = FrameCache()
+        self.stats = ServerStats()
+        """What the server counts about itself (``GET /metrics`` exports it)."""
         self.runs = Runs(
             log,
             max_runs=config.max_runs,
             max_live=config.max_live_runs,
             max_live_per_owner=config.max_live_runs_per_key,
             abandon_after_s=config.abandon_after_s,
+            on_finish=self._run_finished,
         )
+        log.append_observer = self.stats.log_wrote
         self.connections = 0
         """Streaming connections open now (SSE readers and WebSockets)."""
         self.connections_by_owner: dict[str, int] = {}
@@ -197,6 +213,20 @@ class _Server:
         body = {"status": "ready" if ready else "not ready", "checks": checks}
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    async def metrics(self, request: HTTPRequest) -> Response:
+        """``GET /metrics``: Prometheus' text format, for the holder of ``metrics_token`` (404 when
+        the server has none: metrics are off)."""
+        token = self.config.metrics_token
+        if token is None:
+            return _error(404, "not_found", "metrics are off (ServerConfig.metrics_token, serve --metrics-token)")
+        presented = _bearer(request) or ""
+        if not hmac.compare_digest(presented.encode(), token.encode()):
+            return _error(401, "unauthorized", "GET /metrics needs Authorization: Bearer <metrics token>")
+        live = self.runs.live_runs()
+        events = sum(r.handle.seq + 1 for r in live)
+        body, content_type = prometheus.render(self.stats, live_runs=len(live), live_events=events)
+        return Response(body, media_type=content_type)
+
     async def close_providers(self) -> None:
         """Close the providers this server made from factories (instances passed in stay open:
         they are the caller's). ``aclose()`` is awaited; a blocking ``close()`` runs in a thread."""
@@ -218,18 +248,25 @@ class _Server:
         assert presented is not None
         return hashlib.sha256(presented.encode()).hexdigest()[:16]
 
-    def connect(self, owner: str | None = None) -> None:
+    def _run_finished(self, run: Run) -> None:
+        terminal = run.handle.terminal
+        if terminal is not None:
+            self.stats.run_finished(run.handle.metrics, terminal)
+
+    def connect(self, owner: str | None = None, transport: str = "sse") -> None:
         """Count a streaming connection in, or raise :class:`OverCapacity`."""
         if self.connections >= self.config.max_connections:
             raise OverCapacity(f"the server has {self.connections} streaming connections open, its limit")
         if owner is not None and self.connections_by_owner.get(owner, 0) >= self.config.max_connections_per_key:
             raise OverCapacity(f"this API key has {self.config.max_connections_per_key} connections open, its limit")
         self.connections += 1
+        self.stats.opened(transport)
         if owner is not None:
             self.connections_by_owner[owner] = self.connections_by_owner.get(owner, 0) + 1
 
-    def disconnect(self, owner: str | None = None) -> None:
+    def disconnect(self, owner: str | None = None, transport: str = "sse") -> None:
         self.connections -= 1
+        self.stats.closed(transport)
         if owner is not None:
             left = self.connections_by_owner[owner] - 1
             if left:
@@ -290,9 +327,10 @@ class _Server:
             max_steps=body.max_steps,
         )
 
-    def event_stream(self, body: AsyncIterator[bytes], headers: dict[str, str]) -> Response:
-        """An SSE response that holds one of the server's connection slots while it is served."""
-        return _CountedStream(self, body, media_type="text/event-stream", headers=headers)
+    def event_stream(self, body: AsyncIterator[bytes], headers: dict[str, str], transport: str = "sse") -> Response:
+        """An SSE response that holds one of the server's connection slots while it is served
+        (counted, with the bytes it writes, under ``transport``)."""
+        return _CountedStream(self, body, transport, media_type="text/event-stream", headers=headers)
 
     def max_tokens(self, asked: int | None) -> int | None:
         """A run's ``max_tokens``: what it asked for, or the server's default; above the ceiling
@@ -463,6 +501,7 @@ class _Server:
                         if out:
                             yield b"".join(out)
         except ObserverOverflow:
+            self.stats.lag_disconnects += 1
             return  # too far behind a live producer: disconnect rather than buffer; the client resumes
         except (SeqEvicted, StreamNotFound):
             return  # fell behind retention: the client resumes and gets 410 / 404
@@ -549,6 +588,7 @@ def create_app(
         routes=[
             Route("/", server.ui, methods=["GET"]),
             Route("/healthz", server.healthz, methods=["GET"]),
+            Route("/metrics", server.metrics, methods=["GET"]),
             Route("/v1/chat/completions", functools.partial(compat.chat_completions, server), methods=["POST"]),
             Route("/v1/responses", functools.partial(compat.responses, server), methods=["POST"]),
             Route("/v1/models", functools.partial(compat.models, server), methods=["GET"]),

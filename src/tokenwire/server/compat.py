@@ -281,7 +281,7 @@ async def _serve(
     request: HTTPRequest,
     body_type: type[Any],
     convert: Callable[[Any], Request],
-    name: str,
+    fmt: str,
     make_encoder: Callable[[Any, str, int], StreamEncoder],
     whole: Callable[[Any, Run, Any], Response],
     *,
@@ -301,14 +301,14 @@ async def _serve(
     try:
         body = msgspec.json.decode(raw, type=body_type)
         if not body.model:
-            name = server.default_provider
+            provider = server.default_provider
         elif body.model in server.providers:
-            name = body.model
+            provider = body.model
         elif len(server.providers) == 1:
-            name = next(iter(server.providers))
+            provider = next(iter(server.providers))
         else:
             return _error(404, f"The model `{body.model}` does not exist", code="model_not_found")
-        run = server.runs.start(server.provider(name), convert(body), owner=owner, limits=server.limits(None))
+        run = server.runs.start(server.provider(provider), convert(body), owner=owner, limits=server.limits(None))
     except RecursionError:
         return _error(400, "invalid request: JSON nested too deeply")
     except (msgspec.ValidationError, msgspec.DecodeError, ValueError, KeyError, TypeError) as exc:
@@ -334,7 +334,7 @@ async def _serve(
                 encoder.feed(event)
         return whole(body, run, encoder)
     await run.handle.ready()
-    return encoded_stream(server, run, name, make, headers=headers, cancel_on_disconnect=cancel_on_disconnect)
+    return encoded_stream(server, run, fmt, make, headers=headers, cancel_on_disconnect=cancel_on_disconnect)
 
 
 async def _before(server: _Server, stream_id: str, seq: int) -> list[Event]:
@@ -356,19 +356,19 @@ async def _before(server: _Server, stream_id: str, seq: int) -> list[Event]:
 def encoded_stream(
     server: _Server,
     run: Run,
-    name: str,
+    fmt: str,
     make: Callable[[], StreamEncoder],
     *,
     headers: dict[str, str] | None = None,
     cancel_on_disconnect: bool = True,
 ) -> Response:
-    """A run's events from seq 0 in the stateful format ``name``, as an SSE response.
+    """A run's events from seq 0 in the stateful format ``fmt``, as an SSE response.
 
     Readers of one run in one format share its encoder (:meth:`FrameCache.shared`): each event is
     encoded once per format. ``make`` builds the encoder: the shared one on first use, and a
     reader's private one if it falls behind the shared window (fed the events it already read)."""
     sid = run.stream_id
-    reader = server.frames.reader(sid, name, make)
+    reader = server.frames.reader(sid, fmt, make)
 
     async def frames() -> AsyncIterator[bytes]:
         finished = False
@@ -398,7 +398,7 @@ def encoded_stream(
                 run.handle.cancel("the client disconnected")  # OpenAI clients do not resume
 
     base = {"cache-control": "no-cache", "x-accel-buffering": "no", "x-request-id": uuid.uuid4().hex}
-    return server.event_stream(frames(), {**base, **(headers or {})})
+    return server.event_stream(frames(), {**base, **(headers or {})}, transport=fmt)
 
 
 class _ClientTool(msgspec.Struct):

@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from tokenwire.api import generate
@@ -61,8 +61,11 @@ class Runs:
         max_live: int | None = None,
         max_live_per_owner: int | None = None,
         abandon_after_s: float | None = None,
+        on_finish: Callable[[Run], None] | None = None,
     ):
         self.log = log
+        self.on_finish = on_finish
+        """Called with each run when it ends (the server's metrics)."""
         self.max_runs = max_runs
         self.max_live = max_live
         self.max_live_per_owner = max_live_per_owner
@@ -78,6 +81,10 @@ class Runs:
 
     def get(self, stream_id: str) -> Run | None:
         return self._runs.get(stream_id)
+
+    def live_runs(self) -> list[Run]:
+        """The runs generating now, in this process."""
+        return [run for sid in self._live if (run := self._runs.get(sid)) is not None]
 
     def live(self, owner: str | None = None) -> int:
         """Runs generating now (for one owner, when given)."""
@@ -174,6 +181,9 @@ class Runs:
                     run.handle.cancel("abandoned")
 
     def _on_finished(self, stream_id: str) -> None:
+        run = self._runs.get(stream_id)
+        if run is not None and self.on_finish is not None:
+            self.on_finish(run)
         owner = self._live.pop(stream_id, None)
         if owner is not None:
             left = self._live_by_owner[owner] - 1

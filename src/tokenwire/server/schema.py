@@ -80,6 +80,9 @@ class ServerConfig(msgspec.Struct, kw_only=True):
     """``limits.max_duration_s`` of a run that sets none. None: no default bound."""
     max_duration_ceiling_s: float = 1800.0
     """No run may ask for a longer ``limits.max_duration_s`` (a 422 says so)."""
+    metrics_token: str | None = None
+    """Turns on ``GET /metrics`` (Prometheus' text format), readable with ``Authorization: Bearer
+    <metrics_token>``: a credential of its own, not an API key. None: no ``/metrics``."""
     abandon_after_s: float | None = 30.0
     """A run that no reader, on any node, has read for this long is cancelled with
     ``done(cancelled, reason="abandoned")`` (detaching never cancels at once: resume works within

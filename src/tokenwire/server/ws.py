@@ -75,6 +75,7 @@ class _Connection:
     async def send(self, text: str) -> None:
         async with self.send_lock:
             await self.ws.send_text(text)
+        self.server.stats.wrote("websocket", len(text))
 
     async def reply(self, obj: dict[str, Any]) -> None:
         await self.send(msgspec.json.encode(obj).decode())
@@ -85,7 +86,7 @@ class _Connection:
         except Unauthorized:
             self.owner = None  # runs need a valid key; subscriptions only need stream tokens
         try:
-            self.server.connect(self.owner)
+            self.server.connect(self.owner, "websocket")
         except OverCapacity as exc:
             await self.ws.accept()
             await self.ws.close(1013, str(exc)[:120])  # try again later
@@ -93,7 +94,7 @@ class _Connection:
         try:
             await self._serve()
         finally:
-            self.server.disconnect(self.owner)
+            self.server.disconnect(self.owner, "websocket")
 
     async def _serve(self) -> None:
         await self.ws.accept()
