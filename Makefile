@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/redis_log.py
 	$(BIN)/python bench/linear.py
 	$(BIN)/python bench/wire_formats.py
+	$(BIN)/python bench/telemetry.py
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache

@@ -77,7 +77,9 @@ def raw_model(provider: LlamaCpp) -> Any:
     from llama_cpp import Llama
 
     with _quiet_stderr(True):
-        return Llama(model_path=str(provider.model_path), n_ctx=provider.n_ctx, n_threads=provider.n_threads, verbose=False)
+        return Llama(
+            model_path=str(provider.model_path), n_ctx=provider.n_ctx, n_threads=provider.n_threads, verbose=False
+        )
 
 
 def measure(path: str, provider: LlamaCpp, llm: Any, runs: int, tokens: int) -> list[Sample]:
@@ -125,7 +127,9 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--child", path, "--runs", str(args.runs), "--tokens", str(args.tokens)]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             results[path] += [tuple(s) for s in json.loads(out.splitlines()[-1])]  # type: ignore[misc]
-    report(f"{args.procs} processes per path, alternating, {args.runs} runs each, {args.tokens} tokens", results, threads)
+    report(
+        f"{args.procs} processes per path, alternating, {args.runs} runs each, {args.tokens} tokens", results, threads
+    )
     if args.same_process:
         with LlamaCpp.default() as provider:
             llm = raw_model(provider)

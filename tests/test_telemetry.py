@@ -233,3 +233,151 @@ def test_metrics_are_off_without_a_token() -> None:
 
     with serve(create_app(providers={"s": Scripted(["a"])}, api_keys=["k-123456"])) as url:
         assert httpx.get(f"{url}/metrics", headers={"Authorization": "Bearer k-123456"}).status_code == 404
+
+
+# -- OpenTelemetry: spans and GenAI metrics, read back with the SDK's in-memory exporters --------------
+
+
+class Otel:
+    """An OTel wired to in-memory exporters."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        from tokenwire.telemetry.otel import OTel
+
+        self.spans = InMemorySpanExporter()
+        tracing = TracerProvider()
+        tracing.add_span_processor(SimpleSpanProcessor(self.spans))
+        self.reader = InMemoryMetricReader()
+        self.otel = OTel(tracer_provider=tracing, meter_provider=MeterProvider(metric_readers=[self.reader]), **kwargs)
+
+    def metrics(self) -> dict[str, list[Any]]:
+        """Histogram data points by metric name."""
+        data = self.reader.get_metrics_data()
+        out: dict[str, list[Any]] = {}
+        for rm in data.resource_metrics if data else []:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    out.setdefault(metric.name, []).extend(metric.data.data_points)
+        return out
+
+
+async def test_an_agent_run_is_a_chat_span_with_tool_spans_and_genai_metrics() -> None:
+    import tokenwire
+    from tokenwire.agent import Agent
+    from tokenwire.events import Usage
+    from tokenwire.providers import Delay, Scripted
+    from tokenwire.request import Message, Request
+    from tokenwire.telemetry.metrics import FIRST_CHUNK_BUCKETS
+    from tokenwire.tools import tool
+
+    @tool
+    def weather(city: str) -> str:
+        """The weather."""
+        return f"sunny in {city}"
+
+    @tool
+    def broken() -> str:
+        """Fails."""
+        raise RuntimeError("no")
+
+    o = Otel()
+    model = Scripted.turns(
+        [ToolCall(call_id="c1", name="weather", args={"city": "Oslo"}), ToolCall(call_id="c2", name="broken", args={})],
+        ["It ", Delay(0.01), "is ", "sunny.", Usage(input_tokens=12, output_tokens=3)],
+        model="tiny",
+    )
+    agent = Agent(model, [weather, broken])
+    request = Request([Message("user", "Weather?")], max_tokens=50, temperature=0.5)
+    response = await tokenwire.generate(agent, request, observers=[o.otel.observer(agent, request)])
+    assert response.text == "It is sunny."
+    spans = {s.name: s for s in o.spans.get_finished_spans()}
+    assert set(spans) == {"chat tiny", "execute_tool weather", "execute_tool broken"}
+    run = spans["chat tiny"]
+    a = dict(run.attributes or {})
+    assert a["gen_ai.operation.name"] == "chat" and a["gen_ai.provider.name"] == "tokenwire.scripted"
+    assert a["gen_ai.request.model"] == "tiny" and a["gen_ai.request.stream"] is True
+    assert (a["gen_ai.request.max_tokens"], a["gen_ai.request.temperature"]) == (50, 0.5)
+    assert a["gen_ai.response.finish_reasons"] == ("stop",)
+    assert (a["gen_ai.usage.input_tokens"], a["gen_ai.usage.output_tokens"]) == (12, 3)
+    assert a["gen_ai.response.time_to_first_chunk"] > 0 and a["gen_ai.response.id"] == response.stream_id
+    for name in ("execute_tool weather", "execute_tool broken"):
+        tool_span = spans[name]
+        assert tool_span.parent is not None and tool_span.parent.span_id == run.context.span_id
+        assert tool_span.context.trace_id == run.context.trace_id
+        assert run.start_time <= tool_span.start_time <= tool_span.end_time <= run.end_time
+    assert spans["execute_tool broken"].status.status_code.name == "ERROR"
+    assert spans["execute_tool weather"].attributes["gen_ai.tool.call.id"] == "c1"
+    metrics = o.metrics()
+    (duration,) = metrics["gen_ai.client.operation.duration"]
+    assert list(duration.explicit_bounds) == list(FIRST_CHUNK_BUCKETS) and duration.count == 1
+    assert duration.attributes["gen_ai.provider.name"] == "tokenwire.scripted"
+    (ttfc,) = metrics["gen_ai.client.operation.time_to_first_chunk"]
+    assert ttfc.count == 1
+    (per_chunk,) = metrics["gen_ai.client.operation.time_per_output_chunk"]
+    assert per_chunk.count == 1  # once per run by default: the run's mean gap (see OTel's docstring)
+    usage = {p.attributes["gen_ai.token.type"]: p.sum for p in metrics["gen_ai.client.token.usage"]}
+    assert usage == {"input": 12, "output": 3}
+
+
+async def test_a_failed_run_is_an_error_span_and_per_chunk_records_every_gap() -> None:
+    import tokenwire
+    from tokenwire.providers import Scripted
+
+    o = Otel(per_chunk=True)
+    model = Scripted(["a", "b", "c", RuntimeError("backend fell over")], model="m")
+    await tokenwire.generate(model, "x", observers=[o.otel.observer(model, "x")]).wait()
+    (span,) = o.spans.get_finished_spans()
+    assert span.status.status_code.name == "ERROR" and span.attributes["error.type"] == "provider_error"
+    metrics = o.metrics()
+    assert metrics["gen_ai.client.operation.time_per_output_chunk"][0].count == 2  # b and c
+    (duration,) = metrics["gen_ai.client.operation.duration"]
+    assert duration.attributes["error.type"] == "provider_error"
+
+
+def test_the_server_continues_the_callers_trace_and_propagates_it_to_the_provider() -> None:
+    import httpx
+
+    from tokenwire.log import MemoryLog
+    from tokenwire.providers import OpenAICompatible
+    from tokenwire.server import create_app
+    from wire import Faults, serve
+
+    o = Otel()
+    faults = Faults()
+    trace_id, parent_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    traceparent = f"00-{trace_id}-{parent_id}-01"
+    with serve(faults.app) as upstream:
+        provider = OpenAICompatible(upstream + "/v1", model="up")
+        app = create_app(providers={"up": provider}, api_keys=["otel-key-1"], log=MemoryLog(), otel=o.otel)
+        auth = {"Authorization": "Bearer otel-key-1", "traceparent": traceparent}
+        with serve(app) as url:
+            info = httpx.post(f"{url}/v1/runs", json={"prompt": "hi"}, headers=auth).json()
+            with httpx.stream("GET", info["events_url"], params={"token": info["read_token"]}) as r:
+                assert b"event: done" in b"".join(r.iter_bytes())
+            body = {"model": "up", "messages": [{"role": "user", "content": "x"}]}
+            chat = httpx.post(f"{url}/v1/chat/completions", json=body, headers=auth)
+            assert chat.status_code == 200
+    spans = [s for s in o.spans.get_finished_spans() if s.name == "chat up"]
+    assert len(spans) == 2
+    for span in spans:
+        assert format(span.context.trace_id, "032x") == trace_id  # the caller's trace goes on
+        assert span.parent is not None and format(span.parent.span_id, "016x") == parent_id
+    sent = [h.get("traceparent", "") for h in faults.headers]
+    assert len(sent) == 2
+    for header, span in zip(sent, spans, strict=True):  # the provider's request is a child of the run
+        assert header == f"00-{trace_id}-{format(span.context.span_id, '016x')}-01"
+
+
+def test_a_server_without_otel_adds_no_telemetry_observers() -> None:
+    from tokenwire.providers import Scripted
+    from tokenwire.request import Request
+    from tokenwire.server import create_app
+
+    app = create_app(providers={"s": Scripted(["a"])})
+    assert app.state.tokenwire.telemetry(Scripted(["a"]), Request([]), {"traceparent": "x"}) == []

@@ -143,6 +143,8 @@ class Faults:
 
         self.plan: list[str] = []
         self.requests = 0
+        self.headers: list[dict[str, str]] = []
+        """Every request's headers, in order (trace-context propagation checks)."""
         self.open_bodies = 0
         self.seen: set[str] = set()
         self.disconnected = threading.Event()  # set from the server's thread
@@ -174,6 +176,7 @@ class Faults:
         from starlette.responses import JSONResponse, StreamingResponse
 
         self.requests += 1
+        self.headers.append(dict(request.headers))
         what = self._what(await request.json())
         if what == "500":
             # Closed after the error: with hundreds of connections open, uvicorn left some kept-alive

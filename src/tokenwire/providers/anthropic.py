@@ -31,6 +31,7 @@ from tokenwire.providers.http import (
     truncated_stream,
 )
 from tokenwire.request import Message, Request
+from tokenwire.telemetry.otel import trace_headers
 
 __all__ = ["Anthropic", "AnthropicMapper", "messages_body"]
 
@@ -260,7 +261,7 @@ class Anthropic:
         create = self.client.messages.with_streaming_response.create
 
         def open_response() -> Any:
-            return create(**body, extra_body=extra or None)
+            return create(**body, extra_body=extra or None, extra_headers=trace_headers() or None)
 
         async for part in stream_sse(open_response, AnthropicMapper, classify_anthropic, self.retry):
             yield part

@@ -37,6 +37,7 @@ from tokenwire.providers.http import (
     truncated_stream,
 )
 from tokenwire.request import Message, Request
+from tokenwire.telemetry.otel import trace_headers
 
 __all__ = ["ChatChunkMapper", "OpenAIChat", "OpenAICompatible", "chat_body"]
 
@@ -304,7 +305,7 @@ class OpenAIChat:
         create = self.client.chat.completions.with_streaming_response.create
 
         def open_response() -> Any:
-            return create(**body, extra_body=extra or None)
+            return create(**body, extra_body=extra or None, extra_headers=trace_headers() or None)
 
         async for part in stream_sse(open_response, ChatChunkMapper, classify_openai, self.retry):
             yield part
@@ -356,7 +357,8 @@ class OpenAICompatible:
 
         @contextlib.asynccontextmanager
         async def open_response() -> AsyncIterator[Any]:
-            async with client.stream("POST", self.url, json=body, headers=self.headers) as response:
+            headers = {**self.headers, **trace_headers()}
+            async with client.stream("POST", self.url, json=body, headers=headers) as response:
                 if response.status_code >= 400:
                     await response.aread()
                     response.raise_for_status()

@@ -24,6 +24,7 @@ from tokenwire.provider import Part
 from tokenwire.providers.http import RetryPolicy, finished_tool_call, malformed_chunk, stream_sse, truncated_stream
 from tokenwire.providers.openai_chat import classify_openai
 from tokenwire.request import Message, Request
+from tokenwire.telemetry.otel import trace_headers
 
 __all__ = ["OpenAIResponses", "ResponsesMapper", "responses_body"]
 
@@ -196,7 +197,7 @@ class OpenAIResponses:
         create = self.client.responses.with_streaming_response.create
 
         def open_response() -> Any:
-            return create(**body, extra_body=extra or None)
+            return create(**body, extra_body=extra or None, extra_headers=trace_headers() or None)
 
         async for part in stream_sse(open_response, ResponsesMapper, classify_openai, self.retry):
             yield part

@@ -58,6 +58,7 @@ from tokenwire.server.runs import Run, Runs
 from tokenwire.server.schema import RunBody, ServerConfig
 from tokenwire.server.ws import websocket_endpoint
 from tokenwire.telemetry import prometheus
+from tokenwire.telemetry.otel import OTel
 from tokenwire.telemetry.server import ServerStats
 from tokenwire.tools import Toolset
 from tokenwire.wire import SSE, FrameCache
@@ -152,6 +153,8 @@ class _Server:
         self.default_limits = default_limits
         self.log = log
         self.frames = FrameCache()
+        self.otel: OTel | None = None
+        """OpenTelemetry for every run (``create_app(otel=…)``); None: off."""
         self.stats = ServerStats()
         """What the server counts about itself (``GET /metrics`` exports it)."""
         self.runs = Runs(
@@ -311,7 +314,14 @@ class _Server:
             return True
         return await self.log.forward_cancel(stream_id, reason)
 
-    def start(self, body: RunBody, owner: str = "") -> Run:
+    def telemetry(self, provider: Provider, request: Request, headers: Mapping[str, str]) -> list[object]:
+        """The observers a run gets for telemetry: none, or OpenTelemetry's with the incoming
+        request's trace context (``traceparent``) as the run's parent."""
+        if self.otel is None:
+            return []
+        return [self.otel.observer(provider, request, parent=self.otel.extract(headers))]
+
+    def start(self, body: RunBody, owner: str = "", headers: Mapping[str, str] | None = None) -> Run:
         self.log.listen_cancels(self._remote_cancel)  # this node produces runs: hear cancels for them
         request = self.build_request(body)
         provider = self.provider(body.provider)
@@ -319,6 +329,7 @@ class _Server:
         return self.runs.start(
             provider,
             request,
+            observers=self.telemetry(provider, request, headers or {}),
             owner=owner,
             background=body.background,
             limits=self.limits(body.limits),
@@ -387,7 +398,7 @@ class _Server:
                 return _error(413, "body_too_large", f"the body exceeds {self.config.max_body_bytes} bytes")
         try:
             body = msgspec.json.decode(raw, type=RunBody)
-            run = self.start(body, owner)
+            run = self.start(body, owner, request.headers)
         except RecursionError:
             return _error(422, "invalid_request", "invalid run request: JSON nested too deeply")
         except (msgspec.ValidationError, msgspec.DecodeError, ValueError, KeyError) as exc:
@@ -559,6 +570,7 @@ def create_app(
     default_limits: Limits | None = None,
     config: ServerConfig | None = None,
     log: EventLog | None = None,
+    otel: OTel | None = None,
 ) -> Starlette:
     """Build the tokenwire ASGI app.
 
@@ -568,7 +580,9 @@ def create_app(
     or restarts must accept the same tokens). ``config`` holds limits and timings. ``log`` is
     where runs append their events and where every SSE and WebSocket reader reads them (default:
     a :class:`~tokenwire.MemoryLog` bounded by ``config.max_runs`` and ``config.max_events``, or a
-    :class:`~tokenwire.redis_log.RedisLog` when ``TOKENWIRE_LOG=redis://…`` is set).
+    :class:`~tokenwire.redis_log.RedisLog` when ``TOKENWIRE_LOG=redis://…`` is set). ``otel``
+    (:class:`~tokenwire.telemetry.otel.OTel`) traces every run as a child of its request's
+    ``traceparent`` and records the GenAI metrics.
     """
     cfg = config or ServerConfig()
     if api_keys is not None:
@@ -576,6 +590,7 @@ def create_app(
     toolset = tools if isinstance(tools, Toolset) or tools is None else Toolset(tools)
     event_log = log if log is not None else _configured_log(cfg)
     server = _Server(providers, default_provider, toolset, secret or new_secret(), cfg, default_limits, event_log)
+    server.otel = otel
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

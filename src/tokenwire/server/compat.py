@@ -308,7 +308,9 @@ async def _serve(
             provider = next(iter(server.providers))
         else:
             return _error(404, f"The model `{body.model}` does not exist", code="model_not_found")
-        run = server.runs.start(server.provider(provider), convert(body), owner=owner, limits=server.limits(None))
+        model, ours = server.provider(provider), convert(body)
+        observers = server.telemetry(model, ours, request.headers)
+        run = server.runs.start(model, ours, observers=observers, owner=owner, limits=server.limits(None))
     except RecursionError:
         return _error(400, "invalid request: JSON nested too deeply")
     except (msgspec.ValidationError, msgspec.DecodeError, ValueError, KeyError, TypeError) as exc:

@@ -174,7 +174,7 @@ class _Connection:
         self._check_room()  # before the run starts: never generate for nobody
         try:
             body = msgspec.convert(msg, RunBody)
-            run = self.server.start(body, owner)
+            run = self.server.start(body, owner, self.ws.headers)
         except (msgspec.ValidationError, ValueError, KeyError) as exc:
             raise _BadMessage("invalid_request", f"invalid run request: {exc}") from None
         except ShuttingDown as exc:
