@@ -67,29 +67,74 @@ async def exercise(base: str, issued: set[str]) -> None:
         issued |= {reply["token"], reply["read_token"]}
 
 
-def test_the_server_at_trace_level_prints_no_key_and_no_token(tmp_path: Path) -> None:
+METRICS_TOKEN = f"tw-metrics-{secrets.token_hex(12)}"
+
+
+def serve_and_exercise(tmp_path: Path, *extra: str) -> tuple[str, set[str]]:
+    """A real ``tokenwire serve`` at trace level, exercised through every path; what it printed."""
     port = free_port()
     env = {**os.environ, "TOKENWIRE_SECRET": secrets.token_hex(32), "HOME": str(tmp_path)}
     cmd = [sys.executable, "-m", "tokenwire", "serve", "--port", str(port), "--provider", "scripted"]
-    cmd += ["--log-level", "trace", "--shutdown-grace", "0.5"]
+    cmd += ["--log-level", "trace", "--shutdown-grace", "0.5", "--metrics-token", METRICS_TOKEN, *extra]
     for key in KEYS:
         cmd += ["--api-key", key]
     out, err = tmp_path / "out.log", tmp_path / "err.log"
+    issued: set[str] = set()
     with out.open("wb") as o, err.open("wb") as e:
         proc = subprocess.Popen(cmd, stdout=o, stderr=e, env=env)
         try:
             base = f"http://127.0.0.1:{port}"
             wait_http(base + "/", proc)
-            issued: set[str] = set()
             asyncio.run(exercise(base, issued))
+            scraped = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+            assert scraped.status_code == 200 and "tokenwire_runs_total" in scraped.text
         finally:
             proc.send_signal(signal.SIGINT)
             proc.wait(30)
-    printed = out.read_text() + err.read_text()
+    return out.read_text() + err.read_text(), issued
+
+
+def assert_no_secret(printed: str, issued: set[str]) -> None:
     assert "WebSocket" in printed and "GET /v1/streams/" in printed, "trace/access output must exist to be scanned"
     assert "[redacted]" in printed
     assert len(issued) >= 8
-    for secret in [*KEYS, *issued]:
+    for secret in [*KEYS, METRICS_TOKEN, *issued]:
         assert secret not in printed, f"a secret appears in the server's output: {secret[:12]}…"
         # the token's signature alone is a credential too
         assert secret.rpartition(".")[2] not in printed
+
+
+def test_the_server_at_trace_level_prints_no_key_and_no_token(tmp_path: Path) -> None:
+    printed, issued = serve_and_exercise(tmp_path)
+    assert_no_secret(printed, issued)
+
+
+def test_json_log_lines_name_their_stream_and_hold_no_secret(tmp_path: Path) -> None:
+    """--log-format json: every line one JSON object; run lines carry the stream id and outcome;
+    --redact masks what the operator names (here the prompts' "hi" / "over ws" are left alone)."""
+    printed, issued = serve_and_exercise(tmp_path, "--log-format", "json", "--redact", r"tw-key-[0-9a-f]{24}")
+    assert_no_secret(printed, issued)
+    lines = [json.loads(line) for line in printed.splitlines() if line.strip()]
+    assert all({"ts", "level", "logger", "message"} <= set(line) for line in lines)
+    started = [line for line in lines if line["message"].startswith("run ") and "started" in line["message"]]
+    ended = [line for line in lines if line.get("outcome")]
+    assert len(started) >= 6 and len(ended) >= 6
+    assert {line["stream_id"] for line in ended} <= {line["stream_id"] for line in started}
+    assert all(line["logger"].startswith("tokenwire") and line["events"] >= 2 for line in ended)
+    access = [line for line in lines if line["logger"] == "uvicorn.access"]
+    assert access and all({"method", "path", "status"} <= set(line) for line in access)
+    assert any("token=[redacted]" in line["path"] for line in access)
+
+
+def test_a_transcript_on_disk_goes_through_the_same_redactor(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    secret = "sk-" + secrets.token_hex(10)
+    env = {**os.environ, "OPENAI_API_KEY": "env-key-" + secrets.token_hex(8)}
+    prompt = f"keys {secret} and {env['OPENAI_API_KEY']} and https://x.test/?api_key=abcdef"
+    cmd = [sys.executable, "-m", "tokenwire", "chat", prompt, "--provider", "scripted", "--transcript", str(path)]
+    done = subprocess.run([*cmd, "--redact", r"sk-[0-9a-f]{20}"], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    written = path.read_text()
+    assert secret not in written and env["OPENAI_API_KEY"] not in written and "abcdef" not in written
+    assert written.count("[redacted]") == 3
+    assert all(json.loads(line) for line in written.splitlines())  # still one valid event per line

@@ -57,6 +57,7 @@ from tokenwire.providers.scripted import Scripted
 from tokenwire.request import Message, Request, ToolSpec
 from tokenwire.security import RedactingFilter, Redactor, new_secret
 from tokenwire.telemetry import Metrics
+from tokenwire.telemetry.logs import JSONFormatter, StreamContext
 from tokenwire.testing.transcript import Transcript
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Stream LLM output as typed events.")
@@ -206,8 +207,15 @@ def chat(
     ] = None,
     system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
     tool_demo: Annotated[bool, typer.Option(help="Offer a calculator tool and stream the model's call.")] = False,
+    redact: Annotated[
+        list[str] | None, typer.Option(help="Mask what this regular expression matches in the transcript (repeatable).")
+    ] = None,
 ) -> None:
-    """Stream a model's answer to PROMPT."""
+    """Stream a model's answer to PROMPT.
+
+    A --transcript is written through the same redactor as the server's logs: credentials in
+    URLs, bearer values, the API keys in OPENAI_API_KEY, ANTHROPIC_API_KEY and TOKENWIRE_API_KEYS,
+    and whatever --redact matches, become [redacted]."""
     factory = PROVIDERS.get(provider)
     if factory is None:
         raise typer.BadParameter(f"unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}")
@@ -232,7 +240,10 @@ def chat(
     except Exception as exc:  # a missing model file, a corrupt GGUF, a missing extra: say it, no traceback
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    _show(backend, request, format, console, transcript=transcript)
+    env_secrets = [os.environ.get(k, "") for k in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")]
+    env_secrets += os.environ.get("TOKENWIRE_API_KEYS", "").split(",")
+    redactor = Redactor([s for s in env_secrets if s], patterns=redact or [])
+    _show(backend, request, format, console, transcript=transcript, redactor=redactor)
 
 
 def _show(
@@ -242,10 +253,11 @@ def _show(
     console: Console,
     *,
     transcript: str | None = None,
+    redactor: Redactor | None = None,
 ) -> None:
     """Stream ``backend``'s answer to the terminal: the live view on a TTY, plain text when piped,
     every event as JSON lines with ``--format jsonl``; exit 1 on an error, 130 on Ctrl-C."""
-    observers: list[object] = [Transcript(transcript)] if transcript else []
+    observers: list[object] = [Transcript(transcript, redactor=redactor)] if transcript else []
     live = format is Format.text and sys.stdout.isatty()
     view = LiveView()
     observers.append(view)
@@ -324,6 +336,10 @@ def serve(
     parallel: Annotated[
         int, typer.Option(help="Answers the embedded model generates at once (continuous batching); more queue.")
     ] = 4,
+    log_format: Annotated[str, typer.Option(help="text, or json: one JSON object per line.")] = "text",
+    redact: Annotated[
+        list[str] | None, typer.Option(help="Also mask what this regular expression matches in logs (repeatable).")
+    ] = None,
     metrics_token: Annotated[
         str | None,
         typer.Option(
@@ -359,9 +375,13 @@ def serve(
 
     # The listening socket bounds every connection's kernel send buffer (see listen()).
     sock = listen(host, port, send_buffer=send_buffer)
+    if log_format not in ("text", "json"):
+        raise typer.BadParameter("--log-format must be text or json")
+    secrets_ = [*(keys or []), *([metrics_token] if metrics_token else [])]
+    log_config = _log_config(secrets_, redact or [], json_lines=log_format == "json", level=log_level)
     if workers == 1:
         _serve_one(
-            sock, host, port, provider, model, keys, secret, log, shutdown_grace, log_level, parallel, metrics_token
+            sock, host, port, provider, model, keys, secret, log, shutdown_grace, log_config, parallel, metrics_token
         )
         return
     # N processes accept on the one listening socket (as uvicorn's own --workers does), each with
@@ -380,7 +400,7 @@ def serve(
                 secret,
                 log,
                 shutdown_grace,
-                log_level,
+                log_config,
                 parallel,
                 metrics_token,
             ),
@@ -414,7 +434,7 @@ def _serve_one(
     secret: bytes,
     log: str,
     shutdown_grace: float,
-    log_level: str,
+    log_config: dict[str, Any],
     parallel: int = 4,
     metrics_token: str | None = None,
 ) -> None:
@@ -465,8 +485,7 @@ def _serve_one(
         application,
         host=host,
         port=port,
-        log_level=log_level,
-        log_config=_redacted_log_config([*(keys or []), *([metrics_token] if metrics_token else [])]),
+        log_config=log_config,
         timeout_graceful_shutdown=5,
     )
     # Move everything built so far (modules, the app, providers) out of the collector's way: a full
@@ -476,18 +495,33 @@ def _serve_one(
     GracefulServer(config).run(sockets=[sock] if sock is not None else None)
 
 
-def _redacted_log_config(api_keys: list[str]) -> dict[str, Any]:
-    """uvicorn's logging configuration with a :class:`~tokenwire.security.RedactingFilter` on
-    every handler: the access log prints query strings (``?token=``) and trace level prints the
-    WebSocket handshake's headers."""
+_LEVELS = {"critical": 50, "error": 40, "warning": 30, "info": 20, "debug": 10, "trace": 5}
+
+
+def _log_config(secrets: list[str], patterns: list[str], *, json_lines: bool, level: str) -> dict[str, Any]:
+    """The server's logging configuration: uvicorn's, with one :class:`~tokenwire.security.Redactor`
+    on every handler (the access log prints query strings such as ``?token=``, trace level prints
+    the WebSocket handshake's headers), the stream id on every record, tokenwire's own loggers on
+    the same handlers, and JSON lines with ``--log-format json``."""
     import copy
 
     from uvicorn.config import LOGGING_CONFIG
 
+    if level not in _LEVELS:
+        raise typer.BadParameter(f"--log-level must be one of {', '.join(_LEVELS)}")
+    redactor = Redactor(secrets, patterns=patterns)
     config = copy.deepcopy(LOGGING_CONFIG)
-    config["filters"] = {"redact": {"()": RedactingFilter, "redactor": Redactor(api_keys)}}
+    config["filters"] = {"redact": {"()": RedactingFilter, "redactor": redactor}, "stream": {"()": StreamContext}}
     for handler in config["handlers"].values():
-        handler["filters"] = ["redact"]
+        handler["filters"] = ["redact", "stream"]
+    if json_lines:
+        config["formatters"] = {"json": {"()": JSONFormatter, "redactor": redactor}}
+        for handler in config["handlers"].values():
+            handler["formatter"] = "json"
+    number = _LEVELS[level]
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        config["loggers"].setdefault(name, {})["level"] = number
+    config["loggers"]["tokenwire"] = {"handlers": ["default"], "level": max(number, 10), "propagate": False}
     return config
 
 

@@ -46,6 +46,7 @@ from tokenwire.observers import Dispatcher, ObserverErrorHook
 from tokenwire.provider import Provider
 from tokenwire.request import Request, as_request
 from tokenwire.response import Response
+from tokenwire.telemetry.logs import current_stream
 from tokenwire.telemetry.metrics import Metrics
 
 __all__ = ["StreamHandle", "SyncStream", "start_stream"]
@@ -248,6 +249,7 @@ class StreamHandle:
         append = self._writer.append
         agen: AsyncIterator[Any] | None = None
         self._started = True
+        current_stream.set(self.stream_id)  # this task's log lines name the stream (telemetry.logs)
         try:
             r = append(core.start())
             if r is not None:

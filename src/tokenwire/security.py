@@ -138,20 +138,25 @@ _PATTERNS = (
 
 class Redactor:
     """Masks credentials in text: URL parameters named like a credential (``token``,
-    ``api_key`` …), bearer values, authorization headers, JSON fields named like a credential, and
-    any literal secret registered with :meth:`add` (the server registers its API keys).
+    ``api_key`` …), bearer values, authorization headers, JSON fields named like a credential, any
+    literal secret registered with :meth:`add` (the server registers its API keys), and whatever
+    the ``patterns`` (regular expressions) match. The one redactor of logs and of transcripts
+    written to disk.
 
-    >>> r = Redactor(["k-123456"])
+    >>> r = Redactor(["k-123456"], patterns=[r"sk-[A-Za-z0-9]{8,}"])
     >>> r("GET /v1/streams/s/events?token=abc.def&from_seq=3 HTTP/1.1 key k-123456")
     'GET /v1/streams/s/events?token=[redacted]&from_seq=3 HTTP/1.1 key [redacted]'
     >>> r("(b'authorization', b'Bearer xyz')")
     "(b'authorization', b'[redacted]')"
+    >>> r("my key is sk-abcdefgh12")
+    'my key is [redacted]'
     """
 
-    def __init__(self, secrets: Iterable[str] = ()):
+    def __init__(self, secrets: Iterable[str] = (), *, patterns: Iterable[str | re.Pattern[str]] = ()):
         self._literals: set[str] = set()
         for secret in secrets:
             self.add(secret)
+        self._patterns = [re.compile(p) if isinstance(p, str) else p for p in patterns]
 
     def add(self, secret: str) -> None:
         """Also mask this exact string wherever it appears (ignored when shorter than 6 characters)."""
@@ -161,6 +166,8 @@ class Redactor:
     def __call__(self, text: str) -> str:
         for pattern, replacement in _PATTERNS:
             text = pattern.sub(replacement, text)
+        for pattern in self._patterns:
+            text = pattern.sub("[redacted]", text)
         for secret in self._literals:
             if secret in text:
                 text = text.replace(secret, "[redacted]")

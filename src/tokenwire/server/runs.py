@@ -20,6 +20,7 @@ from typing import Any
 from tokenwire.api import generate
 from tokenwire.engine import StreamHandle
 from tokenwire.errors import OverCapacity, ShuttingDown
+from tokenwire.events import Done
 from tokenwire.log import EventLog
 from tokenwire.provider import Provider
 from tokenwire.request import Request
@@ -120,6 +121,12 @@ class Runs:
         self._live_by_owner[owner] = self._live_by_owner.get(owner, 0) + 1
         handle._task.add_done_callback(lambda _: self._on_finished(stream_id))
         self._evict()
+        logger.info(
+            "run %s started: %s",
+            stream_id,
+            type(provider).__name__,
+            extra={"stream_id": stream_id, "provider": type(provider).__name__, "owner": owner},
+        )
         return run
 
     @contextlib.contextmanager
@@ -177,13 +184,41 @@ class Runs:
                 if run.stream_id in elsewhere:
                     run.unread_since = now  # read on another node: not abandoned
                 else:
-                    logger.info("run %s had no reader for %.0f s: cancelled as abandoned", run.stream_id, grace_s)
+                    logger.info(
+                        "run %s had no reader for %.0f s: cancelled as abandoned",
+                        run.stream_id,
+                        grace_s,
+                        extra={"stream_id": run.stream_id},
+                    )
                     run.handle.cancel("abandoned")
 
     def _on_finished(self, stream_id: str) -> None:
         run = self._runs.get(stream_id)
-        if run is not None and self.on_finish is not None:
-            self.on_finish(run)
+        if run is not None:
+            if self.on_finish is not None:
+                self.on_finish(run)
+            terminal = run.handle.terminal
+            if terminal is None:
+                outcome, end = "unknown", None
+            else:
+                outcome = terminal.finish_reason if isinstance(terminal, Done) else terminal.code
+                end = terminal.ts
+            stats = run.handle.metrics.stats(end)
+            logger.info(
+                "run %s ended: %s after %.2f s, %d tokens",
+                stream_id,
+                outcome,
+                stats.duration_s,
+                stats.output_tokens,
+                extra={
+                    "stream_id": stream_id,
+                    "outcome": outcome,
+                    "duration_s": round(stats.duration_s, 4),
+                    "ttft_s": None if stats.ttft_s is None else round(stats.ttft_s, 4),
+                    "output_tokens": stats.output_tokens,
+                    "events": run.handle.seq + 1,
+                },
+            )
         owner = self._live.pop(stream_id, None)
         if owner is not None:
             left = self._live_by_owner[owner] - 1

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO
 
 from tokenwire.events import TERMINAL_TYPES, Event, TextDelta, encode, load_jsonl
@@ -27,8 +27,11 @@ class Transcript:
     every event up to it on disk.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None):
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, redactor: Callable[[str], str] | None = None):
         self.path = path
+        self.redactor = redactor
+        """Masks secrets in each line written to ``path`` (:class:`tokenwire.security.Redactor`);
+        the events kept in memory are left as they came."""
         self.events: list[Event] = []
         self._file: IO[bytes] | None = open(path, "wb") if path is not None else None  # noqa: SIM115
 
@@ -36,7 +39,10 @@ class Transcript:
         self.events.append(event)
         f = self._file
         if f is not None:
-            f.write(encode(event) + b"\n")
+            line = encode(event)
+            if self.redactor is not None:
+                line = self.redactor(line.decode()).encode()
+            f.write(line + b"\n")
             if event.__class__ in TERMINAL_TYPES:
                 self.close()
 
@@ -55,9 +61,12 @@ class Transcript:
         return transcript
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the recorded events as JSONL."""
+        """Write the recorded events as JSONL (through :attr:`redactor`, if set)."""
+        redact = self.redactor
         with open(path, "wb") as f:
-            f.writelines(encode(e) + b"\n" for e in self.events)
+            for e in self.events:
+                line = encode(e)
+                f.write((redact(line.decode()).encode() if redact is not None else line) + b"\n")
 
     @property
     def types(self) -> list[str]:
