@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
-.PHONY: install test demo bench lint clean system-deps chaos
+.PHONY: install test demo bench lint clean system-deps chaos proto
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ system-deps:
 # The chaos checks at full size (minutes): one line per check with its figures.
 chaos: $(STAMP)
 	TOKENWIRE_CHAOS_SCALE=10 $(BIN)/pytest -q -s -o timeout=1800 -p no:randomly tests/test_chaos.py 2>&1 | grep -oE "chaos: .*|[0-9]+ (passed|failed).*"
+
+# The gRPC modules generated from src/tokenwire/grpc/tokenwire.proto (committed; a test checks they are current).
+proto: $(STAMP)
+	cd src && ../$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. tokenwire/grpc/tokenwire.proto
 
 demo: $(STAMP)
 	$(BIN)/tokenwire chat "Write one sentence about rivers." --max-tokens 96 --seed 7

@@ -141,13 +141,13 @@ async def test_one_websocket_serves_any_number_of_sequential_runs(base_url: str)
 
 
 async def test_a_socket_over_its_subscription_cap_starts_no_run(base_url: str) -> None:
-    from tokenwire.server import ws as ws_module
+    from tokenwire.server import session
 
     # The cap is per socket: fill it with runs that stay live (window 1, never acked), then ask once more.
     url = base_url.replace("http", "ws") + "/v1/ws"
     async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
         started = 0
-        for _ in range(ws_module.MAX_SUBSCRIPTIONS):
+        for _ in range(session.MAX_SUBSCRIPTIONS):
             await ws.send('{"op": "run", "prompt": "hi", "window": 1}')  # window 1: stays live, unacked
             while True:
                 reply = json.loads(await ws.recv())
@@ -160,7 +160,7 @@ async def test_a_socket_over_its_subscription_cap_starts_no_run(base_url: str) -
             if reply.get("op") in ("error", "run"):
                 break
         assert reply["op"] == "error" and reply["code"] == "too_many_subscriptions"
-    assert started == ws_module.MAX_SUBSCRIPTIONS
+    assert started == session.MAX_SUBSCRIPTIONS
 
 
 # -- capacity limits ------------------------------------------------------------------------------------

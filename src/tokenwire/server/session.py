@@ -1,0 +1,242 @@
+"""A multiplexed connection's operations, whatever carries them: runs, subscriptions with
+credit-based flow control, acks, cancels and client-side tool results.
+
+The WebSocket protocol (:mod:`tokenwire.server.ws`, JSON messages) and gRPC's ``Session`` call
+(:mod:`tokenwire.grpc.server`, protobuf messages) both hand their decoded messages to one
+:class:`Session` as ``{"op": …}`` dicts and give it two ways out: ``reply`` (an op's answer, a
+dict) and ``send`` (an event's frame, in the transport's wire format, shared by every reader
+through the server's :class:`~tokenwire.wire.FrameCache`). Ops:
+
+- ``run`` (RunBody fields, ``id``?, ``window``?): needs the API key; replies
+  ``{"op": "run", "id", "stream_id", "token", "read_token"}`` and subscribes from seq 0;
+- ``subscribe`` (``stream_id``, ``token``, ``from_seq``?, ``window``?);
+- ``ack`` (``stream_id``, ``seq``): events up to ``seq`` are processed; at most ``window``
+  unacknowledged events are in flight per subscription;
+- ``cancel`` (``stream_id``, ``token``);
+- ``tool_result`` (``stream_id``, ``token``, ``call_id``, ``result``, ``is_error``?).
+
+A bad message raises :class:`SessionError` (code, message): the transport reports it and the
+connection stays open; a bad API key raises :class:`~tokenwire.errors.Unauthorized`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from tokenwire.errors import Forbidden, OverCapacity, SeqEvicted, ShuttingDown, StreamNotFound
+from tokenwire.server.schema import RunBody
+from tokenwire.wire import WireFormat
+
+if TYPE_CHECKING:
+    from tokenwire.server.app import _Server
+
+__all__ = ["DEFAULT_WINDOW", "MAX_SUBSCRIPTIONS", "Session", "SessionError"]
+
+DEFAULT_WINDOW = 256
+MAX_SUBSCRIPTIONS = 64
+
+
+class SessionError(Exception):
+    """A message the session cannot act on: ``code`` (``bad_message``, ``not_found``,
+    ``forbidden``, ``gone``, ``over_capacity`` …) and a message saying why."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class _Subscription:
+    def __init__(self, stream_id: str, cursor: int, window: int):
+        self.stream_id = stream_id
+        self.cursor = cursor
+        self.acked = cursor - 1
+        self.window = window
+        self.credit = asyncio.Event()
+        self.credit.set()
+        self.task: asyncio.Task[None] | None = None
+
+
+class Session:
+    """The ops of one connection (see the module docstring).
+
+    ``send(frame)`` writes an event's frame (``fmt``'s encoding); ``reply(obj)`` writes an op's
+    answer; ``headers`` are the connection's (their ``traceparent`` parents its runs);
+    ``disconnected`` are the exceptions that mean the peer left (they end a subscription quietly).
+    :meth:`close` ends every subscription.
+    """
+
+    def __init__(
+        self,
+        server: _Server,
+        *,
+        api_key: str | None,
+        headers: Mapping[str, str],
+        fmt: WireFormat,
+        send: Callable[[Any], Awaitable[None]],
+        reply: Callable[[dict[str, Any]], Awaitable[None]],
+        disconnected: tuple[type[BaseException], ...] = (),
+    ):
+        self.server = server
+        self.api_key = api_key
+        self.headers = headers
+        self.fmt = fmt
+        self.send = send
+        self.reply = reply
+        self.disconnected = disconnected
+        self.subs: dict[str, _Subscription] = {}
+
+    async def handle(self, msg: dict[str, Any]) -> None:
+        """Act on one decoded message (``{"op": …, …}``)."""
+        if not isinstance(msg.get("op"), str):
+            raise SessionError("bad_message", 'every message is an object with an "op"')
+        op = msg.pop("op")
+        handler = getattr(self, f"op_{op}", None)
+        if handler is None:
+            raise SessionError("unknown_op", f"unknown op {op!r}; ops are run, subscribe, ack, cancel, tool_result")
+        await handler(msg)
+
+    async def close(self) -> None:
+        """End every subscription (the connection closed)."""
+        for sub in self.subs.values():
+            if sub.task is not None:
+                sub.task.cancel()
+        tasks = [s.task for s in self.subs.values() if s.task is not None]
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def _authorized(self, msg: dict[str, Any], perm: str) -> str:
+        """The stream id of a message whose token grants ``perm``."""
+        stream_id = msg.get("stream_id")
+        if not isinstance(stream_id, str):
+            raise SessionError("bad_message", '"stream_id" (a string) is required')
+        try:
+            await self.server.log.info(stream_id)
+        except StreamNotFound:
+            raise SessionError("not_found", f"no stream {stream_id!r}") from None
+        try:
+            self.server.tokens.verify(msg.get("token"), stream_id, perm, now=time.time())
+        except Forbidden as exc:
+            raise SessionError("forbidden", str(exc)) from None
+        return stream_id
+
+    def _local_run(self, stream_id: str) -> Any:
+        run = self.server.runs.get(stream_id)
+        if run is None:
+            raise SessionError("not_found", f"no stream {stream_id!r}")
+        return run
+
+    async def op_run(self, msg: dict[str, Any]) -> None:
+        owner = self.server.check_api_key(self.api_key)
+        request_id = msg.pop("id", None)
+        window = msg.pop("window", DEFAULT_WINDOW)
+        if not isinstance(window, int) or window < 1:
+            raise SessionError("bad_message", '"window" must be a positive integer')
+        self._check_room()  # before the run starts: never generate for nobody
+        try:
+            body = msgspec.convert(msg, RunBody)
+            run = self.server.start(body, owner, self.headers)
+        except (msgspec.ValidationError, ValueError, KeyError) as exc:
+            raise SessionError("invalid_request", f"invalid run request: {exc}") from None
+        except ShuttingDown as exc:
+            raise SessionError("shutting_down", str(exc)) from None
+        except OverCapacity as exc:
+            raise SessionError("over_capacity", f"{exc} (retry after {exc.retry_after_s:g} s)") from None
+        await run.handle.ready()  # readable on every node before anyone hears of it
+        token, read_token = self.server.issue(run.stream_id)
+        await self.reply(
+            {"op": "run", "id": request_id, "stream_id": run.stream_id, "token": token, "read_token": read_token}
+        )
+        self._subscribe(run.stream_id, 0, window)
+
+    async def op_subscribe(self, msg: dict[str, Any]) -> None:
+        stream_id = await self._authorized(msg, "read")
+        from_seq = msg.get("from_seq", 0)
+        window = msg.get("window", DEFAULT_WINDOW)
+        if not isinstance(from_seq, int) or from_seq < 0 or not isinstance(window, int) or window < 1:
+            raise SessionError("bad_message", '"from_seq" must be an integer >= 0 and "window" a positive integer')
+        try:
+            info = await self.server.log.info(stream_id)
+        except StreamNotFound:
+            raise SessionError("not_found", f"no stream {stream_id!r}") from None
+        if from_seq < info.first_seq:
+            raise SessionError("gone", str(SeqEvicted(stream_id, from_seq, info.first_seq)))
+        self._subscribe(stream_id, from_seq, window)
+
+    def _check_room(self) -> None:
+        if len(self.subs) >= MAX_SUBSCRIPTIONS:
+            raise SessionError(
+                "too_many_subscriptions",
+                f"at most {MAX_SUBSCRIPTIONS} live subscriptions per socket (finished ones free their slot)",
+            )
+
+    def _subscribe(self, stream_id: str, from_seq: int, window: int) -> None:
+        old = self.subs.pop(stream_id, None)
+        if old is not None and old.task is not None:
+            old.task.cancel()
+        self._check_room()
+        sub = _Subscription(stream_id, from_seq, window)
+        sub.task = asyncio.get_running_loop().create_task(self._pump(sub))
+        self.subs[stream_id] = sub
+
+    async def _pump(self, sub: _Subscription) -> None:
+        """One subscription: a reader of the log from its cursor, at most ``window`` unacked events out."""
+        frames = self.server.frames.frames
+        fmt = self.fmt
+        sid = sub.stream_id
+        try:
+            with (
+                contextlib.suppress(*self.disconnected, RuntimeError, SeqEvicted, StreamNotFound),
+                self.server.runs.reader(sid),
+            ):
+                async for batch in self.server.log.batches(sid, sub.cursor):
+                    i = 0
+                    while i < len(batch):
+                        in_flight = sub.cursor - 1 - sub.acked
+                        if in_flight >= sub.window:
+                            sub.credit.clear()
+                            await sub.credit.wait()
+                            continue
+                        n = min(len(batch) - i, sub.window - in_flight)
+                        for frame in frames(sid, fmt, batch[i : i + n]):
+                            await self.send(frame)
+                        sub.cursor += n
+                        i += n
+        finally:
+            if self.subs.get(sid) is sub:
+                del self.subs[sid]  # a finished subscription frees its slot: a socket serves any number of runs
+
+    async def op_ack(self, msg: dict[str, Any]) -> None:
+        seq = msg.get("seq")
+        if not isinstance(msg.get("stream_id"), str) or not isinstance(seq, int):
+            raise SessionError("bad_message", 'ack needs a "stream_id" and an integer "seq"')
+        sub = self.subs.get(msg["stream_id"])
+        if sub is None:
+            return  # the subscription already ended (an ack racing its end): nothing to credit
+        if seq > sub.acked:
+            sub.acked = min(seq, sub.cursor - 1)
+            sub.credit.set()
+
+    async def op_cancel(self, msg: dict[str, Any]) -> None:
+        stream_id = await self._authorized(msg, "cancel")
+        if not await self.server.cancel_run(stream_id, "cancelled by the client"):
+            raise SessionError("not_found", f"no node produces stream {stream_id!r}")
+        await self.reply({"op": "cancel", "stream_id": stream_id, "status": "cancelling"})
+
+    async def op_tool_result(self, msg: dict[str, Any]) -> None:
+        run = self._local_run(await self._authorized(msg, "cancel"))
+        call_id = msg.get("call_id")
+        if run.agent is None or not isinstance(call_id, str):
+            raise SessionError("bad_message", 'tool_result needs a run with client-side tools and a "call_id"')
+        try:
+            run.agent.submit(call_id, msg.get("result"), is_error=bool(msg.get("is_error", False)))
+        except KeyError as exc:
+            raise SessionError("not_found", str(exc.args[0])) from None
+        await self.reply({"op": "tool_result", "stream_id": run.stream_id, "call_id": call_id, "status": "accepted"})
+
+
