@@ -336,6 +336,9 @@ def serve(
     parallel: Annotated[
         int, typer.Option(help="Answers the embedded model generates at once (continuous batching); more queue.")
     ] = 4,
+    grpc_port: Annotated[
+        int | None, typer.Option(help="Also serve the Tokenwire gRPC service on this port (same runs, keys, tokens).")
+    ] = None,
     log_format: Annotated[str, typer.Option(help="text, or json: one JSON object per line.")] = "text",
     redact: Annotated[
         list[str] | None, typer.Option(help="Also mask what this regular expression matches in logs (repeatable).")
@@ -379,10 +382,11 @@ def serve(
         raise typer.BadParameter("--log-format must be text or json")
     secrets_ = [*(keys or []), *([metrics_token] if metrics_token else [])]
     log_config = _log_config(secrets_, redact or [], json_lines=log_format == "json", level=log_level)
+    if grpc_port is not None and workers > 1:
+        raise typer.BadParameter("--grpc-port serves from one process: use --workers 1")
+    settings = {"metrics_token": metrics_token, "grpc_port": grpc_port, "grpc_host": host}
     if workers == 1:
-        _serve_one(
-            sock, host, port, provider, model, keys, secret, log, shutdown_grace, log_config, parallel, metrics_token
-        )
+        _serve_one(sock, host, port, provider, model, keys, secret, log, shutdown_grace, log_config, parallel, settings)
         return
     # N processes accept on the one listening socket (as uvicorn's own --workers does), each with
     # its own event loop, providers and Redis connections; runs are shared through the log.
@@ -402,7 +406,7 @@ def serve(
                 shutdown_grace,
                 log_config,
                 parallel,
-                metrics_token,
+                settings,
             ),
             name=f"tokenwire-worker-{i}",
         )
@@ -436,7 +440,7 @@ def _serve_one(
     shutdown_grace: float,
     log_config: dict[str, Any],
     parallel: int = 4,
-    metrics_token: str | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> None:
     """One server process: build the app here (after a fork: its own loop and connections) and run it."""
     import uvicorn
@@ -459,7 +463,7 @@ def _serve_one(
         default_provider=provider,
         api_keys=keys,
         secret=secret,
-        config=ServerConfig(shutdown_grace_s=shutdown_grace, metrics_token=metrics_token),
+        config=ServerConfig(shutdown_grace_s=shutdown_grace, **(settings or {})),
     )
     runs = application.state.tokenwire.runs
 

@@ -32,7 +32,17 @@ from tokenwire.events import TERMINAL_TYPES, Event, decode
 from tokenwire.security import Forbidden, Unauthorized
 from tokenwire.sse import SSEDecoder
 
-__all__ = ["Client", "ClientError", "ConnectionLost", "RunInfo", "SyncClient", "WebSocketClient"]
+__all__ = [
+    "Client",
+    "ClientError",
+    "ConnectionLost",
+    "GrpcClient",
+    "GrpcRunInfo",
+    "RunInfo",
+    "SyncClient",
+    "SyncGrpcClient",
+    "WebSocketClient",
+]
 
 
 class RunInfo(msgspec.Struct, frozen=True):
@@ -209,15 +219,17 @@ class SyncClient:
     Use it as a context manager (or call :meth:`close`) to stop the thread.
     """
 
+    _client_class: Any = Client
+
     def __init__(self, base_url: str, **kwargs: Any):
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tokenwire-client", daemon=True)
         self._thread.start()
 
-        async def make() -> Client:
-            return Client(base_url, **kwargs)
+        async def make() -> Any:
+            return self._client_class(base_url, **kwargs)
 
-        self._client: Client = self._call(make())
+        self._client: Any = self._call(make())
 
     def _call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
@@ -233,9 +245,9 @@ class SyncClient:
             with contextlib.suppress(Exception):
                 self._call(agen.aclose())  # type: ignore[attr-defined]
 
-    def create_run(self, request: str | dict[str, Any], **options: Any) -> RunInfo:
-        info: RunInfo = self._call(self._client.create_run(request, **options))
-        return info
+    def create_run(self, request: str | dict[str, Any], **options: Any) -> Any:
+        """:class:`RunInfo` (:class:`GrpcRunInfo` for :class:`SyncGrpcClient`)."""
+        return self._call(self._client.create_run(request, **options))
 
     def run(self, request: str | dict[str, Any], **options: Any) -> Iterator[Event]:
         return self._iterate(self._client.run(request, **options))
@@ -371,3 +383,19 @@ class WebSocketClient:
 
     async def cancel(self, stream_id: str, token: str) -> None:
         await self.send("cancel", stream_id=stream_id, token=token)
+
+
+try:
+    from tokenwire.grpc.client import GrpcClient, GrpcRunInfo
+except ImportError:  # the grpc extra is not installed
+    GrpcClient = GrpcRunInfo = None  # type: ignore[assignment,misc]
+
+
+class SyncGrpcClient(SyncClient):
+    """:class:`GrpcClient` for synchronous code (``target``: ``host:port``).
+
+    >>> # with SyncGrpcClient("127.0.0.1:50051", api_key="k") as client:
+    >>> #     for event in client.run("Hi"): print(event.type)
+    """
+
+    _client_class = GrpcClient

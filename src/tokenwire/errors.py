@@ -19,6 +19,7 @@ __all__ = [
     "PartialJSONError",
     "ProviderError",
     "SeqEvicted",
+    "SessionError",
     "ShuttingDown",
     "OverCapacity",
     "LogUnavailable",
@@ -142,6 +143,16 @@ class Unauthorized(TokenwireError):
 
 class Forbidden(TokenwireError):
     """Valid credentials for something else: another stream or permission (HTTP 403)."""
+
+
+class SessionError(TokenwireError):
+    """A message a multiplexed connection (WebSocket, gRPC ``Session``) cannot act on: ``code``
+    (``bad_message``, ``not_found``, ``forbidden``, ``gone``, ``over_capacity`` …) and why. The
+    connection reports it and stays open."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
 
 
 class ShuttingDown(TokenwireError):

@@ -69,9 +69,7 @@ def to_proto(event: Event) -> pb.Event:
         m.tool_call.CopyFrom(pb.ToolCall(call_id=event.call_id, name=event.name, args=_dumps(event.args)))
     elif isinstance(event, ToolResult):
         m.tool_result.CopyFrom(
-            pb.ToolResult(
-                call_id=event.call_id, name=event.name, result=_dumps(event.result), is_error=event.is_error
-            )
+            pb.ToolResult(call_id=event.call_id, name=event.name, result=_dumps(event.result), is_error=event.is_error)
         )
     elif isinstance(event, Step):
         m.step.CopyFrom(pb.Step(name=event.name, status=event.status, detail=_dumps(event.detail)))

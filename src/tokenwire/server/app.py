@@ -63,6 +63,11 @@ from tokenwire.telemetry.server import ServerStats
 from tokenwire.tools import Toolset
 from tokenwire.wire import SSE, FrameCache
 
+try:
+    from tokenwire.grpc.server import GrpcServer
+except ImportError:  # the grpc extra is not installed: ServerConfig.grpc_port says so when set
+    GrpcServer = None  # type: ignore[assignment,misc]
+
 __all__ = ["RunBody", "ServerConfig", "create_app", "listen"]
 
 SEND_BUFFER = 65_536
@@ -153,6 +158,8 @@ class _Server:
         self.default_limits = default_limits
         self.log = log
         self.frames = FrameCache()
+        self.grpc: Any = None
+        """The gRPC service (:class:`tokenwire.grpc.server.GrpcServer`) when ``grpc_port`` is set."""
         self.otel: OTel | None = None
         """OpenTelemetry for every run (``create_app(otel=…)``); None: off."""
         self.stats = ServerStats()
@@ -595,8 +602,15 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await server.preload()  # ready means ready: the first request does not pay the model load
+        if cfg.grpc_port is not None:
+            if GrpcServer is None:
+                raise RuntimeError("grpc_port needs the grpc extra: pip install 'tokenwire[grpc]'")
+            server.grpc = GrpcServer(server, cfg.grpc_host, cfg.grpc_port)
+            await server.grpc.start()
         yield
         await server.runs.shutdown(cfg.shutdown_grace_s)
+        if server.grpc is not None:
+            await server.grpc.stop(1.0)
         await server.close_providers()
 
     app = Starlette(

@@ -80,6 +80,10 @@ class ServerConfig(msgspec.Struct, kw_only=True):
     """``limits.max_duration_s`` of a run that sets none. None: no default bound."""
     max_duration_ceiling_s: float = 1800.0
     """No run may ask for a longer ``limits.max_duration_s`` (a 422 says so)."""
+    grpc_port: int | None = None
+    """Also serve the ``Tokenwire`` gRPC service on this port (0: any free port; extra ``grpc``),
+    from the app's lifespan. None: no gRPC."""
+    grpc_host: str = "127.0.0.1"
     metrics_token: str | None = None
     """Turns on ``GET /metrics`` (Prometheus' text format), readable with ``Authorization: Bearer
     <metrics_token>``: a credential of its own, not an API key. None: no ``/metrics``."""

@@ -29,26 +29,17 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from tokenwire.errors import Forbidden, OverCapacity, SeqEvicted, ShuttingDown, StreamNotFound
+from tokenwire.errors import Forbidden, OverCapacity, SeqEvicted, SessionError, ShuttingDown, StreamNotFound
 from tokenwire.server.schema import RunBody
 from tokenwire.wire import WireFormat
 
 if TYPE_CHECKING:
     from tokenwire.server.app import _Server
 
-__all__ = ["DEFAULT_WINDOW", "MAX_SUBSCRIPTIONS", "Session", "SessionError"]
+__all__ = ["DEFAULT_WINDOW", "MAX_SUBSCRIPTIONS", "Session"]
 
 DEFAULT_WINDOW = 256
 MAX_SUBSCRIPTIONS = 64
-
-
-class SessionError(Exception):
-    """A message the session cannot act on: ``code`` (``bad_message``, ``not_found``,
-    ``forbidden``, ``gone``, ``over_capacity`` …) and a message saying why."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 class _Subscription:
@@ -238,5 +229,3 @@ class Session:
         except KeyError as exc:
             raise SessionError("not_found", str(exc.args[0])) from None
         await self.reply({"op": "tool_result", "stream_id": run.stream_id, "call_id": call_id, "status": "accepted"})
-
-

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from tokenwire.errors import OverCapacity, Unauthorized
-from tokenwire.server.session import Session, SessionError
+from tokenwire.errors import OverCapacity, SessionError, Unauthorized
+from tokenwire.server.session import Session
 from tokenwire.wire import JSON_TEXT
 
 if TYPE_CHECKING:

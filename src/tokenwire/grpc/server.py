@@ -1,0 +1,353 @@
+"""The ``Tokenwire`` gRPC service on ``grpc.aio``: the same runs, log, keys, tokens and limits as
+the HTTP app, read over gRPC.
+
+``ServerConfig(grpc_port=N)`` (``tokenwire serve --grpc-port N``) starts it beside the HTTP app,
+in the app's event loop, with the standard health service (``grpc.health.v1``) and server
+reflection. Every call is a reader of the event log like an SSE connection: a run started over
+HTTP can be read over gRPC and the other way round, and an event is encoded to protobuf once for
+all gRPC readers (:data:`~tokenwire.grpc.codec.PROTO` in the server's frame cache; responses are
+written as those bytes).
+
+- ``Run``: the API key in the ``authorization: Bearer`` metadata; the run's id and tokens in the
+  initial metadata (``tokenwire-stream-id``, ``tokenwire-token``, ``tokenwire-read-token``), then
+  its events. Leaving does not cancel the run (resume with ``Subscribe``).
+- ``Subscribe``: a read token; events from ``from_seq``.
+- ``Cancel``: a token with the cancel permission.
+- ``Session``: the WebSocket protocol's ops (:class:`~tokenwire.server.session.Session`) as
+  protobuf messages, with credit (``Ack``) per subscription.
+
+Status codes: UNAUTHENTICATED (no or a wrong API key), PERMISSION_DENIED (a token that does not
+grant the call), NOT_FOUND (no such stream), FAILED_PRECONDITION (``from_seq`` evicted: resume from
+the oldest retained seq the message names), RESOURCE_EXHAUSTED (a capacity cap), INVALID_ARGUMENT
+(a bad request), UNAVAILABLE (shutting down, or a reader that fell ``max_lag_events`` behind a live
+stream: resume from the last seq received + 1). Flow control: a call is written one message at a
+time, each write awaited, so HTTP/2 flow control holds the server back from a slow reader; one
+that falls ``max_lag_events`` behind is cut off, as over SSE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import msgspec
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from tokenwire.errors import (
+    Forbidden,
+    ObserverOverflow,
+    OverCapacity,
+    SeqEvicted,
+    SessionError,
+    ShuttingDown,
+    StreamNotFound,
+    Unauthorized,
+)
+from tokenwire.grpc import tokenwire_pb2 as pb
+from tokenwire.grpc.codec import PROTO, session_frame
+from tokenwire.server.schema import RunBody
+from tokenwire.server.session import Session
+
+if TYPE_CHECKING:
+    from tokenwire.server.app import _Server
+
+__all__ = ["SERVICE", "GrpcServer", "run_body"]
+
+SERVICE = pb.DESCRIPTOR.services_by_name["Tokenwire"].full_name
+"""``tokenwire.v1.Tokenwire``."""
+
+_json = msgspec.json.Decoder()
+
+
+def _json_or(text: str, default: Any) -> Any:
+    return _json.decode(text) if text else default
+
+
+def run_body(request: pb.RunRequest) -> RunBody:
+    """The run a ``RunRequest`` asks for, checked as ``POST /v1/runs`` checks its body."""
+    body: dict[str, Any] = {}
+    scalars = ("prompt", "system", "provider", "model", "max_tokens", "temperature", "seed", "tool_choice", "max_steps")
+    for name in scalars:
+        if request.HasField(name):
+            body[name] = getattr(request, name)
+    if request.messages:
+        body["messages"] = [
+            {
+                "role": m.role,
+                "content": m.content,
+                **({"tool_call_id": m.tool_call_id} if m.tool_call_id else {}),
+                **({"name": m.name} if m.name else {}),
+                **({"tool_calls": _json.decode(m.tool_calls)} if m.tool_calls else {}),
+            }
+            for m in request.messages
+        ]
+    if request.stop:
+        body["stop"] = list(request.stop)
+    if request.tools:
+        body["tools"] = list(request.tools)
+    if request.limits:
+        body["limits"] = _json.decode(request.limits)
+    if request.meta:
+        body["meta"] = _json.decode(request.meta)
+    body["background"] = request.background
+    return msgspec.convert(body, RunBody)
+
+
+def _session_message(request: pb.SessionRequest) -> dict[str, Any]:
+    """A Session request as the session's ``{"op": …}`` message."""
+    op = request.WhichOneof("op")
+    if op == "run":
+        r = request.run
+        return {"op": "run", "id": r.id, "window": r.window or 256, **msgspec.to_builtins(run_body(r.request))}
+    if op == "subscribe":
+        s = request.subscribe
+        return {
+            "op": "subscribe",
+            "stream_id": s.request.stream_id,
+            "token": s.request.token,
+            "from_seq": s.request.from_seq,
+            "window": s.window or 256,
+        }
+    if op == "ack":
+        return {"op": "ack", "stream_id": request.ack.stream_id, "seq": request.ack.seq}
+    if op == "cancel":
+        return {"op": "cancel", "stream_id": request.cancel.stream_id, "token": request.cancel.token}
+    if op == "tool_result":
+        t = request.tool_result
+        return {
+            "op": "tool_result",
+            "stream_id": t.stream_id,
+            "token": t.token,
+            "call_id": t.call_id,
+            "result": _json_or(t.result, None),
+            "is_error": t.is_error,
+        }
+    raise SessionError("bad_message", "a SessionRequest needs one of run, subscribe, ack, cancel, tool_result")
+
+
+def _session_reply(obj: dict[str, Any]) -> bytes:
+    """The session's answer (a dict) as a serialized ``SessionReply``."""
+    op = obj.get("op")
+    if op == "run":
+        reply = pb.SessionReply(
+            run=pb.RunStarted(
+                id=obj.get("id") or "", stream_id=obj["stream_id"], token=obj["token"], read_token=obj["read_token"]
+            )
+        )
+    elif op == "error":
+        reply = pb.SessionReply(error=pb.SessionError(code=obj["code"], message=obj["message"]))
+    else:
+        reply = pb.SessionReply(
+            accepted=pb.OpAccepted(
+                op=str(op), stream_id=obj.get("stream_id", ""), call_id=obj.get("call_id", ""), status=obj["status"]
+            )
+        )
+    data: bytes = reply.SerializeToString()
+    return data
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+
+
+def _bearer(md: Mapping[str, str]) -> str | None:
+    scheme, _, value = md.get("authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value else None
+
+
+class _Service:
+    def __init__(self, server: _Server):
+        self.server = server
+
+    def _owner(self, md: Mapping[str, str]) -> str:
+        return self.server.check_api_key(_bearer(md))
+
+    async def _events(self, stream_id: str, from_seq: int, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        """A log reader: every event's shared protobuf bytes, one awaited write at a time."""
+        server = self.server
+        frame, frames, wrote = server.frames.frame, server.frames.frames, server.stats.wrote
+        seq = from_seq - 1
+        try:
+            with server.runs.reader(stream_id):
+                async for batch in server.log.batches(stream_id, from_seq, max_lag=server.config.max_lag_events):
+                    if len(batch) == 1:  # the live edge, and every reader of a fan-out
+                        encoded = [frame(stream_id, PROTO, batch[0])]
+                    else:
+                        encoded = frames(stream_id, PROTO, batch)
+                    for data in encoded:
+                        wrote("grpc", len(data))
+                        yield data
+                    seq = batch[-1].seq
+        except ObserverOverflow:
+            server.stats.lag_disconnects += 1
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"fell behind the live stream; resume from seq {seq + 1}")
+        except SeqEvicted as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except StreamNotFound:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no stream {stream_id!r}")
+
+    async def run(self, request: pb.RunRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        server = self.server
+        md = _metadata(context)
+        try:
+            owner = self._owner(md)
+        except Unauthorized as exc:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        try:
+            server.connect(owner, "grpc")
+        except OverCapacity as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        try:
+            try:
+                run = server.start(run_body(request), owner, md)
+            except (msgspec.ValidationError, ValueError, KeyError, msgspec.DecodeError) as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid run request: {exc}")
+            except OverCapacity as exc:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            except ShuttingDown as exc:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            await run.handle.ready()
+            token, read_token = server.issue(run.stream_id)
+            await context.send_initial_metadata(
+                (
+                    ("tokenwire-stream-id", run.stream_id),
+                    ("tokenwire-token", token),
+                    ("tokenwire-read-token", read_token),
+                )
+            )
+            async for data in self._events(run.stream_id, 0, context):
+                yield data
+        finally:
+            server.disconnect(owner, "grpc")
+
+    async def _authorized(self, stream_id: str, token: str, perm: str, context: grpc.aio.ServicerContext) -> None:
+        try:
+            await self.server.log.info(stream_id)
+        except StreamNotFound:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no stream {stream_id!r}")
+        try:
+            self.server.tokens.verify(token or None, stream_id, perm, now=time.time())
+        except Forbidden as exc:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+
+    async def subscribe(self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        server = self.server
+        await self._authorized(request.stream_id, request.token, "read", context)
+        if request.from_seq < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "from_seq must be >= 0")
+        try:
+            server.connect(None, "grpc")
+        except OverCapacity as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        try:
+            async for data in self._events(request.stream_id, request.from_seq, context):
+                yield data
+        finally:
+            server.disconnect(None, "grpc")
+
+    async def cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext) -> pb.CancelReply:
+        await self._authorized(request.stream_id, request.token, "cancel", context)
+        if not await self.server.cancel_run(request.stream_id, request.reason or "cancelled over gRPC"):
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no node produces stream {request.stream_id!r}")
+        return pb.CancelReply(stream_id=request.stream_id, status="cancelling")
+
+    async def session(self, requests: AsyncIterator[pb.SessionRequest], context: grpc.aio.ServicerContext) -> None:
+        server = self.server
+        md = _metadata(context)
+        api_key = _bearer(md)
+        try:
+            owner = server.check_api_key(api_key) if api_key else None
+        except Unauthorized:
+            owner = None  # runs need a valid key; subscriptions only need stream tokens
+        lock = asyncio.Lock()
+
+        async def write(data: bytes) -> None:
+            async with lock:  # pumps of several subscriptions share the call
+                await context.write(data)
+            server.stats.wrote("grpc", len(data))
+
+        async def send(frame: bytes) -> None:
+            await write(session_frame(frame))
+
+        async def reply(obj: dict[str, Any]) -> None:
+            await write(_session_reply(obj))
+
+        session = Session(server, api_key=api_key, headers=md, fmt=PROTO, send=send, reply=reply)
+        try:
+            server.connect(owner, "grpc")
+        except OverCapacity as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        try:
+            async for request in requests:
+                try:
+                    await session.handle(_session_message(request))
+                except SessionError as exc:
+                    await reply({"op": "error", "code": exc.code, "message": str(exc)})
+                except (msgspec.ValidationError, ValueError, msgspec.DecodeError) as exc:
+                    await reply({"op": "error", "code": "invalid_request", "message": str(exc)})
+                except Unauthorized as exc:
+                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+            # The client closed its side: keep serving its subscriptions until they end.
+            await asyncio.gather(*(s.task for s in list(session.subs.values()) if s.task is not None))
+        finally:
+            await session.close()
+            server.disconnect(owner, "grpc")
+
+
+def _handler(service: _Service) -> grpc.GenericRpcHandler:
+    identity = None  # responses are written as the bytes the frame cache holds
+    return grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "Run": grpc.unary_stream_rpc_method_handler(
+                service.run, request_deserializer=pb.RunRequest.FromString, response_serializer=identity
+            ),
+            "Subscribe": grpc.unary_stream_rpc_method_handler(
+                service.subscribe, request_deserializer=pb.SubscribeRequest.FromString, response_serializer=identity
+            ),
+            "Cancel": grpc.unary_unary_rpc_method_handler(
+                service.cancel,
+                request_deserializer=pb.CancelRequest.FromString,
+                response_serializer=pb.CancelReply.SerializeToString,
+            ),
+            "Session": grpc.stream_stream_rpc_method_handler(
+                service.session, request_deserializer=pb.SessionRequest.FromString, response_serializer=identity
+            ),
+        },
+    )
+
+
+class GrpcServer:
+    """The gRPC side of one app: start it in the app's loop, stop it with a grace period.
+
+    >>> # app = create_app(..., config=ServerConfig(grpc_port=50051))   # the app's lifespan runs it
+    """
+
+    def __init__(self, server: _Server, host: str, port: int):
+        self.host = host
+        self.port = port
+        self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        self._grpc = grpc.aio.server(options=[("grpc.max_receive_message_length", server.config.max_body_bytes)])
+        self._grpc.add_generic_rpc_handlers((_handler(_Service(server)),))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
+        names = (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, self._grpc)
+        self.port = self._grpc.add_insecure_port(f"{host}:{port}")
+
+    async def start(self) -> None:
+        await self._grpc.start()
+        await self._set(health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace_s: float) -> None:
+        await self._set(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._grpc.stop(grace_s)
+
+    async def _set(self, status: int) -> None:
+        for name in ("", SERVICE):
+            result = self.health.set(name, status)
+            if asyncio.iscoroutine(result):
+                await result
