@@ -59,6 +59,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/linear.py
 	$(BIN)/python bench/wire_formats.py
 	$(BIN)/python bench/telemetry.py
+	$(BIN)/python bench/transports.py
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache

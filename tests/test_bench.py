@@ -26,6 +26,7 @@ def run_bench(script: str, *args: str) -> str:
         ("dispatch.py", ("--events", "2000", "--repeat", "1"), "| overhead µs/ev |"),
         ("tools.py", ("--reps", "1", "--tool-s", "0.05"), "| tokenwire, at tool_call time |"),
         ("telemetry.py", ("--events", "2000", "--repeat", "1"), "| OpenTelemetry (spans, GenAI metrics) |"),
+        ("transports.py", ("--events", "500", "--subscribers", "3"), "| gRPC |"),
         ("wire_formats.py", ("--events", "200", "--readers", "3"), "| shared encoder (the server) |"),
         pytest.param(
             "local_model.py",
