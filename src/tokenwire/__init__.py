@@ -17,6 +17,7 @@ from tokenwire.engine import StreamHandle, SyncStream
 from tokenwire.errors import (
     EventDecodeError,
     ModelLoadError,
+    ObjectInvalid,
     ObserverOverflow,
     ProviderError,
     SeqEvicted,
@@ -48,6 +49,7 @@ from tokenwire.log import EventLog, MemoryLog, StreamWriter
 from tokenwire.observers import Observer, observe
 from tokenwire.request import Message, Request, ToolSpec
 from tokenwire.response import Response
+from tokenwire.structured import ObjectUpdate, stream_object
 from tokenwire.tools import Progress, Tool, ToolArgumentsInvalid, Toolset, tool
 
 if TYPE_CHECKING:
@@ -78,6 +80,8 @@ __all__ = [
     "MemoryLog",
     "ModelLoadError",
     "Message",
+    "ObjectInvalid",
+    "ObjectUpdate",
     "Observer",
     "ObserverOverflow",
     "Overflow",
@@ -122,5 +126,6 @@ __all__ = [
     "run",
     "run_sync",
     "stream",
+    "stream_object",
     "stream_sync",
 ]

@@ -15,6 +15,7 @@ __all__ = [
     "Failure",
     "Forbidden",
     "ModelLoadError",
+    "ObjectInvalid",
     "ObserverOverflow",
     "PartialJSONError",
     "ProviderError",
@@ -92,6 +93,11 @@ class SeqEvicted(TokenwireError, LookupError):
         self.stream_id = stream_id
         self.requested = requested
         self.first_available = first_available
+
+
+class ObjectInvalid(TokenwireError, ValueError):
+    """Structured output that cannot be used: malformed JSON, an object that does not match the
+    schema, or a stream that ended without the object (:func:`tokenwire.stream_object`)."""
 
 
 class ObserverOverflow(TokenwireError):
