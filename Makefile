@@ -30,11 +30,13 @@ test: lint system-deps
 
 # Binaries the tests use, installed when missing: redis-server (the Redis event-log tests start
 # their own from it), ss from iproute2 (the chaos checks read the server's socket memory), and
-# Node.js with npm (the AI SDK's own client reads the UI message stream; tests/js pins it).
+# Node.js with npm (the AI SDK's own client reads the UI message stream; tests/js pins it), and
+# espeak-ng (tokenwire.speech's text-to-speech engine).
 system-deps:
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 	@command -v ss >/dev/null || { apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null; }
 	@command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }
+	@command -v espeak-ng >/dev/null || { apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null; }
 
 # The chaos checks at full size (minutes): one line per check with its figures.
 chaos: $(STAMP)
@@ -60,6 +62,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/wire_formats.py
 	$(BIN)/python bench/telemetry.py
 	$(BIN)/python bench/transports.py
+	$(BIN)/python bench/speech.py
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache

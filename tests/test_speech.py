@@ -1,0 +1,63 @@
+"""Speech: sentences become audio while the answer streams, and barge-in drops what is queued.
+With the real espeak-ng (make test installs it)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+import tokenwire
+from tokenwire.events import Event, TextDelta
+from tokenwire.providers import Delay, Scripted, Stall
+from tokenwire.speech import AudioChunk, EspeakNG, Speech
+
+pytestmark = pytest.mark.e2e  # espeak-ng from apt
+
+
+def test_the_first_sentence_is_audio_before_the_answer_is_written(no_thread_leaks: None) -> None:
+    """Sentences paced 0.4 s apart: the first one's audio is ready while the model is still on the
+    later ones (ordering, not a wall-clock bound), and every sentence is spoken once, in order."""
+    log: list[str] = []
+    lock = threading.Lock()
+
+    def heard(chunk: AudioChunk) -> None:
+        with lock:
+            log.append(f"audio {chunk.index}")
+
+    def wrote(event: Event) -> None:
+        if isinstance(event, TextDelta):
+            with lock:
+                log.append(f"text {event.text.strip()}")
+
+    answer = ["The river ", "is long. ", Delay(0.4), "It runs ", "to the sea. ", Delay(0.4), "Boats sail ", "on it."]
+    speech = Speech(heard)
+    tokenwire.run_sync(Scripted(answer), "rivers?", observers=[wrote, speech])
+    assert speech.wait(30)
+    assert [c.text.strip() for c in speech.spoken] == ["The river is long.", "It runs to the sea.", "Boats sail on it."]
+    assert log.index("audio 0") < log.index("text on it.")  # spoken before the answer was finished
+    first = speech.spoken[0]
+    assert first.sample_rate == 22050 and first.duration_s > 0.5 and first.latency_s < speech.spoken[-1].latency_s
+
+
+def test_barge_in_drops_queued_sentences_and_a_cancelled_stream_stops_speaking(no_thread_leaks: None) -> None:
+    sentences = [f"Sentence number {i} is here. " for i in range(8)]
+    first_audio = threading.Event()
+    speech = Speech(lambda chunk: first_audio.set())
+
+    async def main() -> None:
+        handle = tokenwire.generate(Scripted([*sentences, Stall()]), "talk", observers=[speech])
+        await asyncio.to_thread(first_audio.wait, 30)  # the user starts talking over the first sentence
+        handle.cancel("the user interrupted")
+        await handle.wait()
+
+    asyncio.run(main())
+    assert speech.wait(30)
+    assert 1 <= len(speech.spoken) < 8 and speech.dropped >= 1
+    assert len(speech.spoken) + speech.dropped == 8
+    interrupted = Speech(lambda chunk: None, engine=EspeakNG(words_per_minute=300))
+    interrupted.on_event(TextDelta("One. Two. Three. Four. ", stream_id="s", seq=1, ts=0))
+    interrupted.interrupt()
+    interrupted.close()
+    assert (len(interrupted.spoken), interrupted.dropped) == (0, 4)  # nothing spoken after the barge-in
