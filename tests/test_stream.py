@@ -403,3 +403,20 @@ async def test_a_provider_that_never_awaits_does_not_hold_the_event_loop() -> No
     tick.cancel()
     # Without yielding, the ticker would not run at all between seq 1 and the end.
     assert ticks_seen_mid_stream and ticks_seen_mid_stream[0] >= 10_000 // 256 - 1
+
+
+def test_a_wrapper_holding_its_model_in_model_starts_with_that_model_s_name() -> None:
+    """A provider wrapper that keeps the wrapped provider in ``.model`` (a common shape) used to put
+    the object into ``start.model``, which no observer could encode."""
+    class Wrapper:
+        def __init__(self, inner: Scripted):
+            self.model = inner
+
+        async def stream(self, request: Request) -> AsyncIterator[object]:
+            async for part in self.model.stream(request):
+                yield part
+
+    t = Transcript()
+    tokenwire.run_sync(Wrapper(Scripted(["a"], model="inner-name")), "x", observers=[t])
+    assert t.events[0].model == "inner-name"
+    assert tokenwire.decode(tokenwire.encode(t.events[0])) == t.events[0]

@@ -59,6 +59,16 @@ class _EngineFault(Exception):
     """Wraps an exception raised by the engine's own per-event work (not by the provider)."""
 
 
+def _model_name(provider: object) -> str:
+    """``start.model``: the provider's ``model`` when it is a name (a wrapper that keeps the model
+    it wraps in ``.model`` gets that one's name, not an unencodable object)."""
+    model = getattr(provider, "model", "unknown")
+    if isinstance(model, str):
+        return model
+    inner = getattr(model, "model", None)
+    return inner if isinstance(inner, str) else type(model).__name__
+
+
 class StreamHandle:
     """A running (or finished) stream. Returned by :func:`tokenwire.generate`.
 
@@ -101,7 +111,7 @@ class StreamHandle:
         self._timer: asyncio.TimerHandle | None = None
         self._core = Lifecycle(
             stream_id,
-            model=getattr(provider, "model", "unknown"),
+            model=_model_name(provider),
             now=time(),
             limits=limits,
             request_id=request_id,

@@ -27,13 +27,23 @@ class Transcript:
     every event up to it on disk.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, redactor: Callable[[str], str] | None = None):
-        self.path = path
+    def __init__(
+        self, path: str | os.PathLike[str] | IO[bytes] | None = None, *, redactor: Callable[[str], str] | None = None
+    ):
+        """``path``: a file to write (created), or an open binary stream such as
+        ``sys.stdout.buffer`` (flushed per event, left open: ``--format jsonl`` in a script)."""
+        self.path = path if isinstance(path, str | os.PathLike) else None
         self.redactor = redactor
         """Masks secrets in each line written to ``path`` (:class:`tokenwire.security.Redactor`);
         the events kept in memory are left as they came."""
         self.events: list[Event] = []
-        self._file: IO[bytes] | None = open(path, "wb") if path is not None else None  # noqa: SIM115
+        self._owned = False
+        self._file: IO[bytes] | None = None
+        if isinstance(path, str | os.PathLike):
+            self._file = open(path, "wb")  # noqa: SIM115 - closed after the terminal event
+            self._owned = True
+        elif path is not None:
+            self._file = path
 
     def on_event(self, event: Event) -> None:
         self.events.append(event)
@@ -43,13 +53,16 @@ class Transcript:
             if self.redactor is not None:
                 line = self.redactor(line.decode()).encode()
             f.write(line + b"\n")
+            if not self._owned:
+                f.flush()
             if event.__class__ in TERMINAL_TYPES:
                 self.close()
 
     def close(self) -> None:
         """Flush and close the JSONL file (done automatically after the terminal event)."""
         if self._file is not None:
-            self._file.close()
+            if self._owned:
+                self._file.close()
             self._file = None
 
     @classmethod
