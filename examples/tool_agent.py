@@ -1,6 +1,6 @@
 """An agent on the embedded model: streamed tool calls executed as they arrive.
 
-    python examples/tool_agent.py "What is 17 times 23?"
+    python examples/tool_agent.py "What is 17 times 23?" [--format jsonl]
 
 The bundled Gemma 3 270M is a small base model: the tool call's arguments always match the
 schema (llama.cpp grammar), their values are its best guess, and its final answer may ramble.
@@ -9,6 +9,7 @@ Point LlamaCpp at a bigger instruct GGUF for real use.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ import tokenwire
 from tokenwire.events import Event
 from tokenwire.providers import LlamaCpp
 from tokenwire.request import Message, Request
+from tokenwire.testing import Transcript
 
 
 @tokenwire.tool
@@ -54,12 +56,17 @@ def show(event: Event) -> None:
         print(f"\n[done: {event.finish_reason}, {event.stats.output_tokens} tokens, {event.stats.duration_s:.1f}s]")
 
 
-async def main(question: str) -> None:
+async def main(question: str, fmt: str) -> None:
     request = Request([Message("user", question)], tool_choice="required", seed=3, max_tokens=60, temperature=0.2)
-    await tokenwire.generate(
-        LlamaCpp.default(), request, tools=[multiply, utc_time], max_steps=2, observers=[show]
-    ).wait()
+    observers: list[object] = [Transcript(sys.stdout.buffer)] if fmt == "jsonl" else [show]
+    with LlamaCpp.default() as model:
+        model.load()  # before the stream: llama.cpp silences stdout while it loads
+        await tokenwire.generate(model, request, tools=[multiply, utc_time], max_steps=2, observers=observers).wait()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "What is 17 times 23?"))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("question", nargs="?", default="What is 17 times 23?")
+    parser.add_argument("--format", choices=["text", "jsonl"], default="text")
+    args = parser.parse_args()
+    asyncio.run(main(args.question, args.format))

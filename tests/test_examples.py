@@ -1,0 +1,65 @@
+"""Every example in examples/ runs on the embedded model, as examples/README.md says, and its
+--format jsonl transcript shows what it is for."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tokenwire
+from tokenwire.testing import assert_transcript
+
+pytestmark = pytest.mark.e2e  # the embedded model
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+def events(name: str, *args: str) -> list[Any]:
+    return [tokenwire.decode(line) for line in run(name, *args, "--format", "jsonl").stdout.splitlines()]
+
+
+def test_the_readme_lists_every_example_with_its_command() -> None:
+    listed = (EXAMPLES / "README.md").read_text()
+    for example in EXAMPLES.glob("*.py"):
+        assert f"python examples/{example.name}" in listed, example.name
+
+
+def test_tool_agent_streams_calls_that_run_as_they_arrive() -> None:
+    got = events("tool_agent.py", "What is 17 times 23?")
+    turn = {"type": "step", "name": "turn"}
+    assert_transcript(got, ["start", turn, ..., "tool_call", ..., "tool_result", ..., "done"])
+    text = run("tool_agent.py").stdout
+    assert "[calling " in text and "[tool_result " in text and "[done: " in text
+
+
+def test_rag_cites_before_the_first_word_of_the_answer() -> None:
+    got = events("rag.py", "How does a client resume a stream after a disconnect?")
+    kinds = [(e.type, getattr(e, "name", None)) for e in got]
+    citations = [e for e in got if e.type == "step" and e.name == "citation"]
+    assert len(citations) == 3
+    first_text = kinds.index(("text.delta", None))
+    assert all(got.index(c) < first_text for c in citations)  # progressive: the sources come first
+    assert {c.detail["source"] for c in citations} <= {"README.md", "docs/architecture.md", "docs/benchmarks.md"}
+    assert all(c.detail["snippet"] and c.detail["score"] > 0 for c in citations)
+    assert got[-1].type == "done"
+
+
+def test_copilot_lints_a_block_while_the_answer_is_still_streaming() -> None:
+    got = events("copilot.py")
+    lints = [e for e in got if e.type == "step" and e.name == "lint"]
+    assert lints, "the answer has a closed code block: it must be linted"
+    last_text = max(i for i, e in enumerate(got) if e.type == "text.delta")
+    assert got.index(lints[0]) < last_text  # ruff answered before the model finished
+    diagnostics = lints[0].detail["diagnostics"]
+    assert diagnostics and all({"code", "message", "line"} <= set(d) for d in diagnostics)
+    assert "[lint block 1:" in run("copilot.py").stdout
