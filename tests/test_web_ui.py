@@ -141,3 +141,55 @@ def test_resumes_after_a_network_drop_without_loss_or_duplication(page: Any, sit
     proxy.drop()  # every open connection is cut mid-stream
     page.wait_for_function("document.getElementById('status').textContent === 'stop'", timeout=20_000)
     assert page.inner_text("#answer").strip() == "".join(WORDS).strip()
+
+
+def test_a_conversation_with_citations_and_lint_notes(page: Any, tmp_path: Path) -> None:
+    """Two turns: the second request carries the first question and answer; a turn's citation
+    and lint steps render beside its answer, and the first turn stays on the page."""
+    from tokenwire.events import Step
+
+    citation = Step(
+        name="citation",
+        status="finished",
+        detail={"source": "README.md", "heading": "Resume", "score": 3.2, "snippet": "Last-Event-ID resumes"},
+    )
+    lint = Step(
+        name="lint",
+        status="finished",
+        detail={
+            "block": 1,
+            "language": "python",
+            "diagnostics": [{"code": "F821", "message": "Undefined name `x`", "line": 1}],
+        },
+    )
+    model = Scripted.turns(
+        [citation, "Clients resume with ", "Last-Event-ID."],
+        ["Like this:\n", "```py\n", "print(x)\n", "```\n", lint, "Done."],
+    )
+    app = create_app(providers={"rag": model}, api_keys=[KEY])
+    with serve(app) as url:
+        page.goto(f"{url}/?provider=rag")
+        page.fill("#apikey", KEY)
+        page.fill("#prompt", "How do clients resume?")
+        page.click("#send")
+        page.wait_for_function("document.getElementById('status').textContent === 'stop'", timeout=10_000)
+        assert "README.md § Resume" in page.inner_text("#citations")
+        page.fill("#prompt", "Show me code.")
+        page.click("#send")
+        page.wait_for_function(
+            "document.getElementById('status').textContent === 'stop' && document.querySelector('#lints .lint')",
+            timeout=10_000,
+        )
+        page.screenshot(path=str(tmp_path / "conversation.png"), full_page=True)
+        history = page.inner_text("#history")
+        lint_note = page.inner_text("#lints")
+        code = page.inner_text("#answer pre code")
+    assert "How do clients resume?" in history and "Clients resume with Last-Event-ID." in history
+    assert "README.md § Resume" in history  # the first turn keeps its citation
+    assert "F821" in lint_note and code.strip() == "print(x)"
+    second = model.requests[1].messages
+    assert [(m.role, m.content) for m in second] == [
+        ("user", "How do clients resume?"),
+        ("assistant", "Clients resume with Last-Event-ID."),
+        ("user", "Show me code."),
+    ]
