@@ -56,6 +56,7 @@ from tokenwire.security import StreamTokens, check_api_key, new_secret
 from tokenwire.server import compat
 from tokenwire.server.runs import Run, Runs
 from tokenwire.server.schema import RunBody, ServerConfig
+from tokenwire.server.speech import speech_stream
 from tokenwire.server.ws import websocket_endpoint
 from tokenwire.telemetry import prometheus
 from tokenwire.telemetry.otel import OTel
@@ -630,6 +631,7 @@ def create_app(
             Route("/v1/streams/{stream_id}/events", server.events, methods=["GET"], name="events"),
             Route("/v1/streams/{stream_id}", server.status, methods=["GET"]),
             Route("/v1/streams/{stream_id}/cancel", server.cancel, methods=["POST"]),
+            Route("/v1/streams/{stream_id}/speech", functools.partial(speech_stream, server), methods=["GET"]),
             WebSocketRoute("/v1/ws", lambda ws: websocket_endpoint(server, ws)),
         ],
         lifespan=lifespan,

@@ -1,0 +1,95 @@
+"""``GET /v1/streams/{id}/speech``: a run's answer as audio, sentence by sentence, while it streams.
+
+A reader of the run's log like any other (a read token; from seq 0): its text deltas go through
+:class:`tokenwire.speech.Speech` (espeak-ng, in a worker thread) and every sentence's audio goes
+out as soon as it is synthesised, as an SSE event ``audio`` whose data is
+``{"index", "text", "sample_rate", "wav"}`` (``wav``: a base64 WAV file the browser's
+``decodeAudioData`` plays), then ``event: end``. The client leaving (the Stop button, a barge-in)
+drops everything queued at once. 501 when the server has no text-to-speech engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import shutil
+import struct
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import msgspec
+from starlette.responses import JSONResponse
+
+from tokenwire.errors import SeqEvicted, StreamNotFound
+from tokenwire.events import TERMINAL_TYPES
+from tokenwire.speech import AudioChunk, Speech
+
+if TYPE_CHECKING:
+    from starlette.requests import Request as HTTPRequest
+    from starlette.responses import Response
+
+    from tokenwire.server.app import _Server
+
+__all__ = ["speech_stream", "wav"]
+
+
+def wav(pcm: bytes, sample_rate: int) -> bytes:
+    """A RIFF/WAVE file around 16-bit mono PCM."""
+    header = struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF", 36 + len(pcm), b"WAVE", b"fmt ", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16, b"data", len(pcm),
+    )  # fmt: skip
+    return header + pcm
+
+
+def _frame(chunk: AudioChunk) -> bytes:
+    data = {
+        "index": chunk.index,
+        "text": chunk.text,
+        "sample_rate": chunk.sample_rate,
+        "wav": base64.b64encode(wav(chunk.pcm, chunk.sample_rate)).decode(),
+    }
+    return b"event: audio\ndata: " + msgspec.json.encode(data) + b"\n\n"
+
+
+async def speech_stream(server: _Server, request: HTTPRequest) -> Response:
+    """The handler (see the module docstring)."""
+    guarded = await server._guard(request, "read")
+    if not isinstance(guarded, tuple):
+        return guarded
+    stream_id, _ = guarded
+    if shutil.which("espeak-ng") is None:
+        message = "this server has no text-to-speech engine (espeak-ng)"
+        return JSONResponse({"error": {"code": "not_implemented", "message": message}}, status_code=501)
+    loop = asyncio.get_running_loop()
+    chunks: asyncio.Queue[AudioChunk | None] = asyncio.Queue()
+    speech = Speech(lambda chunk: loop.call_soon_threadsafe(chunks.put_nowait, chunk))
+
+    async def feed() -> None:
+        try:
+            with server.runs.reader(stream_id):
+                async for batch in server.log.batches(stream_id, 0):
+                    for event in batch:
+                        speech.on_event(event)
+                        if event.__class__ in TERMINAL_TYPES:
+                            return
+        except (SeqEvicted, StreamNotFound):
+            speech.interrupt()
+        finally:
+            await asyncio.to_thread(speech.wait, 120)
+            chunks.put_nowait(None)
+
+    async def frames() -> AsyncIterator[bytes]:
+        reader = loop.create_task(feed())
+        try:
+            while (chunk := await chunks.get()) is not None:
+                yield _frame(chunk)
+            yield b"event: end\ndata: {}\n\n"
+        finally:
+            if not reader.done():  # the client left: drop what is queued, stop reading
+                speech.interrupt()
+                reader.cancel()
+                speech.close()
+            await asyncio.gather(reader, return_exceptions=True)
+
+    return server.event_stream(frames(), {"cache-control": "no-cache"}, transport="speech")
