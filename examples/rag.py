@@ -5,9 +5,9 @@
 The question is ranked against every section of README.md and docs/*.md (BM25, a lexical ranker:
 no embedding model to download); the best sections stream out as ``step`` events named
 ``citation`` — source, heading, score and snippet — before the model writes a word, so a UI shows
-them at once. The model then answers with the snippets as context, and may fetch whole sections
-with the ``read_section`` tool: calls run as they arrive, in parallel, and their results join the
-same stream. ``--format jsonl`` prints every event as one JSON line instead.
+them at once. The cited sections are then fetched with the ``read_section`` tool — the agent
+loop runs the calls in parallel, and their results join the same stream — and the model answers
+from them. ``--format jsonl`` prints every event as one JSON line instead.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 import msgspec
 
 import tokenwire
-from tokenwire.events import Event, Step
+from tokenwire.events import Event, Step, ToolCall
 from tokenwire.provider import Part, Provider
 from tokenwire.providers import LlamaCpp
 from tokenwire.request import Message, Request
@@ -32,6 +32,36 @@ from tokenwire.testing import Transcript
 
 ROOT = Path(__file__).resolve().parent.parent
 WORD = re.compile(r"[a-z0-9]+")
+STOP = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "does",
+        "do",
+        "for",
+        "from",
+        "how",
+        "i",
+        "in",
+        "is",
+        "it",
+        "of",
+        "on",
+        "or",
+        "the",
+        "this",
+        "to",
+        "what",
+        "when",
+        "with",
+    ]
+)
 
 
 class Section(msgspec.Struct, frozen=True):
@@ -68,7 +98,7 @@ class BM25:
         self.idf = {w: math.log(1 + (len(self.docs) - n + 0.5) / (n + 0.5)) for w, n in df.items()}
 
     def top(self, query: str, k: int = 3) -> list[tuple[float, Section]]:
-        words = WORD.findall(query.lower())
+        words = [w for w in WORD.findall(query.lower()) if w not in STOP]
         scored = []
         for doc, section in zip(self.docs, self.sections, strict=True):
             length = sum(doc.values())
@@ -83,30 +113,34 @@ class BM25:
 
 
 class Retrieve:
-    """A provider that cites before it answers: ``citation`` steps, then the model with context."""
+    """A provider that cites before it answers.
+
+    First turn: ``citation`` steps for the best sections, then a ``read_section`` call per cited
+    section — the agent loop runs the calls in parallel and their results join the stream. Next
+    turn (the results are in the messages): the model answers from them.
+    """
 
     def __init__(self, inner: Provider, index: BM25, k: int = 3):
         self.inner, self.index, self.k = inner, index, k
         self.model = str(getattr(inner, "model", "rag"))  # the model name start reports
 
     async def stream(self, request: Request) -> AsyncIterator[Part]:
+        if any(m.role == "tool" for m in request.messages):  # the sections were fetched: answer
+            question = next(m.content for m in request.messages if m.role == "user")
+            sources = "\n\n".join(m.content[:700] for m in request.messages if m.role == "tool")
+            system = Message("system", f"Answer briefly from these sources:\n\n{sources}")
+            async for part in self.inner.stream(
+                msgspec.structs.replace(request, messages=[system, Message("user", question)], tools=[])
+            ):
+                yield part
+            return
         question = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
         hits = self.index.top(question, self.k)
         for score, section in hits:
-            yield Step(
-                name="citation",
-                status="finished",
-                detail={
-                    "source": section.source,
-                    "heading": section.heading,
-                    "score": round(score, 3),
-                    "snippet": section.text[:240],
-                },
-            )
-        context = "\n\n".join(f"[{s.source} — {s.heading}]\n{s.text[:600]}" for _, s in hits)
-        system = Message("system", f"Answer briefly from these sources:\n\n{context}")
-        async for part in self.inner.stream(msgspec.structs.replace(request, messages=[system, *request.messages])):
-            yield part
+            detail = {"source": section.source, "heading": section.heading, "score": round(score, 3)}
+            yield Step(name="citation", status="finished", detail={**detail, "snippet": section.text[:240]})
+        for i, (_, section) in enumerate(hits):
+            yield ToolCall(call_id=f"read-{i}", name="read_section", args={"heading": section.heading})
 
 
 def read_section_tool(index: BM25) -> tokenwire.Tool:
@@ -128,7 +162,7 @@ def show(event: Event) -> None:
     elif isinstance(event, tokenwire.TextDelta):
         print(event.text, end="", flush=True)
     elif isinstance(event, tokenwire.ToolResult):
-        print(f"\n[read_section -> {len(str(event.result))} characters]", flush=True)
+        print(f"[read_section -> {len(str(event.result))} characters]", flush=True)
     elif isinstance(event, tokenwire.Done):
         print()
 

@@ -51,6 +51,10 @@ def test_rag_cites_before_the_first_word_of_the_answer() -> None:
     assert all(got.index(c) < first_text for c in citations)  # progressive: the sources come first
     assert {c.detail["source"] for c in citations} <= {"README.md", "docs/architecture.md", "docs/benchmarks.md"}
     assert all(c.detail["snippet"] and c.detail["score"] > 0 for c in citations)
+    calls = [i for i, e in enumerate(got) if e.type == "tool_call" and e.name == "read_section"]
+    results = [i for i, e in enumerate(got) if e.type == "tool_result" and not e.is_error]
+    assert len(calls) == len(results) == 3 and max(results) < first_text  # the sections, fetched first
+    assert [got[i].args["heading"] for i in calls] == [c.detail["heading"] for c in citations]
     assert got[-1].type == "done"
 
 
