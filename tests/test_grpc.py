@@ -275,3 +275,22 @@ def test_tokenwire_serve_grpc_port_serves_both_and_drains_on_sigterm(tmp_path: P
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_proto_messages_have_the_json_schema_s_fields() -> None:
+    """tokenwire.proto and the JSON schema change together: every event type is a message in the
+    Event oneof with exactly the JSON schema's fields (the envelope lives on Event itself)."""
+    from tokenwire.events import json_schema
+
+    schema = json_schema()
+    kinds = {f.name: f.message_type for f in pb.Event.DESCRIPTOR.oneofs_by_name["kind"].fields}
+    envelope = {"type", "stream_id", "seq", "ts"}
+    assert {f.name for f in pb.Event.DESCRIPTOR.fields} - set(kinds) == envelope - {"type"}
+    by_tag = {}
+    for definition in schema["$defs"].values():
+        tag = definition.get("properties", {}).get("type", {}).get("enum", [None])[0]
+        if tag is not None:
+            by_tag[tag.replace(".", "_")] = set(definition["properties"]) - envelope
+    assert set(by_tag) == set(kinds)
+    for name, message in kinds.items():
+        assert {f.name for f in message.fields} == by_tag[name], name
