@@ -110,3 +110,28 @@ def page(chromium: str) -> Iterator[Any]:
         pg = browser.new_page()
         yield pg
         browser.close()
+
+
+def weather_agent(answer: str) -> tuple[Any, Any]:
+    """A server-side agent whose model, on its first turn, thinks, calls its own ``weather`` tool
+    and the client's ``pick_color``, and on its second answers ``answer``: (agent, model)."""
+    from tokenwire.agent import Agent
+    from tokenwire.events import ReasoningDelta, ToolCall
+    from tokenwire.providers import Scripted
+    from tokenwire.tools import tool
+
+    @tool
+    def weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    model = Scripted.turns(
+        [
+            ReasoningDelta("hm"),
+            "Let me look.",
+            ToolCall(call_id="c1", name="weather", args={"city": "Paris"}),
+            ToolCall(call_id="c2", name="pick_color", args={}),
+        ],
+        [answer],
+    )
+    return Agent(model, [weather]), model

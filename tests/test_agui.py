@@ -144,26 +144,9 @@ def test_agui_s_own_client_runs_server_tools_and_answers_a_frontend_tool(node: s
     import json
     import subprocess
 
-    from conftest import JS
-    from tokenwire.agent import Agent
-    from tokenwire.events import ToolCall
-    from tokenwire.tools import tool
-
-    @tool
-    def weather(city: str) -> str:
-        """The weather in a city."""
-        return f"sunny in {city}"
-
-    model = Scripted.turns(
-        [
-            ReasoningDelta("hm"),
-            "Let me look.",
-            ToolCall(call_id="c1", name="weather", args={"city": "Paris"}),
-            ToolCall(call_id="c2", name="pick_color", args={}),
-        ],
-        ["Sunny in Paris; you like teal."],
-    )
-    app = create_app(providers={"m": Agent(model, [weather])}, api_keys=[KEY], log=MemoryLog())
+    from conftest import JS, weather_agent
+    agent, model = weather_agent("Sunny in Paris; you like teal.")
+    app = create_app(providers={"m": agent}, api_keys=[KEY], log=MemoryLog())
     with serve(app) as url:
         done = subprocess.run([node, str(JS / "agui_client.mjs"), url, KEY], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]

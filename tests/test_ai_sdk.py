@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from starlette.responses import Response
 
-from conftest import JS
+from conftest import JS, weather_agent
 from tokenwire.events import Done, ReasoningDelta, ToolResult
 from tokenwire.log import MemoryLog
 from tokenwire.providers import Scripted, Stall
@@ -201,25 +201,8 @@ def send(page: Any, text: str) -> None:
 def test_use_chat_in_chromium_runs_server_tools_and_answers_its_own(page: Any, use_chat_js: bytes) -> None:
     """useChat renders reasoning, a server-side tool's result and the page's own tool, which it answers
     (onToolCall → addToolOutput) and sends back: the model's next turn sees both results."""
-    from tokenwire.agent import Agent
-    from tokenwire.events import ToolCall
-    from tokenwire.tools import tool
-
-    @tool
-    def weather(city: str) -> str:
-        """The weather in a city."""
-        return f"sunny in {city}"
-
-    model = Scripted.turns(
-        [
-            ReasoningDelta("hm"),
-            "Let me look.",
-            ToolCall(call_id="c1", name="weather", args={"city": "Paris"}),
-            ToolCall(call_id="c2", name="pick_color", args={}),
-        ],
-        ["It is sunny in Paris, and you like teal."],
-    )
-    app = create_app(providers={"m": Agent(model, [weather])}, api_keys=[KEY], log=MemoryLog())
+    agent, model = weather_agent("It is sunny in Paris, and you like teal.")
+    app = create_app(providers={"m": agent}, api_keys=[KEY], log=MemoryLog())
     with serve(with_use_chat_page(app, use_chat_js)) as url:
         open_chat(page, url, "chat-tools")
         send(page, "Weather, and my color?")

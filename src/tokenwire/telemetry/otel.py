@@ -106,30 +106,37 @@ class OTel:
         self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("tokenwire", __version__)
         meter = (meter_provider or metrics.get_meter_provider()).get_meter("tokenwire", __version__)
         self.per_chunk = per_chunk
-        self.duration = meter.create_histogram(
-            "gen_ai.client.operation.duration",
-            unit="s",
-            description="GenAI operation duration.",
-            explicit_bucket_boundaries_advisory=list(FIRST_CHUNK_BUCKETS),
-        )
-        self.time_to_first_chunk = meter.create_histogram(
-            "gen_ai.client.operation.time_to_first_chunk",
-            unit="s",
-            description="Time to receive the first chunk in a streaming operation.",
-            explicit_bucket_boundaries_advisory=list(FIRST_CHUNK_BUCKETS),
-        )
-        self.time_per_output_chunk = meter.create_histogram(
-            "gen_ai.client.operation.time_per_output_chunk",
-            unit="s",
-            description="Time between consecutive output chunks in a streaming operation.",
-            explicit_bucket_boundaries_advisory=list(TIME_PER_CHUNK_BUCKETS),
-        )
-        self.token_usage = meter.create_histogram(
-            "gen_ai.client.token.usage",
-            unit="{token}",
-            description="Number of input and output tokens used.",
-            explicit_bucket_boundaries_advisory=[float(b) for b in TOKEN_BUCKETS],
-        )
+        histograms = {
+            "duration": ("gen_ai.client.operation.duration", "s", "GenAI operation duration.", FIRST_CHUNK_BUCKETS),
+            "time_to_first_chunk": (
+                "gen_ai.client.operation.time_to_first_chunk",
+                "s",
+                "Time to receive the first chunk in a streaming operation.",
+                FIRST_CHUNK_BUCKETS,
+            ),
+            "time_per_output_chunk": (
+                "gen_ai.client.operation.time_per_output_chunk",
+                "s",
+                "Time between consecutive output chunks in a streaming operation.",
+                TIME_PER_CHUNK_BUCKETS,
+            ),
+            "token_usage": (
+                "gen_ai.client.token.usage",
+                "{token}",
+                "Number of input and output tokens used.",
+                TOKEN_BUCKETS,
+            ),
+        }
+        made = {
+            attr: meter.create_histogram(
+                name, unit=unit, description=doc, explicit_bucket_boundaries_advisory=[float(b) for b in buckets]
+            )
+            for attr, (name, unit, doc, buckets) in histograms.items()
+        }
+        self.duration = made["duration"]
+        self.time_to_first_chunk = made["time_to_first_chunk"]
+        self.time_per_output_chunk = made["time_per_output_chunk"]
+        self.token_usage = made["token_usage"]
         _enabled = True
 
     @staticmethod
