@@ -27,6 +27,12 @@ pytestmark = pytest.mark.e2e  # Node.js and the npm registry
 KEY = "ui-chat-key-123456"
 
 
+def chat_stream(app: Any, chat_id: str) -> str:
+    """The stream id of a chat's latest run (whoever owns it)."""
+    stream_id: str = next(v[0] for (_, c), v in app.state.tokenwire.chats.items() if c == chat_id)
+    return stream_id
+
+
 def read_with_the_sdk(node: str, pkg: str, url: str, chat_id: str) -> dict[str, Any]:
     done = subprocess.run(
         [node, str(JS / "ui_chat.mjs"), pkg, url, KEY, chat_id], capture_output=True, text=True, timeout=60
@@ -88,7 +94,7 @@ def test_a_live_chat_stream_is_resumed_by_the_sdk_after_the_client_left(node: st
                     break  # the client leaves mid-answer (a page reload): the run goes on
         resumed = read_with_the_sdk_resuming(node, url, "chat-2")
         unknown = read_with_the_sdk_resuming(node, url, "no-such-chat")
-        run = app.state.tokenwire.runs.get(app.state.tokenwire.chats["chat-2"][0])
+        run = app.state.tokenwire.runs.get(chat_stream(app, "chat-2"))
         assert run is not None and not run.finished  # leaving did not cancel it
         stop = f"{url}/api/chat/chat-2/stream"
         assert httpx.delete(stop).status_code == 401 and not run.finished  # a key is needed to stop it
@@ -237,7 +243,7 @@ def test_use_chat_in_chromium_resumes_after_a_reload_and_stops_the_run(page: Any
         page.wait_for_selector("text=partial answer")
         open_chat(page, url, "chat-reload", resume=True)  # a new page: it only knows the chat id
         page.wait_for_selector("text=partial answer")
-        run = app.state.tokenwire.runs.get(app.state.tokenwire.chats["chat-reload"][0])
+        run = app.state.tokenwire.runs.get(chat_stream(app, "chat-reload"))
         assert run is not None and not run.finished  # neither the reload nor the resume ended it
         page.click("#stop")
         page.wait_for_function("document.querySelector('#status').innerText === 'ready'")

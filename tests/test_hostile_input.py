@@ -368,3 +368,28 @@ def test_generated_ui_chat_and_agui_bodies_never_get_a_5xx(base_url: str, ui: An
         for path, body in (("/api/chat", ui), ("/agui", agui)):
             r = c.post(path, json=body, headers=headers)
             assert r.status_code < 500, (path, body, r.text)
+
+
+def test_an_ai_sdk_chat_belongs_to_the_key_that_started_it() -> None:
+    """Chat ids are the client's choice: another key's resume and stop see no chat (204), and its
+    own chat of the same id is a different chat."""
+    from tokenwire.log import MemoryLog
+    from tokenwire.providers import Stall
+
+    mine, theirs = "chat-owner-key-1", "chat-other-key-2"
+    app = create_app(providers={"s": Scripted(["partial", Stall()])}, api_keys=[mine, theirs], log=MemoryLog())
+    body = {"id": "shared-id", "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "x"}]}]}
+    with serve(app) as url, httpx.Client(base_url=url) as http:
+        with http.stream("POST", "/api/chat", json=body, headers={"Authorization": f"Bearer {mine}"}) as r:
+            for line in r.iter_lines():
+                if "text-delta" in line:
+                    break
+        other = {"Authorization": f"Bearer {theirs}"}
+        assert http.get("/api/chat/shared-id/stream", headers=other).status_code == 204
+        assert http.delete("/api/chat/shared-id/stream", headers=other).status_code == 204
+        (run,) = [r for r in app.state.tokenwire.runs.live_runs()]
+        assert not run.finished  # the other key could not stop it
+        owner = {"Authorization": f"Bearer {mine}"}
+        with http.stream("GET", "/api/chat/shared-id/stream", headers=owner) as resumed:
+            assert resumed.status_code == 200
+        assert http.delete("/api/chat/shared-id/stream", headers=owner).status_code == 204

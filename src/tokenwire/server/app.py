@@ -180,9 +180,9 @@ class _Server:
         self._instances: dict[str, Provider] = {}
         self.loaded = False
         """True once :meth:`preload` ran (the app's lifespan start-up)."""
-        self.chats: dict[str, tuple[str, str]] = {}
-        """AI SDK chat id -> its latest run's stream id and message id (``GET /api/chat/{id}/stream``
-        resumes it)."""
+        self.chats: dict[tuple[str, str], tuple[str, str]] = {}
+        """(API key's owner, AI SDK chat id) -> the chat's latest run's stream id and message id
+        (``GET /api/chat/{id}/stream`` resumes it; another key's chat of the same id is another chat)."""
 
     # -- helpers ----------------------------------------------------------------------------------
 

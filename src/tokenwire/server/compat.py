@@ -287,7 +287,7 @@ async def _serve(
     *,
     headers: dict[str, str] | None = None,
     cancel_on_disconnect: bool = True,
-    on_run: Callable[[Any, Run], None] | None = None,
+    on_run: Callable[[Any, Run, str], None] | None = None,
 ) -> Response:
     """One OpenAI-style request: auth, body, model routing, a server run; then either the whole
     answer (``whole``, after the run ends) or the run's events through the format's encoder."""
@@ -322,7 +322,7 @@ async def _serve(
         response.headers["retry-after"] = str(server.config.retry_after_s)
         return response
     if on_run is not None:
-        on_run(body, run)
+        on_run(body, run, owner)
     created = int(time.time())
 
     def make() -> StreamEncoder:
@@ -526,8 +526,9 @@ async def ui_chat(server: _Server, request: HTTPRequest) -> Response:
     def make(body: Any, run_id: str, created: int) -> UIMessageStream:
         return UIMessageStream(message_id(body, run_id))
 
-    def remember(body: Any, run: Run) -> None:
-        server.chats[body.id] = (run.stream_id, message_id(body, run.stream_id))
+    def remember(body: Any, run: Run, owner: str) -> None:
+        # Chat ids are the client's: one key's chat is invisible to another key (and cannot clash).
+        server.chats[(owner, body.id)] = (run.stream_id, message_id(body, run.stream_id))
         while len(server.chats) > server.config.max_runs:
             server.chats.pop(next(iter(server.chats)))
 
@@ -552,10 +553,10 @@ async def ui_chat(server: _Server, request: HTTPRequest) -> Response:
 def _active_chat_run(server: _Server, request: HTTPRequest) -> tuple[Run, str] | Response:
     """The chat's live run and its message id, or the response to give instead (401, 204)."""
     try:
-        server.check_api_key(_bearer(request))
+        owner = server.check_api_key(_bearer(request))
     except Unauthorized as exc:
         return _error(401, str(exc), code="invalid_api_key")
-    stream_id, message_id = server.chats.get(request.path_params["chat_id"], ("", ""))
+    stream_id, message_id = server.chats.get((owner, request.path_params["chat_id"]), ("", ""))
     run = server.runs.get(stream_id) if stream_id else None
     if run is None or run.finished:
         return Response(status_code=204)
