@@ -589,3 +589,24 @@ def test_a_partitioned_producer_is_noticed_and_cannot_write_past_the_terminal(tm
     assert noticed_after <= 5.0
     stored = [tokenwire.decode(fields[b"e"]) for _, fields in entries]
     assert stored[-1] == terminal and [e.seq for e in stored] == list(range(len(stored)))  # nothing after it
+
+
+def test_a_run_the_log_cannot_take_is_a_503_not_a_run_nobody_can_read() -> None:
+    """Redis unreachable when a run starts: its start cannot be written, so the run ends at once
+    with error(log_unavailable) and the request that asked for it gets 503 + Retry-After (it used
+    to get 201 and the id of a stream no node could read)."""
+    import httpx
+
+    from tokenwire.server import create_app
+    from wire import free_port, serve
+
+    dead = RedisLog(f"redis://127.0.0.1:{free_port()}/0", unwritable_s=0.2)
+    app = create_app(providers={"s": Scripted(["a"])}, api_keys=["log-key-123456"], log=dead)
+    auth = {"Authorization": "Bearer log-key-123456"}
+    with serve(app) as url:
+        r = httpx.post(f"{url}/v1/runs", json={"prompt": "x"}, headers=auth, timeout=30)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "log_unavailable"
+        assert r.headers["retry-after"] == "1"
+        chat = {"model": "s", "messages": [{"role": "user", "content": "x"}], "stream": True}
+        r = httpx.post(f"{url}/v1/chat/completions", json=chat, headers=auth, timeout=30)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "log_unavailable"

@@ -265,6 +265,8 @@ class StreamHandle:
             if r is not None:
                 await r
             await self._writer.flush()  # start is durable (a shared log: readable on every node)
+            if self._writer.failure is not None:  # it is not: the stream ends now, before anyone reads it
+                raise _EngineFault(self._writer.failure) from self._writer.failure
             self._ready.set()
             core.delivered(time())
             if core.stop is None:  # not cancelled before it started

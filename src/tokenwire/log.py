@@ -44,7 +44,7 @@ from typing import Generic, Literal, NamedTuple, TypeAlias, TypeVar
 
 import msgspec
 
-from tokenwire.errors import ObserverOverflow, SeqEvicted, StreamClosed, StreamNotFound
+from tokenwire.errors import LogUnavailable, ObserverOverflow, SeqEvicted, StreamClosed, StreamNotFound
 from tokenwire.events import TERMINAL_TYPES, Event, ReasoningDelta, TextDelta, ToolCallDelta
 
 __all__ = [
@@ -179,6 +179,11 @@ class StreamWriter(abc.ABC):
 
     inline: InlineReader | None = None
     """The inline reader (set once, before the first append)."""
+
+    @property
+    def failure(self) -> LogUnavailable | None:
+        """Why this writer gave up writing (a networked log unreachable past its bounds), or None."""
+        return None
 
     async def flush(self) -> None:  # noqa: B027 - optional hook, a no-op for memory
         """Wait until appended events are durable and visible to every reader."""

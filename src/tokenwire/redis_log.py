@@ -155,6 +155,10 @@ class RedisWriter(_StreamRing):
         self._lease_key = log.lease_key(stream_id)
         self._flusher = asyncio.get_running_loop().create_task(self._run(), name=f"tokenwire-redis-{stream_id}")
 
+    @property
+    def failure(self) -> LogUnavailable | None:
+        return self._failure
+
     def append(self, event: Event) -> Any:
         r = super().append(event)  # local readers first: they never wait for Redis
         if self._failure is not None:

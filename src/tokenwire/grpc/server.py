@@ -211,6 +211,9 @@ class _Service:
             except ShuttingDown as exc:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
             await run.handle.ready()
+            unwritable = server.unwritable(run)
+            if unwritable is not None:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, unwritable)
             token, read_token = server.issue(run.stream_id)
             await context.send_initial_metadata(
                 (

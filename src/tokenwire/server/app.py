@@ -47,7 +47,7 @@ from tokenwire.errors import (
     StreamNotFound,
     Unauthorized,
 )
-from tokenwire.events import to_builtins
+from tokenwire.events import Error, to_builtins
 from tokenwire.limits import Limits
 from tokenwire.log import EventLog, MemoryLog, StreamInfo
 from tokenwire.provider import Provider
@@ -259,6 +259,15 @@ class _Server:
         assert presented is not None
         return hashlib.sha256(presented.encode()).hexdigest()[:16]
 
+    @staticmethod
+    def unwritable(run: Run) -> str | None:
+        """Why a run that just started could not be written to the event log (it already ended
+        with ``error(log_unavailable)``: nobody could read it), or None. A 503 / UNAVAILABLE."""
+        terminal = run.handle.terminal
+        if isinstance(terminal, Error) and terminal.code == "log_unavailable":
+            return f"the run could not be written to the event log: {terminal.message}"
+        return None
+
     def _run_finished(self, run: Run) -> None:
         terminal = run.handle.terminal
         if terminal is not None:
@@ -417,6 +426,11 @@ class _Server:
         except OverCapacity as exc:
             return self._over_capacity(exc)
         await run.handle.ready()  # readable on every node before anyone hears of it
+        unwritable = self.unwritable(run)
+        if unwritable is not None:
+            response = _error(503, "log_unavailable", unwritable)
+            response.headers["retry-after"] = str(self.config.retry_after_s)
+            return response
         token, read_token = self.issue(run.stream_id)
         events_url = str(request.url_for("events", stream_id=run.stream_id))
         return JSONResponse(

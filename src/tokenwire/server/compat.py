@@ -336,6 +336,11 @@ async def _serve(
                 encoder.feed(event)
         return whole(body, run, encoder)
     await run.handle.ready()
+    unwritable = server.unwritable(run)
+    if unwritable is not None:
+        response = _error(503, unwritable, type="server_error", code="log_unavailable")
+        response.headers["retry-after"] = str(server.config.retry_after_s)
+        return response
     return encoded_stream(server, run, fmt, make, headers=headers, cancel_on_disconnect=cancel_on_disconnect)
 
 

@@ -139,6 +139,9 @@ class Session:
         except OverCapacity as exc:
             raise SessionError("over_capacity", f"{exc} (retry after {exc.retry_after_s:g} s)") from None
         await run.handle.ready()  # readable on every node before anyone hears of it
+        unwritable = self.server.unwritable(run)
+        if unwritable is not None:
+            raise SessionError("log_unavailable", unwritable)
         token, read_token = self.server.issue(run.stream_id)
         await self.reply(
             {"op": "run", "id": request_id, "stream_id": run.stream_id, "token": token, "read_token": read_token}
