@@ -610,3 +610,5 @@ def test_a_run_the_log_cannot_take_is_a_503_not_a_run_nobody_can_read() -> None:
         chat = {"model": "s", "messages": [{"role": "user", "content": "x"}], "stream": True}
         r = httpx.post(f"{url}/v1/chat/completions", json=chat, headers=auth, timeout=30)
         assert r.status_code == 503 and r.json()["error"]["code"] == "log_unavailable"
+        r = httpx.post(f"{url}/v1/chat/completions", json={**chat, "stream": False}, headers=auth, timeout=30)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "log_unavailable"

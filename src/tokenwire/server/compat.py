@@ -331,16 +331,17 @@ async def _serve(
     if not body.stream:
         encoder = make()
         await run.handle.wait()
+        unavailable = _unavailable(server, run)
+        if unavailable is not None:
+            return unavailable
         async for batch in server.log.batches(run.stream_id, 0, follow=False):
             for event in batch:
                 encoder.feed(event)
         return whole(body, run, encoder)
     await run.handle.ready()
-    unwritable = server.unwritable(run)
-    if unwritable is not None:
-        response = _error(503, unwritable, type="server_error", code="log_unavailable")
-        response.headers["retry-after"] = str(server.config.retry_after_s)
-        return response
+    unavailable = _unavailable(server, run)
+    if unavailable is not None:
+        return unavailable
     return encoded_stream(server, run, fmt, make, headers=headers, cancel_on_disconnect=cancel_on_disconnect)
 
 
@@ -358,6 +359,16 @@ async def _before(server: _Server, stream_id: str, seq: int) -> list[Event]:
         if aclose is not None:
             await aclose()
     return earlier
+
+
+def _unavailable(server: _Server, run: Run) -> Response | None:
+    """503 + Retry-After when the run could not be written to the event log, else None."""
+    unwritable = server.unwritable(run)
+    if unwritable is None:
+        return None
+    response = _error(503, unwritable, type="server_error", code="log_unavailable")
+    response.headers["retry-after"] = str(server.config.retry_after_s)
+    return response
 
 
 def encoded_stream(
