@@ -495,13 +495,14 @@ async def test_a_reader_too_far_behind_is_disconnected_not_buffered() -> None:
     (test_redis_log covers the lag check of the Redis backend's shared tail)."""
     from tokenwire.events import TextDelta
     from tokenwire.log import MemoryLog
+    from tokenwire.server.streaming import log_frames
 
     app = make_app(log=MemoryLog(), max_lag_events=10)
     server = app.state.tokenwire
     writer = server.log.open("s")  # a stream in the server's log, read as any SSE reader reads it
     for i in range(3):
         writer.append(TextDelta(f"t{i}", stream_id="s", seq=i))
-    frames = server._sse("s", 0)
+    frames = log_frames(server, "s", 0, prelude=b"retry: 2000\n")
     assert (await anext(frames)).startswith(b"retry:")
     assert (await anext(frames)).count(b"\n\n") == 3  # the three ready frames in one write
     for i in range(3, 30):  # the reader is slow: 27 more events arrive before it reads again

@@ -9,12 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "BodyTooLarge",
     "ClientError",
     "ConnectionLost",
     "EventDecodeError",
     "Failure",
     "Forbidden",
+    "InvalidRequest",
     "ModelLoadError",
+    "ModelNotFound",
     "ObjectInvalid",
     "ObserverOverflow",
     "PartialJSONError",
@@ -30,6 +33,7 @@ __all__ = [
     "TokenwireError",
     "ToolArgumentsInvalid",
     "Unauthorized",
+    "Unsupported",
 ]
 
 
@@ -197,4 +201,34 @@ class OverCapacity(TokenwireError):
 
 class LogUnavailable(TokenwireError):
     """A shared event log stayed unwritable past its bound (time or buffered events); the stream
-    ends with ``error(source=transport, code=log_unavailable, retryable=True)``."""
+    ends with ``error(source=transport, code=log_unavailable, retryable=True)``. Raised by the
+    server's run service for a run whose start the log could not take (HTTP 503 with
+    ``Retry-After``, gRPC UNAVAILABLE): ``retry_after_s`` says when to try again."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class InvalidRequest(TokenwireError, ValueError):
+    """A request the server cannot act on: malformed JSON, a field of the wrong type, a value
+    above a ceiling, an unknown tool or provider (HTTP 422 on the native API, 400 on the
+    OpenAI-compatible ones, gRPC INVALID_ARGUMENT, a session error ``invalid_request``).
+
+    >>> raise InvalidRequest("max_tokens 9000 is above this server's ceiling (8192)")
+    Traceback (most recent call last):
+    ...
+    tokenwire.errors.InvalidRequest: max_tokens 9000 is above this server's ceiling (8192)
+    """
+
+
+class BodyTooLarge(InvalidRequest):
+    """A request body over the server's ``max_body_bytes`` (HTTP 413)."""
+
+
+class ModelNotFound(InvalidRequest, LookupError):
+    """A request named a model the server does not serve (HTTP 404 ``model_not_found``)."""
+
+
+class Unsupported(TokenwireError):
+    """The server cannot do this at all, e.g. speech without a text-to-speech engine (HTTP 501)."""

@@ -55,7 +55,10 @@ __all__ = [
     "Ring",
     "StreamInfo",
     "StreamWriter",
+    "configured_log_url",
     "default_log",
+    "log_from_url",
+    "log_kind",
 ]
 
 T = TypeVar("T")
@@ -618,6 +621,44 @@ _default: MemoryLog | None = None
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, EventLog] = weakref.WeakKeyDictionary()
 
 
+LogKind: TypeAlias = Literal["memory", "redis"]
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def log_kind(url: str | None) -> LogKind:
+    """Which backend a log URL names: ``memory`` (``"memory"``, empty or None) or ``redis``
+    (``redis://``, ``rediss://``, ``unix://``); a ValueError that says what is accepted otherwise.
+    The one parser of log URLs (``TOKENWIRE_LOG``, ``tokenwire serve --log``, ``ServerConfig.log_url``).
+
+    >>> log_kind("redis://127.0.0.1:6379/0"), log_kind("memory"), log_kind(None)
+    ('redis', 'memory', 'memory')
+    """
+    if not url or url == "memory":
+        return "memory"
+    if url.startswith(_REDIS_SCHEMES):
+        return "redis"
+    raise ValueError(f"an event log URL is 'memory' or redis://HOST:PORT/DB (rediss://, unix://), got {url!r}")
+
+
+def log_from_url(
+    url: str | None, *, max_events: int = 65_536, max_streams: int = 1024, max_total_events: int | None = None
+) -> EventLog:
+    """The event log ``url`` names (see :func:`log_kind`): a bounded :class:`MemoryLog`, or a
+    :class:`~tokenwire.redis_log.RedisLog` (the ``redis`` extra, imported only then; one Redis
+    stream keeps ``max_events``)."""
+    if log_kind(url) == "redis":
+        from tokenwire.redis_log import RedisLog  # an optional extra, loaded only when configured
+
+        assert url is not None
+        return RedisLog(url, max_events=max_events)
+    return MemoryLog(max_events=max_events, max_streams=max_streams, max_total_events=max_total_events)
+
+
+def configured_log_url() -> str | None:
+    """``TOKENWIRE_LOG`` from the environment (None when unset or empty)."""
+    return os.environ.get("TOKENWIRE_LOG") or None
+
+
 def default_log() -> EventLog:
     """The log that runs use when no ``log`` is passed.
 
@@ -629,14 +670,12 @@ def default_log() -> EventLog:
     to the loop it runs on).
     """
     global _default
-    url = os.environ.get("TOKENWIRE_LOG", "")
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    url = configured_log_url()
+    if log_kind(url) == "redis":
         loop = asyncio.get_running_loop()
         log = _per_loop.get(loop)
         if log is None:
-            from tokenwire.redis_log import RedisLog  # an optional extra, loaded only when configured
-
-            log = _per_loop[loop] = RedisLog(url)
+            log = _per_loop[loop] = log_from_url(url)
         return log
     if _default is None:
         _default = MemoryLog(max_events=65_536, max_streams=1024, max_total_events=262_144)

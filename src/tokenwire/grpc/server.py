@@ -28,9 +28,8 @@ that falls ``max_lag_events`` behind is cut off, as over SSE.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator
+from typing import Any, NoReturn
 
 import grpc
 import msgspec
@@ -39,32 +38,54 @@ from grpc_reflection.v1alpha import reflection
 
 from tokenwire.errors import (
     Forbidden,
+    InvalidRequest,
+    LogUnavailable,
     ObserverOverflow,
     OverCapacity,
     SeqEvicted,
     SessionError,
     ShuttingDown,
     StreamNotFound,
+    TokenwireError,
     Unauthorized,
 )
 from tokenwire.grpc import tokenwire_pb2 as pb
 from tokenwire.grpc.codec import PROTO, session_frame
 from tokenwire.server.schema import RunBody
+from tokenwire.server.service import RunService, bearer
 from tokenwire.server.session import Session
 
-if TYPE_CHECKING:
-    from tokenwire.server.app import _Server
-
-__all__ = ["SERVICE", "GrpcServer", "run_body"]
+__all__ = ["SERVICE", "STATUS", "GrpcServer", "run_body"]
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Tokenwire"].full_name
 """``tokenwire.v1.Tokenwire``."""
+
+STATUS: dict[type[TokenwireError], grpc.StatusCode] = {
+    Unauthorized: grpc.StatusCode.UNAUTHENTICATED,
+    Forbidden: grpc.StatusCode.PERMISSION_DENIED,
+    StreamNotFound: grpc.StatusCode.NOT_FOUND,
+    SeqEvicted: grpc.StatusCode.FAILED_PRECONDITION,
+    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    OverCapacity: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ShuttingDown: grpc.StatusCode.UNAVAILABLE,
+    LogUnavailable: grpc.StatusCode.UNAVAILABLE,
+}
+"""The gRPC status for each typed error the run service raises."""
 
 _json = msgspec.json.Decoder()
 
 
 def _json_or(text: str, default: Any) -> Any:
     return _json.decode(text) if text else default
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: TokenwireError) -> NoReturn:
+    """End the call with the status :data:`STATUS` gives ``exc`` (re-raised when it has none)."""
+    for cls in type(exc).__mro__:
+        code = STATUS.get(cls)
+        if code is not None:
+            await context.abort(code, str(exc))
+    raise exc
 
 
 def run_body(request: pb.RunRequest) -> RunBody:
@@ -154,116 +175,80 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
     return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
 
 
-def _bearer(md: Mapping[str, str]) -> str | None:
-    scheme, _, value = md.get("authorization", "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value else None
-
-
 class _Service:
-    def __init__(self, server: _Server):
-        self.server = server
-
-    def _owner(self, md: Mapping[str, str]) -> str:
-        return self.server.check_api_key(_bearer(md))
+    def __init__(self, service: RunService):
+        self.service = service
 
     async def _events(self, stream_id: str, from_seq: int, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         """A log reader: every event's shared protobuf bytes, one awaited write at a time."""
-        server = self.server
-        frame, frames, wrote = server.frames.frame, server.frames.frames, server.stats.wrote
+        service = self.service
+        frame, frames, wrote = service.frames.frame, service.frames.frames, service.stats.wrote
         seq = from_seq - 1
         try:
-            with server.runs.reader(stream_id):
-                async for batch in server.log.batches(stream_id, from_seq, max_lag=server.config.max_lag_events):
-                    if len(batch) == 1:  # the live edge, and every reader of a fan-out
-                        encoded = [frame(stream_id, PROTO, batch[0])]
-                    else:
-                        encoded = frames(stream_id, PROTO, batch)
+            with service.reading(stream_id, from_seq) as batches:
+                async for batch in batches:
+                    # One event: the live edge, and every reader of a fan-out.
+                    encoded = (
+                        [frame(stream_id, PROTO, batch[0])] if len(batch) == 1 else frames(stream_id, PROTO, batch)
+                    )
                     for data in encoded:
                         wrote("grpc", len(data))
                         yield data
                     seq = batch[-1].seq
         except ObserverOverflow:
-            server.stats.lag_disconnects += 1
+            service.stats.lag_disconnects += 1
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"fell behind the live stream; resume from seq {seq + 1}")
-        except SeqEvicted as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        except StreamNotFound:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no stream {stream_id!r}")
+        except (SeqEvicted, StreamNotFound) as exc:
+            await _abort(context, exc)
 
     async def run(self, request: pb.RunRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        server = self.server
+        service = self.service
         md = _metadata(context)
         try:
-            owner = self._owner(md)
-        except Unauthorized as exc:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
-        try:
-            server.connect(owner, "grpc")
-        except OverCapacity as exc:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        try:
-            try:
-                run = server.start(run_body(request), owner, md)
-            except (msgspec.ValidationError, ValueError, KeyError, msgspec.DecodeError) as exc:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid run request: {exc}")
-            except OverCapacity as exc:
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-            except ShuttingDown as exc:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-            await run.handle.ready()
-            unwritable = server.unwritable(run)
-            if unwritable is not None:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, unwritable)
-            token, read_token = server.issue(run.stream_id)
-            await context.send_initial_metadata(
-                (
-                    ("tokenwire-stream-id", run.stream_id),
-                    ("tokenwire-token", token),
-                    ("tokenwire-read-token", read_token),
+            owner = service.authenticate(bearer(md))
+            with service.connection("grpc", owner):
+                body = service.parse(request, run_body, "run request")
+                run = await service.start(body, owner=owner, headers=md)
+                tokens = service.issue(run.stream_id)
+                await context.send_initial_metadata(
+                    (
+                        ("tokenwire-stream-id", run.stream_id),
+                        ("tokenwire-token", tokens.token),
+                        ("tokenwire-read-token", tokens.read_token),
+                    )
                 )
-            )
-            async for data in self._events(run.stream_id, 0, context):
-                yield data
-        finally:
-            server.disconnect(owner, "grpc")
-
-    async def _authorized(self, stream_id: str, token: str, perm: str, context: grpc.aio.ServicerContext) -> None:
-        try:
-            await self.server.log.info(stream_id)
-        except StreamNotFound:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no stream {stream_id!r}")
-        try:
-            self.server.tokens.verify(token or None, stream_id, perm, now=time.time())
-        except Forbidden as exc:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+                async for data in self._events(run.stream_id, 0, context):
+                    yield data
+        except TokenwireError as exc:
+            await _abort(context, exc)
 
     async def subscribe(self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        server = self.server
-        await self._authorized(request.stream_id, request.token, "read", context)
-        if request.from_seq < 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "from_seq must be >= 0")
+        service = self.service
         try:
-            server.connect(None, "grpc")
-        except OverCapacity as exc:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        try:
-            async for data in self._events(request.stream_id, request.from_seq, context):
-                yield data
-        finally:
-            server.disconnect(None, "grpc")
+            if request.from_seq < 0:
+                raise InvalidRequest("from_seq must be >= 0")
+            await service.open(request.stream_id, request.token, request.from_seq)
+            with service.connection("grpc"):
+                async for data in self._events(request.stream_id, request.from_seq, context):
+                    yield data
+        except TokenwireError as exc:
+            await _abort(context, exc)
 
     async def cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext) -> pb.CancelReply:
-        await self._authorized(request.stream_id, request.token, "cancel", context)
-        if not await self.server.cancel_run(request.stream_id, request.reason or "cancelled over gRPC"):
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no node produces stream {request.stream_id!r}")
+        try:
+            await self.service.authorize(request.stream_id, request.token, "cancel")
+            if not await self.service.cancel(request.stream_id, request.reason or "cancelled over gRPC"):
+                raise StreamNotFound(f"no node produces stream {request.stream_id!r}")
+        except TokenwireError as exc:
+            await _abort(context, exc)
         return pb.CancelReply(stream_id=request.stream_id, status="cancelling")
 
     async def session(self, requests: AsyncIterator[pb.SessionRequest], context: grpc.aio.ServicerContext) -> None:
-        server = self.server
+        service = self.service
         md = _metadata(context)
-        api_key = _bearer(md)
+        api_key = bearer(md)
         try:
-            owner = server.check_api_key(api_key) if api_key else None
+            owner = service.authenticate(api_key) if api_key else None
         except Unauthorized:
             owner = None  # runs need a valid key; subscriptions only need stream tokens
         lock = asyncio.Lock()
@@ -271,7 +256,7 @@ class _Service:
         async def write(data: bytes) -> None:
             async with lock:  # pumps of several subscriptions share the call
                 await context.write(data)
-            server.stats.wrote("grpc", len(data))
+            service.stats.wrote("grpc", len(data))
 
         async def send(frame: bytes) -> None:
             await write(session_frame(frame))
@@ -279,26 +264,23 @@ class _Service:
         async def reply(obj: dict[str, Any]) -> None:
             await write(_session_reply(obj))
 
-        session = Session(server, api_key=api_key, headers=md, fmt=PROTO, send=send, reply=reply)
+        session = Session(service, api_key=api_key, headers=md, fmt=PROTO, send=send, reply=reply)
         try:
-            server.connect(owner, "grpc")
-        except OverCapacity as exc:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        try:
-            async for request in requests:
-                try:
-                    await session.handle(_session_message(request))
-                except SessionError as exc:
-                    await reply({"op": "error", "code": exc.code, "message": str(exc)})
-                except (msgspec.ValidationError, ValueError, msgspec.DecodeError) as exc:
-                    await reply({"op": "error", "code": "invalid_request", "message": str(exc)})
-                except Unauthorized as exc:
-                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
-            # The client closed its side: keep serving its subscriptions until they end.
-            await asyncio.gather(*(s.task for s in list(session.subs.values()) if s.task is not None))
-        finally:
-            await session.close()
-            server.disconnect(owner, "grpc")
+            with service.connection("grpc", owner):
+                async with session:  # the client closing its side: leaving serves its subscriptions to their end
+                    await self._serve_session(session, requests, reply)
+        except TokenwireError as exc:
+            await _abort(context, exc)
+
+    @staticmethod
+    async def _serve_session(session: Session, requests: AsyncIterator[pb.SessionRequest], reply: Any) -> None:
+        async for request in requests:
+            try:
+                await session.handle(session.service.parse(request, _session_message))
+            except SessionError as exc:
+                await reply({"op": "error", "code": exc.code, "message": str(exc)})
+            except InvalidRequest as exc:
+                await reply({"op": "error", "code": "invalid_request", "message": str(exc)})
 
 
 def _handler(service: _Service) -> grpc.GenericRpcHandler:
@@ -330,12 +312,12 @@ class GrpcServer:
     >>> # app = create_app(..., config=ServerConfig(grpc_port=50051))   # the app's lifespan runs it
     """
 
-    def __init__(self, server: _Server, host: str, port: int):
+    def __init__(self, service: RunService, host: str, port: int):
         self.host = host
         self.port = port
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
-        self._grpc = grpc.aio.server(options=[("grpc.max_receive_message_length", server.config.max_body_bytes)])
-        self._grpc.add_generic_rpc_handlers((_handler(_Service(server)),))
+        self._grpc = grpc.aio.server(options=[("grpc.max_receive_message_length", service.config.max_body_bytes)])
+        self._grpc.add_generic_rpc_handlers((_handler(_Service(service)),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         names = (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, self._grpc)

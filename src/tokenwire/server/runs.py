@@ -62,6 +62,7 @@ class Runs:
         max_live: int | None = None,
         max_live_per_owner: int | None = None,
         abandon_after_s: float | None = None,
+        retry_after_s: float = 1.0,
         on_finish: Callable[[Run], None] | None = None,
     ):
         self.log = log
@@ -71,6 +72,8 @@ class Runs:
         self.max_live = max_live
         self.max_live_per_owner = max_live_per_owner
         self.abandon_after_s = abandon_after_s
+        self.retry_after_s = retry_after_s
+        """When a client refused for capacity should try again (:class:`OverCapacity`)."""
         """A live run that no reader (on any node) has had for this long is cancelled ("abandoned")."""
         self._readers: dict[str, int] = {}  # stream id -> readers attached in this process
         self._watchdog: asyncio.Task[None] | None = None
@@ -104,10 +107,13 @@ class Runs:
         if not self.accepting:
             raise ShuttingDown("the server is shutting down and accepts no new runs")
         if self.max_live is not None and len(self._live) >= self.max_live:
-            raise OverCapacity(f"the server is generating {len(self._live)} runs, its limit; retry shortly")
+            raise OverCapacity(
+                f"the server is generating {len(self._live)} runs, its limit; retry shortly", self.retry_after_s
+            )
         if self.max_live_per_owner is not None and self._live_by_owner.get(owner, 0) >= self.max_live_per_owner:
             raise OverCapacity(
-                f"this API key has {self.max_live_per_owner} runs generating, its limit; retry when one ends"
+                f"this API key has {self.max_live_per_owner} runs generating, its limit; retry when one ends",
+                self.retry_after_s,
             )
         admit = getattr(provider, "admit", None)
         if admit is not None:

@@ -87,6 +87,9 @@ class ServerConfig(msgspec.Struct, kw_only=True):
     metrics_token: str | None = None
     """Turns on ``GET /metrics`` (Prometheus' text format), readable with ``Authorization: Bearer
     <metrics_token>``: a credential of its own, not an API key. None: no ``/metrics``."""
+    log_url: str | None = None
+    """The event log: ``memory`` or ``redis://HOST:PORT/DB`` (see :func:`tokenwire.log.log_kind`).
+    None: ``TOKENWIRE_LOG`` from the environment, else memory. ``create_app(log=…)`` overrides it."""
     abandon_after_s: float | None = 30.0
     """A run that no reader, on any node, has read for this long is cancelled with
     ``done(cancelled, reason="abandoned")`` (detaching never cancels at once: resume works within

@@ -15,31 +15,68 @@ through the server's :class:`~tokenwire.wire.FrameCache`). Ops:
 - ``cancel`` (``stream_id``, ``token``);
 - ``tool_result`` (``stream_id``, ``token``, ``call_id``, ``result``, ``is_error``?).
 
-A bad message raises :class:`SessionError` (code, message): the transport reports it and the
-connection stays open; a bad API key raises :class:`~tokenwire.errors.Unauthorized`.
+Every op is a call of the run service (:class:`~tokenwire.server.service.RunService`); the typed
+errors it raises become a :class:`SessionError` through :data:`CODES`, the one table of both
+transports. A bad message raises :class:`SessionError` (code, message): the transport reports it
+and the connection stays open; bad credentials raise :class:`~tokenwire.errors.Unauthorized`
+(the transport closes the connection).
+
+A session is an async context manager: it owns the tasks of its subscriptions (a :class:`~tokenwire.tasks.TaskSet`), and
+leaving it waits for them; :meth:`Session.close` ends them first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import Any
 
 import msgspec
 
-from tokenwire.errors import Forbidden, OverCapacity, SeqEvicted, SessionError, ShuttingDown, StreamNotFound
+from tokenwire.errors import (
+    Forbidden,
+    InvalidRequest,
+    LogUnavailable,
+    OverCapacity,
+    SeqEvicted,
+    SessionError,
+    ShuttingDown,
+    StreamNotFound,
+    TokenwireError,
+)
 from tokenwire.server.schema import RunBody
+from tokenwire.server.service import RunService
+from tokenwire.tasks import TaskSet
 from tokenwire.wire import WireFormat
 
-if TYPE_CHECKING:
-    from tokenwire.server.app import _Server
-
-__all__ = ["DEFAULT_WINDOW", "MAX_SUBSCRIPTIONS", "Session"]
+__all__ = ["CODES", "DEFAULT_WINDOW", "MAX_SUBSCRIPTIONS", "Session"]
 
 DEFAULT_WINDOW = 256
 MAX_SUBSCRIPTIONS = 64
+
+CODES: dict[type[TokenwireError], str] = {
+    Forbidden: "forbidden",
+    StreamNotFound: "not_found",
+    SeqEvicted: "gone",
+    InvalidRequest: "invalid_request",
+    OverCapacity: "over_capacity",
+    ShuttingDown: "shutting_down",
+    LogUnavailable: "log_unavailable",
+}
+"""The session error code for each typed error the run service raises."""
+
+
+def session_error(exc: TokenwireError) -> SessionError | None:
+    """The :class:`SessionError` a typed error becomes, or None (Unauthorized: the transport closes)."""
+    for cls in type(exc).__mro__:
+        code = CODES.get(cls)
+        if code is not None:
+            seconds = getattr(exc, "retry_after_s", None)
+            message = str(exc) if seconds is None else f"{exc} (retry after {seconds:g} s)"
+            return SessionError(code, message)
+    return None
 
 
 class _Subscription:
@@ -59,12 +96,11 @@ class Session:
     ``send(frame)`` writes an event's frame (``fmt``'s encoding); ``reply(obj)`` writes an op's
     answer; ``headers`` are the connection's (their ``traceparent`` parents its runs);
     ``disconnected`` are the exceptions that mean the peer left (they end a subscription quietly).
-    :meth:`close` ends every subscription.
     """
 
     def __init__(
         self,
-        server: _Server,
+        service: RunService,
         *,
         api_key: str | None,
         headers: Mapping[str, str],
@@ -73,7 +109,7 @@ class Session:
         reply: Callable[[dict[str, Any]], Awaitable[None]],
         disconnected: tuple[type[BaseException], ...] = (),
     ):
-        self.server = server
+        self.service = service
         self.api_key = api_key
         self.headers = headers
         self.fmt = fmt
@@ -81,6 +117,15 @@ class Session:
         self.reply = reply
         self.disconnected = disconnected
         self.subs: dict[str, _Subscription] = {}
+        self._tasks = TaskSet("session")
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._tasks.__aexit__(kind, exc, tb)
 
     async def handle(self, msg: dict[str, Any]) -> None:
         """Act on one decoded message (``{"op": …, …}``)."""
@@ -90,61 +135,44 @@ class Session:
         handler = getattr(self, f"op_{op}", None)
         if handler is None:
             raise SessionError("unknown_op", f"unknown op {op!r}; ops are run, subscribe, ack, cancel, tool_result")
-        await handler(msg)
+        try:
+            await handler(msg)
+        except TokenwireError as exc:
+            error = session_error(exc)
+            if error is None:
+                raise
+            raise error from None
 
-    async def close(self) -> None:
-        """End every subscription (the connection closed)."""
-        for sub in self.subs.values():
-            if sub.task is not None:
-                sub.task.cancel()
-        tasks = [s.task for s in self.subs.values() if s.task is not None]
-        if tasks:
-            await asyncio.wait(tasks)
+    def close(self) -> None:
+        """End every subscription (the connection closed); leaving the session waits for them."""
+        self._tasks.cancel()
 
     async def _authorized(self, msg: dict[str, Any], perm: str) -> str:
         """The stream id of a message whose token grants ``perm``."""
         stream_id = msg.get("stream_id")
         if not isinstance(stream_id, str):
             raise SessionError("bad_message", '"stream_id" (a string) is required')
-        try:
-            await self.server.log.info(stream_id)
-        except StreamNotFound:
-            raise SessionError("not_found", f"no stream {stream_id!r}") from None
-        try:
-            self.server.tokens.verify(msg.get("token"), stream_id, perm, now=time.time())
-        except Forbidden as exc:
-            raise SessionError("forbidden", str(exc)) from None
+        await self.service.authorize(stream_id, msg.get("token"), perm)
         return stream_id
 
-    def _local_run(self, stream_id: str) -> Any:
-        run = self.server.runs.get(stream_id)
-        if run is None:
-            raise SessionError("not_found", f"no stream {stream_id!r}")
-        return run
-
     async def op_run(self, msg: dict[str, Any]) -> None:
-        owner = self.server.check_api_key(self.api_key)
+        owner = self.service.authenticate(self.api_key)
         request_id = msg.pop("id", None)
         window = msg.pop("window", DEFAULT_WINDOW)
         if not isinstance(window, int) or window < 1:
             raise SessionError("bad_message", '"window" must be a positive integer')
         self._check_room()  # before the run starts: never generate for nobody
-        try:
-            body = msgspec.convert(msg, RunBody)
-            run = self.server.start(body, owner, self.headers)
-        except (msgspec.ValidationError, ValueError, KeyError) as exc:
-            raise SessionError("invalid_request", f"invalid run request: {exc}") from None
-        except ShuttingDown as exc:
-            raise SessionError("shutting_down", str(exc)) from None
-        except OverCapacity as exc:
-            raise SessionError("over_capacity", f"{exc} (retry after {exc.retry_after_s:g} s)") from None
-        await run.handle.ready()  # readable on every node before anyone hears of it
-        unwritable = self.server.unwritable(run)
-        if unwritable is not None:
-            raise SessionError("log_unavailable", unwritable)
-        token, read_token = self.server.issue(run.stream_id)
+        body = self.service.parse(msg, lambda msg: msgspec.convert(msg, RunBody), "run request")
+        run = await self.service.start(body, owner=owner, headers=self.headers)
+        tokens = self.service.issue(run.stream_id)
         await self.reply(
-            {"op": "run", "id": request_id, "stream_id": run.stream_id, "token": token, "read_token": read_token}
+            {
+                "op": "run",
+                "id": request_id,
+                "stream_id": run.stream_id,
+                "token": tokens.token,
+                "read_token": tokens.read_token,
+            }
         )
         self._subscribe(run.stream_id, 0, window)
 
@@ -154,12 +182,7 @@ class Session:
         window = msg.get("window", DEFAULT_WINDOW)
         if not isinstance(from_seq, int) or from_seq < 0 or not isinstance(window, int) or window < 1:
             raise SessionError("bad_message", '"from_seq" must be an integer >= 0 and "window" a positive integer')
-        try:
-            info = await self.server.log.info(stream_id)
-        except StreamNotFound:
-            raise SessionError("not_found", f"no stream {stream_id!r}") from None
-        if from_seq < info.first_seq:
-            raise SessionError("gone", str(SeqEvicted(stream_id, from_seq, info.first_seq)))
+        await self.service.open(stream_id, msg.get("token"), from_seq)
         self._subscribe(stream_id, from_seq, window)
 
     def _check_room(self) -> None:
@@ -175,20 +198,20 @@ class Session:
             old.task.cancel()
         self._check_room()
         sub = _Subscription(stream_id, from_seq, window)
-        sub.task = asyncio.get_running_loop().create_task(self._pump(sub))
+        sub.task = self._tasks.start(self._pump(sub), name=f"tokenwire-subscription-{stream_id}")
         self.subs[stream_id] = sub
 
     async def _pump(self, sub: _Subscription) -> None:
         """One subscription: a reader of the log from its cursor, at most ``window`` unacked events out."""
-        frames = self.server.frames.frames
+        frames = self.service.frames.frames
         fmt = self.fmt
         sid = sub.stream_id
         try:
             with (
                 contextlib.suppress(*self.disconnected, RuntimeError, SeqEvicted, StreamNotFound),
-                self.server.runs.reader(sid),
+                self.service.reading(sid, sub.cursor, lagging=False) as batches,
             ):
-                async for batch in self.server.log.batches(sid, sub.cursor):
+                async for batch in batches:
                     i = 0
                     while i < len(batch):
                         in_flight = sub.cursor - 1 - sub.acked
@@ -218,17 +241,16 @@ class Session:
 
     async def op_cancel(self, msg: dict[str, Any]) -> None:
         stream_id = await self._authorized(msg, "cancel")
-        if not await self.server.cancel_run(stream_id, "cancelled by the client"):
+        if not await self.service.cancel(stream_id, "cancelled by the client"):
             raise SessionError("not_found", f"no node produces stream {stream_id!r}")
         await self.reply({"op": "cancel", "stream_id": stream_id, "status": "cancelling"})
 
     async def op_tool_result(self, msg: dict[str, Any]) -> None:
-        run = self._local_run(await self._authorized(msg, "cancel"))
+        stream_id = await self._authorized(msg, "cancel")
         call_id = msg.get("call_id")
-        if run.agent is None or not isinstance(call_id, str):
+        if not isinstance(call_id, str):
             raise SessionError("bad_message", 'tool_result needs a run with client-side tools and a "call_id"')
-        try:
-            run.agent.submit(call_id, msg.get("result"), is_error=bool(msg.get("is_error", False)))
-        except KeyError as exc:
-            raise SessionError("not_found", str(exc.args[0])) from None
-        await self.reply({"op": "tool_result", "stream_id": run.stream_id, "call_id": call_id, "status": "accepted"})
+        self.service.submit_tool_result(
+            stream_id, call_id, msg.get("result"), is_error=bool(msg.get("is_error", False))
+        )
+        await self.reply({"op": "tool_result", "stream_id": stream_id, "call_id": call_id, "status": "accepted"})

@@ -12,25 +12,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import shutil
 import struct
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 import msgspec
-from starlette.responses import JSONResponse
+from starlette.requests import Request as HTTPRequest
+from starlette.responses import Response
+from starlette.routing import Route
 
-from tokenwire.errors import SeqEvicted, StreamNotFound
+from tokenwire.errors import SeqEvicted, StreamNotFound, Unsupported
 from tokenwire.events import TERMINAL_TYPES
+from tokenwire.server.http import guarded, token_of
+from tokenwire.server.service import RunService
+from tokenwire.server.streaming import EventStreamResponse
 from tokenwire.speech import AudioChunk, Speech
 
-if TYPE_CHECKING:
-    from starlette.requests import Request as HTTPRequest
-    from starlette.responses import Response
-
-    from tokenwire.server.app import _Server
-
-__all__ = ["speech_stream", "wav"]
+__all__ = ["route", "speech_stream", "wav"]
 
 
 def wav(pcm: bytes, sample_rate: int) -> bytes:
@@ -52,23 +51,21 @@ def _frame(chunk: AudioChunk) -> bytes:
     return b"event: audio\ndata: " + msgspec.json.encode(data) + b"\n\n"
 
 
-async def speech_stream(server: _Server, request: HTTPRequest) -> Response:
+@guarded
+async def speech_stream(service: RunService, request: HTTPRequest) -> Response:
     """The handler (see the module docstring)."""
-    guarded = await server._guard(request, "read")
-    if not isinstance(guarded, tuple):
-        return guarded
-    stream_id, _ = guarded
+    stream_id: str = request.path_params["stream_id"]
+    await service.authorize(stream_id, token_of(request), "read")
     if shutil.which("espeak-ng") is None:
-        message = "this server has no text-to-speech engine (espeak-ng)"
-        return JSONResponse({"error": {"code": "not_implemented", "message": message}}, status_code=501)
+        raise Unsupported("this server has no text-to-speech engine (espeak-ng)")
     loop = asyncio.get_running_loop()
     chunks: asyncio.Queue[AudioChunk | None] = asyncio.Queue()
     speech = Speech(lambda chunk: loop.call_soon_threadsafe(chunks.put_nowait, chunk))
 
     async def feed() -> None:
         try:
-            with server.runs.reader(stream_id):
-                async for batch in server.log.batches(stream_id, 0):
+            with service.reading(stream_id, 0, lagging=False) as batches:
+                async for batch in batches:
                     for event in batch:
                         speech.on_event(event)
                         if event.__class__ in TERMINAL_TYPES:
@@ -80,7 +77,7 @@ async def speech_stream(server: _Server, request: HTTPRequest) -> Response:
             chunks.put_nowait(None)
 
     async def frames() -> AsyncIterator[bytes]:
-        reader = loop.create_task(feed())
+        reader = loop.create_task(feed(), name=f"tokenwire-speech-{stream_id}")
         try:
             while (chunk := await chunks.get()) is not None:
                 yield _frame(chunk)
@@ -92,4 +89,9 @@ async def speech_stream(server: _Server, request: HTTPRequest) -> Response:
                 speech.close()
             await asyncio.gather(reader, return_exceptions=True)
 
-    return server.event_stream(frames(), {"cache-control": "no-cache"}, transport="speech")
+    return EventStreamResponse(service, frames(), transport="speech")
+
+
+def route(service: RunService) -> Route:
+    """``GET /v1/streams/{stream_id}/speech``, bound to ``service``."""
+    return Route("/v1/streams/{stream_id}/speech", functools.partial(speech_stream, service), methods=["GET"])

@@ -24,69 +24,67 @@ shares them); this module is the WebSocket's framing around them.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
+from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tokenwire.errors import OverCapacity, SessionError, Unauthorized
+from tokenwire.server.service import RunService, bearer
 from tokenwire.server.session import Session
 from tokenwire.wire import JSON_TEXT
 
-if TYPE_CHECKING:
-    from tokenwire.server.app import _Server
-
-__all__ = ["websocket_endpoint"]
+__all__ = ["MAX_FRAME_BYTES", "route"]
 
 MAX_FRAME_BYTES = 1_000_000
 
 
 class _Connection:
-    def __init__(self, server: _Server, ws: WebSocket):
-        self.server = server
+    def __init__(self, service: RunService, ws: WebSocket):
+        self.service = service
         self.ws = ws
         self.send_lock = asyncio.Lock()
-        api_key = ws.query_params.get("api_key")
-        auth = ws.headers.get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            api_key = auth[7:].strip()
-        self.owner: str | None = None
-        self.session = Session(
-            server,
-            api_key=api_key,
-            headers=ws.headers,
-            fmt=JSON_TEXT,
-            send=self.send,
-            reply=self.reply,
-            disconnected=(WebSocketDisconnect,),
-        )
+        self.api_key = bearer(ws.headers) or ws.query_params.get("api_key")
 
     async def send(self, text: str) -> None:
         async with self.send_lock:
             await self.ws.send_text(text)
-        self.server.stats.wrote("websocket", len(text))
+        self.service.stats.wrote("websocket", len(text))
 
     async def reply(self, obj: dict[str, Any]) -> None:
         await self.send(msgspec.json.encode(obj).decode())
 
     async def serve(self) -> None:
         try:
-            self.owner = self.server.check_api_key(self.session.api_key) if self.session.api_key else None
+            owner = self.service.authenticate(self.api_key) if self.api_key else None
         except Unauthorized:
-            self.owner = None  # runs need a valid key; subscriptions only need stream tokens
+            owner = None  # runs need a valid key; subscriptions only need stream tokens
         try:
-            self.server.connect(self.owner, "websocket")
+            with self.service.connection("websocket", owner):
+                await self._serve()
         except OverCapacity as exc:
             await self.ws.accept()
             await self.ws.close(1013, str(exc)[:120])  # try again later
-            return
-        try:
-            await self._serve()
-        finally:
-            self.server.disconnect(self.owner, "websocket")
 
     async def _serve(self) -> None:
         await self.ws.accept()
+        session = Session(
+            self.service,
+            api_key=self.api_key,
+            headers=self.ws.headers,
+            fmt=JSON_TEXT,
+            send=self.send,
+            reply=self.reply,
+            disconnected=(WebSocketDisconnect,),
+        )
+        async with session:
+            try:
+                await self._receive(session)
+            finally:
+                session.close()
+
+    async def _receive(self, session: Session) -> None:
         try:
             while True:
                 message = await self.ws.receive()
@@ -100,7 +98,7 @@ class _Connection:
                     await self.ws.close(1009, f"message over {MAX_FRAME_BYTES} bytes")
                     return
                 try:
-                    await self.handle(text)
+                    await session.handle(self.decode(text))
                 except SessionError as exc:
                     await self.reply({"op": "error", "code": exc.code, "message": str(exc)})
                 except Unauthorized as exc:
@@ -108,10 +106,9 @@ class _Connection:
                     return
         except WebSocketDisconnect:
             return
-        finally:
-            await self.session.close()
 
-    async def handle(self, text: str) -> None:
+    @staticmethod
+    def decode(text: str) -> dict[str, Any]:
         try:
             msg = msgspec.json.decode(text)
         except msgspec.DecodeError as exc:
@@ -122,9 +119,13 @@ class _Connection:
             raise SessionError("bad_json", "not valid Unicode text") from None
         if not isinstance(msg, dict):
             raise SessionError("bad_message", 'every message is a JSON object with an "op"')
-        await self.session.handle(msg)
+        return msg
 
 
-async def websocket_endpoint(server: _Server, ws: WebSocket) -> None:
-    """Serve one WebSocket connection."""
-    await _Connection(server, ws).serve()
+def route(service: RunService) -> WebSocketRoute:
+    """``/v1/ws``, bound to ``service``."""
+
+    async def endpoint(ws: WebSocket) -> None:
+        await _Connection(service, ws).serve()
+
+    return WebSocketRoute("/v1/ws", endpoint)

@@ -1,4 +1,5 @@
-"""AG-UI (CopilotKit and others): our events as AG-UI events over SSE (sans-I/O).
+"""AG-UI (CopilotKit and others), both directions (sans-I/O): a ``RunAgentInput`` as our
+:class:`~tokenwire.Request` (:func:`agui_request`), and our events as AG-UI events over SSE.
 
 One :class:`AGUIEvents` per stream and reader. ``RUN_STARTED`` first; text and reasoning become
 messages (``TEXT_MESSAGE_START`` / ``_CONTENT`` / ``_END``, ``REASONING_START`` …
@@ -26,9 +27,53 @@ from typing import Any
 import msgspec
 
 from tokenwire.events import Done, Error, Start, Step, ToolCall, ToolResult
+from tokenwire.request import Request, ToolSpec
 from tokenwire.wire.encoder import StreamEncoder
+from tokenwire.wire.openai_chat import message
 
-__all__ = ["AGUIEvents"]
+__all__ = ["AGUIBody", "AGUIEvents", "agui_request"]
+
+
+# -- requests ---------------------------------------------------------------------------------------
+
+
+class AGUIBody(msgspec.Struct, kw_only=True, rename="camel"):
+    """AG-UI's ``RunAgentInput`` (``state``, ``context`` and ``forwardedProps`` are accepted; the
+    model is the server's default provider, or ``forwardedProps.model``)."""
+
+    thread_id: str
+    run_id: str
+    messages: list[dict[str, Any]]
+    tools: list[ToolSpec] = []
+    state: Any = None
+    context: list[Any] = []
+    forwarded_props: dict[str, Any] | None = None
+
+    @property
+    def model(self) -> str:
+        return str((self.forwarded_props or {}).get("model") or "")
+
+
+def agui_request(body: AGUIBody) -> Request:
+    """Our request for an AG-UI run: its messages, and its tools as the client's (frontend) tools."""
+    messages = []
+    for m in body.messages:
+        role = m.get("role")
+        if role in ("reasoning", "activity"):
+            continue  # what the client kept of earlier runs' thinking and UI activity: not model input
+        if role == "assistant" and m.get("toolCalls"):
+            m = {**m, "tool_calls": m["toolCalls"]}
+        elif role == "tool":
+            m = {**m, "tool_call_id": m.get("toolCallId")}
+        elif role not in ("system", "developer", "user", "assistant"):
+            raise ValueError(f"messages of role {role!r} are not supported")
+        messages.append(message(m))
+    if not messages:
+        raise ValueError("an AG-UI run needs at least one message")
+    return Request(messages, tools=list(body.tools))
+
+
+# -- events -----------------------------------------------------------------------------------------
 
 _encode = msgspec.json.Encoder().encode
 

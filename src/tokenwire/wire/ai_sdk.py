@@ -1,4 +1,6 @@
-"""The Vercel AI SDK's UI message stream (v1): what ``useChat`` / ``DefaultChatTransport`` read.
+"""The Vercel AI SDK's UI message stream (v1), both directions (sans-I/O): what ``useChat`` /
+``DefaultChatTransport`` posts as our :class:`~tokenwire.Request` (:func:`ui_request`), and our
+events as the stream it reads.
 
 SSE ``data: {chunk}`` frames: ``start`` (the message id) and ``start-step``; text and reasoning
 parts as ``text-start`` / ``text-delta`` / ``text-end`` (``reasoning-…`` alike) opened by their
@@ -25,14 +27,80 @@ data: [DONE]
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+from msgspec import Meta
 
 from tokenwire.events import Done, Error, Start, ToolCall, ToolResult
+from tokenwire.request import Message, Request, ToolSpec
 from tokenwire.wire.encoder import StreamEncoder
 
-__all__ = ["HEADERS", "UIMessageStream"]
+__all__ = ["HEADERS", "ChatUIBody", "UIMessageStream", "message_id", "ui_request"]
+
+
+# -- requests ---------------------------------------------------------------------------------------
+
+
+class ChatUIBody(msgspec.Struct, kw_only=True):
+    """What ``DefaultChatTransport`` posts: the chat id and its UI messages (``trigger``,
+    ``messageId`` and fields the app adds are accepted; ``model`` picks a provider).
+
+    ``tools`` (the app adds it with the transport's ``body`` option) declares the page's own
+    tools as ``{name, description, parameters}``: a call to one ends the run, ``useChat``'s
+    ``onToolCall`` answers it with ``addToolResult``, and the next request carries the output."""
+
+    id: str
+    messages: Annotated[list[dict[str, Any]], Meta(min_length=1)]
+    model: str = ""
+    tools: list[ToolSpec] = []
+
+
+def _messages(body: ChatUIBody) -> list[Message]:
+    """UI messages (parts) to ours: text parts joined; tool parts with an output (or an error)
+    become the assistant's call and a tool message."""
+    out: list[Message] = []
+    for m in body.messages:
+        role = m.get("role")
+        if role not in ("system", "user", "assistant"):
+            raise ValueError(f"messages of role {role!r} are not supported")
+        parts = m.get("parts", [])
+        if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
+            raise ValueError("a UI message's parts must be a list of objects")
+        text = "".join(str(p.get("text", "")) for p in parts if p.get("type") == "text")
+        calls, results = [], []
+        for p in parts:
+            kind = str(p.get("type", ""))
+            state = p.get("state")
+            if kind.startswith("tool-") and state in ("output-available", "output-error"):
+                calls.append({"call_id": p["toolCallId"], "name": kind[5:], "args": p.get("input") or {}})
+                output = p.get("output")
+                if state == "output-error":
+                    content = f"error: {p.get('errorText', '')}"
+                else:
+                    content = output if isinstance(output, str) else msgspec.json.encode(output).decode()
+                results.append(Message("tool", content, tool_call_id=p["toolCallId"]))
+        out.append(Message(role, text, tool_calls=calls or None))
+        out += results
+    return out
+
+
+def ui_request(body: ChatUIBody) -> Request:
+    """Our request for a ``useChat`` one; the page's tools are the client's."""
+    return Request(_messages(body), tools=list(body.tools))
+
+
+def message_id(body: ChatUIBody, run_id: str) -> str:
+    """The id of the assistant message the run's stream writes: a request that ends with the
+    assistant's message (tool outputs sent back) continues that message (the SDK appends the new
+    parts to it only when the stream names the same id); otherwise a new one."""
+    last = body.messages[-1]
+    if last.get("role") == "assistant" and isinstance(last.get("id"), str):
+        return str(last["id"])
+    return f"msg-{run_id}"
+
+
+# -- events -----------------------------------------------------------------------------------------
 
 HEADERS = {"x-vercel-ai-ui-message-stream": "v1"}
 """The response header the AI SDK's transport expects on a UI message stream."""

@@ -1,5 +1,6 @@
-"""OpenAI Chat Completions: our events as ``chat.completion.chunk`` objects, and a whole response
-as one ``chat.completion`` (sans-I/O).
+"""OpenAI Chat Completions, both directions (sans-I/O): a request body as our
+:class:`~tokenwire.Request` (:func:`chat_request`), and our events as ``chat.completion.chunk``
+objects, or a whole response as one ``chat.completion``.
 
 One :class:`ChatCompletionChunks` per stream and reader: it numbers tool calls in the order they
 start (``index``), holds the usage until the end (``stream_options.include_usage`` puts it in a
@@ -22,15 +23,122 @@ an ``error`` event becomes OpenAI's in-stream error object (the SDKs raise ``API
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Annotated, Any
 
 import msgspec
+from msgspec import Meta
 
 from tokenwire.events import Done, Error, Start, TokenUsage, ToolCall, Usage
+from tokenwire.request import Message, Request, ToolSpec
 from tokenwire.response import Response
 from tokenwire.wire.encoder import StreamEncoder
 
-__all__ = ["ChatCompletionChunks", "chat_completion", "finish_reason", "openai_error"]
+__all__ = [
+    "ChatBody",
+    "ChatCompletionChunks",
+    "chat_completion",
+    "chat_request",
+    "finish_reason",
+    "message",
+    "openai_error",
+    "text_content",
+]
+
+
+# -- requests ---------------------------------------------------------------------------------------
+
+
+class _Tool(msgspec.Struct):
+    function: ToolSpec
+    type: str = "function"
+
+
+class _StreamOptions(msgspec.Struct):
+    include_usage: bool = False
+
+
+class ChatBody(msgspec.Struct, kw_only=True):
+    """The body of ``POST /v1/chat/completions`` (fields OpenAI clients send that do not apply
+    here, such as ``user`` or ``n``, are accepted and ignored)."""
+
+    model: str
+    messages: Annotated[list[dict[str, Any]], Meta(min_length=1)]
+    stream: bool = False
+    stream_options: _StreamOptions | None = None
+    tools: list[_Tool] = []
+    tool_choice: str | dict[str, Any] | None = None
+    max_tokens: Annotated[int, Meta(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Meta(ge=1)] | None = None
+    temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+
+def text_content(content: Any) -> str:
+    """A message's ``content`` (a string, null, or a list of text parts) as text."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text":
+                raise ValueError("only text content parts are supported")
+            parts.append(str(part.get("text", "")))
+        return "".join(parts)
+    raise ValueError("message content must be a string or a list of text parts")
+
+
+def message(raw: dict[str, Any]) -> Message:
+    """One Chat Completions message as ours (``developer`` is a system message)."""
+    role = raw.get("role")
+    if role in ("system", "developer"):
+        return Message("system", text_content(raw.get("content")))
+    if role == "user":
+        return Message("user", text_content(raw.get("content")))
+    if role == "assistant":
+        calls = [
+            {
+                "call_id": c["id"],
+                "name": c["function"]["name"],
+                "args": json.loads(c["function"].get("arguments") or "{}"),
+            }
+            for c in raw.get("tool_calls") or []
+        ]
+        return Message("assistant", text_content(raw.get("content")), tool_calls=calls or None)
+    if role == "tool":
+        return Message("tool", text_content(raw.get("content")), tool_call_id=raw.get("tool_call_id"))
+    raise ValueError(f"unknown message role {role!r}")
+
+
+def chat_request(body: ChatBody) -> Request:
+    """Our request for an OpenAI one (ValueError / KeyError for what cannot be understood); its
+    tools are the client's.
+
+    >>> body = msgspec.json.decode(b'{"model": "m", "messages": [{"role": "user", "content": "Hi"}]}', type=ChatBody)
+    >>> chat_request(body).messages
+    [Message(role='user', content='Hi', tool_call_id=None, name=None, tool_calls=None)]
+    """
+    choice = body.tool_choice
+    if isinstance(choice, dict):
+        choice = choice["function"]["name"]
+    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    return Request(
+        [message(m) for m in body.messages],
+        tools=[t.function for t in body.tools],
+        tool_choice=choice or "auto",
+        temperature=body.temperature,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        stop=stop,
+        seed=body.seed,
+    )
+
+
+# -- events -----------------------------------------------------------------------------------------
 
 _encode = msgspec.json.Encoder().encode
 _DONE = b"data: [DONE]\n\n"

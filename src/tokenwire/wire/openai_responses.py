@@ -1,4 +1,5 @@
-"""OpenAI Responses API streaming: our events as ``response.*`` SSE events (sans-I/O).
+"""The OpenAI Responses API, both directions (sans-I/O): a request body as our
+:class:`~tokenwire.Request` (:func:`responses_request`), and our events as ``response.*`` SSE events.
 
 One :class:`ResponseEvents` per stream and reader. It opens an output item when its first delta
 arrives (a ``message`` with one ``output_text`` part, a ``reasoning`` item, a ``function_call``
@@ -22,14 +23,88 @@ API's keys: our ``seq`` never appears.
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Annotated, Any
 
 import msgspec
+from msgspec import Meta
 
 from tokenwire.events import Done, Error, Start, ToolCall
+from tokenwire.request import Message, Request, ToolSpec
 from tokenwire.wire.encoder import StreamEncoder
+from tokenwire.wire.openai_chat import message, text_content
 
-__all__ = ["ResponseEvents"]
+__all__ = ["ResponseEvents", "ResponsesBody", "responses_request"]
+
+
+# -- requests ---------------------------------------------------------------------------------------
+
+
+class ResponsesBody(msgspec.Struct, kw_only=True):
+    """The body of ``POST /v1/responses`` (function tools; other fields are accepted and ignored)."""
+
+    model: str
+    input: str | Annotated[list[dict[str, Any]], Meta(min_length=1)]
+    instructions: str | None = None
+    stream: bool = False
+    tools: list[dict[str, Any]] = []
+    tool_choice: str | dict[str, Any] | None = None
+    max_output_tokens: Annotated[int, Meta(ge=1)] | None = None
+    temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
+
+
+def _messages(body: ResponsesBody) -> list[Message]:
+    messages = [Message("system", body.instructions)] if body.instructions else []
+    if isinstance(body.input, str):
+        return [*messages, Message("user", body.input)]
+    for item in body.input:
+        kind = item.get("type", "message")
+        if kind == "message":
+            content = item.get("content")
+            if isinstance(content, list):
+                content = [
+                    {"type": "text", "text": p.get("text", "")}
+                    if isinstance(p, dict) and p.get("type") in ("input_text", "output_text")
+                    else p
+                    for p in content
+                ]
+            messages.append(message({"role": item.get("role"), "content": content}))
+        elif kind == "function_call":
+            call = {"call_id": item["call_id"], "name": item["name"], "args": json.loads(item.get("arguments") or "{}")}
+            last = messages[-1] if messages else None
+            if last is not None and last.role == "assistant" and not last.content and last.tool_calls:
+                messages[-1] = Message("assistant", "", tool_calls=[*last.tool_calls, call])
+            else:
+                messages.append(Message("assistant", "", tool_calls=[call]))
+        elif kind == "function_call_output":
+            messages.append(Message("tool", text_content(item.get("output")), tool_call_id=item.get("call_id")))
+        else:
+            raise ValueError(f"input items of type {kind!r} are not supported")
+    return messages
+
+
+def responses_request(body: ResponsesBody) -> Request:
+    """Our request for a Responses API one (ValueError / KeyError for what cannot be understood)."""
+    tools = []
+    for t in body.tools:
+        if t.get("type") != "function":
+            raise ValueError(f"only function tools are supported, got {t.get('type')!r}")
+        tools.append(
+            ToolSpec(t["name"], t.get("description") or "", t.get("parameters") or {"type": "object", "properties": {}})
+        )
+    choice = body.tool_choice
+    if isinstance(choice, dict):
+        choice = choice["name"]
+    return Request(
+        _messages(body),
+        tools=tools,
+        tool_choice=choice or "auto",
+        temperature=body.temperature,
+        max_tokens=body.max_output_tokens,
+    )
+
+
+# -- events -----------------------------------------------------------------------------------------
 
 _encode = msgspec.json.Encoder().encode
 

@@ -1,0 +1,254 @@
+"""The native HTTP API over the run service: runs, SSE with resume, status, cancel, health, metrics.
+
+- ``POST /v1/runs`` (API key) → 201 ``{stream_id, token, read_token, events_url}``;
+- ``GET /v1/streams/{id}/events`` (token with ``read``) → SSE, resumable from ``Last-Event-ID``
+  or ``?from_seq=``; ``GET /v1/streams/{id}`` → status and, once finished, the result;
+- ``POST /v1/streams/{id}/cancel`` (token with ``cancel``);
+- ``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (its own token), ``GET /`` (the web UI).
+
+Errors are JSON ``{"error": {"code", "message"}}``, from the service's typed errors through
+:data:`ERRORS`, the one table of this API (speech shares it); 429 and 503 ``log_unavailable``
+carry ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import math
+from collections.abc import Awaitable, Callable
+from importlib.resources import files
+from typing import Any
+
+import msgspec
+from starlette.requests import Request as HTTPRequest
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from tokenwire.errors import (
+    BodyTooLarge,
+    Forbidden,
+    InvalidRequest,
+    LogUnavailable,
+    ModelNotFound,
+    OverCapacity,
+    SeqEvicted,
+    ShuttingDown,
+    StreamNotFound,
+    TokenwireError,
+    Unauthorized,
+    Unsupported,
+)
+from tokenwire.events import to_builtins
+from tokenwire.server.schema import RunBody
+from tokenwire.server.service import RunService, bearer
+from tokenwire.server.streaming import EventStreamResponse, log_frames
+from tokenwire.telemetry import prometheus
+from tokenwire.wire import SSE
+
+__all__ = ["ERRORS", "error_response", "guarded", "mapped", "read_body", "retry_after", "routes", "token_of"]
+
+ERRORS: dict[type[TokenwireError], tuple[int, str]] = {
+    Unauthorized: (401, "unauthorized"),
+    Forbidden: (403, "forbidden"),
+    StreamNotFound: (404, "not_found"),
+    ModelNotFound: (404, "model_not_found"),
+    SeqEvicted: (410, "gone"),
+    BodyTooLarge: (413, "body_too_large"),
+    InvalidRequest: (422, "invalid_request"),
+    OverCapacity: (429, "over_capacity"),
+    Unsupported: (501, "not_implemented"),
+    ShuttingDown: (503, "shutting_down"),
+    LogUnavailable: (503, "log_unavailable"),
+}
+"""The native API's status and code for each typed error the run service raises."""
+
+
+def mapped(exc: TokenwireError, table: dict[type[TokenwireError], Any]) -> Any:
+    """``table``'s entry for ``exc``'s class or its nearest base class in it; None if none."""
+    for cls in type(exc).__mro__:
+        if cls in table:
+            return table[cls]
+    return None
+
+
+def retry_after(response: Response, exc: TokenwireError) -> Response:
+    """``response`` with ``Retry-After`` when ``exc`` says when to try again."""
+    seconds = getattr(exc, "retry_after_s", None)
+    if seconds is not None:
+        response.headers["retry-after"] = str(math.ceil(seconds))
+    return response
+
+
+def error_response(exc: TokenwireError) -> Response | None:
+    """The native API's answer to a typed error, or None for one it does not map (a bug: a 500)."""
+    entry = mapped(exc, ERRORS)
+    if entry is None:
+        return None
+    status, code = entry
+    return retry_after(JSONResponse({"error": {"code": code, "message": str(exc)}}, status_code=status), exc)
+
+
+Handler = Callable[[RunService, HTTPRequest], Awaitable[Response]]
+
+
+def guarded(handler: Handler, answer: Callable[[TokenwireError], Response | None] = error_response) -> Handler:
+    """``handler`` with the typed errors it raises answered by ``answer`` (one table per API)."""
+
+    @functools.wraps(handler)
+    async def endpoint(service: RunService, request: HTTPRequest) -> Response:
+        try:
+            return await handler(service, request)
+        except TokenwireError as exc:
+            response = answer(exc)
+            if response is None:
+                raise
+            return response
+
+    return endpoint
+
+
+def token_of(request: HTTPRequest) -> str | None:
+    """A stream token from ``?token=`` (EventSource cannot set headers) or ``Authorization: Bearer``."""
+    return request.query_params.get("token") or bearer(request.headers)
+
+
+async def read_body(service: RunService, request: HTTPRequest) -> bytes:
+    """The request's body, refused with :class:`BodyTooLarge` as soon as it passes ``max_body_bytes``."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit():
+        service.check_size(int(declared))
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        service.check_size(len(raw))
+    return raw
+
+
+@guarded
+async def create_run(service: RunService, request: HTTPRequest) -> Response:
+    owner = service.authenticate(bearer(request.headers))
+    raw = await read_body(service, request)
+    body = service.parse(raw, lambda raw: msgspec.json.decode(raw, type=RunBody), "run request")
+    run = await service.start(body, owner=owner, headers=request.headers)
+    tokens = service.issue(run.stream_id)
+    events_url = str(request.url_for("events", stream_id=run.stream_id))
+    return JSONResponse(
+        {"stream_id": run.stream_id, "token": tokens.token, "read_token": tokens.read_token, "events_url": events_url},
+        status_code=201,
+    )
+
+
+def from_seq(request: HTTPRequest) -> int:
+    """Where a reader resumes: after ``Last-Event-ID`` (the last seq it has), or at ``?from_seq=``."""
+    last = request.headers.get("last-event-id")
+    query = request.query_params.get("from_seq")
+    if last:
+        raw, after = last, 1
+    elif query is not None:
+        raw, after = query, 0
+    else:
+        return 0
+    if not (raw.isascii() and raw.isdigit()):
+        raise InvalidRequest(f"Last-Event-ID / from_seq must be a seq (an integer >= 0), got {raw[:40]!r}")
+    return int(raw) + after
+
+
+@guarded
+async def events(service: RunService, request: HTTPRequest) -> Response:
+    stream_id: str = request.path_params["stream_id"]
+    info = await service.authorize(stream_id, token_of(request), "read")
+    cursor = from_seq(request)
+    if cursor < info.first_seq:
+        raise SeqEvicted(stream_id, cursor, info.first_seq)
+    refused = service.over_capacity()
+    if refused is not None:
+        raise refused
+    cfg = service.config
+    # No blank line after ``retry:``: httpx-sse (and openai-python's decoder) would dispatch an
+    # empty event; the field rides on the first real event instead.
+    body = log_frames(service, stream_id, cursor, fmt=SSE, prelude=b"retry: %d\n" % cfg.retry_ms)
+    # The keep-alive interval, announced so a client can tell a silent stream from a dead one.
+    headers = {"x-accel-buffering": "no", "x-tokenwire-ping-s": f"{cfg.ping_s:g}"}
+    return EventStreamResponse(service, body, transport="sse", headers=headers)
+
+
+@guarded
+async def status(service: RunService, request: HTTPRequest) -> Response:
+    stream_id: str = request.path_params["stream_id"]
+    info = await service.authorize(stream_id, token_of(request), "read")
+    run = service.runs.get(stream_id)
+    body: dict[str, Any] = {
+        "stream_id": stream_id,
+        "status": "finished" if info.finished else "running",
+        "next_seq": info.next_seq,
+        "created": run.created if run is not None else None,
+    }
+    if run is not None and run.handle.done():
+        body["result"] = msgspec.to_builtins(run.handle.result())
+        terminal = run.handle.terminal
+        body["terminal"] = to_builtins(terminal) if terminal is not None else None
+    return JSONResponse(body)
+
+
+@guarded
+async def cancel(service: RunService, request: HTTPRequest) -> Response:
+    stream_id: str = request.path_params["stream_id"]
+    info = await service.authorize(stream_id, token_of(request), "cancel")
+    if info.finished:
+        return JSONResponse({"stream_id": stream_id, "status": "finished"}, status_code=202)
+    if not await service.cancel(stream_id, "cancelled through the API"):
+        raise StreamNotFound(f"no stream {stream_id!r} (unknown, or evicted by retention)")  # no node produces it
+    return JSONResponse({"stream_id": stream_id, "status": "cancelling"}, status_code=202)
+
+
+async def healthz(service: RunService, request: HTTPRequest) -> Response:
+    """Liveness: the process answers."""
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(service: RunService, request: HTTPRequest) -> Response:
+    """Readiness: the default provider is loaded, the event log answers, the server takes runs."""
+    checks = await service.readiness()
+    ready = all(v == "ok" for v in checks.values())
+    body = {"status": "ready" if ready else "not ready", "checks": checks}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+async def metrics(service: RunService, request: HTTPRequest) -> Response:
+    """``GET /metrics``: Prometheus' text format, for the holder of ``metrics_token`` (404 when
+    the server has none: metrics are off)."""
+    token = service.config.metrics_token
+    if token is None:
+        message = "metrics are off (ServerConfig.metrics_token, serve --metrics-token)"
+        return JSONResponse({"error": {"code": "not_found", "message": message}}, status_code=404)
+    presented = bearer(request.headers) or ""
+    if not hmac.compare_digest(presented.encode(), token.encode()):
+        message = "GET /metrics needs Authorization: Bearer <metrics token>"
+        return JSONResponse({"error": {"code": "unauthorized", "message": message}}, status_code=401)
+    live = service.runs.live_runs()
+    events = sum(r.handle.seq + 1 for r in live)
+    body, content_type = prometheus.render(service.stats, live_runs=len(live), live_events=events)
+    return Response(body, media_type=content_type)
+
+
+async def ui(service: RunService, request: HTTPRequest) -> Response:
+    return HTMLResponse(files("tokenwire.server").joinpath("ui.html").read_text(encoding="utf-8"))
+
+
+def routes(service: RunService) -> list[Route]:
+    """The native API's routes, bound to ``service``."""
+
+    def bind(handler: Handler) -> Callable[[HTTPRequest], Awaitable[Response]]:
+        return functools.partial(handler, service)
+
+    return [
+        Route("/", bind(ui), methods=["GET"]),
+        Route("/healthz", bind(healthz), methods=["GET"]),
+        Route("/readyz", bind(readyz), methods=["GET"]),
+        Route("/metrics", bind(metrics), methods=["GET"]),
+        Route("/v1/runs", bind(create_run), methods=["POST"]),
+        Route("/v1/streams/{stream_id}/events", bind(events), methods=["GET"], name="events"),
+        Route("/v1/streams/{stream_id}", bind(status), methods=["GET"]),
+        Route("/v1/streams/{stream_id}/cancel", bind(cancel), methods=["POST"]),
+    ]

@@ -1,0 +1,464 @@
+"""The run service: the one place every transport goes through.
+
+Native HTTP and SSE, the OpenAI / AI SDK / AG-UI endpoints, WebSocket, gRPC and speech are thin
+adapters over one :class:`RunService`: they turn their request into a call here and the typed
+error it may raise (all from :mod:`tokenwire.errors`) into their own status, with one table each.
+The service authenticates, admits (parse → ceilings and defaults → capacity → the log took the
+start), starts, reads, cancels, takes client-side tool results and issues and checks stream
+tokens; it knows nothing of HTTP, WebSocket frames or gRPC.
+
+>>> import asyncio
+>>> from tokenwire.providers import Scripted
+>>> from tokenwire.server import RunBody, RunService
+>>> async def main():
+...     service = RunService(providers={"scripted": Scripted(["Hi"])}, api_keys=["k"])
+...     owner = service.authenticate("k")
+...     run = await service.start(RunBody(prompt="hello"), owner=owner)
+...     tokens = service.issue(run.stream_id)
+...     await service.authorize(run.stream_id, tokens.read_token, "read")
+...     return (await run.handle).text
+>>> asyncio.run(main())
+'Hi'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple, TypeVar
+
+import msgspec
+
+from tokenwire.errors import (
+    BodyTooLarge,
+    InvalidRequest,
+    LogUnavailable,
+    ModelNotFound,
+    OverCapacity,
+    SeqEvicted,
+    StreamNotFound,
+)
+from tokenwire.events import Error, Event
+from tokenwire.limits import Limits
+from tokenwire.log import EventLog, StreamInfo, configured_log_url, log_from_url
+from tokenwire.provider import Provider
+from tokenwire.request import Message, Request, ToolSpec
+from tokenwire.security import StreamTokens, check_api_key, new_secret
+from tokenwire.server.runs import Run, Runs
+from tokenwire.server.schema import RunBody, ServerConfig
+from tokenwire.telemetry.otel import OTel
+from tokenwire.telemetry.server import ServerStats
+from tokenwire.tools import Toolset
+from tokenwire.wire import FrameCache
+
+__all__ = ["RunService", "RunTokens", "bearer"]
+
+T = TypeVar("T")
+
+_UNPARSEABLE = (msgspec.ValidationError, msgspec.DecodeError, ValueError, KeyError, TypeError, UnicodeError)
+"""What a protocol's parser raises for a body it cannot understand: one tuple for every transport."""
+
+
+def bearer(headers: Mapping[str, str]) -> str | None:
+    """The credential of an ``Authorization: Bearer …`` header (HTTP headers or gRPC metadata), or None."""
+    scheme, _, value = headers.get("authorization", "").partition(" ")
+    value = value.strip()
+    return value if scheme.lower() == "bearer" and value else None
+
+
+class RunTokens(NamedTuple):
+    """The two stream tokens of a run: ``token`` reads and cancels, ``read_token`` only reads."""
+
+    token: str
+    read_token: str
+
+
+class RunService:
+    """Runs for every transport (see the module docstring).
+
+    Arguments are :func:`tokenwire.server.create_app`'s. ``config`` holds the limits and timings;
+    ``log`` defaults to the log ``TOKENWIRE_LOG`` names (:func:`tokenwire.log.log_from_url`), else
+    bounded memory.
+    """
+
+    def __init__(
+        self,
+        *,
+        providers: Mapping[str, Provider | Callable[[], Provider]],
+        default_provider: str | None = None,
+        tools: Toolset | Iterable[Any] | None = None,
+        api_keys: Iterable[str] | None = None,
+        secret: bytes | None = None,
+        config: ServerConfig | None = None,
+        default_limits: Limits | None = None,
+        log: EventLog | None = None,
+        otel: OTel | None = None,
+    ):
+        if not providers:
+            raise ValueError("a server needs at least one provider")
+        cfg = config or ServerConfig()
+        if api_keys is not None:
+            cfg = msgspec.structs.replace(cfg, api_keys=list(api_keys))
+        self.config = cfg
+        self.providers = dict(providers)
+        self.default_provider = default_provider or next(iter(self.providers))
+        self.tools = tools if isinstance(tools, Toolset) else Toolset(tools or ())
+        self.tokens = StreamTokens(secret or new_secret())
+        self.default_limits = default_limits
+        self.log = log if log is not None else self._configured_log()
+        self.frames = FrameCache()
+        """Encoded frames per (stream, wire format), shared by every reader."""
+        self.otel = otel
+        """OpenTelemetry for every run; None: off."""
+        self.stats = ServerStats()
+        """What the server counts about itself (``GET /metrics`` exports it)."""
+        self.runs = Runs(
+            self.log,
+            max_runs=cfg.max_runs,
+            max_live=cfg.max_live_runs,
+            max_live_per_owner=cfg.max_live_runs_per_key,
+            abandon_after_s=cfg.abandon_after_s,
+            retry_after_s=cfg.retry_after_s,
+            on_finish=self._run_finished,
+        )
+        self.log.append_observer = self.stats.log_wrote
+        self.grpc: Any = None
+        """The gRPC service (:class:`tokenwire.grpc.server.GrpcServer`) when ``grpc_port`` is set."""
+        self.connections = 0
+        """Streaming connections open now (SSE readers, WebSockets, gRPC calls)."""
+        self.connections_by_owner: dict[str, int] = {}
+        self.loaded = False
+        """True once :meth:`preload` ran."""
+        self.chats: dict[tuple[str, str], tuple[str, str]] = {}
+        """(API key's owner, AI SDK chat id) -> the chat's latest run's stream id and message id
+        (another key's chat of the same id is another chat)."""
+        self._instances: dict[str, Provider] = {}
+
+    def _configured_log(self) -> EventLog:
+        url = self.config.log_url or configured_log_url()
+        return log_from_url(url, max_events=self.config.max_events, max_streams=self.config.max_runs)
+
+    # -- providers ---------------------------------------------------------------------------------
+
+    def provider(self, name: str | None) -> Provider:
+        """The provider called ``name`` (the default for None), made on first use; InvalidRequest when unknown."""
+        key = name or self.default_provider
+        if key not in self.providers:
+            raise InvalidRequest(f"unknown provider {key!r}; this server has: {', '.join(self.providers)}")
+        if key not in self._instances:
+            p = self.providers[key]
+            self._instances[key] = p if isinstance(p, Provider) else p()
+        return self._instances[key]
+
+    def route(self, model: str | None) -> str:
+        """The provider that serves a foreign protocol's ``model``: the one of that name, the
+        default for none, the only one whatever the name (as llama.cpp's server does); else
+        :class:`ModelNotFound`."""
+        if not model:
+            return self.default_provider
+        if model in self.providers:
+            return model
+        if len(self.providers) == 1:
+            return self.default_provider
+        raise ModelNotFound(f"The model `{model}` does not exist; this server has: {', '.join(self.providers)}")
+
+    async def preload(self) -> None:
+        """Make the default provider and load its model now (``load()`` in a thread, when it has
+        one), so the first run's time to first token is the model's, not the load's."""
+        provider = self.provider(None)
+        load = getattr(provider, "load", None)
+        if callable(load):
+            await asyncio.to_thread(load)
+        self.loaded = True
+
+    async def close_providers(self) -> None:
+        """Close the providers made from factories (instances passed in are the caller's)."""
+        made = [p for key, p in self._instances.items() if p is not self.providers[key]]
+        self._instances.clear()
+        for provider in made:
+            aclose = getattr(provider, "aclose", None)
+            close = getattr(provider, "close", None)
+            if aclose is not None:
+                await aclose()
+            elif close is not None:
+                await asyncio.to_thread(close)
+
+    async def readiness(self) -> dict[str, str]:
+        """What ``/readyz`` reports: the default provider loaded, the log answering, runs accepted."""
+        checks: dict[str, str] = {"provider": "ok" if self.loaded else "loading"}
+        try:
+            await self.log.info("readyz-probe")
+            checks["log"] = "ok"
+        except StreamNotFound:
+            checks["log"] = "ok"  # the log answered
+        except Exception as exc:  # an unreachable log, whatever the backend raises
+            checks["log"] = f"unreachable: {type(exc).__name__}"
+        checks["runs"] = "ok" if self.runs.accepting else "shutting down"
+        return checks
+
+    # -- identity and connections ------------------------------------------------------------------
+
+    def authenticate(self, api_key: str | None) -> str:
+        """The caller's owner id (a fingerprint of its key; "" without auth), or Unauthorized."""
+        if self.config.api_keys is None:
+            return ""
+        check_api_key(api_key, self.config.api_keys)
+        assert api_key is not None
+        return hashlib.sha256(api_key.encode()).hexdigest()[:16]
+
+    def over_capacity(self, owner: str | None = None) -> OverCapacity | None:
+        """Why one more streaming connection (of ``owner``) would be refused, or None."""
+        cfg = self.config
+        if self.connections >= cfg.max_connections:
+            return OverCapacity(
+                f"the server has {self.connections} streaming connections open, its limit", cfg.retry_after_s
+            )
+        if owner is not None and self.connections_by_owner.get(owner, 0) >= cfg.max_connections_per_key:
+            return OverCapacity(
+                f"this API key has {cfg.max_connections_per_key} connections open, its limit", cfg.retry_after_s
+            )
+        return None
+
+    @contextlib.contextmanager
+    def connection(self, transport: str, owner: str | None = None, *, admit: bool = True) -> Iterator[None]:
+        """Hold one of the server's streaming-connection slots while the block runs, or raise
+        :class:`OverCapacity` (``admit=False``: the caller already checked :meth:`over_capacity`).
+        Counted per transport in the server's stats."""
+        refused = self.over_capacity(owner) if admit else None
+        if refused is not None:
+            raise refused
+        self.connections += 1
+        self.stats.opened(transport)
+        if owner is not None:
+            self.connections_by_owner[owner] = self.connections_by_owner.get(owner, 0) + 1
+        try:
+            yield
+        finally:
+            self.connections -= 1
+            self.stats.closed(transport)
+            if owner is not None:
+                left = self.connections_by_owner[owner] - 1
+                if left:
+                    self.connections_by_owner[owner] = left
+                else:
+                    del self.connections_by_owner[owner]
+
+    # -- admission ---------------------------------------------------------------------------------
+
+    def check_size(self, size: int) -> None:
+        """:class:`BodyTooLarge` for a body of ``size`` bytes over ``max_body_bytes``."""
+        if size > self.config.max_body_bytes:
+            raise BodyTooLarge(f"the body is {size} bytes or more; the limit is {self.config.max_body_bytes}")
+
+    def parse(self, raw: bytes | object, parser: Callable[[Any], T], what: str = "request") -> T:
+        """``parser(raw)``, with whatever it raises for a body it cannot understand (malformed
+        JSON, a mistyped field, a missing key, JSON nested too deeply) as :class:`InvalidRequest`
+        ("invalid {what}: …")."""
+        if isinstance(raw, bytes | bytearray):
+            self.check_size(len(raw))
+        try:
+            return parser(raw)
+        except InvalidRequest:
+            raise
+        except RecursionError:
+            raise InvalidRequest(f"invalid {what}: JSON nested too deeply") from None
+        except _UNPARSEABLE as exc:
+            detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            raise InvalidRequest(f"invalid {what}: {detail}") from None
+
+    def max_tokens(self, asked: int | None) -> int | None:
+        """A run's ``max_tokens``: what it asked for, or the server's default; above the ceiling
+        is :class:`InvalidRequest`."""
+        cfg = self.config
+        if asked is None:
+            return cfg.default_max_tokens
+        if asked > cfg.max_tokens_ceiling:
+            raise InvalidRequest(f"max_tokens {asked} is above this server's ceiling ({cfg.max_tokens_ceiling})")
+        return asked
+
+    def limits(self, asked: Limits | None) -> Limits:
+        """A run's limits: what it asked for (or the app's defaults), with the server's default
+        duration when it set none; a duration above the ceiling is :class:`InvalidRequest`."""
+        limits = asked or self.default_limits or Limits()
+        cfg = self.config
+        if limits.max_duration_s is None and cfg.default_max_duration_s is not None:
+            limits = msgspec.structs.replace(limits, max_duration_s=cfg.default_max_duration_s)
+        if limits.max_duration_s is not None and limits.max_duration_s > cfg.max_duration_ceiling_s:
+            raise InvalidRequest(
+                f"limits.max_duration_s {limits.max_duration_s:g} is above this server's ceiling "
+                f"({cfg.max_duration_ceiling_s:g} s)"
+            )
+        return limits
+
+    def request_for(self, body: RunBody) -> Request:
+        """The native API's run body as our :class:`~tokenwire.Request` (tools by name, from the server's)."""
+        if (body.prompt is None) == (body.messages is None):
+            raise InvalidRequest("give exactly one of 'prompt' and 'messages'")
+        messages = list(body.messages or [Message("user", body.prompt or "")])
+        if body.system:
+            messages.insert(0, Message("system", body.system))
+        unknown = [t for t in body.tools if t not in self.tools]
+        if unknown:
+            raise InvalidRequest(f"unknown tools {unknown}; this server has: {', '.join(self.tools.names) or 'none'}")
+        specs: list[ToolSpec] = [t.spec for t in self.tools if t.name in body.tools]
+        return Request(
+            messages,
+            tools=specs,
+            tool_choice=body.tool_choice,
+            temperature=body.temperature,
+            max_tokens=body.max_tokens,
+            stop=body.stop,
+            seed=body.seed,
+            model=body.model,
+        )
+
+    async def start(
+        self,
+        run: RunBody | Request,
+        *,
+        owner: str = "",
+        headers: Mapping[str, str] | None = None,
+        provider: str | None = None,
+        background: bool | None = None,
+    ) -> Run:
+        """Admit and start a run; it is readable on every node when this returns.
+
+        ``run`` is the native API's body, or a request a foreign protocol parsed (its tools are
+        then the caller's: the run ends with their calls). The server's ceilings and defaults
+        apply to both; ``provider`` (a name) defaults to the body's, else the server's default.
+        Raises :class:`InvalidRequest`, :class:`OverCapacity`, :class:`ShuttingDown`, or
+        :class:`LogUnavailable` when the log could not take the run's start.
+        """
+        if isinstance(run, RunBody):
+            request, body = self.request_for(run), run
+        else:
+            request, body = run, RunBody(prompt="")
+        if len(request.messages) > self.config.max_messages:
+            raise InvalidRequest(
+                f"{len(request.messages)} messages is more than this server accepts ({self.config.max_messages})"
+            )
+        request = msgspec.structs.replace(request, max_tokens=self.max_tokens(request.max_tokens))
+        limits = self.limits(body.limits)
+        model = self.provider(provider or body.provider)
+        tools = [t for t in self.tools if t.name in body.tools] or None
+        self.log.listen_cancels(self._remote_cancel)  # this node produces runs: hear cancels for them
+        started = self.runs.start(
+            model,
+            request,
+            observers=self.telemetry(model, request, headers or {}),
+            owner=owner,
+            background=body.background if background is None else background,
+            limits=limits,
+            meta=body.meta,
+            tools=tools,
+            max_steps=body.max_steps,
+        )
+        await started.handle.ready()  # readable on every node before anyone hears of it
+        terminal = started.handle.terminal
+        if isinstance(terminal, Error) and terminal.code == "log_unavailable":
+            raise LogUnavailable(
+                f"the run could not be written to the event log: {terminal.message}", self.config.retry_after_s
+            )
+        return started
+
+    def telemetry(self, provider: Provider, request: Request, headers: Mapping[str, str]) -> list[object]:
+        """The observers a run gets for telemetry: none, or OpenTelemetry's with the incoming
+        request's trace context (``traceparent``) as the run's parent."""
+        if self.otel is None:
+            return []
+        return [self.otel.observer(provider, request, parent=self.otel.extract(headers))]
+
+    def _run_finished(self, run: Run) -> None:
+        terminal = run.handle.terminal
+        if terminal is not None:
+            self.stats.run_finished(run.handle.metrics, terminal)
+
+    # -- tokens and reading ------------------------------------------------------------------------
+
+    def issue(self, stream_id: str) -> RunTokens:
+        """A run's stream tokens, valid for ``token_ttl_s``."""
+        now, ttl = time.time(), self.config.token_ttl_s
+        return RunTokens(
+            self.tokens.issue(stream_id, {"read", "cancel"}, now=now, ttl_s=ttl),
+            self.tokens.issue(stream_id, {"read"}, now=now, ttl_s=ttl),
+        )
+
+    async def authorize(self, stream_id: str, token: str | None, perm: str) -> StreamInfo:
+        """The stream's position in the log, if ``token`` grants ``perm`` on it: else
+        :class:`StreamNotFound`, :class:`~tokenwire.errors.Unauthorized` or
+        :class:`~tokenwire.errors.Forbidden`."""
+        info = await self.log.info(stream_id)
+        self.tokens.verify(token or None, stream_id, perm, now=time.time())
+        return info
+
+    async def open(self, stream_id: str, token: str | None, from_seq: int) -> StreamInfo:
+        """:meth:`authorize` to read from ``from_seq``: also :class:`SeqEvicted` when the log no
+        longer holds it (resume from the oldest retained seq the error names)."""
+        info = await self.authorize(stream_id, token, "read")
+        if from_seq < info.first_seq:
+            raise SeqEvicted(stream_id, from_seq, info.first_seq)
+        return info
+
+    @contextlib.contextmanager
+    def reading(
+        self, stream_id: str, from_seq: int, *, idle_s: float | None = None, lagging: bool = True
+    ) -> Iterator[AsyncIterator[Sequence[Event]]]:
+        """The stream's events from ``from_seq`` as batches (an empty one after ``idle_s`` of
+        silence), counted as a reader of the run while the block runs. ``lagging``: a reader
+        ``max_lag_events`` behind a live producer gets :class:`~tokenwire.errors.ObserverOverflow`
+        (it resumes). The log's own iterator: no layer between it and the reader per batch.
+
+        >>> # with service.reading(stream_id, 0) as batches:
+        >>> #     async for batch in batches: ...
+        """
+        max_lag = self.config.max_lag_events if lagging else None
+        with self.runs.reader(stream_id):
+            yield self.log.batches(stream_id, from_seq, idle_s=idle_s, max_lag=max_lag)
+
+    async def history(self, stream_id: str, before: int | None = None) -> list[Event]:
+        """The stream's events from 0 up to (not including) seq ``before``, or all it has now."""
+        earlier: list[Event] = []
+        batches = self.log.batches(stream_id, 0, follow=False)
+        try:
+            async for batch in batches:
+                for event in batch:
+                    if before is not None and event.seq >= before:
+                        return earlier
+                    earlier.append(event)
+        finally:
+            aclose = getattr(batches, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        return earlier
+
+    # -- control -----------------------------------------------------------------------------------
+
+    async def cancel(self, stream_id: str, reason: str) -> bool:
+        """Cancel a run here or on whichever node produces it; False when nobody has it."""
+        run = self.runs.get(stream_id)
+        if run is not None:
+            run.handle.cancel(reason)
+            return True
+        return await self.log.forward_cancel(stream_id, reason)
+
+    def _remote_cancel(self, stream_id: str, reason: str) -> None:
+        """A cancel another node forwarded: end the run if this node produces it."""
+        run = self.runs.get(stream_id)
+        if run is not None:
+            run.handle.cancel(reason)
+
+    def submit_tool_result(self, stream_id: str, call_id: str, result: Any, *, is_error: bool = False) -> None:
+        """Answer a client-side tool call of a run this node produces: :class:`StreamNotFound`
+        when it produces no such run, :class:`InvalidRequest` when the run has no such call."""
+        run = self.runs.get(stream_id)
+        if run is None:
+            raise StreamNotFound(f"no stream {stream_id!r}")
+        if run.agent is None:
+            raise InvalidRequest("this run has no client-side tools")
+        try:
+            run.agent.submit(call_id, result, is_error=is_error)
+        except KeyError as exc:
+            raise StreamNotFound(str(exc.args[0])) from None

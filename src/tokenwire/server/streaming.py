@@ -1,0 +1,138 @@
+"""The one SSE response shell every SSE endpoint uses: a reader of the log, an encoder, keep-alive
+and the client leaving.
+
+- :func:`log_frames` reads a stream from a seq through the run service and turns its batches into
+  bounded writes: frames of a stateless format from the server's shared frame cache (native SSE),
+  or of a stateful one through a :class:`~tokenwire.wire.SharedReader` (OpenAI, AI SDK, AG-UI),
+  which continues with an encoder of its own when it falls behind the shared window. An idle
+  stream gets :data:`PING`; a reader too far behind a live producer, or behind retention, is
+  ended (its client resumes); ``on_abandon`` runs when the client leaves before the terminal event.
+- :class:`EventStreamResponse` is the response around any such body (speech's too): it holds one
+  of the server's connection slots while it is served and counts the bytes it writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.responses import StreamingResponse
+
+from tokenwire.errors import ObserverOverflow, SeqEvicted, StreamNotFound
+from tokenwire.events import TERMINAL_TYPES, Event
+from tokenwire.server.service import RunService
+from tokenwire.wire import SSE, FrameCache, SharedReader, WireFormat
+
+__all__ = ["PING", "WRITE_BYTES", "WRITE_FRAMES", "EventStreamResponse", "log_frames"]
+
+PING = b": ping\n"
+"""The keep-alive: a comment with no blank line after it, so no SSE decoder dispatches an
+(empty) event for it (DESIGN.md, wire notes); every SSE endpoint sends this one."""
+WRITE_FRAMES = 512
+"""At most this many frames per write (a replay is encoded a slice at a time, never the lot)."""
+WRITE_BYTES = 65_536
+"""At most about this many bytes per write (one frame may exceed it): what a write may add to a
+slow connection's transport buffer before flow control holds the writer."""
+
+
+def _bounded(frames: list[bytes]) -> list[bytes]:
+    """Frames joined into writes of at most about ``WRITE_BYTES`` each."""
+    writes: list[bytes] = []
+    out: list[bytes] = []
+    size = 0
+    for f in frames:
+        out.append(f)
+        size += len(f)
+        if size >= WRITE_BYTES:
+            writes.append(b"".join(out))
+            out, size = [], 0
+    if out:
+        writes.append(b"".join(out))
+    return writes
+
+
+async def log_frames(
+    service: RunService,
+    stream_id: str,
+    from_seq: int,
+    *,
+    fmt: WireFormat = SSE,
+    reader: SharedReader | None = None,
+    prelude: bytes = b"",
+    lagging: bool = True,
+    on_abandon: Callable[[], None] | None = None,
+) -> AsyncIterator[bytes]:
+    """The stream's events from ``from_seq`` as SSE writes, in ``fmt`` (stateless, shared by
+    every reader through the frame cache; native SSE by default) or through ``reader`` (a
+    stateful format, read from 0).
+
+    ``prelude`` is written first. ``lagging``: a reader ``max_lag_events`` behind a live
+    producer is disconnected (counted in the server's stats; its client resumes). Falling behind
+    retention ends the body too (the client's resume gets 410 / 404).
+    """
+    cache: FrameCache = service.frames
+    frame, frames = cache.frame, cache.frames
+    finished = False
+    if prelude:
+        yield prelude
+    try:
+        with service.reading(stream_id, from_seq, idle_s=service.config.ping_s, lagging=lagging) as batches:
+            async for batch in batches:
+                if not batch:
+                    yield PING
+                    continue
+                finished = batch[-1].__class__ in TERMINAL_TYPES
+                if reader is not None:
+                    for write in _bounded([await _stateful(service, reader, event) for event in batch]):
+                        yield write
+                elif len(batch) == 1:  # the live edge of a paced stream, and every reader of a fan-out
+                    yield frame(stream_id, fmt, batch[0])
+                else:
+                    for i in range(0, len(batch), WRITE_FRAMES):
+                        for write in _bounded(frames(stream_id, fmt, batch[i : i + WRITE_FRAMES])):
+                            yield write
+    except ObserverOverflow:
+        service.stats.lag_disconnects += 1  # too far behind a live producer: disconnect rather than buffer
+    except (SeqEvicted, StreamNotFound):
+        pass  # fell behind retention: the client resumes and gets 410 / 404
+    finally:
+        if not finished and on_abandon is not None:
+            on_abandon()
+
+
+async def _stateful(service: RunService, reader: SharedReader, event: Event) -> bytes:
+    """The event's frame through a stateful format's shared reader; one that fell behind the
+    shared window continues with an encoder of its own, fed the stream's history first."""
+    data = reader.frame(event)
+    if data is None:
+        reader.catch_up(await service.history(event.stream_id, event.seq))
+        data = reader.frame(event)
+        assert data is not None
+    return data
+
+
+class EventStreamResponse(StreamingResponse):
+    """A ``text/event-stream`` response that holds one of the server's streaming-connection slots
+    while it is served (until it ends or the client leaves) and counts what it writes under
+    ``transport``: counted where the ASGI call starts and returns, not in a generator's
+    ``finally`` that the garbage collector may run much later. Capacity is checked by the
+    endpoint before it answers (a 429 is an ordinary response)."""
+
+    def __init__(
+        self, service: RunService, body: AsyncIterator[bytes], *, transport: str, headers: dict[str, str] | None = None
+    ):
+        super().__init__(body, media_type="text/event-stream", headers={"cache-control": "no-cache", **(headers or {})})
+        self._service = service
+        self._transport = transport
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        transport = self._transport
+        wrote = self._service.stats.wrote
+
+        async def counted(message: Any) -> None:  # one call per write, not per event
+            if message["type"] == "http.response.body":
+                wrote(transport, len(message.get("body", b"")))
+            await send(message)
+
+        with self._service.connection(transport, admit=False):
+            await super().__call__(scope, receive, counted)
