@@ -31,7 +31,7 @@ test: lint system-deps
 # Binaries the tests use, installed when missing: redis-server (the Redis event-log tests start
 # their own from it), ss from iproute2 (the chaos checks read the server's socket memory), and
 # Node.js with npm (the AI SDK's own client reads the UI message stream; tests/js pins it), and
-# espeak-ng (tokenwire.speech's text-to-speech engine).
+# espeak-ng (tokenwire.consumers.speech's text-to-speech engine).
 system-deps:
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 	@command -v ss >/dev/null || { apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null; }

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import tokenwire
-from tokenwire.request import Request
+from tokenwire.core.request import Request
 
 
 class Counter:

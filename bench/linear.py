@@ -15,11 +15,11 @@ import argparse
 import time
 from collections.abc import Callable
 
-from tokenwire.chunking import sentences
+from tokenwire.consumers.chunking import sentences
 from tokenwire.events import TextDelta
 from tokenwire.log import coalesced
-from tokenwire.partial_json import PartialJSON
-from tokenwire.sse import SSEDecoder
+from tokenwire.wire.partial_json import PartialJSON
+from tokenwire.wire.sse import SSEDecoder
 
 
 def sse(n: int) -> None:

@@ -26,10 +26,10 @@ import time
 from typing import Any
 
 import tokenwire
+from tokenwire.core.request import Message, Request
 from tokenwire.providers import LlamaCpp
 from tokenwire.providers.chat_format import gemma_prompt
 from tokenwire.providers.llama import _quiet_stderr
-from tokenwire.request import Message, Request
 from tokenwire.testing import Transcript
 
 PROMPT = "Write a long story about a lighthouse keeper."

@@ -375,7 +375,7 @@ def tool_use_events(fragments: int) -> list[bytes]:
 
 async def partial_args_paths() -> None:
     """Partial tool arguments for a UI after every fragment: SDK helper (re-parses) vs PartialArguments."""
-    from tokenwire.partial_json import PartialArguments
+    from tokenwire.wire.partial_json import PartialArguments
 
     print("\n### Partial tool arguments after every fragment (Anthropic tool_use)\n")
     print("| fragments | SDK messages.stream() ms | tokenwire + PartialArguments ms |\n|---:|---:|---:|")

@@ -35,7 +35,7 @@ import httpx
 import msgspec
 
 from tokenwire.events import Done, Start, TextDelta, encode
-from tokenwire.redis_log import RedisLog
+from tokenwire.log.redis import RedisLog
 
 
 def free_port() -> int:

@@ -1,7 +1,7 @@
 """Time to first audio: speaking sentence by sentence while the answer streams, against
 synthesising the whole answer once it is complete.
 
-The embedded model answers (seeded, ``--tokens`` at most); :class:`tokenwire.speech.Speech` with
+The embedded model answers (seeded, ``--tokens`` at most); :class:`tokenwire.consumers.speech.Speech` with
 espeak-ng speaks it. Both times run from the first text delta: streaming, to the first sentence's
 audio; at the end, to the end of the stream plus the synthesis of the whole text.
 
@@ -15,10 +15,10 @@ import statistics
 import time
 
 import tokenwire
+from tokenwire.consumers.speech import EspeakNG, Speech
+from tokenwire.core.request import Message, Request
 from tokenwire.events import Event, TextDelta
 from tokenwire.providers import LlamaCpp
-from tokenwire.request import Message, Request
-from tokenwire.speech import EspeakNG, Speech
 
 
 def main() -> None:

@@ -24,8 +24,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import tokenwire
+from tokenwire.core.request import Request
 from tokenwire.events import ToolCall, ToolResult
-from tokenwire.request import Request
 from tokenwire.telemetry import Metrics
 from tokenwire.telemetry.otel import OTel
 

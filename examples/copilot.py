@@ -20,11 +20,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import tokenwire
-from tokenwire.chunking import lines
+from tokenwire.consumers.chunking import lines
+from tokenwire.core.provider import Part, Provider
+from tokenwire.core.request import Message, Request
 from tokenwire.events import Event, Step
-from tokenwire.provider import Part, Provider
 from tokenwire.providers import LlamaCpp
-from tokenwire.request import Message, Request
 from tokenwire.testing import Transcript
 
 PROMPT = "Complete this Python code:\n```python\ndef add(a, b):"

@@ -24,10 +24,10 @@ from pathlib import Path
 import msgspec
 
 import tokenwire
+from tokenwire.core.provider import Part, Provider
+from tokenwire.core.request import Message, Request
 from tokenwire.events import Event, Step, ToolCall
-from tokenwire.provider import Part, Provider
 from tokenwire.providers import LlamaCpp
-from tokenwire.request import Message, Request
 from tokenwire.testing import Transcript
 
 ROOT = Path(__file__).resolve().parent.parent

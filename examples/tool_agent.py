@@ -15,9 +15,9 @@ import sys
 from datetime import UTC, datetime
 
 import tokenwire
+from tokenwire.core.request import Message, Request
 from tokenwire.events import Event
 from tokenwire.providers import LlamaCpp
-from tokenwire.request import Message, Request
 from tokenwire.testing import Transcript
 
 

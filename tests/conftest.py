@@ -115,10 +115,10 @@ def page(chromium: str) -> Iterator[Any]:
 def weather_agent(answer: str) -> tuple[Any, Any]:
     """A server-side agent whose model, on its first turn, thinks, calls its own ``weather`` tool
     and the client's ``pick_color``, and on its second answers ``answer``: (agent, model)."""
-    from tokenwire.agent import Agent
     from tokenwire.events import ReasoningDelta, ToolCall
     from tokenwire.providers import Scripted
     from tokenwire.tools import tool
+    from tokenwire.tools.agent import Agent
 
     @tool
     def weather(city: str) -> str:

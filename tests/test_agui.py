@@ -145,6 +145,7 @@ def test_agui_s_own_client_runs_server_tools_and_answers_a_frontend_tool(node: s
     import subprocess
 
     from conftest import JS, weather_agent
+
     agent, model = weather_agent("Sunny in Paris; you like teal.")
     app = create_app(providers={"m": agent}, api_keys=[KEY], log=MemoryLog())
     with serve(app) as url:

@@ -12,12 +12,12 @@ import openai
 import pytest
 
 import tokenwire
-from tokenwire.agent import Agent
+from tokenwire.core.request import Message, Request, ToolSpec
 from tokenwire.events import Error
 from tokenwire.providers import Anthropic, OpenAIResponses
 from tokenwire.providers.http import RetryPolicy
-from tokenwire.request import Message, Request, ToolSpec
 from tokenwire.testing import Transcript, assert_transcript
+from tokenwire.tools.agent import Agent
 from wire import sse
 
 FAST = RetryPolicy(max_retries=2, base_s=0.01, max_s=0.02)

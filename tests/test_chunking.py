@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tokenwire
-from tokenwire.chunking import Coalescer, coalesce_events, coalescer, code_blocks, lines, sentences, words
+from tokenwire.consumers.chunking import Coalescer, coalescer, code_blocks, lines, sentences, words
+from tokenwire.consumers.coalesce import coalesce_events
 from tokenwire.events import Event, TextDelta
 from tokenwire.providers import Delay, Scripted
 from tokenwire.testing import Transcript

@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 import tokenwire
+from tokenwire.core.request import Message, Request
 from tokenwire.events import TextDelta
 from tokenwire.providers import OpenAICompatible
 from tokenwire.providers.llama import default_model_path
-from tokenwire.request import Message, Request
 from tokenwire.testing import Transcript, assert_transcript
 from wire import free_port, wait_for
 

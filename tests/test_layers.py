@@ -1,9 +1,13 @@
 """The layers as DESIGN.md draws them, checked on the source and in a fresh interpreter.
 
-- the engine's layer (events, lifecycle, log, delivery, observers, engine) imports no provider,
-  no tool and no agent; importing tokenwire loads no model backend;
-- no import cycles between tokenwire modules, and no tokenwire import hidden inside a function
-  (except where the target needs an optional extra, named below);
+- the folders are the layers, and imports point downward only (LAYERS: a module imports nothing
+  from a layer above its own); the engine's layer imports no provider, no tool and no agent;
+  importing tokenwire loads no model backend;
+- no import cycles between tokenwire modules, ``TYPE_CHECKING`` imports included, and no
+  tokenwire import hidden inside a function (except where the target needs an optional extra,
+  named below);
+- no module imports another module's private (``_``) names;
+- no module is longer than MAX_LINES, generated code excepted;
 - no submodule is shadowed by a package attribute of the same name;
 - every public exception derives from TokenwireError and is defined in tokenwire.errors.
 """
@@ -21,15 +25,31 @@ import tokenwire
 from tokenwire.errors import TokenwireError
 
 SRC = Path(tokenwire.__file__).resolve().parent
-ENGINE_LAYER = ["events", "errors", "request", "provider", "limits", "lifecycle", "response", "log", "delivery"]
-ENGINE_LAYER += ["observers", "engine", "_exit"]
 # Function-level imports allowed because the target needs an optional extra (starlette, uvicorn, redis).
 LAZY_FOR_EXTRAS = {
-    ("tokenwire.cli", "tokenwire.server"),
-    ("tokenwire.cli", "tokenwire.redis_log"),
-    ("tokenwire.log", "tokenwire.redis_log"),  # the default log on Redis, only when TOKENWIRE_LOG says so
-    ("tokenwire.server.app", "tokenwire.redis_log"),
+    ("tokenwire.cli.commands", "tokenwire.server"),
+    ("tokenwire.cli.commands", "tokenwire.server.process"),
+    ("tokenwire.log.url", "tokenwire.log.redis"),  # the log on Redis, only when a URL says so
 }
+LAYERS = [
+    ("tokenwire.events", "tokenwire.errors"),
+    ("tokenwire.core", "tokenwire.telemetry"),  # telemetry: the statistics and logs the core records into
+    ("tokenwire.log",),
+    ("tokenwire.consumers",),
+    ("tokenwire.engine",),
+    ("tokenwire.wire",),
+    ("tokenwire.providers", "tokenwire.tools"),
+    ("tokenwire.api",),
+    ("tokenwire.server", "tokenwire.grpc", "tokenwire.client"),
+    ("tokenwire.cli", "tokenwire.testing"),
+]
+"""The layers, bottom first: a module may import from its own layer and the ones below."""
+MAX_LINES = 450
+GENERATED = {"tokenwire.grpc.tokenwire_pb2", "tokenwire.grpc.tokenwire_pb2_grpc"}
+OVER_MAX_LINES = {"tokenwire.providers.llama"}
+"""Known to be over MAX_LINES, with a reason: the embedded model's provider and the generation
+it runs in its worker thread share its private state (prompt format, stops, context size); to be
+split behind a protocol of what a generation needs."""
 
 
 def module_name(path: Path) -> str:
@@ -40,8 +60,9 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def imports(path: Path) -> tuple[set[str], set[str]]:
-    """tokenwire modules imported at module level and inside functions (TYPE_CHECKING excluded)."""
+def imports(path: Path, type_checking: bool = False) -> tuple[set[str], set[str]]:
+    """tokenwire modules imported at module level and inside functions (``TYPE_CHECKING`` blocks
+    count as module level with ``type_checking``, else not at all)."""
     tree = ast.parse(path.read_text())
     top: set[str] = set()
     nested: set[str] = set()
@@ -57,7 +78,7 @@ def imports(path: Path) -> tuple[set[str], set[str]]:
 
     def visit(node: ast.AST, in_function: bool) -> None:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test) and not type_checking:
                 continue
             if isinstance(child, ast.Import | ast.ImportFrom):
                 for t in targets(child):
@@ -73,17 +94,68 @@ FILES = {module_name(p): p for p in SRC.rglob("*.py")}
 ALL = set(FILES)
 
 
+def layer(module: str) -> int | None:
+    """The index in LAYERS of the layer ``module`` belongs to (None: the package root)."""
+    for i, members in enumerate(LAYERS):
+        if any(module == m or module.startswith(m + ".") for m in members):
+            return i
+    return None
+
+
+def test_every_module_belongs_to_a_layer() -> None:
+    roots = {"tokenwire", "tokenwire.__main__"}
+    stray = sorted(name for name in ALL if name not in roots and layer(name) is None)
+    assert not stray, f"modules outside the layers: {stray}; put them in a folder of LAYERS"
+
+
+def test_imports_point_downward() -> None:
+    bad = []
+    for name, path in FILES.items():
+        own = layer(name)
+        if own is None:
+            continue
+        top, nested = imports(path, type_checking=True)
+        for target in top | nested:
+            theirs = layer(target)
+            if theirs is not None and theirs > own:
+                bad.append(f"{name} -> {target}")
+    assert not bad, "imports from a layer above: " + ", ".join(sorted(bad))
+
+
 def test_the_engine_layer_imports_no_provider_no_tool_no_agent() -> None:
-    for name in ENGINE_LAYER:
-        top, nested = imports(FILES[f"tokenwire.{name}"])
-        above = ("tokenwire.providers", "tokenwire.tools", "tokenwire.agent")
+    above = ("tokenwire.providers", "tokenwire.tools", "tokenwire.api")
+    for name, path in FILES.items():
+        own = layer(name)
+        if own is None or own >= 5:  # events … engine: the first five layers
+            continue
+        top, nested = imports(path, type_checking=True)
         bad = sorted(t for t in top | nested if t.startswith(above))
-        assert not bad, f"tokenwire.{name} imports {bad}: the engine's layer must not"
+        assert not bad, f"{name} imports {bad}: the engine's layer must not"
+
+
+def test_no_module_imports_a_private_name_of_another() -> None:
+    bad = []
+    for name, path in FILES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tokenwire"):
+                for alias in node.names:
+                    if alias.name.startswith("_") and not alias.name.startswith("__"):
+                        bad.append(f"{name}: from {node.module} import {alias.name}")
+    assert not bad, "private names imported across modules: " + "; ".join(bad)
+
+
+def test_no_module_is_over_max_lines() -> None:
+    long = {
+        name: n
+        for name, path in FILES.items()
+        if name not in GENERATED | OVER_MAX_LINES and (n := len(path.read_text().splitlines())) > MAX_LINES
+    }
+    assert not long, f"modules over {MAX_LINES} lines (split them by concept): {long}"
 
 
 def test_importing_tokenwire_loads_no_model_backend() -> None:
     code = (
-        "import sys, tokenwire, tokenwire.engine, tokenwire.log, tokenwire.lifecycle\n"
+        "import sys, tokenwire, tokenwire.engine, tokenwire.log, tokenwire.core.lifecycle\n"
         "loaded = sorted(m for m in sys.modules if m.startswith('tokenwire.providers'))\n"
         "print(','.join(loaded))\n"
     )
@@ -92,7 +164,7 @@ def test_importing_tokenwire_loads_no_model_backend() -> None:
 
 
 def test_no_import_cycles() -> None:
-    graph = {name: {t for t in imports(path)[0] if t in ALL} for name, path in FILES.items()}
+    graph = {name: {t for t in imports(path, type_checking=True)[0] if t in ALL} for name, path in FILES.items()}
     # A package imports its own submodules to re-export them; that is not a cycle of concepts.
     for name in graph:
         graph[name] = {t for t in graph[name] if not t.startswith(name + ".")}

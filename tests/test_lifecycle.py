@@ -1,6 +1,6 @@
 """The lifecycle core under generated clocks: no sleeping, every rule and every blame checked.
 
-Hypothesis drives :class:`tokenwire.lifecycle.Lifecycle` with random operations at random,
+Hypothesis drives :class:`tokenwire.core.lifecycle.Lifecycle` with random operations at random,
 non-decreasing (and sometimes backwards) times, the way the engine would: feed parts, deliver
 them (sometimes slowly), tick at arbitrary moments, cancel or fail. The properties say what a
 stream is (gapless seq from 0, monotonic ts, one terminal, nothing after it) and, above all,
@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tokenwire
+from tokenwire.core.lifecycle import Lifecycle
 from tokenwire.events import Done, Error, Event, ReasoningDelta, TextDelta, ToolCall, ToolCallStart, Usage
-from tokenwire.lifecycle import Lifecycle
 from tokenwire.providers import Scripted
 
 parts = st.one_of(

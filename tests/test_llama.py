@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 import tokenwire
+from tokenwire.core.request import Message, Request, ToolSpec
 from tokenwire.events import Error, TextDelta, ToolCall, ToolCallDelta, ToolCallStart, Usage
 from tokenwire.providers import LlamaCpp
-from tokenwire.request import Message, Request, ToolSpec
 from tokenwire.testing import Transcript, assert_transcript
 
 pytestmark = pytest.mark.e2e  # the real embedded model
@@ -231,7 +231,7 @@ async def test_auto_tool_choice_either_answers_or_calls(gemma: LlamaCpp) -> None
 EXIT_MID_GENERATION = """
 import asyncio, threading, tokenwire
 from tokenwire.providers import LlamaCpp
-from tokenwire.request import Message, Request
+from tokenwire.core.request import Message, Request
 model = LlamaCpp.default()
 started = threading.Event()
 

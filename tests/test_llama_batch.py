@@ -13,11 +13,11 @@ import httpx
 import pytest
 
 import tokenwire
+from tokenwire.core.request import Message, Request
 from tokenwire.errors import OverCapacity
 from tokenwire.events import Event
 from tokenwire.log import MemoryLog
 from tokenwire.providers import LlamaCpp
-from tokenwire.request import Message, Request
 from tokenwire.server import create_app
 from wire import serve
 

@@ -136,7 +136,7 @@ async def test_observers_are_called_in_registration_order() -> None:
 
 def test_not_an_observer_is_rejected_with_a_clear_message() -> None:
     with pytest.raises(TypeError, match="is not an observer"):
-        tokenwire.observers.Dispatcher([42])
+        tokenwire.consumers.observers.Dispatcher([42])
 
 
 async def test_failing_observer_is_isolated_and_reported_once() -> None:
@@ -329,7 +329,7 @@ async def test_stuck_queued_observer_is_cancelled_after_the_drain_timeout(caplog
     async def forever(e: Event) -> None:
         await asyncio.Event().wait()
 
-    dispatcher = tokenwire.observers.Dispatcher([tokenwire.queued(forever)], drain_timeout_s=0.05)
+    dispatcher = tokenwire.consumers.observers.Dispatcher([tokenwire.queued(forever)], drain_timeout_s=0.05)
     writer = tokenwire.MemoryLog().open("s")
     dispatcher.attach(writer)
     writer.append(Start(model="m", stream_id="s", seq=0))

@@ -12,10 +12,10 @@ import openai
 import pytest
 
 import tokenwire
+from tokenwire.core.request import Message, Request, ToolSpec
 from tokenwire.events import Error, ToolCall
 from tokenwire.providers.http import RetryPolicy
 from tokenwire.providers.openai_chat import ChatChunkMapper, OpenAIChat, OpenAICompatible
-from tokenwire.request import Message, Request, ToolSpec
 from tokenwire.testing import Transcript, assert_transcript
 from wire import Faults, chunk, serve, sse, wait_for
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokenwire.partial_json import PartialJSON, PartialJSONError, parse_partial
+from tokenwire.wire.partial_json import PartialJSON, PartialJSONError, parse_partial
 
 json_values = st.recursive(
     st.none()
@@ -122,7 +122,7 @@ class Decoded:
 
 @pytest.fixture
 def decoded(monkeypatch: pytest.MonkeyPatch) -> Decoded:
-    import tokenwire.partial_json as module
+    import tokenwire.wire.partial_json as module
 
     counter = Decoded()
     real_loads = json.loads

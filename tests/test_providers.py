@@ -8,9 +8,9 @@ import time
 import pytest
 
 import tokenwire
+from tokenwire.core.request import Request
 from tokenwire.events import Done, Error, Start, TextDelta, Usage
 from tokenwire.providers import Batch, Replay, Scripted
-from tokenwire.request import Request
 from tokenwire.testing import Transcript, assert_transcript
 
 RECORDED = [

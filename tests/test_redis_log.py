@@ -23,8 +23,8 @@ import pytest
 import tokenwire
 from tokenwire.client import Client, SyncClient
 from tokenwire.events import Done, Event, Start, TextDelta, ToolCall
+from tokenwire.log.redis import RedisLog
 from tokenwire.providers import Delay, Scripted
-from tokenwire.redis_log import RedisLog
 from tokenwire.server import create_app
 from tokenwire.testing import Transcript, assert_transcript
 from wire import free_port, serve, start_redis, wait_for, wait_http
@@ -87,7 +87,7 @@ async def test_a_retried_append_does_not_duplicate(nodes: tuple[RedisLog, RedisL
         writer.append(e)
     await writer.flush()
     batch = [(e.seq, tokenwire.encode(e)) for e in events("dup", 3)]
-    await a._write(a.key("dup"), batch, terminal=False)  # the same events again, as a retry would send them
+    await a.write(a.key("dup"), batch, terminal=False)  # the same events again, as a retry would send them
     assert await a.redis.xlen(a.key("dup")) == 4
 
 
@@ -191,13 +191,13 @@ async def test_a_reader_too_far_behind_the_tail_is_told_to_resume(nodes: tuple[R
 async def test_deltas_are_batched_structural_events_written_at_once(nodes: tuple[RedisLog, RedisLog]) -> None:
     a, b = nodes
     writes: list[int] = []
-    original = a._write
+    original = a.write
 
     async def counting(key: str, batch: list[tuple[int, bytes]], *, terminal: bool) -> bool:
         writes.append(len(batch))
         return await original(key, batch, terminal=terminal)
 
-    a._write = counting  # type: ignore[method-assign]
+    a.write = counting  # type: ignore[method-assign]
     observed: list[tuple[float, int]] = []
     a.append_observer = lambda seconds, n: observed.append((seconds, n))  # the server's latency metric
     items = [ToolCall(call_id="c", name="t", args={}), *[f"w{i} " for i in range(1000)]]
@@ -493,7 +493,7 @@ async def test_a_producer_cannot_write_past_a_terminal_another_node_wrote(nodes:
         stream_id=sid,
         seq=info.next_seq,
     )
-    assert await b._write(b.key(sid), [(lost.seq, tokenwire.encode(lost))], terminal=True)  # what _producer_lost writes
+    assert await b.write(b.key(sid), [(lost.seq, tokenwire.encode(lost))], terminal=True)  # what _producer_lost writes
     terminal = await asyncio.wait_for(handle.wait(), 10)
     assert (terminal.type, terminal.code) == ("error", "log_unavailable")  # type: ignore[union-attr]
     assert "ended by another node" in terminal.message  # type: ignore[union-attr]
@@ -502,7 +502,7 @@ async def test_a_producer_cannot_write_past_a_terminal_another_node_wrote(nodes:
         shared, ["start", {"type": "text.delta", "text": "a"}, {"type": "error", "code": "producer_lost"}]
     )
     assert (await b.info(sid)).finished
-    assert await b._write(b.key(sid), [(lost.seq, tokenwire.encode(lost))], terminal=True)  # a retry of it passes
+    assert await b.write(b.key(sid), [(lost.seq, tokenwire.encode(lost))], terminal=True)  # a retry of it passes
 
 
 # -- a network partition (network namespaces, where the machine allows them) ------------------------

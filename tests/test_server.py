@@ -16,9 +16,9 @@ from httpx_sse import aconnect_sse
 
 import tokenwire
 from tokenwire.client import Client, SyncClient, WebSocketClient
+from tokenwire.errors import Forbidden, Unauthorized
 from tokenwire.events import Event, ToolCall
 from tokenwire.providers import Scripted, Stall
-from tokenwire.security import Forbidden, Unauthorized
 from tokenwire.server import ServerConfig, create_app
 from tokenwire.testing import assert_transcript
 from wire import serve

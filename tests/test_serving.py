@@ -70,7 +70,7 @@ async def test_the_default_model_is_loaded_at_start_up_and_readyz_says_so() -> N
 
 
 async def test_readyz_is_503_while_the_model_loads_and_when_the_log_is_unreachable() -> None:
-    from tokenwire.redis_log import RedisLog
+    from tokenwire.log.redis import RedisLog
 
     dead_log = RedisLog(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
     app = create_app(providers={"model": Scripted(["x"])}, api_keys=[KEY], log=dead_log)

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 import tokenwire
+from tokenwire.consumers.speech import AudioChunk, EspeakNG, Speech
 from tokenwire.events import Event, TextDelta
 from tokenwire.providers import Delay, Scripted, Stall
-from tokenwire.speech import AudioChunk, EspeakNG, Speech
 
 pytestmark = pytest.mark.e2e  # espeak-ng from apt
 

@@ -15,7 +15,7 @@ from httpx_sse._decoders import SSELineDecoder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokenwire.sse import SSEDecoder, SSEEvent
+from tokenwire.wire.sse import SSEDecoder, SSEEvent
 
 # -- unit cases --------------------------------------------------------------------------------
 

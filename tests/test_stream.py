@@ -15,9 +15,9 @@ import pytest
 
 import tokenwire
 from conftest import other_tasks
+from tokenwire.core.request import Request
 from tokenwire.events import Done, Error, ReasoningDelta, Step, TextDelta, ToolCall, ToolCallDelta, ToolCallStart, Usage
 from tokenwire.providers import Delay, Scripted, Stall
-from tokenwire.request import Request
 from tokenwire.testing import Transcript, assert_transcript
 
 Factory = Callable[..., Scripted]
@@ -408,6 +408,7 @@ async def test_a_provider_that_never_awaits_does_not_hold_the_event_loop() -> No
 def test_a_wrapper_holding_its_model_in_model_starts_with_that_model_s_name() -> None:
     """A provider wrapper that keeps the wrapped provider in ``.model`` (a common shape) used to put
     the object into ``start.model``, which no observer could encode."""
+
     class Wrapper:
         def __init__(self, inner: Scripted):
             self.model = inner

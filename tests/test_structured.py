@@ -9,10 +9,10 @@ import msgspec
 import pydantic
 import pytest
 
+from tokenwire.api.structured import TOOL, json_schema_of, stream_object
 from tokenwire.errors import ObjectInvalid
 from tokenwire.events import ToolCall, ToolCallDelta, ToolCallStart
 from tokenwire.providers import Scripted
-from tokenwire.structured import TOOL, json_schema_of, stream_object
 
 
 class Recipe(pydantic.BaseModel):
@@ -74,8 +74,8 @@ def test_schemas_of_pydantic_msgspec_and_plain_dicts() -> None:
 
 @pytest.mark.e2e  # the embedded model
 async def test_the_embedded_model_streams_a_valid_object_under_the_schema_grammar() -> None:
+    from tokenwire.core.request import Message, Request
     from tokenwire.providers import LlamaCpp
-    from tokenwire.request import Message, Request
 
     class City(msgspec.Struct):
         name: str

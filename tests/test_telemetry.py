@@ -141,7 +141,7 @@ def test_done_stats_come_from_the_same_metrics() -> None:
 
 
 def test_the_cli_footer_reads_the_metrics_against_an_injected_clock() -> None:
-    from tokenwire.cli import LiveView
+    from tokenwire.cli.view import LiveView
 
     now = [100.0]
     view = LiveView(stall_after_s=1.0, clock=lambda: now[0])
@@ -269,12 +269,12 @@ class Otel:
 
 async def test_an_agent_run_is_a_chat_span_with_tool_spans_and_genai_metrics() -> None:
     import tokenwire
-    from tokenwire.agent import Agent
+    from tokenwire.core.request import Message, Request
     from tokenwire.events import Usage
     from tokenwire.providers import Delay, Scripted
-    from tokenwire.request import Message, Request
     from tokenwire.telemetry.metrics import FIRST_CHUNK_BUCKETS
     from tokenwire.tools import tool
+    from tokenwire.tools.agent import Agent
 
     @tool
     def weather(city: str) -> str:
@@ -375,8 +375,8 @@ def test_the_server_continues_the_callers_trace_and_propagates_it_to_the_provide
 
 
 def test_a_server_without_otel_adds_no_telemetry_observers() -> None:
+    from tokenwire.core.request import Request
     from tokenwire.providers import Scripted
-    from tokenwire.request import Request
     from tokenwire.server import create_app
 
     app = create_app(providers={"s": Scripted(["a"])})

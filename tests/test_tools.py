@@ -14,11 +14,11 @@ import pytest
 
 import tokenwire
 from conftest import other_tasks
-from tokenwire.agent import Agent
 from tokenwire.events import Done, Step, TextDelta, ToolCall, ToolCallDelta, ToolCallStart, ToolResult
 from tokenwire.providers import Delay, Scripted, Stall
 from tokenwire.testing import Transcript, assert_transcript
 from tokenwire.tools import Progress, ToolArgumentsInvalid, Toolset, tool
+from tokenwire.tools.agent import Agent
 
 
 def call(tool_name: str, cid: str = "c1", **args: Any) -> ToolCall:
@@ -355,7 +355,7 @@ async def test_async_generator_tools_report_progress_as_steps() -> None:
 async def test_tools_the_request_declares_are_the_callers_and_end_the_run() -> None:
     """An agent's own tools run; a call to a tool only the request declares ends the run with
     finish "tool_calls" once the agent's calls are answered (the caller answers it next time)."""
-    from tokenwire.request import Message, Request, ToolSpec
+    from tokenwire.core.request import Message, Request, ToolSpec
 
     @tool
     def weather(city: str) -> str:
@@ -432,8 +432,8 @@ async def test_sync_tools_do_not_block_the_event_loop() -> None:
 
 @pytest.mark.e2e
 async def test_the_agent_loop_on_the_embedded_model() -> None:
+    from tokenwire.core.request import Message, Request
     from tokenwire.providers import LlamaCpp
-    from tokenwire.request import Message, Request
 
     @tool
     def add(a: int, b: int) -> int:

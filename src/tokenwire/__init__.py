@@ -10,9 +10,13 @@ The public API is what ``__all__`` lists; submodules hold one concept each (DESI
 
 from typing import TYPE_CHECKING, Any
 
-from tokenwire.api import generate, run, run_sync, stream, stream_sync
-from tokenwire.chunking import coalesce, coalesce_events
-from tokenwire.delivery import EventIterator, Overflow, Queued, queued
+from tokenwire.api import ObjectUpdate, generate, run, run_sync, stream, stream_object, stream_sync
+from tokenwire.consumers.coalesce import coalesce, coalesce_events
+from tokenwire.consumers.delivery import EventIterator, Overflow, Queued, queued
+from tokenwire.consumers.observers import Observer, observe
+from tokenwire.core.limits import Limits
+from tokenwire.core.request import Message, Request, ToolSpec
+from tokenwire.core.response import Response
 from tokenwire.engine import StreamHandle, SyncStream
 from tokenwire.errors import (
     EventDecodeError,
@@ -44,24 +48,19 @@ from tokenwire.events import (
     decode,
     encode,
 )
-from tokenwire.limits import Limits
 from tokenwire.log import EventLog, MemoryLog, StreamWriter
-from tokenwire.observers import Observer, observe
-from tokenwire.request import Message, Request, ToolSpec
-from tokenwire.response import Response
-from tokenwire.structured import ObjectUpdate, stream_object
 from tokenwire.tools import Progress, Tool, ToolArgumentsInvalid, Toolset, tool
 
 if TYPE_CHECKING:
-    from tokenwire import agent, providers
+    from tokenwire import providers
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    # ``tokenwire.providers`` and ``tokenwire.agent`` load on first use: importing the core never
+    # ``tokenwire.providers`` loads on first use: importing the core never
     # pulls in a model backend (tests/test_layers.py checks this in a fresh interpreter).
-    if name in ("providers", "agent"):
+    if name == "providers":
         import importlib
 
         return importlib.import_module(f"tokenwire.{name}")
@@ -113,7 +112,6 @@ __all__ = [
     "ToolArgumentsInvalid",
     "Toolset",
     "__version__",
-    "agent",
     "tool",
     "coalesce",
     "coalesce_events",

@@ -1,9 +1,9 @@
 """Model backends. Each module only maps a backend's native stream to tokenwire events.
 
-See :mod:`tokenwire.provider` for the protocol every backend implements.
+See :mod:`tokenwire.core.provider` for the protocol every backend implements.
 """
 
-from tokenwire.provider import Part, Provider
+from tokenwire.core.provider import Part, Provider
 from tokenwire.providers.anthropic import Anthropic
 from tokenwire.providers.batch import Batch
 from tokenwire.providers.http import RetryPolicy

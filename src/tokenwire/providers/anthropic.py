@@ -19,8 +19,9 @@ from typing import Any
 
 import msgspec
 
+from tokenwire.core.provider import Part
+from tokenwire.core.request import Message, Request
 from tokenwire.events import Done, Error, FinishReason, ReasoningDelta, ToolCallDelta, ToolCallStart, Usage
-from tokenwire.provider import Part
 from tokenwire.providers.http import (
     Failure,
     RetryPolicy,
@@ -30,7 +31,6 @@ from tokenwire.providers.http import (
     stream_sse,
     truncated_stream,
 )
-from tokenwire.request import Message, Request
 from tokenwire.telemetry.otel import trace_headers
 
 __all__ = ["Anthropic", "AnthropicMapper", "messages_body"]

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from tokenwire.provider import Part
-from tokenwire.request import Request
+from tokenwire.core.provider import Part
+from tokenwire.core.request import Request
 
 __all__ = ["Batch"]
 

@@ -5,7 +5,7 @@ llama.cpp and transformers do). The bundled Gemma 3 270M GGUF carries none, so
 :func:`gemma_prompt` applies Gemma's turn format itself: ``user`` and ``model`` turns, no system
 role (the system prompt opens the first user turn), tool results as user turns.
 
->>> from tokenwire.request import Message
+>>> from tokenwire.core.request import Message
 >>> print(gemma_prompt([Message("system", "Be brief."), Message("user", "Hi")]), end="")
 <start_of_turn>user
 Be brief.
@@ -20,7 +20,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tokenwire.request import Message, ToolSpec
+from tokenwire.core.request import Message, ToolSpec
 
 __all__ = [
     "GEMMA_END_OF_TURN",

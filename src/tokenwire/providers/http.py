@@ -24,10 +24,10 @@ from typing import Any, Protocol
 
 import msgspec
 
+from tokenwire.core.provider import Part
 from tokenwire.errors import Failure
 from tokenwire.events import Error, ToolCall
-from tokenwire.provider import Part
-from tokenwire.sse import SSEDecoder
+from tokenwire.wire.sse import SSEDecoder
 
 __all__ = [
     "Failure",

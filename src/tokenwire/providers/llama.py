@@ -45,14 +45,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tokenwire._exit import at_exit
+from tokenwire.core._exit import at_exit
+from tokenwire.core.provider import Part
+from tokenwire.core.request import Request, ToolSpec
 from tokenwire.errors import ModelLoadError, OverCapacity, ProviderError
 from tokenwire.events import Done, Step, ToolCall, ToolCallDelta, ToolCallStart, Usage
-from tokenwire.provider import Part
 from tokenwire.providers.chat_format import GEMMA_END_OF_TURN, TOOL_CALL_PREFIX, gemma_prompt, jinja_formatter
 from tokenwire.providers.llama_batch import Batcher, BatchSequence
 from tokenwire.providers.stop import StopMatcher
-from tokenwire.request import Request, ToolSpec
 
 __all__ = ["LlamaCpp", "default_model_path"]
 

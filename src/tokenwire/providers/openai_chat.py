@@ -24,9 +24,9 @@ from typing import Any
 
 import msgspec
 
+from tokenwire.core.provider import Part
+from tokenwire.core.request import Message, Request
 from tokenwire.events import Done, Error, FinishReason, ReasoningDelta, ToolCallDelta, ToolCallStart, Usage
-from tokenwire.partial_json import JSONEnd
-from tokenwire.provider import Part
 from tokenwire.providers.http import (
     Failure,
     RetryPolicy,
@@ -36,8 +36,8 @@ from tokenwire.providers.http import (
     stream_sse,
     truncated_stream,
 )
-from tokenwire.request import Message, Request
 from tokenwire.telemetry.otel import trace_headers
+from tokenwire.wire.partial_json import JSONEnd
 
 __all__ = ["ChatChunkMapper", "OpenAIChat", "OpenAICompatible", "chat_body"]
 

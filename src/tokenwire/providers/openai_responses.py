@@ -19,11 +19,11 @@ from typing import Any
 
 import msgspec
 
+from tokenwire.core.provider import Part
+from tokenwire.core.request import Message, Request
 from tokenwire.events import Done, Error, ReasoningDelta, ToolCallDelta, ToolCallStart, Usage
-from tokenwire.provider import Part
 from tokenwire.providers.http import RetryPolicy, finished_tool_call, malformed_chunk, stream_sse, truncated_stream
 from tokenwire.providers.openai_chat import classify_openai
-from tokenwire.request import Message, Request
 from tokenwire.telemetry.otel import trace_headers
 
 __all__ = ["OpenAIResponses", "ResponsesMapper", "responses_body"]

@@ -16,9 +16,9 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
+from tokenwire.core.provider import Part
+from tokenwire.core.request import Request
 from tokenwire.events import Event, Start, TextDelta, load_jsonl
-from tokenwire.provider import Part
-from tokenwire.request import Request
 
 __all__ = ["Replay"]
 

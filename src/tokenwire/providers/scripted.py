@@ -21,9 +21,9 @@ from collections.abc import AsyncIterator, Iterable
 
 import msgspec
 
+from tokenwire.core.provider import Part
+from tokenwire.core.request import Request
 from tokenwire.events import EventBase
-from tokenwire.provider import Part
-from tokenwire.request import Request
 
 __all__ = ["Delay", "Scripted", "Stall"]
 

@@ -21,9 +21,9 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from tokenwire.limits import Limits
+from tokenwire.core.limits import Limits
+from tokenwire.core.provider import Provider
 from tokenwire.log import EventLog
-from tokenwire.provider import Provider
 from tokenwire.server import compat, http, speech, ws
 from tokenwire.server.schema import RunBody, ServerConfig
 from tokenwire.server.service import RunService

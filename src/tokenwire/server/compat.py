@@ -29,6 +29,7 @@ from starlette.requests import Request as HTTPRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tokenwire.core.request import Request
 from tokenwire.errors import (
     BodyTooLarge,
     Forbidden,
@@ -41,7 +42,6 @@ from tokenwire.errors import (
     TokenwireError,
     Unauthorized,
 )
-from tokenwire.request import Request
 from tokenwire.server.http import Handler, guarded, mapped, read_body, retry_after
 from tokenwire.server.runs import Run
 from tokenwire.server.service import RunService, bearer

@@ -18,12 +18,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from tokenwire.api import generate
+from tokenwire.core.provider import Provider
+from tokenwire.core.request import Request
 from tokenwire.engine import StreamHandle
 from tokenwire.errors import OverCapacity, ShuttingDown
 from tokenwire.events import Done
 from tokenwire.log import EventLog
-from tokenwire.provider import Provider
-from tokenwire.request import Request
 
 __all__ = ["Run", "Runs", "ShuttingDown"]
 

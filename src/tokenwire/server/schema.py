@@ -12,8 +12,8 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from tokenwire.limits import Limits
-from tokenwire.request import Message
+from tokenwire.core.limits import Limits
+from tokenwire.core.request import Message
 
 __all__ = ["MAX_STEPS", "MAX_TOKENS", "RunBody", "ServerConfig"]
 

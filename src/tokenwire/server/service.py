@@ -32,6 +32,9 @@ from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
+from tokenwire.core.limits import Limits
+from tokenwire.core.provider import Provider
+from tokenwire.core.request import Message, Request, ToolSpec
 from tokenwire.errors import (
     BodyTooLarge,
     InvalidRequest,
@@ -42,13 +45,10 @@ from tokenwire.errors import (
     StreamNotFound,
 )
 from tokenwire.events import Error, Event
-from tokenwire.limits import Limits
 from tokenwire.log import EventLog, StreamInfo, configured_log_url, log_from_url
-from tokenwire.provider import Provider
-from tokenwire.request import Message, Request, ToolSpec
-from tokenwire.security import StreamTokens, check_api_key, new_secret
 from tokenwire.server.runs import Run, Runs
 from tokenwire.server.schema import RunBody, ServerConfig
+from tokenwire.server.tokens import StreamTokens, check_api_key, new_secret
 from tokenwire.telemetry.otel import OTel
 from tokenwire.telemetry.server import ServerStats
 from tokenwire.tools import Toolset
@@ -185,19 +185,6 @@ class RunService:
                 await aclose()
             elif close is not None:
                 await asyncio.to_thread(close)
-
-    async def readiness(self) -> dict[str, str]:
-        """What ``/readyz`` reports: the default provider loaded, the log answering, runs accepted."""
-        checks: dict[str, str] = {"provider": "ok" if self.loaded else "loading"}
-        try:
-            await self.log.info("readyz-probe")
-            checks["log"] = "ok"
-        except StreamNotFound:
-            checks["log"] = "ok"  # the log answered
-        except Exception as exc:  # an unreachable log, whatever the backend raises
-            checks["log"] = f"unreachable: {type(exc).__name__}"
-        checks["runs"] = "ok" if self.runs.accepting else "shutting down"
-        return checks
 
     # -- identity and connections ------------------------------------------------------------------
 
@@ -411,8 +398,6 @@ class RunService:
         ``max_lag_events`` behind a live producer gets :class:`~tokenwire.errors.ObserverOverflow`
         (it resumes). The log's own iterator: no layer between it and the reader per batch.
 
-        >>> # with service.reading(stream_id, 0) as batches:
-        >>> #     async for batch in batches: ...
         """
         max_lag = self.config.max_lag_events if lagging else None
         with self.runs.reader(stream_id):

@@ -21,8 +21,9 @@ transports. A bad message raises :class:`SessionError` (code, message): the tran
 and the connection stays open; bad credentials raise :class:`~tokenwire.errors.Unauthorized`
 (the transport closes the connection).
 
-A session is an async context manager: it owns the tasks of its subscriptions (a :class:`~tokenwire.tasks.TaskSet`), and
-leaving it waits for them; :meth:`Session.close` ends them first.
+A session is an async context manager: it owns the tasks of its subscriptions (a
+:class:`~tokenwire.core.tasks.TaskSet`), and leaving it waits for them; :meth:`Session.close`
+ends them first.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 
 import msgspec
 
+from tokenwire.core.tasks import TaskSet
 from tokenwire.errors import (
     Forbidden,
     InvalidRequest,
@@ -48,7 +50,6 @@ from tokenwire.errors import (
 )
 from tokenwire.server.schema import RunBody
 from tokenwire.server.service import RunService
-from tokenwire.tasks import TaskSet
 from tokenwire.wire import WireFormat
 
 __all__ = ["CODES", "DEFAULT_WINDOW", "MAX_SUBSCRIPTIONS", "Session"]

@@ -1,7 +1,7 @@
 """``GET /v1/streams/{id}/speech``: a run's answer as audio, sentence by sentence, while it streams.
 
 A reader of the run's log like any other (a read token; from seq 0): its text deltas go through
-:class:`tokenwire.speech.Speech` (espeak-ng, in a worker thread) and every sentence's audio goes
+:class:`tokenwire.consumers.speech.Speech` (espeak-ng, in a worker thread) and every sentence's audio goes
 out as soon as it is synthesised, as an SSE event ``audio`` whose data is
 ``{"index", "text", "sample_rate", "wav"}`` (``wav``: a base64 WAV file the browser's
 ``decodeAudioData`` plays), then ``event: end``. The client leaving (the Stop button, a barge-in)
@@ -22,12 +22,12 @@ from starlette.requests import Request as HTTPRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tokenwire.consumers.speech import AudioChunk, Speech
 from tokenwire.errors import SeqEvicted, StreamNotFound, Unsupported
 from tokenwire.events import TERMINAL_TYPES
 from tokenwire.server.http import guarded, token_of
 from tokenwire.server.service import RunService
 from tokenwire.server.streaming import EventStreamResponse
-from tokenwire.speech import AudioChunk, Speech
 
 __all__ = ["route", "speech_stream", "wav"]
 

@@ -3,7 +3,7 @@
 The engine sets :data:`current_stream` in each stream's task, so whatever logs there (the engine,
 a provider, the Redis writer) is tagged with the stream id without passing it around; a
 ``stream_id`` given in a call's ``extra`` wins. Secrets are masked before formatting by
-:class:`~tokenwire.security.RedactingFilter` (install both filters on the handler).
+:class:`~tokenwire.telemetry.redact.RedactingFilter` (install both filters on the handler).
 
 >>> import io, json, logging
 >>> out = io.StringIO()

@@ -2,7 +2,7 @@
 tokens/s, events and bytes per type, tool durations.
 
 One implementation serves everything that reports on a stream: the engine's ``done.stats``
-(through :class:`~tokenwire.lifecycle.Lifecycle`), the CLI's live footer, ``tokenwire stats``,
+(through :class:`~tokenwire.core.lifecycle.Lifecycle`), the CLI's live footer, ``tokenwire stats``,
 and the Prometheus and OpenTelemetry exporters. Sans-I/O: :class:`Metrics` is fed events and reads
 their ``ts`` (as an observer), or is told the time directly (:meth:`Metrics.start`,
 :meth:`Metrics.output`: the engine's clock).

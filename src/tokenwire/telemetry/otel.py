@@ -44,8 +44,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from tokenwire import __version__
+from tokenwire.core.request import Request, as_request
 from tokenwire.events import Done, Error, Event, Start, TextDelta, ToolCall, ToolResult
-from tokenwire.request import Request, as_request
 from tokenwire.telemetry.metrics import FIRST_CHUNK_BUCKETS, TIME_PER_CHUNK_BUCKETS, TOKEN_BUCKETS, Metrics
 
 __all__ = ["OTel", "RunTelemetry", "trace_headers"]

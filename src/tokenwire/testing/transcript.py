@@ -34,7 +34,7 @@ class Transcript:
         ``sys.stdout.buffer`` (flushed per event, left open: ``--format jsonl`` in a script)."""
         self.path = path if isinstance(path, str | os.PathLike) else None
         self.redactor = redactor
-        """Masks secrets in each line written to ``path`` (:class:`tokenwire.security.Redactor`);
+        """Masks secrets in each line written to ``path`` (:class:`tokenwire.telemetry.redact.Redactor`);
         the events kept in memory are left as they came."""
         self.events: list[Event] = []
         self._owned = False

@@ -9,7 +9,8 @@
 ('get_time', ['zone'])
 """
 
+from tokenwire.tools.agent import Agent
 from tokenwire.tools.definition import Progress, Tool, ToolArgumentsInvalid, Toolset, tool
 from tokenwire.tools.runner import Approver, ToolRunner
 
-__all__ = ["Approver", "Progress", "Tool", "ToolArgumentsInvalid", "ToolRunner", "Toolset", "tool"]
+__all__ = ["Agent", "Approver", "Progress", "Tool", "ToolArgumentsInvalid", "ToolRunner", "Toolset", "tool"]

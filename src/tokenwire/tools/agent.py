@@ -18,7 +18,7 @@ streams, until the model answers without calling a tool (``done``, finish_reason
 ...     '''Add two integers.'''
 ...     return a + b
 >>> model = Scripted.turns([ToolCall(call_id="c1", name="add", args={"a": 2, "b": 3})], ["The sum is 5."])
->>> response = tokenwire.run_sync(tokenwire.agent.Agent(model, [add]), "What is 2+3?")
+>>> response = tokenwire.run_sync(tokenwire.tools.Agent(model, [add]), "What is 2+3?")
 >>> [r.result for r in response.tool_results], response.text, response.finish_reason
 ([5], 'The sum is 5.', 'stop')
 
@@ -41,11 +41,11 @@ import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectSendStream
 
+from tokenwire.core.provider import Part, Provider
+from tokenwire.core.request import Message, Request
+from tokenwire.core.response import Response
 from tokenwire.engine import start_stream
 from tokenwire.events import Done, Error, Step, TokenUsage, ToolCall, ToolCallDelta, ToolResult, Usage
-from tokenwire.provider import Part, Provider
-from tokenwire.request import Message, Request
-from tokenwire.response import Response
 from tokenwire.tools.definition import Tool, Toolset
 from tokenwire.tools.runner import Approver, ToolRunner
 

@@ -31,8 +31,8 @@ from typing import Any, get_type_hints
 
 import msgspec
 
+from tokenwire.core.request import ToolSpec
 from tokenwire.errors import ToolArgumentsInvalid
-from tokenwire.request import ToolSpec
 
 __all__ = ["Progress", "Tool", "ToolArgumentsInvalid", "Toolset", "tool"]
 

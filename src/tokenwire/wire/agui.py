@@ -26,8 +26,8 @@ from typing import Any
 
 import msgspec
 
+from tokenwire.core.request import Request, ToolSpec
 from tokenwire.events import Done, Error, Start, Step, ToolCall, ToolResult
-from tokenwire.request import Request, ToolSpec
 from tokenwire.wire.encoder import StreamEncoder
 from tokenwire.wire.openai_chat import message
 

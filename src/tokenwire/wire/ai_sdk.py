@@ -32,8 +32,8 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from tokenwire.core.request import Message, Request, ToolSpec
 from tokenwire.events import Done, Error, Start, ToolCall, ToolResult
-from tokenwire.request import Message, Request, ToolSpec
 from tokenwire.wire.encoder import StreamEncoder
 
 __all__ = ["HEADERS", "ChatUIBody", "UIMessageStream", "message_id", "ui_request"]

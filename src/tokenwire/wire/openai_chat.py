@@ -29,9 +29,9 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from tokenwire.core.request import Message, Request, ToolSpec
+from tokenwire.core.response import Response
 from tokenwire.events import Done, Error, Start, TokenUsage, ToolCall, Usage
-from tokenwire.request import Message, Request, ToolSpec
-from tokenwire.response import Response
 from tokenwire.wire.encoder import StreamEncoder
 
 __all__ = [

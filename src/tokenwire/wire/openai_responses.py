@@ -29,8 +29,8 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from tokenwire.core.request import Message, Request, ToolSpec
 from tokenwire.events import Done, Error, Start, ToolCall
-from tokenwire.request import Message, Request, ToolSpec
 from tokenwire.wire.encoder import StreamEncoder
 from tokenwire.wire.openai_chat import message, text_content
 

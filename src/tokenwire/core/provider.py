@@ -15,7 +15,7 @@ Raising an exception ends the stream with an ``error`` event (source ``provider`
 (``aclose``) must stop generation and release connections: the engine closes it on cancel and on
 every limit.
 
->>> from tokenwire.provider import Provider
+>>> from tokenwire.core.provider import Provider
 >>> class Echo:
 ...     model = "echo"
 ...     async def stream(self, request):
@@ -30,8 +30,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol, TypeAlias, runtime_checkable
 
+from tokenwire.core.request import Request
 from tokenwire.events import EventBase
-from tokenwire.request import Request
 
 __all__ = ["Part", "Provider"]
 

@@ -1,6 +1,6 @@
 """Speech: an observer that turns a stream's text into audio while the answer is still streaming.
 
-Text deltas go through a sentence coalescer (:func:`tokenwire.chunking.sentences`); each complete
+Text deltas go through a sentence coalescer (:func:`tokenwire.consumers.chunking.sentences`); each complete
 sentence is synthesised at once, off the event loop, in one worker thread, and handed to
 ``on_audio`` as an :class:`AudioChunk` (16-bit PCM). The first sentence is speaking while the
 model writes the second: time to first audio is one sentence's generation plus its synthesis, not
@@ -32,7 +32,7 @@ from typing import Protocol
 
 import msgspec
 
-from tokenwire.chunking import Coalescer, sentences
+from tokenwire.consumers.chunking import Coalescer, sentences
 from tokenwire.events import Done, Error, Event, TextDelta
 
 __all__ = ["AudioChunk", "EspeakNG", "Speech", "SpeechEngine"]

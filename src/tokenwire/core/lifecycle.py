@@ -9,7 +9,7 @@ clocks (tests/test_lifecycle.py). The engine (:mod:`tokenwire.engine`) is a thin
 around it: it reads the provider, appends what :meth:`Lifecycle.feed` returns to the log, and
 calls :meth:`Lifecycle.tick` when :attr:`Lifecycle.deadline` passes.
 
->>> from tokenwire.limits import Limits
+>>> from tokenwire.core.limits import Limits
 >>> core = Lifecycle("s1", model="m", limits=Limits(stall_timeout_s=5, max_output_tokens=2), now=100.0)
 >>> core.start().seq, core.delivered(100.0)
 (0, False)
@@ -41,6 +41,8 @@ from typing import Any
 
 import msgspec
 
+from tokenwire.core.limits import Limits
+from tokenwire.core.response import ResponseBuilder
 from tokenwire.errors import ProviderError
 from tokenwire.events import (
     Done,
@@ -55,8 +57,6 @@ from tokenwire.events import (
     ToolCallDelta,
     ToolCallStart,
 )
-from tokenwire.limits import Limits
-from tokenwire.response import ResponseBuilder
 from tokenwire.telemetry.metrics import Metrics
 
 __all__ = ["Lifecycle"]

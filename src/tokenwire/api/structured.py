@@ -2,7 +2,7 @@
 
 :func:`stream_object` asks the model for one object of ``schema`` (a pydantic model, a msgspec
 Struct, or a JSON Schema dict) and yields :class:`ObjectUpdate` s: the object as parsed so far
-(one pass over the arguments with :class:`~tokenwire.partial_json.PartialJSON`), then the final,
+(one pass over the arguments with :class:`~tokenwire.wire.partial_json.PartialJSON`), then the final,
 validated value. The object travels as a forced call of one tool whose parameters are the schema,
 so every provider does what it does best: the embedded model generates it under a grammar made
 from the JSON Schema (it cannot produce anything else), OpenAI and Anthropic force the tool call.
@@ -36,12 +36,12 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from tokenwire.api import stream
+from tokenwire.api.start import stream
+from tokenwire.core.provider import Provider
+from tokenwire.core.request import Request, ToolSpec, as_request
 from tokenwire.errors import ObjectInvalid, PartialJSONError
 from tokenwire.events import Done, Error, ToolCall, ToolCallDelta
-from tokenwire.partial_json import PartialJSON
-from tokenwire.provider import Provider
-from tokenwire.request import Request, ToolSpec, as_request
+from tokenwire.wire.partial_json import PartialJSON
 
 __all__ = ["ObjectUpdate", "json_schema_of", "stream_object"]
 

@@ -1,7 +1,7 @@
 """The public entry points: start a run, iterate it, or run it to the end — async or sync.
 
 Each is the engine (:mod:`tokenwire.engine`) plus, when ``tools`` are given, the agent loop
-(:class:`tokenwire.agent.Agent`) wrapped around the provider. This module sits above both, so the
+(:class:`tokenwire.tools.Agent`) wrapped around the provider. This module sits above both, so the
 engine never imports the tools layer.
 
 >>> import asyncio, tokenwire
@@ -29,14 +29,14 @@ import contextlib
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from tokenwire.delivery import EventIterator
+from tokenwire.consumers.delivery import EventIterator
+from tokenwire.consumers.observers import ObserverErrorHook
+from tokenwire.core.limits import Limits
+from tokenwire.core.provider import Provider
+from tokenwire.core.request import Request
+from tokenwire.core.response import Response
 from tokenwire.engine import StreamHandle, SyncStream, start_stream
-from tokenwire.limits import Limits
 from tokenwire.log import EventLog
-from tokenwire.observers import ObserverErrorHook
-from tokenwire.provider import Provider
-from tokenwire.request import Request
-from tokenwire.response import Response
 from tokenwire.tools.agent import Agent
 
 __all__ = ["generate", "run", "run_sync", "stream", "stream_sync"]
@@ -78,7 +78,7 @@ def generate(
     :class:`tokenwire.EventIterator` instances. ``log``: where events are appended (default: the
     process-wide in-memory log, :func:`tokenwire.log.default_log`). ``strict``: an observer
     failure ends the stream with an error instead of being isolated. ``tools`` (tools, plain
-    functions or a Toolset) runs the agent loop (:class:`tokenwire.agent.Agent`) for up to
+    functions or a Toolset) runs the agent loop (:class:`tokenwire.tools.Agent`) for up to
     ``max_steps`` model turns. ``drain_timeout_s`` bounds how long the end of the stream waits for
     its observers: queued ones to read to the end, inline ones to take the terminal event (an
     observer still busy then is reported and skipped).

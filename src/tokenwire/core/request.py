@@ -4,7 +4,7 @@ Providers read a :class:`Request`; the engine only passes it through (it fills `
 ``Limits.max_output_tokens`` when the request leaves it unset). Plain prompt strings are accepted
 everywhere a request is and become one user message.
 
->>> from tokenwire.request import Request, Message, as_request
+>>> from tokenwire.core.request import Request, Message, as_request
 >>> as_request("Hi").messages
 [Message(role='user', content='Hi', tool_call_id=None, name=None, tool_calls=None)]
 >>> Request([Message("system", "Be brief."), Message("user", "Hi")], temperature=0.2).temperature

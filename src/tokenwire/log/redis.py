@@ -40,240 +40,14 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from tokenwire.errors import LogUnavailable, ObserverOverflow, SeqEvicted, StreamNotFound
-from tokenwire.events import TERMINAL_TYPES, Error, Event, ReasoningDelta, TextDelta, ToolCallDelta, decode, encode
-from tokenwire.log import EventLog, StreamInfo, StreamWriter, _StreamRing
+from tokenwire.errors import ObserverOverflow, SeqEvicted, StreamNotFound
+from tokenwire.events import TERMINAL_TYPES, Error, Event, decode, encode
+from tokenwire.log.base import EventLog, StreamInfo, StreamWriter
+from tokenwire.log.redis_writer import APPEND_SCRIPT, FIELD, RedisWriter, Tail, entry_id, seq_of
 
 __all__ = ["RedisLog", "RedisWriter"]
 
 logger = logging.getLogger("tokenwire")
-
-_DELTAS = (TextDelta, ReasoningDelta, ToolCallDelta)
-_FIELD = b"e"
-
-
-_APPEND = """
-local key, endkey, maxlen, ttl = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
-local ended = redis.call('GET', endkey)
-if ended then
-  -- The stream has its terminal: only a retry of that very batch may pass (and adds nothing).
-  if ARGV[#ARGV] == ended then return 1 end
-  return 0
-end
-for i = 3, #ARGV, 2 do
-  local ok = redis.pcall('XADD', key, ARGV[i], 'e', ARGV[i + 1])
-  if type(ok) == 'table' and ok.err and not string.find(ok.err, 'equal or smaller', 1, true) then
-    return redis.error_reply(ok.err)
-  end
-end
-redis.call('XTRIM', key, 'MAXLEN', maxlen)
-if ttl > 0 then
-  redis.call('EXPIRE', key, ttl)
-  redis.call('SET', endkey, ARGV[#ARGV], 'EX', ttl)
-end
-return 1
-"""
-"""Appends a batch in one command: explicit ids; an id that is already there (a retry) is skipped;
-then one exact trim to ``max_events`` (the same retention as the memory log; a stream below the
-cap trims nothing). A terminal batch records the terminal event in the stream's end key; once it
-is there nothing more is appended (returns 0; a retry of that same batch returns 1): a producer
-cut off by a partition, whose stream another node ended with ``producer_lost``, cannot write past
-that terminal when it reconnects."""
-
-
-def _entry_id(seq: int) -> str:
-    return f"{seq}-1"
-
-
-def _seq(entry_id: bytes | str) -> int:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return int(text.partition("-")[0])
-
-
-class _Tail:
-    """What the shared tail has read of one stream: a window of events, fanned out to readers."""
-
-    __slots__ = ("advanced", "error", "events", "finished", "first_seq", "heard", "key", "last_id", "readers", "sid")
-
-    def __init__(self, stream_id: str, key: bytes, seq: int, now: float):
-        self.sid = stream_id
-        self.key = key
-        self.last_id = _entry_id(seq - 1) if seq > 0 else "0-0"
-        self.first_seq = seq  # seq of events[0]
-        self.events: list[Event] = []
-        self.finished = False
-        self.error: BaseException | None = None
-        self.readers = 0
-        self.heard = now  # when the tail last got an entry (or checked the producer's lease)
-        self.advanced = asyncio.Event()  # replaced on every advance; readers wait on the one they saw
-
-    @property
-    def next_seq(self) -> int:
-        return self.first_seq + len(self.events)
-
-    def _wake(self) -> None:
-        done, self.advanced = self.advanced, asyncio.Event()
-        done.set()
-
-    def push(self, entries: list[Any], window: int, now: float) -> None:
-        batch = [decode(fields[_FIELD]) for _, fields in entries]
-        if batch[0].seq != self.next_seq:
-            self.fail(SeqEvicted(self.sid, self.next_seq, batch[0].seq))  # trimmed while tailing
-            return
-        self.events += batch
-        if len(self.events) > window:  # keep the newest half: a reader behind it uses XRANGE
-            drop = len(self.events) - window // 2
-            del self.events[:drop]
-            self.first_seq += drop
-        self.last_id = entries[-1][0].decode()
-        self.heard = now
-        self.finished = batch[-1].__class__ in TERMINAL_TYPES
-        self._wake()
-
-    def fail(self, exc: BaseException) -> None:
-        self.error = exc
-        self.finished = True
-        self._wake()
-
-
-class RedisWriter(_StreamRing):
-    """One stream's writer: a local ring for in-process readers, a batched lane to Redis."""
-
-    def __init__(self, log: RedisLog, stream_id: str):
-        super().__init__(stream_id, log.local_events, self._on_terminal)
-        self._log = log
-        self._key = log.key(stream_id)
-        self._pending: list[tuple[int, bytes]] = []
-        self._has_data = asyncio.Event()  # something to write
-        self._wake_flusher = asyncio.Event()  # write it now (structural, a full batch, the end)
-        self._flushed = asyncio.Event()
-        self._flushed.set()
-        self._closing = False
-        self._failure: LogUnavailable | None = None
-        self._down_since: float | None = None
-        self._retries = 0
-        self._lease_key = log.lease_key(stream_id)
-        self._flusher = asyncio.get_running_loop().create_task(self._run(), name=f"tokenwire-redis-{stream_id}")
-
-    @property
-    def failure(self) -> LogUnavailable | None:
-        return self._failure
-
-    def append(self, event: Event) -> Any:
-        r = super().append(event)  # local readers first: they never wait for Redis
-        if self._failure is not None:
-            if event.__class__ in TERMINAL_TYPES:
-                return r  # the local readers get the end; Redis is gone (remote readers: producer_lost)
-            raise LogUnavailable(str(self._failure))
-        self._pending.append((event.seq, encode(event)))
-        self._flushed.clear()
-        self._has_data.set()  # a first delta starts the batch window
-        if event.__class__ not in _DELTAS or len(self._pending) >= self._log.max_batch:
-            self._wake_flusher.set()  # structural, or a full batch: write now
-        return r
-
-    def _on_terminal(self, ring: _StreamRing) -> None:
-        self._closing = True
-        self._has_data.set()
-        self._wake_flusher.set()
-
-    async def _run(self) -> None:
-        """The writer's flusher task (owned by the writer; it ends after the terminal is written).
-
-        It also holds the producer's lease: refreshed every third of ``lease_s`` while the run is
-        live, deleted after the terminal. A node that dies stops refreshing it, and readers on
-        other nodes then end the stream with ``error(producer_lost)``.
-        """
-        window = self._log.batch_window_s
-        heartbeat = self._log.lease_s / 3
-        await self._log._hold_lease(self._lease_key)
-        renewed = asyncio.get_running_loop().time()
-        try:
-            while True:
-                if asyncio.get_running_loop().time() - renewed >= heartbeat:
-                    await self._log._hold_lease(self._lease_key)
-                    renewed = asyncio.get_running_loop().time()
-                if not self._pending:
-                    if self._closing:
-                        return
-                    self._has_data.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._has_data.wait(), heartbeat)
-                    continue
-                await self._write_pending(window)
-        finally:
-            with contextlib.suppress(RedisError, OSError):
-                await self._log.redis.delete(self._lease_key)
-
-    async def _write_pending(self, window: float) -> None:
-        """One batch: let deltas fill it for up to a window (structural events do not wait), then
-        one round trip."""
-        if not self._wake_flusher.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_flusher.wait(), window)
-        self._wake_flusher.clear()
-        size = self._log.max_batch
-        batch = self._pending[:size]  # a bounded round trip
-        loop = asyncio.get_running_loop()
-        began = loop.time()
-        try:
-            written = await self._log._write(self._key, batch, terminal=self._closing and len(self._pending) <= size)
-        except (RedisError, OSError) as exc:
-            await self._unwritable(exc)
-            return
-        observe = self._log.append_observer
-        if observe is not None:
-            observe(loop.time() - began, len(batch))
-        self._down_since = None
-        if not written:
-            self._give_up(
-                LogUnavailable(
-                    f"stream {self.stream_id!r} was ended by another node (its producer looked lost while this "
-                    f"node could not reach the log); {len(self._pending)} events were not written"
-                )
-            )
-            return
-        del self._pending[: len(batch)]
-        if self._pending:
-            self._wake_flusher.set()  # more than one batch was waiting: no window for the rest
-        else:
-            self._flushed.set()
-
-    async def _unwritable(self, exc: BaseException) -> None:
-        """Redis is unreachable: keep the batch (bounded) and retry with backoff; past the bound,
-        give up: the stream ends with error(log_unavailable) at its next event."""
-        loop = asyncio.get_running_loop()
-        if self._down_since is None:
-            self._down_since = loop.time()
-            logger.warning("event log: Redis unreachable for %s (%s); buffering and retrying", self._key, exc)
-        down_s = loop.time() - self._down_since
-        if down_s > self._log.unwritable_s or len(self._pending) > self._log.max_buffered:
-            self._give_up(
-                LogUnavailable(
-                    f"the event log (Redis) was unwritable for {down_s:.1f} s with {len(self._pending)} events "
-                    f"buffered (bounds: unwritable_s={self._log.unwritable_s}, max_buffered={self._log.max_buffered})"
-                )
-            )
-            return
-        self._retries += 1
-        await asyncio.sleep(min(1.0, 0.05 * 2 ** min(self._retries, 5)))
-        self._wake_flusher.set()
-
-    def _give_up(self, failure: LogUnavailable) -> None:
-        """Stop writing: the stream ends with ``error(log_unavailable)`` at its next append."""
-        self._failure = failure
-        logger.error("event log: giving up on %s: %s", self._key, failure)
-        self._pending.clear()
-        self._closing = True
-        self._flushed.set()
-
-    async def flush(self) -> None:
-        """Wait until every appended event is in Redis (or its write failed and was logged)."""
-        self._has_data.set()
-        self._wake_flusher.set()
-        await self._flushed.wait()
-        if self._closing:
-            await asyncio.wait([self._flusher])
 
 
 class RedisLog(EventLog):
@@ -327,7 +101,7 @@ class RedisLog(EventLog):
         self._tail_redis: aioredis.Redis | None = None
         self._listener: asyncio.Task[None] | None = None
         self._script: Any = None
-        self._tails: dict[str, _Tail] = {}
+        self._tails: dict[str, Tail] = {}
         self._tail_task: asyncio.Task[None] | None = None
         self._wake_key = f"{prefix}:wake:{uuid.uuid4().hex}"
         self._wake_last = "0-0"
@@ -341,7 +115,7 @@ class RedisLog(EventLog):
     def lease_key(self, stream_id: str) -> str:
         return f"{self.prefix}:{stream_id}:lease"
 
-    async def _hold_lease(self, lease_key: str) -> None:
+    async def hold_lease(self, lease_key: str) -> None:
         with contextlib.suppress(RedisError, OSError):  # a missed heartbeat is retried at the next
             await self.redis.set(lease_key, b"1", px=round(self.lease_s * 1000))
 
@@ -362,7 +136,7 @@ class RedisLog(EventLog):
             seq=info.next_seq,
             ts=time.time(),
         )
-        await self._write(self.key(stream_id), [(terminal.seq, encode(terminal))], terminal=True)
+        await self.write(self.key(stream_id), [(terminal.seq, encode(terminal))], terminal=True)
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -377,19 +151,19 @@ class RedisLog(EventLog):
     def open(self, stream_id: str) -> StreamWriter:
         return RedisWriter(self, stream_id)
 
-    async def _write(self, key: str, batch: list[tuple[int, bytes]], *, terminal: bool) -> bool:
+    async def write(self, key: str, batch: list[tuple[int, bytes]], *, terminal: bool) -> bool:
         """One command for the whole batch (a server-side script of XADDs); an entry that already
         landed (a retried append) is skipped, not duplicated. The writer retries failures. False
         when the stream already ended (another node wrote its terminal): nothing was appended."""
         args: list[Any] = [self.max_events, max(1, round(self.ttl_s)) if terminal else 0]
         for seq, data in batch:
-            args += (_entry_id(seq), data)
+            args += (entry_id(seq), data)
         return bool(await self._append_script(keys=[key, key + ":end"], args=args))
 
     @property
     def _append_script(self) -> Any:
         if self._script is None:
-            self._script = self.redis.register_script(_APPEND)
+            self._script = self.redis.register_script(APPEND_SCRIPT)
         return self._script
 
     # -- reading ---------------------------------------------------------------------------------
@@ -403,8 +177,8 @@ class RedisLog(EventLog):
         if not last:
             raise StreamNotFound(f"no stream {stream_id!r} in this log (unknown, or expired)")
         (first_id, _), (last_id, fields) = first[0], last[0]
-        finished = decode(fields[_FIELD]).__class__ in TERMINAL_TYPES
-        return StreamInfo(_seq(first_id), _seq(last_id) + 1, finished)
+        finished = decode(fields[FIELD]).__class__ in TERMINAL_TYPES
+        return StreamInfo(seq_of(first_id), seq_of(last_id) + 1, finished)
 
     def batches(
         self,
@@ -424,20 +198,20 @@ class RedisLog(EventLog):
         r: Any = self.redis  # redis-py's reply types are too loose to be useful here
         first = True
         while True:  # history first: XRANGE from seq (no separate lookup: one round trip to resume)
-            entries = await r.xrange(key, min=_entry_id(seq), count=self.read_batch)
+            entries = await r.xrange(key, min=entry_id(seq), count=self.read_batch)
             if not entries:
                 if first and not await r.exists(key):
                     raise StreamNotFound(f"no stream {stream_id!r} in this log (unknown, or expired)")
-                if first and seq > 0 and not await r.xrange(key, min=_entry_id(seq - 1), count=1):
+                if first and seq > 0 and not await r.xrange(key, min=entry_id(seq - 1), count=1):
                     # Nothing at or just before seq: either past the end of a live stream, or trimmed.
                     head = await self.info(stream_id)
                     if seq < head.first_seq:
                         raise SeqEvicted(stream_id, seq, head.first_seq)
                 break
             first = False
-            batch = [decode(fields[_FIELD]) for _, fields in entries]
-            if _seq(entries[0][0]) != seq:
-                raise SeqEvicted(stream_id, seq, _seq(entries[0][0]))  # trimmed while we read
+            batch = [decode(fields[FIELD]) for _, fields in entries]
+            if seq_of(entries[0][0]) != seq:
+                raise SeqEvicted(stream_id, seq, seq_of(entries[0][0]))  # trimmed while we read
             seq = batch[-1].seq + 1
             yield batch
             if batch[-1].__class__ in TERMINAL_TYPES:
@@ -456,16 +230,16 @@ class RedisLog(EventLog):
             self._detach(tail)
 
     async def _follow(
-        self, tail: _Tail, key: str, seq: int, idle_s: float | None, max_lag: int | None
+        self, tail: Tail, key: str, seq: int, idle_s: float | None, max_lag: int | None
     ) -> AsyncIterator[Sequence[Event]]:
         """One reader of the shared tail, from ``seq``."""
         r: Any = self.redis
         while True:
             if seq < tail.first_seq:  # behind the shared window: catch up from Redis
-                entries = await r.xrange(key, min=_entry_id(seq), count=self.read_batch)
-                if not entries or _seq(entries[0][0]) != seq:
-                    raise SeqEvicted(tail.sid, seq, _seq(entries[0][0]) if entries else tail.first_seq)
-                batch: Sequence[Event] = [decode(fields[_FIELD]) for _, fields in entries]
+                entries = await r.xrange(key, min=entry_id(seq), count=self.read_batch)
+                if not entries or seq_of(entries[0][0]) != seq:
+                    raise SeqEvicted(tail.sid, seq, seq_of(entries[0][0]) if entries else tail.first_seq)
+                batch: Sequence[Event] = [decode(fields[FIELD]) for _, fields in entries]
             elif seq < tail.next_seq:
                 batch = tail.events[seq - tail.first_seq :]
             elif tail.error is not None:
@@ -490,13 +264,13 @@ class RedisLog(EventLog):
 
     # -- the shared tail: one XREAD for every stream this process reads --------------------------------
 
-    def _attach(self, stream_id: str, key: str, seq: int) -> tuple[_Tail, bool]:
+    def _attach(self, stream_id: str, key: str, seq: int) -> tuple[Tail, bool]:
         """The stream's tail (a new one if none, or if the last one failed), and whether the
         running XREAD must be woken to cover it."""
         tail = self._tails.get(stream_id)
         new = tail is None or tail.error is not None
         if new:
-            tail = self._tails[stream_id] = _Tail(stream_id, key.encode(), seq, asyncio.get_running_loop().time())
+            tail = self._tails[stream_id] = Tail(stream_id, key.encode(), seq, asyncio.get_running_loop().time())
         assert tail is not None
         tail.readers += 1
         if self._tail_task is None:
@@ -504,7 +278,7 @@ class RedisLog(EventLog):
             return tail, False
         return tail, new
 
-    def _detach(self, tail: _Tail) -> None:
+    def _detach(self, tail: Tail) -> None:
         tail.readers -= 1
         if tail.readers == 0 and self._tails.get(tail.sid) is tail:
             del self._tails[tail.sid]  # the next XREAD leaves it out
@@ -559,7 +333,7 @@ class RedisLog(EventLog):
             if quiet:
                 await self._check_quiet(quiet, now)
 
-    async def _check_quiet(self, quiet: list[_Tail], now: float) -> None:
+    async def _check_quiet(self, quiet: list[Tail], now: float) -> None:
         pipe: Any = self.redis.pipeline(transaction=False)
         for t in quiet:
             pipe.exists(t.key)

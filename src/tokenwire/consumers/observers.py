@@ -31,7 +31,7 @@ import logging
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import Any, Protocol, TypeAlias
 
-from tokenwire.delivery import EventIterator, Queued
+from tokenwire.consumers.delivery import EventIterator, Queued
 from tokenwire.errors import ObserverOverflow
 from tokenwire.events import (
     EVENT_TYPES,
@@ -49,7 +49,7 @@ from tokenwire.events import (
     ToolResult,
     Usage,
 )
-from tokenwire.log import Cursor, StreamWriter, _StreamRing
+from tokenwire.log import Cursor, StreamRing, StreamWriter
 
 __all__ = ["Dispatcher", "Observer", "ObserverErrorHook", "observe"]
 
@@ -383,7 +383,7 @@ async def observe(
     dispatcher = Dispatcher(observers, on_observer_error=on_observer_error, strict=strict, on_strict_failure=on_strict)
     # The events are re-logged into a private ring, so queued observers read it through cursors
     # exactly as they read a live stream.
-    writer = _StreamRing("observe", _OBSERVE_RETENTION, lambda ring: None)
+    writer = StreamRing("observe", _OBSERVE_RETENTION, lambda ring: None)
     dispatcher.attach(writer)
     last_seq: dict[str, int] = {}
     terminal: Event | None = None

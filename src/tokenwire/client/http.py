@@ -27,10 +27,9 @@ from typing import Any
 import httpx
 import msgspec
 
-from tokenwire.errors import ClientError, ConnectionLost, SeqEvicted, StreamNotFound
+from tokenwire.errors import ClientError, ConnectionLost, Forbidden, SeqEvicted, StreamNotFound, Unauthorized
 from tokenwire.events import TERMINAL_TYPES, Event, decode
-from tokenwire.security import Forbidden, Unauthorized
-from tokenwire.sse import SSEDecoder
+from tokenwire.wire.sse import SSEDecoder
 
 __all__ = [
     "Client",

@@ -1,0 +1,378 @@
+"""The event log's interface: what a producer appends through (:class:`StreamWriter`), what
+readers read from (:class:`EventLog`), and a cursor's position and overflow policy
+(:class:`Cursor`). The backends are :mod:`tokenwire.log.memory` and :mod:`tokenwire.log.redis`.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Generic, Literal, NamedTuple, Protocol, TypeAlias, TypeVar
+
+import msgspec
+
+from tokenwire.errors import LogUnavailable, ObserverOverflow, SeqEvicted
+from tokenwire.events import Event, ReasoningDelta, TextDelta, ToolCallDelta
+
+__all__ = [
+    "OVERFLOWS",
+    "Cursor",
+    "CursorSource",
+    "EventLog",
+    "InlineReader",
+    "Overflow",
+    "Ring",
+    "StreamInfo",
+    "StreamWriter",
+    "coalesced",
+    "merge",
+]
+
+T = TypeVar("T")
+
+Overflow: TypeAlias = Literal["block", "drop_oldest", "coalesce", "disconnect"]
+"""What a cursor does when it lags more than its ``maxsize`` events behind the producer:
+
+- ``block`` — the producer waits until the cursor catches up (natural backpressure);
+- ``drop_oldest`` — the cursor skips ahead to the newest ``maxsize`` events (counted in ``dropped``);
+- ``coalesce`` — consecutive text / reasoning / same-call tool-argument deltas of the backlog are
+  merged into one event carrying the newest ``seq``; nothing else is dropped;
+- ``disconnect`` — the cursor is detached; reading it raises :class:`ObserverOverflow` and the
+  reader can resume from the log at the last seq it saw.
+"""
+OVERFLOWS: tuple[Overflow, ...] = ("block", "drop_oldest", "coalesce", "disconnect")
+
+InlineReader: TypeAlias = Callable[[Event], "Awaitable[None] | None"]
+"""Called by :meth:`StreamWriter.append` with each event; an awaitable result holds the producer."""
+
+
+class StreamInfo(NamedTuple):
+    """Where a stream's log stands."""
+
+    first_seq: int
+    """The oldest retained seq."""
+    next_seq: int
+    """The seq the next event will get (the number of events appended so far)."""
+    finished: bool
+    """True once the terminal event was appended."""
+
+
+class Ring(Generic[T]):
+    """A bounded, append-only sequence numbered from 0 (the memory log's building block).
+
+    Items beyond ``max_items`` are evicted from the front; :meth:`since` raises
+    :class:`SeqEvicted` for them. :meth:`finish` marks the end (waiters wake).
+    """
+
+    __slots__ = ("_items", "_waiters", "finished", "name", "next_seq")
+
+    def __init__(self, name: str, max_items: int):
+        self.name = name
+        self._items: deque[T] = deque(maxlen=max_items)
+        self._waiters: list[asyncio.Future[None]] = []
+        self.next_seq = 0
+        self.finished = False
+
+    @property
+    def first_seq(self) -> int:
+        """The oldest retained seq."""
+        return self.next_seq - len(self._items)
+
+    def append(self, item: T) -> None:
+        self._items.append(item)
+        self.next_seq += 1
+        if self._waiters:
+            self._wake()
+
+    def finish(self) -> None:
+        """No more items will come; wake every waiter."""
+        self.finished = True
+        self._wake()
+
+    def _wake(self) -> None:
+        for fut in self._waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._waiters.clear()
+
+    def since(self, seq: int) -> Sequence[T]:
+        """Every retained item from ``seq`` on (empty when caught up)."""
+        if seq < self.first_seq:
+            raise SeqEvicted(self.name, seq, self.first_seq)
+        n = self.next_seq - seq
+        if n <= 0:
+            return []
+        items = self._items
+        if n == 1:
+            return (items[-1],)  # a tuple: untracked by the GC once its item is
+        if n == len(items):
+            return list(items)
+        return [items[i] for i in range(len(items) - n, len(items))]
+
+    async def wait(self, seq: int) -> None:
+        """Return once an item with ``seq`` exists or the ring is finished."""
+        while self.next_seq <= seq and not self.finished:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            try:
+                await fut
+            finally:
+                if not fut.done():
+                    fut.cancel()
+                    if fut in self._waiters:
+                        self._waiters.remove(fut)
+
+
+# -- the write side ------------------------------------------------------------------------------
+
+
+class StreamWriter(abc.ABC):
+    """Write side of one stream's log; only the stream's producer holds it.
+
+    Besides appending, the writer is where in-process consumers attach: the inline reader (the
+    engine's observer dispatcher) and :class:`Cursor` readers with an overflow policy. They live
+    in the producer's process, so only they can hold the producer (backpressure); readers in
+    other processes use :meth:`EventLog.read`.
+    """
+
+    stream_id: str
+
+    @abc.abstractmethod
+    def append(self, event: Event) -> Awaitable[None] | None:
+        """Append the next event (the caller guarantees seq order) and hand it to the inline
+        reader. Returns an awaitable when the producer must wait (an async observer, a
+        ``block`` cursor that is full); await it before appending the next event."""
+
+    @abc.abstractmethod
+    def cursor(self, from_seq: int = 0, *, maxsize: int = 1024, overflow: Overflow = "block") -> Cursor:
+        """Attach an in-process reader at ``from_seq`` with an overflow policy."""
+
+    inline: InlineReader | None = None
+    """The inline reader (set once, before the first append)."""
+
+    @property
+    def failure(self) -> LogUnavailable | None:
+        """Why this writer gave up writing (a networked log unreachable past its bounds), or None."""
+        return None
+
+    async def flush(self) -> None:  # noqa: B027 - optional hook, a no-op for memory
+        """Wait until appended events are durable and visible to every reader."""
+
+
+class EventLog(abc.ABC):
+    """Per-stream append-only event logs with explicit retention."""
+
+    append_observer: Callable[[float, int], None] | None = None
+    """Called after each write of a batch to a networked log's storage with (seconds, events):
+    the server's log-latency metric. The memory log never calls it (its appends are in-process)."""
+
+    @abc.abstractmethod
+    def open(self, stream_id: str) -> StreamWriter:
+        """Create the log of a new stream and return its writer."""
+
+    @abc.abstractmethod
+    def batches(
+        self,
+        stream_id: str,
+        from_seq: int = 0,
+        *,
+        follow: bool = True,
+        idle_s: float | None = None,
+        max_lag: int | None = None,
+    ) -> AsyncIterator[Sequence[Event]]:
+        """Iterate the stream's events from ``from_seq`` on, as many as are ready at a time.
+
+        With ``follow`` the iterator waits for new events until the terminal one; without it, it
+        stops at the current end. With ``idle_s`` it yields an empty batch after that many idle
+        seconds (servers send keep-alives then). With ``max_lag``, a reader that is more than
+        that many events behind a live stream when it comes back for more (it took too long with
+        the last batch) gets :class:`ObserverOverflow`: disconnect it; it resumes from its last
+        seq. Raises :class:`StreamNotFound` for an unknown stream and :class:`SeqEvicted` when
+        ``from_seq`` (or a later seq, for a reader that fell behind) is no longer retained.
+        """
+
+    def read(self, stream_id: str, from_seq: int = 0, *, follow: bool = True) -> AsyncIterator[Event]:
+        """The events of :meth:`batches`, one at a time (same errors, raised by this call where
+        the backend can tell at once)."""
+        return _flatten(self.batches(stream_id, from_seq, follow=follow))
+
+    @abc.abstractmethod
+    async def info(self, stream_id: str) -> StreamInfo:
+        """Where the stream's log stands; raises :class:`StreamNotFound` for an unknown stream."""
+
+    async def forward_cancel(self, stream_id: str, reason: str) -> bool:
+        """Ask the node producing ``stream_id`` to cancel it; False when no other node can hear
+        it (the memory log lives in one process, where the run is local or gone)."""
+        return False
+
+    def listen_cancels(self, handler: Callable[[str, str], None]) -> None:  # noqa: B027 - optional hook
+        """Call ``handler(stream_id, reason)`` for cancels other nodes forward (a no-op for memory)."""
+
+    async def announce_readers(self, stream_ids: Sequence[str], ttl_s: float) -> None:  # noqa: B027 - optional hook
+        """Tell the other nodes that ``stream_ids`` have readers here for the next ``ttl_s``
+        (a no-op for memory: there are no other nodes)."""
+
+    async def read_elsewhere(self, stream_ids: Sequence[str]) -> set[str]:
+        """Which of ``stream_ids`` another node announced readers for (none for memory)."""
+        return set()
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; a no-op for memory."""
+
+
+async def _flatten(batches: AsyncIterator[Sequence[Event]]) -> AsyncIterator[Event]:
+    async for batch in batches:
+        for event in batch:
+            yield event
+
+
+# -- cursors ---------------------------------------------------------------------------------------
+
+
+def merge(a: Event, b: Event) -> Event | None:
+    """Merge two consecutive deltas into one carrying ``b``'s envelope, or None if they don't merge."""
+    cls = a.__class__
+    if cls is not b.__class__:
+        return None
+    if cls is TextDelta or cls is ReasoningDelta:
+        return msgspec.structs.replace(b, text=a.text + b.text)  # type: ignore[union-attr]
+    if cls is ToolCallDelta and a.call_id == b.call_id:  # type: ignore[union-attr]
+        return msgspec.structs.replace(b, args_delta=a.args_delta + b.args_delta)  # type: ignore[union-attr]
+    return None
+
+
+def coalesced(events: Sequence[Event]) -> tuple[list[Event], int]:
+    """``events`` with consecutive mergeable deltas merged, and how many were merged away.
+
+    Linear: each run of deltas is joined once (never re-concatenated per event).
+    """
+    out: list[Event] = []
+    merged = 0
+    i, n = 0, len(events)
+    while i < n:
+        first = events[i]
+        j = i + 1
+        while j < n and merge(events[j - 1], events[j]) is not None:
+            j += 1
+        if j - i == 1:
+            out.append(first)
+        else:
+            last = events[j - 1]
+            run = events[i:j]
+            if first.__class__ is ToolCallDelta:
+                out.append(msgspec.structs.replace(last, args_delta="".join(e.args_delta for e in run)))  # type: ignore[union-attr]
+            else:
+                out.append(msgspec.structs.replace(last, text="".join(e.text for e in run)))  # type: ignore[union-attr]
+            merged += j - i - 1
+        i = j
+    return out, merged
+
+
+class CursorSource(Protocol):
+    """What a :class:`Cursor` reads: a writer's in-process window of the stream (the memory ring)."""
+
+    @property
+    def next_seq(self) -> int: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    def detach(self, cursor: Cursor) -> None: ...
+
+    async def wait(self, seq: int) -> None: ...
+
+    def since(self, seq: int) -> Sequence[Event]: ...
+
+
+class Cursor:
+    """An in-process reader of one stream's log at its own position, with an overflow policy.
+
+    Read it with :meth:`next_batch` (:class:`~tokenwire.EventIterator` wraps one as an async
+    iterator); :meth:`close` detaches it at once (a producer waiting for it is released). Made by
+    :meth:`StreamWriter.cursor`.
+    """
+
+    __slots__ = ("_ring", "_space", "closed", "dropped", "maxsize", "overflow", "overflowed", "seq")
+
+    def __init__(self, ring: CursorSource, from_seq: int, maxsize: int, overflow: Overflow):
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be >= 1, got {maxsize}")
+        if overflow not in OVERFLOWS:
+            raise ValueError(f"overflow must be one of {', '.join(OVERFLOWS)}; got {overflow!r}")
+        self._ring = ring
+        self.seq = from_seq
+        """The next seq this cursor reads."""
+        self.maxsize = maxsize
+        self.overflow = overflow
+        self.dropped = 0
+        """Events skipped (``drop_oldest``) or merged away (``coalesce``)."""
+        self.overflowed = False
+        """True once a ``disconnect`` cursor fell too far behind."""
+        self.closed = False
+        self._space: asyncio.Future[None] | None = None
+
+    @property
+    def lag(self) -> int:
+        """Events appended that this cursor has not read."""
+        return self._ring.next_seq - self.seq
+
+    def close(self) -> None:
+        """Detach: the producer never waits for this cursor again; reading it ends."""
+        if not self.closed:
+            self.closed = True
+            self._ring.detach(self)
+            self._release()
+
+    def _release(self) -> None:
+        s = self._space
+        if s is not None:
+            self._space = None
+            if not s.done():
+                s.set_result(None)
+
+    async def _wait_for_space(self) -> None:
+        """The producer's side of ``block``: wait until this cursor is within ``maxsize``."""
+        while not self.closed and self._ring.next_seq - self.seq > self.maxsize:
+            if self._space is None or self._space.done():
+                self._space = asyncio.get_running_loop().create_future()
+            await self._space
+
+    async def next_batch(self) -> Sequence[Event]:
+        """The next events (at least one), after the policy; empty once the stream ended and
+        every event was read (or the cursor was closed)."""
+        ring = self._ring
+        while True:
+            if self.overflowed:
+                raise ObserverOverflow(
+                    f"subscriber fell more than {self.maxsize} events behind and was disconnected "
+                    "(overflow='disconnect'); resume from the event log at the last seq it saw"
+                )
+            if self.closed:
+                return []
+            if self.seq < ring.next_seq:
+                break
+            if ring.finished:
+                return []
+            await ring.wait(self.seq)
+        lag = ring.next_seq - self.seq
+        if self.overflow == "drop_oldest" and lag > self.maxsize:
+            self.dropped += lag - self.maxsize
+            self.seq = ring.next_seq - self.maxsize
+        try:
+            batch = ring.since(self.seq)
+        except SeqEvicted as exc:  # only a cursor larger than the log's retention can get here
+            self.dropped += exc.first_available - self.seq
+            self.seq = exc.first_available
+            batch = ring.since(self.seq)
+        self.seq = ring.next_seq
+        self._release()
+        if self.overflow == "coalesce" and lag > self.maxsize:
+            merged_batch, merged = coalesced(batch)
+            self.dropped += merged
+            return merged_batch
+        return batch
+
+
+# -- the memory backend ------------------------------------------------------------------------------
