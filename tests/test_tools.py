@@ -460,3 +460,41 @@ async def test_the_agent_loop_on_the_embedded_model() -> None:
     result = next(e for e in t.events if isinstance(e, ToolResult))
     assert result.result == call_event.args["a"] + call_event.args["b"] and not result.is_error
     assert response.finish_reason in ("stop", "length", "tool_calls")
+
+
+GOOGLE = """Current weather.
+
+    Args:
+        city: City name,
+            e.g. Paris.
+        days (int): How many days.
+    """
+NUMPY = """Current weather.
+
+    Parameters
+    ----------
+    city : str
+        City name,
+        e.g. Paris.
+    days : int
+        How many days.
+    """
+SPHINX = """Current weather.
+
+    :param city: City name,
+        e.g. Paris.
+    :param days: How many days.
+    :returns: the forecast.
+    """
+
+
+@pytest.mark.parametrize("doc", [GOOGLE, NUMPY, SPHINX], ids=["google", "numpy", "sphinx"])
+def test_tool_descriptions_come_from_any_docstring_style(doc: str) -> None:
+    def weather(city: str, days: int = 1) -> str:
+        return city
+
+    weather.__doc__ = doc
+    spec = tokenwire.tool(weather).spec
+    assert spec.description == "Current weather."
+    props = spec.parameters["properties"]
+    assert (props["city"]["description"], props["days"]["description"]) == ("City name, e.g. Paris.", "How many days.")

@@ -20,13 +20,13 @@ import asyncio
 import contextlib
 import random
 import re
-import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import msgspec
 
+from tokenwire.core.bridge import Bridge
 from tokenwire.errors import ClientError, ConnectionLost, Forbidden, SeqEvicted, StreamNotFound, Unauthorized
 from tokenwire.events import TERMINAL_TYPES, Event, decode
 from tokenwire.wire.sse import SSEDecoder
@@ -213,7 +213,8 @@ async def _with_idle_timeout(items: AsyncIterator[Any], idle_s: float) -> AsyncI
 
 
 class SyncClient:
-    """The same API for synchronous code; runs an async :class:`Client` on a private loop thread.
+    """The same API for synchronous code; runs an async :class:`Client` on a private loop thread
+    (:class:`~tokenwire.core.bridge.Bridge`).
 
     Use it as a context manager (or call :meth:`close`) to stop the thread.
     """
@@ -221,28 +222,29 @@ class SyncClient:
     _client_class: Any = Client
 
     def __init__(self, base_url: str, **kwargs: Any):
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="tokenwire-client", daemon=True)
-        self._thread.start()
+        self._bridge = Bridge("tokenwire-client")
 
         async def make() -> Any:
             return self._client_class(base_url, **kwargs)
 
-        self._client: Any = self._call(make())
+        self._client: Any = self._bridge.call(make)
 
     def _call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        async def awaited() -> Any:
+            return await coro
+
+        return self._bridge.call(awaited)
 
     def _iterate(self, agen: AsyncIterator[Event]) -> Iterator[Event]:
         try:
             while True:
                 try:
-                    yield self._call(anext(agen))
+                    yield self._bridge.call(anext, agen)
                 except StopAsyncIteration:
                     return
         finally:
             with contextlib.suppress(Exception):
-                self._call(agen.aclose())  # type: ignore[attr-defined]
+                self._bridge.call(agen.aclose)  # type: ignore[attr-defined]
 
     def create_run(self, request: str | dict[str, Any], **options: Any) -> Any:
         """:class:`RunInfo` (:class:`GrpcRunInfo` for :class:`SyncGrpcClient`)."""
@@ -263,10 +265,8 @@ class SyncClient:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self._call(self._client.aclose())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
+            self._bridge.call(self._client.aclose)
+        self._bridge.close()
 
     def __enter__(self) -> SyncClient:
         return self

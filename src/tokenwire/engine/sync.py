@@ -1,6 +1,7 @@
 """Synchronous iteration over a stream: the bridge from plain (or Jupyter) code to the engine.
 
-The stream runs on a private event loop in a worker thread; events cross the thread in batches.
+The stream runs on a private event loop in a worker thread (:class:`~tokenwire.core.bridge.Bridge`,
+anyio's blocking portal); events cross the thread in batches.
 
 >>> import tokenwire
 >>> from tokenwire.providers import Scripted
@@ -11,21 +12,20 @@ The stream runs on a private event loop in a worker thread; events cross the thr
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import sys
-import threading
 import weakref
 from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from tokenwire.consumers.delivery import EventIterator
-from tokenwire.core._exit import at_exit
+from tokenwire.core.bridge import Bridge
 from tokenwire.core.provider import Provider
 from tokenwire.core.request import Request
 from tokenwire.core.response import Response
+from tokenwire.core.shutdown import at_exit
 from tokenwire.engine.stream import StreamHandle
 from tokenwire.events import TERMINAL_TYPES, Event
 
@@ -42,9 +42,7 @@ class SyncStream(Iterator[Event]):
     """
 
     def __init__(self, start: Any, provider: Provider, request: str | Request, kwargs: dict[str, Any]):
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="tokenwire-sync-stream", daemon=True)
-        self._thread.start()
+        self._bridge = Bridge("tokenwire-sync-stream")
         self._buffer: deque[Event] = deque()
         self._ended = False
         self._closed = False
@@ -56,14 +54,11 @@ class SyncStream(Iterator[Event]):
             return handle
 
         try:
-            self.handle: StreamHandle = self._call(open_on_loop())
+            self.handle: StreamHandle = self._bridge.call(open_on_loop)
         except BaseException:
-            self._stop_loop()
+            self._bridge.close()
             raise
         _track_open(self)
-
-    def _call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def __iter__(self) -> SyncStream:
         return self
@@ -75,7 +70,7 @@ class SyncStream(Iterator[Event]):
             # Keep the request across a KeyboardInterrupt: a second request would race the first
             # for the same events.
             if self._pending is None:
-                self._pending = asyncio.run_coroutine_threadsafe(self._iterator.next_batch(), self._loop)
+                self._pending = self._bridge.submit(self._iterator.next_batch)
             batch = self._pending.result()
             self._pending = None
             if not batch:
@@ -107,14 +102,9 @@ class SyncStream(Iterator[Event]):
         try:
             if not self.handle.done():
                 self.handle.cancel("sync iterator closed")
-            self._call(self.handle.wait())
+            self._bridge.call(self.handle.wait)
         finally:
-            self._stop_loop()
-
-    def _stop_loop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
+            self._bridge.close()
 
     def __enter__(self) -> SyncStream:
         return self
@@ -123,7 +113,7 @@ class SyncStream(Iterator[Event]):
         self.close()
 
     def __del__(self) -> None:
-        if sys.is_finalizing():  # the loop's daemon thread can no longer run: waiting would hang
+        if sys.is_finalizing():  # the loop's thread can no longer run: waiting would hang
             return
         with contextlib.suppress(Exception):
             self.close()

@@ -1,15 +1,7 @@
 """The in-memory event log (the default): one bounded ring per stream, in this process.
 
->>> import asyncio
->>> from tokenwire.events import Start, Done
->>> async def demo():
-...     log = MemoryLog()
-...     w = log.open("s1")
-...     w.append(Start(model="m", stream_id="s1", seq=0))
-...     w.append(Done(stream_id="s1", seq=1))
-...     return [e.type for e in [ev async for ev in log.read("s1")]], (await log.info("s1")).next_seq
->>> asyncio.run(demo())
-(['start', 'done'], 2)
+``MemoryLog()`` is what runs use by default (see :func:`tokenwire.log.default_log`); the package
+docstring shows one written and read.
 """
 
 from __future__ import annotations

@@ -45,9 +45,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tokenwire.core._exit import at_exit
 from tokenwire.core.provider import Part
 from tokenwire.core.request import Request, ToolSpec
+from tokenwire.core.shutdown import at_exit
 from tokenwire.errors import ModelLoadError, OverCapacity, ProviderError
 from tokenwire.events import Done, Step, ToolCall, ToolCallDelta, ToolCallStart, Usage
 from tokenwire.providers.chat_format import GEMMA_END_OF_TURN, TOOL_CALL_PREFIX, gemma_prompt, jinja_formatter

@@ -18,10 +18,9 @@ does); otherwise an unknown model is a 404.
 
 from __future__ import annotations
 
-import functools
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TypeVar
 
 import msgspec
@@ -42,7 +41,7 @@ from tokenwire.errors import (
     TokenwireError,
     Unauthorized,
 )
-from tokenwire.server.http import Handler, guarded, mapped, read_body, retry_after
+from tokenwire.server.http import Handler, bound, guarded, mapped, read_body, retry_after
 from tokenwire.server.runs import Run
 from tokenwire.server.service import RunService, bearer
 from tokenwire.server.streaming import EventStreamResponse, log_frames
@@ -231,10 +230,7 @@ async def ui_chat_resume(service: RunService, request: HTTPRequest) -> Response:
 
 def routes(service: RunService) -> list[Route]:
     """The foreign protocols' routes, bound to ``service``."""
-
-    def bind(handler: Handler) -> Callable[[HTTPRequest], Awaitable[Response]]:
-        return functools.partial(handler, service)
-
+    bind = bound(service)
     return [
         Route("/v1/chat/completions", bind(chat_completions), methods=["POST"]),
         Route("/v1/responses", bind(responses), methods=["POST"]),

@@ -46,7 +46,7 @@ from tokenwire.server.streaming import EventStreamResponse, log_frames
 from tokenwire.telemetry import prometheus
 from tokenwire.wire import SSE
 
-__all__ = ["ERRORS", "error_response", "guarded", "mapped", "read_body", "retry_after", "routes", "token_of"]
+__all__ = ["ERRORS", "bound", "error_response", "guarded", "mapped", "read_body", "retry_after", "routes", "token_of"]
 
 ERRORS: dict[type[TokenwireError], tuple[int, str]] = {
     Unauthorized: (401, "unauthorized"),
@@ -244,12 +244,14 @@ async def ui(service: RunService, request: HTTPRequest) -> Response:
     return HTMLResponse(files("tokenwire.server").joinpath("ui.html").read_text(encoding="utf-8"))
 
 
+def bound(service: RunService) -> Callable[[Handler], Callable[[HTTPRequest], Awaitable[Response]]]:
+    """A function binding handlers to ``service`` (Starlette endpoints take the request alone)."""
+    return lambda handler: functools.partial(handler, service)
+
+
 def routes(service: RunService) -> list[Route]:
     """The native API's routes, bound to ``service``."""
-
-    def bind(handler: Handler) -> Callable[[HTTPRequest], Awaitable[Response]]:
-        return functools.partial(handler, service)
-
+    bind = bound(service)
     return [
         Route("/", bind(ui), methods=["GET"]),
         Route("/healthz", bind(healthz), methods=["GET"]),

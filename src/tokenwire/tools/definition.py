@@ -25,6 +25,7 @@ unknown arguments are rejected, so what reaches the function is what its signatu
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, get_type_hints
@@ -56,27 +57,32 @@ def _is_pydantic_model(annotation: Any) -> bool:
 
 
 def _docstring_parts(doc: str | None) -> tuple[str, dict[str, str]]:
-    """The description and the per-argument descriptions of a Google-style docstring."""
+    """The description and the per-argument descriptions of a docstring in any common style —
+    Google (``Args:``), NumPy (``Parameters`` / ``----------``) or Sphinx (``:param x:``) — as
+    griffe reads them (its ``auto`` style, as Pydantic AI does).
+
+    >>> _docstring_parts("The weather.\\n\\n:param city: City name.\\n:returns: the weather.")
+    ('The weather.', {'city': 'City name.'})
+    """
     if not doc:
         return "", {}
-    text = inspect.cleandoc(doc)
-    sections = re.split(
-        r"^\s*(Args|Arguments|Parameters|Returns|Raises|Yields|Example|Examples):\s*$", text, flags=re.M
-    )
-    description = sections[0].strip()
+    import griffe  # loaded with the first tool, not with tokenwire
+
+    quiet = logging.getLogger("griffe")  # it warns of parameters it cannot match to a signature
+    level, quiet.level = quiet.level, logging.CRITICAL + 1
+    try:
+        sections = griffe.Docstring(inspect.cleandoc(doc), lineno=1, parser="auto").parse()
+    finally:
+        quiet.level = level
+    texts: list[str] = []
     args: dict[str, str] = {}
-    for title, body in zip(sections[1::2], sections[2::2], strict=False):
-        if title not in ("Args", "Arguments", "Parameters"):
-            continue
-        current: str | None = None
-        for line in body.splitlines():
-            m = re.match(r"^\s*(\*{0,2}\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$", line)
-            if m:
-                current = m.group(1).lstrip("*")
-                args[current] = m.group(2).strip()
-            elif current and line.strip():
-                args[current] += " " + line.strip()
-    return description, args
+    for section in sections:
+        if section.kind is griffe.DocstringSectionKind.text:
+            texts.append(str(section.value).strip())
+        elif section.kind is griffe.DocstringSectionKind.parameters:
+            for param in section.value:
+                args[param.name.lstrip("*")] = " ".join(param.description.split())
+    return (texts[0] if texts else ""), args
 
 
 class Tool:
