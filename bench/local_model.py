@@ -29,7 +29,7 @@ import tokenwire
 from tokenwire.core.request import Message, Request
 from tokenwire.providers import LlamaCpp
 from tokenwire.providers.chat_format import gemma_prompt
-from tokenwire.providers.llama import _quiet_stderr
+from tokenwire.providers.llama import quiet_stderr
 from tokenwire.testing import Transcript
 
 PROMPT = "Write a long story about a lighthouse keeper."
@@ -76,7 +76,7 @@ def raw_model(provider: LlamaCpp) -> Any:
     """A ``llama_cpp.Llama`` of the same file and settings as ``provider``, loaded in this thread."""
     from llama_cpp import Llama
 
-    with _quiet_stderr(True):
+    with quiet_stderr(True):
         return Llama(
             model_path=str(provider.model_path), n_ctx=provider.n_ctx, n_threads=provider.n_threads, verbose=False
         )

@@ -113,13 +113,13 @@ class LintedAnswer:
 
 
 def show(event: Event) -> None:
-    if isinstance(event, tokenwire.TextDelta):
+    if isinstance(event, tokenwire.events.TextDelta):
         print(event.text, end="", flush=True)
     elif isinstance(event, Step) and event.name == "lint":
         found = event.detail["diagnostics"]
         notes = "; ".join(f"line {d['line']} {d['code']} {d['message']}" for d in found) or "clean"
         print(f"\n  [lint block {event.detail['block']}: {notes}]\n", flush=True)
-    elif isinstance(event, tokenwire.Done):
+    elif isinstance(event, tokenwire.events.Done):
         print()
 
 

@@ -159,11 +159,11 @@ def show(event: Event) -> None:
     if isinstance(event, Step) and event.name == "citation":
         d = event.detail
         print(f"[{d['source']} § {d['heading']} ({d['score']})]", flush=True)
-    elif isinstance(event, tokenwire.TextDelta):
+    elif isinstance(event, tokenwire.events.TextDelta):
         print(event.text, end="", flush=True)
-    elif isinstance(event, tokenwire.ToolResult):
+    elif isinstance(event, tokenwire.events.ToolResult):
         print(f"[read_section -> {len(str(event.result))} characters]", flush=True)
-    elif isinstance(event, tokenwire.Done):
+    elif isinstance(event, tokenwire.events.Done):
         print()
 
 
@@ -174,7 +174,11 @@ async def main(question: str, fmt: str) -> None:
     with LlamaCpp.default() as model:
         model.load()  # before the stream: llama.cpp silences stdout while it loads
         await tokenwire.generate(
-            Retrieve(model, index), request, tools=[read_section_tool(index)], max_steps=2, observers=observers
+            Retrieve(model, index),
+            request,
+            tools=[read_section_tool(index)],
+            tool_options=tokenwire.ToolOptions(max_steps=2),
+            observers=observers,
         ).wait()
 
 

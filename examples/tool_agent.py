@@ -40,19 +40,19 @@ def utc_time() -> str:
 
 def show(event: Event) -> None:
     """A tiny console renderer: text as it streams, tool activity on its own lines."""
-    if isinstance(event, tokenwire.TextDelta):
+    if isinstance(event, tokenwire.events.TextDelta):
         print(event.text, end="", flush=True)
-    elif isinstance(event, tokenwire.ToolCallStart):
+    elif isinstance(event, tokenwire.events.ToolCallStart):
         print(f"\n[calling {event.name}(", end="", flush=True)
-    elif isinstance(event, tokenwire.ToolCallDelta):
+    elif isinstance(event, tokenwire.events.ToolCallDelta):
         print(event.args_delta, end="", flush=True)
-    elif isinstance(event, tokenwire.ToolCall):
+    elif isinstance(event, tokenwire.events.ToolCall):
         print(")]", flush=True)
-    elif isinstance(event, tokenwire.ToolResult):
+    elif isinstance(event, tokenwire.events.ToolResult):
         print(f"[tool_result {event.name} -> {event.result!r}{' (error)' if event.is_error else ''}]", flush=True)
-    elif isinstance(event, tokenwire.Step) and event.name == "turn" and event.status == "started":
+    elif isinstance(event, tokenwire.events.Step) and event.name == "turn" and event.status == "started":
         print(f"\n--- turn {event.detail['turn']} ---", flush=True)
-    elif isinstance(event, tokenwire.Done):
+    elif isinstance(event, tokenwire.events.Done):
         print(f"\n[done: {event.finish_reason}, {event.stats.output_tokens} tokens, {event.stats.duration_s:.1f}s]")
 
 
@@ -61,7 +61,13 @@ async def main(question: str, fmt: str) -> None:
     observers: list[object] = [Transcript(sys.stdout.buffer)] if fmt == "jsonl" else [show]
     with LlamaCpp.default() as model:
         model.load()  # before the stream: llama.cpp silences stdout while it loads
-        await tokenwire.generate(model, request, tools=[multiply, utc_time], max_steps=2, observers=observers).wait()
+        await tokenwire.generate(
+            model,
+            request,
+            tools=[multiply, utc_time],
+            tool_options=tokenwire.ToolOptions(max_steps=2),
+            observers=observers,
+        ).wait()
 
 
 if __name__ == "__main__":

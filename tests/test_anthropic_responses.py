@@ -221,7 +221,7 @@ async def test_agent_loop_over_recorded_anthropic_turns() -> None:
         Agent(anthropic_provider(turn1, turn2, seen=seen), [get_weather]), "Weather in Oslo?"
     )
     assert response.text == "Cold in Oslo." and response.tool_results[0].result == "-3 C in Oslo"
-    assert response.usage == tokenwire.TokenUsage(60, 15)
+    assert response.usage == tokenwire.events.TokenUsage(60, 15)
     second = json.loads(seen[1].content)["messages"]
     assert second[1]["content"][0] == {
         "type": "tool_use",

@@ -127,7 +127,7 @@ async def test_disconnect_storm_loses_and_duplicates_nothing(server: tuple[str, 
                     assert r.status_code == 200
                     async for line in r.aiter_lines():
                         if line.startswith("data: "):
-                            event = tokenwire.decode(line[6:])
+                            event = tokenwire.events.decode(line[6:])
                             seqs.append(event.seq)
                             if event.type in ("done", "error"):
                                 return seqs

@@ -166,7 +166,7 @@ async def test_coalesce_observer_wrapper_times_out_partial_words() -> None:
 
 
 async def test_coalesce_events_transform_keeps_order_around_other_events() -> None:
-    items: list[object] = ["a", "b c", tokenwire.Step(name="s", status="started"), "d e", "f"]
+    items: list[object] = ["a", "b c", tokenwire.events.Step(name="s", status="started"), "d e", "f"]
     async with tokenwire.stream(Scripted(items), "hi") as s:  # type: ignore[arg-type]
         events = [e async for e in coalesce_events(s, max_delay_s=None)]
     assert [(e.type, getattr(e, "text", None)) for e in events] == [

@@ -27,9 +27,9 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_chat_jsonl_prints_every_event_as_one_json_line() -> None:
     proc = run("chat", "hello there", "--provider", "scripted", "--format", "jsonl")
     assert proc.returncode == 0, proc.stderr
-    events = [tokenwire.decode(line) for line in proc.stdout.splitlines()]
+    events = [tokenwire.events.decode(line) for line in proc.stdout.splitlines()]
     assert_transcript(events, [{"type": "start", "model": "scripted"}, ..., {"type": "done", "finish_reason": "stop"}])
-    assert "".join(e.text for e in events if isinstance(e, tokenwire.TextDelta)) == "You said: hello there"
+    assert "".join(e.text for e in events if isinstance(e, tokenwire.events.TextDelta)) == "You said: hello there"
 
 
 def test_chat_text_and_transcript(tmp_path: Path) -> None:
@@ -67,7 +67,7 @@ def test_ctrl_c_cancels_cleanly_with_exit_130() -> None:
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=10)
     assert proc.returncode == 130, err
-    events = [tokenwire.decode(line) for line in [*lines, *out.splitlines()]]
+    events = [tokenwire.events.decode(line) for line in [*lines, *out.splitlines()]]
     assert_transcript(events, ["start", ..., {"type": "done", "finish_reason": "cancelled"}])
     assert [e.seq for e in events] == list(range(len(events)))
     assert "Traceback" not in err
@@ -77,7 +77,7 @@ def test_ctrl_c_cancels_cleanly_with_exit_130() -> None:
 def test_chat_defaults_to_the_embedded_model_jsonl() -> None:
     proc = run("chat", "Name a color.", "--format", "jsonl", "--seed", "1", "--max-tokens", "8")
     assert proc.returncode == 0, proc.stderr
-    events = [tokenwire.decode(line) for line in proc.stdout.splitlines()]
+    events = [tokenwire.events.decode(line) for line in proc.stdout.splitlines()]
     assert_transcript(
         events,
         [{"type": "start", "model": "gemma-3-270m-q4_k_m"}, "text.delta", ..., "usage", {"type": "done"}],
@@ -165,7 +165,7 @@ def test_replay_plays_a_recording_back_as_events_and_as_text(tmp_path: Path) -> 
 
     proc = run("replay", golden_file(), "--speed", "0", "--format", "jsonl")
     assert proc.returncode == 1  # the recording ends with an error, and so does its replay
-    replayed = [tokenwire.decode(line) for line in proc.stdout.splitlines()]
+    replayed = [tokenwire.events.decode(line) for line in proc.stdout.splitlines()]
     assert [e.type for e in replayed] == [e.type for e in golden.transcript()]
     recording = tmp_path / "run.jsonl"
     assert run("chat", "hi", "--provider", "scripted", "--transcript", str(recording)).returncode == 0
@@ -190,5 +190,5 @@ def test_replay_serve_serves_the_recording_to_a_real_client(tmp_path: Path) -> N
     finally:
         proc.terminate()
         proc.wait(10)
-    assert "".join(e.text for e in events if isinstance(e, tokenwire.TextDelta)) == "You said: over the wire"
+    assert "".join(e.text for e in events if isinstance(e, tokenwire.events.TextDelta)) == "You said: over the wire"
     assert events[-1].type == "done"

@@ -91,7 +91,7 @@ def test_type_tag_is_readable_on_class_and_instance() -> None:
     ],
 )
 def test_decode_errors_say_what_was_wrong(data: bytes, message: str) -> None:
-    with pytest.raises(tokenwire.EventDecodeError) as info:
+    with pytest.raises(tokenwire.errors.EventDecodeError) as info:
         decode(data)
     assert message in str(info.value)
     assert isinstance(info.value, tokenwire.TokenwireError)
@@ -99,13 +99,13 @@ def test_decode_errors_say_what_was_wrong(data: bytes, message: str) -> None:
 
 def test_decode_error_quotes_long_input_truncated() -> None:
     data = b'{"type":"text.delta","oops":' + b'"x' * 500
-    with pytest.raises(tokenwire.EventDecodeError) as info:
+    with pytest.raises(tokenwire.errors.EventDecodeError) as info:
         decode(data)
     assert len(str(info.value)) < 300
 
 
 def test_from_builtins_rejects_bad_dict() -> None:
-    with pytest.raises(tokenwire.EventDecodeError, match="missing required field `call_id`"):
+    with pytest.raises(tokenwire.errors.EventDecodeError, match="missing required field `call_id`"):
         from_builtins({"type": "tool_call", "name": "x", "args": {}})
 
 
@@ -128,7 +128,7 @@ def test_json_schema_is_generated_and_versioned() -> None:
 def test_load_jsonl_names_file_and_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "t.jsonl"
     path.write_bytes(encode(SAMPLES[0]) + b"\n\n" + b'{"type":"bogus"}\n')
-    with pytest.raises(tokenwire.EventDecodeError, match=r"t\.jsonl:3: invalid event"):
+    with pytest.raises(tokenwire.errors.EventDecodeError, match=r"t\.jsonl:3: invalid event"):
         load_jsonl(path)
 
 
@@ -140,7 +140,7 @@ def test_text_delta_round_trips_any_text(text: str, seq: int, ts: float) -> None
 
 @given(st.binary(max_size=200))
 def test_decode_never_crashes_on_garbage(data: bytes) -> None:
-    with contextlib.suppress(tokenwire.EventDecodeError):
+    with contextlib.suppress(tokenwire.errors.EventDecodeError):
         decode(data)
 
 

@@ -25,7 +25,7 @@ def run(name: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def events(name: str, *args: str) -> list[Any]:
-    return [tokenwire.decode(line) for line in run(name, *args, "--format", "jsonl").stdout.splitlines()]
+    return [tokenwire.events.decode(line) for line in run(name, *args, "--format", "jsonl").stdout.splitlines()]
 
 
 def test_the_readme_lists_every_example_with_its_command() -> None:

@@ -42,10 +42,10 @@ def test_nested_event_data_decodes_until_it_is_too_deep() -> None:
     def step(depth: int) -> str:
         return '{"type":"step","name":"x","status":"started","detail":' + nested(depth) + "}"
 
-    assert tokenwire.decode(step(100)).type == "step"
+    assert tokenwire.events.decode(step(100)).type == "step"
     for depth in (10_000, 100_000):
         with pytest.raises(EventDecodeError, match="nested too deeply"):
-            tokenwire.decode(step(depth))
+            tokenwire.events.decode(step(depth))
 
 
 @settings(max_examples=300, deadline=None)
@@ -53,12 +53,12 @@ def test_nested_event_data_decodes_until_it_is_too_deep() -> None:
 def test_decode_of_any_text_raises_only_event_decode_error(text: str) -> None:
     for data in (text, '{"type":"text.delta","text":"' + text + '"}'):
         with contextlib.suppress(EventDecodeError):  # anything else fails the test
-            tokenwire.decode(data)
+            tokenwire.events.decode(data)
 
 
 def test_lone_surrogates_are_a_decode_error_that_quotes_the_input() -> None:
     with pytest.raises(EventDecodeError, match="not valid Unicode"):
-        tokenwire.decode('{"type":"text.delta","text":"\ud800"}')
+        tokenwire.events.decode('{"type":"text.delta","text":"\ud800"}')
 
 
 # -- the HTTP API -------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def _wait_tls(port: int, proc: Any) -> None:
 
 
 def sse_events(body: bytes) -> list[Any]:
-    return [tokenwire.decode(line[6:]) for line in body.splitlines() if line.startswith(b"data: ")]
+    return [tokenwire.events.decode(line[6:]) for line in body.splitlines() if line.startswith(b"data: ")]
 
 
 async def test_a_hundred_streams_share_one_h2c_connection_with_resume_and_cancel() -> None:

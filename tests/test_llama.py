@@ -257,7 +257,7 @@ def test_exiting_mid_generation_stops_the_model_within_a_token() -> None:
 
 
 def test_missing_model_file_fails_at_construction(tmp_path: Path) -> None:
-    with pytest.raises(tokenwire.ModelLoadError, match="does not exist"):
+    with pytest.raises(tokenwire.errors.ModelLoadError, match="does not exist"):
         LlamaCpp(tmp_path / "nope.gguf")
 
 

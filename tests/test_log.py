@@ -46,7 +46,7 @@ async def test_evicted_seq_raises_a_clear_error() -> None:
     writer = log.open("s")
     for e in make("s", 9):
         writer.append(e)
-    with pytest.raises(tokenwire.SeqEvicted) as info:
+    with pytest.raises(tokenwire.errors.SeqEvicted) as info:
         log.read("s", 2)
     assert info.value.first_available == 6
     assert "oldest retained seq is 6" in str(info.value)
@@ -61,13 +61,13 @@ async def test_a_reader_that_falls_behind_gets_seq_evicted() -> None:
     assert (await anext(reader)).seq == 0
     for e in make("s", 10)[1:]:
         writer.append(e)
-    with pytest.raises(tokenwire.SeqEvicted):
+    with pytest.raises(tokenwire.errors.SeqEvicted):
         await anext(reader)
 
 
 async def test_unknown_stream_and_duplicate_ids() -> None:
     log = MemoryLog()
-    with pytest.raises(tokenwire.StreamNotFound, match="no stream 'nope'"):
+    with pytest.raises(tokenwire.errors.StreamNotFound, match="no stream 'nope'"):
         log.read("nope")
     log.open("s")
     with pytest.raises(ValueError, match="already exists"):

@@ -305,7 +305,7 @@ async def test_queued_disconnect_detaches_and_reports_overflow() -> None:
     gate.set()
     await handle.wait()
     assert len(other) == 22  # the others were not slowed or affected
-    assert len(reports) == 1 and isinstance(reports[0], tokenwire.ObserverOverflow)
+    assert len(reports) == 1 and isinstance(reports[0], tokenwire.errors.ObserverOverflow)
     assert "resume from the event log" in str(reports[0])
     assert len(seen) <= 1 and all(e.type != "done" for e in seen)
 
@@ -313,7 +313,7 @@ async def test_queued_disconnect_detaches_and_reports_overflow() -> None:
 async def test_event_iterator_with_disconnect_raises_overflow() -> None:
     it = tokenwire.EventIterator(maxsize=2, overflow="disconnect")
     tokenwire.generate(Scripted(["a", "b", "c", "d"]), "hi", observers=[it])
-    with pytest.raises(tokenwire.ObserverOverflow):
+    with pytest.raises(tokenwire.errors.ObserverOverflow):
         async for _ in it:
             pass
 

@@ -86,14 +86,14 @@ async def test_a_retried_append_does_not_duplicate(nodes: tuple[RedisLog, RedisL
     for e in events("dup", 3):
         writer.append(e)
     await writer.flush()
-    batch = [(e.seq, tokenwire.encode(e)) for e in events("dup", 3)]
+    batch = [(e.seq, tokenwire.events.encode(e)) for e in events("dup", 3)]
     await a.write(a.key("dup"), batch, terminal=False)  # the same events again, as a retry would send them
     assert await a.redis.xlen(a.key("dup")) == 4
 
 
 async def test_unknown_stream_and_evicted_seq(nodes: tuple[RedisLog, RedisLog], redis_url: str) -> None:
     a, _ = nodes
-    with pytest.raises(tokenwire.StreamNotFound):
+    with pytest.raises(tokenwire.errors.StreamNotFound):
         await a.info("nope")
     small = RedisLog(redis_url, prefix=a.prefix + "x", max_events=10)
     writer = small.open("s")
@@ -102,7 +102,7 @@ async def test_unknown_stream_and_evicted_seq(nodes: tuple[RedisLog, RedisLog], 
     await writer.flush()
     info = await small.info("s")
     assert (info.first_seq, info.next_seq) == (391, 401)  # exactly the last max_events, as in memory
-    with pytest.raises(tokenwire.SeqEvicted) as evicted:
+    with pytest.raises(tokenwire.errors.SeqEvicted) as evicted:
         [e async for e in small.read("s", 0, follow=False)]
     assert evicted.value.first_available == 391
     assert [e.seq async for e in small.read("s", 391, follow=False)] == list(range(391, 401))
@@ -183,7 +183,7 @@ async def test_a_reader_too_far_behind_the_tail_is_told_to_resume(nodes: tuple[R
     await writer.flush()
     tail = b._tails["lag"]
     await wait_for(lambda: tail.next_seq == 41)  # the shared tail has read them
-    with pytest.raises(tokenwire.ObserverOverflow, match="resume from seq 4"):
+    with pytest.raises(tokenwire.errors.ObserverOverflow, match="resume from seq 4"):
         await anext(batches)
     await batches.aclose()
 
@@ -227,7 +227,7 @@ async def _collect_when_ready(log: RedisLog, sid: str) -> list[Event]:
     for _ in range(200):
         try:
             return [e async for e in log.read(sid, 0)]
-        except tokenwire.StreamNotFound:
+        except tokenwire.errors.StreamNotFound:
             await asyncio.sleep(0.005)
     raise AssertionError("stream never appeared")
 
@@ -438,12 +438,12 @@ async def test_a_short_redis_outage_is_buffered_and_nothing_is_lost_or_duplicate
         await asyncio.to_thread(redis.start)
         terminal = await asyncio.wait_for(handle.wait(), 20)
         assert terminal.type == "done" and terminal.finish_reason == "stop"
-        stored = [tokenwire.decode(fields[b"e"]) async for fields in _entries(log, handle.stream_id)]
+        stored = [tokenwire.events.decode(fields[b"e"]) async for fields in _entries(log, handle.stream_id)]
         assert stored[-1] == local.events[-1]  # the buffered tail reached Redis after the restart
         seqs = [e.seq for e in stored]
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # contiguous, no duplicate
         assert stored == local.events[seqs[0] :]
-        with pytest.raises(tokenwire.SeqEvicted):  # the lost head is a clear error, never a silent gap
+        with pytest.raises(tokenwire.errors.SeqEvicted):  # the lost head is a clear error, never a silent gap
             [e async for e in log.read(handle.stream_id, 0, follow=False)]
     finally:
         await log.aclose()
@@ -493,7 +493,9 @@ async def test_a_producer_cannot_write_past_a_terminal_another_node_wrote(nodes:
         stream_id=sid,
         seq=info.next_seq,
     )
-    assert await b.write(b.key(sid), [(lost.seq, tokenwire.encode(lost))], terminal=True)  # what _producer_lost writes
+    assert await b.write(
+        b.key(sid), [(lost.seq, tokenwire.events.encode(lost))], terminal=True
+    )  # what _producer_lost writes
     terminal = await asyncio.wait_for(handle.wait(), 10)
     assert (terminal.type, terminal.code) == ("error", "log_unavailable")  # type: ignore[union-attr]
     assert "ended by another node" in terminal.message  # type: ignore[union-attr]
@@ -502,7 +504,7 @@ async def test_a_producer_cannot_write_past_a_terminal_another_node_wrote(nodes:
         shared, ["start", {"type": "text.delta", "text": "a"}, {"type": "error", "code": "producer_lost"}]
     )
     assert (await b.info(sid)).finished
-    assert await b.write(b.key(sid), [(lost.seq, tokenwire.encode(lost))], terminal=True)  # a retry of it passes
+    assert await b.write(b.key(sid), [(lost.seq, tokenwire.events.encode(lost))], terminal=True)  # a retry of it passes
 
 
 # -- a network partition (network namespaces, where the machine allows them) ------------------------
@@ -587,7 +589,7 @@ def test_a_partitioned_producer_is_noticed_and_cannot_write_past_the_terminal(tm
     terminal = seen[-1]
     assert (terminal.type, terminal.code, terminal.source) == ("error", "producer_lost", "transport")  # type: ignore[union-attr]
     assert noticed_after <= 5.0
-    stored = [tokenwire.decode(fields[b"e"]) for _, fields in entries]
+    stored = [tokenwire.events.decode(fields[b"e"]) for _, fields in entries]
     assert stored[-1] == terminal and [e.seq for e in stored] == list(range(len(stored)))  # nothing after it
 
 

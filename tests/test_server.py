@@ -76,7 +76,7 @@ async def test_sse_framing_with_an_independent_parser(base_url: str) -> None:
         ) as source:
             async for sse in source.aiter_sse():
                 assert sse.data, "no empty events (keep-alives must not dispatch)"
-                event = tokenwire.decode(sse.data)
+                event = tokenwire.events.decode(sse.data)
                 assert sse.id == str(event.seq) and sse.event == event.type
                 events.append(event)
     assert_transcript(events, [{"type": "start", "meta": {"user": "u1"}}, *["text.delta"] * 30, "done"])
@@ -209,7 +209,7 @@ async def test_expired_tokens_and_evicted_seqs() -> None:
                 f"{url}/v1/streams/{fresh.stream_id}/events", params={"token": fresh.token, "from_seq": 0}
             )
             assert r.status_code == 410 and r.json()["error"]["code"] == "gone"
-            with pytest.raises(tokenwire.SeqEvicted) as evicted:
+            with pytest.raises(tokenwire.errors.SeqEvicted) as evicted:
                 [e async for e in client.subscribe(fresh.stream_id, fresh.token)]
             assert evicted.value.first_available == 24  # 32 events, the last 8 retained
             with pytest.raises(Unauthorized):
@@ -475,7 +475,7 @@ def test_tokenwire_serve_drains_on_sigterm(tmp_path: Any) -> None:
         with httpx.stream("GET", info["events_url"], params={"token": info["token"]}, timeout=10) as r:
             for line in r.iter_lines():
                 if line.startswith("data: "):
-                    events.append(tokenwire.decode(line[6:]))
+                    events.append(tokenwire.events.decode(line[6:]))
                     if len(events) == 5:
                         proc.send_signal(signal.SIGTERM)
         # uvicorn re-raises the captured signal once its graceful shutdown is done.

@@ -68,7 +68,7 @@ async def test_happy_path_transcript(scripted: Factory) -> None:
     result = handle.result()
     assert (result.text, result.reasoning, result.finish_reason) == ("Hello", "think", "tool_calls")
     assert [c.call_id for c in result.tool_calls] == ["c1"]
-    assert result.usage == tokenwire.TokenUsage(5, 4)
+    assert result.usage == tokenwire.events.TokenUsage(5, 4)
     assert terminal.stats.output_tokens == 4 and terminal.stats.ttft_s is not None
     assert result.stream_id == handle.stream_id == t.events[0].stream_id
     assert handle.done() and not other_tasks()
@@ -126,10 +126,10 @@ async def test_provider_error_supplies_code_and_retryable() -> None:
 async def test_provider_reports_its_own_terminal(scripted: Factory) -> None:
     """A provider's Done/Error part ends the stream; the engine stamps it and closes the provider."""
     t = Transcript()
-    provider = scripted(["a", Done(finish_reason="length", usage=tokenwire.TokenUsage(1, 1)), "never"])
+    provider = scripted(["a", Done(finish_reason="length", usage=tokenwire.events.TokenUsage(1, 1)), "never"])
     await tokenwire.generate(provider, "hi", observers=[t]).wait()
     assert_transcript(t.events, ["start", "text.delta", {"type": "done", "finish_reason": "length", "seq": 2}])
-    assert t.events[-1].usage == tokenwire.TokenUsage(1, 1)
+    assert t.events[-1].usage == tokenwire.events.TokenUsage(1, 1)
 
     t2 = Transcript()
     overloaded = Error(code="overloaded_error", message="Overloaded", retryable=True, source="provider")
@@ -138,7 +138,7 @@ async def test_provider_reports_its_own_terminal(scripted: Factory) -> None:
 
 
 async def test_bad_provider_output_is_an_error_not_a_crash(scripted: Factory) -> None:
-    for bad in (42, tokenwire.Start(model="x")):
+    for bad in (42, tokenwire.events.Start(model="x")):
 
         class Bad:
             model = "bad"
@@ -420,4 +420,4 @@ def test_a_wrapper_holding_its_model_in_model_starts_with_that_model_s_name() ->
     t = Transcript()
     tokenwire.run_sync(Wrapper(Scripted(["a"], model="inner-name")), "x", observers=[t])
     assert t.events[0].model == "inner-name"
-    assert tokenwire.decode(tokenwire.encode(t.events[0])) == t.events[0]
+    assert tokenwire.events.decode(tokenwire.events.encode(t.events[0])) == t.events[0]

@@ -112,7 +112,8 @@ def test_varargs_and_duplicate_names_are_rejected() -> None:
 
 async def run_agent(model: Scripted, tools: list[Any], **kwargs: Any) -> tuple[Transcript, tokenwire.Response]:
     t = Transcript()
-    agent = Agent(model, tools, **{k: kwargs.pop(k) for k in list(kwargs) if k != "limits"})
+    options = tokenwire.tools.ToolOptions(**{k: kwargs.pop(k) for k in list(kwargs) if k != "limits"})
+    agent = Agent(model, tools, options)
     response = await tokenwire.generate(agent, "go", observers=[t], **kwargs)
     return t, response
 
@@ -259,7 +260,7 @@ async def test_allowlist_hides_and_refuses_other_tools() -> None:
         return "boom"
 
     model = Scripted.turns([call("dangerous")], ["fine"])
-    t, _ = await run_agent(model, [safe, dangerous], allow=["safe"])
+    t, _ = await run_agent(model, [safe, dangerous], allow=frozenset({"safe"}))
     assert [s.name for s in model.requests[0].tools] == ["safe"]
     result = next(e for e in t.events if isinstance(e, ToolResult))
     assert result.is_error and "available tools: safe" in result.result
@@ -403,7 +404,9 @@ async def test_client_side_tools_wait_for_a_submitted_result() -> None:
     assert next(e for e in t.events if isinstance(e, ToolResult)).result == "teal"
     assert response.text == "nice"
 
-    slow = Agent(Scripted.turns([call("pick_color")], ["nice"]), [pick_color], client_timeout_s=0.05)
+    slow = Agent(
+        Scripted.turns([call("pick_color")], ["nice"]), [pick_color], tokenwire.tools.ToolOptions(client_timeout_s=0.05)
+    )
     result = (await tokenwire.generate(slow, "go")).tool_results[0]
     assert result.is_error and "got no result within 0.05 s" in result.result
 
@@ -443,7 +446,9 @@ async def test_the_agent_loop_on_the_embedded_model() -> None:
     t = Transcript()
     request = Request([Message("user", "What is 2 plus 3?")], tool_choice="add", seed=3, max_tokens=40)
     with LlamaCpp.default() as model:
-        response = await tokenwire.generate(model, request, observers=[t], tools=[add], max_steps=2)
+        response = await tokenwire.generate(
+            model, request, observers=[t], tools=[add], tool_options=tokenwire.ToolOptions(max_steps=2)
+        )
     assert_transcript(
         t.events,
         [

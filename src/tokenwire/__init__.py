@@ -5,51 +5,25 @@
 >>> tokenwire.run_sync(Scripted(["Hello", " world"]), "Say hello").text
 'Hello world'
 
-The public API is what ``__all__`` lists; submodules hold one concept each (DESIGN.md).
+The public API is what ``__all__`` lists; the event types are in :mod:`tokenwire.events`, every
+exception in :mod:`tokenwire.errors`, and each folder is a layer (``docs/architecture.md``).
 """
 
 from typing import TYPE_CHECKING, Any
 
+from tokenwire import errors, events
 from tokenwire.api import ObjectUpdate, generate, run, run_sync, stream, stream_object, stream_sync
 from tokenwire.consumers.coalesce import coalesce, coalesce_events
-from tokenwire.consumers.delivery import EventIterator, Overflow, Queued, queued
+from tokenwire.consumers.delivery import EventIterator, queued
 from tokenwire.consumers.observers import Observer, observe
 from tokenwire.core.limits import Limits
 from tokenwire.core.request import Message, Request, ToolSpec
 from tokenwire.core.response import Response
-from tokenwire.engine import StreamHandle, SyncStream
-from tokenwire.errors import (
-    EventDecodeError,
-    ModelLoadError,
-    ObjectInvalid,
-    ObserverOverflow,
-    ProviderError,
-    SeqEvicted,
-    StreamFailed,
-    StreamNotFound,
-    TokenwireError,
-)
-from tokenwire.events import (
-    SCHEMA_VERSION,
-    Done,
-    Error,
-    Event,
-    ReasoningDelta,
-    Start,
-    Stats,
-    Step,
-    TextDelta,
-    TokenUsage,
-    ToolCall,
-    ToolCallDelta,
-    ToolCallStart,
-    ToolResult,
-    Usage,
-    decode,
-    encode,
-)
-from tokenwire.log import EventLog, MemoryLog, StreamWriter
-from tokenwire.tools import Progress, Tool, ToolArgumentsInvalid, Toolset, tool
+from tokenwire.engine import StreamHandle
+from tokenwire.errors import ProviderError, StreamFailed, TokenwireError
+from tokenwire.events import Event
+from tokenwire.log import EventLog, MemoryLog
+from tokenwire.tools import Progress, Tool, ToolOptions, Toolset, tool
 
 if TYPE_CHECKING:
     from tokenwire import providers
@@ -68,62 +42,45 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "SCHEMA_VERSION",
-    "Done",
-    "Error",
-    "Event",
-    "EventDecodeError",
-    "EventIterator",
-    "EventLog",
-    "Limits",
-    "MemoryLog",
-    "ModelLoadError",
-    "Message",
-    "ObjectInvalid",
-    "ObjectUpdate",
-    "Observer",
-    "ObserverOverflow",
-    "Overflow",
-    "ProviderError",
-    "Queued",
-    "ReasoningDelta",
-    "Request",
-    "Response",
-    "SeqEvicted",
-    "Start",
-    "Stats",
-    "Step",
-    "StreamFailed",
-    "StreamHandle",
-    "StreamNotFound",
-    "StreamWriter",
-    "SyncStream",
-    "TextDelta",
-    "TokenUsage",
-    "TokenwireError",
-    "ToolCall",
-    "ToolCallDelta",
-    "ToolCallStart",
-    "ToolResult",
-    "ToolSpec",
-    "Usage",
-    "Progress",
-    "Tool",
-    "ToolArgumentsInvalid",
-    "Toolset",
-    "__version__",
-    "tool",
-    "coalesce",
-    "coalesce_events",
-    "decode",
-    "encode",
+    # start a run, read it, or run it to the end
     "generate",
-    "observe",
-    "providers",
-    "queued",
+    "stream",
+    "stream_sync",
     "run",
     "run_sync",
-    "stream",
     "stream_object",
-    "stream_sync",
+    "ObjectUpdate",
+    "StreamHandle",
+    "Response",
+    # what a run is asked
+    "Request",
+    "Message",
+    "ToolSpec",
+    "Limits",
+    # reading events
+    "Event",
+    "Observer",
+    "observe",
+    "queued",
+    "EventIterator",
+    "coalesce",
+    "coalesce_events",
+    # where events are kept
+    "EventLog",
+    "MemoryLog",
+    # tools
+    "tool",
+    "Tool",
+    "Toolset",
+    "Progress",
+    "ToolOptions",
+    # errors (every one is in tokenwire.errors)
+    "TokenwireError",
+    "ProviderError",
+    "StreamFailed",
+    # modules: the event types (tokenwire.events), the exceptions, the model backends
+    "events",
+    "errors",
+    "providers",
+    "__version__",
 ]

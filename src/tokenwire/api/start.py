@@ -35,25 +35,11 @@ from tokenwire.core.limits import Limits
 from tokenwire.core.provider import Provider
 from tokenwire.core.request import Request
 from tokenwire.core.response import Response
-from tokenwire.engine import StreamHandle, SyncStream, start_stream
+from tokenwire.engine import RunOptions, StreamHandle, SyncStream, start_stream
 from tokenwire.log import EventLog
-from tokenwire.tools.agent import Agent
+from tokenwire.tools import Agent, ToolOptions
 
 __all__ = ["generate", "run", "run_sync", "stream", "stream_sync"]
-
-
-def _start(
-    provider: Provider,
-    request: str | Request,
-    *,
-    tools: Any = None,
-    max_steps: int = 8,
-    iterator: EventIterator | None = None,
-    **kwargs: Any,
-) -> StreamHandle:
-    if tools is not None:
-        provider = Agent(provider, tools, max_steps=max_steps)
-    return start_stream(provider, request, iterator=iterator, **kwargs)
 
 
 def generate(
@@ -62,25 +48,27 @@ def generate(
     *,
     observers: Iterable[object] = (),
     limits: Limits | None = None,
+    tools: Any = None,
+    tool_options: ToolOptions | None = None,
     log: EventLog | None = None,
     stream_id: str | None = None,
     request_id: str | None = None,
     meta: dict[str, Any] | None = None,
     strict: bool = False,
     on_observer_error: ObserverErrorHook | None = None,
-    tools: Any = None,
-    max_steps: int = 8,
     drain_timeout_s: float = 5.0,
 ) -> StreamHandle:
     """Start a stream now, in the background of the running event loop, and return its handle.
 
     ``observers``: observer objects, plain callables, :func:`tokenwire.queued` policies or
-    :class:`tokenwire.EventIterator` instances. ``log``: where events are appended (default: the
-    process-wide in-memory log, :func:`tokenwire.log.default_log`). ``strict``: an observer
-    failure ends the stream with an error instead of being isolated. ``tools`` (tools, plain
-    functions or a Toolset) runs the agent loop (:class:`tokenwire.tools.Agent`) for up to
-    ``max_steps`` model turns. ``drain_timeout_s`` bounds how long the end of the stream waits for
-    its observers: queued ones to read to the end, inline ones to take the terminal event (an
+    :class:`tokenwire.EventIterator` instances. ``limits``: time, stall and token bounds.
+    ``tools`` (tools, plain functions or a Toolset) runs the agent loop
+    (:class:`tokenwire.tools.Agent`) under ``tool_options`` (:class:`tokenwire.ToolOptions`:
+    ``max_steps``, concurrency, timeouts, approvals). The rest are the stream's
+    :class:`~tokenwire.engine.options.RunOptions`: ``log`` (default: the process-wide log,
+    :func:`tokenwire.log.default_log`), ids and ``meta`` for ``start``, ``strict`` (an observer
+    failure ends the stream with an error instead of being isolated), ``on_observer_error``, and
+    ``drain_timeout_s`` (how long, in total, the end of the stream waits for its observers: an
     observer still busy then is reported and skipped).
 
     >>> import asyncio, tokenwire
@@ -91,10 +79,7 @@ def generate(
     >>> asyncio.run(main())
     '42'
     """
-    return _start(
-        provider,
-        request,
-        observers=observers,
+    options = RunOptions(
         limits=limits,
         log=log,
         stream_id=stream_id,
@@ -102,10 +87,11 @@ def generate(
         meta=meta,
         strict=strict,
         on_observer_error=on_observer_error,
-        tools=tools,
-        max_steps=max_steps,
         drain_timeout_s=drain_timeout_s,
     )
+    if tools is not None:
+        provider = Agent(provider, tools, tool_options)
+    return start_stream(provider, request, observers=observers, options=options)
 
 
 async def run(provider: Provider, request: str | Request, **kwargs: Any) -> Response:
@@ -138,7 +124,8 @@ async def stream(
     >>> asyncio.run(main())
     ('cancelled', 'ab')
     """
-    handle = _start(provider, request, iterator=EventIterator(maxsize=maxsize, overflow="block"), **kwargs)
+    observers = [*kwargs.pop("observers", ()), EventIterator(maxsize=maxsize, overflow="block")]
+    handle = generate(provider, request, observers=observers, **kwargs)
     try:
         yield handle
     finally:
@@ -159,7 +146,7 @@ def stream_sync(provider: Provider, request: str | Request, **kwargs: Any) -> Sy
     ...     print([(ev.seq, ev.type) for ev in events])
     [(0, 'start'), (1, 'text.delta'), (2, 'text.delta'), (3, 'done')]
     """
-    return SyncStream(_start, provider, request, kwargs)
+    return SyncStream(generate, provider, request, kwargs)
 
 
 def run_sync(provider: Provider, request: str | Request, **kwargs: Any) -> Response:

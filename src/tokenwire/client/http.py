@@ -10,8 +10,8 @@
 (``Last-Event-ID``), honouring the server's ``retry`` hint with a capped backoff; events are
 de-duplicated by seq, so the caller sees each exactly once and in order, ending with the terminal
 event. HTTP errors raise: 401 → :class:`~tokenwire.errors.Unauthorized`, 403 →
-:class:`~tokenwire.errors.Forbidden`, 404 → :class:`~tokenwire.StreamNotFound`, 410 →
-:class:`~tokenwire.SeqEvicted`, others :class:`ClientError`.
+:class:`~tokenwire.errors.Forbidden`, 404 → :class:`~tokenwire.errors.StreamNotFound`, 410 →
+:class:`~tokenwire.errors.SeqEvicted`, others :class:`ClientError`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ position in the log with one documented behaviour when it lags more than ``maxsi
 - ``coalesce`` — consecutive text / reasoning / same-call tool-argument deltas of the backlog are
   merged into one event carrying the newest ``seq``; terminal, tool and other events are never
   dropped;
-- ``disconnect`` — the reader is detached; it gets :class:`~tokenwire.ObserverOverflow` and can
+- ``disconnect`` — the reader is detached; it gets :class:`~tokenwire.errors.ObserverOverflow` and can
   resume from the event log at the last seq it saw.
 
 A lagging reader costs its position in the log, never a copy of the events.

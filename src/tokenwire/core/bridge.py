@@ -1,5 +1,5 @@
 """The one bridge from synchronous code into an event loop: anyio's blocking portal (an asyncio
-loop in a worker thread) behind :class:`~tokenwire.SyncStream` and the sync clients.
+loop in a worker thread) behind :class:`~tokenwire.engine.SyncStream` and the sync clients.
 
 A bridge still open when the interpreter starts to exit is closed then (its loop stopped, its
 thread joined), so forgetting ``close()`` never hangs the exit.

@@ -4,7 +4,8 @@ stream from synchronous code (:mod:`tokenwire.engine.sync`). Above the log and t
 below the providers, tools and the public entry points (:mod:`tokenwire.api`).
 """
 
+from tokenwire.engine.options import RunOptions
 from tokenwire.engine.stream import StreamHandle, start_stream
 from tokenwire.engine.sync import SyncStream
 
-__all__ = ["StreamHandle", "SyncStream", "start_stream"]
+__all__ = ["RunOptions", "StreamHandle", "SyncStream", "start_stream"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Generator, Iterable
 from time import time
 from typing import Any
@@ -31,15 +32,16 @@ from typing import Any
 import msgspec
 
 from tokenwire.consumers.delivery import EventIterator
-from tokenwire.consumers.observers import Dispatcher, ObserverErrorHook
+from tokenwire.consumers.observers import Dispatcher
 from tokenwire.core.lifecycle import Lifecycle
 from tokenwire.core.limits import Limits
 from tokenwire.core.provider import Provider
 from tokenwire.core.request import Request, as_request
 from tokenwire.core.response import Response
+from tokenwire.engine.options import RunOptions
 from tokenwire.errors import LogUnavailable
 from tokenwire.events import Done, Error, ErrorSource, Event
-from tokenwire.log import EventLog, default_log
+from tokenwire.log import default_log
 from tokenwire.telemetry.logs import current_stream
 from tokenwire.telemetry.metrics import Metrics
 
@@ -80,16 +82,14 @@ class StreamHandle:
         request: Request,
         *,
         observers: Iterable[object],
-        limits: Limits,
-        log: EventLog,
-        stream_id: str,
-        request_id: str,
-        meta: dict[str, Any],
-        strict: bool,
-        on_observer_error: ObserverErrorHook | None,
-        iterator: EventIterator | None = None,
-        drain_timeout_s: float = 5.0,
+        options: RunOptions,
     ):
+        observers = list(observers)
+        stream_id = options.stream_id or uuid.uuid4().hex
+        request_id = options.request_id or uuid.uuid4().hex
+        limits = options.limits if options.limits is not None else _NO_LIMITS
+        log = options.log if options.log is not None else default_log()
+        self.options = options
         self.stream_id = stream_id
         self.request_id = request_id
         self.provider = provider
@@ -98,7 +98,11 @@ class StreamHandle:
         self.log = log
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
-        self._iterator = iterator
+        first = next((o for o in observers if isinstance(o, EventIterator)), None)
+        self._iterator = weakref.ref(first) if first is not None else None
+        """The first iterator among the observers, weakly: ``async for`` reads through it (its
+        cursor is registered before the start, so it sees every event, and a slow reader holds
+        the producer); an iterator nobody else references still goes with its cursor."""
         self._started = False
         self._ready = asyncio.Event()
         self._terminating = False
@@ -109,14 +113,14 @@ class StreamHandle:
             now=time(),
             limits=limits,
             request_id=request_id,
-            meta=meta,
+            meta=options.meta or {},
         )
         self._dispatcher = Dispatcher(
             observers,
-            on_observer_error=on_observer_error,
-            strict=strict,
+            on_observer_error=options.on_observer_error,
+            strict=options.strict,
             on_strict_failure=self._on_strict_failure,
-            drain_timeout_s=drain_timeout_s,
+            drain_timeout_s=options.drain_timeout_s,
         )
         self._writer = log.open(stream_id)
         self._dispatcher.attach(self._writer)
@@ -219,13 +223,13 @@ class StreamHandle:
     def __aiter__(self) -> AsyncIterator[Event]:
         """Every event from seq 0.
 
-        For a stream opened with :func:`tokenwire.stream`, through the cursor registered before
-        the start (bounded: the producer waits for a slow reader); otherwise through the log.
+        Through the first :class:`~tokenwire.EventIterator` among the observers (what
+        :func:`tokenwire.stream` registers: a cursor attached before the start, bounded, the
+        producer waits for a slow reader); otherwise through the log.
         """
-        if self._iterator is not None:
-            it, self._iterator = self._iterator, None
-            return it
-        return self.events()
+        it = self._iterator() if self._iterator is not None else None
+        self._iterator = None
+        return it if it is not None else self.events()
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -335,19 +339,9 @@ def start_stream(
     request: str | Request,
     *,
     observers: Iterable[object] = (),
-    limits: Limits | None = None,
-    log: EventLog | None = None,
-    stream_id: str | None = None,
-    request_id: str | None = None,
-    meta: dict[str, Any] | None = None,
-    strict: bool = False,
-    on_observer_error: ObserverErrorHook | None = None,
-    iterator: EventIterator | None = None,
-    drain_timeout_s: float = 5.0,
+    options: RunOptions | None = None,
 ) -> StreamHandle:
     """Start a stream on the running loop (no agent loop: see :func:`tokenwire.generate`)."""
-    if drain_timeout_s <= 0:
-        raise ValueError(f"drain_timeout_s must be > 0, got {drain_timeout_s!r}")
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -357,24 +351,9 @@ def start_stream(
         ) from None
     if not isinstance(provider, Provider):
         raise TypeError(f"{provider!r} is not a provider: it needs a 'model' attribute and a 'stream(request)' method")
+    opts = options or RunOptions()
     req = as_request(request)
-    lim = limits if limits is not None else _NO_LIMITS
-    if lim.max_output_tokens is not None and req.max_tokens is None:
+    lim = opts.limits
+    if lim is not None and lim.max_output_tokens is not None and req.max_tokens is None:
         req = msgspec.structs.replace(req, max_tokens=lim.max_output_tokens)
-    all_observers = list(observers)
-    if iterator is not None:
-        all_observers.append(iterator)
-    return StreamHandle(
-        provider,
-        req,
-        observers=all_observers,
-        limits=lim,
-        log=log if log is not None else default_log(),
-        stream_id=stream_id or uuid.uuid4().hex,
-        request_id=request_id or uuid.uuid4().hex,
-        meta=meta or {},
-        strict=strict,
-        on_observer_error=on_observer_error,
-        iterator=iterator,
-        drain_timeout_s=drain_timeout_s,
-    )
+    return StreamHandle(provider, req, observers=observers, options=opts)

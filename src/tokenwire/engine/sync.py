@@ -48,9 +48,10 @@ class SyncStream(Iterator[Event]):
         self._closed = False
         self._pending: concurrent.futures.Future[Sequence[Event]] | None = None
         self._iterator = EventIterator(maxsize=kwargs.pop("maxsize", 1024), overflow="block")
+        observers = [*kwargs.pop("observers", ()), self._iterator]
 
         async def open_on_loop() -> StreamHandle:
-            handle: StreamHandle = start(provider, request, iterator=self._iterator, **kwargs)
+            handle: StreamHandle = start(provider, request, observers=observers, **kwargs)
             return handle
 
         try:

@@ -11,8 +11,8 @@ connection dropped, the server restarted, or the reader fell behind a live strea
 after the last one yielded, with a capped backoff; events are de-duplicated by seq, so the caller
 sees each exactly once and in order, ending with the terminal event. Status codes raise:
 UNAUTHENTICATED → :class:`~tokenwire.errors.Unauthorized`, PERMISSION_DENIED →
-:class:`~tokenwire.errors.Forbidden`, NOT_FOUND → :class:`~tokenwire.StreamNotFound`,
-FAILED_PRECONDITION → :class:`~tokenwire.SeqEvicted`, others :class:`~tokenwire.errors.ClientError`
+:class:`~tokenwire.errors.Forbidden`, NOT_FOUND → :class:`~tokenwire.errors.StreamNotFound`,
+FAILED_PRECONDITION → :class:`~tokenwire.errors.SeqEvicted`, others :class:`~tokenwire.errors.ClientError`
 (``status`` is the gRPC code's number).
 """
 

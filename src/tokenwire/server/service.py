@@ -51,7 +51,7 @@ from tokenwire.server.schema import RunBody, ServerConfig
 from tokenwire.server.tokens import StreamTokens, check_api_key, new_secret
 from tokenwire.telemetry.otel import OTel
 from tokenwire.telemetry.server import ServerStats
-from tokenwire.tools import Toolset
+from tokenwire.tools import ToolOptions, Toolset
 from tokenwire.wire import FrameCache
 
 __all__ = ["RunService", "RunTokens", "bearer"]
@@ -341,7 +341,7 @@ class RunService:
             limits=limits,
             meta=body.meta,
             tools=tools,
-            max_steps=body.max_steps,
+            tool_options=ToolOptions(max_steps=body.max_steps),
         )
         await started.handle.ready()  # readable on every node before anyone hears of it
         terminal = started.handle.terminal

@@ -23,6 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tokenwire.consumers.speech import AudioChunk, Speech
+from tokenwire.core.tasks import TaskSet
 from tokenwire.errors import SeqEvicted, StreamNotFound, Unsupported
 from tokenwire.events import TERMINAL_TYPES
 from tokenwire.server.http import guarded, token_of
@@ -77,7 +78,8 @@ async def speech_stream(service: RunService, request: HTTPRequest) -> Response:
             chunks.put_nowait(None)
 
     async def frames() -> AsyncIterator[bytes]:
-        reader = loop.create_task(feed(), name=f"tokenwire-speech-{stream_id}")
+        tasks = TaskSet(f"speech {stream_id}")  # this response's: the client leaving ends it
+        reader = tasks.start(feed(), name=f"tokenwire-speech-{stream_id}")
         try:
             while (chunk := await chunks.get()) is not None:
                 yield _frame(chunk)
@@ -85,9 +87,8 @@ async def speech_stream(service: RunService, request: HTTPRequest) -> Response:
         finally:
             if not reader.done():  # the client left: drop what is queued, stop reading
                 speech.interrupt()
-                reader.cancel()
                 speech.close()
-            await asyncio.gather(reader, return_exceptions=True)
+            await tasks.aclose()
 
     return EventStreamResponse(service, frames(), transport="speech")
 

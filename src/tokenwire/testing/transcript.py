@@ -67,7 +67,7 @@ class Transcript:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Transcript:
-        """Read a JSONL transcript; raises :class:`~tokenwire.EventDecodeError` at the first bad line."""
+        """Read a JSONL transcript; raises :class:`~tokenwire.errors.EventDecodeError` at the first bad line."""
         transcript = cls()
         transcript.events = load_jsonl(path)
         transcript.path = path

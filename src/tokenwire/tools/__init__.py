@@ -11,6 +11,17 @@
 
 from tokenwire.tools.agent import Agent
 from tokenwire.tools.definition import Progress, Tool, ToolArgumentsInvalid, Toolset, tool
-from tokenwire.tools.runner import Approver, ToolRunner
+from tokenwire.tools.options import Approver, ToolOptions
+from tokenwire.tools.runner import ToolRunner
 
-__all__ = ["Agent", "Approver", "Progress", "Tool", "ToolArgumentsInvalid", "ToolRunner", "Toolset", "tool"]
+__all__ = [
+    "Agent",
+    "Approver",
+    "Progress",
+    "Tool",
+    "ToolArgumentsInvalid",
+    "ToolOptions",
+    "ToolRunner",
+    "Toolset",
+    "tool",
+]

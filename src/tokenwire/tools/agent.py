@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
@@ -43,13 +42,12 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from tokenwire.core.provider import Part, Provider
 from tokenwire.core.request import Message, Request
-from tokenwire.core.response import Response
-from tokenwire.engine import start_stream
 from tokenwire.events import Done, Error, Step, TokenUsage, ToolCall, ToolCallDelta, ToolResult, Usage
 from tokenwire.tools.definition import Tool, Toolset
-from tokenwire.tools.runner import Approver, ToolRunner
+from tokenwire.tools.options import ToolOptions
+from tokenwire.tools.runner import ToolRunner
 
-__all__ = ["Agent", "run"]
+__all__ = ["Agent"]
 
 _MODEL_END = object()
 
@@ -62,40 +60,22 @@ class _ModelFailed:
 class Agent:
     """A provider that runs the agent loop around ``provider`` with ``tools``.
 
-    Keyword arguments other than ``max_steps`` configure the :class:`ToolRunner` (concurrency,
-    timeouts, ``max_tool_calls``, ``allow``, ``approve``, …). ``submit(call_id, result)`` delivers
-    results of client-side tools.
+    ``options`` (:class:`~tokenwire.tools.ToolOptions`) bounds the turns and the tool runner
+    (concurrency, timeouts, ``max_tool_calls``, ``allow``, ``approve``, …).
+    ``submit(call_id, result)`` delivers results of client-side tools.
     """
 
     def __init__(
         self,
         provider: Provider,
         tools: Toolset | Iterable[Tool | Callable[..., Any]],
-        *,
-        max_steps: int = 8,
-        max_concurrency: int = 8,
-        timeout_s: float | None = 60.0,
-        max_tool_calls: int | None = None,
-        max_args_bytes: int = 65_536,
-        allow: Iterable[str] | None = None,
-        approve: Approver | None = None,
-        client_timeout_s: float = 300.0,
+        options: ToolOptions | None = None,
     ):
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         self.provider = provider
         self.tools = tools if isinstance(tools, Toolset) else Toolset(tools)
         self.model = provider.model
-        self.max_steps = max_steps
-        self._runner_options: dict[str, Any] = {
-            "max_concurrency": max_concurrency,
-            "timeout_s": timeout_s,
-            "max_tool_calls": max_tool_calls,
-            "max_args_bytes": max_args_bytes,
-            "allow": allow,
-            "approve": approve,
-            "client_timeout_s": client_timeout_s,
-        }
+        self.options = options or ToolOptions()
+        self.max_steps = self.options.max_steps
         self._runners: list[ToolRunner] = []
 
     def submit(self, call_id: str, result: Any, *, is_error: bool = False) -> None:
@@ -107,7 +87,7 @@ class Agent:
         raise KeyError(f"no client-side tool call {call_id!r} is waiting for a result")
 
     async def stream(self, request: Request) -> AsyncIterator[Part]:
-        runner = ToolRunner(self.tools, **self._runner_options)
+        runner = ToolRunner(self.tools, self.options)
         self._runners.append(runner)
         allowed = runner.allow
         own = {t.name for t in self.tools}
@@ -239,22 +219,3 @@ class Agent:
                 content = f"error: {result.result}"
             tool_messages.append(Message("tool", content, tool_call_id=call.call_id, name=call.name))
         return [assistant, *tool_messages]
-
-
-async def run(
-    provider: Provider,
-    request: str | Request,
-    tools: Toolset | Iterable[Tool | Callable[..., Any]],
-    *,
-    max_steps: int = 8,
-    **kwargs: Any,
-) -> Response:
-    """Run the agent loop to the end and return the :class:`~tokenwire.Response`.
-
-    ``kwargs`` go to :func:`tokenwire.generate` (observers, limits, …) except the runner options
-    of :class:`Agent`, which are recognised by name.
-    """
-    runner_keys = inspect.signature(ToolRunner).parameters.keys() - {"tools"}  # the runner's options, listed once
-    agent_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in runner_keys}
-    agent = Agent(provider, tools, max_steps=max_steps, **agent_kwargs)
-    return await start_stream(agent, request, **kwargs)

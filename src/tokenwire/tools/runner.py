@@ -18,20 +18,18 @@ import contextlib
 import functools
 import inspect
 import json
-from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
 from anyio.abc import ObjectSendStream
 
+from tokenwire.core.tasks import TaskSet
 from tokenwire.events import EventBase, Step, ToolCall, ToolResult
 from tokenwire.tools.definition import Progress, Tool, ToolArgumentsInvalid, Toolset
+from tokenwire.tools.options import ToolOptions
 
-__all__ = ["Approver", "ToolRunner"]
-
-Approver = Callable[[ToolCall], "bool | Awaitable[bool]"]
-"""``approve(call) -> bool`` (sync or async): may this call run? Called for tools marked ``requires_approval``."""
+__all__ = ["ToolRunner"]
 
 
 def _jsonable(value: Any) -> Any:
@@ -42,43 +40,25 @@ def _jsonable(value: Any) -> Any:
 
 
 class ToolRunner:
-    """Runs tool calls concurrently under bounds.
+    """Runs tool calls concurrently under the bounds of :class:`~tokenwire.tools.ToolOptions`
+    (concurrency, per-call timeout, calls per run, argument size, the allowed names, the approver,
+    the client-side wait)."""
 
-    - ``max_concurrency``: tools running at once (the rest wait their turn);
-    - ``timeout_s``: per-call bound, unless the tool sets its own ``timeout_s``;
-    - ``max_tool_calls``: calls per run; later ones get an error result;
-    - ``max_args_bytes``: size bound on a call's JSON arguments;
-    - ``allow``: names allowed in this run (default: every tool in the set);
-    - ``approve``: decides calls to tools marked ``requires_approval`` (none given: denied);
-    - ``client_timeout_s``: how long to wait for a client-side tool's submitted result.
-    """
-
-    def __init__(
-        self,
-        tools: Toolset,
-        *,
-        max_concurrency: int = 8,
-        timeout_s: float | None = 60.0,
-        max_tool_calls: int | None = None,
-        max_args_bytes: int = 65_536,
-        allow: Iterable[str] | None = None,
-        approve: Approver | None = None,
-        client_timeout_s: float = 300.0,
-    ):
-        if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+    def __init__(self, tools: Toolset, options: ToolOptions | None = None):
+        opts = options or ToolOptions()
         self.tools = tools
-        self.timeout_s = timeout_s
-        self.max_tool_calls = max_tool_calls
-        self.max_args_bytes = max_args_bytes
-        self.allow = set(allow) if allow is not None else None
-        self.approve = approve
-        self.client_timeout_s = client_timeout_s
+        self.options = opts
+        self.timeout_s = opts.timeout_s
+        self.max_tool_calls = opts.max_tool_calls
+        self.max_args_bytes = opts.max_args_bytes
+        self.allow = opts.allow
+        self.approve = opts.approve
+        self.client_timeout_s = opts.client_timeout_s
         self.calls = 0
         """Calls started in this run."""
-        self._max_concurrency = max_concurrency
-        self._semaphore = asyncio.Semaphore(max_concurrency)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._max_concurrency = opts.max_concurrency
+        self._semaphore = asyncio.Semaphore(opts.max_concurrency)
+        self._tasks = TaskSet("tool runner")
         self._client: dict[str, asyncio.Future[tuple[Any, bool]]] = {}
         self._executor: ThreadPoolExecutor | None = None
 
@@ -97,17 +77,11 @@ class ToolRunner:
         is owned by this runner (:meth:`aclose` cancels it).
         """
         self.calls += 1
-        task = asyncio.get_running_loop().create_task(
-            self._answer(call, out, raw_args, self.calls), name=f"tool-{call.name}"
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self._tasks.start(self._answer(call, out, raw_args, self.calls), name=f"tool-{call.name}")
 
     async def wait(self) -> None:
         """Wait until every started call has been answered."""
-        while self._tasks:
-            await asyncio.wait(list(self._tasks))
+        await self._tasks.wait()
 
     def submit(self, call_id: str, result: Any, *, is_error: bool = False) -> None:
         """Deliver the result of a client-side tool call."""
@@ -119,10 +93,8 @@ class ToolRunner:
 
     async def aclose(self) -> None:
         """Cancel running calls and wait for them; release the worker threads of sync tools."""
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks))
+        self._tasks.cancel()
+        await self._tasks.wait()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None

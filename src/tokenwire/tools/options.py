@@ -1,0 +1,48 @@
+"""How the agent loop runs tools: one frozen value, like :class:`~tokenwire.Limits` for a stream.
+
+>>> opts = ToolOptions(max_steps=3, timeout_s=5, allow=frozenset({"search"}))
+>>> opts.max_steps, opts.max_concurrency
+(3, 8)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from tokenwire.events import ToolCall
+
+__all__ = ["Approver", "ToolOptions"]
+
+Approver = Callable[[ToolCall], "bool | Awaitable[bool]"]
+"""``approve(call) -> bool`` (sync or async): may this call run? Called for tools marked ``requires_approval``."""
+
+
+class ToolOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """The agent loop's bounds and policy (``generate(tools=…, tool_options=…)``,
+    :class:`~tokenwire.tools.Agent`, :class:`~tokenwire.tools.ToolRunner`)."""
+
+    max_steps: int = 8
+    """Model turns at most; the run then ends with ``done(tool_calls)`` and says why."""
+    max_concurrency: int = 8
+    """Tools running at once (the rest wait their turn)."""
+    timeout_s: float | None = 60.0
+    """Per-call bound, unless the tool sets its own ``timeout_s``."""
+    max_tool_calls: int | None = None
+    """Calls per run; later ones get an error result."""
+    max_args_bytes: int = 65_536
+    """Size bound on a call's JSON arguments."""
+    allow: frozenset[str] | None = None
+    """Names allowed in this run (default: every tool in the set)."""
+    approve: Any = None
+    """An :data:`Approver` for calls to tools marked ``requires_approval`` (none given: denied)."""
+    client_timeout_s: float = 300.0
+    """How long to wait for a client-side tool's submitted result."""
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
