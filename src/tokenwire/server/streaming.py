@@ -83,7 +83,13 @@ async def log_frames(
                     continue
                 finished = batch[-1].__class__ in TERMINAL_TYPES
                 if reader is not None:
-                    for write in _bounded([await _stateful(service, reader, event) for event in batch]):
+                    out: list[bytes] = []
+                    for event in batch:
+                        data = reader.frame(event)
+                        if data is None:  # behind the shared window (rare): awaited only then
+                            data = await _caught_up(service, reader, event)
+                        out.append(data)
+                    for write in _bounded(out):
                         yield write
                 elif len(batch) == 1:  # the live edge of a paced stream, and every reader of a fan-out
                     yield frame(stream_id, fmt, batch[0])
@@ -100,14 +106,12 @@ async def log_frames(
             on_abandon()
 
 
-async def _stateful(service: RunService, reader: SharedReader, event: Event) -> bytes:
-    """The event's frame through a stateful format's shared reader; one that fell behind the
-    shared window continues with an encoder of its own, fed the stream's history first."""
+async def _caught_up(service: RunService, reader: SharedReader, event: Event) -> bytes:
+    """The event's frame from a reader that fell behind its format's shared window: it continues
+    with an encoder of its own, fed the stream's history first."""
+    reader.catch_up(await service.history(event.stream_id, event.seq))
     data = reader.frame(event)
-    if data is None:
-        reader.catch_up(await service.history(event.stream_id, event.seq))
-        data = reader.frame(event)
-        assert data is not None
+    assert data is not None
     return data
 
 
