@@ -8,7 +8,7 @@ import time
 
 import pytest
 import regex
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import tokenwire
@@ -153,6 +153,65 @@ def test_concatenation_and_grapheme_invariants(
         assert ends <= grapheme_boundaries(text), "a chunk boundary split a grapheme cluster"
         if unit == "words":
             assert all(not chunk.endswith(" ") for chunk in out[:-1])
+
+
+def test_a_timed_flush_never_sends_the_split_tail_of_a_cluster_alone() -> None:
+    # '🤝' went out on a flush before its ZWJ arrived; the ZWJ that follows must wait for the
+    # cluster after it ('🧑…' had already arrived), not go out as a lone '\u200d' chunk.
+    c = words(max_delay_s=0.0)
+    assert c.poll(0.0) == [] and c.feed("🤝", 0.0) == [] and c.poll(1.0) == ["🤝"]
+    assert c.feed("\u200d", 1.0) == [] and c.poll(2.0) == []
+    assert c.feed("🧑\u200d", 2.0) == []
+    assert c.poll(3.0) == []  # '\u200d' + '🧑\u200d' (open): nothing complete to send
+    c.feed("\u0301🇺", 3.0)
+    out = c.poll(4.0) + c.flush()
+    assert out[0].startswith("\u200d🧑") and "".join(out) == "\u200d🧑\u200d\u0301🇺"
+
+
+zwj_heavy_text = st.lists(
+    st.sampled_from(["🧑", "🤝", "\u200d", "a", " ", ".", "e", "\u0301", "🇺", "🇸", "\n"]), max_size=14
+).map("".join)
+
+
+@settings(max_examples=1500, deadline=None)
+@example(  # found by a fuzzer: '\u200d' went out alone after '🤝' had been flushed
+    text="🤝\u200d🧑\u200d\u0301🇺", cuts=[1, 2, 4], unit="words", min_chars=1, gaps=[0.0] * 13, polls=[True] * 13
+)
+@given(
+    text=zwj_heavy_text,
+    cuts=st.lists(st.integers(0, 14), max_size=6),
+    unit=st.sampled_from(UNITS),
+    min_chars=st.integers(1, 3),
+    gaps=st.lists(st.sampled_from([0.0, 0.01, 0.02]), min_size=13, max_size=13),
+    polls=st.lists(st.booleans(), min_size=13, max_size=13),
+)
+def test_timed_flushes_split_only_what_the_text_seen_so_far_ends(
+    text: str, cuts: list[int], unit: str, min_chars: int, gaps: list[float], polls: list[bool]
+) -> None:
+    """Oracle: a chunk emitted while more text had arrived ends on a grapheme boundary of the
+    text seen so far (regex's UAX #29 segmentation); only what had not arrived may be split."""
+    points = sorted({0, len(text), *(c for c in cuts if c <= len(text))})
+    c = coalescer(unit, max_delay_s=0.016, min_chars=min_chars)  # type: ignore[arg-type]
+    now, fed, emitted = 0.0, 0, 0
+    splits: list[tuple[int, int]] = []
+
+    def took(chunks: list[str]) -> None:
+        nonlocal emitted
+        for chunk in chunks:
+            emitted += len(chunk)
+            splits.append((emitted, fed))
+
+    for (a, b), gap, poll in zip(itertools.pairwise(points), gaps, polls, strict=False):
+        now += gap
+        took(c.poll(now))
+        fed = b
+        took(c.feed(text[a:b], now))
+        if poll:
+            took(c.poll(now + 0.02))
+    took(c.flush())
+    for end, seen in splits[:-1]:
+        if seen > end:
+            assert end in grapheme_boundaries(text[:seen]), f"split at {end} inside a cluster of {text[:seen]!r}"
 
 
 async def test_coalesce_observer_wrapper_times_out_partial_words() -> None:

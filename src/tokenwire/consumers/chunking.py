@@ -210,6 +210,10 @@ class Coalescer:
         # A trailing punctuation or whitespace run waits: it may continue ("..", "?!", "  ").
         while clusters and (clusters[-1].isspace() or clusters[-1] in _RUN_PUNCT):
             end -= len(clusters.pop())
+        # What is left of a cluster an earlier flush split (a ZWJ, a combining mark) never goes
+        # out alone: it waits for the cluster that follows it.
+        if all(_only_extenders(c) for c in clusters):
+            return 0
         return end
 
 
