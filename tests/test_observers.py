@@ -438,9 +438,184 @@ async def test_an_observer_blocking_on_the_terminal_cannot_hang_the_stream() -> 
     assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
 
 
+async def test_a_cancel_that_interrupts_a_delivery_still_ends_the_stream_within_the_drain_budget() -> None:
+    """#30 item 1: two observers blocking on a delta; the limit interrupts the first, the finish
+    step hands the delta to the second, which blocks too: the stream still ends, and both are
+    reported."""
+    reports: list[tuple[object, Event | None, BaseException]] = []
+
+    async def blocks(ev: Event) -> None:
+        if ev.type == "text.delta":
+            await asyncio.Event().wait()
+
+    async def blocks_too(ev: Event) -> None:
+        if ev.type == "text.delta":
+            await asyncio.Event().wait()
+
+    handle = tokenwire.generate(
+        Scripted(["a", "b"], interval_s=0.01),
+        "x",
+        observers=[blocks, blocks_too],
+        on_observer_error=lambda o, ev, exc: reports.append((o, ev, exc)),
+        drain_timeout_s=1,
+        limits=tokenwire.Limits(max_duration_s=0.3),
+    )
+    terminal = await asyncio.wait_for(handle.wait(), 30)  # before the fix: never
+    assert terminal.type == "error" and terminal.source == "limit"  # max_duration_s ended it
+    assert {o for o, _, _ in reports} == {blocks, blocks_too}  # every stuck observer, once each
+    assert all(isinstance(exc, TimeoutError) for _, _, exc in reports)
+    assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+
+async def test_one_observer_blocking_on_every_event_after_start_cannot_hang_a_cancelled_stream() -> None:
+    reports: list[object] = []
+
+    async def blocks(ev: Event) -> None:
+        if ev.type != "start":
+            await asyncio.Event().wait()
+
+    handle = tokenwire.generate(
+        Scripted(["a", "b"], interval_s=0.01),
+        "x",
+        observers=[blocks],
+        on_observer_error=lambda o, ev, exc: reports.append(o),
+        drain_timeout_s=1,
+        limits=tokenwire.Limits(max_duration_s=0.3),
+    )
+    await asyncio.sleep(0.5)
+    handle.cancel()
+    terminal = await asyncio.wait_for(handle.wait(), 30)
+    assert terminal.type == "error" and terminal.source == "limit" and reports == [blocks]
+
+
+async def test_the_drain_budget_is_for_the_whole_end_not_per_observer() -> None:
+    """#30 item 2: three observers stuck on done, plus a queued one that never drains: the end
+    waits drain_timeout_s in all (it waited that long per observer), and reports each of them."""
+    reports: list[object] = []
+
+    def stuck_on_done() -> Any:
+        async def observer(ev: Event) -> None:
+            if ev.type == "done":
+                await asyncio.Event().wait()
+
+        return observer
+
+    stuck = [stuck_on_done() for _ in range(3)]
+
+    class NeverDrains:
+        async def on_event(self, ev: Event) -> None:
+            await asyncio.Event().wait()
+
+    never = NeverDrains()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    handle = tokenwire.generate(
+        Scripted(["a"]),
+        "x",
+        observers=[*stuck, tokenwire.queued(never)],
+        on_observer_error=lambda o, ev, exc: reports.append(o),
+        drain_timeout_s=2,
+    )
+    await asyncio.wait_for(handle.wait(), 60)
+    elapsed = loop.time() - began
+    assert sorted(map(id, reports)) == sorted(map(id, [*stuck, never]))  # each one reported once
+    # Per stage or per observer it would be 4 x 2 s = 8 s; the budget is 2 s for the whole end.
+    assert elapsed < 5, f"the end took {elapsed:.1f} s with drain_timeout_s=2"
+
+
+async def test_a_queued_observer_that_raises_then_overflows_is_reported_once_as_itself() -> None:
+    """#30 item 4: reported as the observer the user gave (not the Queued wrapper), once."""
+    reports: list[tuple[object, BaseException]] = []
+    gate = asyncio.Event()
+
+    class Fails:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        async def on_event(self, ev: Event) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("boom")
+            if self.calls == 2:
+                await gate.wait()  # then falls behind: disconnected (overflow)
+
+    observer = Fails()
+    handle = tokenwire.generate(
+        Scripted([str(i) for i in range(50)], interval_s=0.01),
+        "x",
+        observers=[tokenwire.queued(observer, maxsize=2, overflow="disconnect")],
+        on_observer_error=lambda o, ev, exc: reports.append((o, exc)),
+    )
+    await handle.wait()
+    gate.set()
+    await asyncio.sleep(0)
+    assert [o for o, _ in reports] == [observer]
+    assert isinstance(reports[0][1], RuntimeError)
+
+
 def test_drain_timeout_must_be_positive() -> None:
     async def main() -> None:
         tokenwire.generate(Scripted([]), "hi", drain_timeout_s=0)
 
     with pytest.raises(ValueError, match="drain_timeout_s must be > 0"):
         asyncio.run(main())
+
+
+def ended_at_append(flag: asyncio.Event) -> Any:
+    """An inline observer that sets ``flag`` when the terminal event is appended."""
+    return lambda ev: flag.set() if ev.type in ("done", "error") else None
+
+
+async def test_coalesce_keeps_a_backlog_longer_than_the_log_retains() -> None:
+    """#30 item 3: a stalled coalescing observer behind 3,000 deltas and a tool call, on a log
+    that keeps 1,000 events: it still gets all 12,000 characters, the tool call and the end."""
+    gate = asyncio.Event()
+    seen: list[Event] = []
+    reports: list[BaseException] = []
+
+    async def stalled(ev: Event) -> None:
+        await gate.wait()
+        seen.append(ev)
+
+    parts: list[Any] = ["abcd"] * 1500 + [ToolCall(call_id="c1", name="f", args={})] + ["abcd"] * 1500
+    log = tokenwire.MemoryLog(max_events=1000)
+    handle = tokenwire.generate(
+        Scripted(parts),
+        "x",
+        log=log,
+        observers=[tokenwire.queued(stalled, overflow="coalesce"), ended_at_append(produced := asyncio.Event())],
+        on_observer_error=lambda o, ev, exc: reports.append(exc),
+        drain_timeout_s=30,
+    )
+    await produced.wait()  # the producer ran far past the log's retention
+    gate.set()
+    await handle.wait()
+    assert reports == []
+    assert "".join(e.text for e in seen if isinstance(e, TextDelta)) == "abcd" * 3000
+    assert [e.type for e in seen if e.type not in ("text.delta",)] == ["start", "tool_call", "done"]
+    assert [e.seq for e in seen] == sorted(e.seq for e in seen)
+
+
+async def test_coalesce_reports_what_it_cannot_merge_past_its_bound_instead_of_losing_it() -> None:
+    gate = asyncio.Event()
+    reports: list[BaseException] = []
+
+    async def stalled(ev: Event) -> None:
+        await gate.wait()
+
+    parts: list[Any] = [x for i in range(30) for x in ("ab", ToolCall(call_id=f"c{i}", name="f", args={}))]
+    handle = tokenwire.generate(
+        Scripted(parts),
+        "x",
+        log=tokenwire.MemoryLog(max_events=8),
+        observers=[
+            tokenwire.queued(stalled, maxsize=4, overflow="coalesce"),
+            ended_at_append(produced := asyncio.Event()),
+        ],
+        on_observer_error=lambda o, ev, exc: reports.append(exc),
+        drain_timeout_s=30,
+    )
+    await produced.wait()
+    gate.set()
+    await handle.wait()
+    assert len(reports) == 1 and isinstance(reports[0], tokenwire.errors.ObserverOverflow)

@@ -142,7 +142,7 @@ class Dispatcher:
         self._subscribers: list[_Subscriber] = []
         self._iterators: list[EventIterator] = []
         self._queued: list[tuple[Queued, _Subscriber]] = []
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[tuple[asyncio.Task[None], _Subscriber]] = []
         self._interrupted: tuple[Event, tuple[_Entry, ...]] | None = None
         self._stuck: _Subscriber | None = None  # the observer a cancellation interrupted
         self._lists: dict[type, list[tuple[Callable[[Event], Any], _Subscriber]]] = {t: [] for t in EVENT_TYPES}
@@ -165,10 +165,12 @@ class Dispatcher:
         """True when some observer is called inline."""
         return any(self._table.values())
 
-    def add(self, observer: object) -> None:
+    def add(self, observer: object, sub: _Subscriber | None = None) -> None:
         """Register an observer object, a plain callable, a :class:`Queued` policy or an iterator
-        (before :meth:`attach`)."""
-        sub = _Subscriber(observer)
+        (before :meth:`attach`). ``sub``: the bookkeeping it shares with another dispatcher (a
+        queued observer's failures, raised or overflowing, count once, as the observer it wraps)."""
+        if sub is None:
+            sub = _Subscriber(observer.observer if isinstance(observer, Queued) else observer)
         if isinstance(observer, EventIterator):
             self._iterators.append(observer)
             return
@@ -205,13 +207,11 @@ class Dispatcher:
         for policy, sub in self._queued:
             cursor = writer.cursor(from_seq, maxsize=policy.maxsize, overflow=policy.overflow)
             inner = Dispatcher(
-                [policy.observer],
-                on_observer_error=self._hook,
-                strict=self._strict,
-                on_strict_failure=self._on_strict_failure,
+                on_observer_error=self._hook, strict=self._strict, on_strict_failure=self._on_strict_failure
             )
+            inner.add(policy.observer, sub)
             assert loop is not None
-            self._tasks.append(loop.create_task(_consume(cursor, inner, sub, self)))
+            self._tasks.append((loop.create_task(_consume(cursor, inner, sub, self)), sub))
 
     def deliver(self, event: Event) -> Awaitable[None] | None:
         """Deliver one event to every inline observer; await the result when it is not None."""
@@ -262,6 +262,13 @@ class Dispatcher:
             return
         event, rest = self._interrupted
         self._interrupted = None
+        stuck, self._stuck = self._stuck, None
+        if stuck is not None:  # it never finished this event: the end of the stream interrupted it
+            self.failed(
+                stuck,
+                event,
+                TimeoutError(f"the observer was interrupted by the end of the stream on the {event.type} event"),
+            )
         if rest:
             _, fn, sub = rest[0]
             try:
@@ -271,15 +278,17 @@ class Dispatcher:
                 r = None
             await self._finish(r, event, rest, 0)
 
-    async def settle(self, delivery: Awaitable[None], timeout_s: float) -> None:
-        """Await a delivery with a bound: an observer still busy after ``timeout_s`` is reported
-        (``TimeoutError``) and skipped, and the observers after it still get the event.
+    async def settle(self, delivery: Awaitable[None], deadline: float) -> None:
+        """Await a delivery until ``deadline`` (the loop's clock): an observer still busy then is
+        reported (``TimeoutError``) and skipped, and the observers after it still get the event —
+        each of them bounded by the same deadline, so however many are stuck, this returns by it.
 
-        The engine uses it for the terminal event, which nothing else can interrupt.
+        The engine uses it for the end of a stream (an interrupted delivery, then the terminal
+        event), which nothing else can interrupt.
         """
         while True:
             try:
-                async with asyncio.timeout(timeout_s):
+                async with asyncio.timeout_at(deadline):
                     await delivery
                 return
             except TimeoutError:
@@ -289,7 +298,10 @@ class Dispatcher:
                 self.failed(
                     self._stuck,
                     event,
-                    TimeoutError(f"the observer did not return within {timeout_s} s on the {event.type} event"),
+                    TimeoutError(
+                        f"the observer did not return within {self.drain_timeout_s:g} s (the stream's "
+                        f"drain_timeout_s, for its whole end) on the {event.type} event"
+                    ),
                 )
                 self._stuck = None
                 delivery = self.resume_interrupted()
@@ -304,25 +316,30 @@ class Dispatcher:
         if self._strict and self._on_strict_failure is not None:
             self._on_strict_failure(sub.observer, exc)
 
-    async def aclose(self) -> None:
-        """Wait (up to ``drain_timeout_s``) for queued observers to read to the end, then cancel them.
+    async def aclose(self, deadline: float | None = None) -> None:
+        """Wait until ``deadline`` (the loop's clock; default: ``drain_timeout_s`` from now) for
+        queued observers to read to the end, then cancel the rest and report each one.
 
-        ``drain_timeout_s`` also bounds the delivery of the terminal event to inline observers
-        (:meth:`settle`): the end of a stream never waits longer than that for its observers.
+        The engine passes the deadline it set when the stream began to end, so the end of a
+        stream never waits longer than ``drain_timeout_s`` for its observers, in total.
         """
         if not self._tasks:
             return
-        _, pending = await asyncio.wait(self._tasks, timeout=self.drain_timeout_s)
+        loop = asyncio.get_running_loop()
+        if deadline is None:
+            deadline = loop.time() + self.drain_timeout_s
+        tasks = {task: sub for task, sub in self._tasks}
+        self._tasks.clear()
+        _, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
         for task in pending:
             task.cancel()
+            self.failed(
+                tasks[task],
+                None,
+                TimeoutError(f"the queued observer did not drain within drain_timeout_s ({self.drain_timeout_s:g} s)"),
+            )
         if pending:
             await asyncio.wait(pending)
-            logger.warning(
-                "%d queued observer(s) did not drain within %.1f s and were cancelled",
-                len(pending),
-                self.drain_timeout_s,
-            )
-        self._tasks.clear()
 
 
 def _being_cancelled() -> bool:

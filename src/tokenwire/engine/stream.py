@@ -311,6 +311,10 @@ class StreamHandle:
 
     async def _finish(self, agen: AsyncIterator[Any] | None) -> Done | Error:
         self._terminating = True
+        # One budget for everything the end waits on: an interrupted delivery, the terminal
+        # event's, queued observers draining. However many observers are stuck, the stream has
+        # ended by now + drain_timeout_s.
+        drained_by = self._loop.time() + self._dispatcher.drain_timeout_s
         core = self._core
         if self._timer is not None:
             self._timer.cancel()
@@ -322,15 +326,16 @@ class StreamHandle:
                     await aclose()
                 except Exception as exc:  # a provider failing to close still gets a terminal event
                     core.fail("provider_error", f"closing the provider failed: {exc}", source="provider")
-        await self._dispatcher.resume_interrupted()
+        dispatcher = self._dispatcher
+        await dispatcher.settle(dispatcher.resume_interrupted(), drained_by)
         terminal = core.finish(time())
         r = self._writer.append(terminal)
         try:
             if r is not None:  # bounded: an observer that never returns cannot hang the stream's end
-                await self._dispatcher.settle(r, self._dispatcher.drain_timeout_s)
+                await dispatcher.settle(r, drained_by)
         finally:
             await self._writer.flush()
-            await self._dispatcher.aclose()
+            await dispatcher.aclose(drained_by)
         return terminal
 
 

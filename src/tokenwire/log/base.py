@@ -294,7 +294,7 @@ class Cursor:
     :meth:`StreamWriter.cursor`.
     """
 
-    __slots__ = ("_ring", "_space", "closed", "dropped", "maxsize", "overflow", "overflowed", "seq")
+    __slots__ = ("_carry", "_ring", "_space", "closed", "dropped", "maxsize", "overflow", "overflowed", "seq")
 
     def __init__(self, ring: CursorSource, from_seq: int, maxsize: int, overflow: Overflow):
         if maxsize < 1:
@@ -312,6 +312,7 @@ class Cursor:
         """True once a ``disconnect`` cursor fell too far behind."""
         self.closed = False
         self._space: asyncio.Future[None] | None = None
+        self._carry: list[Event] = []  # coalesce: what it took from the log before eviction, merged
 
     @property
     def lag(self) -> int:
@@ -339,6 +340,22 @@ class Cursor:
                 self._space = asyncio.get_running_loop().create_future()
             await self._space
 
+    def absorb(self, event: Event) -> None:
+        """``coalesce``: take ``event`` (the oldest unread, about to leave the log's retention)
+        into this cursor's own backlog, merged into the delta before it where it can be. What
+        cannot be merged (tool calls, steps …) is kept; more than ``maxsize`` of those and the
+        cursor overflows (:class:`ObserverOverflow`): never a silent loss."""
+        carry = self._carry
+        merged = merge(carry[-1], event) if carry else None
+        if merged is not None:
+            carry[-1] = merged
+            self.dropped += 1
+        else:
+            carry.append(event)
+        self.seq = event.seq + 1
+        if len(carry) > self.maxsize:
+            self.overflowed = True
+
     async def next_batch(self) -> Sequence[Event]:
         """The next events (at least one), after the policy; empty once the stream ended and
         every event was read (or the cursor was closed)."""
@@ -347,16 +364,24 @@ class Cursor:
             if self.overflowed:
                 raise ObserverOverflow(
                     f"subscriber fell more than {self.maxsize} events behind and was disconnected "
-                    "(overflow='disconnect'); resume from the event log at the last seq it saw"
+                    f"(overflow={self.overflow!r}); resume from the event log at the last seq it saw"
                 )
             if self.closed:
                 return []
-            if self.seq < ring.next_seq:
+            if self.seq < ring.next_seq or self._carry:
                 break
             if ring.finished:
                 return []
             await ring.wait(self.seq)
-        lag = ring.next_seq - self.seq
+        carry, self._carry = self._carry, []
+        lag = ring.next_seq - self.seq + len(carry)
+        if carry:  # coalesce: what was taken before eviction, then what the log still holds
+            batch: Sequence[Event] = [*carry, *ring.since(self.seq)]
+            self.seq = ring.next_seq
+            self._release()
+            merged_batch, merged = coalesced(batch)
+            self.dropped += merged
+            return merged_batch
         if self.overflow == "drop_oldest" and lag > self.maxsize:
             self.dropped += lag - self.maxsize
             self.seq = ring.next_seq - self.maxsize

@@ -28,6 +28,7 @@ class StreamRing(Ring[Event], StreamWriter):
         self.stream_id = stream_id
         self.inline: InlineReader | None = None
         self._cursors: list[Cursor] = []  # cursors whose policy acts at append time (block, disconnect)
+        self._coalescing: list[Cursor] = []  # coalesce cursors: they take what eviction would lose
         self._on_finish = on_finish
 
     def append(self, event: Event) -> Awaitable[None] | None:  # type: ignore[override]
@@ -35,7 +36,10 @@ class StreamRing(Ring[Event], StreamWriter):
             raise StreamClosed(
                 f"stream {self.stream_id!r} already ended; nothing may follow its terminal event (got {event.type})"
             )
-        self._items.append(event)
+        items = self._items
+        if self._coalescing and len(items) == items.maxlen:
+            self._evicting(items[0])
+        items.append(event)
         self.next_seq += 1
         if event.__class__ in TERMINAL_TYPES:
             self.finished = True
@@ -49,6 +53,16 @@ class StreamRing(Ring[Event], StreamWriter):
             if wait is not None:
                 return wait if r is None else _both(r, wait)
         return r
+
+    def _evicting(self, oldest: Event) -> None:
+        """``oldest`` leaves retention with this append: coalescing cursors that have not read it
+        take it into their own backlog first (merged), so no event is lost to eviction."""
+        for c in self._coalescing:
+            if c.seq == oldest.seq:
+                c.absorb(oldest)
+                if c.overflowed:
+                    self._wake()  # its reader raises ObserverOverflow now
+        self._coalescing = [c for c in self._coalescing if not c.overflowed and not c.closed]
 
     def _check_cursors(self, event: Event) -> Awaitable[None] | None:
         next_seq = self.next_seq
@@ -80,11 +94,15 @@ class StreamRing(Ring[Event], StreamWriter):
         c = Cursor(self, from_seq, min(maxsize, self._items.maxlen or maxsize), overflow)
         if overflow in ("block", "disconnect"):
             self._cursors.append(c)
+        elif overflow == "coalesce":
+            self._coalescing.append(c)
         return c
 
     def detach(self, cursor: Cursor) -> None:
         if cursor in self._cursors:
             self._cursors.remove(cursor)
+        if cursor in self._coalescing:
+            self._coalescing.remove(cursor)
         self._wake()  # its reader, if waiting, sees ``closed``
 
 
