@@ -128,7 +128,9 @@ async def test_h2_over_tls(tls: tuple[Any, str, str]) -> None:
             info = (
                 await client.post("/v1/runs", json={"prompt": "secure"}, headers={"Authorization": f"Bearer {KEY}"})
             ).json()
-            async with client.stream("GET", info["events_url"], params={"token": info["read_token"]}) as r:
+            async with client.stream(
+                "GET", info["events_url"], headers={"Authorization": f"Bearer {info['read_token']}"}
+            ) as r:
                 assert r.http_version == "HTTP/2"
                 events = sse_events(await r.aread())
         assert "".join(e.text for e in events if e.type == "text.delta") == "You said: secure"

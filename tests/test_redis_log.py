@@ -255,8 +255,16 @@ async def test_a_run_created_on_one_node_is_read_and_resumed_on_another(redis_ur
             async with Client(url_b) as client:
                 got = [e async for e in client.subscribe(info["stream_id"], info["read_token"])]
                 resumed = [e async for e in client.subscribe(info["stream_id"], info["read_token"], from_seq=15)]
-            r = await http.get(on_b, params={"token": info["read_token"], "from_seq": "-1"})
+            r = await http.get(
+                on_b, params={"from_seq": "-1"}, headers={"Authorization": f"Bearer {info['read_token']}"}
+            )
             assert r.status_code == 422
+            # A ticket is single-use across the nodes that share the log: used on B, refused on A.
+            read = {"Authorization": f"Bearer {info['read_token']}"}
+            ticket = (await http.post(f"{url_a}/v1/tickets", headers=read)).json()["ticket"]
+            assert (await http.get(on_b, params={"ticket": ticket})).status_code == 200
+            again = await http.get(info["events_url"], params={"ticket": ticket})
+            assert again.status_code == 401 and "already used" in again.json()["error"]["message"]
     assert [e.seq for e in got] == list(range(22)) and got[-1].type == "done"
     assert "".join(e.text for e in got if isinstance(e, TextDelta)) == "".join(words)
     assert [e.seq for e in resumed] == list(range(15, 22))

@@ -1,8 +1,9 @@
 """No secret in any log line, at any level: the real ``tokenwire serve`` process at trace level.
 
 The test issues API keys and stream tokens through every path a client uses (HTTP with bearer
-headers and ``?token=``, SSE resume, cancel, WebSocket with ``?api_key=`` and with an
-Authorization header, subscribe with tokens) and then scans everything the server printed.
+headers, single-use tickets in URLs and a refused ``?token=``, SSE resume, cancel, WebSocket with
+``?ticket=`` and with an Authorization header, subscribe with tokens) and then scans everything the
+server printed.
 """
 
 from __future__ import annotations
@@ -34,14 +35,18 @@ async def exercise(base: str, issued: set[str]) -> None:
         r = await http.post(f"{base}/v1/runs", json={"prompt": "hi"}, headers={"Authorization": f"Bearer {KEYS[1]}"})
         body = r.json()
         issued |= {body["token"], body["read_token"]}
-        async with http.stream("GET", body["events_url"], params={"token": body["token"], "from_seq": 1}) as s:
+        async with http.stream(
+            "GET", body["events_url"], params={"from_seq": 1}, headers={"Authorization": f"Bearer {body['token']}"}
+        ) as s:
             async for _ in s.aiter_bytes():
                 pass
-        await http.get(f"{base}/v1/streams/{body['stream_id']}", params={"token": body["read_token"]})
+        await http.get(
+            f"{base}/v1/streams/{body['stream_id']}", headers={"Authorization": f"Bearer {body['read_token']}"}
+        )
         await http.post(
             f"{base}/v1/streams/{body['stream_id']}/cancel", headers={"Authorization": f"Bearer {body['token']}"}
         )
-        await http.get(f"{base}/v1/streams/{body['stream_id']}/events", params={"token": "forged." + KEYS[0]})
+        await http.get(f"{base}/v1/streams/{body['stream_id']}/events", params={"ticket": "forged." + KEYS[0]})
         chat = {"model": "scripted", "messages": [{"role": "user", "content": "hi"}], "stream": True}
         async with http.stream(  # the OpenAI-compatible endpoint: the key as a bearer header
             "POST", f"{base}/v1/chat/completions", json=chat, headers={"Authorization": f"Bearer {KEYS[0]}"}
@@ -55,7 +60,15 @@ async def exercise(base: str, issued: set[str]) -> None:
         await http.post(f"{base}/api/chat", json=ui, headers={"Authorization": f"Bearer {KEYS[1]}"})
         await http.get(f"{base}/api/chat/chat/stream", headers={"Authorization": f"Bearer {KEYS[0]}"})
     ws_url = base.replace("http", "ws") + "/v1/ws"
-    async with websockets.connect(f"{ws_url}?api_key={KEYS[0]}") as ws:
+    async with httpx.AsyncClient() as http:  # what a browser does: single-use tickets in URLs
+        r = await http.post(f"{base}/v1/tickets", headers={"Authorization": f"Bearer {KEYS[0]}"})
+        key_ticket = r.json()["ticket"]
+        r = await http.post(f"{base}/v1/tickets", headers={"Authorization": f"Bearer {body['read_token']}"})
+        read_ticket = r.json()["ticket"]
+        issued |= {key_ticket, read_ticket}
+        await http.get(f"{base}/v1/streams/{body['stream_id']}/events", params={"ticket": read_ticket})
+        await http.get(f"{base}/v1/streams/{body['stream_id']}/events", params={"token": body["read_token"]})  # 401
+    async with websockets.connect(f"{ws_url}?ticket={key_ticket}") as ws:
         await ws.send(json.dumps({"op": "run", "prompt": "over ws"}))
         reply = json.loads(await ws.recv())
         issued |= {reply["token"], reply["read_token"]}
@@ -123,7 +136,7 @@ def test_json_log_lines_name_their_stream_and_hold_no_secret(tmp_path: Path) -> 
     assert all(line["logger"].startswith("tokenwire") and line["events"] >= 2 for line in ended)
     access = [line for line in lines if line["logger"] == "uvicorn.access"]
     assert access and all({"method", "path", "status"} <= set(line) for line in access)
-    assert any("token=[redacted]" in line["path"] for line in access)
+    assert any("ticket=[redacted]" in line["path"] for line in access)
 
 
 def test_a_transcript_on_disk_goes_through_the_same_redactor(tmp_path: Path) -> None:

@@ -66,7 +66,9 @@ async def test_sse_framing_with_an_independent_parser(base_url: str) -> None:
         assert set(info) == {"stream_id", "token", "read_token", "events_url"}
         raw = b""
         events = []
-        async with http.stream("GET", info["events_url"], params={"token": info["read_token"]}) as r:
+        async with http.stream(
+            "GET", info["events_url"], headers={"Authorization": f"Bearer {info['read_token']}"}
+        ) as r:
             assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
             async for chunk in r.aiter_bytes():
                 raw += chunk
@@ -102,7 +104,8 @@ async def test_keepalive_is_a_comment_without_a_blank_line(base_url: str) -> Non
             await create(http, base_url, {"prompt": "hi", "provider": "stall", "limits": {"max_duration_s": 0.3}})
         ).json()
         raw = b""
-        async with http.stream("GET", info["events_url"], params={"token": info["token"]}) as r:
+        auth = {"Authorization": f"Bearer {info['token']}"}
+        async with http.stream("GET", info["events_url"], headers=auth) as r:
             async for chunk in r.aiter_bytes():
                 raw += chunk
     assert b": ping\n" in raw and b": ping\n\n" not in raw
@@ -181,17 +184,21 @@ async def test_stream_token_matrix(base_url: str) -> None:
         a = await client.create_run("hi", provider="fast")
         b = await client.create_run("hi", provider="fast")
         events = f"{base_url}/v1/streams/{a.stream_id}/events"
+
+        def bearer(token: str) -> dict[str, str]:
+            return {"Authorization": f"Bearer {token}"}
+
         assert (await http.get(events)).status_code == 401
-        assert (await http.get(events, params={"token": "garbage.sig"})).status_code == 401
+        assert (await http.get(events, headers=bearer("garbage.sig"))).status_code == 401
         forged = a.token[:-3] + ("AAA" if not a.token.endswith("AAA") else "BBB")
-        assert (await http.get(events, params={"token": forged})).status_code == 401
-        r = await http.get(events, params={"token": b.token})
+        assert (await http.get(events, headers=bearer(forged))).status_code == 401
+        r = await http.get(events, headers=bearer(b.token))
         assert r.status_code == 403 and "is for stream" in r.json()["error"]["message"]
         r = await http.post(
             f"{base_url}/v1/streams/{a.stream_id}/cancel", headers={"Authorization": f"Bearer {a.read_token}"}
         )
         assert r.status_code == 403 and "does not allow 'cancel'" in r.json()["error"]["message"]
-        assert (await http.get(f"{base_url}/v1/streams/nope/events", params={"token": a.token})).status_code == 404
+        assert (await http.get(f"{base_url}/v1/streams/nope/events", headers=bearer(a.token))).status_code == 404
         with pytest.raises(Forbidden):
             [e async for e in client.subscribe(a.stream_id, b.token)]
 
@@ -201,12 +208,15 @@ async def test_expired_tokens_and_evicted_seqs() -> None:
         async with httpx.AsyncClient() as http, Client(url, api_key=KEY) as client:
             info = await client.create_run("hi", provider="fast")
             await asyncio.sleep(0.3)
-            r = await http.get(f"{url}/v1/streams/{info.stream_id}/events", params={"token": info.token})
+            auth = {"Authorization": f"Bearer {info.token}"}
+            r = await http.get(f"{url}/v1/streams/{info.stream_id}/events", headers=auth)
             assert r.status_code == 401 and "expired" in r.json()["error"]["message"]
             fresh = await client.create_run("hi", provider="fast")
             await asyncio.sleep(0.05)
             r = await http.get(
-                f"{url}/v1/streams/{fresh.stream_id}/events", params={"token": fresh.token, "from_seq": 0}
+                f"{url}/v1/streams/{fresh.stream_id}/events",
+                params={"from_seq": 0},
+                headers={"Authorization": f"Bearer {fresh.token}"},
             )
             assert r.status_code == 410 and r.json()["error"]["code"] == "gone"
             with pytest.raises(tokenwire.errors.SeqEvicted) as evicted:
@@ -472,7 +482,8 @@ def test_tokenwire_serve_drains_on_sigterm(tmp_path: Any) -> None:
             f"{base}/v1/runs", json={"prompt": " ".join(["word"] * 500)}, headers={"Authorization": f"Bearer {KEY}"}
         ).json()
         events = []
-        with httpx.stream("GET", info["events_url"], params={"token": info["token"]}, timeout=10) as r:
+        auth = {"Authorization": f"Bearer {info['token']}"}
+        with httpx.stream("GET", info["events_url"], headers=auth, timeout=10) as r:
             for line in r.iter_lines():
                 if line.startswith("data: "):
                     events.append(tokenwire.events.decode(line[6:]))
@@ -509,3 +520,65 @@ async def test_a_reader_too_far_behind_is_disconnected_not_buffered() -> None:
         writer.append(TextDelta(f"t{i}", stream_id="s", seq=i))
     with pytest.raises(StopAsyncIteration):
         await anext(frames)  # 27 > 10 behind: disconnected instead of buffering; the client resumes
+
+
+async def test_no_lasting_credential_is_accepted_in_a_url(base_url: str) -> None:
+    """URLs reach access logs (the host's, not only ours): ?token= and ?api_key= are refused."""
+    async with httpx.AsyncClient() as http, Client(base_url, api_key=KEY) as client:
+        info = await client.create_run("hi", provider="fast")
+        for params in ({"token": info.read_token}, {"api_key": KEY}):
+            r = await http.get(f"{base_url}/v1/streams/{info.stream_id}/events", params=params)
+            assert r.status_code == 401 and "refused in URLs" in r.json()["error"]["message"]
+    url = base_url.replace("http", "ws") + f"/v1/ws?api_key={KEY}"
+    async with websockets.connect(url) as ws:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+
+async def test_a_ticket_reads_its_stream_once_and_never_cancels(base_url: str) -> None:
+    async with httpx.AsyncClient() as http, Client(base_url, api_key=KEY) as client:
+        a = await client.create_run("hi", provider="fast")
+        b = await client.create_run("hi", provider="fast")
+
+        async def ticket(credential: str) -> str:
+            r = await http.post(f"{base_url}/v1/tickets", headers={"Authorization": f"Bearer {credential}"})
+            assert r.status_code == 201 and r.json()["expires_in"] == 30
+            return str(r.json()["ticket"])
+
+        events = f"{base_url}/v1/streams/{a.stream_id}/events"
+        t = await ticket(a.token)  # even from the token that can cancel, a ticket only reads
+        async with aconnect_sse(http, "GET", events, params={"ticket": t}) as source:
+            types = [sse.event async for sse in source.aiter_sse()]
+        assert types[0] == "start" and types[-1] == "done"
+        again = await http.get(events, params={"ticket": t})
+        assert again.status_code == 401 and "already used" in again.json()["error"]["message"]
+        r = await http.post(f"{base_url}/v1/streams/{a.stream_id}/cancel", params={"ticket": await ticket(a.token)})
+        assert r.status_code == 403 and "does not allow 'cancel'" in r.json()["error"]["message"]
+        r = await http.get(f"{base_url}/v1/streams/{b.stream_id}/events", params={"ticket": await ticket(a.token)})
+        assert r.status_code == 403 and "is for stream" in r.json()["error"]["message"]
+        assert (await http.post(f"{base_url}/v1/tickets")).status_code == 401
+        r = await http.post(f"{base_url}/v1/tickets", headers={"Authorization": "Bearer forged.sig"})
+        assert r.status_code == 401
+
+
+async def test_a_browser_websocket_runs_with_a_ticket_for_its_key(base_url: str) -> None:
+    async with httpx.AsyncClient() as http:
+        auth = {"Authorization": f"Bearer {KEY}"}
+        key_ticket = (await http.post(f"{base_url}/v1/tickets", headers=auth)).json()["ticket"]
+        run = (await http.post(f"{base_url}/v1/runs", json={"prompt": "x", "provider": "fast"}, headers=auth)).json()
+        read = {"Authorization": f"Bearer {run['read_token']}"}
+        stream_ticket = (await http.post(f"{base_url}/v1/tickets", headers=read)).json()["ticket"]
+    ws_url = base_url.replace("http", "ws") + "/v1/ws"
+    async with websockets.connect(f"{ws_url}?ticket={key_ticket}") as ws:
+        await ws.send(json.dumps({"op": "run", "prompt": "hi", "provider": "fast"}))
+        reply = json.loads(await ws.recv())
+        assert reply["op"] == "run" and reply["stream_id"]
+    async with websockets.connect(f"{ws_url}?ticket={key_ticket}") as ws:  # used up
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    async with websockets.connect(f"{ws_url}?ticket={stream_ticket}") as ws:  # for reading, not a connection
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None and "not for a connection" in closed.value.rcvd.reason

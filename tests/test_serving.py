@@ -46,7 +46,9 @@ def app_with(**config: Any) -> tuple[Any, Loadable]:
 
 
 async def status(http: httpx.AsyncClient, url: str, info: dict[str, str]) -> dict[str, Any]:
-    r = await http.get(f"{url}/v1/streams/{info['stream_id']}", params={"token": info["read_token"]})
+    r = await http.get(
+        f"{url}/v1/streams/{info['stream_id']}", headers={"Authorization": f"Bearer {info['read_token']}"}
+    )
     body: dict[str, Any] = r.json()
     return body
 
@@ -128,7 +130,8 @@ async def test_a_run_nobody_reads_is_cancelled_as_abandoned_and_a_background_run
             await asyncio.sleep(1.0)  # over three grace periods
             assert (await status(http, url, background))["status"] == "running"
             r = await http.post(
-                f"{url}/v1/streams/{background['stream_id']}/cancel", params={"token": background["token"]}
+                f"{url}/v1/streams/{background['stream_id']}/cancel",
+                headers={"Authorization": f"Bearer {background['token']}"},
             )
             assert r.status_code == 202
 

@@ -87,7 +87,9 @@ def test_the_speech_endpoint_streams_wav_sentences_as_the_run_writes_them() -> N
         assert httpx.get(f"{url}/v1/streams/{info['stream_id']}/speech").status_code == 401  # a read token is needed
         chunks, kinds = [], []
         with httpx.stream(
-            "GET", f"{url}/v1/streams/{info['stream_id']}/speech", params={"token": info["read_token"]}
+            "GET",
+            f"{url}/v1/streams/{info['stream_id']}/speech",
+            headers={"Authorization": f"Bearer {info['read_token']}"},
         ) as r:
             kind = None
             for line in r.iter_lines():

@@ -197,7 +197,9 @@ def test_metrics_endpoint_counts_runs_connections_bytes_and_timing() -> None:
         read = 0
         for _ in range(2):
             info = httpx.post(f"{url}/v1/runs", json={"prompt": "x", "provider": "ok"}, headers=auth).json()
-            with httpx.stream("GET", info["events_url"], params={"token": info["read_token"]}) as r:
+            with httpx.stream(
+                "GET", info["events_url"], headers={"Authorization": f"Bearer {info['read_token']}"}
+            ) as r:
                 read += len(b"".join(r.iter_bytes()))
         stuck = httpx.post(f"{url}/v1/runs", json={"prompt": "x", "provider": "stuck"}, headers=auth).json()
         live = scrape(url, token)
@@ -358,7 +360,9 @@ def test_the_server_continues_the_callers_trace_and_propagates_it_to_the_provide
         auth = {"Authorization": "Bearer otel-key-1", "traceparent": traceparent}
         with serve(app) as url:
             info = httpx.post(f"{url}/v1/runs", json={"prompt": "hi"}, headers=auth).json()
-            with httpx.stream("GET", info["events_url"], params={"token": info["read_token"]}) as r:
+            with httpx.stream(
+                "GET", info["events_url"], headers={"Authorization": f"Bearer {info['read_token']}"}
+            ) as r:
                 assert b"event: done" in b"".join(r.iter_bytes())
             body = {"model": "up", "messages": [{"role": "user", "content": "x"}]}
             chat = httpx.post(f"{url}/v1/chat/completions", json=body, headers=auth)

@@ -264,7 +264,7 @@ class _Service:
         async def reply(obj: dict[str, Any]) -> None:
             await write(_session_reply(obj))
 
-        session = Session(service, api_key=api_key, headers=md, fmt=PROTO, send=send, reply=reply)
+        session = Session(service, owner=owner, headers=md, fmt=PROTO, send=send, reply=reply)
         try:
             with service.connection("grpc", owner):
                 async with session:  # the client closing its side: leaving serves its subscriptions to their end

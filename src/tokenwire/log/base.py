@@ -218,6 +218,20 @@ class EventLog(abc.ABC):
         """Which of ``stream_ids`` another node announced readers for (none for memory)."""
         return set()
 
+    async def claim_once(self, key: str, ttl_s: float) -> bool:
+        """True the first time ``key`` is claimed within ``ttl_s`` (a ticket's nonce), False after:
+        on every node that shares this log (here: this process; Redis: every node)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        claimed: dict[str, float] = self.__dict__.setdefault("_claimed", {})
+        if len(claimed) > 1024:  # expired claims go; a live one is kept until it expires
+            for k in [k for k, until in claimed.items() if until <= now]:
+                del claimed[k]
+        if claimed.get(key, 0.0) > now:
+            return False
+        claimed[key] = now + ttl_s
+        return True
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections; a no-op for memory."""
 

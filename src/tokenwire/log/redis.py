@@ -357,6 +357,10 @@ class RedisLog(EventLog):
     def readers_key(self, stream_id: str) -> str:
         return f"{self.prefix}:{stream_id}:readers"
 
+    async def claim_once(self, key: str, ttl_s: float) -> bool:
+        claimed = await self.redis.set(f"{self.prefix}:once:{key}", b"1", nx=True, px=max(1, round(ttl_s * 1000)))
+        return bool(claimed)
+
     async def announce_readers(self, stream_ids: Sequence[str], ttl_s: float) -> None:
         pipe: Any = self.redis.pipeline(transaction=False)
         for sid in stream_ids:

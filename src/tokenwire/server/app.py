@@ -96,7 +96,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await service.preload()  # ready means ready: the first request does not pay the model load
+        await service.providers.preload()  # ready means ready: the first request does not pay the model load
         if cfg.grpc_port is not None:
             if GrpcServer is None:
                 raise RuntimeError("grpc_port needs the grpc extra: pip install 'tokenwire[grpc]'")
@@ -106,7 +106,7 @@ def create_app(
         await service.runs.shutdown(cfg.shutdown_grace_s)
         if service.grpc is not None:
             await service.grpc.stop(1.0)
-        await service.close_providers()
+        await service.providers.aclose()
 
     routes = [*http.routes(service), *compat.routes(service), speech.route(service), ws.route(service)]
     app = Starlette(routes=routes, lifespan=lifespan)

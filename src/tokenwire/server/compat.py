@@ -94,7 +94,7 @@ async def _admit(
     """Authenticate, parse, route the model and start the run: the same steps for every protocol."""
     owner = service.authenticate(bearer(request.headers))
     body = service.parse(await read_body(service, request), _decoder(body_type))
-    provider = service.route(getattr(body, "model", ""))
+    provider = service.providers.route(getattr(body, "model", ""))
     ours = service.parse(body, to_request)
     run = await service.start(ours, owner=owner, headers=request.headers, provider=provider)
     return owner, body, run

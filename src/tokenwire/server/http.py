@@ -4,6 +4,9 @@
 - ``GET /v1/streams/{id}/events`` (token with ``read``) → SSE, resumable from ``Last-Event-ID``
   or ``?from_seq=``; ``GET /v1/streams/{id}`` → status and, once finished, the result;
 - ``POST /v1/streams/{id}/cancel`` (token with ``cancel``);
+- ``POST /v1/tickets`` (API key or token) → 201 ``{ticket, expires_in}``: a single-use credential
+  for a URL (EventSource and browser WebSockets cannot set headers); ``?token=`` and ``?api_key=``
+  are refused, as are tickets used twice;
 - ``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (its own token), ``GET /`` (the web UI).
 
 Errors are JSON ``{"error": {"code", "message"}}``, from the service's typed errors through
@@ -16,7 +19,7 @@ from __future__ import annotations
 import functools
 import hmac
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from importlib.resources import files
 from typing import Any
 
@@ -40,13 +43,26 @@ from tokenwire.errors import (
     Unsupported,
 )
 from tokenwire.events import to_builtins
+from tokenwire.log import StreamInfo
 from tokenwire.server.schema import RunBody
 from tokenwire.server.service import RunService, bearer
 from tokenwire.server.streaming import EventStreamResponse, log_frames
 from tokenwire.telemetry import prometheus
 from tokenwire.wire import SSE
 
-__all__ = ["ERRORS", "bound", "error_response", "guarded", "mapped", "read_body", "retry_after", "routes", "token_of"]
+__all__ = [
+    "ERRORS",
+    "URL_CREDENTIAL",
+    "authorized",
+    "bound",
+    "error_response",
+    "guarded",
+    "mapped",
+    "read_body",
+    "refuse_url_credentials",
+    "retry_after",
+    "routes",
+]
 
 ERRORS: dict[type[TokenwireError], tuple[int, str]] = {
     Unauthorized: (401, "unauthorized"),
@@ -108,9 +124,35 @@ def guarded(handler: Handler, answer: Callable[[TokenwireError], Response | None
     return endpoint
 
 
-def token_of(request: HTTPRequest) -> str | None:
-    """A stream token from ``?token=`` (EventSource cannot set headers) or ``Authorization: Bearer``."""
-    return request.query_params.get("token") or bearer(request.headers)
+URL_CREDENTIAL = (
+    "credentials are refused in URLs (URLs reach access logs): send them as 'Authorization: Bearer', "
+    "or exchange one for a single-use ticket (POST /v1/tickets) and pass ?ticket="
+)
+
+
+def refuse_url_credentials(query: Mapping[str, str]) -> None:
+    """:class:`Unauthorized` for a long-lived credential in a URL (``?token=``, ``?api_key=``)."""
+    if "token" in query or "api_key" in query:
+        raise Unauthorized(URL_CREDENTIAL)
+
+
+async def authorized(service: RunService, request: HTTPRequest, stream_id: str, perm: str) -> StreamInfo:
+    """The stream's position, for a request whose stream token (``Authorization: Bearer``) or
+    single-use ticket (``?ticket=``: what EventSource can send) grants ``perm`` on it."""
+    refuse_url_credentials(request.query_params)
+    ticket = request.query_params.get("ticket")
+    if ticket is not None:
+        return await service.authorize_ticket(stream_id, ticket, perm)
+    return await service.authorize(stream_id, bearer(request.headers), perm)
+
+
+@guarded
+async def create_ticket(service: RunService, request: HTTPRequest) -> Response:
+    """``POST /v1/tickets`` (an API key or a stream token as ``Authorization: Bearer``) → 201
+    ``{ticket, expires_in}``: a single-use credential for a URL (see :meth:`RunService.ticket`)."""
+    refuse_url_credentials(request.query_params)
+    ticket = service.ticket(bearer(request.headers))
+    return JSONResponse({"ticket": ticket, "expires_in": service.config.ticket_ttl_s}, status_code=201)
 
 
 async def read_body(service: RunService, request: HTTPRequest) -> bytes:
@@ -157,7 +199,7 @@ def from_seq(request: HTTPRequest) -> int:
 @guarded
 async def events(service: RunService, request: HTTPRequest) -> Response:
     stream_id: str = request.path_params["stream_id"]
-    info = await service.authorize(stream_id, token_of(request), "read")
+    info = await authorized(service, request, stream_id, "read")
     cursor = from_seq(request)
     if cursor < info.first_seq:
         raise SeqEvicted(stream_id, cursor, info.first_seq)
@@ -176,7 +218,7 @@ async def events(service: RunService, request: HTTPRequest) -> Response:
 @guarded
 async def status(service: RunService, request: HTTPRequest) -> Response:
     stream_id: str = request.path_params["stream_id"]
-    info = await service.authorize(stream_id, token_of(request), "read")
+    info = await authorized(service, request, stream_id, "read")
     run = service.runs.get(stream_id)
     body: dict[str, Any] = {
         "stream_id": stream_id,
@@ -194,7 +236,7 @@ async def status(service: RunService, request: HTTPRequest) -> Response:
 @guarded
 async def cancel(service: RunService, request: HTTPRequest) -> Response:
     stream_id: str = request.path_params["stream_id"]
-    info = await service.authorize(stream_id, token_of(request), "cancel")
+    info = await authorized(service, request, stream_id, "cancel")
     if info.finished:
         return JSONResponse({"stream_id": stream_id, "status": "finished"}, status_code=202)
     if not await service.cancel(stream_id, "cancelled through the API"):
@@ -209,7 +251,7 @@ async def healthz(service: RunService, request: HTTPRequest) -> Response:
 
 async def readyz(service: RunService, request: HTTPRequest) -> Response:
     """Readiness: the default provider is loaded, the event log answers, the server takes runs."""
-    checks: dict[str, str] = {"provider": "ok" if service.loaded else "loading"}
+    checks: dict[str, str] = {"provider": "ok" if service.providers.loaded else "loading"}
     try:
         await service.log.info("readyz-probe")
         checks["log"] = "ok"
@@ -258,6 +300,7 @@ def routes(service: RunService) -> list[Route]:
         Route("/readyz", bind(readyz), methods=["GET"]),
         Route("/metrics", bind(metrics), methods=["GET"]),
         Route("/v1/runs", bind(create_run), methods=["POST"]),
+        Route("/v1/tickets", bind(create_ticket), methods=["POST"]),
         Route("/v1/streams/{stream_id}/events", bind(events), methods=["GET"], name="events"),
         Route("/v1/streams/{stream_id}", bind(status), methods=["GET"]),
         Route("/v1/streams/{stream_id}/cancel", bind(cancel), methods=["POST"]),

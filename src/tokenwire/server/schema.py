@@ -52,6 +52,8 @@ class ServerConfig(msgspec.Struct, kw_only=True):
 
     api_keys: list[str] | None = None
     token_ttl_s: float = 3600.0
+    ticket_ttl_s: float = 30.0
+    """How long a ticket (``POST /v1/tickets``: single-use, for URLs) may wait to be used."""
     ping_s: float = 15.0
     retry_ms: int = 2000
     max_body_bytes: int = 1_000_000

@@ -23,9 +23,9 @@ tokens; it knows nothing of HTTP, WebSocket frames or gRPC.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
+import hmac
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
@@ -37,18 +37,20 @@ from tokenwire.core.provider import Provider
 from tokenwire.core.request import Message, Request, ToolSpec
 from tokenwire.errors import (
     BodyTooLarge,
+    Forbidden,
     InvalidRequest,
     LogUnavailable,
-    ModelNotFound,
     OverCapacity,
     SeqEvicted,
     StreamNotFound,
+    Unauthorized,
 )
 from tokenwire.events import Error, Event
 from tokenwire.log import EventLog, StreamInfo, configured_log_url, log_from_url
+from tokenwire.server.providers import Providers
 from tokenwire.server.runs import Run, Runs
 from tokenwire.server.schema import RunBody, ServerConfig
-from tokenwire.server.tokens import StreamTokens, check_api_key, new_secret
+from tokenwire.server.tokens import StreamTokens, TicketClaims, Tickets, check_api_key, new_secret
 from tokenwire.telemetry.otel import OTel
 from tokenwire.telemetry.server import ServerStats
 from tokenwire.tools import ToolOptions, Toolset
@@ -97,16 +99,16 @@ class RunService:
         log: EventLog | None = None,
         otel: OTel | None = None,
     ):
-        if not providers:
-            raise ValueError("a server needs at least one provider")
         cfg = config or ServerConfig()
         if api_keys is not None:
             cfg = msgspec.structs.replace(cfg, api_keys=list(api_keys))
         self.config = cfg
-        self.providers = dict(providers)
-        self.default_provider = default_provider or next(iter(self.providers))
+        self.providers = Providers(providers, default_provider)
+        """The server's model backends by name (made on first use)."""
         self.tools = tools if isinstance(tools, Toolset) else Toolset(tools or ())
-        self.tokens = StreamTokens(secret or new_secret())
+        key = secret or new_secret()
+        self.tokens = StreamTokens(key)
+        self.tickets = Tickets(key)
         self.default_limits = default_limits
         self.log = log if log is not None else self._configured_log()
         self.frames = FrameCache()
@@ -130,61 +132,13 @@ class RunService:
         self.connections = 0
         """Streaming connections open now (SSE readers, WebSockets, gRPC calls)."""
         self.connections_by_owner: dict[str, int] = {}
-        self.loaded = False
-        """True once :meth:`preload` ran."""
         self.chats: dict[tuple[str, str], tuple[str, str]] = {}
         """(API key's owner, AI SDK chat id) -> the chat's latest run's stream id and message id
         (another key's chat of the same id is another chat)."""
-        self._instances: dict[str, Provider] = {}
 
     def _configured_log(self) -> EventLog:
         url = self.config.log_url or configured_log_url()
         return log_from_url(url, max_events=self.config.max_events, max_streams=self.config.max_runs)
-
-    # -- providers ---------------------------------------------------------------------------------
-
-    def provider(self, name: str | None) -> Provider:
-        """The provider called ``name`` (the default for None), made on first use; InvalidRequest when unknown."""
-        key = name or self.default_provider
-        if key not in self.providers:
-            raise InvalidRequest(f"unknown provider {key!r}; this server has: {', '.join(self.providers)}")
-        if key not in self._instances:
-            p = self.providers[key]
-            self._instances[key] = p if isinstance(p, Provider) else p()
-        return self._instances[key]
-
-    def route(self, model: str | None) -> str:
-        """The provider that serves a foreign protocol's ``model``: the one of that name, the
-        default for none, the only one whatever the name (as llama.cpp's server does); else
-        :class:`ModelNotFound`."""
-        if not model:
-            return self.default_provider
-        if model in self.providers:
-            return model
-        if len(self.providers) == 1:
-            return self.default_provider
-        raise ModelNotFound(f"The model `{model}` does not exist; this server has: {', '.join(self.providers)}")
-
-    async def preload(self) -> None:
-        """Make the default provider and load its model now (``load()`` in a thread, when it has
-        one), so the first run's time to first token is the model's, not the load's."""
-        provider = self.provider(None)
-        load = getattr(provider, "load", None)
-        if callable(load):
-            await asyncio.to_thread(load)
-        self.loaded = True
-
-    async def close_providers(self) -> None:
-        """Close the providers made from factories (instances passed in are the caller's)."""
-        made = [p for key, p in self._instances.items() if p is not self.providers[key]]
-        self._instances.clear()
-        for provider in made:
-            aclose = getattr(provider, "aclose", None)
-            close = getattr(provider, "close", None)
-            if aclose is not None:
-                await aclose()
-            elif close is not None:
-                await asyncio.to_thread(close)
 
     # -- identity and connections ------------------------------------------------------------------
 
@@ -329,7 +283,7 @@ class RunService:
             )
         request = msgspec.structs.replace(request, max_tokens=self.max_tokens(request.max_tokens))
         limits = self.limits(body.limits)
-        model = self.provider(provider or body.provider)
+        model = self.providers.get(provider or body.provider)
         tools = [t for t in self.tools if t.name in body.tools] or None
         self.log.listen_cancels(self._remote_cancel)  # this node produces runs: hear cancels for them
         started = self.runs.start(
@@ -379,6 +333,43 @@ class RunService:
         :class:`~tokenwire.errors.Forbidden`."""
         info = await self.log.info(stream_id)
         self.tokens.verify(token or None, stream_id, perm, now=time.time())
+        return info
+
+    def ticket(self, credential: str | None) -> str:
+        """A single-use ticket for a URL (valid ``ticket_ttl_s``), for what ``credential`` grants:
+        an API key → a connection acting for its owner (``WS /v1/ws?ticket=``); a stream token →
+        reading its stream (``GET /v1/streams/{id}/events?ticket=``, ``…/speech?ticket=``; a
+        ticket never grants ``cancel``). :class:`~tokenwire.errors.Unauthorized` otherwise."""
+        now, ttl, keys = time.time(), self.config.ticket_ttl_s, self.config.api_keys
+        if credential:
+            if keys is not None and any(hmac.compare_digest(credential.encode(), k.encode()) for k in keys):
+                return self.tickets.issue(now=now, ttl_s=ttl, owner=self.authenticate(credential))
+            if keys is None and "." not in credential:
+                return self.tickets.issue(now=now, ttl_s=ttl, owner="")
+            claims = self.tokens.claims(credential, now=now)
+            return self.tickets.issue(now=now, ttl_s=ttl, sid=claims.sid, perm=claims.perm & {"read"})
+        if keys is None:
+            return self.tickets.issue(now=now, ttl_s=ttl, owner="")
+        raise Unauthorized("POST /v1/tickets needs 'Authorization: Bearer <API key or stream token>'")
+
+    async def redeem(self, ticket: str) -> TicketClaims:
+        """A ticket's claims, once: a second use (on any node of a shared log) is :class:`Unauthorized`."""
+        claims = self.tickets.verify(ticket, now=time.time())
+        if not await self.log.claim_once(f"ticket:{claims.n}", self.config.ticket_ttl_s + 1):
+            raise Unauthorized(
+                "this ticket was already used; tickets are single-use: ask for a new one (POST /v1/tickets)"
+            )
+        return claims
+
+    async def authorize_ticket(self, stream_id: str, ticket: str, perm: str) -> StreamInfo:
+        """:meth:`authorize` with a ticket instead of a token (it is used up)."""
+        info = await self.log.info(stream_id)
+        claims = await self.redeem(ticket)
+        if claims.sid != stream_id:
+            what = "a connection" if claims.sid is None else f"stream {claims.sid!r}"
+            raise Forbidden(f"this ticket is for {what}, not stream {stream_id!r}")
+        if perm not in claims.perm:
+            raise Forbidden(f"this ticket does not allow {perm!r} on stream {stream_id!r}")
         return info
 
     async def open(self, stream_id: str, token: str | None, from_seq: int) -> StreamInfo:

@@ -47,6 +47,7 @@ from tokenwire.errors import (
     ShuttingDown,
     StreamNotFound,
     TokenwireError,
+    Unauthorized,
 )
 from tokenwire.server.schema import RunBody
 from tokenwire.server.service import RunService
@@ -95,7 +96,8 @@ class Session:
     """The ops of one connection (see the module docstring).
 
     ``send(frame)`` writes an event's frame (``fmt``'s encoding); ``reply(obj)`` writes an op's
-    answer; ``headers`` are the connection's (their ``traceparent`` parents its runs);
+    answer; ``owner`` is who runs started here belong to (None: runs are refused, the
+    transport closes); ``headers`` are the connection's (their ``traceparent`` parents its runs);
     ``disconnected`` are the exceptions that mean the peer left (they end a subscription quietly).
     """
 
@@ -103,7 +105,7 @@ class Session:
         self,
         service: RunService,
         *,
-        api_key: str | None,
+        owner: str | None,
         headers: Mapping[str, str],
         fmt: WireFormat,
         send: Callable[[Any], Awaitable[None]],
@@ -111,7 +113,8 @@ class Session:
         disconnected: tuple[type[BaseException], ...] = (),
     ):
         self.service = service
-        self.api_key = api_key
+        self.owner = owner
+        """Who runs started here belong to (an API key's owner; None: this connection may not start runs)."""
         self.headers = headers
         self.fmt = fmt
         self.send = send
@@ -157,7 +160,9 @@ class Session:
         return stream_id
 
     async def op_run(self, msg: dict[str, Any]) -> None:
-        owner = self.service.authenticate(self.api_key)
+        owner = self.owner
+        if owner is None:
+            raise Unauthorized("runs need an API key: 'Authorization: Bearer <key>' (or a ticket for it: ?ticket=)")
         request_id = msg.pop("id", None)
         window = msg.pop("window", DEFAULT_WINDOW)
         if not isinstance(window, int) or window < 1:

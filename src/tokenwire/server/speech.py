@@ -26,7 +26,7 @@ from tokenwire.consumers.speech import AudioChunk, Speech
 from tokenwire.core.tasks import TaskSet
 from tokenwire.errors import SeqEvicted, StreamNotFound, Unsupported
 from tokenwire.events import TERMINAL_TYPES
-from tokenwire.server.http import guarded, token_of
+from tokenwire.server.http import authorized, guarded
 from tokenwire.server.service import RunService
 from tokenwire.server.streaming import EventStreamResponse
 
@@ -56,7 +56,7 @@ def _frame(chunk: AudioChunk) -> bytes:
 async def speech_stream(service: RunService, request: HTTPRequest) -> Response:
     """The handler (see the module docstring)."""
     stream_id: str = request.path_params["stream_id"]
-    await service.authorize(stream_id, token_of(request), "read")
+    await authorized(service, request, stream_id, "read")
     if shutil.which("espeak-ng") is None:
         raise Unsupported("this server has no text-to-speech engine (espeak-ng)")
     loop = asyncio.get_running_loop()

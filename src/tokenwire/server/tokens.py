@@ -3,7 +3,9 @@
 A stream token is scoped to one stream and a set of permissions (``read``, ``cancel``) and
 expires. It is ``<payload>.<signature>``, both base64url: the payload is compact JSON
 ``{"sid", "perm", "exp"}`` and the signature is HMAC-SHA256 over it with the server's secret.
-Browsers can pass it as ``?token=`` (EventSource cannot set headers).
+It travels in ``Authorization: Bearer``, never in a URL (URLs reach access logs): what a
+browser must put in a URL (EventSource and WebSocket cannot set headers) is a **ticket**, a
+single-use credential valid for seconds, exchanged for a token or an API key (:class:`Tickets`).
 
 >>> tokens = StreamTokens(b"a-server-secret-of-32-bytes-long")
 >>> t = tokens.issue("s1", {"read"}, now=1000.0, ttl_s=60)
@@ -27,7 +29,7 @@ import msgspec
 
 from tokenwire.errors import Forbidden, Unauthorized
 
-__all__ = ["Permission", "StreamTokens", "TokenClaims", "check_api_key", "new_secret"]
+__all__ = ["Permission", "StreamTokens", "TicketClaims", "Tickets", "TokenClaims", "check_api_key", "new_secret"]
 
 Permission = str
 """``"read"`` or ``"cancel"``."""
@@ -100,6 +102,86 @@ class StreamTokens:
         if needed not in claims.perm:
             allowed = ", ".join(sorted(claims.perm)) or "nothing"
             raise Forbidden(f"this token does not allow {needed!r} on stream {stream_id!r} (it allows: {allowed})")
+        return claims
+
+    def claims(self, token: str | None, *, now: float) -> TokenClaims:
+        """The claims of a valid, unexpired token, whatever stream it is for (:class:`Unauthorized` otherwise)."""
+        if not token or not token.isascii():
+            raise Unauthorized("invalid stream token (malformed or not signed by this server)")
+        payload, sep, signature = token.partition(".")
+        if not sep or not hmac.compare_digest(signature, self._sign(payload)):
+            raise Unauthorized("invalid stream token (malformed or not signed by this server)")
+        try:
+            claims = _decode_claims(_unb64(payload))
+        except (ValueError, msgspec.DecodeError):
+            raise Unauthorized("invalid stream token payload") from None
+        if claims.exp <= now:
+            raise Unauthorized(f"the stream token expired {now - claims.exp:.0f} s ago; ask for a new one")
+        return claims
+
+
+class TicketClaims(msgspec.Struct, frozen=True):
+    n: str
+    """The ticket's nonce: redeeming it once claims it for good (on every node of a shared log)."""
+    exp: float
+    """Expiry, seconds since the epoch (seconds after issue)."""
+    own: str | None = None
+    """For a connection: the owner (an API key's fingerprint) it acts for."""
+    sid: str | None = None
+    """For reading a stream: which one."""
+    perm: frozenset[str] = frozenset()
+    """What it allows on ``sid``."""
+
+
+_encode_ticket = msgspec.json.Encoder().encode
+_decode_ticket = msgspec.json.Decoder(TicketClaims).decode
+
+
+class Tickets:
+    """Single-use, short-lived credentials for URLs (sans-I/O: the caller enforces single use
+    with its log's ``claim_once`` and passes ``now``). Signed apart from stream tokens: one is
+    never accepted as the other.
+
+    >>> tickets = Tickets(b"a-server-secret-of-32-bytes-long")
+    >>> t = tickets.issue(now=1000.0, ttl_s=30, sid="s1", perm={"read"})
+    >>> tickets.verify(t, now=1010.0).sid
+    's1'
+    >>> tickets.verify(t, now=1031.0)
+    Traceback (most recent call last):
+    ...
+    tokenwire.errors.Unauthorized: the ticket expired 1 s ago; ask for a new one (POST /v1/tickets)
+    """
+
+    def __init__(self, secret: bytes):
+        self._secret = b"tokenwire-ticket:" + secret
+
+    def _sign(self, payload: str) -> str:
+        return _b64(hmac.new(self._secret, payload.encode("ascii"), hashlib.sha256).digest())
+
+    def issue(
+        self,
+        *,
+        now: float,
+        ttl_s: float,
+        owner: str | None = None,
+        sid: str | None = None,
+        perm: Iterable[Permission] = (),
+    ) -> str:
+        claims = TicketClaims(n=secrets.token_urlsafe(12), exp=now + ttl_s, own=owner, sid=sid, perm=frozenset(perm))
+        payload = _b64(_encode_ticket(claims))
+        return f"{payload}.{self._sign(payload)}"
+
+    def verify(self, ticket: str, *, now: float) -> TicketClaims:
+        """The claims of a genuine, unexpired ticket (:class:`Unauthorized` otherwise)."""
+        payload, sep, signature = ticket.partition(".")
+        if not ticket.isascii() or not sep or not hmac.compare_digest(signature, self._sign(payload)):
+            raise Unauthorized("invalid ticket (malformed or not issued by this server)")
+        try:
+            claims = _decode_ticket(_unb64(payload))
+        except (ValueError, msgspec.DecodeError):
+            raise Unauthorized("invalid ticket payload") from None
+        if claims.exp <= now:
+            raise Unauthorized(f"the ticket expired {now - claims.exp:.0f} s ago; ask for a new one (POST /v1/tickets)")
         return claims
 
 

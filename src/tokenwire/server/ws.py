@@ -3,7 +3,8 @@
 Client → server, one JSON object per text frame, with ``op``:
 
 - ``{"op": "run", "prompt" | "messages", …RunBody fields, "id"?, "window"?: 256}`` — needs the API key (the
-  handshake's ``Authorization: Bearer`` header or ``?api_key=``); replies
+  handshake's ``Authorization: Bearer`` header, or from a browser ``?ticket=``: a single-use ticket
+  that ``POST /v1/tickets`` gives for the key; ``?api_key=`` is refused: URLs reach logs); replies
   ``{"op": "run", "id", "stream_id", "token", "read_token"}`` and subscribes from seq 0;
 - ``{"op": "subscribe", "stream_id", "token", "from_seq"?: 0, "window"?: 256}``;
 - ``{"op": "ack", "stream_id", "seq"}`` — the client has processed events up to ``seq``; the
@@ -30,7 +31,8 @@ import msgspec
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from tokenwire.errors import OverCapacity, SessionError, Unauthorized
+from tokenwire.errors import Forbidden, OverCapacity, SessionError, Unauthorized
+from tokenwire.server.http import refuse_url_credentials
 from tokenwire.server.service import RunService, bearer
 from tokenwire.server.session import Session
 from tokenwire.wire import JSON_TEXT
@@ -45,7 +47,7 @@ class _Connection:
         self.service = service
         self.ws = ws
         self.send_lock = asyncio.Lock()
-        self.api_key = bearer(ws.headers) or ws.query_params.get("api_key")
+        self.api_key = bearer(ws.headers)
 
     async def send(self, text: str) -> None:
         async with self.send_lock:
@@ -57,21 +59,39 @@ class _Connection:
 
     async def serve(self) -> None:
         try:
-            owner = self.service.authenticate(self.api_key) if self.api_key else None
-        except Unauthorized:
-            owner = None  # runs need a valid key; subscriptions only need stream tokens
+            owner = await self._owner()
+        except (Unauthorized, Forbidden) as exc:
+            await self.ws.accept()
+            await self.ws.close(1008, str(exc)[:120])
+            return
         try:
             with self.service.connection("websocket", owner):
-                await self._serve()
+                await self._serve(owner)
         except OverCapacity as exc:
             await self.ws.accept()
             await self.ws.close(1013, str(exc)[:120])  # try again later
 
-    async def _serve(self) -> None:
+    async def _owner(self) -> str | None:
+        """Who the connection acts for: the API key's owner (header), a ticket's (``?ticket=``), or
+        nobody (subscriptions only need stream tokens; a run then closes the socket)."""
+        query = self.ws.query_params
+        refuse_url_credentials(query)
+        ticket = query.get("ticket")
+        if ticket is not None:
+            claims = await self.service.redeem(ticket)
+            if claims.own is None:
+                raise Forbidden("this ticket is for reading a stream, not for a connection: get one for the API key")
+            return claims.own
+        try:
+            return self.service.authenticate(self.api_key) if self.api_key else None
+        except Unauthorized:
+            return None  # runs need a valid key; subscriptions only need stream tokens
+
+    async def _serve(self, owner: str | None) -> None:
         await self.ws.accept()
         session = Session(
             self.service,
-            api_key=self.api_key,
+            owner=owner,
             headers=self.ws.headers,
             fmt=JSON_TEXT,
             send=self.send,
