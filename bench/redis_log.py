@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 import msgspec
 
+from rawsse import sse_request
 from tokenwire.events import Done, Start, TextDelta, encode
 from tokenwire.log.redis import RedisLog
 
@@ -68,7 +69,7 @@ def proc_cpu_s(pid: int) -> float:
 async def sse_reader(port: int, path: str, latencies: list[float], connected: asyncio.Event) -> int:
     """A raw-socket SSE reader: counts events, records the latency of those that arrive live."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n".encode())
+    writer.write(sse_request(path))
     await writer.drain()
     connected.set()
     since = time.time()

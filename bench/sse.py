@@ -32,6 +32,8 @@ from typing import Any
 import httpx
 import msgspec
 
+from rawsse import sse_request
+
 N_BURST = 20_000
 RATE = 50
 
@@ -211,7 +213,7 @@ def rss_kb(pid: int) -> int:
 
 async def subscribe(port: int, path: str, latencies: list[float] | None, connected: asyncio.Event | None = None) -> int:
     reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n".encode())
+    writer.write(sse_request(path))
     await writer.drain()
     if connected is not None:
         connected.set()
@@ -237,7 +239,7 @@ async def subscribe(port: int, path: str, latencies: list[float] | None, connect
 async def count_frames(port: int, path: str) -> int:
     """Read a whole stream and count its events, with no per-event work on the client side."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n".encode())
+    writer.write(sse_request(path))
     await writer.drain()
     count = 0
     tail = b""

@@ -33,6 +33,7 @@ import httpx
 import msgspec
 import websockets
 
+from rawsse import sse_request
 from tokenwire.grpc import tokenwire_pb2 as pb
 from tokenwire.grpc import tokenwire_pb2_grpc as pb_grpc
 
@@ -95,7 +96,7 @@ async def create_run(port: int, provider: str) -> dict[str, Any]:
 async def read_sse(port: int, info: dict[str, Any], latencies: list[float] | None, sizes: list[int]) -> int:
     reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
     path = f"/v1/streams/{info['stream_id']}/events?token={info['read_token']}"
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n".encode())
+    writer.write(sse_request(path))
     await writer.drain()
     count, frame = 0, 0
     try:
