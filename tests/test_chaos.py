@@ -37,7 +37,7 @@ SERVER = textwrap.dedent(
     """
     import sys, uvicorn
     from tokenwire.providers import OpenAICompatible, RetryPolicy, Scripted, Stall
-    from tokenwire.server import ServerConfig, create_app, listen
+    from tokenwire.server import ServerConfig, create_app
     words = [f"w{i} " for i in range(int(sys.argv[2]))]
     faulty = OpenAICompatible(sys.argv[4] + "/v1", model="m", retry=RetryPolicy(max_retries=2, base_s=0.01, max_s=0.05))
     app = create_app(
@@ -48,10 +48,12 @@ SERVER = textwrap.dedent(
             "faulty": faulty,  # an OpenAI-compatible provider talking to the fault server
         },
         api_keys=[sys.argv[3]],
-        config=ServerConfig(max_lag_events=200, ping_s=0.2, max_live_runs=10_000, max_live_runs_per_key=10_000),
+        config=ServerConfig(
+            max_lag_events=200, ping_s=0.2, max_live_runs=10_000, max_live_runs_per_key=10_000,
+            send_buffer=16_384,  # the app bounds each streaming connection itself: no listen() here
+        ),
     )
-    sock = listen("127.0.0.1", int(sys.argv[1]), send_buffer=16_384)  # bounded in-flight bytes per reader
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")).run()
     """
 )
 
@@ -204,7 +206,7 @@ class SocketMemory:
         self._thread.join()
 
 
-SEND_BUFFER = 16_384  # the server script's listen(send_buffer=...)
+SEND_BUFFER = 16_384  # the server script's ServerConfig(send_buffer=...)
 
 
 @pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2) to read socket memory")

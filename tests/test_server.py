@@ -4,6 +4,7 @@ fan-out and shutdown — with httpx-sse as an independent SSE parser and real cl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -21,7 +22,7 @@ from tokenwire.events import Event, ToolCall
 from tokenwire.providers import Scripted, Stall
 from tokenwire.server import ServerConfig, create_app
 from tokenwire.testing import assert_transcript
-from wire import serve
+from wire import serve, wait_for
 
 KEY = "test-key"
 WORDS = [f"w{i} " for i in range(30)]
@@ -582,3 +583,40 @@ async def test_a_browser_websocket_runs_with_a_ticket_for_its_key(base_url: str)
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await ws.recv()
     assert closed.value.rcvd is not None and "not for a connection" in closed.value.rcvd.reason
+
+
+async def test_a_reader_that_stops_reading_is_cut_not_buffered_under_a_plain_uvicorn() -> None:
+    """#30 item 5: mounted under plain uvicorn (no listen()), the app bounds each connection's
+    kernel send buffer and cuts a write that makes no progress for write_timeout_s, also when
+    the stream has ended (reading its history is never 'lagging')."""
+    import socket
+
+    app = create_app(
+        providers={"big": Scripted(["x" * 4000] * 2000)},  # 8 MB: far more than any socket buffer
+        api_keys=[KEY],
+        config=ServerConfig(send_buffer=16_384, write_timeout_s=1.0),
+    )
+    service = app.state.tokenwire
+    with serve(app) as url:
+        async with httpx.AsyncClient() as http:
+            info = (await create(http, url, {"prompt": "x"})).json()
+        run = service.runs.get(info["stream_id"])
+        await run.handle.wait()  # a finished stream: the reader below only reads its history
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the client's side holds little too
+        port = int(url.rsplit(":", 1)[1])
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        path = info["events_url"].split(str(port), 1)[1]
+        request = f"GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {info['read_token']}\r\n\r\n"
+        sock.sendall(request.encode())
+        try:
+            await wait_for(lambda: service.connections == 1, within=10)
+            await wait_for(lambda: service.connections == 0, within=30)  # cut: it read nothing
+            sock.setblocking(False)
+            received = 0
+            with contextlib.suppress(BlockingIOError, ConnectionError):
+                while chunk := sock.recv(1 << 20):
+                    received += len(chunk)
+            assert received < 1_000_000  # far from the 8 MB stream: the server stopped writing
+        finally:
+            sock.close()

@@ -46,6 +46,7 @@ from tokenwire.events import to_builtins
 from tokenwire.log import StreamInfo
 from tokenwire.server.schema import RunBody
 from tokenwire.server.service import RunService, bearer
+from tokenwire.server.sockets import Link
 from tokenwire.server.streaming import EventStreamResponse, log_frames
 from tokenwire.telemetry import prometheus
 from tokenwire.wire import SSE
@@ -209,10 +210,11 @@ async def events(service: RunService, request: HTTPRequest) -> Response:
     cfg = service.config
     # No blank line after ``retry:``: httpx-sse (and openai-python's decoder) would dispatch an
     # empty event; the field rides on the first real event instead.
-    body = log_frames(service, stream_id, cursor, fmt=SSE, prelude=b"retry: %d\n" % cfg.retry_ms)
+    link = Link(None)  # the response finds the connection; a lagging reader's is cut
+    body = log_frames(service, stream_id, cursor, fmt=SSE, prelude=b"retry: %d\n" % cfg.retry_ms, on_lag=link.cut)
     # The keep-alive interval, announced so a client can tell a silent stream from a dead one.
     headers = {"x-accel-buffering": "no", "x-tokenwire-ping-s": f"{cfg.ping_s:g}"}
-    return EventStreamResponse(service, body, transport="sse", headers=headers)
+    return EventStreamResponse(service, body, transport="sse", headers=headers, link=link)
 
 
 @guarded

@@ -71,6 +71,13 @@ class ServerConfig(msgspec.Struct, kw_only=True):
     """Streaming connections (SSE readers and WebSockets) at once; one more is a 429 / close 1013."""
     max_connections_per_key: int = 256
     """WebSockets at once for one API key."""
+    send_buffer: int | None = 65_536
+    """Kernel send buffer of each streaming connection, bytes (the app sets it where the server
+    lets it reach the socket: uvicorn). Bounds what a reader that stopped reading holds; None:
+    the host's setting."""
+    write_timeout_s: float = 30.0
+    """A streaming write that makes no progress for this long cuts the connection (the reader
+    stopped reading: its client resumes from its last seq)."""
     retry_after_s: int = 1
     """The ``Retry-After`` a 429 carries."""
     default_max_tokens: int | None = 1024

@@ -13,14 +13,17 @@ and the client leaving.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.responses import StreamingResponse
 
 from tokenwire.errors import ObserverOverflow, SeqEvicted, StreamNotFound
 from tokenwire.events import TERMINAL_TYPES, Event
 from tokenwire.server.service import RunService
+from tokenwire.server.sockets import Link, current_transport
 from tokenwire.wire import SSE, FrameCache, SharedReader, WireFormat
 
 __all__ = ["PING", "WRITE_BYTES", "WRITE_FRAMES", "EventStreamResponse", "log_frames"]
@@ -61,14 +64,15 @@ async def log_frames(
     prelude: bytes = b"",
     lagging: bool = True,
     on_abandon: Callable[[], None] | None = None,
+    on_lag: Callable[[], None] | None = None,
 ) -> AsyncIterator[bytes]:
     """The stream's events from ``from_seq`` as SSE writes, in ``fmt`` (stateless, shared by
     every reader through the frame cache; native SSE by default) or through ``reader`` (a
     stateful format, read from 0).
 
     ``prelude`` is written first. ``lagging``: a reader ``max_lag_events`` behind a live
-    producer is disconnected (counted in the server's stats; its client resumes). Falling behind
-    retention ends the body too (the client's resume gets 410 / 404).
+    producer is disconnected (counted in the server's stats; ``on_lag`` cuts its connection; its
+    client resumes). Falling behind retention ends the body too (the client's resume gets 410 / 404).
     """
     cache: FrameCache = service.frames
     frame, frames = cache.frame, cache.frames
@@ -99,6 +103,8 @@ async def log_frames(
                             yield write
     except ObserverOverflow:
         service.stats.lag_disconnects += 1  # too far behind a live producer: disconnect rather than buffer
+        if on_lag is not None:
+            on_lag()
     except (SeqEvicted, StreamNotFound):
         pass  # fell behind retention: the client resumes and gets 410 / 404
     finally:
@@ -120,23 +126,50 @@ class EventStreamResponse(StreamingResponse):
     while it is served (until it ends or the client leaves) and counts what it writes under
     ``transport``: counted where the ASGI call starts and returns, not in a generator's
     ``finally`` that the garbage collector may run much later. Capacity is checked by the
-    endpoint before it answers (a 429 is an ordinary response)."""
+    endpoint before it answers (a 429 is an ordinary response).
+
+    The connection's kernel send buffer is bounded (``ServerConfig.send_buffer``) and a write
+    that makes no progress for ``write_timeout_s`` cuts it, as does ``link.cut()`` (what
+    :func:`log_frames` calls for a reader that lags): see :mod:`tokenwire.server.sockets`.
+    """
 
     def __init__(
-        self, service: RunService, body: AsyncIterator[bytes], *, transport: str, headers: dict[str, str] | None = None
+        self,
+        service: RunService,
+        body: AsyncIterator[bytes],
+        *,
+        transport: str,
+        headers: dict[str, str] | None = None,
+        link: Link | None = None,
     ):
         super().__init__(body, media_type="text/event-stream", headers={"cache-control": "no-cache", **(headers or {})})
         self._service = service
         self._transport = transport
+        self.link = link or Link(None)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        transport = self._transport
-        wrote = self._service.stats.wrote
+        service, transport, link = self._service, self._transport, self.link
+        cfg = service.config
+        link.transport = current_transport()
+        if cfg.send_buffer is not None:
+            link.bound(cfg.send_buffer)
+        wrote = service.stats.wrote
+        timeout_s = cfg.write_timeout_s
 
         async def counted(message: Any) -> None:  # one call per write, not per event
             if message["type"] == "http.response.body":
                 wrote(transport, len(message.get("body", b"")))
-            await send(message)
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await send(message)
+            except TimeoutError:
+                link.cut()  # the reader stopped reading: drop it; its client resumes
+                raise ConnectionAbortedError(f"no progress writing for {timeout_s:g} s") from None
 
-        with self._service.connection(transport, admit=False):
-            await super().__call__(scope, receive, counted)
+        with service.connection(transport, admit=False):
+            try:
+                await super().__call__(scope, receive, counted)
+            except (ClientDisconnect, OSError):
+                if not link.cut_off:
+                    raise
+                await asyncio.sleep(0)  # the server sees the connection lost before we return

@@ -35,6 +35,7 @@ from tokenwire.errors import Forbidden, OverCapacity, SessionError, Unauthorized
 from tokenwire.server.http import refuse_url_credentials
 from tokenwire.server.service import RunService, bearer
 from tokenwire.server.session import Session
+from tokenwire.server.sockets import Link
 from tokenwire.wire import JSON_TEXT
 
 __all__ = ["MAX_FRAME_BYTES", "route"]
@@ -48,10 +49,16 @@ class _Connection:
         self.ws = ws
         self.send_lock = asyncio.Lock()
         self.api_key = bearer(ws.headers)
+        self.link = Link.here(service.config.send_buffer)  # this connection's socket, bounded
 
     async def send(self, text: str) -> None:
         async with self.send_lock:
-            await self.ws.send_text(text)
+            try:
+                async with asyncio.timeout(self.service.config.write_timeout_s):
+                    await self.ws.send_text(text)
+            except TimeoutError:
+                self.link.cut()  # the peer stopped reading: drop it; its client resumes
+                raise WebSocketDisconnect(1006, "no progress writing") from None
         self.service.stats.wrote("websocket", len(text))
 
     async def reply(self, obj: dict[str, Any]) -> None:

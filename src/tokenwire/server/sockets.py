@@ -1,0 +1,66 @@
+"""What one connection may hold in the kernel, and cutting a connection that stopped reading —
+whatever server hosts the app.
+
+``tokenwire serve`` bounds every connection's kernel send buffer through its listening socket
+(:func:`tokenwire.server.listen`); an application that mounts the app under its own uvicorn does
+not, and Linux then autotunes each buffer upward until it holds a whole stream (megabytes a
+reader that stopped reading). So the app bounds the buffer of each streaming connection itself
+(``ServerConfig.send_buffer``): a reader that stops reading then holds back its own writer, which
+falls behind the log and is disconnected (its client resumes); :class:`Link` also cuts a write
+that makes no progress for ``ServerConfig.write_timeout_s``.
+
+The socket is found best-effort: uvicorn runs each request (and each WebSocket) in a task whose
+coroutine belongs to an object holding the connection's asyncio transport. Elsewhere (another
+ASGI server) nothing is found and nothing is changed; bound the listening socket there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from typing import Any
+
+__all__ = ["Link", "current_transport"]
+
+
+def current_transport() -> asyncio.Transport | None:
+    """The transport of the connection the current task serves (uvicorn), or None."""
+    task = asyncio.current_task()
+    frame = getattr(task.get_coro(), "cr_frame", None) if task is not None else None
+    owner = frame.f_locals.get("self") if frame is not None else None
+    transport = getattr(owner, "transport", None)
+    return transport if isinstance(transport, asyncio.Transport) else None
+
+
+class Link:
+    """One streaming connection's transport, as far as the app can reach it: bound its kernel
+    send buffer, cut it (abort: nothing more is flushed; the client resumes from its last seq)."""
+
+    def __init__(self, transport: asyncio.Transport | None):
+        self.transport = transport
+        self.cut_off = False
+        """True once :meth:`cut` ran."""
+
+    @classmethod
+    def here(cls, send_buffer: int | None) -> Link:
+        """The current connection, its send buffer bounded to ``send_buffer`` bytes (None: left as is)."""
+        link = cls(current_transport())
+        if send_buffer is not None:
+            link.bound(send_buffer)
+        return link
+
+    def bound(self, size: int) -> None:
+        """Set ``SO_SNDBUF`` (which also stops its autotuning) unless it is already that small."""
+        sock: Any = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None:
+            return
+        with contextlib.suppress(OSError):  # a socket already closed, or not TCP
+            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) > 2 * size:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+    def cut(self) -> None:
+        """Drop the connection now (what is queued for it is discarded)."""
+        self.cut_off = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
