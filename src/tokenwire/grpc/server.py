@@ -179,10 +179,13 @@ class _Service:
     def __init__(self, service: RunService):
         self.service = service
 
-    async def _events(self, stream_id: str, from_seq: int, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        """A log reader: every event's shared protobuf bytes, one awaited write at a time."""
+    async def _events(self, stream_id: str, from_seq: int, context: grpc.aio.ServicerContext) -> None:
+        """A log reader: every event's shared protobuf bytes, one awaited write at a time (HTTP/2
+        flow control holds it back); a write that makes no progress for ``write_timeout_s`` ends
+        the call (UNAVAILABLE: resume from the seq it names)."""
         service = self.service
         frame, frames, wrote = service.frames.frame, service.frames.frames, service.stats.wrote
+        write, timeout_s = context.write, service.config.write_timeout_s
         seq = from_seq - 1
         try:
             with service.reading(stream_id, from_seq) as batches:
@@ -191,17 +194,23 @@ class _Service:
                     encoded = (
                         [frame(stream_id, PROTO, batch[0])] if len(batch) == 1 else frames(stream_id, PROTO, batch)
                     )
-                    for data in encoded:
+                    for event, data in zip(batch, encoded, strict=True):
                         wrote("grpc", len(data))
-                        yield data
-                    seq = batch[-1].seq
+                        try:
+                            async with asyncio.timeout(timeout_s):
+                                await write(data)
+                        except TimeoutError:
+                            service.stats.lag_disconnects += 1
+                            message = f"no progress writing for {timeout_s:g} s; resume from seq {seq + 1}"
+                            await context.abort(grpc.StatusCode.UNAVAILABLE, message)
+                        seq = event.seq
         except ObserverOverflow:
             service.stats.lag_disconnects += 1
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"fell behind the live stream; resume from seq {seq + 1}")
         except (SeqEvicted, StreamNotFound) as exc:
             await _abort(context, exc)
 
-    async def run(self, request: pb.RunRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+    async def run(self, request: pb.RunRequest, context: grpc.aio.ServicerContext) -> None:
         service = self.service
         md = _metadata(context)
         try:
@@ -217,20 +226,18 @@ class _Service:
                         ("tokenwire-read-token", tokens.read_token),
                     )
                 )
-                async for data in self._events(run.stream_id, 0, context):
-                    yield data
+                await self._events(run.stream_id, 0, context)
         except TokenwireError as exc:
             await _abort(context, exc)
 
-    async def subscribe(self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+    async def subscribe(self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext) -> None:
         service = self.service
         try:
             if request.from_seq < 0:
                 raise InvalidRequest("from_seq must be >= 0")
             await service.open(request.stream_id, request.token, request.from_seq)
             with service.connection("grpc"):
-                async for data in self._events(request.stream_id, request.from_seq, context):
-                    yield data
+                await self._events(request.stream_id, request.from_seq, context)
         except TokenwireError as exc:
             await _abort(context, exc)
 
