@@ -601,7 +601,7 @@ async def test_a_reader_that_stops_reading_is_cut_not_buffered_under_a_plain_uvi
         async with httpx.AsyncClient() as http:
             info = (await create(http, url, {"prompt": "x"})).json()
         run = service.runs.get(info["stream_id"])
-        await run.handle.wait()  # a finished stream: the reader below only reads its history
+        await wait_for(lambda: run.finished, within=30)  # finished: the reader below only reads history
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the client's side holds little too
         port = int(url.rsplit(":", 1)[1])
