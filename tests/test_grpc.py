@@ -187,6 +187,27 @@ async def test_a_reader_cut_off_for_lagging_resumes_without_losing_an_event() ->
         assert g.reconnects >= 1 and app.state.tokenwire.stats.lag_disconnects >= 1
 
 
+async def test_a_reader_that_stops_reading_is_cut_when_its_write_makes_no_progress() -> None:
+    """#30 item 5 over gRPC: a call whose reader took one message and stopped is ended
+    (UNAVAILABLE, naming the seq to resume from) once a write has been stuck write_timeout_s."""
+    with both(write_timeout_s=1.0) as (_url, target, app):
+        async with grpc.aio.insecure_channel(target, options=NO_WINDOW_GROWTH) as channel:
+            stub = pb_grpc.TokenwireStub(channel)
+            call = stub.Run(run_request("x", {"provider": "bulk"}), metadata=(("authorization", f"Bearer {KEY}"),))
+            await call.read()
+            stream_id = dict(await call.initial_metadata())["tokenwire-stream-id"]
+            run = app.state.tokenwire.runs.get(stream_id)
+            await wait_for(lambda: app.state.tokenwire.stats.lag_disconnects >= 1, within=30)
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                while True:
+                    await call.read()
+            assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "no progress writing" in str(ended.value.details()) and "resume from seq" in str(
+                ended.value.details()
+            )
+            run.handle.cancel("test over")
+
+
 def test_the_sync_client_health_and_reflection() -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase

@@ -54,6 +54,7 @@ from tokenwire.grpc.codec import PROTO, session_frame
 from tokenwire.server.schema import RunBody
 from tokenwire.server.service import RunService, bearer
 from tokenwire.server.session import Session
+from tokenwire.server.sockets import Watchdog
 
 __all__ = ["SERVICE", "STATUS", "GrpcServer", "run_body"]
 
@@ -186,6 +187,13 @@ class _Service:
         service = self.service
         frame, frames, wrote = service.frames.frame, service.frames.frames, service.stats.wrote
         write, timeout_s = context.write, service.config.write_timeout_s
+        task = asyncio.current_task()
+        assert task is not None
+
+        def stalled() -> None:  # a write with no progress: end the call
+            task.cancel()
+
+        dog = Watchdog(timeout_s, stalled)
         seq = from_seq - 1
         try:
             with service.reading(stream_id, from_seq) as batches:
@@ -196,19 +204,25 @@ class _Service:
                     )
                     for event, data in zip(batch, encoded, strict=True):
                         wrote("grpc", len(data))
+                        dog.writing()
                         try:
-                            async with asyncio.timeout(timeout_s):
-                                await write(data)
-                        except TimeoutError:
+                            await write(data)
+                        except asyncio.CancelledError:
+                            if not dog.stalled:
+                                raise
+                            task.uncancel()
                             service.stats.lag_disconnects += 1
                             message = f"no progress writing for {timeout_s:g} s; resume from seq {seq + 1}"
                             await context.abort(grpc.StatusCode.UNAVAILABLE, message)
+                        dog.wrote()
                         seq = event.seq
         except ObserverOverflow:
             service.stats.lag_disconnects += 1
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"fell behind the live stream; resume from seq {seq + 1}")
         except (SeqEvicted, StreamNotFound) as exc:
             await _abort(context, exc)
+        finally:
+            dog.close()
 
     async def run(self, request: pb.RunRequest, context: grpc.aio.ServicerContext) -> None:
         service = self.service

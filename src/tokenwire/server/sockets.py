@@ -19,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Link", "current_transport"]
+__all__ = ["Link", "Watchdog", "current_transport"]
 
 
 def current_transport() -> asyncio.Transport | None:
@@ -64,3 +65,50 @@ class Link:
         self.cut_off = True
         if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
+
+
+class Watchdog:
+    """Calls ``on_stall`` when a write has made no progress for ``timeout_s``: one timer per
+    connection, armed when a write starts and re-armed lazily (a timeout around every write
+    would cost microseconds per event; this costs a clock read).
+
+    >>> # dog = Watchdog(30.0, link.cut); dog.writing(); await send(frame); dog.wrote()
+    """
+
+    __slots__ = ("_handle", "_loop", "_on_stall", "_since", "_timeout", "stalled")
+
+    def __init__(self, timeout_s: float, on_stall: Callable[[], None]):
+        self._loop = asyncio.get_running_loop()
+        self._timeout = timeout_s
+        self._on_stall = on_stall
+        self._since: float | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self.stalled = False
+        """True once a write stalled (``on_stall`` ran)."""
+
+    def writing(self) -> None:
+        """A write starts."""
+        self._since = now = self._loop.time()
+        if self._handle is None:
+            self._handle = self._loop.call_at(now + self._timeout, self._check)
+
+    def wrote(self) -> None:
+        """The write is done."""
+        self._since = None
+
+    def _check(self) -> None:
+        self._handle = None
+        since = self._since
+        if since is None:
+            return  # no write in progress: the next one re-arms
+        due = since + self._timeout
+        if self._loop.time() >= due:
+            self.stalled = True
+            self._on_stall()
+        else:
+            self._handle = self._loop.call_at(due, self._check)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None

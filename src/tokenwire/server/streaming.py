@@ -23,7 +23,7 @@ from starlette.responses import StreamingResponse
 from tokenwire.errors import ObserverOverflow, SeqEvicted, StreamNotFound
 from tokenwire.events import TERMINAL_TYPES, Event
 from tokenwire.server.service import RunService
-from tokenwire.server.sockets import Link, current_transport
+from tokenwire.server.sockets import Link, Watchdog, current_transport
 from tokenwire.wire import SSE, FrameCache, SharedReader, WireFormat
 
 __all__ = ["PING", "WRITE_BYTES", "WRITE_FRAMES", "EventStreamResponse", "log_frames"]
@@ -154,17 +154,16 @@ class EventStreamResponse(StreamingResponse):
         if cfg.send_buffer is not None:
             link.bound(cfg.send_buffer)
         wrote = service.stats.wrote
-        timeout_s = cfg.write_timeout_s
+        dog = Watchdog(cfg.write_timeout_s, link.cut)  # a write with no progress: drop the reader
 
         async def counted(message: Any) -> None:  # one call per write, not per event
             if message["type"] == "http.response.body":
                 wrote(transport, len(message.get("body", b"")))
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await send(message)
-            except TimeoutError:
-                link.cut()  # the reader stopped reading: drop it; its client resumes
-                raise ConnectionAbortedError(f"no progress writing for {timeout_s:g} s") from None
+            dog.writing()
+            await send(message)
+            dog.wrote()
+            if link.cut_off:
+                raise ConnectionAbortedError(f"no progress writing for {cfg.write_timeout_s:g} s, or lagging")
 
         with service.connection(transport, admit=False):
             try:
@@ -173,3 +172,5 @@ class EventStreamResponse(StreamingResponse):
                 if not link.cut_off:
                     raise
                 await asyncio.sleep(0)  # the server sees the connection lost before we return
+            finally:
+                dog.close()

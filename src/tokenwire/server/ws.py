@@ -35,7 +35,7 @@ from tokenwire.errors import Forbidden, OverCapacity, SessionError, Unauthorized
 from tokenwire.server.http import refuse_url_credentials
 from tokenwire.server.service import RunService, bearer
 from tokenwire.server.session import Session
-from tokenwire.server.sockets import Link
+from tokenwire.server.sockets import Link, Watchdog
 from tokenwire.wire import JSON_TEXT
 
 __all__ = ["MAX_FRAME_BYTES", "route"]
@@ -50,15 +50,14 @@ class _Connection:
         self.send_lock = asyncio.Lock()
         self.api_key = bearer(ws.headers)
         self.link = Link.here(service.config.send_buffer)  # this connection's socket, bounded
+        self.watchdog = Watchdog(service.config.write_timeout_s, self.link.cut)  # a stalled write drops it
 
     async def send(self, text: str) -> None:
         async with self.send_lock:
-            try:
-                async with asyncio.timeout(self.service.config.write_timeout_s):
-                    await self.ws.send_text(text)
-            except TimeoutError:
-                self.link.cut()  # the peer stopped reading: drop it; its client resumes
-                raise WebSocketDisconnect(1006, "no progress writing") from None
+            dog = self.watchdog
+            dog.writing()
+            await self.ws.send_text(text)
+            dog.wrote()
         self.service.stats.wrote("websocket", len(text))
 
     async def reply(self, obj: dict[str, Any]) -> None:
@@ -73,7 +72,10 @@ class _Connection:
             return
         try:
             with self.service.connection("websocket", owner):
-                await self._serve(owner)
+                try:
+                    await self._serve(owner)
+                finally:
+                    self.watchdog.close()
         except OverCapacity as exc:
             await self.ws.accept()
             await self.ws.close(1013, str(exc)[:120])  # try again later
@@ -103,7 +105,7 @@ class _Connection:
             fmt=JSON_TEXT,
             send=self.send,
             reply=self.reply,
-            disconnected=(WebSocketDisconnect,),
+            disconnected=(WebSocketDisconnect, OSError),  # OSError: a connection the watchdog cut
         )
         async with session:
             try:
