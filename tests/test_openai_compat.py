@@ -263,6 +263,43 @@ async def test_responses_parallel_function_calls_and_their_outputs() -> None:
     assert len(last.messages[1].tool_calls or []) == 2
 
 
+async def test_a_multi_turn_tool_loop_with_a_reasoning_model_through_the_responses_api() -> None:
+    """What openai-agents, pydantic-ai and the AI SDK send back: the previous output items
+    (a reasoning item included), or item_reference to them; usage is reported either way."""
+    thinker = Scripted.turns(
+        [ReasoningDelta("need the weather"), ToolCall(call_id="c1", name="weather", args={"city": "Oslo"})],
+        [ReasoningDelta("got it"), "Sunny in Oslo."],
+        [ReasoningDelta("again"), "Still sunny."],
+    )
+    with serve(app(thinker=thinker)) as url:
+        async with client(url) as c:
+            first = await c.responses.create(model="thinker", input="Weather in Oslo?", tools=RESPONSE_TOOLS)
+            kinds = [item.type for item in first.output]
+            call = next(item for item in first.output if item.type == "function_call")
+            answer = {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}
+            sent_back: Any = [
+                {"role": "user", "content": "Weather in Oslo?"},
+                *(item.model_dump(exclude_none=True) for item in first.output),
+                answer,
+            ]
+            second = await c.responses.create(model="thinker", input=sent_back, tools=RESPONSE_TOOLS)
+            references: Any = [
+                {"role": "user", "content": "Weather in Oslo?"},
+                *({"type": "item_reference", "id": item.id} for item in first.output),
+                answer,
+            ]
+            third = await c.responses.create(model="thinker", input=references, tools=RESPONSE_TOOLS)
+            with pytest.raises(openai.BadRequestError, match="no such item"):
+                await c.responses.create(model="thinker", input=[{"type": "item_reference", "id": "fc_nope_0"}])
+    assert kinds == ["reasoning", "function_call"]
+    assert second.output_text == "Sunny in Oslo." and third.output_text == "Still sunny."
+    for response in (first, second, third):
+        assert response.usage is not None and response.usage.output_tokens > 0
+    for request in thinker.requests[1:]:  # the same conversation, from items or from references
+        assert [m.role for m in request.messages] == ["user", "assistant", "tool"]
+        assert request.messages[1].tool_calls == [{"call_id": "c1", "name": "weather", "args": {"city": "Oslo"}}]
+
+
 async def test_responses_failed_and_bad_input() -> None:
     broken = Scripted(["part", Error(code="overloaded", message="the model is overloaded", source="provider")])
     with serve(app(broken=broken)) as url:

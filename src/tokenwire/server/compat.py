@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import msgspec
 from starlette.requests import Request as HTTPRequest
@@ -50,7 +50,13 @@ from tokenwire.wire.ai_sdk import HEADERS as UI_HEADERS
 from tokenwire.wire.ai_sdk import ChatUIBody, UIMessageStream, message_id, ui_request
 from tokenwire.wire.encoder import StreamEncoder
 from tokenwire.wire.openai_chat import ChatBody, ChatCompletionChunks, chat_completion, chat_request, openai_error
-from tokenwire.wire.openai_responses import ResponseEvents, ResponsesBody, responses_request
+from tokenwire.wire.openai_responses import (
+    ResponseEvents,
+    ResponsesBody,
+    referenced_ids,
+    response_of,
+    responses_request,
+)
 
 __all__ = ["ERRORS", "error_response", "routes"]
 
@@ -89,11 +95,19 @@ def _decoder(body_type: type[B]) -> Callable[[bytes], B]:
 
 
 async def _admit(
-    service: RunService, request: HTTPRequest, body_type: type[B], to_request: Callable[[B], Request]
+    service: RunService,
+    request: HTTPRequest,
+    body_type: type[B],
+    to_request: Callable[[B], Request],
+    *,
+    prepare: Callable[[B], Awaitable[Callable[[B], Request]]] | None = None,
 ) -> tuple[str, B, Run]:
-    """Authenticate, parse, route the model and start the run: the same steps for every protocol."""
+    """Authenticate, parse, route the model and start the run: the same steps for every protocol
+    (``prepare`` gives the parser what it must look up first, such as referenced items)."""
     owner = service.authenticate(bearer(request.headers))
     body = service.parse(await read_body(service, request), _decoder(body_type))
+    if prepare is not None:
+        to_request = await prepare(body)
     provider = service.providers.route(getattr(body, "model", ""))
     ours = service.parse(body, to_request)
     run = await service.start(ours, owner=owner, headers=request.headers, provider=provider)
@@ -154,10 +168,31 @@ async def chat_completions(service: RunService, request: HTTPRequest) -> Respons
     return JSONResponse(chat_completion(result, f"chatcmpl-{run.stream_id}", model=body.model, created=created))
 
 
+async def _referenced_items(service: RunService, body: ResponsesBody) -> dict[str, dict[str, Any]]:
+    """The items ``body`` refers to (``item_reference``), from the logs of the responses that
+    wrote them: each referenced response is re-encoded once (item ids name their stream)."""
+    items: dict[str, dict[str, Any]] = {}
+    for sid in {sid for ref in referenced_ids(body) if (sid := response_of(ref)) is not None}:
+        encoder = ResponseEvents(f"resp_{sid}", model=body.model, created_at=0)
+        try:
+            for event in await service.history(sid):
+                encoder.feed(event)
+        except StreamNotFound:
+            continue  # evicted, or never ours: the reference is reported as unknown
+        for item in encoder.response("completed")["output"]:
+            items[item["id"]] = item
+    return items
+
+
 @_guarded
 async def responses(service: RunService, request: HTTPRequest) -> Response:
     """``POST /v1/responses``."""
-    _, body, run = await _admit(service, request, ResponsesBody, responses_request)
+
+    async def with_items(body: ResponsesBody) -> Callable[[ResponsesBody], Request]:
+        items = await _referenced_items(service, body)
+        return lambda b: responses_request(b, items)
+
+    _, body, run = await _admit(service, request, ResponsesBody, responses_request, prepare=with_items)
     created = int(time.time())
 
     def make() -> ResponseEvents:

@@ -24,17 +24,18 @@ API's keys: our ``seq`` never appears.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
 
 from tokenwire.core.request import Message, Request, ToolSpec
-from tokenwire.events import Done, Error, Start, ToolCall
+from tokenwire.events import Done, Error, Start, TokenUsage, ToolCall
 from tokenwire.wire.encoder import StreamEncoder
 from tokenwire.wire.openai_chat import message, text_content
 
-__all__ = ["ResponseEvents", "ResponsesBody", "responses_request"]
+__all__ = ["ResponseEvents", "ResponsesBody", "referenced_ids", "response_of", "responses_request"]
 
 
 # -- requests ---------------------------------------------------------------------------------------
@@ -53,11 +54,31 @@ class ResponsesBody(msgspec.Struct, kw_only=True):
     temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
 
 
-def _messages(body: ResponsesBody) -> list[Message]:
+def referenced_ids(body: ResponsesBody) -> list[str]:
+    """The ids of the ``item_reference`` items of ``body`` (items of responses this server served)."""
+    if isinstance(body.input, str):
+        return []
+    return [str(item.get("id")) for item in body.input if item.get("type") == "item_reference"]
+
+
+def response_of(item_id: str) -> str | None:
+    """The stream id of a response item id this encoder writes (``msg_``/``rs_``/``fc_`` +
+    ``{stream id}_{index}``), or None."""
+    kind, _, rest = item_id.partition("_")
+    sid, _, index = rest.rpartition("_")
+    return sid if kind in ("msg", "rs", "fc") and sid and index.isdigit() else None
+
+
+def _messages(body: ResponsesBody, items: Mapping[str, dict[str, Any]]) -> list[Message]:
     messages = [Message("system", body.instructions)] if body.instructions else []
     if isinstance(body.input, str):
         return [*messages, Message("user", body.input)]
     for item in body.input:
+        if item.get("type") == "item_reference":
+            ref = items.get(str(item.get("id")))
+            if ref is None:
+                raise ValueError(f"item_reference to {item.get('id')!r}: no such item in a response of this server")
+            item = ref
         kind = item.get("type", "message")
         if kind == "message":
             content = item.get("content")
@@ -78,13 +99,16 @@ def _messages(body: ResponsesBody) -> list[Message]:
                 messages.append(Message("assistant", "", tool_calls=[call]))
         elif kind == "function_call_output":
             messages.append(Message("tool", text_content(item.get("output")), tool_call_id=item.get("call_id")))
+        elif kind == "reasoning":
+            continue  # the model's own earlier thinking, sent back by clients: not model input here
         else:
             raise ValueError(f"input items of type {kind!r} are not supported")
     return messages
 
 
-def responses_request(body: ResponsesBody) -> Request:
-    """Our request for a Responses API one (ValueError / KeyError for what cannot be understood)."""
+def responses_request(body: ResponsesBody, items: Mapping[str, dict[str, Any]] | None = None) -> Request:
+    """Our request for a Responses API one (ValueError / KeyError for what cannot be understood);
+    ``items`` resolves its ``item_reference`` items (by id: items of responses this server served)."""
     tools = []
     for t in body.tools:
         if t.get("type") != "function":
@@ -96,7 +120,7 @@ def responses_request(body: ResponsesBody) -> Request:
     if isinstance(choice, dict):
         choice = choice["name"]
     return Request(
-        _messages(body),
+        _messages(body, items or {}),
         tools=tools,
         tool_choice=choice or "auto",
         temperature=body.temperature,
@@ -197,6 +221,8 @@ class ResponseEvents(StreamEncoder):
         if event.finish_reason == "length":
             self.final = self.response("incomplete", incomplete_details={"reason": "max_output_tokens"})
             return [*out, self._event("response.incomplete", response=self.final)]
+        if self.usage is None and event.stats is not None:  # a provider that reports none: our own count
+            self.usage = TokenUsage(0, event.stats.output_tokens)
         self.final = self.response("cancelled" if event.finish_reason == "cancelled" else "completed")
         return [*out, self._event("response.completed", response=self.final)]
 
