@@ -192,3 +192,48 @@ def test_replay_serve_serves_the_recording_to_a_real_client(tmp_path: Path) -> N
         proc.wait(10)
     assert "".join(e.text for e in events if isinstance(e, tokenwire.events.TextDelta)) == "You said: over the wire"
     assert events[-1].type == "done"
+
+
+def test_help_is_plain_text_with_single_flags() -> None:
+    chat, serve = run("chat", "--help"), run("serve", "--help")
+    assert chat.returncode == serve.returncode == 0
+    assert "[redacted]" in chat.stdout  # not eaten as markup
+    for out in (chat.stdout, serve.stdout):
+        assert "<bool>" not in out and "--no-no-auth" not in out
+    assert "written to ~/.cache/tokenwire/api-key" in " ".join(serve.stdout.split())
+
+
+def test_serve_refuses_an_empty_api_key_and_a_port_in_use_in_one_line() -> None:
+    empty = run("serve", "--api-key", "", "--provider", "scripted")
+    assert empty.returncode == 2 and "--api-key may not be empty" in " ".join(empty.stderr.split())
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = run("serve", "--no-auth", "--provider", "scripted", "--port", str(port))
+    assert busy.returncode == 1 and "Traceback" not in busy.stderr
+    assert (
+        busy.stderr.strip()
+        == f"error: port {port} on 127.0.0.1 is already in use (another server?); choose another with --port"
+    )
+
+
+def test_serve_says_where_it_listens_and_what_answers() -> None:
+    from wire import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--no-auth", "--provider", "scripted", "--port", str(port)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        banner = [proc.stderr.readline() for _ in range(3)]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert banner[0].startswith(f"tokenwire serving http://127.0.0.1:{port} (web UI: http://127.0.0.1:{port}/")
+    assert "default provider 'scripted': a scripted echo" in banner[1] and "event log: memory" in banner[2]

@@ -67,7 +67,7 @@ async def test_streams_tokens_with_usage_from_the_model_tokenizer(gemma: LlamaCp
     assert usage.input_tokens == len(prompt_tokens)
     assert len(deltas) <= usage.output_tokens <= 24
     assert response.finish_reason in ("stop", "length")
-    assert response.stats is not None and response.stats.ttft_s is not None and response.stats.tokens_per_s > 5
+    assert response.stats is not None and response.stats.ttft_s is not None and response.stats.tokens_per_s > 0
 
 
 async def test_same_seed_same_text_and_max_tokens_gives_length(gemma: LlamaCpp) -> None:

@@ -10,10 +10,12 @@ stay on screen, and the exit code is 130.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,7 +39,12 @@ from tokenwire.server.tokens import new_secret
 from tokenwire.telemetry import Metrics
 from tokenwire.telemetry.redact import Redactor
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Stream LLM output as typed events.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Stream LLM output as typed events.",
+    rich_markup_mode=None,  # help text is plain: "[redacted]" is not a markup tag
+)
 
 
 def _scripted(model: str | None) -> Provider:
@@ -207,6 +214,24 @@ if __name__ == "__main__":
     main()
 
 
+def _banner(host: str, port: int, provider: str, model: str | None, grpc_port: int | None, tls: bool, log: str) -> str:
+    """What ``serve`` says before it starts: where to connect, and what answers."""
+    url = f"{'https' if tls else 'http'}://{host}:{port}"
+    answers = {
+        "llama": f"the embedded model, {Path(model).name if model else 'Gemma 3 270M (bundled)'}",
+        "scripted": "a scripted echo (no model)",
+        "replay": f"the recording {model}",
+    }.get(provider, provider)
+    lines = [
+        f"tokenwire serving {url} (web UI: {url}/, API: {url}/v1/runs, OpenAI-compatible: {url}/v1)",
+        f"  default provider {provider!r}: {answers}",
+        f"  event log: {'redis' if log != 'memory' else 'memory (this process)'}",
+    ]
+    if grpc_port is not None:
+        lines.append(f"  gRPC: {host}:{grpc_port}")
+    return "\n".join(lines)
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -214,7 +239,7 @@ def serve(
     provider: Annotated[str, typer.Option(help=f"Default model backend: {', '.join(PROVIDERS)}.")] = "llama",
     model: Annotated[str | None, typer.Option(help="Path of a GGUF model for the llama backend.")] = None,
     api_key: Annotated[list[str] | None, typer.Option(help="API key allowed to create runs (repeatable).")] = None,
-    no_auth: Annotated[bool, typer.Option(help="Let anyone create runs (local demos only).")] = False,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Let anyone create runs (local demos only).")] = False,
     shutdown_grace: Annotated[float, typer.Option(help="Seconds running streams get to finish on SIGTERM.")] = 10.0,
     log: Annotated[
         str, typer.Option(help="Event log: 'memory' (this process) or redis://HOST:PORT/DB (shared by every node).")
@@ -249,13 +274,20 @@ def serve(
     """Serve runs over HTTP, SSE and WebSocket, with the web UI at /.
 
     API keys come from --api-key or TOKENWIRE_API_KEYS (comma-separated); with neither, a key is
-    generated and printed. TOKENWIRE_SECRET (hex) signs stream tokens; random per start otherwise.
+    generated and written to ~/.cache/tokenwire/api-key (readable by you only; never printed).
+    TOKENWIRE_SECRET (hex) signs stream tokens; random per start otherwise.
     On SIGTERM or Ctrl-C the server stops taking runs, gives running streams --shutdown-grace
     seconds, ends the rest with error(transport, shutdown) and closes every connection.
     """
     import secrets
 
     keys: list[str] | None = None
+    if api_key is not None and any(not k.strip() for k in api_key):
+        raise typer.BadParameter(
+            "--api-key may not be empty: a server with an empty key rejects every request. Omit it to have a "
+            "key generated, or use --no-auth for a local demo",
+            param_hint="--api-key",
+        )
     if not no_auth:
         keys = list(api_key or []) or [k for k in os.environ.get("TOKENWIRE_API_KEYS", "").split(",") if k]
         if not keys:
@@ -274,7 +306,12 @@ def serve(
     from tokenwire.server import listen
 
     # The listening socket bounds every connection's kernel send buffer (see listen()).
-    sock = listen(host, port, send_buffer=send_buffer)
+    try:
+        sock = listen(host, port, send_buffer=send_buffer)
+    except OSError as exc:
+        reason = "is already in use (another server?)" if exc.errno == errno.EADDRINUSE else f"cannot be used: {exc}"
+        typer.echo(f"error: port {port} on {host} {reason}; choose another with --port", err=True)
+        raise typer.Exit(1) from None
     if log_format not in ("text", "json"):
         raise typer.BadParameter("--log-format must be text or json")
     secrets_ = [*(keys or []), *([metrics_token] if metrics_token else [])]
@@ -312,6 +349,11 @@ def serve(
         log_config,
         settings,
     )
+    banner = _banner(host, port, provider, model, grpc_port, bool(certfile), log)
+    if log_format == "json":  # every line of the server's output is one JSON object
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        banner = json.dumps({"ts": now, "level": "info", "logger": "tokenwire.serve", "message": banner})
+    typer.echo(banner, err=True)
     if workers == 1:
         serve_one()
         return
