@@ -143,7 +143,7 @@ async def test_models_unknown_model_bad_key_and_bad_request_in_openai_shapes() -
     with serve(app(a=Scripted(["x"]), b=Scripted(["y"]))) as url:
         async with client(url) as c:
             assert [m.id async for m in c.models.list()] == ["a", "b"]
-            with pytest.raises(openai.NotFoundError, match="does not exist"):
+            with pytest.raises(openai.NotFoundError, match="does not exist; this server has: a, b"):
                 await c.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "hi"}])
             b = await c.chat.completions.create(model="b", messages=[{"role": "user", "content": "hi"}])
             assert b.choices[0].message.content == "y"

@@ -230,7 +230,8 @@ async def test_expired_tokens_and_evicted_seqs() -> None:
 @pytest.mark.parametrize(
     ("body", "status", "fragment"),
     [
-        (b"{not json", 422, "invalid run request"),
+        (b"{not json", 400, "invalid run request: not JSON"),
+        (b"", 400, "the body is empty"),
         (json.dumps({"prompt": "hi", "colour": 1}).encode(), 422, "unknown field `colour`"),
         (json.dumps({"prompt": "hi", "messages": [{"role": "user", "content": "x"}]}).encode(), 422, "exactly one of"),
         (

@@ -17,6 +17,7 @@ __all__ = [
     "Forbidden",
     "InvalidRequest",
     "ModelLoadError",
+    "MalformedBody",
     "ModelNotFound",
     "ObjectInvalid",
     "ObserverOverflow",
@@ -220,6 +221,11 @@ class InvalidRequest(TokenwireError, ValueError):
     ...
     tokenwire.errors.InvalidRequest: max_tokens 9000 is above this server's ceiling (8192)
     """
+
+
+class MalformedBody(InvalidRequest):
+    """A body that is not JSON at all, or empty (HTTP 400 ``invalid_json`` on every API; a body
+    that is JSON but not a valid request is a 422 on the native API)."""
 
 
 class BodyTooLarge(InvalidRequest):

@@ -40,6 +40,7 @@ from tokenwire.errors import (
     Forbidden,
     InvalidRequest,
     LogUnavailable,
+    MalformedBody,
     OverCapacity,
     SeqEvicted,
     StreamNotFound,
@@ -200,12 +201,18 @@ class RunService:
         ("invalid {what}: …")."""
         if isinstance(raw, bytes | bytearray):
             self.check_size(len(raw))
+            if not raw.strip():
+                raise MalformedBody(f"invalid {what}: the body is empty; send a JSON object")
         try:
             return parser(raw)
         except InvalidRequest:
             raise
         except RecursionError:
             raise InvalidRequest(f"invalid {what}: JSON nested too deeply") from None
+        except msgspec.ValidationError as exc:
+            raise InvalidRequest(f"invalid {what}: {exc}") from None
+        except msgspec.DecodeError as exc:
+            raise MalformedBody(f"invalid {what}: not JSON ({exc})") from None
         except _UNPARSEABLE as exc:
             detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             raise InvalidRequest(f"invalid {what}: {detail}") from None
