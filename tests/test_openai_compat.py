@@ -344,3 +344,20 @@ def test_responses_delta_frames_match_the_generic_encoding() -> None:
         }
     seqs = [json.loads(f.split(b"data: ", 1)[1])["sequence_number"] for f in frames]
     assert seqs == list(range(len(frames)))
+
+
+def test_the_first_chunk_names_the_role_with_null_content_before_a_tool_call() -> None:
+    """As OpenAI streams it: no empty text before a tool call (the AI SDK would render an empty
+    text part for ""), and text answers start with their first text."""
+    from tokenwire.events import Done, Start, TextDelta
+
+    def deltas(events: list[Any]) -> list[dict[str, Any]]:
+        enc = ChatCompletionChunks("c", model="m", created=0)
+        frames = [f for e in events for f in enc.feed(e)]
+        return [json.loads(f[6:])["choices"][0]["delta"] for f in frames if f.startswith(b"data: {")]
+
+    call = deltas([Start(model="m"), ToolCall(call_id="c1", name="weather", args={}), Done(finish_reason="tool_calls")])
+    assert call[0]["role"] == "assistant" and call[0]["content"] is None and call[0]["tool_calls"][0]["id"] == "c1"
+    text = deltas([Start(model="m"), TextDelta("Hi"), Done()])
+    assert text == [{"role": "assistant", "content": "Hi"}, {}]
+    assert deltas([Start(model="m"), Done()])[0] == {"role": "assistant", "content": ""}  # an empty answer

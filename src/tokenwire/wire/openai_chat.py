@@ -16,7 +16,7 @@ an ``error`` event becomes OpenAI's in-stream error object (the SDKs raise ``API
 >>> enc = ChatCompletionChunks("chatcmpl-1", model="m", created=0)
 >>> frames = [f for e in [Start(model="m"), TextDelta("Hi"), Done()] for f in enc.feed(e)]
 >>> [json.loads(f[6:])["choices"][0]["delta"] for f in frames[:-1]]
-[{'role': 'assistant', 'content': ''}, {'content': 'Hi'}, {}]
+[{'role': 'assistant', 'content': 'Hi'}, {}]
 >>> sorted(json.loads(frames[0][6:])), frames[-1]
 (['choices', 'created', 'id', 'model', 'object'], b'data: [DONE]\\n\\n')
 """
@@ -164,6 +164,7 @@ class ChatCompletionChunks(StreamEncoder):
         self.include_usage = include_usage
         self._calls: dict[str, int] = {}  # call id -> index, in the order calls started
         self._streamed: set[str] = set()  # calls whose arguments went out as deltas
+        self._opened = False  # the first chunk with content names the role (as OpenAI's does)
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         body = {
@@ -175,14 +176,22 @@ class ChatCompletionChunks(StreamEncoder):
         }
         return b"data: " + _encode(body) + b"\n\n"
 
+    def _open(self, delta: dict[str, Any]) -> dict[str, Any]:
+        """The first chunk with content carries the role; ``content`` is null until text comes
+        (OpenAI sends null before tool calls; the AI SDK turns "" into an empty text part)."""
+        self._opened = True
+        return {"role": "assistant", "content": None, **delta}
+
     def start(self, event: Start) -> list[bytes]:
-        return [self._chunk({"role": "assistant", "content": ""})]
+        return []  # the role goes out with the first content: only then is it known whether text comes
 
     def text(self, delta: str) -> list[bytes]:
-        return [self._chunk({"content": delta})]
+        if self._opened:
+            return [self._chunk({"content": delta})]
+        return [self._chunk(self._open({"content": delta}))]
 
     def reasoning(self, delta: str) -> list[bytes]:
-        return [self._chunk({"reasoning_content": delta})]
+        return [self._chunk({"reasoning_content": delta} if self._opened else self._open({"reasoning_content": delta}))]
 
     def call_start(self, call_id: str, name: str) -> list[bytes]:
         return [self._call_start(call_id, name)]
@@ -191,13 +200,15 @@ class ChatCompletionChunks(StreamEncoder):
         self._streamed.add(call_id)
         # A delta without a start is numbered now (its name comes with the complete call).
         index = self._calls.setdefault(call_id, len(self._calls))
-        return [self._chunk({"tool_calls": [{"index": index, "function": {"arguments": delta}}]})]
+        delta_chunk = {"tool_calls": [{"index": index, "function": {"arguments": delta}}]}
+        return [self._chunk(delta_chunk if self._opened else self._open(delta_chunk))]
 
     def call(self, call: ToolCall) -> list[bytes]:
         return self._complete_call(call)
 
     def done(self, event: Done) -> list[bytes]:
-        frames = [self._chunk({}, finish_reason(event.finish_reason))]
+        opened = [] if self._opened else [self._chunk(self._open({"content": ""}))]  # an empty answer
+        frames = [*opened, self._chunk({}, finish_reason(event.finish_reason))]
         if self.include_usage:
             # Without the provider's count: the deltas the run produced, prompt unknown (0).
             frames.append(self._usage_chunk(self.usage or TokenUsage(0, event.stats.output_tokens)))
@@ -211,7 +222,7 @@ class ChatCompletionChunks(StreamEncoder):
     def _call_start(self, call_id: str, name: str) -> bytes:
         index = self._calls.setdefault(call_id, len(self._calls))
         call = {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
-        return self._chunk({"tool_calls": [call]})
+        return self._chunk({"tool_calls": [call]} if self._opened else self._open({"tool_calls": [call]}))
 
     def _complete_call(self, call: ToolCall) -> list[bytes]:
         """A call that came whole (no deltas): its start and all its arguments at once."""
