@@ -152,16 +152,21 @@ async def test_status_codes_map_our_errors() -> None:
 NO_WINDOW_GROWTH = [("grpc.http2.bdp_probe", 0)]  # the client keeps its receive window at 64 KiB
 
 
+async def a_reader_that_stops(channel: Any, app: Any) -> tuple[Any, Any]:
+    """A 4 MB run over gRPC whose reader took one message and then reads no more: (call, run)."""
+    stub = pb_grpc.TokenwireStub(channel)
+    call = stub.Run(run_request("x", {"provider": "bulk"}), metadata=(("authorization", f"Bearer {KEY}"),))
+    await call.read()
+    stream_id = dict(await call.initial_metadata())["tokenwire-stream-id"]
+    return call, app.state.tokenwire.runs.get(stream_id)
+
+
 async def test_flow_control_holds_the_server_back_from_a_reader_that_does_not_read() -> None:
     """4 MB of events produced; a reader that took one message and stopped has been sent only
     what its HTTP/2 window holds: the server keeps the rest in the log, not in memory per call."""
     with both() as (_url, target, app):
         async with grpc.aio.insecure_channel(target, options=NO_WINDOW_GROWTH) as channel:
-            stub = pb_grpc.TokenwireStub(channel)
-            call = stub.Run(run_request("x", {"provider": "bulk"}), metadata=(("authorization", f"Bearer {KEY}"),))
-            await call.read()
-            stream_id = dict(await call.initial_metadata())["tokenwire-stream-id"]
-            run = app.state.tokenwire.runs.get(stream_id)
+            call, run = await a_reader_that_stops(channel, app)
             await wait_for(lambda: run.handle.seq >= 2000, within=30)  # every delta is in the log
             sent = app.state.tokenwire.stats.bytes_out["grpc"]
             assert sent < 200_000, sent  # 64 KiB of window and a few messages in transit, of 4 MB
@@ -192,11 +197,7 @@ async def test_a_reader_that_stops_reading_is_cut_when_its_write_makes_no_progre
     (UNAVAILABLE, naming the seq to resume from) once a write has been stuck write_timeout_s."""
     with both(write_timeout_s=1.0) as (_url, target, app):
         async with grpc.aio.insecure_channel(target, options=NO_WINDOW_GROWTH) as channel:
-            stub = pb_grpc.TokenwireStub(channel)
-            call = stub.Run(run_request("x", {"provider": "bulk"}), metadata=(("authorization", f"Bearer {KEY}"),))
-            await call.read()
-            stream_id = dict(await call.initial_metadata())["tokenwire-stream-id"]
-            run = app.state.tokenwire.runs.get(stream_id)
+            call, run = await a_reader_that_stops(channel, app)
             await wait_for(lambda: app.state.tokenwire.stats.lag_disconnects >= 1, within=30)
             with pytest.raises(grpc.aio.AioRpcError) as ended:
                 while True:
