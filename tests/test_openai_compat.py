@@ -361,3 +361,18 @@ def test_the_first_chunk_names_the_role_with_null_content_before_a_tool_call() -
     text = deltas([Start(model="m"), TextDelta("Hi"), Done()])
     assert text == [{"role": "assistant", "content": "Hi"}, {}]
     assert deltas([Start(model="m"), Done()])[0] == {"role": "assistant", "content": ""}  # an empty answer
+
+
+async def test_an_item_reference_resolves_only_the_callers_own_responses() -> None:
+    other_key = "openai-compat-key-2"
+    thinker = Scripted.turns(["Mine."], ["never"])
+    service_app = create_app(providers={"m": thinker}, api_keys=[KEY, other_key], log=MemoryLog())
+    with serve(service_app) as url:
+        async with client(url) as mine, client(url, key=other_key) as theirs:
+            first = await mine.responses.create(model="m", input="hi")
+            reference: Any = [{"type": "item_reference", "id": first.output[0].id}]
+            with pytest.raises(openai.BadRequestError, match="no such item"):
+                await theirs.responses.create(model="m", input=reference)  # another key's answer: unknown
+            too_many: Any = [{"type": "item_reference", "id": f"msg_{i:032x}_0"} for i in range(17)]
+            with pytest.raises(openai.BadRequestError, match="at most 16 responses"):
+                await mine.responses.create(model="m", input=too_many)

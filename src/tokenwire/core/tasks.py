@@ -84,5 +84,8 @@ class TaskSet:
             self.cancel()
         try:
             await self.wait()
+        except BaseException:  # the owner itself is cancelled while it waits: nothing may outlive it
+            self.cancel()
+            raise
         finally:
             self._closed = True

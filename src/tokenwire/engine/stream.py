@@ -311,10 +311,6 @@ class StreamHandle:
 
     async def _finish(self, agen: AsyncIterator[Any] | None) -> Done | Error:
         self._terminating = True
-        # One budget for everything the end waits on: an interrupted delivery, the terminal
-        # event's, queued observers draining. However many observers are stuck, the stream has
-        # ended by now + drain_timeout_s.
-        drained_by = self._loop.time() + self._dispatcher.drain_timeout_s
         core = self._core
         if self._timer is not None:
             self._timer.cancel()
@@ -327,6 +323,10 @@ class StreamHandle:
                 except Exception as exc:  # a provider failing to close still gets a terminal event
                     core.fail("provider_error", f"closing the provider failed: {exc}", source="provider")
         dispatcher = self._dispatcher
+        # One budget for everything the end waits on its observers for: an interrupted delivery,
+        # the terminal event's, queued observers draining. However many are stuck, they have had
+        # drain_timeout_s in all (the provider's own close comes before, bounded by the provider).
+        drained_by = self._loop.time() + dispatcher.drain_timeout_s
         await dispatcher.settle(dispatcher.resume_interrupted(), drained_by)
         terminal = core.finish(time())
         r = self._writer.append(terminal)

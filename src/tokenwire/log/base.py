@@ -14,7 +14,8 @@ from typing import Generic, Literal, NamedTuple, Protocol, TypeAlias, TypeVar
 import msgspec
 
 from tokenwire.errors import LogUnavailable, ObserverOverflow, SeqEvicted
-from tokenwire.events import Event, ReasoningDelta, TextDelta, ToolCallDelta
+from tokenwire.events import Event, ToolCallDelta
+from tokenwire.log.coalescing import MERGEABLE, coalesced, delta_text, mergeable
 
 __all__ = [
     "OVERFLOWS",
@@ -26,8 +27,6 @@ __all__ = [
     "Ring",
     "StreamInfo",
     "StreamWriter",
-    "coalesced",
-    "merge",
 ]
 
 T = TypeVar("T")
@@ -245,45 +244,6 @@ async def _flatten(batches: AsyncIterator[Sequence[Event]]) -> AsyncIterator[Eve
 # -- cursors ---------------------------------------------------------------------------------------
 
 
-def merge(a: Event, b: Event) -> Event | None:
-    """Merge two consecutive deltas into one carrying ``b``'s envelope, or None if they don't merge."""
-    cls = a.__class__
-    if cls is not b.__class__:
-        return None
-    if cls is TextDelta or cls is ReasoningDelta:
-        return msgspec.structs.replace(b, text=a.text + b.text)  # type: ignore[union-attr]
-    if cls is ToolCallDelta and a.call_id == b.call_id:  # type: ignore[union-attr]
-        return msgspec.structs.replace(b, args_delta=a.args_delta + b.args_delta)  # type: ignore[union-attr]
-    return None
-
-
-def coalesced(events: Sequence[Event]) -> tuple[list[Event], int]:
-    """``events`` with consecutive mergeable deltas merged, and how many were merged away.
-
-    Linear: each run of deltas is joined once (never re-concatenated per event).
-    """
-    out: list[Event] = []
-    merged = 0
-    i, n = 0, len(events)
-    while i < n:
-        first = events[i]
-        j = i + 1
-        while j < n and merge(events[j - 1], events[j]) is not None:
-            j += 1
-        if j - i == 1:
-            out.append(first)
-        else:
-            last = events[j - 1]
-            run = events[i:j]
-            if first.__class__ is ToolCallDelta:
-                out.append(msgspec.structs.replace(last, args_delta="".join(e.args_delta for e in run)))  # type: ignore[union-attr]
-            else:
-                out.append(msgspec.structs.replace(last, text="".join(e.text for e in run)))  # type: ignore[union-attr]
-            merged += j - i - 1
-        i = j
-    return out, merged
-
-
 class CursorSource(Protocol):
     """What a :class:`Cursor` reads: a writer's in-process window of the stream (the memory ring)."""
 
@@ -308,7 +268,19 @@ class Cursor:
     :meth:`StreamWriter.cursor`.
     """
 
-    __slots__ = ("_carry", "_ring", "_space", "closed", "dropped", "maxsize", "overflow", "overflowed", "seq")
+    __slots__ = (
+        "_carry",
+        "_parts",
+        "_ring",
+        "_run",
+        "_space",
+        "closed",
+        "dropped",
+        "maxsize",
+        "overflow",
+        "overflowed",
+        "seq",
+    )
 
     def __init__(self, ring: CursorSource, from_seq: int, maxsize: int, overflow: Overflow):
         if maxsize < 1:
@@ -327,6 +299,8 @@ class Cursor:
         self.closed = False
         self._space: asyncio.Future[None] | None = None
         self._carry: list[Event] = []  # coalesce: what it took from the log before eviction, merged
+        self._run: Event | None = None  # the delta its carried run of mergeable deltas ends with
+        self._parts: list[str] = []  # that run's text, joined once when read (linear, not quadratic)
 
     @property
     def lag(self) -> int:
@@ -356,19 +330,31 @@ class Cursor:
 
     def absorb(self, event: Event) -> None:
         """``coalesce``: take ``event`` (the oldest unread, about to leave the log's retention)
-        into this cursor's own backlog, merged into the delta before it where it can be. What
-        cannot be merged (tool calls, steps …) is kept; more than ``maxsize`` of those and the
-        cursor overflows (:class:`ObserverOverflow`): never a silent loss."""
-        carry = self._carry
-        merged = merge(carry[-1], event) if carry else None
-        if merged is not None:
-            carry[-1] = merged
+        into this cursor's own backlog, merged with the deltas before it where it can be (their
+        text is kept as parts and joined once, when read). What cannot be merged (tool calls,
+        steps …) is kept; more than ``maxsize`` of those and the cursor overflows
+        (:class:`ObserverOverflow`): never a silent loss."""
+        run = self._run
+        if run is not None and mergeable(run, event):
+            self._parts.append(delta_text(event))
+            self._run = event
             self.dropped += 1
         else:
-            carry.append(event)
+            self._close_run()
+            if event.__class__ in MERGEABLE:
+                self._run, self._parts = event, [delta_text(event)]
+            else:
+                self._carry.append(event)
         self.seq = event.seq + 1
-        if len(carry) > self.maxsize:
+        if len(self._carry) > self.maxsize:
             self.overflowed = True
+
+    def _close_run(self) -> None:
+        run = self._run
+        if run is not None:
+            field = "args_delta" if run.__class__ is ToolCallDelta else "text"
+            self._carry.append(msgspec.structs.replace(run, **{field: "".join(self._parts)}))
+            self._run, self._parts = None, []
 
     async def next_batch(self) -> Sequence[Event]:
         """The next events (at least one), after the policy; empty once the stream ended and
@@ -382,11 +368,12 @@ class Cursor:
                 )
             if self.closed:
                 return []
-            if self.seq < ring.next_seq or self._carry:
+            if self.seq < ring.next_seq or self._carry or self._run is not None:
                 break
             if ring.finished:
                 return []
             await ring.wait(self.seq)
+        self._close_run()
         carry, self._carry = self._carry, []
         lag = ring.next_seq - self.seq + len(carry)
         if carry:  # coalesce: what was taken before eviction, then what the log still holds

@@ -36,6 +36,7 @@ from tokenwire.errors import (
     LogUnavailable,
     ModelNotFound,
     OverCapacity,
+    SeqEvicted,
     ShuttingDown,
     StreamNotFound,
     TokenwireError,
@@ -100,14 +101,18 @@ async def _admit(
     body_type: type[B],
     to_request: Callable[[B], Request],
     *,
-    prepare: Callable[[B], Awaitable[Callable[[B], Request]]] | None = None,
+    prepare: Callable[[B, str], Awaitable[Callable[[B], Request]]] | None = None,
 ) -> tuple[str, B, Run]:
     """Authenticate, parse, route the model and start the run: the same steps for every protocol
     (``prepare`` gives the parser what it must look up first, such as referenced items)."""
     owner = service.authenticate(bearer(request.headers))
     body = service.parse(await read_body(service, request), _decoder(body_type))
     if prepare is not None:
-        to_request = await prepare(body)
+        to_request = await prepare(body, owner)
+    if getattr(body, "stream", True):  # a stream needs a connection slot: refuse before the run starts
+        refused = service.over_capacity()
+        if refused is not None:
+            raise refused
     provider = service.providers.route(getattr(body, "model", ""))
     ours = service.parse(body, to_request)
     run = await service.start(ours, owner=owner, headers=request.headers, provider=provider)
@@ -168,17 +173,28 @@ async def chat_completions(service: RunService, request: HTTPRequest) -> Respons
     return JSONResponse(chat_completion(result, f"chatcmpl-{run.stream_id}", model=body.model, created=created))
 
 
-async def _referenced_items(service: RunService, body: ResponsesBody) -> dict[str, dict[str, Any]]:
-    """The items ``body`` refers to (``item_reference``), from the logs of the responses that
-    wrote them: each referenced response is re-encoded once (item ids name their stream)."""
+MAX_REFERENCED = 16
+"""At most this many earlier responses one request may reference (each is re-encoded)."""
+
+
+async def _referenced_items(service: RunService, body: ResponsesBody, owner: str) -> dict[str, dict[str, Any]]:
+    """The items ``body`` refers to (``item_reference``), from the logs of the caller's own
+    responses that this server keeps: each is re-encoded once (item ids name their stream). A
+    reference to anything else — another key's response, one evicted or never ours — is unknown."""
+    sids = {sid for ref in referenced_ids(body) if (sid := response_of(ref)) is not None}
+    if len(sids) > MAX_REFERENCED:
+        raise InvalidRequest(f"a request may reference items of at most {MAX_REFERENCED} responses, not {len(sids)}")
     items: dict[str, dict[str, Any]] = {}
-    for sid in {sid for ref in referenced_ids(body) if (sid := response_of(ref)) is not None}:
+    for sid in sids:
+        run = service.runs.get(sid)
+        if run is None or run.owner != owner:
+            continue
         encoder = ResponseEvents(f"resp_{sid}", model=body.model, created_at=0)
         try:
             for event in await service.history(sid):
                 encoder.feed(event)
-        except StreamNotFound:
-            continue  # evicted, or never ours: the reference is reported as unknown
+        except (StreamNotFound, SeqEvicted):
+            continue
         for item in encoder.response("completed")["output"]:
             items[item["id"]] = item
     return items
@@ -188,8 +204,8 @@ async def _referenced_items(service: RunService, body: ResponsesBody) -> dict[st
 async def responses(service: RunService, request: HTTPRequest) -> Response:
     """``POST /v1/responses``."""
 
-    async def with_items(body: ResponsesBody) -> Callable[[ResponsesBody], Request]:
-        items = await _referenced_items(service, body)
+    async def with_items(body: ResponsesBody, owner: str) -> Callable[[ResponsesBody], Request]:
+        items = await _referenced_items(service, body, owner)
         return lambda b: responses_request(b, items)
 
     _, body, run = await _admit(service, request, ResponsesBody, responses_request, prepare=with_items)
@@ -259,6 +275,9 @@ async def ui_chat_resume(service: RunService, request: HTTPRequest) -> Response:
     active = _active_chat_run(service, request)
     if active is None:
         return Response(status_code=204)
+    refused = service.over_capacity()
+    if refused is not None:
+        raise refused
     run, mid = active
     return _stream(service, run, "ai_sdk", lambda: UIMessageStream(mid), headers=UI_HEADERS, cancel_on_disconnect=False)
 

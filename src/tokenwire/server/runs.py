@@ -33,10 +33,14 @@ logger = logging.getLogger("tokenwire")
 class Run:
     """One stream produced by this server."""
 
-    __slots__ = ("agent", "background", "created", "handle", "stream_id", "unread_since")
+    __slots__ = ("agent", "background", "created", "handle", "owner", "stream_id", "unread_since")
 
-    def __init__(self, stream_id: str, handle: StreamHandle, *, background: bool = False, now: float = 0.0):
+    def __init__(
+        self, stream_id: str, handle: StreamHandle, *, background: bool = False, now: float = 0.0, owner: str = ""
+    ):
         self.stream_id = stream_id
+        self.owner = owner
+        """The API key (its fingerprint) that started it."""
         self.created = time.time()
         self.handle = handle
         self.background = background
@@ -120,7 +124,7 @@ class Runs:
             admit()  # a provider with a bounded queue (the batched embedded model) says when it is full
         stream_id = uuid.uuid4().hex
         handle = generate(provider, request, stream_id=stream_id, log=self.log, **kwargs)
-        run = Run(stream_id, handle, background=background, now=asyncio.get_running_loop().time())
+        run = Run(stream_id, handle, background=background, now=asyncio.get_running_loop().time(), owner=owner)
         self._ensure_watchdog()
         self._runs[stream_id] = run
         self._live[stream_id] = owner

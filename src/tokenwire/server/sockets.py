@@ -19,14 +19,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = ["Link", "Watchdog", "current_transport"]
 
 
-def current_transport() -> asyncio.Transport | None:
-    """The transport of the connection the current task serves (uvicorn), or None."""
+def current_transport(scope: Mapping[str, Any] | None = None) -> asyncio.Transport | None:
+    """The transport of the connection the current task serves (uvicorn), or None — also for an
+    HTTP/2 request (``scope``), whose connection carries other streams too."""
+    if scope is not None and scope.get("type") == "http" and scope.get("http_version", "1.1") not in ("1.0", "1.1"):
+        return None
     task = asyncio.current_task()
     frame = getattr(task.get_coro(), "cr_frame", None) if task is not None else None
     owner = frame.f_locals.get("self") if frame is not None else None
@@ -38,15 +41,18 @@ class Link:
     """One streaming connection's transport, as far as the app can reach it: bound its kernel
     send buffer, cut it (abort: nothing more is flushed; the client resumes from its last seq)."""
 
-    def __init__(self, transport: asyncio.Transport | None):
+    def __init__(self, transport: asyncio.Transport | None, task: asyncio.Task[Any] | None = None):
         self.transport = transport
+        self.task = task
+        """Where no transport is reachable (another server, HTTP/2): the task serving the
+        connection, cancelled by :meth:`cut` instead."""
         self.cut_off = False
         """True once :meth:`cut` ran."""
 
     @classmethod
-    def here(cls, send_buffer: int | None) -> Link:
+    def here(cls, send_buffer: int | None, scope: Mapping[str, Any] | None = None) -> Link:
         """The current connection, its send buffer bounded to ``send_buffer`` bytes (None: left as is)."""
-        link = cls(current_transport())
+        link = cls(current_transport(scope), asyncio.current_task())
         if send_buffer is not None:
             link.bound(send_buffer)
         return link
@@ -61,10 +67,16 @@ class Link:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
     def cut(self) -> None:
-        """Drop the connection now (what is queued for it is discarded)."""
+        """Drop the connection now (what is queued for it is discarded), or end the task that
+        serves it where the transport is out of reach."""
+        if self.cut_off:
+            return
         self.cut_off = True
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.abort()
+        if self.transport is not None:
+            if not self.transport.is_closing():
+                self.transport.abort()
+        elif self.task is not None and self.task is not asyncio.current_task():
+            self.task.cancel()
 
 
 class Watchdog:

@@ -150,7 +150,8 @@ class EventStreamResponse(StreamingResponse):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         service, transport, link = self._service, self._transport, self.link
         cfg = service.config
-        link.transport = current_transport()
+        link.transport = current_transport(scope)
+        link.task = asyncio.current_task()
         if cfg.send_buffer is not None:
             link.bound(cfg.send_buffer)
         wrote = service.stats.wrote
@@ -172,5 +173,10 @@ class EventStreamResponse(StreamingResponse):
                 if not link.cut_off:
                     raise
                 await asyncio.sleep(0)  # the server sees the connection lost before we return
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not (link.cut_off and link.transport is None) or task is None or task.cancelling() > 1:
+                    raise
+                task.uncancel()  # cut by us (no transport to abort): this response ends here
             finally:
                 dog.close()

@@ -49,15 +49,17 @@ class _Connection:
         self.ws = ws
         self.send_lock = asyncio.Lock()
         self.api_key = bearer(ws.headers)
-        self.link = Link.here(service.config.send_buffer)  # this connection's socket, bounded
+        self.link = Link.here(service.config.send_buffer, ws.scope)  # this connection's socket, bounded
         self.watchdog = Watchdog(service.config.write_timeout_s, self.link.cut)  # a stalled write drops it
 
     async def send(self, text: str) -> None:
         async with self.send_lock:
             dog = self.watchdog
             dog.writing()
-            await self.ws.send_text(text)
-            dog.wrote()
+            try:
+                await self.ws.send_text(text)
+            finally:
+                dog.wrote()  # also when the write is cancelled (a re-subscribe): no stale clock
         self.service.stats.wrote("websocket", len(text))
 
     async def reply(self, obj: dict[str, Any]) -> None:
