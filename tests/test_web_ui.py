@@ -193,3 +193,44 @@ def test_a_conversation_with_citations_and_lint_notes(page: Any, tmp_path: Path)
         ("assistant", "Clients resume with Last-Event-ID."),
         ("user", "Show me code."),
     ]
+
+
+def test_a_pending_approval_is_shown_after_a_reload_and_in_another_tab_and_approved(page: Any) -> None:
+    """A call that needs approval suspends the run; the page shows the call's arguments with
+    Approve / Deny, also after a reload and in a second tab (both rebuild it from the log), and
+    Approve resumes the run to its answer."""
+    from tokenwire.events import ToolCall
+    from tokenwire.tools import tool
+
+    wired: list[int] = []
+
+    @tool(requires_approval=True)
+    def wire_money(amount: int) -> str:
+        """Send money."""
+        wired.append(amount)
+        return "sent"
+
+    model = Scripted.turns([ToolCall(call_id="c1", name="wire_money", args={"amount": 42})], ["Sent ", "42."])
+    app = create_app(providers={"bank": model}, tools=[wire_money], api_keys=[KEY])
+    with serve(app, lifespan="on") as url:
+        page.goto(f"{url}/?provider=bank&tools=wire_money")
+        page.fill("#apikey", KEY)
+        page.fill("#prompt", "Pay 42")
+        page.click("#send")
+        page.wait_for_selector(".tool .approval button.approve", timeout=10_000)
+        assert '"amount": 42' in page.inner_text(".tool .args")
+        page.reload()  # the run waits on the server, not in this page
+        page.wait_for_selector(".tool .approval button.approve", timeout=10_000)
+        assert page.inner_text("#stall") == "waiting for your approval"
+        other = page.context.new_page()
+        try:
+            other.goto(f"{url}/?provider=bank&tools=wire_money")
+            other.wait_for_selector(".tool .approval button.approve", timeout=10_000)
+            other.click(".tool .approval button.approve")
+            other.wait_for_function("document.getElementById('status').textContent === 'stop'", timeout=10_000)
+        finally:
+            other.close()
+        page.wait_for_function("document.getElementById('status').textContent === 'stop'", timeout=10_000)
+        assert page.inner_text(".tool .approval") == "approved (api)"
+        assert page.inner_text("#answer").strip() == "Sent 42."
+    assert wired == [42]

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "Conflict",
+    "RunSuspended",
     "BodyTooLarge",
     "ClientError",
     "ConnectionLost",
@@ -110,6 +112,20 @@ class ObserverOverflow(TokenwireError):
 
     It can resume from the event log at the last seq it saw.
     """
+
+
+class Conflict(TokenwireError):
+    """The request contradicts the run's state: an approval already answered, a run not waiting for one."""
+
+
+class RunSuspended(TokenwireError):
+    """Raised by ``StreamHandle.wait()`` for a durable run that suspended instead of ending: it
+    waits in the log (an approval, a hand-over to another node) and any node may resume it."""
+
+    def __init__(self, stream_id: str, reason: str):
+        super().__init__(f"run {stream_id!r} suspended: {reason}")
+        self.stream_id = stream_id
+        self.reason = reason
 
 
 class StreamFailed(TokenwireError):

@@ -236,7 +236,9 @@ def _banner(host: str, port: int, provider: str, model: str | None, grpc_port: i
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    provider: Annotated[str, typer.Option(help=f"Default model backend: {', '.join(PROVIDERS)}.")] = "llama",
+    provider: Annotated[
+        str, typer.Option(help=f"Default model backend: {', '.join(PROVIDERS)}, or package.module:attribute.")
+    ] = "llama",
     model: Annotated[str | None, typer.Option(help="Path of a GGUF model for the llama backend.")] = None,
     api_key: Annotated[list[str] | None, typer.Option(help="API key allowed to create runs (repeatable).")] = None,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Let anyone create runs (local demos only).")] = False,
@@ -261,6 +263,10 @@ def serve(
         int | None, typer.Option(help="Also serve the Tokenwire gRPC service on this port (same runs, keys, tokens).")
     ] = None,
     log_format: Annotated[str, typer.Option(help="text, or json: one JSON object per line.")] = "text",
+    tools: Annotated[
+        list[str] | None,
+        typer.Option("--tools", help="Tools runs may call: package.module:attribute (a tool, or a list; repeatable)."),
+    ] = None,
     redact: Annotated[
         list[str] | None, typer.Option(help="Also mask what this regular expression matches in logs (repeatable).")
     ] = None,
@@ -326,6 +332,8 @@ def serve(
     if bool(certfile) != bool(keyfile) or (certfile and not http2):
         raise typer.BadParameter("--certfile and --keyfile go together, with --http2")
     settings: dict[str, Any] = {"metrics_token": metrics_token, "grpc_port": grpc_port, "grpc_host": host}
+    if tools:
+        settings["tools"] = list(tools)
     if http2:
         settings["http2"] = {"certfile": certfile, "keyfile": keyfile}
     from tokenwire.server import process
@@ -335,6 +343,12 @@ def serve(
 
     providers: dict[str, Callable[[], Provider]] = {n: functools.partial(f, model) for n, f in PROVIDERS.items()}
     providers["llama"] = shared_llama
+    if ":" in provider:  # package.module:attribute, imported in each server process
+        providers[provider] = functools.partial(process.import_provider, provider)
+    elif provider not in providers:
+        raise typer.BadParameter(
+            f"unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)} or give package.module:attribute"
+        )
     serve_one = functools.partial(
         process.serve_one,
         sock,

@@ -49,16 +49,25 @@ class Echo:
     at ``rate`` words per second (``--provider scripted``)."""
 
     model = "scripted"
+    continues_prefix = True
+    """A trailing assistant message (a durable run's cut-off answer) is continued: the rest of the echo."""
 
     def __init__(self, rate: float = 50.0):
         self.interval = 1 / rate
 
     async def stream(self, request: Request) -> AsyncIterator[str]:
         last = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
-        words = f"You said: {last}".split(" ")
-        async for part in Scripted(
-            [w if i == 0 else " " + w for i, w in enumerate(words)], interval_s=self.interval
-        ).stream(request):
+        answer = f"You said: {last}"
+        words = [w if i == 0 else " " + w for i, w in enumerate(answer.split(" "))]
+        tail = request.messages[-1] if request.messages else None
+        if tail is not None and tail.role == "assistant" and answer.startswith(tail.content):
+            done, rest = len(tail.content), []
+            for w in words:  # continue after the prefix, mid-word if it ends there
+                if done < len(w):
+                    rest.append(w[max(done, 0) :])
+                done -= len(w)
+            words = rest
+        async for part in Scripted(words, interval_s=self.interval).stream(request):
             yield part  # type: ignore[misc]
 
 

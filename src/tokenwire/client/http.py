@@ -27,7 +27,15 @@ import httpx
 import msgspec
 
 from tokenwire.core.bridge import Bridge
-from tokenwire.errors import ClientError, ConnectionLost, Forbidden, SeqEvicted, StreamNotFound, Unauthorized
+from tokenwire.errors import (
+    ClientError,
+    Conflict,
+    ConnectionLost,
+    Forbidden,
+    SeqEvicted,
+    StreamNotFound,
+    Unauthorized,
+)
 from tokenwire.events import TERMINAL_TYPES, Event, decode
 from tokenwire.wire.sse import SSEDecoder
 
@@ -67,6 +75,8 @@ def _raise_for(status: int, body: bytes, stream_id: str, from_seq: int) -> None:
         raise Forbidden(message)
     if status == 404:
         raise StreamNotFound(message)
+    if status == 409:
+        raise Conflict(message)
     if status == 410:
         m = re.search(r"oldest retained seq is (\d+)", message)
         raise SeqEvicted(stream_id, from_seq, int(m.group(1)) if m else 0)
@@ -178,6 +188,15 @@ class Client:
         if r.status_code != 202:
             _raise_for(r.status_code, r.content, stream_id, 0)
 
+    async def approve(self, stream_id: str, call_id: str, approved: bool = True) -> None:
+        """Answer the approval a suspended run waits for (with this client's API key, the run's
+        owner's); the run resumes on the server that takes it."""
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        body = {"call_id": call_id, "approved": approved}
+        r = await self.http.post(f"{self.base_url}/v1/streams/{stream_id}/approvals", json=body, headers=headers)
+        if r.status_code != 202:
+            _raise_for(r.status_code, r.content, stream_id, 0)
+
     async def status(self, stream_id: str, token: str) -> dict[str, Any]:
         r = await self.http.get(f"{self.base_url}/v1/streams/{stream_id}", headers={"Authorization": f"Bearer {token}"})
         if r.status_code != 200:
@@ -258,6 +277,9 @@ class SyncClient:
 
     def cancel(self, stream_id: str, token: str) -> None:
         self._call(self._client.cancel(stream_id, token))
+
+    def approve(self, stream_id: str, call_id: str, approved: bool = True) -> None:
+        self._call(self._client.approve(stream_id, call_id, approved))
 
     def status(self, stream_id: str, token: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call(self._client.status(stream_id, token))

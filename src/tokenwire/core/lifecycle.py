@@ -37,11 +37,13 @@ Which layer a terminal blames (``error.source``) is decided here, once:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from tokenwire.core.limits import Limits
+from tokenwire.core.provider import Control
 from tokenwire.core.response import ResponseBuilder
 from tokenwire.errors import ProviderError
 from tokenwire.events import (
@@ -68,7 +70,8 @@ _UNBOUNDED = 1 << 62
 class Lifecycle:
     """The sans-I/O state machine of one stream (see the module docstring).
 
-    Call order: :meth:`start` once; then for each provider part :meth:`feed` (append what it
+    Call order: :meth:`start` once (not for a run carried on from its log: ``prior`` holds the
+    events it made so far, and seqs continue after them); then for each provider part :meth:`feed` (append what it
     returns) and :meth:`delivered` once the event has been handed to every reader; :meth:`tick`
     whenever :attr:`deadline` has passed; :meth:`cancel` / :meth:`fail` / :meth:`provider_failed`
     at any time; :meth:`finish` once at the end for the terminal event. After :attr:`stop` is set
@@ -106,6 +109,7 @@ class Lifecycle:
         limits: Limits = _NO_LIMITS,
         request_id: str = "",
         meta: dict[str, Any] | None = None,
+        prior: Sequence[Event] = (),
     ):
         self.stream_id = stream_id
         self.request_id = request_id
@@ -119,6 +123,12 @@ class Lifecycle:
         self._output = self.metrics.output
         self.seq = 0
         """The last seq handed out (0 once :meth:`start` was called)."""
+        for event in prior:  # a run carried on from its log: what it made so far, and its seq
+            if event.__class__ is TextDelta:
+                self.builder.text_parts.append(event.text)
+            else:
+                self.builder.add(event)
+            self.seq = event.seq
         self.stop: Done | Error | None = None
         """How the stream will end, once decided (a limit, a cancel, the provider's own end)."""
         self.terminal: Done | Error | None = None
@@ -179,6 +189,8 @@ class Lifecycle:
         if isinstance(part, Done | Error):
             self.stop = part
             return None
+        if isinstance(part, Control):
+            return None  # the engine's business (stop stays None)
         if not isinstance(part, EventBase) or isinstance(part, Start):
             self.stop = Error(
                 code="bad_provider_output",

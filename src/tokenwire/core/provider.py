@@ -27,16 +27,46 @@ True
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol, TypeAlias, runtime_checkable
 
 from tokenwire.core.request import Request
 from tokenwire.events import EventBase
 
-__all__ = ["Part", "Provider"]
+__all__ = ["Checkpoint", "Control", "Part", "Provider", "Suspend"]
 
-Part: TypeAlias = "str | EventBase"
-"""What a provider yields: a text delta string or an event without envelope."""
+
+class Control:
+    """A part that is an instruction to the engine, not an event (the agent loop's, for durable runs)."""
+
+    __slots__ = ()
+
+
+class Checkpoint(Control):
+    """Make every event so far durable in the log, then call ``reached()``: a tool that must not
+    run twice starts only once its call is in the log (a node that takes the run over then
+    knows it may have run)."""
+
+    __slots__ = ("reached",)
+
+    def __init__(self, reached: Callable[[], None]):
+        self.reached = reached
+
+
+class Suspend(Control):
+    """Stop producing without ending the stream: the run waits in the log (for an approval, a
+    client-side tool's result) until any node resumes it, or until wall time ``until`` when a
+    supervisor resumes it with the timeout policy."""
+
+    __slots__ = ("reason", "until")
+
+    def __init__(self, reason: str, until: float):
+        self.reason = reason
+        self.until = until
+
+
+Part: TypeAlias = "str | EventBase | Control"
+"""What a provider yields: a text delta string, an event without envelope, or a :class:`Control`."""
 
 
 @runtime_checkable

@@ -16,6 +16,7 @@ from tokenwire.events import (
     FinishReason,
     ReasoningDelta,
     Stats,
+    Step,
     TokenUsage,
     ToolCall,
     ToolResult,
@@ -77,6 +78,7 @@ class ResponseBuilder:
         "text_parts",
         "tool_calls",
         "tool_results",
+        "turn_text",
         "usage",
     )
 
@@ -84,6 +86,7 @@ class ResponseBuilder:
         self.stream_id = stream_id
         self.model = model
         self.text_parts: list[str] = []
+        self.turn_text = 0  # where the current agent turn's text begins in text_parts
         self.reasoning_parts: list[str] = []
         self.tool_calls: list[ToolCall] = []
         self.tool_results: list[ToolResult] = []
@@ -102,6 +105,12 @@ class ResponseBuilder:
             self.tool_results.append(event)  # type: ignore[arg-type]
         elif cls is Usage:
             self.usage = TokenUsage(event.input_tokens, event.output_tokens)  # type: ignore[union-attr]
+        elif cls is Step and event.name == "turn" and event.status == "started":  # type: ignore[union-attr]
+            detail = event.detail  # type: ignore[union-attr]
+            if isinstance(detail, dict) and detail.get("restarted"):
+                del self.text_parts[self.turn_text :]  # the turn was asked again: its first text is void
+            else:
+                self.turn_text = len(self.text_parts)
 
     def build(self) -> Response:
         terminal = self.terminal

@@ -8,12 +8,14 @@ the engine takes it whole (no keyword list repeated from layer to layer).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from tokenwire.consumers.observers import ObserverErrorHook
 from tokenwire.core.limits import Limits
+from tokenwire.events import Event
 from tokenwire.log import EventLog
 
 __all__ = ["RunOptions"]
@@ -38,6 +40,12 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
     """Called with (observer, event, exception) when an observer fails."""
     drain_timeout_s: float = 5.0
     """How long the end of the stream waits for its observers, in total."""
+    lease_token: str | None = None
+    """A durable run's producer token (:mod:`tokenwire.log.ownership`): other nodes may take
+    the run over if this producer stops, and it may suspend. None: an ordinary stream."""
+    prior: Sequence[Event] = ()
+    """Carry on a durable run from its log: every event it has so far (from ``start``). The
+    stream continues at the next seq, with no second ``start``; empty: a new stream."""
 
     def __post_init__(self) -> None:
         if self.drain_timeout_s <= 0:

@@ -35,11 +35,11 @@ from tokenwire.consumers.delivery import EventIterator
 from tokenwire.consumers.observers import Dispatcher
 from tokenwire.core.lifecycle import Lifecycle
 from tokenwire.core.limits import Limits
-from tokenwire.core.provider import Provider
+from tokenwire.core.provider import Checkpoint, Provider, Suspend
 from tokenwire.core.request import Request, as_request
 from tokenwire.core.response import Response
 from tokenwire.engine.options import RunOptions
-from tokenwire.errors import LogUnavailable
+from tokenwire.errors import LogUnavailable, RunSuspended
 from tokenwire.events import Done, Error, ErrorSource, Event
 from tokenwire.log import default_log
 from tokenwire.telemetry.logs import current_stream
@@ -114,7 +114,12 @@ class StreamHandle:
             limits=limits,
             request_id=request_id,
             meta=options.meta or {},
+            prior=options.prior,
         )
+        self.suspended: Suspend | None = None
+        """Why and until when the run suspended (it ended here without a terminal event: a
+        durable run waiting in the log for an approval, or handed to another node); None otherwise."""
+        self._suspend_at: Suspend | None = None
         self._dispatcher = Dispatcher(
             observers,
             on_observer_error=options.on_observer_error,
@@ -122,7 +127,10 @@ class StreamHandle:
             on_strict_failure=self._on_strict_failure,
             drain_timeout_s=options.drain_timeout_s,
         )
-        self._writer = log.open(stream_id)
+        at = options.prior[-1].seq + 1 if options.prior else 0
+        self._writer = (
+            log.open(stream_id, at=at, token=options.lease_token) if options.lease_token else log.open(stream_id)
+        )
         self._dispatcher.attach(self._writer)
         self._task: asyncio.Task[Done | Error] = self._loop.create_task(
             self._run(), name=f"tokenwire-stream-{stream_id}"
@@ -149,6 +157,21 @@ class StreamHandle:
         if not self._terminating and self._core.fail(code, message, source=source, retryable=retryable):
             self._interrupt()
 
+    def suspend(self, reason: str, until: float) -> None:
+        """Stop producing a durable run without ending it (a node handing its runs over on
+        shutdown): it waits in the log, due for a supervisor at wall time ``until``. A no-op once
+        the stream is ending or if it is not durable."""
+        if threading.get_ident() != self._thread:
+            self._loop.call_soon_threadsafe(self.suspend, reason, until)
+            return
+        if self.options.lease_token is not None and not self._terminating and self._core.stop is None:
+            self._suspend_at = Suspend(reason, until)
+            self._interrupt()
+
+    async def settled(self) -> None:
+        """Wait until the stream's producer is done here (ended, or suspended), raising nothing."""
+        await asyncio.wait([self._task])
+
     def _interrupt(self) -> None:
         # Interrupt whatever the run awaits. Not before it started (the coroutine would die before
         # its first line, without a terminal event) and not from inside it (a strict observer
@@ -172,6 +195,7 @@ class StreamHandle:
         if not self._ready.is_set():
             waiter: asyncio.Future[Any] = asyncio.ensure_future(self._ready.wait())
             ended: asyncio.Future[Any] = asyncio.shield(self._task)  # a stream that ended first is ready too
+            ended.add_done_callback(_retrieved)  # a suspended run's RunSuspended is wait()'s to raise
             try:
                 await asyncio.wait([waiter, ended], return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -259,9 +283,10 @@ class StreamHandle:
         self._started = True
         current_stream.set(self.stream_id)  # this task's log lines name the stream (telemetry.logs)
         try:
-            r = append(core.start())
-            if r is not None:
-                await r
+            if not self.options.prior:  # a run carried on from its log has its start already
+                r = append(core.start())
+                if r is not None:
+                    await r
             await self._writer.flush()  # start is durable (a shared log: readable on every node)
             if self._writer.failure is not None:  # it is not: the stream ends now, before anyone reads it
                 raise _EngineFault(self._writer.failure) from self._writer.failure
@@ -276,8 +301,10 @@ class StreamHandle:
                 async for part in agen:
                     try:  # free unless it raises (3.11): what fails here is ours, not the provider's
                         event = feed(part, time())
-                        if event is None:  # the provider's own end, or a bad part
-                            break
+                        if event is None:  # the provider's own end, a bad part, or a control part
+                            if core.stop is not None or await self._control(part):
+                                break
+                            continue
                         r = append(event)
                         if r is not None:
                             await r
@@ -298,7 +325,8 @@ class StreamHandle:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            core.cancel("the stream's task was cancelled")  # no-op when a cancel or limit caused it
+            if self._suspend_at is None:  # a suspension interrupts too; it ends no stream
+                core.cancel("the stream's task was cancelled")  # no-op when a cancel or limit caused it
         except _EngineFault as fault:  # the log, or the engine itself: never the provider's fault
             cause = fault.__cause__
             if isinstance(cause, LogUnavailable):
@@ -309,8 +337,48 @@ class StreamHandle:
             core.provider_failed(exc)
         return await self._finish(agen)
 
+    async def _control(self, part: object) -> bool:
+        """Carry out a control part (:mod:`tokenwire.core.provider`); True: stop reading the provider."""
+        if isinstance(part, Checkpoint):
+            await self._writer.flush()
+            part.reached()
+            return False
+        if isinstance(part, Suspend):
+            if self.options.lease_token is None:
+                self._core.fail("cannot_suspend", f"{part.reason}, but this run is not durable", source="internal")
+            else:
+                self._suspend_at = part
+            return True
+        return False
+
+    async def _suspend(self, agen: AsyncIterator[Any] | None, suspend: Suspend) -> None:
+        """End this producer without a terminal: the run waits in the log (see :class:`Suspend`)."""
+        if agen is not None:
+            aclose = getattr(agen, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        dispatcher = self._dispatcher
+        drained_by = self._loop.time() + dispatcher.drain_timeout_s
+        await dispatcher.settle(dispatcher.resume_interrupted(), drained_by)
+        await self._writer.flush()
+        if await self._writer.suspend(suspend.until):
+            self.suspended = suspend
+        await dispatcher.aclose(drained_by)
+
     async def _finish(self, agen: AsyncIterator[Any] | None) -> Done | Error:
         self._terminating = True
+        suspend = self._suspend_at
+        if suspend is not None and self._core.stop is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            await self._suspend(agen, suspend)
+            if self.suspended is not None:
+                raise RunSuspended(self.stream_id, suspend.reason)
+            self._core.fail(
+                "log_unavailable", "the run could not be suspended: another node holds it", source="transport"
+            )
+            agen = None
         core = self._core
         if self._timer is not None:
             self._timer.cancel()
@@ -337,6 +405,11 @@ class StreamHandle:
             await self._writer.flush()
             await dispatcher.aclose(drained_by)
         return terminal
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def start_stream(

@@ -37,6 +37,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from tokenwire.errors import (
+    Conflict,
     Forbidden,
     InvalidRequest,
     LogUnavailable,
@@ -63,6 +64,7 @@ SERVICE = pb.DESCRIPTOR.services_by_name["Tokenwire"].full_name
 
 STATUS: dict[type[TokenwireError], grpc.StatusCode] = {
     Unauthorized: grpc.StatusCode.UNAUTHENTICATED,
+    Conflict: grpc.StatusCode.FAILED_PRECONDITION,
     Forbidden: grpc.StatusCode.PERMISSION_DENIED,
     StreamNotFound: grpc.StatusCode.NOT_FOUND,
     SeqEvicted: grpc.StatusCode.FAILED_PRECONDITION,

@@ -16,6 +16,7 @@ import msgspec
 from tokenwire.errors import LogUnavailable, ObserverOverflow, SeqEvicted
 from tokenwire.events import Event, ToolCallDelta
 from tokenwire.log.coalescing import MERGEABLE, coalesced, delta_text, mergeable
+from tokenwire.log.ownership import LocalOwnership, RunOwnership
 
 __all__ = [
     "OVERFLOWS",
@@ -151,6 +152,16 @@ class StreamWriter(abc.ABC):
     inline: InlineReader | None = None
     """The inline reader (set once, before the first append)."""
 
+    token: str = ""
+    """The producer's lease token (durable runs: see :mod:`tokenwire.log.ownership`)."""
+
+    async def suspend(self, until: float) -> bool:
+        """Stop producing without a terminal event: the run is suspended in the log (its lease
+        ``SUSPENDED``, due for a supervisor at wall time ``until``) and any node may resume it.
+        Call after :meth:`flush`; nothing may be appended after. False when this producer no
+        longer held the run (another node took it over)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot suspend a run")
+
     @property
     def failure(self) -> LogUnavailable | None:
         """Why this writer gave up writing (a networked log unreachable past its bounds), or None."""
@@ -163,13 +174,27 @@ class StreamWriter(abc.ABC):
 class EventLog(abc.ABC):
     """Per-stream append-only event logs with explicit retention."""
 
+    shared: bool = False
+    """Whether other processes read and write this log (Redis): runs can move between them."""
+
     append_observer: Callable[[float, int], None] | None = None
     """Called after each write of a batch to a networked log's storage with (seconds, events):
     the server's log-latency metric. The memory log never calls it (its appends are in-process)."""
 
     @abc.abstractmethod
-    def open(self, stream_id: str) -> StreamWriter:
-        """Create the log of a new stream and return its writer."""
+    def open(self, stream_id: str, *, at: int = 0, token: str | None = None) -> StreamWriter:
+        """Create the log of a new stream and return its writer; with ``at`` > 0, continue the
+        stream at that seq instead (a durable run taken over or resumed: its producer claimed
+        the lease with ``token`` through :attr:`ownership`). A ``token`` marks the run durable:
+        supervisors may take it over if its producer stops (see :mod:`tokenwire.log.ownership`)."""
+
+    @property
+    def ownership(self) -> RunOwnership:
+        """Leases, run definitions and due runs (in this process unless the backend shares them)."""
+        own = self.__dict__.get("_ownership")
+        if own is None:
+            own = self.__dict__["_ownership"] = LocalOwnership()
+        return own
 
     @abc.abstractmethod
     def batches(

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from tokenwire.errors import ObserverOverflow, SeqEvicted, StreamClosed, StreamNotFound
 from tokenwire.events import TERMINAL_TYPES, Event
 from tokenwire.log.base import Cursor, EventLog, InlineReader, Overflow, Ring, StreamInfo, StreamWriter
+from tokenwire.log.ownership import LocalOwnership
 
 __all__ = ["MemoryLog", "StreamRing"]
 
@@ -30,6 +31,14 @@ class StreamRing(Ring[Event], StreamWriter):
         self._cursors: list[Cursor] = []  # cursors whose policy acts at append time (block, disconnect)
         self._coalescing: list[Cursor] = []  # coalesce cursors: they take what eviction would lose
         self._on_finish = on_finish
+        self._ownership: LocalOwnership | None = None  # set by MemoryLog for a durable run
+
+    async def suspend(self, until: float) -> bool:
+        own = self._ownership
+        if own is None:
+            raise NotImplementedError("only a durable run (opened with a token) can be suspended")
+        self.inline = None  # the producer's observers are gone; the next producer brings its own
+        return await own.suspend(self.stream_id, self.token, until)
 
     def append(self, event: Event) -> Awaitable[None] | None:  # type: ignore[override]
         if self.finished:
@@ -138,21 +147,39 @@ class MemoryLog(EventLog):
         # default log with stream_sync's worker loops): the bookkeeping across streams is locked;
         # a stream's own ring is only touched from its producer's loop.
         self._lock = threading.Lock()
+        self._ownership = LocalOwnership()
 
-    def open(self, stream_id: str) -> StreamWriter:
+    @property
+    def ownership(self) -> LocalOwnership:
+        return self._ownership
+
+    def open(self, stream_id: str, *, at: int = 0, token: str | None = None) -> StreamWriter:
         with self._lock:
+            if at:  # a suspended durable run resumed in this process: its ring carries on
+                ring = self._ring(stream_id)
+                if ring.finished or ring.next_seq != at:
+                    raise ValueError(f"stream {stream_id!r} cannot continue at seq {at} (it is at {ring.next_seq})")
+                ring.token = token or ""
+                return ring
             if stream_id in self._rings:
                 raise ValueError(f"stream {stream_id!r} already exists in this log; stream ids must be unique")
             ring = StreamRing(stream_id, self.max_events, self._stream_finished)
+            if token is not None:
+                ring.token = token
+                ring._ownership = self._ownership
+                self._ownership.hold(stream_id, token)
             self._rings[stream_id] = ring
             if len(self._rings) > self.max_streams:
                 if self._finished:
                     self._evict_finished()
                 else:
-                    del self._rings[next(iter(self._rings))]
+                    oldest = next(iter(self._rings))
+                    del self._rings[oldest]
+                    self._ownership.drop(oldest)
             return ring
 
     def _stream_finished(self, ring: StreamRing) -> None:
+        self._ownership.ended(ring.stream_id)
         with self._lock:
             size = len(ring._items)
             self._finished[ring.stream_id] = size
@@ -165,6 +192,7 @@ class MemoryLog(EventLog):
         sid, size = self._finished.popitem(last=False)
         self._finished_events -= size
         self._rings.pop(sid, None)
+        self._ownership.drop(sid)
 
     def __contains__(self, stream_id: object) -> bool:
         return stream_id in self._rings

@@ -33,16 +33,17 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from tokenwire.errors import ObserverOverflow, SeqEvicted, StreamNotFound
 from tokenwire.events import TERMINAL_TYPES, Error, Event, decode, encode
 from tokenwire.log.base import EventLog, StreamInfo, StreamWriter
+from tokenwire.log.redis_control import RedisControl
+from tokenwire.log.redis_runs import RedisOwnership
 from tokenwire.log.redis_writer import APPEND_SCRIPT, FIELD, RedisWriter, Tail, entry_id, seq_of
 
 __all__ = ["RedisLog", "RedisWriter"]
@@ -50,14 +51,16 @@ __all__ = ["RedisLog", "RedisWriter"]
 logger = logging.getLogger("tokenwire")
 
 
-class RedisLog(EventLog):
+class RedisLog(RedisControl, EventLog):
     """Event log on Redis Streams, shared by every process and node that uses the same Redis.
 
     ``url``: ``redis://host:port/db``. ``max_events`` bounds each stream (exactly: the oldest
     events are trimmed once per batch); ``ttl_s`` is how long a finished stream stays readable;
     ``batch_window_s`` and ``max_batch`` bound how long and how many deltas wait for one write; ``local_events`` bounds
     the producer's in-process ring (its observers' and iterators' window). ``lease_s`` is the
-    producer lease (a lost producer is noticed within about 1.5x that). While Redis is
+    producer lease (a lost producer is noticed within about 1.5x that); a durable run's readers
+    give other nodes ``takeover_s`` more (default 3x ``lease_s``) to take it over before they end
+    it with ``error(producer_lost)``. While Redis is
     unreachable a writer buffers and retries, for at most ``unwritable_s`` and ``max_buffered``
     events; past either the stream ends with ``error(transport, log_unavailable)``.
     ``max_connections`` bounds the pool of short commands (a command waits for a free connection);
@@ -66,6 +69,8 @@ class RedisLog(EventLog):
     Memory in Redis per retained one-token delta: about 100-150 bytes (the event's JSON plus the
     stream entry's overhead).
     """
+
+    shared = True
 
     def __init__(
         self,
@@ -79,6 +84,7 @@ class RedisLog(EventLog):
         local_events: int = 4096,
         read_batch: int = 1024,
         lease_s: float = 2.0,
+        takeover_s: float | None = None,
         unwritable_s: float = 10.0,
         max_buffered: int = 65_536,
         max_connections: int = 64,
@@ -94,6 +100,7 @@ class RedisLog(EventLog):
         self.local_events = local_events
         self.read_batch = read_batch
         self.lease_s = lease_s
+        self.takeover_s = 3 * lease_s if takeover_s is None else takeover_s
         self.unwritable_s = unwritable_s
         self.max_buffered = max_buffered
         self.max_connections = max_connections
@@ -104,6 +111,7 @@ class RedisLog(EventLog):
         self._tails: dict[str, Tail] = {}
         self._tail_task: asyncio.Task[None] | None = None
         self._wake_key = f"{prefix}:wake:{uuid.uuid4().hex}"
+        self._ownership: RedisOwnership | None = None
         self._wake_last = "0-0"
 
     def key(self, stream_id: str) -> str:
@@ -115,14 +123,19 @@ class RedisLog(EventLog):
     def lease_key(self, stream_id: str) -> str:
         return f"{self.prefix}:{stream_id}:lease"
 
-    async def hold_lease(self, lease_key: str) -> None:
-        with contextlib.suppress(RedisError, OSError):  # a missed heartbeat is retried at the next
-            await self.redis.set(lease_key, b"1", px=round(self.lease_s * 1000))
+    @property
+    def ownership(self) -> RedisOwnership:
+        """Leases, run definitions and due runs, shared by every node (:mod:`tokenwire.log.redis_runs`)."""
+        if self._ownership is None:
+            self._ownership = RedisOwnership(self)
+        return self._ownership
 
     async def _producer_lost(self, stream_id: str) -> None:
         """End a stream whose producer's lease lapsed with ``error(transport, producer_lost)``.
 
-        Several nodes may notice at once: the explicit entry id lets exactly one append win.
+        Several nodes may notice at once: the explicit entry id lets exactly one append win, and
+        the append script writes it only while no producer holds the lease (a node that took
+        the run over in the meantime keeps it).
         """
         info = await self.info(stream_id)
         if info.finished or await self.redis.exists(self.lease_key(stream_id)):
@@ -136,7 +149,8 @@ class RedisLog(EventLog):
             seq=info.next_seq,
             ts=time.time(),
         )
-        await self.write(self.key(stream_id), [(terminal.seq, encode(terminal))], terminal=True)
+        if await self.write(self.key(stream_id), [(terminal.seq, encode(terminal))], terminal=True, token=""):
+            await self.ownership.forget(stream_id)
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -148,17 +162,19 @@ class RedisLog(EventLog):
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def open(self, stream_id: str) -> StreamWriter:
-        return RedisWriter(self, stream_id)
+    def open(self, stream_id: str, *, at: int = 0, token: str | None = None) -> StreamWriter:
+        return RedisWriter(self, stream_id, at=at, token=token)
 
-    async def write(self, key: str, batch: list[tuple[int, bytes]], *, terminal: bool) -> bool:
+    async def write(self, key: str, batch: list[tuple[int, bytes]], *, terminal: bool, token: str) -> bool:
         """One command for the whole batch (a server-side script of XADDs); an entry that already
         landed (a retried append) is skipped, not duplicated. The writer retries failures. False
-        when the stream already ended (another node wrote its terminal): nothing was appended."""
-        args: list[Any] = [self.max_events, max(1, round(self.ttl_s)) if terminal else 0]
+        when the stream already ended (another node wrote its terminal) or ``token`` does not
+        hold its lease (another node took it over; ``""``: a producer does): nothing was appended."""
+        args: list[Any] = [self.max_events, max(1, round(self.ttl_s)) if terminal else 0, token]
         for seq, data in batch:
             args += (entry_id(seq), data)
-        return bool(await self._append_script(keys=[key, key + ":end"], args=args))
+        keys = [key, key + ":end", key + ":lease", key + ":run"]
+        return bool(await self._append_script(keys=keys, args=args))
 
     @property
     def _append_script(self) -> Any:
@@ -338,6 +354,7 @@ class RedisLog(EventLog):
         for t in quiet:
             pipe.exists(t.key)
             pipe.exists(self.lease_key(t.sid))
+            pipe.exists(self.ownership.run_key(t.sid))
         try:
             found = await pipe.execute()
         except (RedisError, OSError) as exc:
@@ -346,73 +363,17 @@ class RedisLog(EventLog):
             return
         for i, t in enumerate(quiet):
             t.heard = now
-            if not found[2 * i]:
+            exists, leased, durable = found[3 * i : 3 * i + 3]
+            if not exists:
                 t.fail(StreamNotFound(f"no stream {t.sid!r} in this log (unknown, or expired)"))
-            elif not found[2 * i + 1]:
+            elif leased:
+                t.lapsed_since = None
+            elif durable and now - (t.lapsed_since or now) < self.takeover_s:
+                # A durable run: another node may take it over; give it takeover_s before ending it.
+                t.lapsed_since = t.lapsed_since or now
+            else:
                 with contextlib.suppress(RedisError, OSError):
                     await self._producer_lost(t.sid)
-
-    # -- reader presence: a producing node sees readers on other nodes ---------------------------------
-
-    def readers_key(self, stream_id: str) -> str:
-        return f"{self.prefix}:{stream_id}:readers"
-
-    async def claim_once(self, key: str, ttl_s: float) -> bool:
-        claimed = await self.redis.set(f"{self.prefix}:once:{key}", b"1", nx=True, px=max(1, round(ttl_s * 1000)))
-        return bool(claimed)
-
-    async def announce_readers(self, stream_ids: Sequence[str], ttl_s: float) -> None:
-        pipe: Any = self.redis.pipeline(transaction=False)
-        for sid in stream_ids:
-            pipe.set(self.readers_key(sid), b"1", px=max(1, round(ttl_s * 1000)))
-        await pipe.execute()
-
-    async def read_elsewhere(self, stream_ids: Sequence[str]) -> set[str]:
-        pipe: Any = self.redis.pipeline(transaction=False)
-        for sid in stream_ids:
-            pipe.exists(self.readers_key(sid))
-        found = await pipe.execute()
-        return {sid for sid, n in zip(stream_ids, found, strict=True) if n}
-
-    # -- control: cancels routed to the producing node ------------------------------------------------
-
-    @property
-    def control_channel(self) -> str:
-        return f"{self.prefix}:control"
-
-    async def forward_cancel(self, stream_id: str, reason: str) -> bool:
-        message = msgspec.json.encode({"op": "cancel", "stream_id": stream_id, "reason": reason})
-        receivers: int = await self.redis.publish(self.control_channel, message)
-        return receivers > 0
-
-    def listen_cancels(self, handler: Callable[[str, str], None]) -> None:
-        """Start (once) the task that hears forwarded cancels; owned by this log, ended by aclose()."""
-        if self._listener is None:
-            self._listener = asyncio.get_running_loop().create_task(self._listen(handler), name="tokenwire-control")
-
-    async def _listen(self, handler: Callable[[str, str], None]) -> None:
-        failures = 0
-        while True:
-            try:
-                async with self.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(self.control_channel)
-                    if failures:
-                        logger.warning("event log: control channel back after %d failed attempts", failures)
-                    failures = 0
-                    async for message in pubsub.listen():
-                        if message.get("type") != "message":
-                            continue
-                        try:
-                            body = msgspec.json.decode(message["data"])
-                            handler(str(body["stream_id"]), str(body.get("reason") or "cancelled on another node"))
-                        except (msgspec.DecodeError, KeyError, TypeError):
-                            logger.warning("event log: ignored a malformed control message")
-            except (RedisError, OSError) as exc:
-                # Once per outage at warning level, then quietly, with backoff (0.5 s doubling to 8 s).
-                level = logging.WARNING if failures == 0 else logging.DEBUG
-                logger.log(level, "event log: control channel lost (%s); reconnecting", exc)
-                await asyncio.sleep(min(8.0, 0.5 * 2 ** min(failures, 4)))
-                failures += 1
 
     async def aclose(self) -> None:
         if self._tail_task is not None:

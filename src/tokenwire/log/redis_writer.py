@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -35,7 +36,14 @@ if ended then
   if ARGV[#ARGV] == ended then return 1 end
   return 0
 end
-for i = 3, #ARGV, 2 do
+-- The fence: only the producer whose token holds the lease writes ('' : only while none does).
+local lease = redis.call('GET', KEYS[3])
+if ARGV[3] == '' then
+  if lease then return 0 end
+elseif lease ~= ARGV[3] then
+  return 0
+end
+for i = 4, #ARGV, 2 do
   local ok = redis.pcall('XADD', key, ARGV[i], 'e', ARGV[i + 1])
   if type(ok) == 'table' and ok.err and not string.find(ok.err, 'equal or smaller', 1, true) then
     return redis.error_reply(ok.err)
@@ -45,15 +53,18 @@ redis.call('XTRIM', key, 'MAXLEN', maxlen)
 if ttl > 0 then
   redis.call('EXPIRE', key, ttl)
   redis.call('SET', endkey, ARGV[#ARGV], 'EX', ttl)
+  redis.call('EXPIRE', KEYS[4], ttl)
 end
 return 1
 """
 """Appends a batch in one command: explicit ids; an id that is already there (a retry) is skipped;
 then one exact trim to ``max_events`` (the same retention as the memory log; a stream below the
-cap trims nothing). A terminal batch records the terminal event in the stream's end key; once it
-is there nothing more is appended (returns 0; a retry of that same batch returns 1): a producer
-cut off by a partition, whose stream another node ended with ``producer_lost``, cannot write past
-that terminal when it reconnects."""
+cap trims nothing). A terminal batch records the terminal event in the stream's end key (and
+lets the run's definition expire with the stream); once it is there nothing more is appended
+(returns 0; a retry of that same batch returns 1): a producer cut off by a partition, whose
+stream another node ended with ``producer_lost``, cannot write past that terminal when it
+reconnects. And only the token holding the lease writes (returns 0 otherwise): a producer that
+another node took over from cannot write into the stream it now continues."""
 
 
 def entry_id(seq: int) -> str:
@@ -68,7 +79,19 @@ def seq_of(entry_id: bytes | str) -> int:
 class Tail:
     """What the shared tail has read of one stream: a window of events, fanned out to readers."""
 
-    __slots__ = ("advanced", "error", "events", "finished", "first_seq", "heard", "key", "last_id", "readers", "sid")
+    __slots__ = (
+        "advanced",
+        "error",
+        "events",
+        "finished",
+        "first_seq",
+        "heard",
+        "key",
+        "lapsed_since",
+        "last_id",
+        "readers",
+        "sid",
+    )
 
     def __init__(self, stream_id: str, key: bytes, seq: int, now: float):
         self.sid = stream_id
@@ -80,6 +103,7 @@ class Tail:
         self.error: BaseException | None = None
         self.readers = 0
         self.heard = now  # when the tail last got an entry (or checked the producer's lease)
+        self.lapsed_since: float | None = None  # a durable run's lease found lapsed, waiting for a takeover
         self.advanced = asyncio.Event()  # replaced on every advance; readers wait on the one they saw
 
     @property
@@ -129,16 +153,21 @@ class WriterHost(Protocol):
 
     def lease_key(self, stream_id: str) -> str: ...
 
-    async def hold_lease(self, *args: Any) -> Any: ...
+    @property
+    def ownership(self) -> Any: ...
 
-    async def write(self, key: str, batch: list[tuple[int, bytes]], *, terminal: bool) -> bool: ...
+    async def write(self, key: str, batch: list[tuple[int, bytes]], *, terminal: bool, token: str) -> bool: ...
 
 
 class RedisWriter(StreamRing):
     """One stream's writer: a local ring for in-process readers, a batched lane to Redis."""
 
-    def __init__(self, log: WriterHost, stream_id: str):
+    def __init__(self, log: WriterHost, stream_id: str, *, at: int = 0, token: str | None = None):
         super().__init__(stream_id, log.local_events, self._on_terminal)
+        self.next_seq = at  # a durable run carried on by this producer continues its seq
+        self.token = token or uuid.uuid4().hex
+        self._durable = token is not None
+        self._suspending = False
         self._log = log
         self._key = log.key(stream_id)
         self._pending: list[tuple[int, bytes]] = []
@@ -176,32 +205,60 @@ class RedisWriter(StreamRing):
         self._wake_flusher.set()
 
     async def _run(self) -> None:
-        """The writer's flusher task (owned by the writer; it ends after the terminal is written).
+        """The writer's flusher task (owned by the writer; it ends after the terminal is written,
+        or once the run is suspended).
 
-        It also holds the producer's lease: refreshed every third of ``lease_s`` while the run is
-        live, deleted after the terminal. A node that dies stops refreshing it, and readers on
-        other nodes then end the stream with ``error(producer_lost)``.
+        It also holds the producer's lease (its token): refreshed every third of ``lease_s``
+        while the run is live, released after the terminal. A node that dies stops refreshing
+        it: another node takes a durable run over, readers end any other stream with
+        ``error(producer_lost)``. A refresh that finds another token there means another node
+        took the run over: this writer gives up (the script fences its appends anyway).
         """
         window = self._log.batch_window_s
         heartbeat = self._log.lease_s / 3
-        await self._log.hold_lease(self._lease_key)
-        renewed = asyncio.get_running_loop().time()
-        try:
-            while True:
-                if asyncio.get_running_loop().time() - renewed >= heartbeat:
-                    await self._log.hold_lease(self._lease_key)
-                    renewed = asyncio.get_running_loop().time()
-                if not self._pending:
-                    if self._closing:
-                        return
-                    self._has_data.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._has_data.wait(), heartbeat)
-                    continue
-                await self._write_pending(window)
-        finally:
+        loop = asyncio.get_running_loop()
+        await self._renew()
+        renewed = loop.time()
+        while True:
+            if loop.time() - renewed >= heartbeat:
+                await self._renew()
+                renewed = loop.time()
+            if not self._pending:
+                if self._closing:
+                    break
+                self._has_data.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._has_data.wait(), heartbeat)
+                continue
+            await self._write_pending(window)
+        if self._failure is None and not self._suspending:
             with contextlib.suppress(RedisError, OSError):
-                await self._log.redis.delete(self._lease_key)
+                await self._log.ownership.release(self.stream_id, self.token)
+
+    async def _renew(self) -> None:
+        try:
+            held = await self._log.ownership.renew(self.stream_id, self.token, durable=self._durable)
+        except (RedisError, OSError):
+            return  # a missed heartbeat is retried at the next
+        if not held and self._failure is None and not self._suspending:
+            self._give_up(LogUnavailable(f"stream {self.stream_id!r} was taken over by another node"))
+
+    async def suspend(self, until: float) -> bool:
+        self._suspending = True
+        self._closing = True
+        self._has_data.set()
+        self._wake_flusher.set()
+        await asyncio.wait([self._flusher])
+        if self._failure is not None:
+            return False
+        try:
+            held = bool(await self._log.ownership.suspend(self.stream_id, self.token, until))
+        except (RedisError, OSError) as exc:
+            self._give_up(LogUnavailable(f"the run could not be suspended: {exc}"))
+            return False
+        if not held:
+            self._give_up(LogUnavailable(f"stream {self.stream_id!r} was taken over by another node"))
+        return held
 
     async def _write_pending(self, window: float) -> None:
         """One batch: let deltas fill it for up to a window (structural events do not wait), then
@@ -215,7 +272,8 @@ class RedisWriter(StreamRing):
         loop = asyncio.get_running_loop()
         began = loop.time()
         try:
-            written = await self._log.write(self._key, batch, terminal=self._closing and len(self._pending) <= size)
+            terminal = self._closing and not self._suspending and len(self._pending) <= size
+            written = await self._log.write(self._key, batch, terminal=terminal, token=self.token)
         except (RedisError, OSError) as exc:
             await self._unwritable(exc)
             return
@@ -226,8 +284,8 @@ class RedisWriter(StreamRing):
         if not written:
             self._give_up(
                 LogUnavailable(
-                    f"stream {self.stream_id!r} was ended by another node (its producer looked lost while this "
-                    f"node could not reach the log); {len(self._pending)} events were not written"
+                    f"stream {self.stream_id!r} was ended or taken over by another node (its producer looked lost "
+                    f"while this node could not reach the log); {len(self._pending)} events were not written"
                 )
             )
             return
@@ -269,6 +327,12 @@ class RedisWriter(StreamRing):
         """Wait until every appended event is in Redis (or its write failed and was logged)."""
         self._has_data.set()
         self._wake_flusher.set()
-        await self._flushed.wait()
+        if not self._flushed.is_set():  # a flusher that died unexpectedly must not hang its stream
+            flushed = asyncio.ensure_future(self._flushed.wait())
+            await asyncio.wait([flushed, self._flusher], return_when=asyncio.FIRST_COMPLETED)
+            flushed.cancel()
+            if not self._flushed.is_set() and self._failure is None:
+                died = self._flusher.exception() if not self._flusher.cancelled() else None
+                self._give_up(LogUnavailable(f"the writer of stream {self.stream_id!r} stopped: {died!r}"))
         if self._closing:
             await asyncio.wait([self._flusher])

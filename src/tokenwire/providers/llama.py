@@ -240,10 +240,18 @@ class LlamaCpp:
         self._llm = llm
         return llm
 
+    continues_prefix = True
+    """A request ending with an assistant message continues that message (a durable run taken
+    over mid-answer reads on seamlessly): the prompt is the conversation before it, then its text."""
+
     def format_prompt(self, request: Request) -> str:
-        """The prompt text for a request (chat template applied, tools described)."""
+        """The prompt text for a request (chat template applied, tools described); a trailing
+        assistant message is continued, not answered."""
         tools = request.tools if request.tool_choice != "none" else []
-        return self._format(request.messages, tools)
+        messages = request.messages
+        if messages and messages[-1].role == "assistant" and not messages[-1].tool_calls:
+            return self._format(messages[:-1], tools) + messages[-1].content
+        return self._format(messages, tools)
 
     def close(self) -> None:
         """Let running and queued generations finish, free the model and stop the worker thread."""

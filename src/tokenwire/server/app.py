@@ -97,13 +97,14 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await service.providers.preload()  # ready means ready: the first request does not pay the model load
+        service.durable.supervise()  # every node carries on the runs other nodes left (durable runs)
         if cfg.grpc_port is not None:
             if GrpcServer is None:
                 raise RuntimeError("grpc_port needs the grpc extra: pip install 'tokenwire[grpc]'")
             service.grpc = GrpcServer(service, cfg.grpc_host, cfg.grpc_port)
             await service.grpc.start()
         yield
-        await service.runs.shutdown(cfg.shutdown_grace_s)
+        await service.shutdown(cfg.shutdown_grace_s)
         if service.grpc is not None:
             await service.grpc.stop(1.0)
         await service.providers.aclose()

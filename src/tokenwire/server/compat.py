@@ -31,6 +31,7 @@ from starlette.routing import Route
 from tokenwire.core.request import Request
 from tokenwire.errors import (
     BodyTooLarge,
+    Conflict,
     Forbidden,
     InvalidRequest,
     LogUnavailable,
@@ -65,6 +66,7 @@ B = TypeVar("B")
 
 ERRORS: dict[type[TokenwireError], tuple[int, str, str | None]] = {
     Unauthorized: (401, "invalid_request_error", "invalid_api_key"),
+    Conflict: (409, "invalid_request_error", "conflict"),
     Forbidden: (403, "invalid_request_error", "forbidden"),
     StreamNotFound: (404, "invalid_request_error", "not_found"),
     ModelNotFound: (404, "invalid_request_error", "model_not_found"),

@@ -30,6 +30,7 @@ from starlette.routing import Route
 
 from tokenwire.errors import (
     BodyTooLarge,
+    Conflict,
     Forbidden,
     InvalidRequest,
     LogUnavailable,
@@ -68,6 +69,7 @@ __all__ = [
 
 ERRORS: dict[type[TokenwireError], tuple[int, str]] = {
     Unauthorized: (401, "unauthorized"),
+    Conflict: (409, "conflict"),
     Forbidden: (403, "forbidden"),
     StreamNotFound: (404, "not_found"),
     ModelNotFound: (404, "model_not_found"),
@@ -248,6 +250,27 @@ async def cancel(service: RunService, request: HTTPRequest) -> Response:
     return JSONResponse({"stream_id": stream_id, "status": "cancelling"}, status_code=202)
 
 
+class ApprovalBody(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of ``POST /v1/streams/{id}/approvals``."""
+
+    call_id: str
+    approved: bool
+
+
+@guarded
+async def approve(service: RunService, request: HTTPRequest) -> Response:
+    """``POST /v1/streams/{id}/approvals`` (the run's API key as ``Authorization: Bearer``;
+    ``{"call_id", "approved"}``) → 202: the suspended run resumes, on this node, with the call
+    approved or denied. 403 for another key, 404 for a call that asked for no approval, 409 for
+    one already answered."""
+    owner = service.authenticate(bearer(request.headers))
+    stream_id: str = request.path_params["stream_id"]
+    raw = await read_body(service, request)
+    body = service.parse(raw, lambda raw: msgspec.json.decode(raw, type=ApprovalBody), "approval")
+    await service.approve(stream_id, owner, body.call_id, body.approved)
+    return JSONResponse({"stream_id": stream_id, "call_id": body.call_id, "status": "resumed"}, status_code=202)
+
+
 async def healthz(service: RunService, request: HTTPRequest) -> Response:
     """Liveness: the process answers."""
     return JSONResponse({"status": "ok"})
@@ -308,4 +331,5 @@ def routes(service: RunService) -> list[Route]:
         Route("/v1/streams/{stream_id}/events", bind(events), methods=["GET"], name="events"),
         Route("/v1/streams/{stream_id}", bind(status), methods=["GET"]),
         Route("/v1/streams/{stream_id}/cancel", bind(cancel), methods=["POST"]),
+        Route("/v1/streams/{stream_id}/approvals", bind(approve), methods=["POST"]),
     ]

@@ -11,6 +11,7 @@ import contextlib
 import copy
 import functools
 import gc
+import importlib
 import multiprocessing
 import os
 import signal
@@ -28,8 +29,30 @@ from tokenwire.server.http2 import serve_http2
 from tokenwire.server.schema import ServerConfig
 from tokenwire.telemetry.logs import JSONFormatter, StreamContext
 from tokenwire.telemetry.redact import RedactingFilter, Redactor
+from tokenwire.tools import Toolset
 
-__all__ = ["LEVELS", "log_config", "serve_one", "serve_workers"]
+__all__ = ["LEVELS", "import_object", "import_provider", "import_tools", "log_config", "serve_one", "serve_workers"]
+
+
+def import_object(spec: str) -> Any:
+    """What ``package.module:attribute`` names (``--tools``, ``--provider``)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"expected package.module:attribute, got {spec!r}")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def import_tools(spec: str) -> list[Any]:
+    """The tools ``package.module:attribute`` names: a tool, a function, or a list or Toolset of them."""
+    value = import_object(spec)
+    return list(value) if isinstance(value, list | tuple | Toolset) else [value]
+
+
+def import_provider(spec: str) -> Provider:
+    """The provider ``package.module:attribute`` names: a provider, or a factory of one."""
+    value = import_object(spec)
+    provider: Provider = value() if isinstance(value, type) or not isinstance(value, Provider) else value
+    return provider
 
 
 def serve_one(
@@ -50,7 +73,9 @@ def serve_one(
     ``shutdown_grace`` seconds, then end with ``error(shutdown)``), a second exits at once."""
     settings = dict(settings or {})
     h2 = settings.pop("http2", None)
+    tools = [t for spec in settings.pop("tools", None) or () for t in import_tools(spec)]
     application = create_app(
+        tools=tools,
         log=log_from_url(log) if log_kind(log) == "redis" else None,
         providers=dict(providers),
         default_provider=provider,
@@ -58,7 +83,7 @@ def serve_one(
         secret=secret,
         config=ServerConfig(shutdown_grace_s=shutdown_grace, **settings),
     )
-    runs = application.state.tokenwire.runs
+    service = application.state.tokenwire
 
     class GracefulServer(uvicorn.Server):
         draining = False
@@ -73,7 +98,7 @@ def serve_one(
             loop = asyncio.get_running_loop()
 
             async def drain() -> None:
-                await runs.shutdown(shutdown_grace)
+                await service.shutdown(shutdown_grace)
                 super(GracefulServer, self).handle_exit(sig, frame)
 
             loop.call_soon_threadsafe(lambda: loop.create_task(drain()))
@@ -94,7 +119,7 @@ def serve_one(
 
         assert sock is not None
         logging.config.dictConfig(log_config)
-        drain = functools.partial(runs.shutdown, shutdown_grace)
+        drain = functools.partial(service.shutdown, shutdown_grace)
         asyncio.run(serve_http2(application, sock, certfile=h2["certfile"], keyfile=h2["keyfile"], drain=drain))
         return
     GracefulServer(config).run(sockets=[sock] if sock is not None else None)

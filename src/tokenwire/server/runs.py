@@ -14,13 +14,14 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from tokenwire.api import generate
+import msgspec
+
 from tokenwire.core.provider import Provider
 from tokenwire.core.request import Request
-from tokenwire.engine import StreamHandle
+from tokenwire.engine import RunOptions, StreamHandle, start_stream
 from tokenwire.errors import OverCapacity, ShuttingDown
 from tokenwire.events import Done
 from tokenwire.log import EventLog
@@ -99,9 +100,17 @@ class Runs:
         return len(self._live) if owner is None else self._live_by_owner.get(owner, 0)
 
     def start(
-        self, provider: Provider, request: Request, *, owner: str = "", background: bool = False, **kwargs: Any
+        self,
+        provider: Provider,
+        request: Request,
+        options: RunOptions,
+        *,
+        observers: Iterable[object] = (),
+        owner: str = "",
+        background: bool = False,
     ) -> Run:
-        """Start generating now; the run does not depend on any reader.
+        """Start generating now (``options.stream_id``; ``options.prior``: carry a durable run on
+        from its log); the run does not depend on any reader.
 
         ``owner`` (an API key's fingerprint) counts against ``max_live_per_owner``; both caps
         raise :class:`OverCapacity` before anything starts. Unless ``background``, a run that
@@ -122,8 +131,9 @@ class Runs:
         admit = getattr(provider, "admit", None)
         if admit is not None:
             admit()  # a provider with a bounded queue (the batched embedded model) says when it is full
-        stream_id = uuid.uuid4().hex
-        handle = generate(provider, request, stream_id=stream_id, log=self.log, **kwargs)
+        stream_id = options.stream_id or uuid.uuid4().hex
+        options = msgspec.structs.replace(options, stream_id=stream_id, log=self.log)
+        handle = start_stream(provider, request, observers=observers, options=options)
         run = Run(stream_id, handle, background=background, now=asyncio.get_running_loop().time(), owner=owner)
         self._ensure_watchdog()
         self._runs[stream_id] = run
@@ -204,6 +214,16 @@ class Runs:
 
     def _on_finished(self, stream_id: str) -> None:
         run = self._runs.get(stream_id)
+        if run is not None and run.handle.suspended is not None:
+            run.handle._task.exception()  # RunSuspended: retrieved, it is how a suspended run ends here
+            logger.info(
+                "run %s suspended: %s",
+                stream_id,
+                run.handle.suspended.reason,
+                extra={"stream_id": stream_id, "outcome": "suspended"},
+            )
+            self._runs.pop(stream_id, None)  # it lives in the log now; whichever node resumes it has it
+            run = None
         if run is not None:
             if self.on_finish is not None:
                 self.on_finish(run)

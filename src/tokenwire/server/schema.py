@@ -99,6 +99,9 @@ class ServerConfig(msgspec.Struct, kw_only=True):
     log_url: str | None = None
     """The event log: ``memory`` or ``redis://HOST:PORT/DB`` (see :func:`tokenwire.log.log_kind`).
     None: ``TOKENWIRE_LOG`` from the environment, else memory. ``create_app(log=…)`` overrides it."""
+    approval_timeout_s: float = 3600.0
+    """How long a run suspended for a tool call's approval waits for the answer; then the call
+    is denied (``by: "timeout"``) and the run goes on."""
     abandon_after_s: float | None = 30.0
     """A run that no reader, on any node, has read for this long is cancelled with
     ``done(cancelled, reason="abandoned")`` (detaching never cancels at once: resume works within

@@ -26,7 +26,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
@@ -34,7 +36,7 @@ import msgspec
 
 from tokenwire.core.limits import Limits
 from tokenwire.core.provider import Provider
-from tokenwire.core.request import Message, Request, ToolSpec
+from tokenwire.core.request import Request
 from tokenwire.errors import (
     BodyTooLarge,
     Forbidden,
@@ -48,18 +50,22 @@ from tokenwire.errors import (
 )
 from tokenwire.events import Error, Event
 from tokenwire.log import EventLog, StreamInfo, configured_log_url, log_from_url
+from tokenwire.server.admission import max_tokens, request_for, run_limits
+from tokenwire.server.durable import Durable, RunRecord
 from tokenwire.server.providers import Providers
 from tokenwire.server.runs import Run, Runs
 from tokenwire.server.schema import RunBody, ServerConfig
 from tokenwire.server.tokens import StreamTokens, TicketClaims, Tickets, check_api_key, new_secret
 from tokenwire.telemetry.otel import OTel
 from tokenwire.telemetry.server import ServerStats
-from tokenwire.tools import ToolOptions, Toolset
+from tokenwire.tools import Toolset
 from tokenwire.wire import FrameCache
 
 __all__ = ["RunService", "RunTokens", "bearer"]
 
 T = TypeVar("T")
+
+logger = logging.getLogger("tokenwire")
 
 _UNPARSEABLE = (msgspec.ValidationError, msgspec.DecodeError, ValueError, KeyError, TypeError, UnicodeError)
 """What a protocol's parser raises for a body it cannot understand: one tuple for every transport."""
@@ -128,6 +134,8 @@ class RunService:
             on_finish=self._run_finished,
         )
         self.log.append_observer = self.stats.log_wrote
+        self.durable = Durable(self)
+        """Durable runs: takeover, suspend / resume, hand-over (:mod:`tokenwire.server.durable`)."""
         self.grpc: Any = None
         """The gRPC service (:class:`tokenwire.grpc.server.GrpcServer`) when ``grpc_port`` is set."""
         self.connections = 0
@@ -217,52 +225,6 @@ class RunService:
             detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             raise InvalidRequest(f"invalid {what}: {detail}") from None
 
-    def max_tokens(self, asked: int | None) -> int | None:
-        """A run's ``max_tokens``: what it asked for, or the server's default; above the ceiling
-        is :class:`InvalidRequest`."""
-        cfg = self.config
-        if asked is None:
-            return cfg.default_max_tokens
-        if asked > cfg.max_tokens_ceiling:
-            raise InvalidRequest(f"max_tokens {asked} is above this server's ceiling ({cfg.max_tokens_ceiling})")
-        return asked
-
-    def limits(self, asked: Limits | None) -> Limits:
-        """A run's limits: what it asked for (or the app's defaults), with the server's default
-        duration when it set none; a duration above the ceiling is :class:`InvalidRequest`."""
-        limits = asked or self.default_limits or Limits()
-        cfg = self.config
-        if limits.max_duration_s is None and cfg.default_max_duration_s is not None:
-            limits = msgspec.structs.replace(limits, max_duration_s=cfg.default_max_duration_s)
-        if limits.max_duration_s is not None and limits.max_duration_s > cfg.max_duration_ceiling_s:
-            raise InvalidRequest(
-                f"limits.max_duration_s {limits.max_duration_s:g} is above this server's ceiling "
-                f"({cfg.max_duration_ceiling_s:g} s)"
-            )
-        return limits
-
-    def request_for(self, body: RunBody) -> Request:
-        """The native API's run body as our :class:`~tokenwire.Request` (tools by name, from the server's)."""
-        if (body.prompt is None) == (body.messages is None):
-            raise InvalidRequest("give exactly one of 'prompt' and 'messages'")
-        messages = list(body.messages or [Message("user", body.prompt or "")])
-        if body.system:
-            messages.insert(0, Message("system", body.system))
-        unknown = [t for t in body.tools if t not in self.tools]
-        if unknown:
-            raise InvalidRequest(f"unknown tools {unknown}; this server has: {', '.join(self.tools.names) or 'none'}")
-        specs: list[ToolSpec] = [t.spec for t in self.tools if t.name in body.tools]
-        return Request(
-            messages,
-            tools=specs,
-            tool_choice=body.tool_choice,
-            temperature=body.temperature,
-            max_tokens=body.max_tokens,
-            stop=body.stop,
-            seed=body.seed,
-            model=body.model,
-        )
-
     async def start(
         self,
         run: RunBody | Request,
@@ -281,28 +243,45 @@ class RunService:
         :class:`LogUnavailable` when the log could not take the run's start.
         """
         if isinstance(run, RunBody):
-            request, body = self.request_for(run), run
+            request, body = request_for(run, self.tools), run
         else:
             request, body = run, RunBody(prompt="")
         if len(request.messages) > self.config.max_messages:
             raise InvalidRequest(
                 f"{len(request.messages)} messages is more than this server accepts ({self.config.max_messages})"
             )
-        request = msgspec.structs.replace(request, max_tokens=self.max_tokens(request.max_tokens))
-        limits = self.limits(body.limits)
-        model = self.providers.get(provider or body.provider)
-        tools = [t for t in self.tools if t.name in body.tools] or None
+        request = msgspec.structs.replace(request, max_tokens=max_tokens(self.config, request.max_tokens))
+        limits = run_limits(self.config, body.limits or self.default_limits)
+        name = provider or body.provider or self.providers.default
+        model = self.providers.get(name)
+        tools = [t for t in self.tools if t.name in body.tools]
         self.log.listen_cancels(self._remote_cancel)  # this node produces runs: hear cancels for them
-        started = self.runs.start(
-            model,
-            request,
-            observers=self.telemetry(model, request, headers or {}),
+        self.durable.supervise()
+        record = RunRecord(
             owner=owner,
-            background=body.background if background is None else background,
+            provider=name,
+            request=request,
+            tools=[t.name for t in tools],
+            max_steps=body.max_steps,
+            approval_timeout_s=self.config.approval_timeout_s,
             limits=limits,
             meta=body.meta,
-            tools=tools,
-            tool_options=ToolOptions(max_steps=body.max_steps),
+            background=body.background if background is None else background,
+        )
+        stream_id, token = uuid.uuid4().hex, self.durable.token()
+        try:
+            await self.durable.save(stream_id, record)
+        except LogUnavailable as exc:
+            raise LogUnavailable(
+                f"the run could not be written to the event log: {exc}", self.config.retry_after_s
+            ) from None
+        started = self.runs.start(
+            self.durable.agent(record) if tools else model,
+            request,
+            self.durable.options(stream_id, record, token),
+            observers=self.telemetry(model, request, headers or {}),
+            owner=owner,
+            background=record.background,
         )
         await started.handle.ready()  # readable on every node before anyone hears of it
         terminal = started.handle.terminal
@@ -420,12 +399,32 @@ class RunService:
     # -- control -----------------------------------------------------------------------------------
 
     async def cancel(self, stream_id: str, reason: str) -> bool:
-        """Cancel a run here or on whichever node produces it; False when nobody has it."""
+        """Cancel a run here, on whichever node produces it, or suspended in the log; False when
+        nobody has it."""
         run = self.runs.get(stream_id)
         if run is not None:
             run.handle.cancel(reason)
             return True
+        if await self.durable.cancel_suspended(stream_id, reason):
+            return True
         return await self.log.forward_cancel(stream_id, reason)
+
+    async def approve(self, stream_id: str, owner: str, call_id: str, approved: bool) -> None:
+        """Answer the approval a suspended run waits for (its owner only) and resume it here
+        (see :meth:`tokenwire.server.durable.Durable.approve`)."""
+        await self.durable.approve(stream_id, owner, call_id, approved)
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Stop taking runs. With a shared log, live durable runs are handed to the other nodes
+        (suspended, due at once); the rest get ``grace_s`` to finish, then end with
+        ``error(shutdown)``."""
+        self.runs.accepting = False
+        await self.durable.aclose()
+        if self.log.shared:
+            handed = await self.durable.hand_over(grace_s)
+            if handed:
+                logger.info("handed %d live runs over to the other nodes", handed)
+        await self.runs.shutdown(grace_s)
 
     def _remote_cancel(self, stream_id: str, reason: str) -> None:
         """A cancel another node forwarded: end the run if this node produces it."""

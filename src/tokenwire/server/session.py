@@ -13,6 +13,8 @@ through the server's :class:`~tokenwire.wire.FrameCache`). Ops:
 - ``ack`` (``stream_id``, ``seq``): events up to ``seq`` are processed; at most ``window``
   unacknowledged events are in flight per subscription;
 - ``cancel`` (``stream_id``, ``token``);
+- ``approve`` (``stream_id``, ``call_id``, ``approved``): answers a suspended durable run's
+  approval (the connection's API key must own the run) and resumes it; WebSocket only for now;
 - ``tool_result`` (``stream_id``, ``token``, ``call_id``, ``result``, ``is_error``?).
 
 Every op is a call of the run service (:class:`~tokenwire.server.service.RunService`); the typed
@@ -38,6 +40,7 @@ import msgspec
 
 from tokenwire.core.tasks import TaskSet
 from tokenwire.errors import (
+    Conflict,
     Forbidden,
     InvalidRequest,
     LogUnavailable,
@@ -59,6 +62,7 @@ DEFAULT_WINDOW = 256
 MAX_SUBSCRIPTIONS = 64
 
 CODES: dict[type[TokenwireError], str] = {
+    Conflict: "conflict",
     Forbidden: "forbidden",
     StreamNotFound: "not_found",
     SeqEvicted: "gone",
@@ -138,7 +142,9 @@ class Session:
         op = msg.pop("op")
         handler = getattr(self, f"op_{op}", None)
         if handler is None:
-            raise SessionError("unknown_op", f"unknown op {op!r}; ops are run, subscribe, ack, cancel, tool_result")
+            raise SessionError(
+                "unknown_op", f"unknown op {op!r}; ops are run, subscribe, ack, cancel, approve, tool_result"
+            )
         try:
             await handler(msg)
         except TokenwireError as exc:
@@ -250,6 +256,15 @@ class Session:
         if not await self.service.cancel(stream_id, "cancelled by the client"):
             raise SessionError("not_found", f"no node produces stream {stream_id!r}")
         await self.reply({"op": "cancel", "stream_id": stream_id, "status": "cancelling"})
+
+    async def op_approve(self, msg: dict[str, Any]) -> None:
+        stream_id, call_id, approved = msg.get("stream_id"), msg.get("call_id"), msg.get("approved")
+        if not isinstance(stream_id, str) or not isinstance(call_id, str) or not isinstance(approved, bool):
+            raise SessionError("bad_message", 'approve needs "stream_id", "call_id" and a boolean "approved"')
+        if self.owner is None:
+            raise SessionError("unauthorized", "this connection acts for no API key: it may not approve")
+        await self.service.approve(stream_id, self.owner, call_id, approved)
+        await self.reply({"op": "approve", "stream_id": stream_id, "call_id": call_id, "status": "resumed"})
 
     async def op_tool_result(self, msg: dict[str, Any]) -> None:
         stream_id = await self._authorized(msg, "cancel")

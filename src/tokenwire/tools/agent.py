@@ -32,20 +32,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-from collections.abc import AsyncIterator, Callable, Iterable
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectSendStream
 
-from tokenwire.core.provider import Part, Provider
+from tokenwire.core.fold import RunState, TurnState, tool_messages
+from tokenwire.core.provider import Part, Provider, Suspend
 from tokenwire.core.request import Message, Request
 from tokenwire.events import Done, Error, Step, TokenUsage, ToolCall, ToolCallDelta, ToolResult, Usage
 from tokenwire.tools.definition import Tool, Toolset
 from tokenwire.tools.options import ToolOptions
-from tokenwire.tools.runner import ToolRunner
+from tokenwire.tools.runner import AwaitingApproval, ToolRunner
 
 __all__ = ["Agent"]
 
@@ -77,6 +78,7 @@ class Agent:
         self.options = options or ToolOptions()
         self.max_steps = self.options.max_steps
         self._runners: list[ToolRunner] = []
+        self._resume: tuple[RunState, dict[str, tuple[bool, str]]] | None = None
 
     def submit(self, call_id: str, result: Any, *, is_error: bool = False) -> None:
         """Deliver the result of a client-side tool call to the run waiting for it."""
@@ -85,6 +87,14 @@ class Agent:
                 runner.submit(call_id, result, is_error=is_error)
                 return
         raise KeyError(f"no client-side tool call {call_id!r} is waiting for a result")
+
+    def resume(self, state: RunState, decisions: Mapping[str, tuple[bool, str]] | None = None) -> Agent:
+        """Carry a durable run on from its folded log (:func:`tokenwire.core.fold.fold`) instead of
+        starting it: a node that took the run over, or an approval that resumes a suspended run
+        (``decisions``: call id -> (approved, by whom)). Returns this agent; its next
+        :meth:`stream` continues the run (give it the run's original request)."""
+        self._resume = (state, dict(decisions or {}))
+        return self
 
     async def stream(self, request: Request) -> AsyncIterator[Part]:
         runner = ToolRunner(self.tools, self.options)
@@ -101,27 +111,52 @@ class Agent:
         base = msgspec.structs.replace(request, tools=tools)
         messages = list(request.messages)
         usage = [0, 0]
+        first = 1
+        resume, self._resume = self._resume, None
         try:
-            for turn in range(1, self.max_steps + 1):
+            if resume is not None:  # a durable run carried on from its log
+                state, decisions = resume
+                messages, usage, first = state.messages(messages), list(state.usage), state.turn + 1
+                last = state.open
+                if state.turns and not last.finished:
+                    outcome: dict[str, Any] = {}
+                    turn_request = msgspec.structs.replace(base, messages=messages, tool_choice="auto")
+                    async for part in self._resumed_turn(last, state, decisions, turn_request, runner, usage, outcome):
+                        yield part
+                    if outcome.get("suspend") is not None:
+                        yield outcome["suspend"]
+                        return
+                    if last.number:  # a run without the agent loop (turn 0) has no turn steps
+                        detail = {"turn": last.number, "tool_calls": len(outcome["calls"])}
+                        yield Step(name="turn", status="finished", detail=detail)
+                    end = self._decide(outcome, usage, deferred)
+                    if end is not None:
+                        yield end
+                        return
+                    messages = [
+                        *messages,
+                        *tool_messages("".join(outcome["text"]), outcome["calls"], outcome["results"]),
+                    ]
+                elif state.turns and not last.calls:
+                    yield Done(finish_reason="stop", usage=TokenUsage(usage[0], usage[1]) if usage != [0, 0] else None)
+                    return
+                base = msgspec.structs.replace(base, tool_choice="auto")
+            for turn in range(first, self.max_steps + 1):
                 yield Step(name="turn", status="started", detail={"turn": turn})
-                outcome: dict[str, Any] = {}
+                outcome = {}
                 turn_request = msgspec.structs.replace(base, messages=messages)
                 async for part in self._turn(turn_request, runner, usage, outcome, deferred):
                     yield part
+                if outcome.get("suspend") is not None:
+                    yield outcome["suspend"]  # the turn waits in the log for its approvals
+                    return
                 calls: list[ToolCall] = outcome["calls"]
                 yield Step(name="turn", status="finished", detail={"turn": turn, "tool_calls": len(calls)})
-                if outcome.get("error") is not None:
-                    yield outcome["error"]
+                end = self._decide(outcome, usage, deferred)
+                if end is not None:
+                    yield end
                     return
-                total = TokenUsage(usage[0], usage[1]) if usage != [0, 0] else None
-                finish = outcome.get("finish")
-                if not calls or finish == "length":
-                    yield Done(finish_reason=finish or "stop", usage=total)
-                    return
-                if any(c.name in deferred for c in calls):
-                    yield Done(finish_reason="tool_calls", usage=total)  # the caller answers those
-                    return
-                messages = [*messages, *self._feedback(outcome["text"], calls, outcome["results"])]
+                messages = [*messages, *tool_messages("".join(outcome["text"]), calls, outcome["results"])]
                 if base.tool_choice not in ("auto", "none"):
                     # A forced call ("required" or a tool's name) is satisfied: let the model answer.
                     base = msgspec.structs.replace(base, tool_choice="auto")
@@ -133,6 +168,99 @@ class Agent:
         finally:
             await runner.aclose()
             self._runners.remove(runner)
+
+    @staticmethod
+    def _decide(outcome: dict[str, Any], usage: list[int], deferred: set[str]) -> Done | Error | None:
+        """How the run goes on after a turn: its end (an error, an answer, the caller's calls),
+        or None: another turn."""
+        if outcome.get("error") is not None:
+            error: Error = outcome["error"]
+            return error
+        total = TokenUsage(usage[0], usage[1]) if usage != [0, 0] else None
+        finish = outcome.get("finish")
+        calls: list[ToolCall] = outcome["calls"]
+        if not calls or finish == "length":
+            return Done(finish_reason=finish or "stop", usage=total)
+        if any(c.name in deferred for c in calls):
+            return Done(finish_reason="tool_calls", usage=total)  # the caller answers those
+        return None
+
+    def _suspension(self, waiting: list[str], expires: dict[str, float] | None = None) -> Suspend:
+        """The run waits for these calls' approvals, until the first of them expires."""
+        default = time.time() + self.options.approval_timeout_s
+        until = min((expires or {}).get(cid, default) for cid in waiting)
+        return Suspend(f"waiting for approval of {', '.join(waiting)}", until)
+
+    async def _resumed_turn(
+        self,
+        turn: TurnState,
+        state: RunState,
+        decisions: dict[str, tuple[bool, str]],
+        request: Request,
+        runner: ToolRunner,
+        usage: list[int],
+        outcome: dict[str, Any],
+    ) -> AsyncIterator[Any]:
+        """Finish a turn the log holds unfinished (see :meth:`resume`): the answered calls keep
+        their results; a call whose approval is answered now runs (or is denied); one still
+        waiting for its approval suspends the run again; one that may have started runs again
+        only if its tool is ``retry_safe``, else the model is told it was interrupted. A turn cut
+        off while the model wrote text continues from that text (providers that can), else it
+        is asked again."""
+        calls = list(turn.calls.values())
+        results: dict[str, ToolResult] = dict(turn.results)
+        outcome.update(calls=calls, results=results, text=[turn.text])
+        pending: list[str] = []
+        send, receive = anyio.create_memory_object_stream[Any](max_buffer_size=64)
+        for call in turn.unanswered():
+            approval = state.approvals.get(call.call_id)
+            tool = self.tools.get(call.name)
+            if approval is not None and approval["approved"] is None:
+                if call.call_id in decisions:
+                    runner.start(call, send.clone(), decision=decisions[call.call_id])
+                else:
+                    pending.append(call.call_id)
+            elif tool is not None and tool.retry_safe:
+                runner.start(call, send.clone())
+            else:
+                what = repr(call.name)
+                send.send_nowait(
+                    ToolResult(
+                        call_id=call.call_id,
+                        name=call.name,
+                        result=f"the call to tool {what} was interrupted (its node stopped) and may not have run; "
+                        "it is not safe to retry automatically",
+                        is_error=True,
+                    )
+                )
+        send.close()
+        async with receive:
+            async for item in receive:
+                if isinstance(item, AwaitingApproval):
+                    pending.append(item.call_id)
+                    continue
+                if isinstance(item, ToolResult):
+                    results[item.call_id] = item
+                yield item
+        if pending:
+            expires = {
+                c: float(a["expires"]) for c, a in state.approvals.items() if isinstance(a["expires"], int | float)
+            }
+            outcome["suspend"] = self._suspension(pending, expires)
+            return
+        if calls or turn.partial_calls:
+            return  # the model's part of the turn is in the log (a call it was writing is dropped)
+        prefix = turn.text
+        if getattr(self.provider, "continues_prefix", False) and prefix:
+            request = msgspec.structs.replace(request, messages=[*request.messages, Message("assistant", prefix)])
+        else:
+            prefix = ""
+            if turn.text:
+                yield Step(name="turn", status="started", detail={"turn": turn.number, "restarted": True})
+        model_outcome: dict[str, Any] = {}
+        async for part in self._turn(request, runner, usage, model_outcome, set()):
+            yield part
+        outcome.update(model_outcome, text=[prefix, *model_outcome["text"]])
 
     async def _turn(
         self, request: Request, runner: ToolRunner, usage: list[int], outcome: dict[str, Any], deferred: set[str]
@@ -149,6 +277,7 @@ class Agent:
         results: dict[str, ToolResult] = {}
         text: list[str] = []
         raw_args: dict[str, list[str]] = {}
+        waiting: list[str] = []
         outcome.update(calls=calls, results=results, text=text)
         send, receive = anyio.create_memory_object_stream[Any](max_buffer_size=64)
         pump = asyncio.get_running_loop().create_task(self._pump(request, send.clone()))
@@ -160,6 +289,9 @@ class Agent:
                         continue
                     if isinstance(item, _ModelFailed):
                         raise item.exc
+                    if isinstance(item, AwaitingApproval):
+                        waiting.append(item.call_id)
+                        continue
                     if isinstance(item, ToolResult):
                         results[item.call_id] = item
                     elif isinstance(item, str):
@@ -185,6 +317,8 @@ class Agent:
             send.close()
             pump.cancel()
             await asyncio.wait([pump])
+        if waiting:
+            outcome["suspend"] = self._suspension(waiting)
 
     async def _pump(self, request: Request, out: MemoryObjectSendStream[Any]) -> None:
         """Task body: the model's stream onto the turn's channel (owned by the turn, which cancels it)."""
@@ -203,19 +337,3 @@ class Agent:
                 aclose = getattr(stream, "aclose", None)
                 if aclose is not None:
                     await aclose()
-
-    @staticmethod
-    def _feedback(text: list[str], calls: list[ToolCall], results: dict[str, ToolResult]) -> list[Message]:
-        assistant = Message(
-            "assistant",
-            "".join(text),
-            tool_calls=[{"call_id": c.call_id, "name": c.name, "args": c.args} for c in calls],
-        )
-        tool_messages = []
-        for call in calls:
-            result = results.get(call.call_id)
-            content = "no result" if result is None else json.dumps(result.result, ensure_ascii=False, default=str)
-            if result is not None and result.is_error:
-                content = f"error: {result.result}"
-            tool_messages.append(Message("tool", content, tool_call_id=call.call_id, name=call.name))
-        return [assistant, *tool_messages]

@@ -24,6 +24,7 @@ unknown arguments are rejected, so what reaches the function is what its signatu
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import logging
 import re
@@ -97,6 +98,7 @@ class Tool:
         requires_approval: bool = False,
         client_side: bool = False,
         timeout_s: float | None = None,
+        retry_safe: bool = False,
     ):
         self.fn = fn
         self.name = name or fn.__name__
@@ -105,6 +107,10 @@ class Tool:
         self.requires_approval = requires_approval
         self.client_side = client_side
         self.timeout_s = timeout_s
+        self.retry_safe = retry_safe
+        """Safe to run again for a call that may already have run (a node that takes a durable run
+        over after a crash re-runs it; other tools get an "interrupted" error result instead, and
+        start only once their call is in the log)."""
         self.is_async = inspect.iscoroutinefunction(fn)
         self.is_async_gen = inspect.isasyncgenfunction(fn)
         hints = get_type_hints(fn, include_extras=True)
@@ -212,11 +218,14 @@ def tool(
     requires_approval: bool = False,
     client_side: bool = False,
     timeout_s: float | None = None,
+    retry_safe: bool = False,
 ) -> Any:
     """Turn a sync or async function (or async generator) with type hints into a :class:`Tool`.
 
     Usable bare (``@tool``) or with options (``@tool(requires_approval=True, timeout_s=5)``).
     ``client_side`` tools are never run here: the client executes them and submits the result.
+    ``retry_safe`` tools (reads, idempotent writes) may run again when a durable run is taken
+    over after a crash; :func:`call_id` gives a running tool its call's id, an idempotency key.
     """
 
     def wrap(f: Callable[..., Any]) -> Tool:
@@ -227,9 +236,27 @@ def tool(
             requires_approval=requires_approval,
             client_side=client_side,
             timeout_s=timeout_s,
+            retry_safe=retry_safe,
         )
 
     return wrap(fn) if fn is not None else wrap
+
+
+CURRENT_CALL: contextvars.ContextVar[str] = contextvars.ContextVar("tokenwire_tool_call_id", default="")
+
+
+def call_id() -> str:
+    """The id of the tool call being executed ("" outside a tool): the same on every node and
+    every retry of that call, so a tool with side effects can use it as an idempotency key.
+
+    >>> @tool
+    ... def charge(amount: int) -> str:
+    ...     "Charge the card once per call."
+    ...     return f"charged {amount} (key {call_id() or 'none'})"
+    >>> charge.fn(5)
+    'charged 5 (key none)'
+    """
+    return CURRENT_CALL.get()
 
 
 class Toolset:

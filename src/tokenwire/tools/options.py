@@ -40,6 +40,13 @@ class ToolOptions(msgspec.Struct, frozen=True, kw_only=True):
     """An :data:`Approver` for calls to tools marked ``requires_approval`` (none given: denied)."""
     client_timeout_s: float = 300.0
     """How long to wait for a client-side tool's submitted result."""
+    durable: bool = False
+    """The run is durable (its log is its source of truth; the server's runs): a call that needs
+    approval and has no ``approve`` callback *suspends* the run until an answer arrives over the
+    wire, and a tool that is not ``retry_safe`` starts only once its call is in the log."""
+    approval_timeout_s: float = 3600.0
+    """A suspended run whose approval has not come within this long is resumed with the call
+    denied (the model gets an error result saying so)."""
 
     def __post_init__(self) -> None:
         if self.max_steps < 1:

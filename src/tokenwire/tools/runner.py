@@ -15,21 +15,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import inspect
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
 from anyio.abc import ObjectSendStream
 
+from tokenwire.core.provider import Checkpoint
 from tokenwire.core.tasks import TaskSet
 from tokenwire.events import EventBase, Step, ToolCall, ToolResult
-from tokenwire.tools.definition import Progress, Tool, ToolArgumentsInvalid, Toolset
+from tokenwire.tools.definition import CURRENT_CALL, Progress, Tool, ToolArgumentsInvalid, Toolset
 from tokenwire.tools.options import ToolOptions
 
-__all__ = ["ToolRunner"]
+__all__ = ["AwaitingApproval", "ToolRunner"]
+
+
+class AwaitingApproval:
+    """Sent by a durable run's call that waits for an approval over the wire (it has no result
+    yet): once the turn has nothing else to do, the run suspends."""
+
+    __slots__ = ("call_id",)
+
+    def __init__(self, call_id: str):
+        self.call_id = call_id
 
 
 def _jsonable(value: Any) -> Any:
@@ -68,16 +81,25 @@ class ToolRunner:
         return len(self._tasks)
 
     def start(
-        self, call: ToolCall, out: ObjectSendStream[EventBase], raw_args: str | None = None
+        self,
+        call: ToolCall,
+        out: ObjectSendStream[Any],
+        raw_args: str | None = None,
+        *,
+        decision: tuple[bool, str] | None = None,
     ) -> asyncio.Task[None]:
         """Start executing ``call`` now; its events go to ``out``, which the call closes when answered.
 
         ``raw_args`` is the JSON text the model streamed, when the provider had it: malformed
-        JSON there is reported to the model instead of being hidden behind ``args={}``. The task
-        is owned by this runner (:meth:`aclose` cancels it).
+        JSON there is reported to the model instead of being hidden behind ``args={}``.
+        ``decision`` (approved, by whom) answers an approval that a suspended durable run asked
+        for. In a durable run, a call that needs an approval nobody can give here sends
+        :class:`AwaitingApproval` and ends without a result, and a tool that is not
+        ``retry_safe`` first sends a :class:`~tokenwire.core.provider.Checkpoint` and starts once
+        the engine made its call durable. The task is owned by this runner (:meth:`aclose` cancels it).
         """
         self.calls += 1
-        return self._tasks.start(self._answer(call, out, raw_args, self.calls), name=f"tool-{call.name}")
+        return self._tasks.start(self._answer(call, out, raw_args, self.calls, decision), name=f"tool-{call.name}")
 
     async def wait(self) -> None:
         """Wait until every started call has been answered."""
@@ -101,23 +123,59 @@ class ToolRunner:
 
     # -- one call ------------------------------------------------------------------------------
 
-    async def _answer(self, call: ToolCall, out: ObjectSendStream[EventBase], raw_args: str | None, n: int) -> None:
+    async def _answer(
+        self,
+        call: ToolCall,
+        out: ObjectSendStream[Any],
+        raw_args: str | None,
+        n: int,
+        decision: tuple[bool, str] | None,
+    ) -> None:
+        CURRENT_CALL.set(call.call_id)  # this task's own context: the tool reads it with call_id()
         async with out:  # closed when answered (or cancelled): the reader counts on it
-            await self._run(call, out, raw_args, n)
+            await self._run(call, out, raw_args, n, decision)
 
-    async def _run(self, call: ToolCall, out: ObjectSendStream[EventBase], raw_args: str | None, number: int) -> None:
+    async def _run(
+        self,
+        call: ToolCall,
+        out: ObjectSendStream[Any],
+        raw_args: str | None,
+        number: int,
+        decision: tuple[bool, str] | None,
+    ) -> None:
         send = out.send
         try:
             tool, kwargs = self._check(call, raw_args, number)
         except ToolArgumentsInvalid as exc:
             await send(ToolResult(call_id=call.call_id, name=call.name, result=str(exc), is_error=True))
             return
-        if tool.requires_approval and not await self._approved(tool, call, out):
-            await self._error(out, call, f"the call to tool {tool.name!r} was denied by the approver")
-            return
+        if decision is not None:
+            detail = {"call_id": call.call_id, "tool": tool.name, "args": call.args}
+            await send(
+                Step(name="approval", status="finished", detail={**detail, "approved": decision[0], "by": decision[1]})
+            )
+            if not decision[0]:
+                await self._error(out, call, f"the call to tool {tool.name!r} was denied ({decision[1]})")
+                return
+        elif tool.requires_approval:
+            approved = await self._approved(tool, call, out)
+            if approved is None:
+                return  # the run suspends until the answer comes over the wire
+            if not approved:
+                await self._error(out, call, f"the call to tool {tool.name!r} was denied by the approver")
+                return
         if tool.client_side:
             await self._client_side(tool, call, out)
             return
+        if self.options.durable and not tool.retry_safe:
+            logged: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+            def reached() -> None:
+                if not logged.done():
+                    logged.set_result(None)
+
+            await send(Checkpoint(reached))
+            await logged  # the call is in the log: a node taking the run over will not run it again
         timeout = tool.timeout_s if tool.timeout_s is not None else self.timeout_s
         try:
             async with self._semaphore, asyncio.timeout(timeout):
@@ -159,9 +217,15 @@ class ToolRunner:
                 ) from None
         return tool, tool.validate(args)
 
-    async def _approved(self, tool: Tool, call: ToolCall, out: ObjectSendStream[EventBase]) -> bool:
-        detail = {"call_id": call.call_id, "tool": tool.name, "args": call.args}
+    async def _approved(self, tool: Tool, call: ToolCall, out: ObjectSendStream[Any]) -> bool | None:
+        detail: dict[str, Any] = {"call_id": call.call_id, "tool": tool.name, "args": call.args}
+        suspends = self.approve is None and self.options.durable
+        if suspends:  # answered over the wire, by then (else a denial)
+            detail["expires"] = round(time.time() + self.options.approval_timeout_s, 3)
         await out.send(Step(name="approval", status="started", detail=detail))
+        if suspends:
+            await out.send(AwaitingApproval(call.call_id))
+            return None
         approved = False
         if self.approve is not None:
             try:
@@ -209,7 +273,10 @@ class ToolRunner:
             return await tool.fn(**kwargs)
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self._max_concurrency, thread_name_prefix="tokenwire-tool")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(tool.fn, **kwargs))
+        context = contextvars.copy_context()  # call_id() works in the worker thread too
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, functools.partial(context.run, tool.fn, **kwargs)
+        )
 
     async def _error(self, out: ObjectSendStream[EventBase], call: ToolCall, message: str) -> None:
         await out.send(ToolResult(call_id=call.call_id, name=call.name, result=message, is_error=True))

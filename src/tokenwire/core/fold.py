@@ -1,0 +1,180 @@
+"""A run's state folded from its events: what a node needs to carry the run on.
+
+The log is a durable run's source of truth. Folding its events (in order, once each) gives the
+agent loop's state at the last event: the turns that finished (their text, tool calls and
+results, which become the model's next messages), the turn in progress (its text so far, its
+calls and which of them have results), the approvals asked for and answered, the usage so far.
+Sans-I/O and linear: one pass, constant work per event.
+
+>>> from tokenwire.events import Start, Step, TextDelta, ToolCall, ToolResult
+>>> state = fold([
+...     Start(model="m", seq=0),
+...     Step(name="turn", status="started", detail={"turn": 1}, seq=1),
+...     TextDelta("Let me add.", seq=2),
+...     ToolCall(call_id="c1", name="add", args={"a": 1}, seq=3),
+...     Step(name="approval", status="started", detail={"call_id": "c1", "tool": "add", "args": {"a": 1}}, seq=4),
+... ])
+>>> state.turn, state.open.text, list(state.open.calls), state.pending_approvals(), state.next_seq
+(1, 'Let me add.', ['c1'], ['c1'], 5)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from tokenwire.core.request import Message
+from tokenwire.events import (
+    TERMINAL_TYPES,
+    Event,
+    ReasoningDelta,
+    Start,
+    Step,
+    TextDelta,
+    ToolCall,
+    ToolCallStart,
+    ToolResult,
+    Usage,
+)
+
+__all__ = ["RunState", "TurnState", "fold", "tool_messages"]
+
+
+class TurnState:
+    """One model turn as the log holds it."""
+
+    __slots__ = ("calls", "finished", "number", "partial_calls", "results", "text_parts")
+
+    def __init__(self, number: int):
+        self.number = number
+        self.text_parts: list[str] = []
+        self.calls: dict[str, ToolCall] = {}  # in the order the model made them
+        self.results: dict[str, ToolResult] = {}
+        self.partial_calls: set[str] = set()  # started (named), arguments not complete
+        self.finished = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+    def unanswered(self) -> list[ToolCall]:
+        """Calls of this turn with no result in the log."""
+        return [c for cid, c in self.calls.items() if cid not in self.results]
+
+
+class RunState:
+    """The fold of a run's events (see the module docstring); feed it with :meth:`add`."""
+
+    def __init__(self) -> None:
+        self.start: Start | None = None
+        self.next_seq = 0
+        self.finished = False
+        self.turns: list[TurnState] = []
+        self.approvals: dict[str, dict[str, Any]] = {}
+        """call id -> ``{"tool", "args", "expires", "approved": None | bool}`` (None: asked, not
+        answered; ``expires``: when an unanswered approval becomes a denial, wall time)."""
+        self.usage = [0, 0]
+        self.reasoning_parts: list[str] = []
+
+    @property
+    def turn(self) -> int:
+        """The number of the last turn that started (0: none)."""
+        return self.turns[-1].number if self.turns else 0
+
+    @property
+    def open(self) -> TurnState:
+        """The last turn (started, maybe finished); an empty turn 0 before any."""
+        return self.turns[-1] if self.turns else TurnState(0)
+
+    def add(self, event: Event) -> None:
+        cls = event.__class__
+        self.next_seq = event.seq + 1
+        if cls is TextDelta:
+            self._current().text_parts.append(event.text)  # type: ignore[union-attr]
+            return
+        if cls is ReasoningDelta:
+            self.reasoning_parts.append(event.text)  # type: ignore[union-attr]
+        elif cls is ToolCallStart:
+            self._current().partial_calls.add(event.call_id)  # type: ignore[union-attr]
+        elif cls is ToolCall:
+            turn = self._current()
+            turn.partial_calls.discard(event.call_id)  # type: ignore[union-attr]
+            turn.calls[event.call_id] = event  # type: ignore[union-attr,assignment]
+        elif cls is ToolResult:
+            for turn in reversed(self.turns):  # the turn that made the call (normally the last)
+                if event.call_id in turn.calls:  # type: ignore[union-attr]
+                    turn.results[event.call_id] = event  # type: ignore[union-attr,assignment]
+                    break
+        elif cls is Step:
+            self._step(event)  # type: ignore[arg-type]
+        elif cls is Usage:
+            self.usage[0] += event.input_tokens  # type: ignore[union-attr]
+            self.usage[1] += event.output_tokens  # type: ignore[union-attr]
+        elif cls is Start:
+            self.start = event  # type: ignore[assignment]
+        elif cls in TERMINAL_TYPES:
+            self.finished = True
+
+    def _current(self) -> TurnState:
+        if not self.turns:  # a run without the agent loop: its one turn has no steps (number 0)
+            self.turns.append(TurnState(0))
+        return self.turns[-1]
+
+    def _step(self, step: Step) -> None:
+        detail = step.detail if isinstance(step.detail, dict) else {}
+        if step.name == "turn":
+            if step.status == "started" and detail.get("restarted") and self.turns:
+                self.turns[-1] = TurnState(self.turns[-1].number)  # asked again: its earlier output is void
+            elif step.status == "started":
+                self.turns.append(TurnState(int(detail.get("turn", len(self.turns) + 1))))
+            elif self.turns:
+                self.turns[-1].finished = True
+        elif step.name == "approval" and "call_id" in detail:
+            cid = str(detail["call_id"])
+            if step.status == "started":
+                self.approvals[cid] = {
+                    "tool": detail.get("tool"),
+                    "args": detail.get("args"),
+                    "expires": detail.get("expires"),
+                    "approved": None,
+                }
+            elif cid in self.approvals:
+                self.approvals[cid]["approved"] = bool(detail.get("approved"))
+
+    def pending_approvals(self) -> list[str]:
+        """Calls whose approval was asked for and not answered, in order."""
+        return [cid for cid, a in self.approvals.items() if a["approved"] is None]
+
+    def messages(self, base: list[Message]) -> list[Message]:
+        """The model's conversation after the turns that finished with tool calls: ``base`` (the
+        run's request), then each such turn's assistant message and its tool results."""
+        out = list(base)
+        for turn in self.turns:
+            if turn.finished and turn.calls:
+                out += tool_messages(turn.text, list(turn.calls.values()), turn.results)
+        return out
+
+
+def tool_messages(text: str, calls: list[ToolCall], results: dict[str, ToolResult]) -> list[Message]:
+    """A turn that called tools, as the messages the model reads next: the assistant's text and
+    calls, then one ``tool`` message per call (its result, its error, or "no result")."""
+    assistant = Message(
+        "assistant", text, tool_calls=[{"call_id": c.call_id, "name": c.name, "args": c.args} for c in calls]
+    )
+    answers = []
+    for call in calls:
+        result = results.get(call.call_id)
+        content = "no result" if result is None else json.dumps(result.result, ensure_ascii=False, default=str)
+        if result is not None and result.is_error:
+            content = f"error: {result.result}"
+        answers.append(Message("tool", content, tool_call_id=call.call_id, name=call.name))
+    return [assistant, *answers]
+
+
+def fold(events: Iterable[Event]) -> RunState:
+    """The state of a run after ``events`` (from its ``start``, in order)."""
+    state = RunState()
+    for event in events:
+        state.add(event)
+    return state

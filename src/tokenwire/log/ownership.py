@@ -1,0 +1,143 @@
+"""Who produces a run: its lease, its stored definition, and the runs due for another producer.
+
+A durable run (:mod:`tokenwire.server.durable`) is more than its events: its definition (the
+request, the tools by name, the options) is stored beside them, and exactly one producer at a
+time holds its **lease** (a token of its own). The lease is the fence: a producer appends only
+while the log says the lease is its own, so a producer that was presumed dead and comes back
+cannot write past the one that took over.
+
+A lease is in one of three states:
+
+- held: ``token`` (a producer's), refreshed while it runs; lapsed when it stops refreshing;
+- ``SUSPENDED``: nobody produces the run and nobody needs to (it waits for an approval); any
+  node may claim it to resume it;
+- absent: the producer stopped without a terminal (SIGKILL, partition) or the run ended.
+
+:meth:`RunOwnership.due` names the runs a supervisor should look at: a lapsed producer, or a
+suspended run whose deadline passed (an approval timeout, a node that handed its runs over on
+shutdown with deadline 0). :meth:`RunOwnership.claim` takes one of them atomically: of several
+nodes racing, one wins.
+
+:class:`LocalOwnership` is the in-process implementation (the memory log's: one process, so no
+lease can lapse; suspension and claims work the same). The Redis log implements it with scripts.
+
+>>> import asyncio
+>>> async def demo():
+...     o = LocalOwnership()
+...     o.hold("s1", "tokA")
+...     held = await o.claim("s1", "tokB")              # held by A: not claimable
+...     await o.suspend("s1", "tokA", until=0.0)        # A hands it over, due at once
+...     due = await o.due(now=1.0)
+...     won, lost = await o.claim("s1", "tokB"), await o.claim("s1", "tokC")
+...     return held, due, won, lost
+>>> asyncio.run(demo())
+(False, ['s1'], True, False)
+"""
+
+from __future__ import annotations
+
+import abc
+
+__all__ = ["SUSPENDED", "LocalOwnership", "RunOwnership"]
+
+SUSPENDED = "suspended"
+"""The lease value of a run nobody produces on purpose (waiting for an approval, handed over)."""
+
+
+class RunOwnership(abc.ABC):
+    """The run-ownership half of an event log (see the module docstring)."""
+
+    @abc.abstractmethod
+    async def save_run(self, stream_id: str, record: bytes) -> None:
+        """Store a run's definition (kept while the run is, and with its events after its end)."""
+
+    @abc.abstractmethod
+    async def load_run(self, stream_id: str) -> bytes | None:
+        """A run's stored definition, or None (not a durable run, or expired)."""
+
+    @abc.abstractmethod
+    async def claim(self, stream_id: str, token: str, *, suspended_only: bool = False) -> bool:
+        """Become the run's producer with ``token``: True when its lease was absent (lapsed) or
+        ``SUSPENDED``; ``suspended_only``: only a suspended run (an approval resumes it, a
+        lapsed one is the supervisors'). Atomic: of several claimers one wins."""
+
+    @abc.abstractmethod
+    async def suspend(self, stream_id: str, token: str, until: float) -> bool:
+        """The producer holding ``token`` stops without ending the run: the lease becomes
+        ``SUSPENDED``, due for a supervisor at wall time ``until``. False if ``token`` no
+        longer held it."""
+
+    @abc.abstractmethod
+    async def release(self, stream_id: str, token: str) -> None:
+        """The run ended (or its producer gave up): drop the lease if ``token`` holds it."""
+
+    @abc.abstractmethod
+    async def due(self, now: float, limit: int = 32) -> list[str]:
+        """Runs a supervisor should look at now: lease lapsed, or suspended past its deadline."""
+
+    @abc.abstractmethod
+    async def forget(self, stream_id: str) -> None:
+        """Stop listing ``stream_id`` as due (it ended, or it is not a durable run)."""
+
+    @abc.abstractmethod
+    async def lease_state(self, stream_id: str) -> str | None:
+        """The lease as it stands: a producer's token, ``SUSPENDED``, or None (absent)."""
+
+
+class LocalOwnership(RunOwnership):
+    """:class:`RunOwnership` in this process (the memory log's)."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, bytes] = {}
+        self._leases: dict[str, str] = {}
+        self._due: dict[str, float] = {}  # suspended runs -> when a supervisor should resume them
+
+    def hold(self, stream_id: str, token: str) -> None:
+        """A new producer takes a new run's lease (in-process leases do not lapse)."""
+        self._leases[stream_id] = token
+
+    def ended(self, stream_id: str) -> None:
+        """The run's terminal was appended: nobody produces it any more."""
+        self._leases.pop(stream_id, None)
+        self._due.pop(stream_id, None)
+
+    def drop(self, stream_id: str) -> None:
+        """The run left the log's retention: forget everything about it."""
+        self.ended(stream_id)
+        self._records.pop(stream_id, None)
+
+    async def save_run(self, stream_id: str, record: bytes) -> None:
+        self._records[stream_id] = record
+
+    async def load_run(self, stream_id: str) -> bytes | None:
+        return self._records.get(stream_id)
+
+    async def claim(self, stream_id: str, token: str, *, suspended_only: bool = False) -> bool:
+        lease = self._leases.get(stream_id)
+        if lease == SUSPENDED or (lease is None and not suspended_only and stream_id in self._records):
+            self._leases[stream_id] = token
+            self._due.pop(stream_id, None)
+            return True
+        return False
+
+    async def suspend(self, stream_id: str, token: str, until: float) -> bool:
+        if self._leases.get(stream_id) != token:
+            return False
+        self._leases[stream_id] = SUSPENDED
+        self._due[stream_id] = until
+        return True
+
+    async def release(self, stream_id: str, token: str) -> None:
+        if self._leases.get(stream_id) == token:
+            del self._leases[stream_id]
+        self._due.pop(stream_id, None)
+
+    async def due(self, now: float, limit: int = 32) -> list[str]:
+        return [sid for sid, until in self._due.items() if until <= now][:limit]
+
+    async def forget(self, stream_id: str) -> None:
+        self._due.pop(stream_id, None)
+        self._records.pop(stream_id, None)
+
+    async def lease_state(self, stream_id: str) -> str | None:
+        return self._leases.get(stream_id)

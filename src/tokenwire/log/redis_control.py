@@ -1,0 +1,93 @@
+"""What the nodes sharing a Redis log tell each other besides events: which streams have readers
+where (so a producer does not cancel a run read on another node as abandoned), single-use claims
+(tickets), and cancels routed to the node that produces a run (a pub/sub control channel).
+Mixed into :class:`~tokenwire.log.redis.RedisLog`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+__all__ = ["RedisControl"]
+
+logger = logging.getLogger("tokenwire")
+
+
+class RedisControl:
+    """Reader presence, claims and the control channel of a Redis log (see the module docstring)."""
+
+    prefix: str
+    _listener: asyncio.Task[None] | None
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        raise NotImplementedError
+
+    # -- reader presence: a producing node sees readers on other nodes ---------------------------------
+
+    def readers_key(self, stream_id: str) -> str:
+        return f"{self.prefix}:{stream_id}:readers"
+
+    async def claim_once(self, key: str, ttl_s: float) -> bool:
+        claimed = await self.redis.set(f"{self.prefix}:once:{key}", b"1", nx=True, px=max(1, round(ttl_s * 1000)))
+        return bool(claimed)
+
+    async def announce_readers(self, stream_ids: Sequence[str], ttl_s: float) -> None:
+        pipe: Any = self.redis.pipeline(transaction=False)
+        for sid in stream_ids:
+            pipe.set(self.readers_key(sid), b"1", px=max(1, round(ttl_s * 1000)))
+        await pipe.execute()
+
+    async def read_elsewhere(self, stream_ids: Sequence[str]) -> set[str]:
+        pipe: Any = self.redis.pipeline(transaction=False)
+        for sid in stream_ids:
+            pipe.exists(self.readers_key(sid))
+        found = await pipe.execute()
+        return {sid for sid, n in zip(stream_ids, found, strict=True) if n}
+
+    # -- control: cancels routed to the producing node ------------------------------------------------
+
+    @property
+    def control_channel(self) -> str:
+        return f"{self.prefix}:control"
+
+    async def forward_cancel(self, stream_id: str, reason: str) -> bool:
+        message = msgspec.json.encode({"op": "cancel", "stream_id": stream_id, "reason": reason})
+        receivers: int = await self.redis.publish(self.control_channel, message)
+        return receivers > 0
+
+    def listen_cancels(self, handler: Callable[[str, str], None]) -> None:
+        """Start (once) the task that hears forwarded cancels; owned by this log, ended by aclose()."""
+        if self._listener is None:
+            self._listener = asyncio.get_running_loop().create_task(self._listen(handler), name="tokenwire-control")
+
+    async def _listen(self, handler: Callable[[str, str], None]) -> None:
+        failures = 0
+        while True:
+            try:
+                async with self.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self.control_channel)
+                    if failures:
+                        logger.warning("event log: control channel back after %d failed attempts", failures)
+                    failures = 0
+                    async for message in pubsub.listen():
+                        if message.get("type") != "message":
+                            continue
+                        try:
+                            body = msgspec.json.decode(message["data"])
+                            handler(str(body["stream_id"]), str(body.get("reason") or "cancelled on another node"))
+                        except (msgspec.DecodeError, KeyError, TypeError):
+                            logger.warning("event log: ignored a malformed control message")
+            except (RedisError, OSError) as exc:
+                # Once per outage at warning level, then quietly, with backoff (0.5 s doubling to 8 s).
+                level = logging.WARNING if failures == 0 else logging.DEBUG
+                logger.log(level, "event log: control channel lost (%s); reconnecting", exc)
+                await asyncio.sleep(min(8.0, 0.5 * 2 ** min(failures, 4)))
+                failures += 1

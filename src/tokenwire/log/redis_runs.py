@@ -1,0 +1,147 @@
+"""Run ownership on Redis (:class:`~tokenwire.log.ownership.RunOwnership`): leases as fencing
+tokens, run definitions, and one sorted set of the durable runs by when a supervisor should look
+at them.
+
+Keys, beside a stream's ``{prefix}:{stream_id}``:
+
+- ``…:lease`` — the producer's token (expires ``lease_s`` after its last refresh), or
+  ``suspended`` (no expiry);
+- ``…:run`` — the run's definition; it expires with the stream once the terminal is written;
+- ``{prefix}:runs:due`` — durable run ids scored by the wall time (ms) a supervisor should look at
+  them: a live producer's lease expiry (pushed on with every refresh), a suspended run's deadline.
+
+Every change of a lease is one script, so each is atomic: of three nodes claiming one run, one
+wins; a producer refreshes, suspends or releases only a lease that is still its own; and the
+append script (:data:`tokenwire.log.redis_writer.APPEND_SCRIPT`) writes only for the token that
+holds the lease.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+from redis.exceptions import RedisError
+
+from tokenwire.errors import LogUnavailable
+from tokenwire.log.ownership import SUSPENDED, RunOwnership
+
+__all__ = ["OwnershipHost", "RedisOwnership"]
+
+RENEW = """
+local v = redis.call('GET', KEYS[1])
+if v and v ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if ARGV[4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3]) end
+return 1
+"""
+"""A producer's heartbeat: take or refresh the lease unless another token holds it (0: it lost
+the run to another node, or the run is suspended); list a durable run as due at the lease's expiry."""
+
+CLAIM = """
+local v = redis.call('GET', KEYS[1])
+if v == false then
+  if ARGV[1] == 'suspended' then return 0 end
+elseif v ~= 'suspended' then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
+return 1
+"""
+
+SUSPEND = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], 'suspended')
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+return 1
+"""
+
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[2])
+end
+return 1
+"""
+
+
+class OwnershipHost(Protocol):
+    """What :class:`RedisOwnership` needs of its log (:class:`~tokenwire.log.redis.RedisLog`)."""
+
+    prefix: str
+    lease_s: float
+
+    @property
+    def redis(self) -> Any: ...
+
+    def lease_key(self, stream_id: str) -> str: ...
+
+
+def _ms(t: float) -> int:
+    return round(t * 1000)
+
+
+class RedisOwnership(RunOwnership):
+    """Run ownership of a :class:`~tokenwire.log.redis.RedisLog` (see the module docstring)."""
+
+    record_ttl_s = 7 * 24 * 3600.0
+    """How long a run's definition is kept while the run has no terminal (a suspended run waits
+    at most this long)."""
+
+    def __init__(self, log: OwnershipHost):
+        self._log = log
+        self._scripts: dict[str, Any] = {}
+        self.due_key = f"{log.prefix}:runs:due"
+
+    def _script(self, name: str, source: str) -> Any:
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = self._log.redis.register_script(source)
+        return script
+
+    def run_key(self, stream_id: str) -> str:
+        return f"{self._log.prefix}:{stream_id}:run"
+
+    async def save_run(self, stream_id: str, record: bytes) -> None:
+        try:
+            await self._log.redis.set(self.run_key(stream_id), record, px=_ms(self.record_ttl_s))
+        except (RedisError, OSError) as exc:
+            raise LogUnavailable(f"Redis did not take the run's definition: {exc}") from None
+
+    async def load_run(self, stream_id: str) -> bytes | None:
+        data = await self._log.redis.get(self.run_key(stream_id))
+        return data.encode() if isinstance(data, str) else data
+
+    async def renew(self, stream_id: str, token: str, *, durable: bool) -> bool:
+        """The producer's heartbeat (see :data:`RENEW`)."""
+        log = self._log
+        expiry = str(_ms(time.time() + log.lease_s)) if durable else ""
+        args = [token, _ms(log.lease_s), stream_id, expiry]
+        return bool(await self._script("renew", RENEW)(keys=[log.lease_key(stream_id), self.due_key], args=args))
+
+    async def claim(self, stream_id: str, token: str, *, suspended_only: bool = False) -> bool:
+        log = self._log
+        mode = SUSPENDED if suspended_only else "any"
+        args = [mode, token, _ms(log.lease_s), stream_id, _ms(time.time() + log.lease_s)]
+        return bool(await self._script("claim", CLAIM)(keys=[log.lease_key(stream_id), self.due_key], args=args))
+
+    async def suspend(self, stream_id: str, token: str, until: float) -> bool:
+        keys = [self._log.lease_key(stream_id), self.due_key]
+        return bool(await self._script("suspend", SUSPEND)(keys=keys, args=[token, stream_id, _ms(until)]))
+
+    async def release(self, stream_id: str, token: str) -> None:
+        await self._script("release", RELEASE)(
+            keys=[self._log.lease_key(stream_id), self.due_key], args=[token, stream_id]
+        )
+
+    async def due(self, now: float, limit: int = 32) -> list[str]:
+        ids = await self._log.redis.zrangebyscore(self.due_key, "-inf", _ms(now), start=0, num=limit)
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    async def forget(self, stream_id: str) -> None:
+        await self._log.redis.zrem(self.due_key, stream_id)
+
+    async def lease_state(self, stream_id: str) -> str | None:
+        value = await self._log.redis.get(self._log.lease_key(stream_id))
+        return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,67 @@
+"""What a run request becomes under the server's rules: the native body as a
+:class:`~tokenwire.Request` (tools by name, from the server's), ``max_tokens`` and limits with the
+server's defaults, and the ceilings no request may pass (:class:`InvalidRequest` says which).
+
+>>> from tokenwire.server.schema import ServerConfig
+>>> max_tokens(ServerConfig(), None), run_limits(ServerConfig(), None).max_duration_s
+(1024, 300.0)
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from tokenwire.core.limits import Limits
+from tokenwire.core.request import Message, Request, ToolSpec
+from tokenwire.errors import InvalidRequest
+from tokenwire.server.schema import RunBody, ServerConfig
+from tokenwire.tools import Toolset
+
+__all__ = ["max_tokens", "request_for", "run_limits"]
+
+
+def max_tokens(cfg: ServerConfig, asked: int | None) -> int | None:
+    """A run's ``max_tokens``: what it asked for, or the server's default; above the ceiling
+    is :class:`InvalidRequest`."""
+    if asked is None:
+        return cfg.default_max_tokens
+    if asked > cfg.max_tokens_ceiling:
+        raise InvalidRequest(f"max_tokens {asked} is above this server's ceiling ({cfg.max_tokens_ceiling})")
+    return asked
+
+
+def run_limits(cfg: ServerConfig, asked: Limits | None) -> Limits:
+    """A run's limits: what it asked for (or the app's defaults), with the server's default
+    duration when it set none; a duration above the ceiling is :class:`InvalidRequest`."""
+    limits = asked or Limits()
+    if limits.max_duration_s is None and cfg.default_max_duration_s is not None:
+        limits = msgspec.structs.replace(limits, max_duration_s=cfg.default_max_duration_s)
+    if limits.max_duration_s is not None and limits.max_duration_s > cfg.max_duration_ceiling_s:
+        raise InvalidRequest(
+            f"limits.max_duration_s {limits.max_duration_s:g} is above this server's ceiling "
+            f"({cfg.max_duration_ceiling_s:g} s)"
+        )
+    return limits
+
+
+def request_for(body: RunBody, tools: Toolset) -> Request:
+    """The native API's run body as our :class:`~tokenwire.Request` (tools by name, from ``tools``)."""
+    if (body.prompt is None) == (body.messages is None):
+        raise InvalidRequest("give exactly one of 'prompt' and 'messages'")
+    messages = list(body.messages or [Message("user", body.prompt or "")])
+    if body.system:
+        messages.insert(0, Message("system", body.system))
+    unknown = [t for t in body.tools if t not in tools]
+    if unknown:
+        raise InvalidRequest(f"unknown tools {unknown}; this server has: {', '.join(tools.names) or 'none'}")
+    specs: list[ToolSpec] = [t.spec for t in tools if t.name in body.tools]
+    return Request(
+        messages,
+        tools=specs,
+        tool_choice=body.tool_choice,
+        temperature=body.temperature,
+        max_tokens=body.max_tokens,
+        stop=body.stop,
+        seed=body.seed,
+        model=body.model,
+    )

@@ -1,0 +1,241 @@
+"""Durable runs: the log is the run's source of truth, so any node can carry a run on.
+
+Every run the server starts stores its definition beside its events (:class:`RunRecord`: the
+request, the tools by name, the options, the provider by the name this server knows it under, the
+owner) and its producer holds a lease with a token of its own (:mod:`tokenwire.log.ownership`).
+From those and the events folded (:func:`tokenwire.core.fold.fold`), a node with the same
+providers and tools continues the run under the same ``stream_id``, ``seq`` carrying on:
+
+- **takeover**: a producer stops refreshing its lease (SIGKILL, partition, hang): the
+  supervisor of every node lists the run as due, exactly one claims it, and the run goes on
+  there. The model turn that was cut off continues from its logged text (providers that can:
+  ``continues_prefix``) or is asked again (a ``step`` ``turn`` with ``restarted``); a tool call
+  whose result is in the log never runs again; one without a result runs again only if its tool
+  is ``retry_safe``, else the model is told it was interrupted;
+- **suspend / resume**: a call that needs an approval suspends the run (no task, no lease held,
+  no memory: log entries only); :meth:`Durable.approve` (``POST /v1/streams/{id}/approvals``,
+  the WebSocket / gRPC session's ``approve``) resumes it on whichever node it arrives; an
+  approval that does not come within ``approval_timeout_s`` is a denial;
+- **hand-over**: on shutdown a node with a shared log suspends its live runs due at once, and the
+  other nodes' supervisors carry them on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import msgspec
+
+from tokenwire.core.fold import fold
+from tokenwire.core.limits import Limits
+from tokenwire.core.provider import Provider
+from tokenwire.core.request import Request
+from tokenwire.engine import RunOptions
+from tokenwire.errors import Conflict, Forbidden, OverCapacity, ShuttingDown, StreamNotFound
+from tokenwire.events import Event
+from tokenwire.log import EventLog
+from tokenwire.server.providers import Providers
+from tokenwire.server.runs import Run, Runs
+from tokenwire.tools import Agent, ToolOptions, Toolset
+
+__all__ = ["Durable", "DurableHost", "RunRecord"]
+
+logger = logging.getLogger("tokenwire")
+
+
+class RunRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """What a run is, as the log keeps it (everything but its events)."""
+
+    owner: str
+    """The API key's fingerprint that started it (who may approve its calls)."""
+    provider: str
+    """The provider's name on this server (every node must configure the same)."""
+    request: Request
+    tools: list[str] = []
+    """The server's tools the run may call, by name."""
+    max_steps: int = 8
+    approval_timeout_s: float = 3600.0
+    limits: Limits | None = None
+    meta: dict[str, Any] = {}
+    background: bool = False
+    request_id: str = ""
+    version: int = 1
+
+
+class DurableHost(Protocol):
+    """What :class:`Durable` needs of its server (:class:`~tokenwire.server.service.RunService`)."""
+
+    log: EventLog
+    runs: Runs
+    providers: Providers
+    tools: Toolset
+
+    async def history(self, stream_id: str, before: int | None = None) -> list[Event]: ...
+
+    def telemetry(self, provider: Provider, request: Request, headers: Mapping[str, str]) -> list[object]: ...
+
+
+class Durable:
+    """The durable-run operations of one server (see the module docstring); ``RunService.durable``."""
+
+    def __init__(self, service: DurableHost, *, poll_s: float | None = None):
+        self.service = service
+        lease_s = float(getattr(service.log, "lease_s", 2.0))
+        self.poll_s = poll_s if poll_s is not None else lease_s / 4
+        """How often the supervisor looks for runs due for a new producer."""
+        self._supervisor: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def token() -> str:
+        """A new producer token."""
+        return uuid.uuid4().hex
+
+    async def save(self, stream_id: str, record: RunRecord) -> None:
+        await self.service.log.ownership.save_run(stream_id, msgspec.json.encode(record))
+
+    async def load(self, stream_id: str) -> RunRecord | None:
+        data = await self.service.log.ownership.load_run(stream_id)
+        return None if data is None else msgspec.json.decode(data, type=RunRecord)
+
+    def options(self, stream_id: str, record: RunRecord, token: str, prior: Any = ()) -> RunOptions:
+        return RunOptions(
+            stream_id=stream_id,
+            limits=record.limits,
+            request_id=record.request_id or None,
+            meta=record.meta,
+            lease_token=token,
+            prior=prior,
+        )
+
+    def agent(self, record: RunRecord) -> Agent:
+        service = self.service
+        tools = [t for t in service.tools if t.name in record.tools]
+        options = ToolOptions(max_steps=record.max_steps, durable=True, approval_timeout_s=record.approval_timeout_s)
+        return Agent(service.providers.get(record.provider), tools, options)
+
+    # -- carrying a run on ------------------------------------------------------------------------
+
+    async def carry_on(
+        self,
+        stream_id: str,
+        token: str,
+        *,
+        decisions: dict[str, tuple[bool, str]] | None = None,
+        cancel: str | None = None,
+        background: bool | None = None,
+    ) -> Run | None:
+        """Continue a run whose lease ``token`` holds (claimed: taken over, or resumed) from its
+        log. None when there is nothing to continue (it ended, or it is not a durable run)."""
+        service = self.service
+        record = await self.load(stream_id)
+        events = await service.history(stream_id) if record is not None else []
+        if record is None or not events or events[0].seq != 0 or events[-1].__class__.__name__ in ("Done", "Error"):
+            await service.log.ownership.release(stream_id, token)
+            await service.log.ownership.forget(stream_id)
+            return None
+        state = fold(events)
+        now = time.time()
+        answers = dict(decisions or {})
+        for cid in state.pending_approvals():  # an approval not given in time is a denial
+            expires = state.approvals[cid].get("expires")
+            if cid not in answers and isinstance(expires, int | float) and expires <= now:
+                answers[cid] = (False, "timeout")
+        agent = self.agent(record).resume(state, answers)
+        try:
+            run = service.runs.start(
+                agent,
+                record.request,
+                self.options(stream_id, record, token, events),
+                observers=service.telemetry(agent.provider, record.request, {}),
+                owner=record.owner,
+                background=record.background if background is None else background,
+            )
+        except (OverCapacity, ShuttingDown):
+            await service.log.ownership.suspend(stream_id, token, now + 1.0)  # another node, or later
+            raise
+        if cancel is not None:
+            run.handle.cancel(cancel)
+        return run
+
+    async def approve(self, stream_id: str, owner: str, call_id: str, approved: bool, *, wait_s: float = 5.0) -> None:
+        """Answer a call's approval (the run's owner only) and resume the run here.
+
+        :class:`StreamNotFound` for an unknown run or a call that asked for no approval,
+        :class:`Forbidden` for another API key, :class:`Conflict` for a call already answered (or
+        a run that did not suspend within ``wait_s``: it is still finishing its turn)."""
+        record = await self.load(stream_id)
+        if record is None:
+            raise StreamNotFound(f"no durable run {stream_id!r} (unknown, or expired)")
+        if record.owner != owner:
+            raise Forbidden(f"run {stream_id!r} belongs to another API key")
+        token = self.token()
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while True:
+            state = fold(await self.service.history(stream_id))
+            approval = state.approvals.get(call_id)
+            if approval is None:
+                raise StreamNotFound(f"run {stream_id!r} has no call {call_id!r} waiting for approval")
+            if approval["approved"] is not None or state.finished:
+                raise Conflict(f"the call {call_id!r} of run {stream_id!r} was already answered")
+            if await self.service.log.ownership.claim(stream_id, token, suspended_only=True):
+                break
+            if asyncio.get_running_loop().time() >= deadline:
+                raise Conflict(f"run {stream_id!r} is not waiting for approval now (it is still running); retry")
+            await asyncio.sleep(0.05)
+        await self.carry_on(stream_id, token, decisions={call_id: (approved, "api")}, background=True)
+
+    async def cancel_suspended(self, stream_id: str, reason: str) -> bool:
+        """End a suspended run with ``done(cancelled)``; False when it is not suspended."""
+        token = self.token()
+        if not await self.service.log.ownership.claim(stream_id, token, suspended_only=True):
+            return False
+        return await self.carry_on(stream_id, token, cancel=reason, background=True) is not None
+
+    # -- the supervisor -----------------------------------------------------------------------------
+
+    def supervise(self) -> None:
+        """Start (once) the task that carries on the runs due for a new producer; owned here,
+        ended by :meth:`aclose`."""
+        if self._supervisor is None:
+            loop = asyncio.get_running_loop()
+            self._supervisor = loop.create_task(self._supervise(), name="tokenwire-supervisor")
+
+    async def _supervise(self) -> None:
+        ownership = self.service.log.ownership
+        while True:
+            await asyncio.sleep(self.poll_s)
+            if not self.service.runs.accepting:
+                continue
+            try:
+                for stream_id in await ownership.due(time.time()):
+                    token = self.token()
+                    if not await ownership.claim(stream_id, token):
+                        continue  # another node was first, or its producer is back
+                    logger.info("run %s carried on by this node", stream_id, extra={"stream_id": stream_id})
+                    with contextlib.suppress(OverCapacity, ShuttingDown):
+                        await self.carry_on(stream_id, token)
+            except Exception:  # a log hiccup must not end the supervisor
+                logger.warning("run supervisor: check failed; retrying", exc_info=True)
+
+    async def hand_over(self, grace_s: float) -> int:
+        """Shutdown with a shared log: suspend every live durable run, due at once, for the other
+        nodes to carry on; returns how many were handed over."""
+        handles = [r.handle for r in self.service.runs.running if r.handle.options.lease_token is not None]
+        for handle in handles:
+            handle.suspend("handed over: its node is shutting down", until=0.0)
+        if handles:
+            await asyncio.wait([asyncio.ensure_future(h.settled()) for h in handles], timeout=grace_s)
+        return sum(1 for h in handles if h.suspended is not None)
+
+    async def aclose(self) -> None:
+        task, self._supervisor = self._supervisor, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
