@@ -28,6 +28,12 @@ KEY = "durable-key-123456"
 TESTS = Path(__file__).resolve().parent
 
 
+@pytest.fixture(autouse=True)
+def _once(pytestconfig: pytest.Config) -> None:
+    if pytestconfig.getoption("--log-backend") == "redis":
+        pytest.skip("these tests start their own Redis and nodes: the memory-backend run covers them")
+
+
 @pytest.fixture
 def redis_url(tmp_path: Path) -> Iterator[str]:
     assert shutil.which("redis-server"), "redis-server is not installed (make test installs it)"

@@ -22,6 +22,7 @@ The public entry points (``generate``, ``stream``, ``stream_sync``, ``run``, ``r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import uuid
 import weakref
@@ -131,7 +132,7 @@ class StreamHandle:
         self._writer = (
             log.open(stream_id, at=at, token=options.lease_token) if options.lease_token else log.open(stream_id)
         )
-        self._dispatcher.attach(self._writer)
+        self._dispatcher.attach(self._writer, at)
         self._task: asyncio.Task[Done | Error] = self._loop.create_task(
             self._run(), name=f"tokenwire-stream-{stream_id}"
         )
@@ -341,6 +342,9 @@ class StreamHandle:
         """Carry out a control part (:mod:`tokenwire.core.provider`); True: stop reading the provider."""
         if isinstance(part, Checkpoint):
             await self._writer.flush()
+            failure = self._writer.failure
+            if failure is not None:  # not durable (fenced out, or the log is gone): the tool must not start
+                raise _EngineFault(failure) from failure
             part.reached()
             return False
         if isinstance(part, Suspend):
@@ -356,7 +360,8 @@ class StreamHandle:
         if agen is not None:
             aclose = getattr(agen, "aclose", None)
             if aclose is not None:
-                await aclose()
+                with contextlib.suppress(Exception):  # the run moves on elsewhere whatever its provider does
+                    await aclose()
         dispatcher = self._dispatcher
         drained_by = self._loop.time() + dispatcher.drain_timeout_s
         await dispatcher.settle(dispatcher.resume_interrupted(), drained_by)

@@ -150,7 +150,10 @@ def _session_message(request: pb.SessionRequest) -> dict[str, Any]:
             "result": _json_or(t.result, None),
             "is_error": t.is_error,
         }
-    raise SessionError("bad_message", "a SessionRequest needs one of run, subscribe, ack, cancel, tool_result")
+    if op == "approve":
+        a = request.approve
+        return {"op": "approve", "stream_id": a.stream_id, "call_id": a.call_id, "approved": a.approved}
+    raise SessionError("bad_message", "a SessionRequest needs one of run, subscribe, ack, cancel, tool_result, approve")
 
 
 def _session_reply(obj: dict[str, Any]) -> bytes:

@@ -241,18 +241,30 @@ class CancelReply(_message.Message):
     def __init__(self, stream_id: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
 
 class SessionRequest(_message.Message):
-    __slots__ = ("run", "subscribe", "ack", "cancel", "tool_result")
+    __slots__ = ("run", "subscribe", "ack", "cancel", "tool_result", "approve")
     RUN_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     TOOL_RESULT_FIELD_NUMBER: _ClassVar[int]
+    APPROVE_FIELD_NUMBER: _ClassVar[int]
     run: SessionRun
     subscribe: SessionSubscribe
     ack: Ack
     cancel: CancelRequest
     tool_result: ToolResultRequest
-    def __init__(self, run: _Optional[_Union[SessionRun, _Mapping]] = ..., subscribe: _Optional[_Union[SessionSubscribe, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., cancel: _Optional[_Union[CancelRequest, _Mapping]] = ..., tool_result: _Optional[_Union[ToolResultRequest, _Mapping]] = ...) -> None: ...
+    approve: ApproveRequest
+    def __init__(self, run: _Optional[_Union[SessionRun, _Mapping]] = ..., subscribe: _Optional[_Union[SessionSubscribe, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., cancel: _Optional[_Union[CancelRequest, _Mapping]] = ..., tool_result: _Optional[_Union[ToolResultRequest, _Mapping]] = ..., approve: _Optional[_Union[ApproveRequest, _Mapping]] = ...) -> None: ...
+
+class ApproveRequest(_message.Message):
+    __slots__ = ("stream_id", "call_id", "approved")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    APPROVED_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    call_id: str
+    approved: bool
+    def __init__(self, stream_id: _Optional[str] = ..., call_id: _Optional[str] = ..., approved: _Optional[bool] = ...) -> None: ...
 
 class SessionRun(_message.Message):
     __slots__ = ("id", "window", "request")

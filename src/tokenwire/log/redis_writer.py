@@ -126,6 +126,7 @@ class Tail:
             self.first_seq += drop
         self.last_id = entries[-1][0].decode()
         self.heard = now
+        self.lapsed_since = None  # a producer (maybe a new one) writes: any earlier lapse is over
         self.finished = batch[-1].__class__ in TERMINAL_TYPES
         self._wake()
 

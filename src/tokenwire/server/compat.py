@@ -37,6 +37,7 @@ from tokenwire.errors import (
     LogUnavailable,
     ModelNotFound,
     OverCapacity,
+    RunSuspended,
     SeqEvicted,
     ShuttingDown,
     StreamNotFound,
@@ -67,6 +68,7 @@ B = TypeVar("B")
 ERRORS: dict[type[TokenwireError], tuple[int, str, str | None]] = {
     Unauthorized: (401, "invalid_request_error", "invalid_api_key"),
     Conflict: (409, "invalid_request_error", "conflict"),
+    RunSuspended: (503, "server_error", "run_moved"),
     Forbidden: (403, "invalid_request_error", "forbidden"),
     StreamNotFound: (404, "invalid_request_error", "not_found"),
     ModelNotFound: (404, "invalid_request_error", "model_not_found"),

@@ -37,8 +37,8 @@ from tokenwire.core.limits import Limits
 from tokenwire.core.provider import Provider
 from tokenwire.core.request import Request
 from tokenwire.engine import RunOptions
-from tokenwire.errors import Conflict, Forbidden, OverCapacity, ShuttingDown, StreamNotFound
-from tokenwire.events import Event
+from tokenwire.errors import Conflict, Forbidden, InvalidRequest, OverCapacity, SeqEvicted, ShuttingDown, StreamNotFound
+from tokenwire.events import TERMINAL_TYPES, Error, Event
 from tokenwire.log import EventLog
 from tokenwire.server.providers import Providers
 from tokenwire.server.runs import Run, Runs
@@ -134,10 +134,20 @@ class Durable:
         log. None when there is nothing to continue (it ended, or it is not a durable run)."""
         service = self.service
         record = await self.load(stream_id)
-        events = await service.history(stream_id) if record is not None else []
-        if record is None or not events or events[0].seq != 0 or events[-1].__class__.__name__ in ("Done", "Error"):
+        try:
+            events = await service.history(stream_id)
+        except StreamNotFound:
             await service.log.ownership.release(stream_id, token)
             await service.log.ownership.forget(stream_id)
+            return None
+        except SeqEvicted:
+            events = []
+        if events and events[-1].__class__ in TERMINAL_TYPES:
+            await service.log.ownership.release(stream_id, token)
+            await service.log.ownership.forget(stream_id)
+            return None
+        if record is None or not events or events[0].seq != 0:
+            await self._end(stream_id, token, "the run's definition or the start of its log is gone")
             return None
         state = fold(events)
         now = time.time()
@@ -146,7 +156,11 @@ class Durable:
             expires = state.approvals[cid].get("expires")
             if cid not in answers and isinstance(expires, int | float) and expires <= now:
                 answers[cid] = (False, "timeout")
-        agent = self.agent(record).resume(state, answers)
+        try:
+            agent = self.agent(record).resume(state, answers)
+        except InvalidRequest as exc:  # a provider this node does not have
+            await self._end(stream_id, token, f"this node cannot carry the run on: {exc}")
+            return None
         try:
             run = service.runs.start(
                 agent,
@@ -162,6 +176,28 @@ class Durable:
         if cancel is not None:
             run.handle.cancel(cancel)
         return run
+
+    async def _end(self, stream_id: str, token: str, why: str) -> None:
+        """End a run that cannot be carried on with ``error(not_resumable)``, written with the
+        claimed ``token`` (a run nobody can continue must not wait for ever)."""
+        log = self.service.log
+        info = await log.info(stream_id)
+        if not info.finished:
+            writer = log.open(stream_id, at=info.next_seq, token=token)
+            terminal = Error(
+                code="not_resumable",
+                message=why,
+                source="internal",
+                stream_id=stream_id,
+                seq=info.next_seq,
+                ts=time.time(),
+            )
+            pending = writer.append(terminal)
+            if pending is not None:
+                await pending
+            await writer.flush()
+        await log.ownership.forget(stream_id)
+        logger.warning("run %s ended: %s", stream_id, why, extra={"stream_id": stream_id})
 
     async def approve(self, stream_id: str, owner: str, call_id: str, approved: bool, *, wait_s: float = 5.0) -> None:
         """Answer a call's approval (the run's owner only) and resume the run here.

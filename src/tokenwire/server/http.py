@@ -37,6 +37,7 @@ from tokenwire.errors import (
     MalformedBody,
     ModelNotFound,
     OverCapacity,
+    RunSuspended,
     SeqEvicted,
     ShuttingDown,
     StreamNotFound,
@@ -70,6 +71,7 @@ __all__ = [
 ERRORS: dict[type[TokenwireError], tuple[int, str]] = {
     Unauthorized: (401, "unauthorized"),
     Conflict: (409, "conflict"),
+    RunSuspended: (503, "run_moved"),
     Forbidden: (403, "forbidden"),
     StreamNotFound: (404, "not_found"),
     ModelNotFound: (404, "model_not_found"),

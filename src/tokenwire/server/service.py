@@ -402,9 +402,11 @@ class RunService:
         """Cancel a run here, on whichever node produces it, or suspended in the log; False when
         nobody has it."""
         run = self.runs.get(stream_id)
-        if run is not None:
-            run.handle.cancel(reason)
-            return True
+        if run is not None and not run.handle.done():
+            run.handle.cancel(reason)  # a no-op once it is ending: a suspending run is cancelled below
+            if run.handle.suspended is None and not run.handle.done():
+                return True
+            await run.handle.settled()
         if await self.durable.cancel_suspended(stream_id, reason):
             return True
         return await self.log.forward_cancel(stream_id, reason)

@@ -121,7 +121,8 @@ class Agent:
                 if state.turns and not last.finished:
                     outcome: dict[str, Any] = {}
                     turn_request = msgspec.structs.replace(base, messages=messages, tool_choice="auto")
-                    async for part in self._resumed_turn(last, state, decisions, turn_request, runner, usage, outcome):
+                    resumed = self._resumed_turn(last, state, decisions, turn_request, runner, usage, outcome, deferred)
+                    async for part in resumed:
                         yield part
                     if outcome.get("suspend") is not None:
                         yield outcome["suspend"]
@@ -200,6 +201,7 @@ class Agent:
         runner: ToolRunner,
         usage: list[int],
         outcome: dict[str, Any],
+        deferred: set[str],
     ) -> AsyncIterator[Any]:
         """Finish a turn the log holds unfinished (see :meth:`resume`): the answered calls keep
         their results; a call whose approval is answered now runs (or is denied); one still
@@ -215,13 +217,18 @@ class Agent:
         for call in turn.unanswered():
             approval = state.approvals.get(call.call_id)
             tool = self.tools.get(call.name)
+            if call.name in deferred:
+                continue  # the caller's own tool: the caller answers it (the run ends with its call)
             if approval is not None and approval["approved"] is None:
                 if call.call_id in decisions:
                     runner.start(call, send.clone(), decision=decisions[call.call_id])
                 else:
                     pending.append(call.call_id)
+            elif approval is not None and approval["approved"] is False:
+                runner.start(call, send.clone(), decision=(False, "log"))  # denied before the node stopped
             elif tool is not None and tool.retry_safe:
-                runner.start(call, send.clone())
+                # Approved before the node stopped (if it needed approval): never asked twice.
+                runner.start(call, send.clone(), decision=(True, "log") if approval is not None else None)
             else:
                 what = repr(call.name)
                 send.send_nowait(
@@ -248,17 +255,17 @@ class Agent:
             }
             outcome["suspend"] = self._suspension(pending, expires)
             return
-        if calls or turn.partial_calls:
-            return  # the model's part of the turn is in the log (a call it was writing is dropped)
+        if calls:
+            return  # the model's part of the turn is in the log (a call it was still writing is dropped)
         prefix = turn.text
-        if getattr(self.provider, "continues_prefix", False) and prefix:
+        if getattr(self.provider, "continues_prefix", False) and prefix and not turn.partial_calls:
             request = msgspec.structs.replace(request, messages=[*request.messages, Message("assistant", prefix)])
         else:
             prefix = ""
-            if turn.text:
+            if turn.text or turn.partial_calls:  # its first attempt is void: readers drop it
                 yield Step(name="turn", status="started", detail={"turn": turn.number, "restarted": True})
         model_outcome: dict[str, Any] = {}
-        async for part in self._turn(request, runner, usage, model_outcome, set()):
+        async for part in self._turn(request, runner, usage, model_outcome, deferred):
             yield part
         outcome.update(model_outcome, text=[prefix, *model_outcome["text"]])
 

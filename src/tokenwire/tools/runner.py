@@ -149,7 +149,11 @@ class ToolRunner:
         except ToolArgumentsInvalid as exc:
             await send(ToolResult(call_id=call.call_id, name=call.name, result=str(exc), is_error=True))
             return
-        if decision is not None:
+        if decision is not None and decision[1] == "log":  # answered before, and logged then
+            if not decision[0]:
+                await self._error(out, call, f"the call to tool {tool.name!r} was denied")
+                return
+        elif decision is not None:
             detail = {"call_id": call.call_id, "tool": tool.name, "args": call.args}
             await send(
                 Step(name="approval", status="finished", detail={**detail, "approved": decision[0], "by": decision[1]})
