@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
 import shutil
@@ -95,11 +96,15 @@ def takeover(redis_url: str, trials: int) -> list[float]:
     try:
         for _ in range(trials):
             producer, reader = nodes[0], nodes[1]
-            r = httpx.post(f"{producer.url}/v1/runs", json={"prompt": prompt}, headers={"Authorization": f"Bearer {KEY}"})
+            r = httpx.post(
+                f"{producer.url}/v1/runs", json={"prompt": prompt}, headers={"Authorization": f"Bearer {KEY}"}
+            )
             info = r.json()
             headers = {"Authorization": f"Bearer {info['read_token']}"}
             seen, killed_wall, killed_at, first_new = [], 0.0, 0.0, None
-            with httpx.stream("GET", f"{reader.url}/v1/streams/{info['stream_id']}/events", headers=headers, timeout=60) as s:
+            with httpx.stream(
+                "GET", f"{reader.url}/v1/streams/{info['stream_id']}/events", headers=headers, timeout=60
+            ) as s:
                 for line in s.iter_lines():
                     if not line.startswith("data: "):
                         continue
@@ -113,7 +118,8 @@ def takeover(redis_url: str, trials: int) -> list[float]:
                     if event.type in ("done", "error"):
                         break
             text = "".join(e.text for e in seen if e.type == "text.delta")  # type: ignore[union-attr]
-            assert seen[-1].type == "done" and text == f"You said: {prompt}", seen[-1]
+            assert seen[-1].type == "done", seen[-1]
+            assert text == f"You said: {prompt}", text
             assert [e.seq for e in seen] == list(range(len(seen)))
             assert first_new is not None
             latencies.append(first_new)
@@ -133,15 +139,19 @@ async def suspended(redis_url: str, runs: int) -> dict[str, float]:
         """Send money."""
         return "sent"
 
-    model = Scripted.turns([ToolCall(call_id="c1", name="wire_money", args={"amount": 5})], ["Sent."])
+    class Payer:  # every run's first turn asks to wire money
+        model = "payer"
+
+        async def stream(self, request: Any) -> Any:
+            yield ToolCall(call_id="c1", name="wire_money", args={"amount": 5})
+
+    model = Payer()
     log = RedisLog(redis_url, prefix=f"b{time.monotonic_ns()}")
     service = RunService(providers={"m": model}, tools=[wire_money], api_keys=[KEY], log=log)
     owner = service.authenticate(KEY)
     warm = await service.start(RunBody(prompt="pay", tools=["wire_money"]), owner=owner)
-    try:
+    with contextlib.suppress(RunSuspended):
         await warm.handle.wait()
-    except RunSuspended:
-        pass
     gc.collect()
     tasks_before = len(asyncio.all_tasks())
     tracemalloc.start()
@@ -182,7 +192,9 @@ async def log_bytes(redis_url: str) -> tuple[int, int]:
     model = Scripted([f"t{i} " for i in range(200)])
     log = RedisLog(redis_url, prefix=f"l{time.monotonic_ns()}")
     service = RunService(providers={"m": model}, api_keys=[KEY], log=log)
-    run = await service.start(RunBody(prompt="Tell me a story about a lighthouse keeper."), owner=service.authenticate(KEY))
+    run = await service.start(
+        RunBody(prompt="Tell me a story about a lighthouse keeper."), owner=service.authenticate(KEY)
+    )
     await run.handle.wait()
     r: Any = log.redis
     events = await r.memory_usage(log.key(run.stream_id)) or 0
