@@ -365,3 +365,30 @@ async def test_approvals_arrive_over_a_websocket_and_a_grpc_session() -> None:
         async with Client(url) as reader:  # the server's loop is another thread's: read it over HTTP
             events = [e async for e in reader.subscribe(created["stream_id"], created["read_token"])]
         assert events[-1].type == "done" and ran == ["wired 5", "wired 5"]
+
+
+async def test_a_turn_the_provider_cannot_continue_is_asked_again_and_its_first_attempt_is_void() -> None:
+    """Handed over mid-answer, a provider without ``continues_prefix`` answers again after a
+    ``turn`` step with ``restarted``: the response (and the fold) hold the second attempt only."""
+    from tokenwire.providers import Delay
+
+    words = [f"w{i} " for i in range(6)]
+    model = Scripted([*words[:3], Delay(0.05), *words[3:]])  # every call plays the whole answer
+    service = RunService(providers={"m": model}, api_keys=KEYS)
+    service.durable.poll_s = 0.02
+    run = await service.start(RunBody(prompt="go"), owner=service.authenticate(KEYS[0]))
+    seen = 0
+    async for event in service.log.read(run.stream_id):
+        seen += event.type == "text.delta"
+        if seen == 3:
+            run.handle.suspend("handed over (test)", until=0.0)
+            break
+    with pytest.raises(RunSuspended):
+        await run.handle.wait()
+    events = await asyncio.wait_for(read_all(service, run.stream_id), 30)
+    assert shape(events) == ["start", *["text.delta"] * 3, "step:turn:started", *["text.delta"] * 6, "done"]
+    assert events[4].detail == {"turn": 0, "restarted": True}  # type: ignore[union-attr]
+    carried = service.runs.get(run.stream_id)
+    assert carried is not None and carried.handle.result().text == "".join(words)  # once, not 3 + 6 words
+    assert "".join(fold(events).open.text_parts) == "".join(words)
+    await service.shutdown(1.0)
