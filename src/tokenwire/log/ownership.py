@@ -83,6 +83,15 @@ class RunOwnership(abc.ABC):
     async def lease_state(self, stream_id: str) -> str | None:
         """The lease as it stands: a producer's token, ``SUSPENDED``, or None (absent)."""
 
+    @abc.abstractmethod
+    async def present(self, node: str, now: float, within_s: float, *, kind: str = "") -> int:
+        """Say that ``node`` (a supervisor) is up at ``now``; how many *other* nodes of the same
+        ``kind`` (the same providers and tools: they can carry each other's runs on) said so
+        within ``within_s``: the ones a node shutting down can hand its runs to."""
+
+    async def absent(self, node: str, *, kind: str = "") -> None:  # noqa: B027 - optional hook
+        """``node`` is going away: it is nobody's peer any more."""
+
 
 class LocalOwnership(RunOwnership):
     """:class:`RunOwnership` in this process (the memory log's)."""
@@ -141,3 +150,6 @@ class LocalOwnership(RunOwnership):
 
     async def lease_state(self, stream_id: str) -> str | None:
         return self._leases.get(stream_id)
+
+    async def present(self, node: str, now: float, within_s: float, *, kind: str = "") -> int:
+        return 0  # one process: nobody to hand runs to

@@ -142,6 +142,19 @@ class RedisOwnership(RunOwnership):
     async def forget(self, stream_id: str) -> None:
         await self._log.redis.zrem(self.due_key, stream_id)
 
+    async def present(self, node: str, now: float, within_s: float, *, kind: str = "") -> int:
+        key = f"{self._log.prefix}:runs:nodes"
+        pipe: Any = self._log.redis.pipeline(transaction=False)
+        pipe.zadd(key, {f"{kind}/{node}": _ms(now)})
+        pipe.zremrangebyscore(key, "-inf", _ms(now - 10 * within_s))  # long gone nodes
+        pipe.zrangebyscore(key, _ms(now - within_s), "+inf")
+        members = (await pipe.execute())[2]
+        same = [m for m in members if (m.decode() if isinstance(m, bytes) else m).startswith(f"{kind}/")]
+        return max(0, len(same) - 1)
+
+    async def absent(self, node: str, *, kind: str = "") -> None:
+        await self._log.redis.zrem(f"{self._log.prefix}:runs:nodes", f"{kind}/{node}")
+
     async def lease_state(self, stream_id: str) -> str | None:
         value = await self._log.redis.get(self._log.lease_key(stream_id))
         return value.decode() if isinstance(value, bytes) else value

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 import uuid
@@ -90,6 +91,11 @@ class Durable:
         self.poll_s = poll_s if poll_s is not None else lease_s / 4
         """How often the supervisor looks for runs due for a new producer."""
         self._supervisor: asyncio.Task[None] | None = None
+        self.node = uuid.uuid4().hex
+        """This node's id among the supervisors sharing the log."""
+        names = ",".join(sorted([*service.providers, "|", *service.tools.names]))
+        self.kind = hashlib.sha256(names.encode()).hexdigest()[:12]
+        """Nodes of one kind have the same providers and tools: they can carry each other's runs on."""
 
     @staticmethod
     def token() -> str:
@@ -245,24 +251,31 @@ class Durable:
     async def _supervise(self) -> None:
         ownership = self.service.log.ownership
         while True:
+            if self.service.runs.accepting:
+                try:
+                    await ownership.present(self.node, time.time(), 4 * self.poll_s, kind=self.kind)
+                    for stream_id in await ownership.due(time.time()):
+                        token = self.token()
+                        if not await ownership.claim(stream_id, token):
+                            continue  # another node was first, or its producer is back
+                        logger.info("run %s carried on by this node", stream_id, extra={"stream_id": stream_id})
+                        with contextlib.suppress(OverCapacity, ShuttingDown):
+                            await self.carry_on(stream_id, token)
+                except Exception:  # a log hiccup must not end the supervisor
+                    logger.warning("run supervisor: check failed; retrying", exc_info=True)
             await asyncio.sleep(self.poll_s)
-            if not self.service.runs.accepting:
-                continue
-            try:
-                for stream_id in await ownership.due(time.time()):
-                    token = self.token()
-                    if not await ownership.claim(stream_id, token):
-                        continue  # another node was first, or its producer is back
-                    logger.info("run %s carried on by this node", stream_id, extra={"stream_id": stream_id})
-                    with contextlib.suppress(OverCapacity, ShuttingDown):
-                        await self.carry_on(stream_id, token)
-            except Exception:  # a log hiccup must not end the supervisor
-                logger.warning("run supervisor: check failed; retrying", exc_info=True)
 
     async def hand_over(self, grace_s: float) -> int:
         """Shutdown with a shared log: suspend every live durable run, due at once, for the other
-        nodes to carry on; returns how many were handed over."""
+        nodes to carry on (when another node's supervisor was seen lately); returns how many were
+        handed over."""
         handles = [r.handle for r in self.service.runs.running if r.handle.options.lease_token is not None]
+        ownership = self.service.log.ownership
+        peers = await ownership.present(self.node, time.time(), 4 * self.poll_s, kind=self.kind) if handles else 0
+        with contextlib.suppress(Exception):
+            await ownership.absent(self.node, kind=self.kind)
+        if not peers:
+            return 0  # no node like this one is up to carry them on: they end as before (error(shutdown))
         for handle in handles:
             handle.suspend("handed over: its node is shutting down", until=0.0)
         if handles:
