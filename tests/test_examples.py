@@ -65,5 +65,16 @@ def test_copilot_lints_a_block_while_the_answer_is_still_streaming() -> None:
     last_text = max(i for i, e in enumerate(got) if e.type == "text.delta")
     assert got.index(lints[0]) < last_text  # ruff answered before the model finished
     diagnostics = lints[0].detail["diagnostics"]
-    assert diagnostics and all({"code", "message", "line"} <= set(d) for d in diagnostics)
+    assert isinstance(diagnostics, list) and all({"code", "message", "line"} <= set(d) for d in diagnostics)
     assert "[lint block 1:" in run("copilot.py").stdout
+    # Whether the model's block has a finding depends on the model build's numerics; the linter
+    # itself is checked on a block that has one.
+    import asyncio
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("copilot_example", EXAMPLES / "copilot.py")
+    assert spec is not None and spec.loader is not None
+    copilot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copilot)
+    found = asyncio.run(copilot.ruff("print(x)\n"))
+    assert [(d["code"], d["line"]) for d in found] == [("F821", 1)], found

@@ -212,6 +212,8 @@ def test_a_pending_approval_is_shown_after_a_reload_and_in_another_tab_and_appro
 
     model = Scripted.turns([ToolCall(call_id="c1", name="wire_money", args={"amount": 42})], ["Sent ", "42."])
     app = create_app(providers={"bank": model}, tools=[wire_money], api_keys=[KEY])
+    context = page.context.browser.new_context()  # two tabs of one browser profile (one localStorage)
+    page = context.new_page()
     with serve(app, lifespan="on") as url:
         page.goto(f"{url}/?provider=bank&tools=wire_money")
         page.fill("#apikey", KEY)
@@ -222,7 +224,7 @@ def test_a_pending_approval_is_shown_after_a_reload_and_in_another_tab_and_appro
         page.reload()  # the run waits on the server, not in this page
         page.wait_for_selector(".tool .approval button.approve", timeout=10_000)
         assert page.inner_text("#stall") == "waiting for your approval"
-        other = page.context.new_page()
+        other = context.new_page()
         try:
             other.goto(f"{url}/?provider=bank&tools=wire_money")
             other.wait_for_selector(".tool .approval button.approve", timeout=10_000)
@@ -233,4 +235,5 @@ def test_a_pending_approval_is_shown_after_a_reload_and_in_another_tab_and_appro
         page.wait_for_function("document.getElementById('status').textContent === 'stop'", timeout=10_000)
         assert page.inner_text(".tool .approval") == "approved (api)"
         assert page.inner_text("#answer").strip() == "Sent 42."
+    context.close()
     assert wired == [42]
