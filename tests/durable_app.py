@@ -14,6 +14,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 
+from tokenwire.cli.view import Echo
 from tokenwire.core.provider import Part
 from tokenwire.core.request import Request
 from tokenwire.events import ToolCall
@@ -37,12 +38,7 @@ class Planner:
         words = [w if i == 0 else " " + w for i, w in enumerate(answer.split(" "))]
         tail = request.messages[-1]
         if tail.role == "assistant" and not tail.tool_calls and answer.startswith(tail.content):
-            done, rest = len(tail.content), []
-            for w in words:
-                if done < len(w):
-                    rest.append(w[max(done, 0) :])
-                done -= len(w)
-            words = rest
+            words = Echo.after(words, len(tail.content))  # continue the cut-off answer
         for w in words:
             await asyncio.sleep(1 / rate)
             yield w

@@ -55,18 +55,27 @@ class Echo:
     def __init__(self, rate: float = 50.0):
         self.interval = 1 / rate
 
+    @staticmethod
+    def after(words: list[str], done: int) -> list[str]:
+        """The parts of ``words`` after the first ``done`` characters (mid-word if it ends there).
+
+        >>> Echo.after(["You", " said", " hi"], 6)
+        ['id', ' hi']
+        """
+        rest = []
+        for w in words:
+            if done < len(w):
+                rest.append(w[max(done, 0) :])
+            done -= len(w)
+        return rest
+
     async def stream(self, request: Request) -> AsyncIterator[str]:
         last = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
         answer = f"You said: {last}"
         words = [w if i == 0 else " " + w for i, w in enumerate(answer.split(" "))]
         tail = request.messages[-1] if request.messages else None
         if tail is not None and tail.role == "assistant" and answer.startswith(tail.content):
-            done, rest = len(tail.content), []
-            for w in words:  # continue after the prefix, mid-word if it ends there
-                if done < len(w):
-                    rest.append(w[max(done, 0) :])
-                done -= len(w)
-            words = rest
+            words = self.after(words, len(tail.content))
         async for part in Scripted(words, interval_s=self.interval).stream(request):
             yield part  # type: ignore[misc]
 
