@@ -33,6 +33,7 @@ from tokenwire.providers.llama import quiet_stderr
 from tokenwire.testing import Transcript
 
 PROMPT = "Write a long story about a lighthouse keeper."
+MODEL = "gemma-3-270m"  # a base model writes the whole budget: every run measures as many tokens
 SEED = 1234
 Sample = tuple[float, float, int]  # TTFT s, tokens/s after the first, deltas
 
@@ -92,7 +93,7 @@ def measure(path: str, provider: LlamaCpp, llm: Any, runs: int, tokens: int) -> 
 
 
 def child(path: str, runs: int, tokens: int) -> None:
-    with LlamaCpp.default() as provider:
+    with LlamaCpp.bundled(MODEL) as provider:
         llm = raw_model(provider) if path == "raw" else None
         print(json.dumps(measure(path, provider, llm, runs, tokens)))
 
@@ -120,7 +121,7 @@ def main() -> None:
     if args.child:
         child(args.child, args.runs, args.tokens)
         return
-    threads = LlamaCpp.default().n_threads
+    threads = LlamaCpp.bundled(MODEL).n_threads
     results: dict[str, list[Sample]] = {"raw": [], "tokenwire": []}
     for _ in range(args.procs):
         for path in results:
@@ -131,7 +132,7 @@ def main() -> None:
         f"{args.procs} processes per path, alternating, {args.runs} runs each, {args.tokens} tokens", results, threads
     )
     if args.same_process:
-        with LlamaCpp.default() as provider:
+        with LlamaCpp.bundled(MODEL) as provider:
             llm = raw_model(provider)
             same: dict[str, list[Sample]] = {"raw": [], "tokenwire": []}
             for _ in range(args.procs):

@@ -32,7 +32,18 @@ def free_port() -> int:
 
 def start(parallel: int) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "tokenwire", "serve", "--provider", "llama", "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tokenwire",
+        "serve",
+        "--provider",
+        "llama",
+        "--model",
+        "gemma-3-270m",
+        "--port",
+        str(port),
+    ]
     cmd += ["--api-key", KEY, "--parallel", str(parallel), "--log-level", "warning"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

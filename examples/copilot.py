@@ -7,7 +7,7 @@ fence streams, while the rest of the answer is still being written.
 sees each fenced block close and starts ``ruff check`` on it at once, in a subprocess, without
 holding the stream; its diagnostics join the same stream as a ``step`` event named ``lint``
 (block number, language, each diagnostic's code, message and line) as soon as ruff answers. The
-bundled 270M model writes poor code: the linter has something to say.
+terminal view prints each note under the line being written when it came.
 """
 
 from __future__ import annotations
@@ -112,19 +112,36 @@ class LintedAnswer:
             await asyncio.gather(model, *linting, return_exceptions=True)
 
 
-def show(event: Event) -> None:
-    if isinstance(event, tokenwire.events.TextDelta):
-        print(event.text, end="", flush=True)
-    elif isinstance(event, Step) and event.name == "lint":
-        found = event.detail["diagnostics"]
-        notes = "; ".join(f"line {d['line']} {d['code']} {d['message']}" for d in found) or "clean"
-        print(f"\n  [lint block {event.detail['block']}: {notes}]\n", flush=True)
-    elif isinstance(event, tokenwire.events.Done):
-        print()
+class Show:
+    """The terminal view: the answer as it streams, each lint note on a line of its own once the
+    line being written ends (a note arrives whenever ruff answers, often mid-word)."""
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, tokenwire.events.TextDelta):
+            head, newline, rest = event.text.partition("\n")
+            print(head + newline, end="", flush=True)
+            if newline:
+                self.flush()
+                print(rest, end="", flush=True)
+        elif isinstance(event, Step) and event.name == "lint":
+            found = event.detail["diagnostics"]
+            notes = "; ".join(f"line {d['line']} {d['code']} {d['message']}" for d in found) or "clean"
+            self.notes.append(f"  [lint block {event.detail['block']}: {notes}]")
+        elif isinstance(event, tokenwire.events.Done | tokenwire.events.Error):
+            print()
+            self.flush()
+
+    def flush(self) -> None:
+        for note in self.notes:
+            print(note, flush=True)
+        self.notes.clear()
 
 
 async def main(prompt: str, fmt: str) -> None:
-    observers: list[object] = [Transcript(sys.stdout.buffer)] if fmt == "jsonl" else [show]
+    observers: list[object] = [Transcript(sys.stdout.buffer)] if fmt == "jsonl" else [Show()]
     with LlamaCpp.default() as model:
         model.load()  # before the stream: llama.cpp silences stdout while it loads
         request = Request([Message("user", prompt)], max_tokens=80, seed=5)

@@ -80,7 +80,7 @@ def test_chat_defaults_to_the_embedded_model_jsonl() -> None:
     events = [tokenwire.events.decode(line) for line in proc.stdout.splitlines()]
     assert_transcript(
         events,
-        [{"type": "start", "model": "gemma-3-270m-q4_k_m"}, "text.delta", ..., "usage", {"type": "done"}],
+        [{"type": "start", "model": "smollm2-135m-instruct"}, "text.delta", ..., "usage", {"type": "done"}],
     )
 
 

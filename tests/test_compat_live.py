@@ -1,5 +1,6 @@
 """OpenAICompatible against a real OpenAI-compatible server that nobody here wrote:
-llama-cpp-python's own server, serving the bundled Gemma GGUF on a free loopback port."""
+llama-cpp-python's own server, serving the bundled Gemma GGUF on a free loopback port (a base model: it
+writes until it is cut)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import tokenwire
 from tokenwire.core.request import Message, Request
 from tokenwire.events import TextDelta
 from tokenwire.providers import OpenAICompatible
-from tokenwire.providers.llama import default_model_path
+from tokenwire.providers.bundled import model_path
 from tokenwire.testing import Transcript, assert_transcript
 from wire import free_port, wait_for
 
@@ -28,7 +29,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
     log = open(log_path, "wb")  # noqa: SIM115 - closed in the finally below; a pipe nobody reads would fill up
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()), "--host", "127.0.0.1"]
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path("gemma-3-270m")), "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--chat_format", "gemma", "--n_ctx", "1024", "--model_alias", "gemma"]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     base = f"http://127.0.0.1:{port}/v1"

@@ -1,4 +1,4 @@
-"""The embedded llama.cpp provider, on the real bundled Gemma 3 270M model.
+"""The embedded llama.cpp provider, on the real bundled default model (SmolLM2 135M Instruct).
 
 Fixed seeds and short outputs; assertions on event sequences and invariants, not on wording.
 """
@@ -56,7 +56,9 @@ def ask(prompt: str, **kwargs: object) -> Request:
 async def test_streams_tokens_with_usage_from_the_model_tokenizer(gemma: LlamaCpp) -> None:
     t = Transcript()
     response = await tokenwire.generate(gemma, ask("Write a haiku about rivers."), observers=[t])
-    assert_transcript(t.events, [{"type": "start", "model": "gemma-3-270m-q4_k_m"}, "text.delta", ..., "usage", "done"])
+    assert_transcript(
+        t.events, [{"type": "start", "model": "smollm2-135m-instruct"}, "text.delta", ..., "usage", "done"]
+    )
     deltas = [e for e in t.events if isinstance(e, TextDelta)]
     assert len(deltas) >= 3 and response.text == "".join(d.text for d in deltas)
     usage = t.events[-2]
@@ -133,13 +135,35 @@ async def test_concurrent_streams_share_the_model_one_at_a_time(gemma: LlamaCpp)
     assert ra.text == rb.text and ra.finish_reason == rb.finish_reason == "length"
 
 
-async def test_the_bundled_model_samples_with_a_repetition_penalty_a_request_can_override(gemma: LlamaCpp) -> None:
+async def test_a_bundled_model_samples_with_its_own_settings_a_request_can_override(gemma: LlamaCpp) -> None:
     prompt = "Explain what a river is."
     default = await tokenwire.generate(gemma, ask(prompt, max_tokens=40, seed=4))
-    explicit = await tokenwire.generate(gemma, ask(prompt, max_tokens=40, seed=4, extra={"repeat_penalty": 1.2}))
-    off = await tokenwire.generate(gemma, ask(prompt, max_tokens=40, seed=4, extra={"repeat_penalty": 1.0}))
-    assert gemma.repeat_penalty == 1.2
-    assert default.text == explicit.text != off.text
+    explicit = await tokenwire.generate(gemma, ask(prompt, max_tokens=40, seed=4, extra={"repeat_penalty": 1.0}))
+    penalised = await tokenwire.generate(gemma, ask(prompt, max_tokens=40, seed=4, extra={"repeat_penalty": 1.5}))
+    assert gemma.repeat_penalty == 1.0 and "<|im_end|>" in gemma.stops
+    assert default.text == explicit.text != penalised.text
+    base = LlamaCpp.bundled("gemma-3-270m")  # the base model loops without a penalty (docs/benchmarks.md)
+    assert (base.model, base.repeat_penalty, base.max_tokens) == ("gemma-3-270m", 1.2, 256)
+    assert LlamaCpp.bundled("gemma-3-270m", repeat_penalty=1.1).repeat_penalty == 1.1
+
+
+async def test_a_request_without_max_tokens_ends_at_the_models_default_cap() -> None:
+    with LlamaCpp.default(max_tokens=5) as capped:
+        t = Transcript()
+        r = await tokenwire.generate(
+            capped, Request([Message("user", "Tell a long story about the sea.")], seed=1), observers=[t]
+        )
+    assert r.finish_reason == "length" and r.usage is not None and r.usage.output_tokens == 5
+    assert_transcript(t.events, ["start", "text.delta", ..., "usage", {"type": "done", "finish_reason": "length"}])
+
+
+def test_a_model_is_named_by_its_bundled_name_or_its_path(tmp_path: Path) -> None:
+    assert LlamaCpp.named().model == LlamaCpp.named("smollm2-135m-instruct").model == "smollm2-135m-instruct"
+    assert LlamaCpp.named(str(LlamaCpp.default().model_path)).model == "SmolLM2-135M-Instruct.Q4_1"
+    with pytest.raises(tokenwire.errors.ModelLoadError, match=r"neither a bundled model .*gemma-3-270m"):
+        LlamaCpp.named("gpt-4o")
+    with pytest.raises(tokenwire.errors.ModelLoadError, match="does not exist"):
+        LlamaCpp.named(str(tmp_path / "missing.gguf"))
 
 
 async def test_a_stream_waiting_for_the_model_leaves_at_once_when_cancelled(gemma: LlamaCpp) -> None:

@@ -1,6 +1,6 @@
 """The ``tokenwire`` command line: ``chat``, ``serve``, ``replay``, ``stats``, ``schema`` and ``version``.
 
-``tokenwire chat PROMPT`` streams the embedded model's answer (Gemma 3 270M, no network, no key).
+``tokenwire chat PROMPT`` streams the embedded model's answer (SmolLM2 135M Instruct, no network, no key).
 On a terminal it renders the answer live with a footer of metrics (time to first token, tokens/s,
 token count, elapsed, a stall indicator); piped, it prints plain text. ``--format jsonl`` prints
 every event as one JSON line: the machine-readable interface benchmarks and tests use. Ctrl-C
@@ -33,6 +33,7 @@ from tokenwire.events import (
     load_jsonl,
 )
 from tokenwire.log import log_kind
+from tokenwire.providers.bundled import DEFAULT, MODELS
 from tokenwire.providers.llama import LlamaCpp
 from tokenwire.providers.replay import Replay
 from tokenwire.server.tokens import new_secret
@@ -52,7 +53,7 @@ def _scripted(model: str | None) -> Provider:
 
 
 def _llama(model: str | None) -> Provider:
-    return LlamaCpp(model) if model else LlamaCpp.default()
+    return LlamaCpp.named(model)
 
 
 def _replay(model: str | None) -> Provider:
@@ -63,13 +64,16 @@ def _replay(model: str | None) -> Provider:
 
 PROVIDERS: dict[str, Callable[[str | None], Provider]] = {"llama": _llama, "scripted": _scripted, "replay": _replay}
 """Provider factories by ``--provider`` name: ``factory(model_path)`` (``replay``: the transcript's path)."""
+MODEL_HELP = f"a bundled model ({', '.join(MODELS)}; default {DEFAULT}) or a GGUF's path."
 
 
 @app.command()
 def chat(
     prompt: Annotated[str, typer.Argument(help="What to ask the model.")],
     provider: Annotated[str, typer.Option(help=f"Model backend: {', '.join(PROVIDERS)}.")] = "llama",
-    model: Annotated[str | None, typer.Option(help="Path of a GGUF model (default: bundled Gemma 3 270M).")] = None,
+    model: Annotated[
+        str | None, typer.Option(help=f"A bundled model ({', '.join(MODELS)}; default {DEFAULT}) or a GGUF's path.")
+    ] = None,
     format: Annotated[Format, typer.Option("--format", help="text: the answer; jsonl: every event.")] = Format.text,
     transcript: Annotated[str | None, typer.Option(help="Also record every event to this JSONL file.")] = None,
     max_tokens: Annotated[int, typer.Option(help="Cap on generated tokens.")] = 256,
@@ -97,7 +101,8 @@ def chat(
     request = Request(
         messages,
         max_tokens=max_tokens,
-        temperature=temperature,
+        # A calculator wants the likeliest expression: the tool demo samples greedily unless told.
+        temperature=0.0 if temperature is None and tool_demo else temperature,
         seed=seed,
         tools=[CALCULATOR] if tool_demo else [],
         tool_choice="calculator" if tool_demo else "auto",
@@ -214,11 +219,16 @@ if __name__ == "__main__":
     main()
 
 
+def _model_title(model: str | None) -> str:
+    name = model or DEFAULT
+    return f"{MODELS[name].title} (bundled)" if name in MODELS else Path(name).name
+
+
 def _banner(host: str, port: int, provider: str, model: str | None, grpc_port: int | None, tls: bool, log: str) -> str:
     """What ``serve`` says before it starts: where to connect, and what answers."""
     url = f"{'https' if tls else 'http'}://{host}:{port}"
     answers = {
-        "llama": f"the embedded model, {Path(model).name if model else 'Gemma 3 270M (bundled)'}",
+        "llama": f"the embedded model, {_model_title(model)}",
         "scripted": "a scripted echo (no model)",
         "replay": f"the recording {model}",
     }.get(provider, provider)
@@ -239,7 +249,9 @@ def serve(
     provider: Annotated[
         str, typer.Option(help=f"Default model backend: {', '.join(PROVIDERS)}, or package.module:attribute.")
     ] = "llama",
-    model: Annotated[str | None, typer.Option(help="Path of a GGUF model for the llama backend.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help=f"For the llama backend: a bundled model ({', '.join(MODELS)}) or a GGUF's path.")
+    ] = None,
     api_key: Annotated[list[str] | None, typer.Option(help="API key allowed to create runs (repeatable).")] = None,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Let anyone create runs (local demos only).")] = False,
     shutdown_grace: Annotated[float, typer.Option(help="Seconds running streams get to finish on SIGTERM.")] = 10.0,
@@ -339,7 +351,7 @@ def serve(
     from tokenwire.server import process
 
     def shared_llama() -> Provider:  # several users share the embedded model: `parallel` answers batched
-        return LlamaCpp(model, parallel=parallel) if model else LlamaCpp.default(parallel=parallel)
+        return LlamaCpp.named(model, parallel=parallel)
 
     providers: dict[str, Callable[[], Provider]] = {n: functools.partial(f, model) for n, f in PROVIDERS.items()}
     providers["llama"] = shared_llama

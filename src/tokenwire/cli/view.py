@@ -83,7 +83,13 @@ class Echo:
 CALCULATOR = ToolSpec(
     "calculator",
     "Evaluate an arithmetic expression such as '12 * (3 + 4)'.",
-    {"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]},
+    # The pattern keeps a small model's expression arithmetic (it becomes part of the grammar the
+    # arguments are generated under); bench/model_quality.py measures what it gains.
+    {
+        "type": "object",
+        "properties": {"expression": {"type": "string", "pattern": "^[0-9][0-9+*/%(). -]*$"}},
+        "required": ["expression"],
+    },
 )
 _OPS: dict[type, Callable[..., Any]] = {
     ast.Add: operator.add,

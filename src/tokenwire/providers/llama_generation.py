@@ -50,6 +50,7 @@ class GenerationHost(Protocol):
 
     n_ctx: int
     repeat_penalty: float
+    max_tokens: int | None
 
     @property
     def stops(self) -> tuple[str, ...]: ...
@@ -166,7 +167,7 @@ class Generation:
                 "shorten the conversation or create the provider with a larger n_ctx",
                 code="context_length_exceeded",
             )
-        self.budget = min(request.max_tokens or n_ctx, n_ctx - len(prompt_tokens))
+        self.budget = min(request.max_tokens or self.provider.max_tokens or n_ctx, n_ctx - len(prompt_tokens))
         tools = request.tools if request.tool_choice != "none" else []
         finish = "stop"
         if tools and request.tool_choice != "auto":
