@@ -40,7 +40,7 @@ ADD = ToolSpec(
 
 
 @pytest.fixture(scope="module")
-def gemma() -> Iterator[LlamaCpp]:
+def llm() -> Iterator[LlamaCpp]:
     provider = LlamaCpp.default()
     provider.load()
     yield provider
@@ -53,9 +53,9 @@ def ask(prompt: str, **kwargs: object) -> Request:
     return Request([Message("user", prompt)], **kwargs)  # type: ignore[arg-type]
 
 
-async def test_streams_tokens_with_usage_from_the_model_tokenizer(gemma: LlamaCpp) -> None:
+async def test_streams_tokens_with_usage_from_the_model_tokenizer(llm: LlamaCpp) -> None:
     t = Transcript()
-    response = await tokenwire.generate(gemma, ask("Write a haiku about rivers."), observers=[t])
+    response = await tokenwire.generate(llm, ask("Write a haiku about rivers."), observers=[t])
     assert_transcript(
         t.events, [{"type": "start", "model": "smollm2-135m-instruct"}, "text.delta", ..., "usage", "done"]
     )
@@ -63,8 +63,8 @@ async def test_streams_tokens_with_usage_from_the_model_tokenizer(gemma: LlamaCp
     assert len(deltas) >= 3 and response.text == "".join(d.text for d in deltas)
     usage = t.events[-2]
     assert isinstance(usage, Usage)
-    prompt_tokens = gemma.load().tokenize(
-        gemma.format_prompt(ask("Write a haiku about rivers.")).encode(), special=True
+    prompt_tokens = llm.load().tokenize(
+        llm.format_prompt(ask("Write a haiku about rivers.")).encode(), special=True
     )
     assert usage.input_tokens == len(prompt_tokens)
     assert len(deltas) <= usage.output_tokens <= 24
@@ -72,25 +72,25 @@ async def test_streams_tokens_with_usage_from_the_model_tokenizer(gemma: LlamaCp
     assert response.stats is not None and response.stats.ttft_s is not None and response.stats.tokens_per_s > 0
 
 
-async def test_same_seed_same_text_and_max_tokens_gives_length(gemma: LlamaCpp) -> None:
-    a = await tokenwire.generate(gemma, ask("Name three colors.", temperature=0.9, max_tokens=12))
-    b = await tokenwire.generate(gemma, ask("Name three colors.", temperature=0.9, max_tokens=12))
+async def test_same_seed_same_text_and_max_tokens_gives_length(llm: LlamaCpp) -> None:
+    a = await tokenwire.generate(llm, ask("Name three colors.", temperature=0.9, max_tokens=12))
+    b = await tokenwire.generate(llm, ask("Name three colors.", temperature=0.9, max_tokens=12))
     assert a.text == b.text and a.text
     assert a.usage is not None and a.usage.output_tokens == 12 and a.finish_reason == "length"
 
 
-async def test_stop_sequences_end_the_answer_before_the_stop_text(gemma: LlamaCpp) -> None:
-    full = await tokenwire.generate(gemma, ask("Write a haiku about rivers.", temperature=0.0, max_tokens=30))
+async def test_stop_sequences_end_the_answer_before_the_stop_text(llm: LlamaCpp) -> None:
+    full = await tokenwire.generate(llm, ask("Write a haiku about rivers.", temperature=0.0, max_tokens=30))
     assert len(full.text) > 10
     stop = full.text[8:11]
     cut = await tokenwire.generate(
-        gemma, ask("Write a haiku about rivers.", temperature=0.0, max_tokens=30, stop=[stop])
+        llm, ask("Write a haiku about rivers.", temperature=0.0, max_tokens=30, stop=[stop])
     )
     assert cut.text == full.text[: full.text.index(stop)]
     assert cut.finish_reason == "stop"
 
 
-async def test_event_loop_stays_responsive_during_generation(gemma: LlamaCpp) -> None:
+async def test_event_loop_stays_responsive_during_generation(llm: LlamaCpp) -> None:
     lags: list[float] = []
 
     async def ticker() -> None:
@@ -100,14 +100,14 @@ async def test_event_loop_stays_responsive_during_generation(gemma: LlamaCpp) ->
             lags.append(time.perf_counter() - t0 - 0.005)
 
     tick = asyncio.create_task(ticker())
-    await tokenwire.generate(gemma, ask("Tell a story about a fox.", max_tokens=30))
+    await tokenwire.generate(llm, ask("Tell a story about a fox.", max_tokens=30))
     tick.cancel()
     assert len(lags) > 20
     # Generation takes ~0.6 s: a blocked loop would show lags of that order.
     assert max(lags) < 0.2, f"the loop was blocked for {max(lags) * 1000:.0f} ms"
 
 
-async def test_cancel_stops_generation_within_one_token(gemma: LlamaCpp, no_thread_leaks: None) -> None:
+async def test_cancel_stops_generation_within_one_token(llm: LlamaCpp, no_thread_leaks: None) -> None:
     t = Transcript()
     five = asyncio.Event()
 
@@ -115,7 +115,7 @@ async def test_cancel_stops_generation_within_one_token(gemma: LlamaCpp, no_thre
         if sum(isinstance(x, TextDelta) for x in t.events) >= 5:
             five.set()
 
-    handle = tokenwire.generate(gemma, ask("Tell a long story about the sea.", max_tokens=300), observers=[t, count])
+    handle = tokenwire.generate(llm, ask("Tell a long story about the sea.", max_tokens=300), observers=[t, count])
     await five.wait()
     t0 = time.perf_counter()
     handle.cancel("stop")
@@ -125,22 +125,22 @@ async def test_cancel_stops_generation_within_one_token(gemma: LlamaCpp, no_thre
     assert terminal.type == "done" and terminal.finish_reason == "cancelled"
     assert sum(isinstance(e, TextDelta) for e in t.events) < 30
     # The model is free again at once: the next stream runs.
-    assert (await tokenwire.generate(gemma, ask("Hi", max_tokens=3))).text
+    assert (await tokenwire.generate(llm, ask("Hi", max_tokens=3))).text
 
 
-async def test_concurrent_streams_share_the_model_one_at_a_time(gemma: LlamaCpp) -> None:
-    a = tokenwire.generate(gemma, ask("Count to five.", max_tokens=10))
-    b = tokenwire.generate(gemma, ask("Count to five.", max_tokens=10))
+async def test_concurrent_streams_share_the_model_one_at_a_time(llm: LlamaCpp) -> None:
+    a = tokenwire.generate(llm, ask("Count to five.", max_tokens=10))
+    b = tokenwire.generate(llm, ask("Count to five.", max_tokens=10))
     ra, rb = await a, await b
     assert ra.text == rb.text and ra.finish_reason == rb.finish_reason == "length"
 
 
-async def test_a_bundled_model_samples_with_its_own_settings_a_request_can_override(gemma: LlamaCpp) -> None:
+async def test_a_bundled_model_samples_with_its_own_settings_a_request_can_override(llm: LlamaCpp) -> None:
     prompt = "Explain what a river is."
-    default = await tokenwire.generate(gemma, ask(prompt, max_tokens=40, seed=4))
-    explicit = await tokenwire.generate(gemma, ask(prompt, max_tokens=40, seed=4, extra={"repeat_penalty": 1.0}))
-    penalised = await tokenwire.generate(gemma, ask(prompt, max_tokens=40, seed=4, extra={"repeat_penalty": 1.5}))
-    assert gemma.repeat_penalty == 1.0 and "<|im_end|>" in gemma.stops
+    default = await tokenwire.generate(llm, ask(prompt, max_tokens=40, seed=4))
+    explicit = await tokenwire.generate(llm, ask(prompt, max_tokens=40, seed=4, extra={"repeat_penalty": 1.0}))
+    penalised = await tokenwire.generate(llm, ask(prompt, max_tokens=40, seed=4, extra={"repeat_penalty": 1.5}))
+    assert llm.repeat_penalty == 1.0 and "<|im_end|>" in llm.stops
     assert default.text == explicit.text != penalised.text
     base = LlamaCpp.bundled("gemma-3-270m")  # the base model loops without a penalty (docs/benchmarks.md)
     assert (base.model, base.repeat_penalty, base.max_tokens) == ("gemma-3-270m", 1.2, 256)
@@ -166,17 +166,17 @@ def test_a_model_is_named_by_its_bundled_name_or_its_path(tmp_path: Path) -> Non
         LlamaCpp.named(str(tmp_path / "missing.gguf"))
 
 
-async def test_a_stream_waiting_for_the_model_leaves_at_once_when_cancelled(gemma: LlamaCpp) -> None:
+async def test_a_stream_waiting_for_the_model_leaves_at_once_when_cancelled(llm: LlamaCpp) -> None:
     started = asyncio.Event()
 
     def on_delta(e: tokenwire.Event) -> None:
         if isinstance(e, TextDelta):
             started.set()
 
-    busy = tokenwire.generate(gemma, ask("Tell a long story about the sea.", max_tokens=60), observers=[on_delta])
+    busy = tokenwire.generate(llm, ask("Tell a long story about the sea.", max_tokens=60), observers=[on_delta])
     await started.wait()
     w = Transcript()
-    waiting = tokenwire.generate(gemma, ask("Hi", max_tokens=5), observers=[w])
+    waiting = tokenwire.generate(llm, ask("Hi", max_tokens=5), observers=[w])
     await asyncio.sleep(0.05)
     t0 = time.perf_counter()
     waiting.cancel("not needed")
@@ -206,10 +206,10 @@ async def test_every_generation_runs_on_one_worker_thread_that_close_stops() -> 
     assert llama_threads() == before
 
 
-async def test_required_tool_call_streams_valid_arguments(gemma: LlamaCpp) -> None:
+async def test_required_tool_call_streams_valid_arguments(llm: LlamaCpp) -> None:
     t = Transcript()
     request = ask("What is the weather in Paris?", tools=[WEATHER, ADD], tool_choice="required", max_tokens=60)
-    response = await tokenwire.generate(gemma, request, observers=[t])
+    response = await tokenwire.generate(llm, request, observers=[t])
     assert_transcript(t.events, ["start", "tool_call.start", "tool_call.delta", ..., "tool_call", "usage", "done"])
     start = t.events[1]
     assert isinstance(start, ToolCallStart) and start.name in ("get_weather", "add")
@@ -226,24 +226,24 @@ async def test_required_tool_call_streams_valid_arguments(gemma: LlamaCpp) -> No
     assert response.finish_reason == "tool_calls" and response.tool_calls == [call]
 
 
-async def test_named_tool_choice_calls_that_tool(gemma: LlamaCpp) -> None:
+async def test_named_tool_choice_calls_that_tool(llm: LlamaCpp) -> None:
     response = await tokenwire.generate(
-        gemma, ask("Add 2 and 3.", tools=[WEATHER, ADD], tool_choice="add", max_tokens=40)
+        llm, ask("Add 2 and 3.", tools=[WEATHER, ADD], tool_choice="add", max_tokens=40)
     )
     assert [c.name for c in response.tool_calls] == ["add"]
     assert set(response.tool_calls[0].args) == {"a", "b"}
 
 
-async def test_unknown_named_tool_is_a_clear_error(gemma: LlamaCpp) -> None:
-    terminal = await tokenwire.generate(gemma, ask("x", tools=[ADD], tool_choice="nope")).wait()
+async def test_unknown_named_tool_is_a_clear_error(llm: LlamaCpp) -> None:
+    terminal = await tokenwire.generate(llm, ask("x", tools=[ADD], tool_choice="nope")).wait()
     assert isinstance(terminal, Error) and terminal.code == "invalid_request" and "'nope'" in terminal.message
 
 
-async def test_auto_tool_choice_either_answers_or_calls(gemma: LlamaCpp) -> None:
+async def test_auto_tool_choice_either_answers_or_calls(llm: LlamaCpp) -> None:
     for seed in (1, 2, 3):
         t = Transcript()
         response = await tokenwire.generate(
-            gemma, ask("What is 2 plus 3?", tools=[ADD], tool_choice="auto", seed=seed, max_tokens=30), observers=[t]
+            llm, ask("What is 2 plus 3?", tools=[ADD], tool_choice="auto", seed=seed, max_tokens=30), observers=[t]
         )
         assert response.error is None
         if response.tool_calls:
