@@ -63,9 +63,7 @@ async def test_streams_tokens_with_usage_from_the_model_tokenizer(llm: LlamaCpp)
     assert len(deltas) >= 3 and response.text == "".join(d.text for d in deltas)
     usage = t.events[-2]
     assert isinstance(usage, Usage)
-    prompt_tokens = llm.load().tokenize(
-        llm.format_prompt(ask("Write a haiku about rivers.")).encode(), special=True
-    )
+    prompt_tokens = llm.load().tokenize(llm.format_prompt(ask("Write a haiku about rivers.")).encode(), special=True)
     assert usage.input_tokens == len(prompt_tokens)
     assert len(deltas) <= usage.output_tokens <= 24
     assert response.finish_reason in ("stop", "length")
@@ -83,9 +81,7 @@ async def test_stop_sequences_end_the_answer_before_the_stop_text(llm: LlamaCpp)
     full = await tokenwire.generate(llm, ask("Write a haiku about rivers.", temperature=0.0, max_tokens=30))
     assert len(full.text) > 10
     stop = full.text[8:11]
-    cut = await tokenwire.generate(
-        llm, ask("Write a haiku about rivers.", temperature=0.0, max_tokens=30, stop=[stop])
-    )
+    cut = await tokenwire.generate(llm, ask("Write a haiku about rivers.", temperature=0.0, max_tokens=30, stop=[stop]))
     assert cut.text == full.text[: full.text.index(stop)]
     assert cut.finish_reason == "stop"
 

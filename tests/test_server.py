@@ -240,6 +240,7 @@ async def test_expired_tokens_and_evicted_seqs() -> None:
             "more than this server accepts",
         ),
         (json.dumps({"prompt": "hi", "provider": "gpt-9"}).encode(), 422, "unknown provider 'gpt-9'"),
+        (json.dumps({"prompt": "hi", "model": "gpt-4o"}).encode(), 404, "answers with 'scripted' and cannot switch"),
         (json.dumps({"prompt": "hi", "tools": ["rm_rf"]}).encode(), 422, "unknown tools"),
         (json.dumps({"prompt": "x" * 2_000_000}).encode(), 413, "body"),
     ],
@@ -249,6 +250,19 @@ async def test_bad_run_requests_get_clear_json_errors(base_url: str, body: bytes
         r = await http.post(f"{base_url}/v1/runs", content=body, headers={"Authorization": f"Bearer {KEY}"})
     assert r.status_code == status
     assert fragment in r.json()["error"]["message"]
+
+
+async def test_a_run_may_name_the_model_its_provider_answers_with_or_any_when_the_provider_chooses(
+    base_url: str,
+) -> None:
+    async with httpx.AsyncClient() as http:
+        same = await create(http, base_url, {"prompt": "hi", "provider": "fast", "model": "scripted"})
+        assert same.status_code == 201
+    chooser = Scripted(["ok"])
+    chooser.chooses_model = True  # type: ignore[attr-defined]  # as OpenAIChat, Anthropic, OpenAIResponses
+    with serve(create_app(providers={"cloud": chooser}, api_keys=[KEY])) as url:
+        async with httpx.AsyncClient() as http:
+            assert (await create(http, url, {"prompt": "hi", "model": "gpt-4o"})).status_code == 201
 
 
 async def test_status_and_cancel(base_url: str) -> None:

@@ -71,7 +71,13 @@ Part: TypeAlias = "str | EventBase | Control"
 
 @runtime_checkable
 class Provider(Protocol):
-    """A model backend. ``model`` names the model; ``stream`` yields parts for one request."""
+    """A model backend. ``model`` names the model; ``stream`` yields parts for one request.
+
+    Optional class attributes a server reads with ``getattr``: ``chooses_model`` (True: a
+    request's ``model`` picks the backend's model, as the cloud APIs do; otherwise a request that
+    names another model than ``model`` is refused with ``model_not_found``) and
+    ``continues_prefix`` (a trailing assistant message is continued, not answered).
+    """
 
     model: str
 

@@ -9,15 +9,18 @@ server's defaults, and the ceilings no request may pass (:class:`InvalidRequest`
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import msgspec
 
 from tokenwire.core.limits import Limits
+from tokenwire.core.provider import Provider
 from tokenwire.core.request import Message, Request, ToolSpec
-from tokenwire.errors import InvalidRequest
+from tokenwire.errors import InvalidRequest, ModelNotFound
 from tokenwire.server.schema import RunBody, ServerConfig
 from tokenwire.tools import Toolset
 
-__all__ = ["max_tokens", "request_for", "run_limits"]
+__all__ = ["check_model", "max_tokens", "request_for", "run_limits"]
 
 
 def max_tokens(cfg: ServerConfig, asked: int | None) -> int | None:
@@ -65,3 +68,14 @@ def request_for(body: RunBody, tools: Toolset) -> Request:
         seed=body.seed,
         model=body.model,
     )
+
+
+def check_model(asked: str | None, name: str, provider: Provider, names: Iterable[str]) -> None:
+    """A native run's ``model`` must be one its provider can answer with: the provider's own, or
+    any for a provider that ``chooses_model`` (the cloud APIs); else :class:`ModelNotFound` (a
+    local model would otherwise answer a request for ``gpt-4o`` without a word)."""
+    if asked and asked != provider.model and not getattr(provider, "chooses_model", False):
+        raise ModelNotFound(
+            f"provider {name!r} answers with {provider.model!r} and cannot switch to {asked!r}; leave "
+            f"`model` out, or name a provider (`provider`): {', '.join(names)}"
+        )
