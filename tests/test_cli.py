@@ -237,3 +237,29 @@ def test_serve_says_where_it_listens_and_what_answers() -> None:
         proc.wait(30)
     assert banner[0].startswith(f"tokenwire serving http://127.0.0.1:{port} (web UI: http://127.0.0.1:{port}/")
     assert "default provider 'scripted': a scripted echo" in banner[1] and "event log: memory" in banner[2]
+
+
+def test_the_live_view_waits_for_the_first_token_and_a_queue_and_calls_only_a_gap_between_tokens_a_stall() -> None:
+    """Loading the model or reading a long prompt is not a stall; neither is waiting in the
+    model's queue. The clock is the events' clock, injected."""
+    from tokenwire.cli.view import LiveView
+    from tokenwire.events import Done, Start, Step, TextDelta
+
+    now = [100.0]
+    view = LiveView(clock=lambda: now[0])
+    env = {"stream_id": "s", "ts": 100.0}
+    view.on_event(Start(model="m", seq=0, **env))
+    now[0] = 100.5
+    assert view.footer().plain.endswith("streaming")  # under a second: nothing to say
+    now[0] = 102.0
+    assert view.footer().plain.endswith("streaming  waiting for the first token 2.0s")
+    view.on_event(Step(name="queued", status="started", detail={"position": 2}, seq=1, **env))
+    assert view.footer().plain.endswith("queued, place 2")
+    view.on_event(Step(name="queued", status="finished", seq=2, **(env | {"ts": 103.0})))
+    view.on_event(TextDelta(text="Hi", seq=3, **(env | {"ts": 103.0})))
+    now[0] = 103.5
+    assert view.footer().plain.endswith("streaming")
+    now[0] = 105.0
+    assert view.footer().plain.endswith("⏸ stalled 2.0s")
+    view.on_event(Done(finish_reason="stop", seq=4, **(env | {"ts": 105.0})))
+    assert view.footer().plain.endswith("stop")

@@ -237,3 +237,20 @@ def test_a_pending_approval_is_shown_after_a_reload_and_in_another_tab_and_appro
         assert page.inner_text("#answer").strip() == "Sent 42."
     context.close()
     assert wired == [42]
+
+
+def test_the_page_says_it_waits_for_the_first_token_and_calls_only_a_gap_between_tokens_a_stall(page: Any) -> None:
+    from tokenwire.providers.scripted import Delay
+
+    model = Scripted([Delay(2.0), "Hello ", Delay(2.0), "world."])
+    app = create_app(providers={"slow": model}, api_keys=[KEY])
+    with serve(app, lifespan="on") as url:
+        page.goto(f"{url}/?provider=slow")
+        page.fill("#apikey", KEY)
+        page.fill("#prompt", "Hi")
+        page.click("#send")
+        page.wait_for_function("document.getElementById('stall').textContent.startsWith('waiting for the first token')")
+        page.wait_for_function("document.getElementById('stall').textContent.startsWith('⏸ stalled')")
+        assert page.inner_text("#answer").strip() == "Hello"
+        page.wait_for_function("document.getElementById('status').textContent === 'stop'")
+        assert page.inner_text("#stall").startswith("1 stalls, longest ")  # done.stats: the gap, not the wait

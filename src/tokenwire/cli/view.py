@@ -27,6 +27,7 @@ from tokenwire.events import (
     Error,
     Event,
     ReasoningDelta,
+    Step,
     TextDelta,
     ToolCall,
     ToolCallDelta,
@@ -135,10 +136,14 @@ class LiveView:
         self.clock = clock
         self.status = "streaming"
         self.stall_after_s = stall_after_s
+        self.queued: int | None = None
+        """The run's place in the model's queue while it waits there (a ``queued`` step)."""
 
     def on_event(self, event: Event) -> None:
         self.metrics(event)
-        if isinstance(event, TextDelta):
+        if isinstance(event, Step) and event.name == "queued":
+            self.queued = (event.detail or {}).get("position", 1) if event.status == "started" else None
+        elif isinstance(event, TextDelta):
             self.answer.append(event.text)
         elif isinstance(event, ReasoningDelta):
             self.answer.append(event.text, style="dim italic")
@@ -166,9 +171,15 @@ class LiveView:
             self.status,
         ]
         text = Text(" · ".join(parts), style="dim")
-        idle = now - (m.last_ts if m.first_ts is not None else start)
-        if self.status == "streaming" and idle >= self.stall_after_s:
-            text.append(f"  ⏸ stalled {idle:.1f}s", style="bold yellow")
+        if self.status != "streaming":
+            return text
+        if self.queued is not None:  # waiting for the model, behind other answers
+            text.append(f"  queued, place {self.queued}", style="yellow")
+        elif m.first_ts is None:  # loading, reading the prompt: not a stall, no token came yet
+            if now - start >= self.stall_after_s:
+                text.append(f"  waiting for the first token {now - start:.1f}s", style="yellow")
+        elif now - m.last_ts >= self.stall_after_s:  # a gap between tokens
+            text.append(f"  ⏸ stalled {now - m.last_ts:.1f}s", style="bold yellow")
         return text
 
     def __rich__(self) -> Group:
