@@ -66,7 +66,9 @@ def test_copilot_lints_a_block_while_the_answer_is_still_streaming() -> None:
     assert got.index(lints[0]) < last_text  # ruff answered before the model finished
     diagnostics = lints[0].detail["diagnostics"]
     assert isinstance(diagnostics, list) and all({"code", "message", "line"} <= set(d) for d in diagnostics)
-    assert "[lint block 1:" in run("copilot.py").stdout
+    shown = run("copilot.py").stdout.splitlines()
+    notes = [line for line in shown if "[lint block" in line]
+    assert notes and all(line.startswith("  [lint block ") for line in notes)  # on lines of their own
     # Whether the model's block has a finding depends on the model build's numerics; the linter
     # itself is checked on a block that has one.
     import asyncio
@@ -78,3 +80,17 @@ def test_copilot_lints_a_block_while_the_answer_is_still_streaming() -> None:
     spec.loader.exec_module(copilot)
     found = asyncio.run(copilot.ruff("print(x)\n"))
     assert [(d["code"], d["line"]) for d in found] == [("F821", 1)], found
+    # The terminal view holds a note that arrives mid-line until that line ends.
+    import contextlib
+    import io
+
+    from tokenwire.events import Done, Step, TextDelta
+
+    out, env = io.StringIO(), {"stream_id": "s", "ts": 0.0}
+    with contextlib.redirect_stdout(out):
+        show = copilot.Show()
+        show(TextDelta(text="def add_num", seq=1, **env))
+        show(Step(name="lint", status="finished", detail={"block": 1, "diagnostics": []}, seq=2, **env))
+        show(TextDelta(text="bers(a, b):\n    return", seq=3, **env))
+        show(Done(finish_reason="stop", seq=4, **env))
+    assert out.getvalue() == "def add_numbers(a, b):\n  [lint block 1: clean]\n    return\n"
