@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
-.PHONY: install test demo bench lint clean system-deps chaos proto
+.PHONY: install test demo bench lint clean system-deps chaos proto docs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff check src tests bench examples docs
 	$(BIN)/mypy --strict src
 
 # The whole suite, then again with every stream and server on a Redis event log (a redis-server
@@ -45,6 +45,10 @@ chaos: $(STAMP)
 # The gRPC modules generated from src/tokenwire/grpc/tokenwire.proto (committed; a test checks they are current).
 proto: $(STAMP)
 	cd src && ../$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. tokenwire/grpc/tokenwire.proto
+
+# The documentation site into site/ (strict; the suite builds it too, tests/test_docs.py).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 demo: $(STAMP)
 	$(BIN)/tokenwire chat "Write one sentence about rivers." --max-tokens 96 --seed 7

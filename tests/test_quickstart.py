@@ -1,4 +1,5 @@
-"""The README's server quickstart runs as written: a shell, the real CLI, the embedded model, curl."""
+"""The README's server quickstart and command-line block run as written: a shell, the real CLI,
+the embedded model, curl."""
 
 from __future__ import annotations
 
@@ -34,3 +35,17 @@ def test_the_server_quickstart_runs_as_written(tmp_path: Path) -> None:
     assert "id: 3\n" in resumed and "id: 0\n" not in resumed and "id: 2\n" not in resumed  # after seq 2
     assert resumed.rstrip().endswith('"status":"finished"}')
     assert "tokenwire serving http://127.0.0.1:" in done.stderr  # serve's banner
+
+
+@pytest.mark.e2e
+def test_the_command_line_block_runs_as_written(tmp_path: Path) -> None:
+    block = re.search(r"<!-- cli -->\n```sh\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert block is not None, "the README lost its command-line block"
+    env = {**os.environ, "HOME": str(tmp_path), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(
+        ["bash", "-e", "-c", block.group(1)], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 'calculator({"expression": "12 * 7"}) = 84.0' in done.stdout  # the tool demo's sum
+    assert '"title":' in done.stdout and "ttft" in done.stdout  # the schema, the stats
+    assert (tmp_path / "run.jsonl").is_file()

@@ -1,4 +1,5 @@
-"""Every Python example in the README runs as written."""
+"""Every Python example in the README and in the documentation site's own pages runs as written
+(the site's other pages include the README's sections)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+SOURCES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
+BLOCKS = [(p, code) for p in SOURCES for code in re.findall(r"```python\n(.*?)```", p.read_text(), flags=re.S)]
 
 
 def test_readme_has_examples() -> None:
     assert len(BLOCKS) >= 3
 
 
-@pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
-def test_readme_example_runs(code: str, capsys: pytest.CaptureFixture[str]) -> None:
-    exec(compile(code, str(README), "exec"), {"__name__": "__readme__"})
+@pytest.mark.parametrize(("path", "code"), BLOCKS, ids=[f"{p.stem}{i}" for i, (p, _) in enumerate(BLOCKS)])
+def test_readme_example_runs(path: Path, code: str, capsys: pytest.CaptureFixture[str]) -> None:
+    exec(compile(code, str(path), "exec"), {"__name__": "__readme__"})

@@ -100,7 +100,8 @@ def coalesce(
     >>> got = []
     >>> _ = tokenwire.run_sync(Scripted(["Hel", "lo wo", "rld", "!"]), "hi",
     ...                        observers=[tokenwire.coalesce(got.append, by="words", max_delay_s=None)])
-    >>> [e.text for e in got if e.type == "text.delta"]
+    >>> texts = [e.text for e in got if e.type == "text.delta"]
+    >>> texts
     ['Hello', ' world!']
     """
     return Coalesce(observer, coalescer(by, max_delay_s=max_delay_s, min_chars=min_chars))
