@@ -118,6 +118,7 @@ def test_text_grows_and_renders_markdown(page: Any, site: Any, tmp_path: Path) -
         lengths.append(len(page.inner_text("#answer")))
     assert lengths == sorted(lengths) and lengths[0] < lengths[-1], lengths
     assert "tok/s" in page.inner_text("#metrics")
+    assert page.inner_text("#model") == "scripted"  # which model answers (the start event's)
     page.wait_for_function("document.getElementById('status').textContent === 'stop'", timeout=20_000)
     # Ended: the footer shows the engine's own figures (done.stats, from telemetry.Metrics).
     assert page.inner_text("#tokens") == str(len(WORDS))
