@@ -2,8 +2,8 @@
 
     python examples/tool_agent.py "What is 17 times 23?" [--format jsonl]
 
-The bundled Gemma 3 270M is a small base model: the tool call's arguments always match the
-schema (llama.cpp grammar), their values are its best guess, and its final answer may ramble.
+The bundled SmolLM2 135M is a small model: the tool call's arguments always match the schema
+(llama.cpp grammar), their values are its best guess, and its final answer may be wrong.
 Point LlamaCpp at a bigger instruct GGUF for real use.
 """
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +25,7 @@ def nav_pages(nav: list[object]) -> list[str]:
     return found
 
 
+@pytest.mark.timeout(360)
 def test_the_site_builds_strict_with_every_page_of_its_nav(tmp_path: Path) -> None:
     site = tmp_path / "site"
     env = os.environ | {"NO_MKDOCS_2_WARNING": "1"}

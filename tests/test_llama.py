@@ -71,8 +71,9 @@ async def test_streams_tokens_with_usage_from_the_model_tokenizer(llm: LlamaCpp)
 
 
 async def test_same_seed_same_text_and_max_tokens_gives_length(llm: LlamaCpp) -> None:
-    a = await tokenwire.generate(llm, ask("Name three colors.", temperature=0.9, max_tokens=12))
-    b = await tokenwire.generate(llm, ask("Name three colors.", temperature=0.9, max_tokens=12))
+    long = "Write a long story about three colors."  # an answer far longer than 12 tokens
+    a = await tokenwire.generate(llm, ask(long, temperature=0.9, max_tokens=12))
+    b = await tokenwire.generate(llm, ask(long, temperature=0.9, max_tokens=12))
     assert a.text == b.text and a.text
     assert a.usage is not None and a.usage.output_tokens == 12 and a.finish_reason == "length"
 
@@ -125,8 +126,8 @@ async def test_cancel_stops_generation_within_one_token(llm: LlamaCpp, no_thread
 
 
 async def test_concurrent_streams_share_the_model_one_at_a_time(llm: LlamaCpp) -> None:
-    a = tokenwire.generate(llm, ask("Count to five.", max_tokens=10))
-    b = tokenwire.generate(llm, ask("Count to five.", max_tokens=10))
+    a = tokenwire.generate(llm, ask("Count from one to fifty in words.", max_tokens=10))
+    b = tokenwire.generate(llm, ask("Count from one to fifty in words.", max_tokens=10))
     ra, rb = await a, await b
     assert ra.text == rb.text and ra.finish_reason == rb.finish_reason == "length"
 

@@ -17,7 +17,7 @@ from httpx_sse import aconnect_sse
 
 import tokenwire
 from tokenwire.client import Client, SyncClient, WebSocketClient
-from tokenwire.errors import Forbidden, Unauthorized
+from tokenwire.errors import Forbidden, ModelNotFound, Unauthorized
 from tokenwire.events import Event, ToolCall
 from tokenwire.providers import Scripted, Stall
 from tokenwire.server import ServerConfig, create_app
@@ -256,10 +256,14 @@ async def test_a_run_may_name_the_model_its_provider_answers_with_or_any_when_th
     base_url: str,
 ) -> None:
     async with httpx.AsyncClient() as http:
-        same = await create(http, base_url, {"prompt": "hi", "provider": "fast", "model": "scripted"})
-        assert same.status_code == 201
+        for model in ("scripted", "fast"):  # the provider's model, or the provider's own name
+            same = await create(http, base_url, {"prompt": "hi", "provider": "fast", "model": model})
+            assert same.status_code == 201, same.text
+    async with Client(base_url, api_key=KEY) as client:
+        with pytest.raises(ModelNotFound, match="cannot switch to 'gpt-4o'"):
+            await client.create_run("hi", model="gpt-4o")
     chooser = Scripted(["ok"])
-    chooser.chooses_model = True  # type: ignore[attr-defined]  # as OpenAIChat, Anthropic, OpenAIResponses
+    chooser.chooses_model = True  # type: ignore[misc]  # the default, as OpenAIChat, Anthropic, OpenAIResponses
     with serve(create_app(providers={"cloud": chooser}, api_keys=[KEY])) as url:
         async with httpx.AsyncClient() as http:
             assert (await create(http, url, {"prompt": "hi", "model": "gpt-4o"})).status_code == 201
@@ -635,3 +639,23 @@ async def test_a_reader_that_stops_reading_is_cut_not_buffered_under_a_plain_uvi
             assert received < 1_000_000  # far from the 8 MB stream: the server stopped writing
         finally:
             sock.close()
+
+
+def test_a_fixed_model_is_named_by_its_model_its_provider_or_its_file() -> None:
+    """check_model, on a provider with a model file (as LlamaCpp): what `serve --model` was given
+    is accepted too; a provider that picks by name (the default) takes any."""
+    from pathlib import Path
+
+    from tokenwire.server.admission import check_model
+
+    local = Scripted(["x"], model="qwen")
+    local.model_path = Path("/models/qwen.gguf")  # type: ignore[attr-defined]
+    for asked in (None, "", "qwen", "llama", "/models/qwen.gguf", "qwen.gguf"):
+        check_model(asked, "llama", local, ["llama"])
+    with pytest.raises(ModelNotFound, match=r"answers with 'qwen' and cannot switch to 'gpt-4o'.*: llama, cloud"):
+        check_model("gpt-4o", "llama", local, ["llama", "cloud"])
+
+    class Cloud:
+        model = "gpt-4o-mini"
+
+    check_model("gpt-4o", "cloud", Cloud(), ["cloud"])  # type: ignore[arg-type]

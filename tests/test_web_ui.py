@@ -243,7 +243,7 @@ def test_a_pending_approval_is_shown_after_a_reload_and_in_another_tab_and_appro
 def test_the_page_says_it_waits_for_the_first_token_and_calls_only_a_gap_between_tokens_a_stall(page: Any) -> None:
     from tokenwire.providers.scripted import Delay
 
-    model = Scripted([Delay(2.0), "Hello ", Delay(2.0), "world."])
+    model = Scripted([Delay(3.0), "Hello ", Delay(2.0), "world."])  # 2 s to see the wait, however late the page
     app = create_app(providers={"slow": model}, api_keys=[KEY])
     with serve(app, lifespan="on") as url:
         page.goto(f"{url}/?provider=slow")

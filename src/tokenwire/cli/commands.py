@@ -33,6 +33,7 @@ from tokenwire.events import (
     load_jsonl,
 )
 from tokenwire.log import log_kind
+from tokenwire.providers import bundled
 from tokenwire.providers.bundled import DEFAULT, MODELS
 from tokenwire.providers.llama import LlamaCpp
 from tokenwire.providers.replay import Replay
@@ -65,15 +66,14 @@ def _replay(model: str | None) -> Provider:
 PROVIDERS: dict[str, Callable[[str | None], Provider]] = {"llama": _llama, "scripted": _scripted, "replay": _replay}
 """Provider factories by ``--provider`` name: ``factory(model_path)`` (``replay``: the transcript's path)."""
 MODEL_HELP = f"a bundled model ({', '.join(MODELS)}; default {DEFAULT}) or a GGUF's path."
+"""What ``--model`` takes (``chat``, ``serve``)."""
 
 
 @app.command()
 def chat(
     prompt: Annotated[str, typer.Argument(help="What to ask the model.")],
     provider: Annotated[str, typer.Option(help=f"Model backend: {', '.join(PROVIDERS)}.")] = "llama",
-    model: Annotated[
-        str | None, typer.Option(help=f"A bundled model ({', '.join(MODELS)}; default {DEFAULT}) or a GGUF's path.")
-    ] = None,
+    model: Annotated[str | None, typer.Option(help=MODEL_HELP[0].upper() + MODEL_HELP[1:])] = None,
     format: Annotated[Format, typer.Option("--format", help="text: the answer; jsonl: every event.")] = Format.text,
     transcript: Annotated[str | None, typer.Option(help="Also record every event to this JSONL file.")] = None,
     max_tokens: Annotated[int, typer.Option(help="Cap on generated tokens.")] = 256,
@@ -219,16 +219,11 @@ if __name__ == "__main__":
     main()
 
 
-def _model_title(model: str | None) -> str:
-    name = model or DEFAULT
-    return f"{MODELS[name].title} (bundled)" if name in MODELS else Path(name).name
-
-
 def _banner(host: str, port: int, provider: str, model: str | None, grpc_port: int | None, tls: bool, log: str) -> str:
     """What ``serve`` says before it starts: where to connect, and what answers."""
     url = f"{'https' if tls else 'http'}://{host}:{port}"
     answers = {
-        "llama": f"the embedded model, {_model_title(model)}",
+        "llama": f"the embedded model, {bundled.title(model)}",
         "scripted": "a scripted echo (no model)",
         "replay": f"the recording {model}",
     }.get(provider, provider)
@@ -249,9 +244,7 @@ def serve(
     provider: Annotated[
         str, typer.Option(help=f"Default model backend: {', '.join(PROVIDERS)}, or package.module:attribute.")
     ] = "llama",
-    model: Annotated[
-        str | None, typer.Option(help=f"For the llama backend: a bundled model ({', '.join(MODELS)}) or a GGUF's path.")
-    ] = None,
+    model: Annotated[str | None, typer.Option(help=f"For the llama backend: {MODEL_HELP}")] = None,
     api_key: Annotated[list[str] | None, typer.Option(help="API key allowed to create runs (repeatable).")] = None,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Let anyone create runs (local demos only).")] = False,
     shutdown_grace: Annotated[float, typer.Option(help="Seconds running streams get to finish on SIGTERM.")] = 10.0,

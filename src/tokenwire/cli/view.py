@@ -50,6 +50,7 @@ class Echo:
     at ``rate`` words per second (``--provider scripted``)."""
 
     model = "scripted"
+    chooses_model = False
     continues_prefix = True
     """A trailing assistant message (a durable run's cut-off answer) is continued: the rest of the echo."""
 
@@ -88,7 +89,7 @@ CALCULATOR = ToolSpec(
     # arguments are generated under); bench/model_quality.py measures what it gains.
     {
         "type": "object",
-        "properties": {"expression": {"type": "string", "pattern": "^[0-9][0-9+*/%(). -]*$"}},
+        "properties": {"expression": {"type": "string", "pattern": "^[-0-9(.][0-9+*/%(). -]*$"}},
         "required": ["expression"],
     },
 )
@@ -142,7 +143,8 @@ class LiveView:
     def on_event(self, event: Event) -> None:
         self.metrics(event)
         if isinstance(event, Step) and event.name == "queued":
-            self.queued = (event.detail or {}).get("position", 1) if event.status == "started" else None
+            place = event.detail.get("position") if isinstance(event.detail, dict) else None
+            self.queued = (place or 1) if event.status == "started" else None
         elif isinstance(event, TextDelta):
             self.answer.append(event.text)
         elif isinstance(event, ReasoningDelta):

@@ -32,6 +32,7 @@ from tokenwire.errors import (
     Conflict,
     ConnectionLost,
     Forbidden,
+    ModelNotFound,
     SeqEvicted,
     StreamNotFound,
     Unauthorized,
@@ -74,7 +75,7 @@ def _raise_for(status: int, body: bytes, stream_id: str, from_seq: int) -> None:
     if status == 403:
         raise Forbidden(message)
     if status == 404:
-        raise StreamNotFound(message)
+        raise ModelNotFound(message) if code == "model_not_found" else StreamNotFound(message)
     if status == 409:
         raise Conflict(message)
     if status == 410:

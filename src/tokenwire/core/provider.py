@@ -73,10 +73,11 @@ Part: TypeAlias = "str | EventBase | Control"
 class Provider(Protocol):
     """A model backend. ``model`` names the model; ``stream`` yields parts for one request.
 
-    Optional class attributes a server reads with ``getattr``: ``chooses_model`` (True: a
-    request's ``model`` picks the backend's model, as the cloud APIs do; otherwise a request that
-    names another model than ``model`` is refused with ``model_not_found``) and
-    ``continues_prefix`` (a trailing assistant message is continued, not answered).
+    Optional class attributes a server reads with ``getattr``: ``chooses_model`` (default True:
+    a request's ``model`` picks the backend's model, as the cloud APIs do; a provider of one fixed
+    model sets it False, and the native API refuses a run that names another model with
+    ``model_not_found``) and ``continues_prefix`` (a trailing assistant message is continued, not
+    answered).
     """
 
     model: str

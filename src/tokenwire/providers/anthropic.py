@@ -246,9 +246,6 @@ class Anthropic:
     ``params`` are extra request fields (``thinking``, ``top_k``, ``metadata`` …).
     """
 
-    chooses_model = True
-    """A request's ``model`` picks the model this client asks for (else the one given here)."""
-
     def __init__(
         self, client: Any, model: str, *, retry: RetryPolicy | None = None, max_tokens: int = 1024, **params: Any
     ):

@@ -21,7 +21,7 @@ from typing import Any
 
 from tokenwire.errors import ModelLoadError
 
-__all__ = ["DEFAULT", "MODELS", "BundledModel", "model_path"]
+__all__ = ["DEFAULT", "MODELS", "BundledModel", "bundled", "model_path", "settings", "title"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +115,12 @@ def bundled(name: str) -> BundledModel:
         return MODELS[name]
     except KeyError:
         raise ModelLoadError(f"no bundled model {name!r}; bundled: {', '.join(MODELS)}") from None
+
+
+def title(model: str | None) -> str:
+    """What a ``--model`` value is, for people: a bundled model's title, else the file's name."""
+    name = model or DEFAULT
+    return f"{MODELS[name].title} (bundled)" if name in MODELS else Path(name).name
 
 
 def settings(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:

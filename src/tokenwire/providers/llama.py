@@ -182,19 +182,13 @@ class LlamaCpp:
 
             LlamaCpp.named("gemma-3-270m"); LlamaCpp.named("models/qwen.gguf"); LlamaCpp.named()
         """
-        if model is None:
+        if not model:
             return cls.default(**kwargs)
         if model in bundled.MODELS:
             return cls.bundled(model, **kwargs)
-        if not model.endswith(".gguf") and not Path(model).exists():
+        if not model.endswith(".gguf") and not Path(model).is_file():
             raise ModelLoadError(f"{model!r} is neither a bundled model ({', '.join(bundled.MODELS)}) nor a .gguf file")
         return cls(model, **kwargs)
-
-    @property
-    def title(self) -> str:
-        """What the model is, for people: a bundled model's title, else its file's name."""
-        known = bundled.MODELS.get(self.model)
-        return known.title if known else self.model_path.name
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -253,6 +247,8 @@ class LlamaCpp:
         self._llm = llm
         return llm
 
+    chooses_model = False
+    """One model file: a request's ``model`` cannot pick another (the native API refuses it)."""
     continues_prefix = True
     """A request ending with an assistant message continues that message (a durable run taken
     over mid-answer reads on seamlessly): the prompt is the conversation before it, then its text."""

@@ -293,9 +293,6 @@ class OpenAIChat:
     before the first event only. ``params`` are extra body fields (``top_p``, ``reasoning_effort`` …).
     """
 
-    chooses_model = True
-    """A request's ``model`` picks the model this client asks for (else the one given here)."""
-
     def __init__(self, client: Any, model: str, *, retry: RetryPolicy | None = None, **params: Any):
         self.client = client.with_options(max_retries=0)
         self.model = model

@@ -185,9 +185,6 @@ def responses_body(request: Request, model: str) -> dict[str, Any]:
 class OpenAIResponses:
     """Responses API streaming through the user's ``openai.AsyncOpenAI`` client."""
 
-    chooses_model = True
-    """A request's ``model`` picks the model this client asks for (else the one given here)."""
-
     def __init__(self, client: Any, model: str, *, retry: RetryPolicy | None = None, **params: Any):
         self.client = client.with_options(max_retries=0)
         self.model = model

@@ -30,6 +30,9 @@ class Replay:
     ``sleep`` waits for a pause (``asyncio.sleep``; tests pass a recorder instead of a clock).
     """
 
+    chooses_model = False
+    """It plays what it was given, whatever model a request names."""
+
     def __init__(
         self,
         events: Iterable[Event] | str | os.PathLike[str],

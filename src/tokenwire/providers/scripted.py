@@ -44,6 +44,9 @@ ScriptItem = str | EventBase | Delay | Stall | BaseException
 class Scripted:
     """Plays ``items`` as a model stream; reusable: every ``stream()`` call plays the script again."""
 
+    chooses_model = False
+    """It plays what it was given, whatever model a request names."""
+
     def __init__(self, items: Iterable[ScriptItem], *, model: str = "scripted", interval_s: float = 0.0):
         self.items = list(items)
         for item in self.items:

@@ -10,6 +10,7 @@ server's defaults, and the ceilings no request may pass (:class:`InvalidRequest`
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import msgspec
 
@@ -71,11 +72,16 @@ def request_for(body: RunBody, tools: Toolset) -> Request:
 
 
 def check_model(asked: str | None, name: str, provider: Provider, names: Iterable[str]) -> None:
-    """A native run's ``model`` must be one its provider can answer with: the provider's own, or
-    any for a provider that ``chooses_model`` (the cloud APIs); else :class:`ModelNotFound` (a
-    local model would otherwise answer a request for ``gpt-4o`` without a word)."""
-    if asked and asked != provider.model and not getattr(provider, "chooses_model", False):
+    """A native run's ``model`` must be one its provider can answer with: any, for a provider
+    that ``chooses_model`` (the default: the cloud APIs pick by name); for one of a fixed model,
+    its name, the provider's name or the model file's path or name. Else :class:`ModelNotFound`
+    (a local model would otherwise answer a request for ``gpt-4o`` without a word)."""
+    if not asked or getattr(provider, "chooses_model", True):
+        return
+    path = getattr(provider, "model_path", None)
+    own = {name, str(provider.model), *((str(path), Path(path).name) if path is not None else ())}
+    if asked not in own:
         raise ModelNotFound(
-            f"provider {name!r} answers with {provider.model!r} and cannot switch to {asked!r}; leave "
+            f"provider {name!r} answers with {str(provider.model)!r} and cannot switch to {asked!r}; leave "
             f"`model` out, or name a provider (`provider`): {', '.join(names)}"
         )

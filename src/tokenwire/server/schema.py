@@ -32,6 +32,9 @@ class RunBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     system: str | None = None
     provider: str | None = None
     model: str | None = None
+    """The model to answer with, for a provider that picks by name (the cloud APIs); a provider of
+    one fixed model (the embedded one, scripted ones) takes only its own and refuses any other
+    with 404 ``model_not_found``."""
     max_tokens: Annotated[int, Meta(ge=1, le=MAX_TOKENS)] | None = None
     temperature: Annotated[float, Meta(ge=0, le=10)] | None = None
     seed: int | None = None
