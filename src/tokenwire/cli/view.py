@@ -89,7 +89,7 @@ CALCULATOR = ToolSpec(
     # arguments are generated under); bench/model_quality.py measures what it gains.
     {
         "type": "object",
-        "properties": {"expression": {"type": "string", "pattern": "^[-0-9(.][0-9+*/%(). -]*$"}},
+        "properties": {"expression": {"type": "string", "pattern": "^[-0-9(][0-9+*/%(). -]*$"}},
         "required": ["expression"],
     },
 )
