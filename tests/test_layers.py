@@ -38,7 +38,7 @@ LAYERS = [
     ("tokenwire.consumers",),
     ("tokenwire.engine",),
     ("tokenwire.wire",),
-    ("tokenwire.providers", "tokenwire.tools"),
+    ("tokenwire.providers", "tokenwire.tools", "tokenwire.adapters"),
     ("tokenwire.api",),
     ("tokenwire.server", "tokenwire.grpc", "tokenwire.client"),
     ("tokenwire.cli", "tokenwire.testing"),

@@ -245,6 +245,10 @@ def serve(
         str, typer.Option(help=f"Default model backend: {', '.join(PROVIDERS)}, or package.module:attribute.")
     ] = "llama",
     model: Annotated[str | None, typer.Option(help=f"For the llama backend: {MODEL_HELP}")] = None,
+    agent: Annotated[
+        str | None,
+        typer.Option(help="Serve an agent of another framework, package.module:attribute (a LangGraph graph…)."),
+    ] = None,
     api_key: Annotated[list[str] | None, typer.Option(help="API key allowed to create runs (repeatable).")] = None,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Let anyone create runs (local demos only).")] = False,
     shutdown_grace: Annotated[float, typer.Option(help="Seconds running streams get to finish on SIGTERM.")] = 10.0,
@@ -348,6 +352,10 @@ def serve(
 
     providers: dict[str, Callable[[], Provider]] = {n: functools.partial(f, model) for n, f in PROVIDERS.items()}
     providers["llama"] = shared_llama
+    if agent is not None:  # another framework's agent: the default provider, adapted (tokenwire.adapters)
+        if ":" not in agent:
+            raise typer.BadParameter(f"--agent takes package.module:attribute, got {agent!r}")
+        provider = agent
     if ":" in provider:  # package.module:attribute, imported in each server process
         providers[provider] = functools.partial(process.import_provider, provider)
     elif provider not in providers:

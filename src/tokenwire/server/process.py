@@ -22,6 +22,7 @@ from typing import Any
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
+from tokenwire.adapters import adapt
 from tokenwire.core.provider import Provider
 from tokenwire.log import log_from_url, log_kind
 from tokenwire.server.app import create_app
@@ -49,8 +50,11 @@ def import_tools(spec: str) -> list[Any]:
 
 
 def import_provider(spec: str) -> Provider:
-    """The provider ``package.module:attribute`` names: a provider, or a factory of one."""
+    """The provider ``package.module:attribute`` names: a provider, a factory of one, or another
+    framework's agent, graph or model (:func:`tokenwire.adapters.adapt`: a LangGraph graph…)."""
     value = import_object(spec)
+    if not isinstance(value, type) and (adapted := adapt(value)) is not None:
+        return adapted
     provider: Provider = value() if isinstance(value, type) or not isinstance(value, Provider) else value
     return provider
 

@@ -1,0 +1,30 @@
+"""Other frameworks' runs as tokenwire streams: each adapter is a provider whose ``stream`` runs
+the framework and maps its events to tokenwire's (one module per framework, each loaded only
+when used, each behind an extra).
+
+- :class:`~tokenwire.adapters.langchain.LangChain`: a LangChain runnable or a LangGraph graph.
+
+>>> from tokenwire.adapters import adapt
+>>> adapt(object()) is None        # not a framework's object
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tokenwire.core.provider import Provider
+
+__all__ = ["adapt"]
+
+_LANGCHAIN = ("langchain_core.", "langgraph.")
+
+
+def adapt(obj: Any) -> Provider | None:
+    """The provider that streams a framework's agent, graph or model (None for anything else):
+    what ``tokenwire serve --agent package.module:attribute`` serves."""
+    if any(c.__module__.startswith(_LANGCHAIN) for c in type(obj).__mro__):
+        from tokenwire.adapters.langchain import LangChain
+
+        return LangChain(obj)
+    return None

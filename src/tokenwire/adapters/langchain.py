@@ -1,0 +1,185 @@
+"""A LangChain runnable or a LangGraph graph as a tokenwire provider (extra ``langchain``).
+
+Its run — model calls, tool calls and their results, graph nodes — becomes one tokenwire stream,
+so everything tokenwire serves works for it: resume, many readers, the Redis log, the OpenAI /
+AI SDK / AG-UI endpoints, the web UI, transcripts::
+
+    graph = create_agent(model, tools)                 # or any StateGraph(...).compile(), chat model, chain
+    provider = LangChain(graph)
+    response = await tokenwire.generate(provider, "What is 6 times 7?")
+
+It reads ``astream_events(version="v2")``, the event stream every LangChain runnable has:
+
+- ``on_chat_model_stream`` → text (``str``), reasoning (content blocks of type ``reasoning`` /
+  ``thinking``, or ``additional_kwargs["reasoning_content"]``) and streamed tool arguments
+  (``tool_call.start`` / ``tool_call.delta``); ``on_chat_model_end`` → each complete
+  ``tool_call`` and the call's usage (summed into one ``usage`` at the end);
+- ``on_tool_end`` / ``on_tool_error`` → ``tool_result`` (``is_error`` for a failure);
+- a LangGraph node's start and end → ``step`` ``node`` (``detail.node``).
+
+Subgraphs and sub-agents are flattened into the one stream: their events carry no tree yet.
+Cancelling the stream cancels the framework's run (its model request and running tools); a
+failure in it ends the stream with one ``error`` (source ``provider``) naming the cause.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from tokenwire.core.provider import Part
+from tokenwire.core.request import Message, Request
+from tokenwire.events import Done, ReasoningDelta, Step, ToolCall, ToolCallDelta, ToolCallStart, ToolResult, Usage
+
+__all__ = ["LangChain", "messages_in"]
+
+
+def messages_in(request: Request) -> list[Any]:
+    """A request's messages as LangChain messages (system, human, AI with its tool calls, tool)."""
+    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+
+    def one(m: Message) -> Any:
+        if m.role == "system":
+            return SystemMessage(m.content)
+        if m.role == "assistant":
+            calls = [
+                {"id": c.get("call_id"), "name": c.get("name"), "args": c.get("args", {})} for c in m.tool_calls or []
+            ]
+            return AIMessage(m.content, tool_calls=calls)
+        if m.role == "tool":
+            return ToolMessage(m.content, tool_call_id=m.tool_call_id or "", name=m.name)
+        return HumanMessage(m.content)
+
+    return [one(m) for m in request.messages]
+
+
+class LangChain:
+    """A LangChain runnable (chat model, chain, agent) or LangGraph graph, streamed as tokenwire events.
+
+    ``input`` turns a request into the runnable's input; by default a graph (anything with
+    LangGraph's ``stream_mode``) gets ``{"messages": [...]}`` and any other runnable the message
+    list. ``config`` is passed to every run (callbacks, ``recursion_limit``, ``configurable``…);
+    ``model`` names the stream's model.
+    """
+
+    continues_prefix = False
+
+    def __init__(
+        self,
+        runnable: Any,
+        *,
+        model: str | None = None,
+        input: Callable[[Request], Any] | None = None,
+        config: dict[str, Any] | None = None,
+    ):
+        self.runnable = runnable
+        self.model = model or str(getattr(runnable, "name", None) or type(runnable).__name__)
+        graph = hasattr(runnable, "stream_mode")
+        self.input = input or ((lambda r: {"messages": messages_in(r)}) if graph else messages_in)
+        self.config = config or {}
+
+    async def stream(self, request: Request) -> AsyncIterator[Part]:
+        state = _Run()
+        async for event in self.runnable.astream_events(self.input(request), config=self.config, version="v2"):
+            for part in state.parts(event):
+                yield part
+        if state.usage is not None:
+            yield Usage(input_tokens=state.usage[0], output_tokens=state.usage[1])
+        yield Done(finish_reason="stop")
+
+
+class _Run:
+    """What one run's event mapping remembers: streamed calls by (model run, index), usage."""
+
+    def __init__(self) -> None:
+        self.calls: dict[tuple[str, int], str] = {}  # (model run id, chunk index) → call id
+        self.announced: set[str] = set()
+        self.usage: tuple[int, int] | None = None
+
+    def parts(self, event: dict[str, Any]) -> list[Part]:
+        kind, data = event["event"], event.get("data", {})
+        if kind == "on_chat_model_stream":
+            return self.chunk(event["run_id"], data["chunk"])
+        if kind == "on_chat_model_end":
+            return self.model_end(data.get("output"))
+        if kind in ("on_tool_end", "on_tool_error"):
+            return self.tool_end(event, data, kind == "on_tool_error")
+        node = event.get("metadata", {}).get("langgraph_node")
+        if kind in ("on_chain_start", "on_chain_end") and node is not None and event.get("name") == node:
+            return [
+                Step(name="node", status="started" if kind == "on_chain_start" else "finished", detail={"node": node})
+            ]
+        return []
+
+    def chunk(self, run_id: str, chunk: Any) -> list[Part]:
+        out: list[Part] = []
+        content = chunk.content
+        if isinstance(content, str):
+            if content:
+                out.append(content)
+        else:  # content blocks (Anthropic, the Responses API): text and reasoning
+            for block in content:
+                if isinstance(block, str):
+                    out.append(block)
+                elif block.get("type") == "text" and block.get("text"):
+                    out.append(block["text"])
+                elif block.get("type") in ("reasoning", "thinking"):
+                    text = block.get("reasoning") or block.get("thinking") or ""
+                    if text:
+                        out.append(ReasoningDelta(text=text))
+        reasoning = chunk.additional_kwargs.get("reasoning_content") if chunk.additional_kwargs else None
+        if reasoning:
+            out.append(ReasoningDelta(text=reasoning))
+        for piece in getattr(chunk, "tool_call_chunks", None) or []:
+            key = (run_id, piece.get("index") or 0)
+            call_id = self.calls.get(key)
+            if call_id is None and piece.get("id"):
+                call_id = self.calls[key] = piece["id"]
+                self.announced.add(call_id)
+                out.append(ToolCallStart(call_id=call_id, name=piece.get("name") or ""))
+            if call_id is not None and piece.get("args"):
+                out.append(ToolCallDelta(call_id=call_id, args_delta=piece["args"]))
+        return out
+
+    def model_end(self, message: Any) -> list[Part]:
+        out: list[Part] = []
+        for call in getattr(message, "tool_calls", None) or []:
+            call_id = call.get("id") or ""
+            if call_id not in self.announced:  # a model that did not stream its call
+                out.append(ToolCallStart(call_id=call_id, name=call["name"]))
+                out.append(ToolCallDelta(call_id=call_id, args_delta=json.dumps(call.get("args", {}))))
+            out.append(ToolCall(call_id=call_id, name=call["name"], args=dict(call.get("args", {}))))
+        usage = getattr(message, "usage_metadata", None)
+        if usage:
+            before = self.usage or (0, 0)
+            self.usage = (before[0] + usage.get("input_tokens", 0), before[1] + usage.get("output_tokens", 0))
+        return out
+
+    def tool_end(self, event: dict[str, Any], data: dict[str, Any], failed: bool) -> list[Part]:
+        name = str(event.get("name", ""))
+        output = data.get("error") if failed else data.get("output")
+        call_id = data.get("tool_call_id") or getattr(output, "tool_call_id", None) or _call_id(data.get("input"))
+        if call_id is None:
+            return []  # a tool run outside a model's call (the graph's own business)
+        if failed:
+            return [ToolResult(call_id=call_id, name=name, result=f"{type(output).__name__}: {output}", is_error=True)]
+        result = getattr(output, "content", output)
+        error = getattr(output, "status", "success") == "error"
+        return [ToolResult(call_id=call_id, name=name, result=_jsonable(result), is_error=error)]
+
+
+def _call_id(tool_input: Any) -> str | None:
+    """The call id LangChain gives a tool run (``ToolNode`` passes the whole call)."""
+    if isinstance(tool_input, dict):
+        found = tool_input.get("tool_call_id") or tool_input.get("id")
+        return str(found) if found else None
+    return None
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return str(value)

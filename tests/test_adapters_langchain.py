@@ -1,0 +1,159 @@
+"""A LangGraph graph and a LangChain chat model as tokenwire streams, with the real packages and
+LangChain's own fake chat model (taught to stream its tool calls as real models do)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.outputs import ChatGenerationChunk
+from langchain_core.tools import tool
+
+import tokenwire
+from lc_app import StreamingFake, build, call, multiply
+from tokenwire.adapters.langchain import LangChain
+from tokenwire.server import create_app
+from tokenwire.testing import Transcript, assert_transcript
+from wire import free_port, serve, wait_http
+
+KEY = "lc-key"
+
+
+async def test_a_graph_run_is_one_stream_nodes_streamed_call_result_answer() -> None:
+    t = Transcript()
+    provider = LangChain(build([call(), AIMessage("6 times 7 is 42.")], [multiply]), model="calc")
+    response = await tokenwire.generate(provider, "What is 6 times 7?", observers=[t])
+    assert_transcript(
+        t.events,
+        [
+            {"type": "start", "model": "calc"},
+            {"type": "step", "name": "node", "status": "started", "detail": {"node": "agent"}},
+            {"type": "tool_call.start", "call_id": "call_1", "name": "multiply"},
+            {"type": "tool_call.delta", "args_delta": '{"a": 6'},
+            {"type": "tool_call.delta", "args_delta": ","},
+            {"type": "tool_call.delta", "args_delta": ' "b": 7}'},
+            {"type": "tool_call", "call_id": "call_1", "args": {"a": 6, "b": 7}},
+            {"type": "step", "name": "node", "status": "finished", "detail": {"node": "agent"}},
+            {"type": "step", "name": "node", "status": "started", "detail": {"node": "tools"}},
+            {"type": "tool_result", "call_id": "call_1", "name": "multiply", "result": "42", "is_error": False},
+            {"type": "step", "name": "node", "status": "finished", "detail": {"node": "tools"}},
+            {"type": "step", "name": "node", "status": "started", "detail": {"node": "agent"}},
+            {"type": "text.delta", "text": "6"},
+            ...,
+            {"type": "step", "name": "node", "status": "finished", "detail": {"node": "agent"}},
+            {"type": "done", "finish_reason": "stop"},
+        ],
+    )
+    assert response.text == "6 times 7 is 42."
+
+
+async def test_a_failing_tool_is_an_error_result_and_a_failing_model_one_terminal_error() -> None:
+    @tool
+    def broken(a: int, b: int) -> int:
+        """Always fails."""
+        raise ValueError("the abacus is broken")
+
+    t = Transcript()  # the graph tells the model (ToolNode(handle_tool_errors=True)): the run goes on
+    provider = LangChain(build([call(name="broken"), AIMessage("Sorry.")], [broken], handle_tool_errors=True))
+    await tokenwire.generate(provider, "6 * 7?", observers=[t])
+    result = next(e for e in t.events if e.type == "tool_result")
+    assert result.is_error and "the abacus is broken" in str(result.result)
+    assert t.events[-1].type == "done" and t.text == "Sorry."
+
+    t = Transcript()  # the graph raises (ToolNode's default): the failed call, then one terminal error
+    await tokenwire.generate(LangChain(build([call(name="broken")], [broken])), "6 * 7?", observers=[t])
+    assert_transcript(
+        t.events,
+        [
+            "start",
+            ...,
+            {
+                "type": "tool_result",
+                "call_id": "call_1",
+                "is_error": True,
+                "result": "ValueError: the abacus is broken",
+            },
+            ...,
+            {"type": "error", "source": "provider"},
+        ],
+    )
+    assert "the abacus is broken" in t.events[-1].message
+
+    class Down(StreamingFake):
+        def _stream(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            yield ChatGenerationChunk(message=AIMessageChunk(content="Par"))
+            raise ConnectionError("the model's server went away")
+
+    t = Transcript()
+    await tokenwire.generate(LangChain(Down(messages=iter([]))), "hi", observers=[t])
+    assert_transcript(
+        t.events, ["start", {"type": "text.delta", "text": "Par"}, {"type": "error", "source": "provider"}]
+    )
+    assert "the model's server went away" in t.events[-1].message
+
+
+async def test_cancel_mid_run_cancels_the_frameworks_running_tool() -> None:
+    began, cancelled = asyncio.Event(), asyncio.Event()
+
+    @tool
+    async def slow(a: int, b: int) -> int:
+        """Takes forever."""
+        began.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return 0
+
+    t = Transcript()
+    handle = tokenwire.generate(LangChain(build([call(name="slow"), AIMessage("never")], [slow])), "go", observers=[t])
+    await asyncio.wait_for(began.wait(), 30)
+    handle.cancel()
+    await handle.wait()
+    assert cancelled.is_set()  # the tool's task was cancelled, not left running
+    assert [e.type for e in t.events if e.type in ("done", "error")] == ["done"]
+    assert t.events[-1].finish_reason == "cancelled"
+
+
+async def test_a_bare_chat_model_streams_text_and_a_served_graph_reads_in_the_openai_sdk() -> None:
+    t = Transcript()
+    await tokenwire.generate(LangChain(StreamingFake(messages=iter(["Hello there."]))), "hi", observers=[t])
+    assert_transcript(t.events, ["start", "text.delta", ..., {"type": "done", "finish_reason": "stop"}])
+    assert t.text == "Hello there."
+
+    app = create_app(providers={"calc": LangChain(build([call(), AIMessage("It is 42.")], [multiply]))}, api_keys=[KEY])
+    with serve(app) as url:
+        client = openai.AsyncOpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0)
+        stream = await client.chat.completions.create(
+            model="calc", messages=[{"role": "user", "content": "6 times 7?"}], stream=True
+        )
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        await client.close()
+    assert text == "It is 42."
+
+
+def test_tokenwire_serve_agent_serves_a_graph_by_import_path_to_the_openai_sdk() -> None:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "tokenwire", "serve", "--port", str(port), "--agent", "lc_app:graph"]
+    proc = subprocess.Popen([*cmd, "--api-key", KEY], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", proc)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0)
+        stream = client.chat.completions.create(
+            model="lc_app:graph", messages=[{"role": "user", "content": "6 times 7?"}], stream=True
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "It is 42."
+        client.close()
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert b"Traceback" not in err
