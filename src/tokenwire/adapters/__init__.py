@@ -2,7 +2,8 @@
 the framework and maps its events to tokenwire's (one module per framework, each loaded only
 when used, each behind an extra).
 
-- :class:`~tokenwire.adapters.langchain.LangChain`: a LangChain runnable or a LangGraph graph.
+- :class:`~tokenwire.adapters.langchain.LangChain`: a LangChain runnable or a LangGraph graph;
+- :class:`~tokenwire.adapters.pydantic_ai.PydanticAI`: a Pydantic AI agent.
 
 >>> from tokenwire.adapters import adapt
 >>> adapt(object()) is None        # not a framework's object
@@ -23,8 +24,13 @@ _LANGCHAIN = ("langchain_core.", "langgraph.")
 def adapt(obj: Any) -> Provider | None:
     """The provider that streams a framework's agent, graph or model (None for anything else):
     what ``tokenwire serve --agent package.module:attribute`` serves."""
-    if any(c.__module__.startswith(_LANGCHAIN) for c in type(obj).__mro__):
+    modules = [c.__module__ for c in type(obj).__mro__]
+    if any(m.startswith(_LANGCHAIN) for m in modules):
         from tokenwire.adapters.langchain import LangChain
 
         return LangChain(obj)
+    if any(m.startswith("pydantic_ai.") for m in modules) and hasattr(obj, "run_stream_events"):
+        from tokenwire.adapters.pydantic_ai import PydanticAI
+
+        return PydanticAI(obj)
     return None

@@ -1,0 +1,135 @@
+"""A Pydantic AI agent as a tokenwire provider (extra ``pydantic-ai``).
+
+Its run — model responses, tool calls and their results — becomes one tokenwire stream, served
+and resumed like any other::
+
+    agent = Agent("openai:gpt-4o", tools=[...])       # any pydantic_ai.Agent
+    response = await tokenwire.generate(PydanticAI(agent), "What is 6 times 7?")
+
+It reads ``agent.run_stream_events(...)``:
+
+- ``PartStartEvent`` / ``PartDeltaEvent`` → text (``str``), reasoning (thinking parts) and
+  streamed tool arguments (``tool_call.start`` / ``tool_call.delta``);
+- ``FunctionToolCallEvent`` → the complete ``tool_call``; ``FunctionToolResultEvent`` →
+  ``tool_result`` (``is_error`` unless the tool's outcome is ``success``: failed, denied, retried);
+- ``AgentRunResultEvent`` → the run's ``usage``, then ``done``.
+
+The request's last user message is the prompt and the messages before it the history. Leaving
+the stream (cancel, a limit, a reader gone) closes the event iterator, which cancels the agent's
+run; a failure in it ends the stream with one ``error`` (source ``provider``) naming the cause.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from tokenwire.core.provider import Part
+from tokenwire.core.request import Request
+from tokenwire.events import Done, ReasoningDelta, ToolCall, ToolCallDelta, ToolCallStart, ToolResult, Usage
+
+__all__ = ["PydanticAI", "history"]
+
+
+def history(request: Request) -> tuple[str, list[Any]]:
+    """A request as Pydantic AI takes it: the last user message, and the messages before it."""
+    from pydantic_ai import messages as pm
+
+    msgs = list(request.messages)
+    last = max((i for i, m in enumerate(msgs) if m.role == "user"), default=None)
+    prompt = msgs.pop(last).content if last is not None else ""
+    out: list[Any] = []
+    for m in msgs:
+        if m.role == "system":
+            out.append(pm.ModelRequest(parts=[pm.SystemPromptPart(m.content)]))
+        elif m.role == "user":
+            out.append(pm.ModelRequest(parts=[pm.UserPromptPart(m.content)]))
+        elif m.role == "tool":
+            part = pm.ToolReturnPart(tool_name=m.name or "", content=m.content, tool_call_id=m.tool_call_id or "")
+            out.append(pm.ModelRequest(parts=[part]))
+        else:
+            parts: list[Any] = [pm.TextPart(m.content)] if m.content else []
+            for c in m.tool_calls or []:
+                parts.append(pm.ToolCallPart(str(c.get("name")), c.get("args", {}), str(c.get("call_id"))))
+            out.append(pm.ModelResponse(parts=parts))
+    return prompt, out
+
+
+class PydanticAI:
+    """A ``pydantic_ai.Agent``, streamed as tokenwire events. ``run_options`` go to every run
+    (``deps``, ``model_settings``, ``usage_limits``…); ``model`` names the stream's model."""
+
+    def __init__(self, agent: Any, *, model: str | None = None, **run_options: Any):
+        self.agent = agent
+        self.model = model or str(getattr(agent, "name", None) or getattr(agent.model, "model_name", "pydantic-ai"))
+        self.run_options = run_options
+
+    async def stream(self, request: Request) -> AsyncIterator[Part]:
+        from pydantic_ai.run import AgentRunResultEvent
+
+        prompt, past = history(request)
+        run = _Run()
+        async with self.agent.run_stream_events(prompt, message_history=past, **self.run_options) as events:
+            async for event in events:
+                if isinstance(event, AgentRunResultEvent):
+                    usage = event.result.usage
+                    usage = usage if hasattr(usage, "input_tokens") else usage()  # a method before Pydantic AI 2.7x
+                    yield Usage(input_tokens=usage.input_tokens or 0, output_tokens=usage.output_tokens or 0)
+                    continue
+                for part in run.parts(event):
+                    yield part
+        yield Done(finish_reason="stop")
+
+
+class _Run:
+    """What one run's mapping remembers: the call streaming at each part index."""
+
+    def __init__(self) -> None:
+        self.calls: dict[int, str] = {}  # part index → call id, for the response being streamed
+
+    def parts(self, event: Any) -> list[Part]:
+        kind = getattr(event, "event_kind", "")
+        if kind == "part_start":
+            return self.start(event.index, event.part)
+        if kind == "part_delta":
+            return self.delta(event.index, event.delta)
+        if kind == "function_tool_call":
+            p = event.part
+            return [ToolCall(call_id=p.tool_call_id, name=p.tool_name, args=p.args_as_dict())]
+        if kind == "function_tool_result":
+            p = event.part
+            content = p.content if isinstance(p.content, str | int | float | bool | None) else p.model_response_str()
+            return [
+                ToolResult(call_id=p.tool_call_id, name=p.tool_name, result=content, is_error=p.outcome != "success")
+            ]
+        return []
+
+    def start(self, index: int, part: Any) -> list[Part]:
+        kind = getattr(part, "part_kind", "")
+        if kind == "text":
+            return [part.content] if part.content else []
+        if kind == "thinking":
+            return [ReasoningDelta(text=part.content)] if part.content else []
+        if kind == "tool-call":
+            self.calls[index] = part.tool_call_id
+            out: list[Part] = [ToolCallStart(call_id=part.tool_call_id, name=part.tool_name)]
+            if part.args:
+                out.append(ToolCallDelta(call_id=part.tool_call_id, args_delta=_text(part.args)))
+            return out
+        return []
+
+    def delta(self, index: int, delta: Any) -> list[Part]:
+        kind = getattr(delta, "part_delta_kind", "")
+        if kind == "text":
+            return [delta.content_delta] if delta.content_delta else []
+        if kind == "thinking":
+            return [ReasoningDelta(text=delta.content_delta)] if delta.content_delta else []
+        call_id = self.calls.get(index)
+        if kind == "tool_call" and call_id is not None and delta.args_delta:
+            return [ToolCallDelta(call_id=call_id, args_delta=_text(delta.args_delta))]
+        return []
+
+
+def _text(args: str | dict[str, Any]) -> str:
+    return args if isinstance(args, str) else json.dumps(args)

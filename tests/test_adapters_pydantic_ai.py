@@ -1,0 +1,152 @@
+"""A Pydantic AI agent as a tokenwire stream, with the real package and its own FunctionModel."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import openai
+from pydantic_ai import Agent, ModelRetry
+from pydantic_ai.messages import ModelMessage, ToolReturnPart
+from pydantic_ai.models.function import AgentInfo, DeltaToolCall, FunctionModel
+
+import tokenwire
+from tokenwire.adapters.pydantic_ai import PydanticAI, history
+from tokenwire.core.request import Message, Request
+from tokenwire.server import create_app
+from tokenwire.testing import Transcript, assert_transcript
+from wire import serve
+
+KEY = "pai-key"
+
+
+def calls_then_answers(tool: str, answer: str) -> FunctionModel:
+    """A model that calls ``tool`` (arguments streamed in two pieces), then answers ``answer``."""
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+        returned = [p for m in messages for p in getattr(m, "parts", []) if isinstance(p, ToolReturnPart)]
+        if not returned and not any(getattr(p, "part_kind", "") == "retry-prompt" for m in messages for p in m.parts):
+            yield {0: DeltaToolCall(name=tool, json_args='{"a": 6', tool_call_id="call_1")}
+            yield {0: DeltaToolCall(json_args=', "b": 7}')}
+            return
+        for word in answer.split(" "):
+            yield word if word == answer.split(" ")[0] else " " + word
+
+    return FunctionModel(stream_function=stream, model_name="fn")
+
+
+def agent(tool: Any, answer: str = "6 times 7 is 42.") -> Agent[None, str]:
+    a: Agent[None, str] = Agent(calls_then_answers(tool.__name__, answer))
+    a.tool_plain(tool)
+    return a
+
+
+def multiply(a: int, b: int) -> int:
+    """Multiply two integers."""
+    return a * b
+
+
+async def test_an_agent_run_is_one_stream_streamed_call_result_answer_usage() -> None:
+    t = Transcript()
+    response = await tokenwire.generate(PydanticAI(agent(multiply)), "What is 6 times 7?", observers=[t])
+    assert_transcript(
+        t.events,
+        [
+            {"type": "start", "model": "fn"},
+            {"type": "tool_call.start", "call_id": "call_1", "name": "multiply"},
+            {"type": "tool_call.delta", "args_delta": '{"a": 6'},
+            {"type": "tool_call.delta", "args_delta": ', "b": 7}'},
+            {"type": "tool_call", "call_id": "call_1", "name": "multiply", "args": {"a": 6, "b": 7}},
+            {"type": "tool_result", "call_id": "call_1", "name": "multiply", "result": 42, "is_error": False},
+            {"type": "text.delta", "text": "6"},
+            ...,
+            "usage",
+            {"type": "done", "finish_reason": "stop"},
+        ],
+    )
+    assert response.text == "6 times 7 is 42." and response.usage is not None and response.usage.output_tokens > 0
+
+
+async def test_a_retried_tool_is_an_error_result_and_a_failing_tool_one_terminal_error() -> None:
+    def picky(a: int, b: int) -> int:
+        """Refuses."""
+        raise ModelRetry("use smaller numbers")
+
+    t = Transcript()
+    await tokenwire.generate(PydanticAI(agent(picky, "Sorry.")), "6 * 7?", observers=[t])
+    result = next(e for e in t.events if e.type == "tool_result")
+    assert result.is_error and "use smaller numbers" in str(result.result)
+    assert t.events[-1].type == "done" and t.text == "Sorry."
+
+    def broken(a: int, b: int) -> int:
+        """Always fails."""
+        raise ValueError("the abacus is broken")
+
+    t = Transcript()
+    await tokenwire.generate(PydanticAI(agent(broken)), "6 * 7?", observers=[t])
+    assert_transcript(t.events, ["start", ..., "tool_call", {"type": "error", "source": "provider"}])
+    assert "the abacus is broken" in t.events[-1].message
+
+
+async def test_cancel_mid_run_cancels_the_agents_running_tool() -> None:
+    began, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def slow(a: int, b: int) -> int:
+        """Takes forever."""
+        began.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return 0
+
+    t = Transcript()
+    handle = tokenwire.generate(PydanticAI(agent(slow)), "go", observers=[t])
+    await asyncio.wait_for(began.wait(), 30)
+    handle.cancel()
+    await handle.wait()
+    assert cancelled.is_set()
+    assert [e.type for e in t.events if e.type in ("done", "error")] == ["done"]
+    assert t.events[-1].finish_reason == "cancelled"
+
+
+def test_a_conversation_becomes_a_prompt_and_pydantic_ais_history() -> None:
+    request = Request(
+        [
+            Message("system", "Be brief."),
+            Message("user", "6 * 7?"),
+            Message("assistant", "", tool_calls=[{"call_id": "c1", "name": "multiply", "args": {"a": 6, "b": 7}}]),
+            Message("tool", "42", tool_call_id="c1", name="multiply"),
+            Message("assistant", "42."),
+            Message("user", "And 6 * 8?"),
+        ]
+    )
+    prompt, past = history(request)
+    assert prompt == "And 6 * 8?"
+    kinds = [[p.part_kind for p in m.parts] for m in past]
+    assert kinds == [["system-prompt"], ["user-prompt"], ["tool-call"], ["tool-return"], ["text"]]
+    assert past[2].parts[0].args == {"a": 6, "b": 7} and past[3].parts[0].tool_call_id == "c1"
+
+
+async def test_a_served_agent_reads_in_the_openai_sdk() -> None:
+    app = create_app(providers={"calc": PydanticAI(agent(multiply, "It is 42."))}, api_keys=[KEY])
+    with serve(app) as url:
+        client = openai.AsyncOpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0)
+        stream = await client.chat.completions.create(
+            model="calc", messages=[{"role": "user", "content": "6 times 7?"}], stream=True
+        )
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        await client.close()
+    assert text == "It is 42."
+
+
+def test_serve_agent_adapts_a_pydantic_ai_agent_and_a_langgraph_graph() -> None:
+    from lc_app import graph
+    from tokenwire.adapters import adapt
+    from tokenwire.adapters.langchain import LangChain
+
+    assert isinstance(adapt(agent(multiply)), PydanticAI)
+    assert isinstance(adapt(graph), LangChain)
+    assert adapt(multiply) is None
