@@ -20,6 +20,13 @@ from tokenwire.testing import Transcript, assert_transcript
 CLI = [sys.executable, "-m", "tokenwire"]
 
 
+def at_a_terminal() -> None:
+    """In a child that stands for a program run at a terminal: Ctrl-C raises KeyboardInterrupt.
+    A suite started in the background by a shell without job control inherits SIGINT ignored,
+    and Python keeps an inherited ignore (it installs its handler only over the default)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60)
 
@@ -62,12 +69,16 @@ def test_ctrl_c_cancels_cleanly_with_exit_130() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=at_a_terminal,
     )
     assert proc.stdout is not None
-    lines = [proc.stdout.readline(), proc.stdout.readline()]
-    time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=10)
+    try:
+        lines = [proc.stdout.readline(), proc.stdout.readline()]
+        time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()  # never left behind, writing to a pipe nobody reads
     assert proc.returncode == 130, err
     events = [tokenwire.events.decode(line) for line in [*lines, *out.splitlines()]]
     assert_transcript(events, ["start", ..., {"type": "done", "finish_reason": "cancelled"}])
@@ -113,6 +124,7 @@ def test_terminal_view_renders_live_and_ctrl_c_keeps_the_partial_answer() -> Non
     first on a fast machine, or before the view has drawn on a slow one)."""
     pid, fd = pty.fork()
     if pid == 0:  # the child: the CLI on a terminal
+        at_a_terminal()
         os.execv(sys.executable, [*CLI, "chat", " ".join(["wave"] * 3000), "--provider", "scripted"])
     output = b""
     deadline = time.monotonic() + 60
@@ -130,6 +142,8 @@ def test_terminal_view_renders_live_and_ctrl_c_keeps_the_partial_answer() -> Non
         if not sent and b"tok/s" in output and output.count(b"tokens") >= 3:
             os.write(fd, b"\x03")  # Ctrl-C, as the terminal sends it
             sent = True
+    if not sent:
+        os.kill(pid, signal.SIGKILL)  # never left behind, writing to a terminal nobody reads
     _, status = os.waitpid(pid, 0)
     text = output.decode(errors="replace")
     assert sent, text[-500:]
