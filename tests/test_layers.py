@@ -30,6 +30,10 @@ LAZY_FOR_EXTRAS = {
     ("tokenwire.cli.commands", "tokenwire.server"),
     ("tokenwire.cli.commands", "tokenwire.server.process"),
     ("tokenwire.log.url", "tokenwire.log.redis"),  # the log on Redis, only when a URL says so
+    # an adapter, only for an object of its framework (each imports its framework)
+    ("tokenwire.adapters", "tokenwire.adapters.langchain"),
+    ("tokenwire.adapters", "tokenwire.adapters.pydantic_ai"),
+    ("tokenwire.adapters", "tokenwire.adapters.openai_agents"),
 }
 LAYERS = [
     ("tokenwire.events", "tokenwire.errors"),

@@ -3,7 +3,8 @@ the framework and maps its events to tokenwire's (one module per framework, each
 when used, each behind an extra).
 
 - :class:`~tokenwire.adapters.langchain.LangChain`: a LangChain runnable or a LangGraph graph;
-- :class:`~tokenwire.adapters.pydantic_ai.PydanticAI`: a Pydantic AI agent.
+- :class:`~tokenwire.adapters.pydantic_ai.PydanticAI`: a Pydantic AI agent;
+- :class:`~tokenwire.adapters.openai_agents.OpenAIAgents`: an OpenAI Agents SDK agent.
 
 >>> from tokenwire.adapters import adapt
 >>> adapt(object()) is None        # not a framework's object
@@ -33,4 +34,8 @@ def adapt(obj: Any) -> Provider | None:
         from tokenwire.adapters.pydantic_ai import PydanticAI
 
         return PydanticAI(obj)
+    if any(m.startswith("agents.") for m in modules) and hasattr(obj, "handoffs"):
+        from tokenwire.adapters.openai_agents import OpenAIAgents
+
+        return OpenAIAgents(obj)
     return None

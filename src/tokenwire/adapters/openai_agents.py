@@ -1,0 +1,118 @@
+"""An OpenAI Agents SDK agent as a tokenwire provider (extra ``openai-agents``).
+
+Its run — every agent's model responses, tool calls and their outputs, handoffs — becomes one
+tokenwire stream, served and resumed like any other::
+
+    agent = Agent(name="Assistant", tools=[...], handoffs=[...])
+    response = await tokenwire.generate(OpenAIAgents(agent), "What is 6 times 7?")
+
+It reads ``Runner.run_streamed(...).stream_events()``:
+
+- raw Responses events → text (``response.output_text.delta``), reasoning (reasoning text and
+  summary deltas) and streamed tool arguments (a ``function_call`` item added →
+  ``tool_call.start``; ``response.function_call_arguments.delta`` → ``tool_call.delta``);
+  each ``response.completed`` adds its usage to the one ``usage`` sent at the end;
+- run items → ``tool_call`` (``tool_called``) and ``tool_result`` (``tool_output``);
+- the running agent changing (a handoff) → a ``step`` ``agent`` naming it.
+
+Sub-agents and handoffs are flattened into the one stream for now. Leaving the stream (cancel, a
+limit, a reader gone) cancels the SDK's run; a failure in it ends the stream with one ``error``
+(source ``provider``) naming the cause.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from tokenwire.core.provider import Part
+from tokenwire.core.request import Message, Request
+from tokenwire.events import Done, ReasoningDelta, Step, ToolCall, ToolCallDelta, ToolCallStart, ToolResult, Usage
+
+__all__ = ["OpenAIAgents", "input_items"]
+
+
+def input_items(request: Request) -> list[dict[str, Any]]:
+    """A request's messages as the Agents SDK's input items (the Responses API's)."""
+
+    def items(m: Message) -> list[dict[str, Any]]:
+        if m.role == "tool":
+            return [{"type": "function_call_output", "call_id": m.tool_call_id or "", "output": m.content}]
+        out: list[dict[str, Any]] = [{"role": m.role, "content": m.content}] if m.content or not m.tool_calls else []
+        for c in m.tool_calls or []:
+            args = json.dumps(c.get("args", {}))
+            out.append({"type": "function_call", "call_id": c.get("call_id"), "name": c.get("name"), "arguments": args})
+        return out
+
+    return [item for m in request.messages for item in items(m)]
+
+
+class OpenAIAgents:
+    """An Agents SDK ``Agent``, streamed as tokenwire events. ``run_options`` go to every
+    ``Runner.run_streamed`` (``context``, ``max_turns``, ``run_config``…)."""
+
+    def __init__(self, agent: Any, *, model: str | None = None, **run_options: Any):
+        self.agent = agent
+        self.model = model or str(getattr(agent, "name", None) or "openai-agents")
+        self.run_options = run_options
+
+    async def stream(self, request: Request) -> AsyncIterator[Part]:
+        from agents import Runner
+
+        result = Runner.run_streamed(self.agent, input=input_items(request), **self.run_options)  # type: ignore[arg-type]
+        run = _Run()
+        try:
+            async for event in result.stream_events():
+                for part in run.parts(event):
+                    yield part
+        finally:
+            result.cancel()  # a no-op after the end; otherwise the SDK's run task stops now
+        if run.usage is not None:
+            yield Usage(input_tokens=run.usage[0], output_tokens=run.usage[1])
+        yield Done(finish_reason="stop")
+
+
+class _Run:
+    """What one run's mapping remembers: streamed calls by item id, names by call id, usage."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, str] = {}  # output item id → call id
+        self.names: dict[str, str] = {}  # call id → tool name
+        self.usage: tuple[int, int] | None = None
+
+    def parts(self, event: Any) -> list[Part]:
+        kind = event.type
+        if kind == "raw_response_event":
+            return self.raw(event.data)
+        if kind == "agent_updated_stream_event":
+            return [Step(name="agent", status="started", detail={"agent": event.new_agent.name})]
+        if kind == "run_item_stream_event":
+            raw = event.item.raw_item
+            if event.name == "tool_called" and getattr(raw, "type", "") == "function_call":
+                self.names[raw.call_id] = raw.name
+                return [ToolCall(call_id=raw.call_id, name=raw.name, args=json.loads(raw.arguments or "{}"))]
+            if event.name == "tool_output":
+                call_id = raw.get("call_id", "") if isinstance(raw, dict) else getattr(raw, "call_id", "")
+                output = event.item.output
+                result = output if isinstance(output, str | int | float | bool | None | list | dict) else str(output)
+                return [ToolResult(call_id=call_id, name=self.names.get(call_id, ""), result=result)]
+        return []
+
+    def raw(self, data: Any) -> list[Part]:
+        kind = data.type
+        if kind == "response.output_text.delta":
+            return [data.delta] if data.delta else []
+        if kind in ("response.reasoning_text.delta", "response.reasoning_summary_text.delta"):
+            return [ReasoningDelta(text=data.delta)] if data.delta else []
+        if kind == "response.output_item.added" and getattr(data.item, "type", "") == "function_call":
+            item = data.item
+            self.items[item.id or item.call_id] = item.call_id
+            return [ToolCallStart(call_id=item.call_id, name=item.name)]
+        if kind == "response.function_call_arguments.delta":
+            call_id = self.items.get(data.item_id)
+            return [ToolCallDelta(call_id=call_id, args_delta=data.delta)] if call_id and data.delta else []
+        if kind == "response.completed" and data.response.usage is not None:
+            before, usage = self.usage or (0, 0), data.response.usage
+            self.usage = (before[0] + usage.input_tokens, before[1] + usage.output_tokens)
+        return []

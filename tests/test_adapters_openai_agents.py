@@ -1,0 +1,130 @@
+"""An OpenAI Agents SDK agent as a tokenwire stream, with the real package and its own
+ScriptedModel (agents.testing), tracing off (its exporter would reach for the network)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import openai
+from agents import Agent, function_tool, set_tracing_disabled
+from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
+
+import tokenwire
+from tokenwire.adapters import adapt
+from tokenwire.adapters.openai_agents import OpenAIAgents, input_items
+from tokenwire.core.request import Message, Request
+from tokenwire.server import create_app
+from tokenwire.testing import Transcript, assert_transcript
+from wire import serve
+
+set_tracing_disabled(True)
+KEY = "oa-key"
+
+
+@function_tool
+def multiply(a: int, b: int) -> int:
+    """Multiply two integers."""
+    return a * b
+
+
+def calc(answer: str = "6 times 7 is 42.", tool: object = multiply) -> Agent:
+    steps = [
+        [function_call(getattr(tool, "name", "multiply"), {"a": 6, "b": 7}, call_id="call_1")],
+        [assistant_message(answer)],
+    ]
+    return Agent(name="calc", model=ScriptedModel(steps), tools=[tool])  # type: ignore[list-item]
+
+
+async def test_an_agent_run_is_one_stream_agent_call_result_answer() -> None:
+    t = Transcript()
+    response = await tokenwire.generate(OpenAIAgents(calc()), "What is 6 times 7?", observers=[t])
+    assert_transcript(
+        t.events,
+        [
+            {"type": "start", "model": "calc"},
+            {"type": "step", "name": "agent", "status": "started", "detail": {"agent": "calc"}},
+            {"type": "tool_call.start", "call_id": "call_1", "name": "multiply"},
+            {"type": "tool_call.delta", "call_id": "call_1", "args_delta": '{"a":6,"b":7}'},
+            {"type": "tool_call", "call_id": "call_1", "name": "multiply", "args": {"a": 6, "b": 7}},
+            {"type": "tool_result", "call_id": "call_1", "name": "multiply", "result": 42},
+            {"type": "text.delta", "text": "6 times 7 is 42."},
+            "usage",
+            {"type": "done", "finish_reason": "stop"},
+        ],
+    )
+    assert response.text == "6 times 7 is 42."
+
+
+async def test_a_handoff_names_the_next_agent_and_a_failing_model_ends_with_one_error() -> None:
+    expert = Agent(name="expert", model=ScriptedModel([[assistant_message("The expert says 42.")]]))
+    triage = Agent(
+        name="triage",
+        model=ScriptedModel([[function_call("transfer_to_expert", {}, call_id="h1")]]),
+        handoffs=[expert],
+    )
+    t = Transcript()
+    await tokenwire.generate(OpenAIAgents(triage), "6 * 7?", observers=[t])
+    agents = [e.detail["agent"] for e in t.events if e.type == "step" and e.name == "agent"]
+    assert agents == ["triage", "expert"] and t.text == "The expert says 42."
+
+    down = Agent(name="down", model=ScriptedModel([ModelStep.raise_error(ConnectionError("the model went away"))]))
+    t = Transcript()
+    await tokenwire.generate(OpenAIAgents(down), "hi", observers=[t])
+    assert_transcript(t.events, ["start", ..., {"type": "error", "source": "provider"}])
+    assert "the model went away" in t.events[-1].message
+
+
+async def test_cancel_mid_run_cancels_the_sdks_running_tool() -> None:
+    began, cancelled = asyncio.Event(), asyncio.Event()
+
+    @function_tool
+    async def slow(a: int, b: int) -> int:
+        """Takes forever."""
+        began.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return 0
+
+    t = Transcript()
+    handle = tokenwire.generate(OpenAIAgents(calc(tool=slow)), "go", observers=[t])
+    await asyncio.wait_for(began.wait(), 30)
+    handle.cancel()
+    await handle.wait()
+    await asyncio.wait_for(cancelled.wait(), 30)  # the SDK's run task is cancelled with it
+    assert [e.type for e in t.events if e.type in ("done", "error")] == ["done"]
+    assert t.events[-1].finish_reason == "cancelled"
+
+
+def test_a_conversation_becomes_the_sdks_input_items_and_serve_agent_adapts_an_agent() -> None:
+    request = Request(
+        [
+            Message("system", "Be brief."),
+            Message("user", "6 * 7?"),
+            Message("assistant", "", tool_calls=[{"call_id": "c1", "name": "multiply", "args": {"a": 6, "b": 7}}]),
+            Message("tool", "42", tool_call_id="c1", name="multiply"),
+            Message("assistant", "42."),
+        ]
+    )
+    assert input_items(request) == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "6 * 7?"},
+        {"type": "function_call", "call_id": "c1", "name": "multiply", "arguments": '{"a": 6, "b": 7}'},
+        {"type": "function_call_output", "call_id": "c1", "output": "42"},
+        {"role": "assistant", "content": "42."},
+    ]
+    assert isinstance(adapt(calc()), OpenAIAgents)
+
+
+async def test_a_served_agent_reads_in_the_openai_sdk() -> None:
+    app = create_app(providers={"calc": OpenAIAgents(calc("It is 42."))}, api_keys=[KEY])
+    with serve(app) as url:
+        client = openai.AsyncOpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0)
+        stream = await client.chat.completions.create(
+            model="calc", messages=[{"role": "user", "content": "6 times 7?"}], stream=True
+        )
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        await client.close()
+    assert text == "It is 42."
