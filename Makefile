@@ -67,6 +67,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/telemetry.py
 	$(BIN)/python bench/transports.py
 	$(BIN)/python bench/speech.py
+	$(BIN)/python bench/model_quality.py
+	$(BIN)/python bench/adapters.py
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache

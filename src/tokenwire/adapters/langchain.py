@@ -80,7 +80,7 @@ class LangChain:
         self.config = config or {}
 
     async def stream(self, request: Request) -> AsyncIterator[Part]:
-        state = _Run()
+        state = Run()
         async for event in self.runnable.astream_events(self.input(request), config=self.config, version="v2"):
             for part in state.parts(event):
                 yield part
@@ -89,7 +89,7 @@ class LangChain:
         yield Done(finish_reason="stop")
 
 
-class _Run:
+class Run:
     """What one run's event mapping remembers: streamed calls by (model run, index), usage."""
 
     def __init__(self) -> None:

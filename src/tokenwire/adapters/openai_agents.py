@@ -61,7 +61,7 @@ class OpenAIAgents:
         from agents import Runner
 
         result = Runner.run_streamed(self.agent, input=input_items(request), **self.run_options)  # type: ignore[arg-type]
-        run = _Run()
+        run = Run()
         try:
             async for event in result.stream_events():
                 for part in run.parts(event):
@@ -73,7 +73,7 @@ class OpenAIAgents:
         yield Done(finish_reason="stop")
 
 
-class _Run:
+class Run:
     """What one run's mapping remembers: streamed calls by item id, names by call id, usage."""
 
     def __init__(self) -> None:

@@ -69,7 +69,7 @@ class PydanticAI:
         from pydantic_ai.run import AgentRunResultEvent
 
         prompt, past = history(request)
-        run = _Run()
+        run = Run()
         async with self.agent.run_stream_events(prompt, message_history=past, **self.run_options) as events:
             async for event in events:
                 if isinstance(event, AgentRunResultEvent):
@@ -82,7 +82,7 @@ class PydanticAI:
         yield Done(finish_reason="stop")
 
 
-class _Run:
+class Run:
     """What one run's mapping remembers: the call streaming at each part index."""
 
     def __init__(self) -> None:
