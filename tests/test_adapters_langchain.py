@@ -35,18 +35,22 @@ async def test_a_graph_run_is_one_stream_nodes_streamed_call_result_answer() -> 
         [
             {"type": "start", "model": "calc"},
             {"type": "step", "name": "node", "status": "started", "detail": {"node": "agent"}},
+            {"type": "step", "name": "turn", "status": "started", "detail": {"turn": 1}},
             {"type": "tool_call.start", "call_id": "call_1", "name": "multiply"},
             {"type": "tool_call.delta", "args_delta": '{"a": 6'},
             {"type": "tool_call.delta", "args_delta": ","},
             {"type": "tool_call.delta", "args_delta": ' "b": 7}'},
             {"type": "tool_call", "call_id": "call_1", "args": {"a": 6, "b": 7}},
+            {"type": "step", "name": "turn", "status": "finished", "detail": {"turn": 1, "tool_calls": 1}},
             {"type": "step", "name": "node", "status": "finished", "detail": {"node": "agent"}},
             {"type": "step", "name": "node", "status": "started", "detail": {"node": "tools"}},
             {"type": "tool_result", "call_id": "call_1", "name": "multiply", "result": "42", "is_error": False},
             {"type": "step", "name": "node", "status": "finished", "detail": {"node": "tools"}},
             {"type": "step", "name": "node", "status": "started", "detail": {"node": "agent"}},
+            {"type": "step", "name": "turn", "status": "started", "detail": {"turn": 2}},
             {"type": "text.delta", "text": "6"},
             ...,
+            {"type": "step", "name": "turn", "status": "finished", "detail": {"turn": 2, "tool_calls": 0}},
             {"type": "step", "name": "node", "status": "finished", "detail": {"node": "agent"}},
             {"type": "done", "finish_reason": "stop"},
         ],
@@ -94,7 +98,7 @@ async def test_a_failing_tool_is_an_error_result_and_a_failing_model_one_termina
     t = Transcript()
     await tokenwire.generate(LangChain(Down(messages=iter([]))), "hi", observers=[t])
     assert_transcript(
-        t.events, ["start", {"type": "text.delta", "text": "Par"}, {"type": "error", "source": "provider"}]
+        t.events, ["start", "step", {"type": "text.delta", "text": "Par"}, {"type": "error", "source": "provider"}]
     )
     assert "the model's server went away" in t.events[-1].message
 
@@ -126,7 +130,7 @@ async def test_cancel_mid_run_cancels_the_frameworks_running_tool() -> None:
 async def test_a_bare_chat_model_streams_text_and_a_served_graph_reads_in_the_openai_sdk() -> None:
     t = Transcript()
     await tokenwire.generate(LangChain(StreamingFake(messages=iter(["Hello there."]))), "hi", observers=[t])
-    assert_transcript(t.events, ["start", "text.delta", ..., {"type": "done", "finish_reason": "stop"}])
+    assert_transcript(t.events, ["start", "step", "text.delta", ..., "step", {"type": "done", "finish_reason": "stop"}])
     assert t.text == "Hello there."
 
     app = create_app(providers={"calc": LangChain(build([call(), AIMessage("It is 42.")], [multiply]))}, api_keys=[KEY])

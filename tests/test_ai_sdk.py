@@ -252,3 +252,29 @@ def test_use_chat_in_chromium_resumes_after_a_reload_and_stops_the_run(page: Any
             time.sleep(0.02)
         terminal = run.handle.terminal
     assert isinstance(terminal, Done) and terminal.finish_reason == "cancelled"
+
+
+def test_use_chat_in_chromium_shows_a_langgraph_agents_tool_and_answer(page: Any, use_chat_js: bytes) -> None:
+    """A LangGraph agent (tokenwire.adapters) behind /api/chat: useChat renders the graph's tool
+    call with its result, then the answer, and sends nothing more: the answer is a step of its own
+    (the graph's model calls are turns, each turn after the first a finish-step / start-step), so
+    lastAssistantMessageIsCompleteWithToolCalls does not take the answered call for a new one."""
+    from langchain_core.messages import AIMessage
+    from lc_app import build, call, multiply
+
+    from tokenwire.adapters.langchain import LangChain
+
+    graph = build(iter([call(), AIMessage("6 times 7 is 42.")]), [multiply])
+    app = create_app(providers={"m": LangChain(graph)}, api_keys=[KEY], log=MemoryLog())
+    with serve(with_use_chat_page(app, use_chat_js)) as url:
+        open_chat(page, url, "chat-langgraph")
+        send(page, "What is 6 times 7?")
+        page.wait_for_function(
+            "document.querySelector('#messages').innerText.includes('is 42.')"
+            " && document.querySelector('#status').innerText === 'ready'"
+        )
+        tools = page.eval_on_selector_all(
+            ".tool", "els => els.map(e => [e.dataset.name, e.dataset.state, e.querySelector('.output').innerText])"
+        )
+        assert page.query_selector("#error") is None
+    assert tools == [["multiply", "output-available", '"42"']]

@@ -10,6 +10,7 @@ AI SDK / AG-UI endpoints, the web UI, transcripts::
 
 It reads ``astream_events(version="v2")``, the event stream every LangChain runnable has:
 
+- a model call → a ``step`` ``turn`` (started, then finished with its number of tool calls);
 - ``on_chat_model_stream`` → text (``str``), reasoning (content blocks of type ``reasoning`` /
   ``thinking``, or ``additional_kwargs["reasoning_content"]``) and streamed tool arguments
   (``tool_call.start`` / ``tool_call.delta``); ``on_chat_model_end`` → each complete
@@ -96,11 +97,15 @@ class Run:
         self.calls: dict[tuple[str, int], str] = {}  # (model run id, chunk index) → call id
         self.announced: set[str] = set()
         self.usage: tuple[int, int] | None = None
+        self.turn = 0
 
     def parts(self, event: dict[str, Any]) -> list[Part]:
         kind, data = event["event"], event.get("data", {})
         if kind == "on_chat_model_stream":
             return self.chunk(event["run_id"], data["chunk"])
+        if kind == "on_chat_model_start":
+            self.turn += 1
+            return [Step(name="turn", status="started", detail={"turn": self.turn})]
         if kind == "on_chat_model_end":
             return self.model_end(data.get("output"))
         if kind in ("on_tool_end", "on_tool_error"):
@@ -154,7 +159,8 @@ class Run:
         if usage:
             before = self.usage or (0, 0)
             self.usage = (before[0] + usage.get("input_tokens", 0), before[1] + usage.get("output_tokens", 0))
-        return out
+        calls = sum(isinstance(p, ToolCall) for p in out)
+        return [*out, Step(name="turn", status="finished", detail={"turn": self.turn, "tool_calls": calls})]
 
     def tool_end(self, event: dict[str, Any], data: dict[str, Any], failed: bool) -> list[Part]:
         name = str(event.get("name", ""))

@@ -8,6 +8,7 @@ tokenwire stream, served and resumed like any other::
 
 It reads ``Runner.run_streamed(...).stream_events()``:
 
+- each model response (``response.created`` … ``response.completed``) → a ``step`` ``turn``;
 - raw Responses events → text (``response.output_text.delta``), reasoning (reasoning text and
   summary deltas) and streamed tool arguments (a ``function_call`` item added →
   ``tool_call.start``; ``response.function_call_arguments.delta`` → ``tool_call.delta``);
@@ -80,6 +81,8 @@ class Run:
         self.items: dict[str, str] = {}  # output item id → call id
         self.names: dict[str, str] = {}  # call id → tool name
         self.usage: tuple[int, int] | None = None
+        self.turn = 0
+        self.turn_calls = 0
 
     def parts(self, event: Any) -> list[Part]:
         kind = event.type
@@ -101,6 +104,9 @@ class Run:
 
     def raw(self, data: Any) -> list[Part]:
         kind = data.type
+        if kind == "response.created":
+            self.turn, self.turn_calls = self.turn + 1, 0
+            return [Step(name="turn", status="started", detail={"turn": self.turn})]
         if kind == "response.output_text.delta":
             return [data.delta] if data.delta else []
         if kind in ("response.reasoning_text.delta", "response.reasoning_summary_text.delta"):
@@ -108,11 +114,14 @@ class Run:
         if kind == "response.output_item.added" and getattr(data.item, "type", "") == "function_call":
             item = data.item
             self.items[item.id or item.call_id] = item.call_id
+            self.turn_calls += 1
             return [ToolCallStart(call_id=item.call_id, name=item.name)]
         if kind == "response.function_call_arguments.delta":
             call_id = self.items.get(data.item_id)
             return [ToolCallDelta(call_id=call_id, args_delta=data.delta)] if call_id and data.delta else []
-        if kind == "response.completed" and data.response.usage is not None:
-            before, usage = self.usage or (0, 0), data.response.usage
-            self.usage = (before[0] + usage.input_tokens, before[1] + usage.output_tokens)
+        if kind == "response.completed":
+            if data.response.usage is not None:
+                before, usage = self.usage or (0, 0), data.response.usage
+                self.usage = (before[0] + usage.input_tokens, before[1] + usage.output_tokens)
+            return [Step(name="turn", status="finished", detail={"turn": self.turn, "tool_calls": self.turn_calls})]
         return []

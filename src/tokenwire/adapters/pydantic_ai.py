@@ -8,6 +8,8 @@ and resumed like any other::
 
 It reads ``agent.run_stream_events(...)``:
 
+- each model response → a ``step`` ``turn`` (started at its first part, finished before its calls
+  run or at the end);
 - ``PartStartEvent`` / ``PartDeltaEvent`` → text (``str``), reasoning (thinking parts) and
   streamed tool arguments (``tool_call.start`` / ``tool_call.delta``);
 - ``FunctionToolCallEvent`` → the complete ``tool_call``; ``FunctionToolResultEvent`` →
@@ -27,7 +29,7 @@ from typing import Any
 
 from tokenwire.core.provider import Part
 from tokenwire.core.request import Request
-from tokenwire.events import Done, ReasoningDelta, ToolCall, ToolCallDelta, ToolCallStart, ToolResult, Usage
+from tokenwire.events import Done, ReasoningDelta, Step, ToolCall, ToolCallDelta, ToolCallStart, ToolResult, Usage
 
 __all__ = ["PydanticAI", "history"]
 
@@ -73,12 +75,16 @@ class PydanticAI:
         async with self.agent.run_stream_events(prompt, message_history=past, **self.run_options) as events:
             async for event in events:
                 if isinstance(event, AgentRunResultEvent):
+                    for part in run.end_turn():
+                        yield part
                     usage = event.result.usage
                     usage = usage if hasattr(usage, "input_tokens") else usage()  # a method before Pydantic AI 2.7x
                     yield Usage(input_tokens=usage.input_tokens or 0, output_tokens=usage.output_tokens or 0)
                     continue
                 for part in run.parts(event):
                     yield part
+        for part in run.end_turn():
+            yield part
         yield Done(finish_reason="stop")
 
 
@@ -87,16 +93,31 @@ class Run:
 
     def __init__(self) -> None:
         self.calls: dict[int, str] = {}  # part index → call id, for the response being streamed
+        self.turn = 0
+        self.open = False  # a model response is streaming: its turn is open
+
+    def begin_turn(self) -> list[Part]:
+        if self.open:
+            return []
+        self.open, self.turn, self.calls = True, self.turn + 1, {}
+        return [Step(name="turn", status="started", detail={"turn": self.turn})]
+
+    def end_turn(self) -> list[Part]:
+        """The response streamed so far is complete (its calls are about to run, or the run ended)."""
+        if not self.open:
+            return []
+        self.open = False
+        return [Step(name="turn", status="finished", detail={"turn": self.turn, "tool_calls": len(self.calls)})]
 
     def parts(self, event: Any) -> list[Part]:
         kind = getattr(event, "event_kind", "")
         if kind == "part_start":
-            return self.start(event.index, event.part)
+            return [*self.begin_turn(), *self.start(event.index, event.part)]
         if kind == "part_delta":
-            return self.delta(event.index, event.delta)
+            return [*self.begin_turn(), *self.delta(event.index, event.delta)]
         if kind == "function_tool_call":
             p = event.part
-            return [ToolCall(call_id=p.tool_call_id, name=p.tool_name, args=p.args_as_dict())]
+            return [*self.end_turn(), ToolCall(call_id=p.tool_call_id, name=p.tool_name, args=p.args_as_dict())]
         if kind == "function_tool_result":
             p = event.part
             content = p.content if isinstance(p.content, str | int | float | bool | None) else p.model_response_str()

@@ -33,7 +33,7 @@ import msgspec
 from msgspec import Meta
 
 from tokenwire.core.request import Message, Request, ToolSpec
-from tokenwire.events import Done, Error, Start, ToolCall, ToolResult
+from tokenwire.events import Done, Error, Start, Step, ToolCall, ToolResult
 from tokenwire.wire.encoder import StreamEncoder
 
 __all__ = ["HEADERS", "ChatUIBody", "UIMessageStream", "message_id", "ui_request"]
@@ -117,6 +117,7 @@ class UIMessageStream(StreamEncoder):
         self._n = 0
         self._open: tuple[str, str] | None = None  # (text | reasoning, part id)
         self._names: dict[str, str] = {}  # call id -> tool name
+        self._turns = 0  # model turns started (``step`` ``turn``)
 
     def _chunk(self, **fields: Any) -> bytes:
         return b"data: " + _encode(fields) + b"\n\n"
@@ -151,6 +152,18 @@ class UIMessageStream(StreamEncoder):
             text = result.result if isinstance(result.result, str) else _encode(result.result).decode()
             return [self._chunk(type="tool-output-error", toolCallId=result.call_id, errorText=text)]
         return [self._chunk(type="tool-output-available", toolCallId=result.call_id, output=result.result)]
+
+    def step(self, step: Step) -> list[bytes]:
+        """A model turn after the first is a step of its own (``finish-step``, ``start-step``), as
+        in the AI SDK's own multi-step streams: useChat's ``lastAssistantMessageIsCompleteWithToolCalls``
+        reads the last step only, and a server tool's call and the answer after it in one step
+        would make the page send the conversation again."""
+        if step.name != "turn" or step.status != "started":
+            return []
+        self._turns += 1
+        if self._turns == 1:
+            return []  # its start-step went out with start
+        return [*self._close(), self._chunk(type="finish-step"), self._chunk(type="start-step")]
 
     def done(self, event: Done) -> list[bytes]:
         reason = _FINISH.get(event.finish_reason, "other")
