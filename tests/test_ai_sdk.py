@@ -260,8 +260,8 @@ def test_use_chat_in_chromium_shows_a_langgraph_agents_tool_and_answer(page: Any
     (the graph's model calls are turns, each turn after the first a finish-step / start-step), so
     lastAssistantMessageIsCompleteWithToolCalls does not take the answered call for a new one."""
     from langchain_core.messages import AIMessage
-    from lc_app import build, call, multiply
 
+    from lc_app import build, call, multiply
     from tokenwire.adapters.langchain import LangChain
 
     graph = build(iter([call(), AIMessage("6 times 7 is 42.")]), [multiply])
