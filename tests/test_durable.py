@@ -135,6 +135,22 @@ async def test_an_approval_that_never_comes_is_a_denial_after_the_timeout() -> N
     await service.shutdown(1.0)
 
 
+async def test_an_answer_after_the_approval_expired_is_refused_before_the_run_is_carried_on() -> None:
+    ran: list[str] = []
+    service = make_service(ran, approval_timeout_s=0.2)
+    service.durable.poll_s = 3600.0  # no supervisor round comes: the run stays suspended, expired
+    owner = service.authenticate(KEYS[0])
+    run = await service.start(RunBody(prompt="pay", tools=["wire_money"]), owner=owner)
+    with pytest.raises(RunSuspended):
+        await run.handle.wait()
+    asked = next(e for e in await service.history(run.stream_id) if e.type == "step" and e.name == "approval")
+    await asyncio.sleep(max(0.0, asked.detail["expires"] - time.time()) + 0.05)  # type: ignore[union-attr]
+    with pytest.raises(Conflict, match="expired: it counts as denied"):
+        await service.approve(run.stream_id, owner, "c1", True)
+    assert ran == []  # the late yes did not wire the money
+    await service.shutdown(1.0)
+
+
 async def test_a_suspended_run_is_cancelled_with_one_terminal() -> None:
     service = make_service([])
     owner = service.authenticate(KEYS[0])

@@ -209,8 +209,9 @@ class Durable:
         """Answer a call's approval (the run's owner only) and resume the run here.
 
         :class:`StreamNotFound` for an unknown run or a call that asked for no approval,
-        :class:`Forbidden` for another API key, :class:`Conflict` for a call already answered (or
-        a run that did not suspend within ``wait_s``: it is still finishing its turn)."""
+        :class:`Forbidden` for another API key, :class:`Conflict` for a call already answered, or
+        whose approval expired (a denial, even before the supervisor carries the run on), or a run
+        that did not suspend within ``wait_s`` (it is still finishing its turn)."""
         record = await self.load(stream_id)
         if record is None:
             raise StreamNotFound(f"no durable run {stream_id!r} (unknown, or expired)")
@@ -225,6 +226,9 @@ class Durable:
                 raise StreamNotFound(f"run {stream_id!r} has no call {call_id!r} waiting for approval")
             if approval["approved"] is not None or state.finished:
                 raise Conflict(f"the call {call_id!r} of run {stream_id!r} was already answered")
+            expires = approval.get("expires")
+            if isinstance(expires, int | float) and expires <= time.time():  # a denial, whoever claims first
+                raise Conflict(f"the approval of call {call_id!r} of run {stream_id!r} expired: it counts as denied")
             if await self.service.log.ownership.claim(stream_id, token, suspended_only=True):
                 break
             if asyncio.get_running_loop().time() >= deadline:
