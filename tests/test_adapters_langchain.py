@@ -161,3 +161,103 @@ def test_tokenwire_serve_agent_serves_a_graph_by_import_path_to_the_openai_sdk()
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert b"Traceback" not in err
+
+
+async def test_a_frameworks_agent_is_never_wrapped_by_tokenwires_loop_nor_carried_on_by_another_node() -> None:
+    """It runs its own tools: the agent loop would run each call a second time, and a node that
+    takes the run over from the log cannot rebuild the framework's state."""
+    import pytest
+
+    from tokenwire.errors import InvalidRequest, RunSuspended
+    from tokenwire.server import RunBody, RunService
+
+    provider = LangChain(build(iter([call(), AIMessage("42.")]), [multiply]))
+    with pytest.raises(ValueError, match="runs its own tools"):
+        tokenwire.generate(provider, "6 * 7?", tools=[lambda: None])
+    service = RunService(providers={"g": provider}, tools=[tokenwire.tool(lambda: 1, name="one")], api_keys=[KEY])
+    owner = service.authenticate(KEY)
+    with pytest.raises(InvalidRequest, match="runs its own tools"):
+        await service.start(RunBody(prompt="hi", tools=["one"]), owner=owner)
+
+    gate, began = asyncio.Event(), asyncio.Event()
+
+    @tool
+    async def slow(a: int, b: int) -> int:
+        """Waits for the gate."""
+        began.set()
+        await gate.wait()
+        return a * b
+
+    service = RunService(providers={"g": LangChain(build(iter([call(name="slow"), AIMessage("42.")]), [slow]))})
+    run = await service.start(RunBody(prompt="6 * 7?"), owner="")
+    await asyncio.wait_for(began.wait(), 30)  # the graph runs the call: it is in the log
+    run.handle.suspend("its node stopped", until=0.0)  # as a node that died: due for another
+    with pytest.raises(RunSuspended):
+        await run.handle.wait()
+    token = service.durable.token()
+    assert await service.log.ownership.claim(run.stream_id, token, suspended_only=True)
+    await service.durable.carry_on(run.stream_id, token)
+    events = await service.history(run.stream_id)
+    assert events[-1].type == "error" and events[-1].code == "not_resumable"
+    assert sum(e.type in ("done", "error") for e in events) == 1
+    await service.shutdown(1.0)
+
+
+async def test_leaving_the_stream_early_stops_the_graph_at_once_and_parallel_calls_stay_apart() -> None:
+    import contextlib
+
+    from tokenwire.core.request import as_request
+    from tokenwire.events import ToolCall
+
+    began, cancelled = asyncio.Event(), asyncio.Event()
+
+    @tool
+    async def slow(a: int, b: int) -> int:
+        """Takes forever."""
+        began.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return 0
+
+    provider = LangChain(build(iter([call(name="slow")]), [slow]))
+    async with contextlib.aclosing(provider.stream(as_request("go"))) as parts:
+        async for part in parts:
+            if isinstance(part, ToolCall):
+                await asyncio.wait_for(began.wait(), 30)
+                break
+    assert cancelled.is_set()  # by the close itself, not by a garbage collection later
+
+    class Unnumbered(StreamingFake):  # calls named by id only, as some models stream them
+        def _stream(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            for cid, first, rest in (("x", '{"a": 1,', ' "b": 2}'), ("y", '{"a": 3,', ' "b": 4}')):
+                start = {"name": "multiply", "args": first, "id": cid, "index": None}
+                yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[start]))
+                more = {"name": None, "args": rest, "id": None, "index": None}
+                yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[more]))
+
+    t = Transcript()
+    await tokenwire.generate(LangChain(Unnumbered(messages=iter([]))), "two calls", observers=[t])
+    args: dict[str, str] = {}
+    for e in t.events:
+        if e.type == "tool_call.delta":
+            args[e.call_id] = args.get(e.call_id, "") + e.args_delta
+    assert args == {"x": '{"a": 1, "b": 2}', "y": '{"a": 3, "b": 4}'}
+
+
+def test_adapt_serves_agents_and_graphs_not_their_pieces() -> None:
+    import pytest
+    from langchain_core.messages import HumanMessage
+    from langchain_core.prompts import ChatPromptTemplate
+    from langgraph.graph import MessagesState, StateGraph
+
+    from tokenwire.adapters import adapt
+
+    assert isinstance(adapt(build(iter([]), [multiply])), LangChain)
+    assert isinstance(adapt(StreamingFake(messages=iter([]))), LangChain)
+    for piece in (multiply, HumanMessage("hi"), ChatPromptTemplate.from_messages([("user", "{q}")])):
+        assert adapt(piece) is None, piece
+    with pytest.raises(ValueError, match=r"compile\(\)"):
+        adapt(StateGraph(MessagesState))

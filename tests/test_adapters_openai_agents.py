@@ -132,3 +132,14 @@ async def test_a_served_agent_reads_in_the_openai_sdk() -> None:
         text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
         await client.close()
     assert text == "It is 42."
+
+
+async def test_arguments_that_are_not_json_go_on_as_the_sdk_goes_on() -> None:
+    model = ScriptedModel(
+        [[function_call("multiply", '{"a": 6', call_id="call_1")], [assistant_message("Those were not numbers.")]]
+    )
+    t = Transcript()
+    await tokenwire.generate(OpenAIAgents(Agent(name="calc", model=model, tools=[multiply])), "6 * 7?", observers=[t])
+    called = next(e for e in t.events if e.type == "tool_call")
+    assert called.args == {"arguments": '{"a": 6'}
+    assert t.events[-1].type == "done" and t.text == "Those were not numbers."

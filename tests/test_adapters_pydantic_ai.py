@@ -154,3 +154,24 @@ def test_serve_agent_adapts_a_pydantic_ai_agent_and_a_langgraph_graph() -> None:
     assert isinstance(adapt(agent(multiply)), PydanticAI)
     assert isinstance(adapt(graph), LangChain)
     assert adapt(multiply) is None
+
+
+async def test_a_structured_answer_is_a_call_with_its_result_and_history_without_a_last_prompt() -> None:
+    from pydantic import BaseModel
+
+    class City(BaseModel):
+        name: str
+
+    async def answer(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+        yield {0: DeltaToolCall(name=info.output_tools[0].name, json_args='{"name": "Paris"}', tool_call_id="out_1")}
+
+    t = Transcript()
+    a: Agent[None, City] = Agent(FunctionModel(stream_function=answer), output_type=City)
+    await tokenwire.generate(PydanticAI(a), "The capital of France?", observers=[t])
+    call = next(e for e in t.events if e.type == "tool_call")
+    result = next(e for e in t.events if e.type == "tool_result")
+    assert call.args == {"name": "Paris"} and result.call_id == call.call_id == "out_1" and not result.is_error
+    assert t.events[-1].type == "done"
+
+    prompt, past = history(Request([Message("user", "6 * 7?"), Message("tool", "42", tool_call_id="c1", name="m")]))
+    assert prompt is None and [[p.part_kind for p in m.parts] for m in past] == [["user-prompt"], ["tool-return"]]

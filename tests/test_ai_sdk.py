@@ -278,3 +278,25 @@ def test_use_chat_in_chromium_shows_a_langgraph_agents_tool_and_answer(page: Any
         )
         assert page.query_selector("#error") is None
     assert tools == [["multiply", "output-available", '"42"']]
+
+
+def test_each_model_turn_after_the_first_is_a_step_of_its_own_a_restarted_one_is_not() -> None:
+    from tokenwire.events import Start, Step, TextDelta
+
+    env = {"stream_id": "s", "ts": 0.0}
+    enc = UIMessageStream("m1")
+    frames = [
+        *enc.feed(Start(model="m", seq=0, **env)),
+        *enc.feed(Step(name="turn", status="started", detail={"turn": 1}, seq=1, **env)),
+        *enc.feed(TextDelta(text="a", seq=2, **env)),
+        *enc.feed(Step(name="turn", status="finished", detail={"turn": 1}, seq=3, **env)),
+        *enc.feed(Step(name="turn", status="started", detail={"turn": 2}, seq=4, **env)),
+        *enc.feed(Step(name="turn", status="started", detail={"turn": 2, "restarted": True}, seq=5, **env)),
+        *enc.feed(TextDelta(text="b", seq=6, **env)),
+        *enc.feed(Done(finish_reason="stop", seq=7, **env)),
+    ]
+    kinds = [json.loads(f[6:])["type"] for f in frames if f.startswith(b"data: {")]
+    assert kinds == [
+        "start", "start-step", "text-start", "text-delta", "text-end", "finish-step", "start-step",
+        "text-start", "text-delta", "text-end", "finish-step", "finish",
+    ]  # fmt: skip

@@ -23,10 +23,17 @@ _LANGCHAIN = ("langchain_core.", "langgraph.")
 
 
 def adapt(obj: Any) -> Provider | None:
-    """The provider that streams a framework's agent, graph or model (None for anything else):
-    what ``tokenwire serve --agent package.module:attribute`` serves."""
-    modules = [c.__module__ for c in type(obj).__mro__]
+    """The provider that streams a framework's agent, graph or model (None for anything else,
+    a framework's tool or message too): what ``tokenwire serve --agent package.module:attribute``
+    serves. An uncompiled LangGraph ``StateGraph`` is a ValueError that says to compile it."""
+    classes = type(obj).__mro__
+    modules = [c.__module__ for c in classes]
     if any(m.startswith(_LANGCHAIN) for m in modules):
+        if type(obj).__name__ == "StateGraph":
+            raise ValueError("a StateGraph runs once compiled: serve graph.compile()")
+        names = {c.__name__ for c in classes}
+        if not hasattr(obj, "astream_events") or names & {"BaseTool", "BaseMessage", "BasePromptTemplate"}:
+            return None  # a tool, a message, a prompt: pieces of an agent, not one
         from tokenwire.adapters.langchain import LangChain
 
         return LangChain(obj)

@@ -25,7 +25,9 @@ failure in it ends the stream with one ``error`` (source ``provider``) naming th
 
 from __future__ import annotations
 
+import contextlib
 import json
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -65,6 +67,9 @@ class LangChain:
     """
 
     continues_prefix = False
+    runs_own_tools = True
+    """The graph runs its tools: tokenwire's agent loop must not run them again (nor carry the
+    run on from its log on another node)."""
 
     def __init__(
         self,
@@ -80,11 +85,21 @@ class LangChain:
         self.input = input or ((lambda r: {"messages": messages_in(r)}) if graph else messages_in)
         self.config = config or {}
 
+    def run_config(self) -> dict[str, Any]:
+        """The config of one run: a graph with a checkpointer gets a thread of its own per run
+        unless ``config`` names one (``{"configurable": {"thread_id": …}}``)."""
+        configurable = self.config.get("configurable", {})
+        if getattr(self.runnable, "checkpointer", None) is None or "thread_id" in configurable:
+            return self.config
+        return {**self.config, "configurable": {**configurable, "thread_id": uuid.uuid4().hex}}
+
     async def stream(self, request: Request) -> AsyncIterator[Part]:
         state = Run()
-        async for event in self.runnable.astream_events(self.input(request), config=self.config, version="v2"):
-            for part in state.parts(event):
-                yield part
+        events = self.runnable.astream_events(self.input(request), config=self.run_config(), version="v2")
+        async with contextlib.aclosing(events):  # leaving early stops the graph now, not at a GC
+            async for event in events:
+                for part in state.parts(event):
+                    yield part
         if state.usage is not None:
             yield Usage(input_tokens=state.usage[0], output_tokens=state.usage[1])
         yield Done(finish_reason="stop")
@@ -94,10 +109,13 @@ class Run:
     """What one run's event mapping remembers: streamed calls by (model run, index), usage."""
 
     def __init__(self) -> None:
-        self.calls: dict[tuple[str, int], str] = {}  # (model run id, chunk index) → call id
+        self.calls: dict[tuple[str, int | str], str] = {}  # (model run id, chunk index or id) → call id
+        self.last: dict[str, str] = {}  # model run id → the call its chunks without index or id continue
         self.announced: set[str] = set()
+        self.called: set[str] = set()  # calls streamed complete: the results that may follow
         self.usage: tuple[int, int] | None = None
         self.turn = 0
+        self.turns: dict[str, int] = {}  # model run id → its turn (model runs may overlap)
 
     def parts(self, event: dict[str, Any]) -> list[Part]:
         kind, data = event["event"], event.get("data", {})
@@ -105,9 +123,10 @@ class Run:
             return self.chunk(event["run_id"], data["chunk"])
         if kind == "on_chat_model_start":
             self.turn += 1
+            self.turns[event["run_id"]] = self.turn
             return [Step(name="turn", status="started", detail={"turn": self.turn})]
         if kind == "on_chat_model_end":
-            return self.model_end(data.get("output"))
+            return self.model_end(data.get("output"), self.turns.pop(event["run_id"], self.turn))
         if kind in ("on_tool_end", "on_tool_error"):
             return self.tool_end(event, data, kind == "on_tool_error")
         node = event.get("metadata", {}).get("langgraph_node")
@@ -137,17 +156,18 @@ class Run:
         if reasoning:
             out.append(ReasoningDelta(text=reasoning))
         for piece in getattr(chunk, "tool_call_chunks", None) or []:
-            key = (run_id, piece.get("index") or 0)
-            call_id = self.calls.get(key)
+            index = piece.get("index")  # some models number a turn's calls, others only name them
+            key: tuple[str, int | str] = (run_id, index if index is not None else piece.get("id") or "")
+            call_id = self.calls.get(key) or (self.last.get(run_id) if key[1] == "" else None)
             if call_id is None and piece.get("id"):
-                call_id = self.calls[key] = piece["id"]
+                call_id = self.calls[key] = self.last[run_id] = piece["id"]
                 self.announced.add(call_id)
                 out.append(ToolCallStart(call_id=call_id, name=piece.get("name") or ""))
             if call_id is not None and piece.get("args"):
                 out.append(ToolCallDelta(call_id=call_id, args_delta=piece["args"]))
         return out
 
-    def model_end(self, message: Any) -> list[Part]:
+    def model_end(self, message: Any, turn: int) -> list[Part]:
         out: list[Part] = []
         for call in getattr(message, "tool_calls", None) or []:
             call_id = call.get("id") or ""
@@ -155,19 +175,21 @@ class Run:
                 out.append(ToolCallStart(call_id=call_id, name=call["name"]))
                 out.append(ToolCallDelta(call_id=call_id, args_delta=json.dumps(call.get("args", {}))))
             out.append(ToolCall(call_id=call_id, name=call["name"], args=dict(call.get("args", {}))))
+            self.called.add(call_id)
         usage = getattr(message, "usage_metadata", None)
         if usage:
             before = self.usage or (0, 0)
             self.usage = (before[0] + usage.get("input_tokens", 0), before[1] + usage.get("output_tokens", 0))
         calls = sum(isinstance(p, ToolCall) for p in out)
-        return [*out, Step(name="turn", status="finished", detail={"turn": self.turn, "tool_calls": calls})]
+        return [*out, Step(name="turn", status="finished", detail={"turn": turn, "tool_calls": calls})]
 
     def tool_end(self, event: dict[str, Any], data: dict[str, Any], failed: bool) -> list[Part]:
         name = str(event.get("name", ""))
         output = data.get("error") if failed else data.get("output")
-        call_id = data.get("tool_call_id") or getattr(output, "tool_call_id", None) or _call_id(data.get("input"))
-        if call_id is None:
-            return []  # a tool run outside a model's call (the graph's own business)
+        output = _tool_message(output) or output
+        call_id = data.get("tool_call_id") or getattr(output, "tool_call_id", None)
+        if call_id not in self.called:
+            return []  # a tool run outside a model's streamed call (the graph's own business)
         if failed:
             return [ToolResult(call_id=call_id, name=name, result=f"{type(output).__name__}: {output}", is_error=True)]
         result = getattr(output, "content", output)
@@ -175,12 +197,15 @@ class Run:
         return [ToolResult(call_id=call_id, name=name, result=_jsonable(result), is_error=error)]
 
 
-def _call_id(tool_input: Any) -> str | None:
-    """The call id LangChain gives a tool run (``ToolNode`` passes the whole call)."""
-    if isinstance(tool_input, dict):
-        found = tool_input.get("tool_call_id") or tool_input.get("id")
-        return str(found) if found else None
-    return None
+def _tool_message(output: Any) -> Any:
+    """The ``ToolMessage`` a tool's output carries: itself, or inside a LangGraph ``Command``'s
+    update, or in a list of outputs; None when it carries none."""
+    update = getattr(output, "update", None)
+    found = update.get("messages") if isinstance(update, dict) else output if isinstance(output, list) else None
+    for item in found or []:
+        if getattr(item, "tool_call_id", None):
+            return item
+    return output if getattr(output, "tool_call_id", None) else None
 
 
 def _jsonable(value: Any) -> Any:

@@ -23,6 +23,8 @@ limit, a reader gone) cancels the SDK's run; a failure in it ends the stream wit
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -31,7 +33,10 @@ from tokenwire.core.provider import Part
 from tokenwire.core.request import Message, Request
 from tokenwire.events import Done, ReasoningDelta, Step, ToolCall, ToolCallDelta, ToolCallStart, ToolResult, Usage
 
-__all__ = ["OpenAIAgents", "input_items"]
+__all__ = ["CANCEL_WAIT_S", "OpenAIAgents", "input_items"]
+
+CANCEL_WAIT_S = 5.0
+"""How long a stream that ends early waits for the SDK's cancelled run task to finish."""
 
 
 def input_items(request: Request) -> list[dict[str, Any]]:
@@ -53,6 +58,10 @@ class OpenAIAgents:
     """An Agents SDK ``Agent``, streamed as tokenwire events. ``run_options`` go to every
     ``Runner.run_streamed`` (``context``, ``max_turns``, ``run_config``…)."""
 
+    runs_own_tools = True
+    """The agent runs its tools: tokenwire's agent loop must not run them again (nor carry the
+    run on from its log on another node)."""
+
     def __init__(self, agent: Any, *, model: str | None = None, **run_options: Any):
         self.agent = agent
         self.model = model or str(getattr(agent, "name", None) or "openai-agents")
@@ -63,12 +72,20 @@ class OpenAIAgents:
 
         result = Runner.run_streamed(self.agent, input=input_items(request), **self.run_options)  # type: ignore[arg-type]
         run = Run()
+        events: Any = result.stream_events()  # an async generator (typed as an iterator)
         try:
-            async for event in result.stream_events():
-                for part in run.parts(event):
-                    yield part
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    for part in run.parts(event):
+                        yield part
         finally:
-            result.cancel()  # a no-op after the end; otherwise the SDK's run task stops now
+            result.cancel()  # a no-op after the end; otherwise the SDK's run task stops: wait for it
+            task = result.run_loop_task
+            if task is not None and not task.done():
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(asyncio.shield(task), CANCEL_WAIT_S)
+        if result.run_loop_exception is not None:  # a failure the event stream did not raise
+            raise result.run_loop_exception
         if run.usage is not None:
             yield Usage(input_tokens=run.usage[0], output_tokens=run.usage[1])
         yield Done(finish_reason="stop")
@@ -92,14 +109,18 @@ class Run:
             return [Step(name="agent", status="started", detail={"agent": event.new_agent.name})]
         if kind == "run_item_stream_event":
             raw = event.item.raw_item
-            if event.name == "tool_called" and getattr(raw, "type", "") == "function_call":
+            if event.name in ("tool_called", "handoff_requested") and getattr(raw, "type", "") == "function_call":
                 self.names[raw.call_id] = raw.name
-                return [ToolCall(call_id=raw.call_id, name=raw.name, args=json.loads(raw.arguments or "{}"))]
-            if event.name == "tool_output":
+                return [ToolCall(call_id=raw.call_id, name=raw.name, args=_args(raw.arguments))]
+            if event.name in ("tool_output", "handoff_occured"):
                 call_id = raw.get("call_id", "") if isinstance(raw, dict) else getattr(raw, "call_id", "")
-                output = event.item.output
+                if call_id not in self.names:
+                    return []  # the output of a call type this adapter does not stream (hosted tools)
+                output = getattr(event.item, "output", None)
+                if output is None and isinstance(raw, dict):
+                    output = raw.get("output")
                 result = output if isinstance(output, str | int | float | bool | None | list | dict) else str(output)
-                return [ToolResult(call_id=call_id, name=self.names.get(call_id, ""), result=result)]
+                return [ToolResult(call_id=call_id, name=self.names[call_id], result=result)]
         return []
 
     def raw(self, data: Any) -> list[Part]:
@@ -125,3 +146,13 @@ class Run:
                 self.usage = (before[0] + usage.input_tokens, before[1] + usage.output_tokens)
             return [Step(name="turn", status="finished", detail={"turn": self.turn, "tool_calls": self.turn_calls})]
         return []
+
+
+def _args(raw: str | None) -> dict[str, Any]:
+    """A call's arguments: the SDK tells the model when they are not a JSON object and goes on,
+    so the stream goes on too, with the text kept under ``arguments``."""
+    try:
+        args = json.loads(raw or "{}")
+    except ValueError:
+        return {"arguments": raw}
+    return args if isinstance(args, dict) else {"arguments": raw}

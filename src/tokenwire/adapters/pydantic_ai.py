@@ -34,13 +34,13 @@ from tokenwire.events import Done, ReasoningDelta, Step, ToolCall, ToolCallDelta
 __all__ = ["PydanticAI", "history"]
 
 
-def history(request: Request) -> tuple[str, list[Any]]:
-    """A request as Pydantic AI takes it: the last user message, and the messages before it."""
+def history(request: Request) -> tuple[str | None, list[Any]]:
+    """A request as Pydantic AI takes it: a conversation that ends with a user message is that
+    prompt and the messages before it; any other (a tool result last…) is all history, no prompt."""
     from pydantic_ai import messages as pm
 
     msgs = list(request.messages)
-    last = max((i for i, m in enumerate(msgs) if m.role == "user"), default=None)
-    prompt = msgs.pop(last).content if last is not None else ""
+    prompt = msgs.pop().content if msgs and msgs[-1].role == "user" else None
     out: list[Any] = []
     for m in msgs:
         if m.role == "system":
@@ -61,6 +61,10 @@ def history(request: Request) -> tuple[str, list[Any]]:
 class PydanticAI:
     """A ``pydantic_ai.Agent``, streamed as tokenwire events. ``run_options`` go to every run
     (``deps``, ``model_settings``, ``usage_limits``…); ``model`` names the stream's model."""
+
+    runs_own_tools = True
+    """The agent runs its tools: tokenwire's agent loop must not run them again (nor carry the
+    run on from its log on another node)."""
 
     def __init__(self, agent: Any, *, model: str | None = None, **run_options: Any):
         self.agent = agent
@@ -115,15 +119,15 @@ class Run:
             return [*self.begin_turn(), *self.start(event.index, event.part)]
         if kind == "part_delta":
             return [*self.begin_turn(), *self.delta(event.index, event.delta)]
-        if kind == "function_tool_call":
+        if kind in ("function_tool_call", "output_tool_call"):  # output tools: the structured answer
             p = event.part
             return [*self.end_turn(), ToolCall(call_id=p.tool_call_id, name=p.tool_name, args=p.args_as_dict())]
-        if kind == "function_tool_result":
-            p = event.part
+        if kind in ("function_tool_result", "output_tool_result"):
+            p = getattr(event, "part", None) or event.result  # ``.result`` before Pydantic AI 2.x's ``.part``
             content = p.content if isinstance(p.content, str | int | float | bool | None) else p.model_response_str()
-            return [
-                ToolResult(call_id=p.tool_call_id, name=p.tool_name, result=content, is_error=p.outcome != "success")
-            ]
+            outcome = getattr(p, "outcome", None)
+            failed = outcome != "success" if outcome is not None else p.part_kind == "retry-prompt"
+            return [ToolResult(call_id=p.tool_call_id, name=p.tool_name or "", result=content, is_error=failed)]
         return []
 
     def start(self, index: int, part: Any) -> list[Part]:

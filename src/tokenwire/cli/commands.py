@@ -355,6 +355,8 @@ def serve(
     if agent is not None:  # another framework's agent: the default provider, adapted (tokenwire.adapters)
         if ":" not in agent:
             raise typer.BadParameter(f"--agent takes package.module:attribute, got {agent!r}")
+        if provider != "llama":
+            raise typer.BadParameter("--agent and --provider both name the default provider: give one")
         provider = agent
     if ":" in provider:  # package.module:attribute, imported in each server process
         providers[provider] = functools.partial(process.import_provider, provider)

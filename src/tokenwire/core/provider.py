@@ -76,8 +76,10 @@ class Provider(Protocol):
     Optional class attributes a server reads with ``getattr``: ``chooses_model`` (default True:
     a request's ``model`` picks the backend's model, as the cloud APIs do; a provider of one fixed
     model sets it False, and the native API refuses a run that names another model with
-    ``model_not_found``) and ``continues_prefix`` (a trailing assistant message is continued, not
-    answered).
+    ``model_not_found``), ``continues_prefix`` (a trailing assistant message is continued, not
+    answered) and ``runs_own_tools`` (another framework's agent, :mod:`tokenwire.adapters`: the
+    tool calls it streams are its own, so tokenwire's agent loop cannot wrap it, and another node
+    cannot carry its run on from the log).
     """
 
     model: str

@@ -21,7 +21,7 @@ from tokenwire.errors import InvalidRequest, ModelNotFound
 from tokenwire.server.schema import RunBody, ServerConfig
 from tokenwire.tools import Toolset
 
-__all__ = ["check_model", "max_tokens", "request_for", "run_limits"]
+__all__ = ["check_model", "check_tools", "max_tokens", "request_for", "run_limits"]
 
 
 def max_tokens(cfg: ServerConfig, asked: int | None) -> int | None:
@@ -69,6 +69,13 @@ def request_for(body: RunBody, tools: Toolset) -> Request:
         seed=body.seed,
         model=body.model,
     )
+
+
+def check_tools(name: str, provider: Provider, tools: list[str]) -> None:
+    """Server tools join a run through tokenwire's agent loop, which cannot wrap another
+    framework's agent (it runs its own tools): :class:`InvalidRequest`."""
+    if tools and getattr(provider, "runs_own_tools", False):
+        raise InvalidRequest(f"provider {name!r} is an agent that runs its own tools; server tools cannot join it")
 
 
 def check_model(asked: str | None, name: str, provider: Provider, names: Iterable[str]) -> None:

@@ -50,6 +50,11 @@ __all__ = ["Durable", "DurableHost", "RunRecord"]
 logger = logging.getLogger("tokenwire")
 
 
+def own_tools(provider: object) -> bool:
+    """Another framework's agent (``runs_own_tools``): its run cannot be carried on from the log."""
+    return bool(getattr(provider, "runs_own_tools", False))
+
+
 class RunRecord(msgspec.Struct, frozen=True, kw_only=True):
     """What a run is, as the log keeps it (everything but its events)."""
 
@@ -154,6 +159,9 @@ class Durable:
             return None
         if record is None or not events or events[0].seq != 0:
             await self._end(stream_id, token, "the run's definition or the start of its log is gone")
+            return None
+        if record.provider in service.providers and own_tools(service.providers.get(record.provider)):
+            await self._end(stream_id, token, "another framework's agent runs it: only its own node could go on")
             return None
         state = fold(events)
         now = time.time()
@@ -273,7 +281,10 @@ class Durable:
         """Shutdown with a shared log: suspend every live durable run, due at once, for the other
         nodes to carry on (when another node's supervisor was seen lately); returns how many were
         handed over."""
-        handles = [r.handle for r in self.service.runs.running if r.handle.options.lease_token is not None]
+        runs = self.service.runs.running
+        handles = [
+            r.handle for r in runs if r.handle.options.lease_token is not None and not own_tools(r.handle.provider)
+        ]
         ownership = self.service.log.ownership
         peers = await ownership.present(self.node, time.time(), 4 * self.poll_s, kind=self.kind) if handles else 0
         with contextlib.suppress(Exception):

@@ -55,7 +55,8 @@ def import_provider(spec: str) -> Provider:
     value = import_object(spec)
     if not isinstance(value, type) and (adapted := adapt(value)) is not None:
         return adapted
-    provider: Provider = value() if isinstance(value, type) or not isinstance(value, Provider) else value
+    made = value() if isinstance(value, type) or not isinstance(value, Provider) else value
+    provider: Provider = made if isinstance(made, Provider) else adapt(made) or made  # a factory of a graph…
     return provider
 
 

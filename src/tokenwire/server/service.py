@@ -50,7 +50,7 @@ from tokenwire.errors import (
 )
 from tokenwire.events import Error, Event
 from tokenwire.log import EventLog, StreamInfo, configured_log_url, log_from_url
-from tokenwire.server.admission import check_model, max_tokens, request_for, run_limits
+from tokenwire.server.admission import check_model, check_tools, max_tokens, request_for, run_limits
 from tokenwire.server.durable import Durable, RunRecord
 from tokenwire.server.providers import Providers
 from tokenwire.server.runs import Run, Runs
@@ -255,6 +255,7 @@ class RunService:
         name = provider or body.provider or self.providers.default
         model = self.providers.get(name)
         check_model(body.model, name, model, self.providers)
+        check_tools(name, model, body.tools)
         tools = [t for t in self.tools if t.name in body.tools]
         self.log.listen_cancels(self._remote_cancel)  # this node produces runs: hear cancels for them
         self.durable.supervise()

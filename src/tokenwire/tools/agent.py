@@ -72,6 +72,11 @@ class Agent:
         tools: Toolset | Iterable[Tool | Callable[..., Any]],
         options: ToolOptions | None = None,
     ):
+        if getattr(provider, "runs_own_tools", False):
+            raise ValueError(
+                f"{provider.model!r} runs its own tools (another framework's agent): tokenwire's agent loop "
+                "would run its calls a second time; give it its tools in its own framework"
+            )
         self.provider = provider
         self.tools = tools if isinstance(tools, Toolset) else Toolset(tools)
         self.model = provider.model

@@ -158,8 +158,9 @@ class UIMessageStream(StreamEncoder):
         in the AI SDK's own multi-step streams: useChat's ``lastAssistantMessageIsCompleteWithToolCalls``
         reads the last step only, and a server tool's call and the answer after it in one step
         would make the page send the conversation again."""
-        if step.name != "turn" or step.status != "started":
-            return []
+        restarted = isinstance(step.detail, dict) and step.detail.get("restarted")
+        if step.name != "turn" or step.status != "started" or restarted:
+            return []  # a turn asked again continues its step (the AI SDK cannot take text back)
         self._turns += 1
         if self._turns == 1:
             return []  # its start-step went out with start
