@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,48 @@ def test_the_command_line_block_runs_as_written(tmp_path: Path) -> None:
     assert re.search(r'calculator\(\{"expression": "12 ?\* ?7"\}\) = 84\.0', done.stdout)  # the tool demo's sum
     assert '"title":' in done.stdout and "ttft" in done.stdout  # the schema, the stats
     assert (tmp_path / "run.jsonl").is_file()
+
+
+SERVE_LINES = [
+    line.split("  #")[0].strip()
+    for block in re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    for line in block.splitlines()
+    if line.startswith("tokenwire serve ")
+]
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(600)
+def test_every_serve_command_of_the_readme_starts_as_written(tmp_path: Path) -> None:
+    """Each ``tokenwire serve …`` line of the README starts a server that becomes ready, on a free
+    port (its own Redis for the Redis line), and stops cleanly on SIGTERM."""
+    from wire import start_redis, wait_http
+
+    assert len(SERVE_LINES) >= 5, SERVE_LINES
+    redis_port = free_port()
+    redis = start_redis(redis_port, str(tmp_path))
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),  # a generated API key is written under it
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "SCRAPE_TOKEN": "scrape-" + "x" * 24,
+        "TOKENWIRE_SECRET": "ab" * 32,
+    }
+    try:
+        for line in SERVE_LINES:
+            port = free_port()
+            command = line.replace("redis://127.0.0.1:6379/0", f"redis://127.0.0.1:{redis_port}/0")
+            command = command.replace("--grpc-port 50051", f"--grpc-port {free_port()}")
+            proc = subprocess.Popen(
+                ["bash", "-c", f"exec {command} --port {port}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            try:
+                wait_http(f"http://127.0.0.1:{port}/readyz", proc, within=120)
+            finally:
+                proc.terminate()
+                out, err = proc.communicate(timeout=60)
+            assert proc.returncode in (0, -signal.SIGTERM), (line, err[-2000:])  # uvicorn re-raises the signal
+            assert b"Traceback" not in err + out, line
+    finally:
+        redis.terminate()
+        redis.wait(10)
