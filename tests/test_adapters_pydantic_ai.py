@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -175,3 +176,79 @@ async def test_a_structured_answer_is_a_call_with_its_result_and_history_without
 
     prompt, past = history(Request([Message("user", "6 * 7?"), Message("tool", "42", tool_call_id="c1", name="m")]))
     assert prompt is None and [[p.part_kind for p in m.parts] for m in past] == [["user-prompt"], ["tool-return"]]
+
+
+def bank(wired: list[int]) -> PydanticAI:
+    """An agent whose tool needs a human's approval; the model asks for it, then reports."""
+    from pydantic_ai import DeferredToolRequests
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+        returned = [p for m in messages for p in getattr(m, "parts", []) if isinstance(p, ToolReturnPart)]
+        if not returned:
+            yield {0: DeltaToolCall(name="wire_money", json_args='{"amount": 42}', tool_call_id="pay_1")}
+        else:
+            yield f"Done: {returned[-1].content}"
+
+    a: Agent[None, Any] = Agent(FunctionModel(stream_function=model), output_type=[str, DeferredToolRequests])
+
+    @a.tool_plain(requires_approval=True)
+    def wire_money(amount: int) -> str:
+        """Send money."""
+        wired.append(amount)
+        return f"sent {amount}"
+
+    return PydanticAI(a, model="bank")
+
+
+async def test_an_approval_asked_by_a_pydantic_ai_tool_is_answered_over_the_wire() -> None:
+    """requires_approval: the run suspends with a step approval, holding nothing; the owner's
+    answer resumes it from the log (Pydantic AI's DeferredToolResults); a denial reaches the model."""
+    import pytest
+
+    from tokenwire.errors import RunSuspended
+    from tokenwire.server import RunBody, RunService
+
+    for approved, said in ((True, "Done: sent 42"), (False, "Done: The call was denied (api).")):
+        wired: list[int] = []
+        service = RunService(providers={"bank": bank(wired)}, api_keys=[KEY])
+        owner = service.authenticate(KEY)
+        run = await service.start(RunBody(prompt="Pay 42"), owner=owner)
+        with pytest.raises(RunSuspended):
+            await run.handle.wait()
+        asked = await service.history(run.stream_id)
+        assert_transcript(
+            asked,
+            [
+                "start",
+                {"type": "step", "name": "turn", "status": "started"},
+                {"type": "tool_call.start", "call_id": "pay_1", "name": "wire_money"},
+                ...,
+                {"type": "tool_call", "call_id": "pay_1", "args": {"amount": 42}},
+                "usage",
+                {"type": "step", "name": "approval", "status": "started"},
+            ],
+        )
+        assert asked[-1].detail["call_id"] == "pay_1" and asked[-1].detail["expires"] > time.time()
+        assert wired == []
+        await service.approve(run.stream_id, owner, "pay_1", approved)
+        for _ in range(300):
+            events = await service.history(run.stream_id)
+            if events[-1].type in ("done", "error"):
+                break
+            await asyncio.sleep(0.05)
+        resumed = events[len(asked) :]
+        assert_transcript(
+            resumed,
+            [
+                {"type": "step", "name": "approval", "status": "finished"},
+                {"type": "tool_result", "call_id": "pay_1", "is_error": not approved},
+                {"type": "step", "name": "turn", "status": "started", "detail": {"turn": 2}},
+                ...,
+                {"type": "done", "finish_reason": "stop"},
+            ],
+        )
+        assert resumed[0].detail["approved"] is approved and resumed[0].detail["by"] == "api"
+        text = "".join(e.text for e in resumed if e.type == "text.delta")
+        assert text == said and wired == ([42] if approved else [])
+        assert [e.seq for e in events] == list(range(len(events)))  # one stream, gapless
+        await service.shutdown(1.0)

@@ -68,8 +68,8 @@ class LangChain:
 
     continues_prefix = False
     runs_own_tools = True
-    """The graph runs its tools: tokenwire's agent loop must not run them again (nor carry the
-    run on from its log on another node)."""
+    """The graph runs its tools: tokenwire's agent loop must not run them again; with no
+    ``resume``, another node cannot carry its run on from the log (it ends ``not_resumable``)."""
 
     def __init__(
         self,

@@ -59,8 +59,8 @@ class OpenAIAgents:
     ``Runner.run_streamed`` (``context``, ``max_turns``, ``run_config``…)."""
 
     runs_own_tools = True
-    """The agent runs its tools: tokenwire's agent loop must not run them again (nor carry the
-    run on from its log on another node)."""
+    """The agent runs its tools: tokenwire's agent loop must not run them again; with no
+    ``resume``, another node cannot carry its run on from the log (it ends ``not_resumable``)."""
 
     def __init__(self, agent: Any, *, model: str | None = None, **run_options: Any):
         self.agent = agent

@@ -24,11 +24,15 @@ run; a failure in it ends the stream with one ``error`` (source ``provider``) na
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from tokenwire.core.provider import Part
-from tokenwire.core.request import Request
+import msgspec
+
+from tokenwire.core.fold import RunState, tool_messages
+from tokenwire.core.provider import Part, Provider, Suspend
+from tokenwire.core.request import Message, Request
 from tokenwire.events import Done, ReasoningDelta, Step, ToolCall, ToolCallDelta, ToolCallStart, ToolResult, Usage
 
 __all__ = ["PydanticAI", "history"]
@@ -60,23 +64,43 @@ def history(request: Request) -> tuple[str | None, list[Any]]:
 
 class PydanticAI:
     """A ``pydantic_ai.Agent``, streamed as tokenwire events. ``run_options`` go to every run
-    (``deps``, ``model_settings``, ``usage_limits``…); ``model`` names the stream's model."""
+    (``deps``, ``model_settings``, ``usage_limits``…); ``model`` names the stream's model.
+
+    A tool with ``requires_approval=True`` (give the agent ``output_type=[str, DeferredToolRequests]``)
+    asks over the wire, as tokenwire's own tools do: the stream logs a ``step`` ``approval`` and
+    the run suspends (a durable run: a server's); the answer (``POST …/approvals``, ``Client.approve``)
+    resumes it on a node that serves the agent, from the log alone (:meth:`resume`), with the
+    decision as Pydantic AI's ``DeferredToolResults``. Unanswered for ``approval_timeout_s``, it is
+    a denial."""
 
     runs_own_tools = True
-    """The agent runs its tools: tokenwire's agent loop must not run them again (nor carry the
-    run on from its log on another node)."""
+    """The agent runs its tools: tokenwire's agent loop must not run them again."""
 
-    def __init__(self, agent: Any, *, model: str | None = None, **run_options: Any):
+    def __init__(self, agent: Any, *, model: str | None = None, approval_timeout_s: float = 3600.0, **run_options: Any):
         self.agent = agent
         self.model = model or str(getattr(agent, "name", None) or getattr(agent.model, "model_name", "pydantic-ai"))
+        self.approval_timeout_s = approval_timeout_s
         self.run_options = run_options
 
+    def resume(self, state: RunState, decisions: Mapping[str, tuple[bool, str]] | None = None) -> Provider:
+        """The run carried on from its folded log (a suspended run answered, or a run whose node
+        stopped): the conversation so far as Pydantic AI's history, the answered approvals as its
+        ``DeferredToolResults``; a turn cut short (or calls left without a result) is asked again."""
+        return _Resumed(self, state, dict(decisions or {}))
+
     async def stream(self, request: Request) -> AsyncIterator[Part]:
+        prompt, past = history(request)
+        async for part in self.run(prompt, past, Run()):
+            yield part
+
+    async def run(self, prompt: str | None, past: list[Any], run: Run, deferred: Any = None) -> AsyncIterator[Part]:
+        """One Pydantic AI run, mapped; it ends with ``done``, or suspends for approvals."""
+        from pydantic_ai import DeferredToolRequests
         from pydantic_ai.run import AgentRunResultEvent
 
-        prompt, past = history(request)
-        run = Run()
-        async with self.agent.run_stream_events(prompt, message_history=past, **self.run_options) as events:
+        waiting: dict[str, float] = {}
+        options = {**self.run_options, "deferred_tool_results": deferred} if deferred is not None else self.run_options
+        async with self.agent.run_stream_events(prompt, message_history=past, **options) as events:
             async for event in events:
                 if isinstance(event, AgentRunResultEvent):
                     for part in run.end_turn():
@@ -84,27 +108,75 @@ class PydanticAI:
                     usage = event.result.usage
                     usage = usage if hasattr(usage, "input_tokens") else usage()  # a method before Pydantic AI 2.7x
                     yield Usage(input_tokens=usage.input_tokens or 0, output_tokens=usage.output_tokens or 0)
+                    output = event.result.output
+                    if isinstance(output, DeferredToolRequests):
+                        expires = round(time.time() + self.approval_timeout_s, 3)
+                        for p in output.approvals:
+                            waiting[p.tool_call_id] = expires
+                            detail = {"call_id": p.tool_call_id, "tool": p.tool_name, "args": p.args_as_dict()}
+                            yield Step(name="approval", status="started", detail={**detail, "expires": expires})
                     continue
                 for part in run.parts(event):
                     yield part
         for part in run.end_turn():
             yield part
-        yield Done(finish_reason="stop")
+        if waiting:
+            yield Suspend(f"waiting for approval of {', '.join(waiting)}", min(waiting.values()))
+        else:
+            yield Done(finish_reason="stop")
+
+
+class _Resumed:
+    """:meth:`PydanticAI.resume`'s continuation: a provider whose stream goes on with the run."""
+
+    def __init__(self, outer: PydanticAI, state: RunState, decisions: dict[str, tuple[bool, str]]):
+        self.outer, self.state, self.decisions = outer, state, decisions
+        self.model = outer.model
+        self.provider = outer  # what telemetry names, as for tokenwire's Agent
+
+    async def stream(self, request: Request) -> AsyncIterator[Part]:
+        from pydantic_ai import DeferredToolResults, ToolDenied
+
+        messages, turns = list(request.messages), self.state.turns
+        run = Run(turn=turns[-1].number if turns else 0)
+        run.logged = {cid for turn in turns for cid in turn.calls}
+        for i, turn in enumerate(turns):
+            open_calls = [c for c in turn.unanswered() if c.call_id not in self.decisions]
+            if i == len(turns) - 1 and (not turn.finished or open_calls or not turn.calls):
+                run.turn, run.restarted = turn.number - 1, True  # cut short: the model is asked again
+                break
+            calls = [{"call_id": c.call_id, "name": c.name, "args": c.args} for c in turn.calls.values()]
+            messages.append(Message("assistant", turn.text, tool_calls=calls))
+            messages += tool_messages(turn.text, [turn.calls[cid] for cid in turn.results], turn.results)[1:]
+        approvals: dict[str, Any] = {}
+        for cid, (approved, by) in self.decisions.items():
+            asked = self.state.approvals.get(cid, {})
+            detail = {"call_id": cid, "tool": asked.get("tool"), "args": asked.get("args"), "approved": approved}
+            yield Step(name="approval", status="finished", detail={**detail, "by": by})
+            approvals[cid] = True if approved else ToolDenied(f"The call was denied ({by}).")
+        prompt, past = history(msgspec.structs.replace(request, messages=messages))
+        deferred = DeferredToolResults(approvals=approvals) if approvals else None
+        async for part in self.outer.run(prompt, past, run, deferred):
+            yield part
 
 
 class Run:
     """What one run's mapping remembers: the call streaming at each part index."""
 
-    def __init__(self) -> None:
+    def __init__(self, turn: int = 0) -> None:
         self.calls: dict[int, str] = {}  # part index → call id, for the response being streamed
-        self.turn = 0
+        self.turn = turn  # the last turn's number
+        self.restarted = False  # the next turn is one asked again (its earlier attempt is void)
+        self.logged: set[str] = set()  # calls already in the log (a resumed run's approved ones)
         self.open = False  # a model response is streaming: its turn is open
 
     def begin_turn(self) -> list[Part]:
         if self.open:
             return []
         self.open, self.turn, self.calls = True, self.turn + 1, {}
-        return [Step(name="turn", status="started", detail={"turn": self.turn})]
+        detail: dict[str, Any] = {"turn": self.turn, "restarted": True} if self.restarted else {"turn": self.turn}
+        self.restarted = False
+        return [Step(name="turn", status="started", detail=detail)]
 
     def end_turn(self) -> list[Part]:
         """The response streamed so far is complete (its calls are about to run, or the run ended)."""
@@ -121,6 +193,8 @@ class Run:
             return [*self.begin_turn(), *self.delta(event.index, event.delta)]
         if kind in ("function_tool_call", "output_tool_call"):  # output tools: the structured answer
             p = event.part
+            if p.tool_call_id in self.logged:
+                return self.end_turn()  # a deferred call now running: its call is in the log already
             return [*self.end_turn(), ToolCall(call_id=p.tool_call_id, name=p.tool_name, args=p.args_as_dict())]
         if kind in ("function_tool_result", "output_tool_result"):
             p = getattr(event, "part", None) or event.result  # ``.result`` before Pydantic AI 2.x's ``.part``

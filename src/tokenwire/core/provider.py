@@ -78,8 +78,9 @@ class Provider(Protocol):
     model sets it False, and the native API refuses a run that names another model with
     ``model_not_found``), ``continues_prefix`` (a trailing assistant message is continued, not
     answered) and ``runs_own_tools`` (another framework's agent, :mod:`tokenwire.adapters`: the
-    tool calls it streams are its own, so tokenwire's agent loop cannot wrap it, and another node
-    cannot carry its run on from the log).
+    tool calls it streams are its own, so tokenwire's agent loop cannot wrap it; another node
+    carries its run on from the log only through its own ``resume(state, decisions)``, which
+    returns the provider that goes on).
     """
 
     model: str

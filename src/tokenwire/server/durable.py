@@ -160,7 +160,9 @@ class Durable:
         if record is None or not events or events[0].seq != 0:
             await self._end(stream_id, token, "the run's definition or the start of its log is gone")
             return None
-        if record.provider in service.providers and own_tools(service.providers.get(record.provider)):
+        framework = service.providers.get(record.provider) if record.provider in service.providers else None
+        resume = getattr(framework, "resume", None) if own_tools(framework) else None
+        if own_tools(framework) and resume is None:
             await self._end(stream_id, token, "another framework's agent runs it: only its own node could go on")
             return None
         state = fold(events)
@@ -170,8 +172,8 @@ class Durable:
             expires = state.approvals[cid].get("expires")
             if cid not in answers and isinstance(expires, int | float) and expires <= now:
                 answers[cid] = (False, "timeout")
-        try:
-            agent = self.agent(record).resume(state, answers)
+        try:  # another framework's agent that can go on from the log (its resume), or tokenwire's loop
+            agent: Any = resume(state, answers) if resume is not None else self.agent(record).resume(state, answers)
         except InvalidRequest as exc:  # a provider this node does not have
             await self._end(stream_id, token, f"this node cannot carry the run on: {exc}")
             return None
