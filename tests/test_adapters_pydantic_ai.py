@@ -252,3 +252,52 @@ async def test_an_approval_asked_by_a_pydantic_ai_tool_is_answered_over_the_wire
         assert text == said and wired == ([42] if approved else [])
         assert [e.seq for e in events] == list(range(len(events)))  # one stream, gapless
         await service.shutdown(1.0)
+
+
+async def test_a_pydantic_ai_run_cut_mid_turn_is_carried_on_by_another_producer_with_the_turn_asked_again() -> None:
+    import pytest
+
+    from tokenwire.core.fold import fold
+    from tokenwire.errors import RunSuspended
+    from tokenwire.server import RunBody, RunService
+
+    asked = [0]
+    streaming = asyncio.Event()
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+        asked[0] += 1
+        if asked[0] == 1:
+            yield "Hel"
+            streaming.set()
+            await asyncio.Event().wait()  # its node stops here
+        yield "Hello again."
+
+    service = RunService(providers={"p": PydanticAI(Agent(FunctionModel(stream_function=model)), model="p")})
+    run = await service.start(RunBody(prompt="hi"), owner="")
+    await asyncio.wait_for(streaming.wait(), 30)
+    run.handle.suspend("its node stopped", until=0.0)
+    with pytest.raises(RunSuspended):
+        await run.handle.wait()
+    token = service.durable.token()
+    assert await service.log.ownership.claim(run.stream_id, token, suspended_only=True)
+    await service.durable.carry_on(run.stream_id, token)
+    for _ in range(300):
+        events = await service.history(run.stream_id)
+        if events[-1].type in ("done", "error"):
+            break
+        await asyncio.sleep(0.05)
+    assert_transcript(
+        events,
+        [
+            "start",
+            {"type": "step", "name": "turn", "detail": {"turn": 1}},
+            {"type": "text.delta", "text": "Hel"},
+            {"type": "step", "name": "turn", "detail": {"turn": 1, "restarted": True}},
+            {"type": "text.delta", "text": "Hello again."},
+            ...,
+            {"type": "done", "finish_reason": "stop"},
+        ],
+    )
+    assert fold(events).turns[-1].text == "Hello again."  # the first attempt is void
+    assert [e.seq for e in events] == list(range(len(events))) and asked[0] == 2
+    await service.shutdown(1.0)
