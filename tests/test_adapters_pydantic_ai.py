@@ -301,3 +301,37 @@ async def test_a_pydantic_ai_run_cut_mid_turn_is_carried_on_by_another_producer_
     assert fold(events).turns[-1].text == "Hello again."  # the first attempt is void
     assert [e.seq for e in events] == list(range(len(events))) and asked[0] == 2
     await service.shutdown(1.0)
+
+
+async def test_a_rejected_answer_is_void_and_a_part_sent_again_whole_is_not_repeated() -> None:
+    from pydantic_ai import ModelRetry as Retry
+    from pydantic_ai.messages import PartStartEvent, TextPart
+
+    from tokenwire.adapters.pydantic_ai import Run
+    from tokenwire.core.fold import fold
+
+    answers = iter(["first answer", "second answer"])
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+        yield next(answers)
+
+    a: Agent[None, str] = Agent(FunctionModel(stream_function=model))
+
+    @a.output_validator
+    def only_the_second(text: str) -> str:
+        if text.startswith("first"):
+            raise Retry("try again")
+        return text
+
+    t = Transcript()
+    response = await tokenwire.generate(PydanticAI(a), "hi", observers=[t])
+    assert response.text == "second answer" and fold(t.events).turns[-1].text == "second answer"
+    turns = [e.detail for e in t.events if e.type == "step" and e.name == "turn" and e.status == "started"]
+    assert turns == [{"turn": 1}, {"turn": 1, "restarted": True}]
+
+    run = Run()  # a model that resends its part whole (as some providers' streams do)
+    first = run.parts(PartStartEvent(index=0, part=TextPart("Hel")))
+    grown = run.parts(PartStartEvent(index=0, part=TextPart("Hello")))
+    rewritten = run.parts(PartStartEvent(index=0, part=TextPart("Goodbye")))
+    assert [p for p in first if isinstance(p, str)] == ["Hel"] and grown == ["lo"]
+    assert rewritten[0].detail == {"turn": 1, "restarted": True} and rewritten[1:] == ["Goodbye"]

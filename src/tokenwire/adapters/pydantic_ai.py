@@ -168,12 +168,18 @@ class Run:
         self.turn = turn  # the last turn's number
         self.restarted = False  # the next turn is one asked again (its earlier attempt is void)
         self.logged: set[str] = set()  # calls already in the log (a resumed run's approved ones)
+        self.texts: dict[int, str] = {}  # part index → its text so far, for the response being streamed
         self.open = False  # a model response is streaming: its turn is open
+
+    def restart(self) -> list[Part]:
+        """The response being streamed is void (rejected, or rewritten): its turn is asked again."""
+        self.open, self.restarted, self.turn = False, True, self.turn - 1
+        return self.begin_turn()
 
     def begin_turn(self) -> list[Part]:
         if self.open:
             return []
-        self.open, self.turn, self.calls = True, self.turn + 1, {}
+        self.open, self.turn, self.calls, self.texts = True, self.turn + 1, {}, {}
         detail: dict[str, Any] = {"turn": self.turn, "restarted": True} if self.restarted else {"turn": self.turn}
         self.restarted = False
         return [Step(name="turn", status="started", detail=detail)]
@@ -187,6 +193,9 @@ class Run:
 
     def parts(self, event: Any) -> list[Part]:
         kind = getattr(event, "event_kind", "")
+        if kind == "model_response_rejected":  # a validator asked again: what it streamed is void
+            self.open, self.restarted, self.turn = False, True, self.turn - 1
+            return []
         if kind == "part_start":
             return [*self.begin_turn(), *self.start(event.index, event.part)]
         if kind == "part_delta":
@@ -205,12 +214,22 @@ class Run:
         return []
 
     def start(self, index: int, part: Any) -> list[Part]:
+        """A part starts, or replaces the one at its index (some models resend a part whole):
+        only what is new is emitted; a replacement that rewrites text already sent asks the
+        turn again."""
         kind = getattr(part, "part_kind", "")
         if kind == "text":
-            return [part.content] if part.content else []
+            sent = self.texts.get(index)
+            self.texts[index] = part.content
+            if sent is not None and not part.content.startswith(sent):
+                return [*self.restart(), *([part.content] if part.content else [])]
+            new = part.content[len(sent or "") :]
+            return [new] if new else []
         if kind == "thinking":
-            return [ReasoningDelta(text=part.content)] if part.content else []
+            return [ReasoningDelta(text=part.content)] if part.content and index not in self.calls else []
         if kind == "tool-call":
+            if self.calls.get(index) == part.tool_call_id:
+                return []  # the same call again: its arguments stream as deltas, complete in its tool_call
             self.calls[index] = part.tool_call_id
             out: list[Part] = [ToolCallStart(call_id=part.tool_call_id, name=part.tool_name)]
             if part.args:
@@ -221,6 +240,7 @@ class Run:
     def delta(self, index: int, delta: Any) -> list[Part]:
         kind = getattr(delta, "part_delta_kind", "")
         if kind == "text":
+            self.texts[index] = self.texts.get(index, "") + (delta.content_delta or "")
             return [delta.content_delta] if delta.content_delta else []
         if kind == "thinking":
             return [ReasoningDelta(text=delta.content_delta)] if delta.content_delta else []
