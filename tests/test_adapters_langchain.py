@@ -261,3 +261,25 @@ def test_adapt_serves_agents_and_graphs_not_their_pieces() -> None:
         assert adapt(piece) is None, piece
     with pytest.raises(ValueError, match=r"compile\(\)"):
         adapt(StateGraph(MessagesState))
+
+
+async def test_reasoning_in_each_providers_own_shape_is_reasoning() -> None:
+    class Thinking(StreamingFake):
+        def _stream(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            for content, extra, provider in (
+                ([{"type": "thinking", "thinking": "Anthropic thinks."}], {}, "anthropic"),
+                (
+                    [{"type": "reasoning", "summary": [{"type": "summary_text", "text": " OpenAI sums up."}]}],
+                    {},
+                    "openai",
+                ),
+                ("", {"reasoning_content": " DeepSeek reasons."}, None),
+                ("The answer.", {}, None),
+            ):
+                meta = {"model_provider": provider} if provider else {}
+                chunk = AIMessageChunk(content=content, additional_kwargs=extra, response_metadata=meta)
+                yield ChatGenerationChunk(message=chunk)
+
+    response = await tokenwire.generate(LangChain(Thinking(messages=iter([]))), "hi")
+    assert response.reasoning == "Anthropic thinks. OpenAI sums up. DeepSeek reasons."
+    assert response.text == "The answer."

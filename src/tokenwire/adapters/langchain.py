@@ -11,8 +11,9 @@ AI SDK / AG-UI endpoints, the web UI, transcripts::
 It reads ``astream_events(version="v2")``, the event stream every LangChain runnable has:
 
 - a model call → a ``step`` ``turn`` (started, then finished with its number of tool calls);
-- ``on_chat_model_stream`` → text (``str``), reasoning (content blocks of type ``reasoning`` /
-  ``thinking``, or ``additional_kwargs["reasoning_content"]``) and streamed tool arguments
+- ``on_chat_model_stream`` → text (``str``), reasoning (LangChain's standard ``reasoning``
+  blocks, whatever the provider's own shape: Anthropic thinking, the Responses API's summaries,
+  ``reasoning_content``) and streamed tool arguments
   (``tool_call.start`` / ``tool_call.delta``); ``on_chat_model_end`` → each complete
   ``tool_call`` and the call's usage (summed into one ``usage`` at the end);
 - ``on_tool_end`` / ``on_tool_error`` → ``tool_result`` (``is_error`` for a failure);
@@ -139,22 +140,16 @@ class Run:
     def chunk(self, run_id: str, chunk: Any) -> list[Part]:
         out: list[Part] = []
         content = chunk.content
-        if isinstance(content, str):
+        if isinstance(content, str) and not chunk.additional_kwargs:
             if content:
-                out.append(content)
-        else:  # content blocks (Anthropic, the Responses API): text and reasoning
-            for block in content:
-                if isinstance(block, str):
-                    out.append(block)
-                elif block.get("type") == "text" and block.get("text"):
+                out.append(content)  # the common case, without building the standard blocks
+        else:  # LangChain's standard blocks: every provider's text and reasoning, one shape
+            for block in chunk.content_blocks:
+                kind = block.get("type")
+                if kind == "text" and block.get("text"):
                     out.append(block["text"])
-                elif block.get("type") in ("reasoning", "thinking"):
-                    text = block.get("reasoning") or block.get("thinking") or ""
-                    if text:
-                        out.append(ReasoningDelta(text=text))
-        reasoning = chunk.additional_kwargs.get("reasoning_content") if chunk.additional_kwargs else None
-        if reasoning:
-            out.append(ReasoningDelta(text=reasoning))
+                elif kind == "reasoning" and block.get("reasoning"):
+                    out.append(ReasoningDelta(text=block["reasoning"]))
         for piece in getattr(chunk, "tool_call_chunks", None) or []:
             index = piece.get("index")  # some models number a turn's calls, others only name them
             key: tuple[str, int | str] = (run_id, index if index is not None else piece.get("id") or "")
