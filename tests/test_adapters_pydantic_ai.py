@@ -335,3 +335,26 @@ async def test_a_rejected_answer_is_void_and_a_part_sent_again_whole_is_not_repe
     rewritten = run.parts(PartStartEvent(index=0, part=TextPart("Goodbye")))
     assert [p for p in first if isinstance(p, str)] == ["Hel"] and grown == ["lo"]
     assert rewritten[0].detail == {"turn": 1, "restarted": True} and rewritten[1:] == ["Goodbye"]
+
+
+def _mapping_cost(deltas: int) -> float:
+    from pydantic_ai.messages import PartDeltaEvent, PartStartEvent, TextPart, TextPartDelta
+
+    from tokenwire.adapters.pydantic_ai import Run
+
+    events = [
+        PartStartEvent(index=0, part=TextPart("a")),
+        *(PartDeltaEvent(index=0, delta=TextPartDelta("word ")) for _ in range(deltas)),
+    ]
+    run = Run()
+    start = time.process_time()
+    for event in events:
+        run.parts(event)
+    return time.process_time() - start
+
+
+def test_mapping_one_long_answer_is_linear_in_its_deltas() -> None:
+    """8x the deltas of one text part cost about 8x the work (its text is kept as pieces, joined
+    only when a model sends the part again): a ratio of CPU times, not a wall-clock bound."""
+    small, large = _mapping_cost(20_000), _mapping_cost(160_000)
+    assert large / small < 24, f"8x deltas cost {large / small:.1f}x"

@@ -168,7 +168,7 @@ class Run:
         self.turn = turn  # the last turn's number
         self.restarted = False  # the next turn is one asked again (its earlier attempt is void)
         self.logged: set[str] = set()  # calls already in the log (a resumed run's approved ones)
-        self.texts: dict[int, str] = {}  # part index → its text so far, for the response being streamed
+        self.texts: dict[int, list[str]] = {}  # part index → its text so far (pieces), this response
         self.open = False  # a model response is streaming: its turn is open
 
     def restart(self) -> list[Part]:
@@ -219,8 +219,9 @@ class Run:
         turn again."""
         kind = getattr(part, "part_kind", "")
         if kind == "text":
-            sent = self.texts.get(index)
-            self.texts[index] = part.content
+            pieces = self.texts.get(index)
+            sent = "".join(pieces) if pieces is not None else None  # rare: a part started again
+            self.texts[index] = [part.content]
             if sent is not None and not part.content.startswith(sent):
                 return [*self.restart(), *([part.content] if part.content else [])]
             new = part.content[len(sent or "") :]
@@ -240,7 +241,7 @@ class Run:
     def delta(self, index: int, delta: Any) -> list[Part]:
         kind = getattr(delta, "part_delta_kind", "")
         if kind == "text":
-            self.texts[index] = self.texts.get(index, "") + (delta.content_delta or "")
+            self.texts.setdefault(index, []).append(delta.content_delta or "")  # joined only if resent
             return [delta.content_delta] if delta.content_delta else []
         if kind == "thinking":
             return [ReasoningDelta(text=delta.content_delta)] if delta.content_delta else []
