@@ -17,11 +17,11 @@ from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.tools import tool
 
 import tokenwire
+from adapter_kit import Forever, cancel_mid_tool, served_text
 from lc_app import StreamingFake, build, call, multiply
 from tokenwire.adapters.langchain import LangChain
-from tokenwire.server import create_app
 from tokenwire.testing import Transcript, assert_transcript
-from wire import free_port, serve, wait_http
+from wire import free_port, wait_http
 
 KEY = "lc-key"
 
@@ -104,27 +104,14 @@ async def test_a_failing_tool_is_an_error_result_and_a_failing_model_one_termina
 
 
 async def test_cancel_mid_run_cancels_the_frameworks_running_tool() -> None:
-    began, cancelled = asyncio.Event(), asyncio.Event()
+    forever = Forever()
 
     @tool
     async def slow(a: int, b: int) -> int:
         """Takes forever."""
-        began.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return 0
+        return await forever()
 
-    t = Transcript()
-    handle = tokenwire.generate(LangChain(build([call(name="slow"), AIMessage("never")], [slow])), "go", observers=[t])
-    await asyncio.wait_for(began.wait(), 30)
-    handle.cancel()
-    await handle.wait()
-    assert cancelled.is_set()  # the tool's task was cancelled, not left running
-    assert [e.type for e in t.events if e.type in ("done", "error")] == ["done"]
-    assert t.events[-1].finish_reason == "cancelled"
+    await cancel_mid_tool(LangChain(build(iter([call(name="slow"), AIMessage("never")]), [slow])), forever)
 
 
 async def test_a_bare_chat_model_streams_text_and_a_served_graph_reads_in_the_openai_sdk() -> None:
@@ -133,15 +120,9 @@ async def test_a_bare_chat_model_streams_text_and_a_served_graph_reads_in_the_op
     assert_transcript(t.events, ["start", "step", "text.delta", ..., "step", {"type": "done", "finish_reason": "stop"}])
     assert t.text == "Hello there."
 
-    app = create_app(providers={"calc": LangChain(build([call(), AIMessage("It is 42.")], [multiply]))}, api_keys=[KEY])
-    with serve(app) as url:
-        client = openai.AsyncOpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0)
-        stream = await client.chat.completions.create(
-            model="calc", messages=[{"role": "user", "content": "6 times 7?"}], stream=True
-        )
-        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
-        await client.close()
-    assert text == "It is 42."
+    assert (
+        await served_text(LangChain(build(iter([call(), AIMessage("It is 42.")]), [multiply])), "6 * 7?") == "It is 42."
+    )
 
 
 def test_tokenwire_serve_agent_serves_a_graph_by_import_path_to_the_openai_sdk() -> None:
@@ -209,26 +190,20 @@ async def test_leaving_the_stream_early_stops_the_graph_at_once_and_parallel_cal
     from tokenwire.core.request import as_request
     from tokenwire.events import ToolCall
 
-    began, cancelled = asyncio.Event(), asyncio.Event()
+    forever = Forever()
 
     @tool
     async def slow(a: int, b: int) -> int:
         """Takes forever."""
-        began.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return 0
+        return await forever()
 
     provider = LangChain(build(iter([call(name="slow")]), [slow]))
     async with contextlib.aclosing(provider.stream(as_request("go"))) as parts:
         async for part in parts:
             if isinstance(part, ToolCall):
-                await asyncio.wait_for(began.wait(), 30)
+                await asyncio.wait_for(forever.began.wait(), 30)
                 break
-    assert cancelled.is_set()  # by the close itself, not by a garbage collection later
+    assert forever.cancelled.is_set()  # by the close itself, not by a garbage collection later
 
     class Unnumbered(StreamingFake):  # calls named by id only, as some models stream them
         def _stream(self, *args: Any, **kwargs: Any) -> Iterator[Any]:

@@ -3,19 +3,15 @@ ScriptedModel (agents.testing), tracing off (its exporter would reach for the ne
 
 from __future__ import annotations
 
-import asyncio
-
-import openai
 from agents import Agent, function_tool, set_tracing_disabled
 from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
 
 import tokenwire
+from adapter_kit import CONVERSATION, Forever, cancel_mid_tool, served_text
 from tokenwire.adapters import adapt
 from tokenwire.adapters.openai_agents import OpenAIAgents, input_items
-from tokenwire.core.request import Message, Request
-from tokenwire.server import create_app
+from tokenwire.core.request import Request
 from tokenwire.testing import Transcript, assert_transcript
-from wire import serve
 
 set_tracing_disabled(True)
 KEY = "oa-key"
@@ -79,40 +75,18 @@ async def test_a_handoff_names_the_next_agent_and_a_failing_model_ends_with_one_
 
 
 async def test_cancel_mid_run_cancels_the_sdks_running_tool() -> None:
-    began, cancelled = asyncio.Event(), asyncio.Event()
+    forever = Forever()
 
     @function_tool
     async def slow(a: int, b: int) -> int:
         """Takes forever."""
-        began.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return 0
+        return await forever()
 
-    t = Transcript()
-    handle = tokenwire.generate(OpenAIAgents(calc(tool=slow)), "go", observers=[t])
-    await asyncio.wait_for(began.wait(), 30)
-    handle.cancel()
-    await handle.wait()
-    await asyncio.wait_for(cancelled.wait(), 30)  # the SDK's run task is cancelled with it
-    assert [e.type for e in t.events if e.type in ("done", "error")] == ["done"]
-    assert t.events[-1].finish_reason == "cancelled"
+    await cancel_mid_tool(OpenAIAgents(calc(tool=slow)), forever)
 
 
 def test_a_conversation_becomes_the_sdks_input_items_and_serve_agent_adapts_an_agent() -> None:
-    request = Request(
-        [
-            Message("system", "Be brief."),
-            Message("user", "6 * 7?"),
-            Message("assistant", "", tool_calls=[{"call_id": "c1", "name": "multiply", "args": {"a": 6, "b": 7}}]),
-            Message("tool", "42", tool_call_id="c1", name="multiply"),
-            Message("assistant", "42."),
-        ]
-    )
-    assert input_items(request) == [
+    assert input_items(Request(CONVERSATION)) == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "6 * 7?"},
         {"type": "function_call", "call_id": "c1", "name": "multiply", "arguments": '{"a": 6, "b": 7}'},
@@ -123,15 +97,7 @@ def test_a_conversation_becomes_the_sdks_input_items_and_serve_agent_adapts_an_a
 
 
 async def test_a_served_agent_reads_in_the_openai_sdk() -> None:
-    app = create_app(providers={"calc": OpenAIAgents(calc("It is 42."))}, api_keys=[KEY])
-    with serve(app) as url:
-        client = openai.AsyncOpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0)
-        stream = await client.chat.completions.create(
-            model="calc", messages=[{"role": "user", "content": "6 times 7?"}], stream=True
-        )
-        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
-        await client.close()
-    assert text == "It is 42."
+    assert await served_text(OpenAIAgents(calc("It is 42.")), "6 times 7?") == "It is 42."
 
 
 async def test_arguments_that_are_not_json_go_on_as_the_sdk_goes_on() -> None:

@@ -7,17 +7,15 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import openai
 from pydantic_ai import Agent, ModelRetry
 from pydantic_ai.messages import ModelMessage, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, FunctionModel
 
 import tokenwire
+from adapter_kit import CONVERSATION, Forever, cancel_mid_tool, served_text, until_ended
 from tokenwire.adapters.pydantic_ai import PydanticAI, history
 from tokenwire.core.request import Message, Request
-from tokenwire.server import create_app
 from tokenwire.testing import Transcript, assert_transcript
-from wire import serve
 
 KEY = "pai-key"
 
@@ -95,40 +93,17 @@ async def test_a_retried_tool_is_an_error_result_and_a_failing_tool_one_terminal
 
 
 async def test_cancel_mid_run_cancels_the_agents_running_tool() -> None:
-    began, cancelled = asyncio.Event(), asyncio.Event()
+    forever = Forever()
 
     async def slow(a: int, b: int) -> int:
         """Takes forever."""
-        began.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return 0
+        return await forever()
 
-    t = Transcript()
-    handle = tokenwire.generate(PydanticAI(agent(slow)), "go", observers=[t])
-    await asyncio.wait_for(began.wait(), 30)
-    handle.cancel()
-    await handle.wait()
-    assert cancelled.is_set()
-    assert [e.type for e in t.events if e.type in ("done", "error")] == ["done"]
-    assert t.events[-1].finish_reason == "cancelled"
+    await cancel_mid_tool(PydanticAI(agent(slow)), forever)
 
 
 def test_a_conversation_becomes_a_prompt_and_pydantic_ais_history() -> None:
-    request = Request(
-        [
-            Message("system", "Be brief."),
-            Message("user", "6 * 7?"),
-            Message("assistant", "", tool_calls=[{"call_id": "c1", "name": "multiply", "args": {"a": 6, "b": 7}}]),
-            Message("tool", "42", tool_call_id="c1", name="multiply"),
-            Message("assistant", "42."),
-            Message("user", "And 6 * 8?"),
-        ]
-    )
-    prompt, past = history(request)
+    prompt, past = history(Request([*CONVERSATION, Message("user", "And 6 * 8?")]))
     assert prompt == "And 6 * 8?"
     kinds = [[p.part_kind for p in m.parts] for m in past]
     assert kinds == [["system-prompt"], ["user-prompt"], ["tool-call"], ["tool-return"], ["text"]]
@@ -136,15 +111,7 @@ def test_a_conversation_becomes_a_prompt_and_pydantic_ais_history() -> None:
 
 
 async def test_a_served_agent_reads_in_the_openai_sdk() -> None:
-    app = create_app(providers={"calc": PydanticAI(agent(multiply, "It is 42."))}, api_keys=[KEY])
-    with serve(app) as url:
-        client = openai.AsyncOpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0)
-        stream = await client.chat.completions.create(
-            model="calc", messages=[{"role": "user", "content": "6 times 7?"}], stream=True
-        )
-        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
-        await client.close()
-    assert text == "It is 42."
+    assert await served_text(PydanticAI(agent(multiply, "It is 42.")), "6 times 7?") == "It is 42."
 
 
 def test_serve_agent_adapts_a_pydantic_ai_agent_and_a_langgraph_graph() -> None:
@@ -231,11 +198,7 @@ async def test_an_approval_asked_by_a_pydantic_ai_tool_is_answered_over_the_wire
         assert asked[-1].detail["call_id"] == "pay_1" and asked[-1].detail["expires"] > time.time()
         assert wired == []
         await service.approve(run.stream_id, owner, "pay_1", approved)
-        for _ in range(300):
-            events = await service.history(run.stream_id)
-            if events[-1].type in ("done", "error"):
-                break
-            await asyncio.sleep(0.05)
+        events = await until_ended(service, run.stream_id)
         resumed = events[len(asked) :]
         assert_transcript(
             resumed,
@@ -281,11 +244,7 @@ async def test_a_pydantic_ai_run_cut_mid_turn_is_carried_on_by_another_producer_
     token = service.durable.token()
     assert await service.log.ownership.claim(run.stream_id, token, suspended_only=True)
     await service.durable.carry_on(run.stream_id, token)
-    for _ in range(300):
-        events = await service.history(run.stream_id)
-        if events[-1].type in ("done", "error"):
-            break
-        await asyncio.sleep(0.05)
+    events = await until_ended(service, run.stream_id)
     assert_transcript(
         events,
         [
