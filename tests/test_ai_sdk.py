@@ -254,20 +254,43 @@ def test_use_chat_in_chromium_resumes_after_a_reload_and_stops_the_run(page: Any
     assert isinstance(terminal, Done) and terminal.finish_reason == "cancelled"
 
 
-def test_use_chat_in_chromium_shows_a_langgraph_agents_tool_and_answer(page: Any, use_chat_js: bytes) -> None:
-    """A LangGraph agent (tokenwire.adapters) behind /api/chat: useChat renders the graph's tool
+def framework_agent(framework: str) -> tuple[Any, str]:
+    """An agent of ``framework`` that calls multiply(6, 7), then says "6 times 7 is 42.", and how
+    useChat shows the tool's result."""
+    if framework == "langgraph":
+        from langchain_core.messages import AIMessage
+
+        from lc_app import build, call, multiply
+        from tokenwire.adapters.langchain import LangChain
+
+        return LangChain(build(iter([call(), AIMessage("6 times 7 is 42.")]), [multiply])), '"42"'
+    if framework == "pydantic_ai":
+        from test_adapters_pydantic_ai import agent
+        from test_adapters_pydantic_ai import multiply as times
+        from tokenwire.adapters.pydantic_ai import PydanticAI
+
+        return PydanticAI(agent(times)), "42"
+    from agents import set_tracing_disabled
+
+    from test_adapters_openai_agents import calc
+    from tokenwire.adapters.openai_agents import OpenAIAgents
+
+    set_tracing_disabled(True)
+    return OpenAIAgents(calc()), "42"
+
+
+@pytest.mark.parametrize("framework", ["langgraph", "pydantic_ai", "openai_agents"])
+def test_use_chat_in_chromium_shows_a_framework_agents_tool_and_answer(
+    page: Any, use_chat_js: bytes, framework: str
+) -> None:
+    """Another framework's agent (tokenwire.adapters) behind /api/chat: useChat renders its tool
     call with its result, then the answer, and sends nothing more: the answer is a step of its own
-    (the graph's model calls are turns, each turn after the first a finish-step / start-step), so
-    lastAssistantMessageIsCompleteWithToolCalls does not take the answered call for a new one."""
-    from langchain_core.messages import AIMessage
-
-    from lc_app import build, call, multiply
-    from tokenwire.adapters.langchain import LangChain
-
-    graph = build(iter([call(), AIMessage("6 times 7 is 42.")]), [multiply])
-    app = create_app(providers={"m": LangChain(graph)}, api_keys=[KEY], log=MemoryLog())
+    (the framework's model calls are turns, each turn after the first a finish-step / start-step),
+    so lastAssistantMessageIsCompleteWithToolCalls does not take the answered call for a new one."""
+    provider, shown = framework_agent(framework)
+    app = create_app(providers={"m": provider}, api_keys=[KEY], log=MemoryLog())
     with serve(with_use_chat_page(app, use_chat_js)) as url:
-        open_chat(page, url, "chat-langgraph")
+        open_chat(page, url, f"chat-{framework}")
         send(page, "What is 6 times 7?")
         page.wait_for_function(
             "document.querySelector('#messages').innerText.includes('is 42.')"
@@ -277,7 +300,7 @@ def test_use_chat_in_chromium_shows_a_langgraph_agents_tool_and_answer(page: Any
             ".tool", "els => els.map(e => [e.dataset.name, e.dataset.state, e.querySelector('.output').innerText])"
         )
         assert page.query_selector("#error") is None
-    assert tools == [["multiply", "output-available", '"42"']]
+    assert tools == [["multiply", "output-available", shown]]
 
 
 def test_each_model_turn_after_the_first_is_a_step_of_its_own_a_restarted_one_is_not() -> None:
