@@ -75,3 +75,20 @@ async def until_ended(service: RunService, stream_id: str) -> list[Event]:
             return events
         await asyncio.sleep(0.05)
     raise AssertionError(f"run {stream_id} did not end: {[e.type for e in events]}")
+
+
+async def close_mid_tool(provider: Any, forever: Forever) -> None:
+    """Close the provider's stream while the framework runs ``forever`` (what the engine does on
+    a limit or when the last reader left): the framework's tool is cancelled by the close itself,
+    not later by a garbage collection."""
+    import contextlib
+
+    from tokenwire.core.request import as_request
+    from tokenwire.events import ToolCall
+
+    async with contextlib.aclosing(provider.stream(as_request("go"))) as parts:
+        async for part in parts:
+            if isinstance(part, ToolCall):
+                await asyncio.wait_for(forever.began.wait(), 30)
+                break
+    assert forever.cancelled.is_set()

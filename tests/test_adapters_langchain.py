@@ -17,7 +17,7 @@ from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.tools import tool
 
 import tokenwire
-from adapter_kit import Forever, cancel_mid_tool, served_text
+from adapter_kit import Forever, cancel_mid_tool, close_mid_tool, served_text
 from lc_app import StreamingFake, build, call, multiply
 from tokenwire.adapters.langchain import LangChain
 from tokenwire.testing import Transcript, assert_transcript
@@ -185,10 +185,6 @@ async def test_a_frameworks_agent_is_never_wrapped_by_tokenwires_loop_nor_carrie
 
 
 async def test_leaving_the_stream_early_stops_the_graph_at_once_and_parallel_calls_stay_apart() -> None:
-    import contextlib
-
-    from tokenwire.core.request import as_request
-    from tokenwire.events import ToolCall
 
     forever = Forever()
 
@@ -197,13 +193,7 @@ async def test_leaving_the_stream_early_stops_the_graph_at_once_and_parallel_cal
         """Takes forever."""
         return await forever()
 
-    provider = LangChain(build(iter([call(name="slow")]), [slow]))
-    async with contextlib.aclosing(provider.stream(as_request("go"))) as parts:
-        async for part in parts:
-            if isinstance(part, ToolCall):
-                await asyncio.wait_for(forever.began.wait(), 30)
-                break
-    assert forever.cancelled.is_set()  # by the close itself, not by a garbage collection later
+    await close_mid_tool(LangChain(build(iter([call(name="slow")]), [slow])), forever)
 
     class Unnumbered(StreamingFake):  # calls named by id only, as some models stream them
         def _stream(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
@@ -258,3 +248,51 @@ async def test_reasoning_in_each_providers_own_shape_is_reasoning() -> None:
     response = await tokenwire.generate(LangChain(Thinking(messages=iter([]))), "hi")
     assert response.reasoning == "Anthropic thinks. OpenAI sums up. DeepSeek reasons."
     assert response.text == "The answer."
+
+
+async def test_a_graph_interrupt_is_an_approval_answered_over_the_wire() -> None:
+    """interrupt({"tool", "args"}) in a node (a graph with a checkpointer): the run suspends with
+    a step approval naming the checkpointer's thread; the owner's answer resumes the graph there
+    with Command(resume=...), and the interrupt returns the decision."""
+    import pytest
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.graph import START, MessagesState, StateGraph
+    from langgraph.types import interrupt
+
+    from adapter_kit import until_ended
+    from tokenwire.errors import RunSuspended
+    from tokenwire.server import RunBody, RunService
+
+    async def one(approved: bool, said: str) -> None:
+        wired: list[int] = []
+
+        async def review(state: MessagesState) -> dict[str, Any]:
+            yes = interrupt({"tool": "wire_money", "args": {"amount": 42}})
+            if yes:
+                wired.append(42)
+            model = StreamingFake(messages=iter(["Sent 42." if yes else "Not sent."]))
+            return {"messages": [await model.ainvoke(state["messages"])]}
+
+        g = StateGraph(MessagesState)
+        g.add_node("review", review)
+        g.add_edge(START, "review")
+        service = RunService(providers={"g": LangChain(g.compile(checkpointer=InMemorySaver()))}, api_keys=[KEY])
+        owner = service.authenticate(KEY)
+        run = await service.start(RunBody(prompt="Pay 42"), owner=owner)
+        with pytest.raises(RunSuspended):
+            await run.handle.wait()
+        asked = await service.history(run.stream_id)
+        step = asked[-1]
+        assert step.type == "step" and step.name == "approval" and step.status == "started"
+        assert step.detail["tool"] == "wire_money" and step.detail["args"] == {"amount": 42}
+        assert step.detail["resume"]["thread_id"] and wired == []
+        await service.approve(run.stream_id, owner, step.detail["call_id"], approved)
+        events = await until_ended(service, run.stream_id)
+        resumed = events[len(asked) :]
+        assert resumed[0].type == "step" and resumed[0].detail["approved"] is approved
+        assert "".join(e.text for e in resumed if e.type == "text.delta") == said and events[-1].type == "done"
+        assert wired == ([42] if approved else []) and [e.seq for e in events] == list(range(len(events)))
+        await service.shutdown(1.0)
+
+    await one(True, "Sent 42.")
+    await one(False, "Not sent.")

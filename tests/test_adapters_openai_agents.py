@@ -7,7 +7,7 @@ from agents import Agent, function_tool, set_tracing_disabled
 from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
 
 import tokenwire
-from adapter_kit import CONVERSATION, Forever, cancel_mid_tool, served_text
+from adapter_kit import CONVERSATION, Forever, cancel_mid_tool, close_mid_tool, served_text
 from tokenwire.adapters import adapt
 from tokenwire.adapters.openai_agents import OpenAIAgents, input_items
 from tokenwire.core.request import Request
@@ -83,6 +83,8 @@ async def test_cancel_mid_run_cancels_the_sdks_running_tool() -> None:
         return await forever()
 
     await cancel_mid_tool(OpenAIAgents(calc(tool=slow)), forever)
+    forever = Forever()
+    await close_mid_tool(OpenAIAgents(calc(tool=slow)), forever)
 
 
 def test_a_conversation_becomes_the_sdks_input_items_and_serve_agent_adapts_an_agent() -> None:

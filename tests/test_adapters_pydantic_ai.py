@@ -12,7 +12,7 @@ from pydantic_ai.messages import ModelMessage, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, FunctionModel
 
 import tokenwire
-from adapter_kit import CONVERSATION, Forever, cancel_mid_tool, served_text, until_ended
+from adapter_kit import CONVERSATION, Forever, cancel_mid_tool, close_mid_tool, served_text, until_ended
 from tokenwire.adapters.pydantic_ai import PydanticAI, history
 from tokenwire.core.request import Message, Request
 from tokenwire.testing import Transcript, assert_transcript
@@ -100,6 +100,8 @@ async def test_cancel_mid_run_cancels_the_agents_running_tool() -> None:
         return await forever()
 
     await cancel_mid_tool(PydanticAI(agent(slow)), forever)
+    forever = Forever()
+    await close_mid_tool(PydanticAI(agent(slow)), forever)
 
 
 def test_a_conversation_becomes_a_prompt_and_pydantic_ais_history() -> None:

@@ -28,12 +28,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any
 
-from tokenwire.core.provider import Part
+from tokenwire.core.fold import RunState
+from tokenwire.core.provider import Part, Provider, Suspend
 from tokenwire.core.request import Message, Request
+from tokenwire.errors import InvalidRequest
 from tokenwire.events import Done, ReasoningDelta, Step, ToolCall, ToolCallDelta, ToolCallStart, ToolResult, Usage
 
 __all__ = ["LangChain", "messages_in"]
@@ -79,8 +82,10 @@ class LangChain:
         model: str | None = None,
         input: Callable[[Request], Any] | None = None,
         config: dict[str, Any] | None = None,
+        approval_timeout_s: float = 3600.0,
     ):
         self.runnable = runnable
+        self.approval_timeout_s = approval_timeout_s
         self.model = model or str(getattr(runnable, "name", None) or type(runnable).__name__)
         graph = hasattr(runnable, "stream_mode")
         self.input = input or ((lambda r: {"messages": messages_in(r)}) if graph else messages_in)
@@ -95,15 +100,66 @@ class LangChain:
         return {**self.config, "configurable": {**configurable, "thread_id": uuid.uuid4().hex}}
 
     async def stream(self, request: Request) -> AsyncIterator[Part]:
-        state = Run()
-        events = self.runnable.astream_events(self.input(request), config=self.run_config(), version="v2")
+        async with contextlib.aclosing(self.run(self.input(request), self.run_config(), Run())) as parts:
+            async for part in parts:
+                yield part
+
+    async def run(self, graph_input: Any, config: dict[str, Any], state: Run) -> AsyncGenerator[Part, None]:
+        """One run of the runnable, mapped; it ends with ``done``, or suspends at an interrupt."""
+        events = self.runnable.astream_events(graph_input, config=config, version="v2")
         async with contextlib.aclosing(events):  # leaving early stops the graph now, not at a GC
             async for event in events:
                 for part in state.parts(event):
                     yield part
         if state.usage is not None:
             yield Usage(input_tokens=state.usage[0], output_tokens=state.usage[1])
-        yield Done(finish_reason="stop")
+        if not state.interrupts:
+            yield Done(finish_reason="stop")
+            return
+        expires = round(time.time() + self.approval_timeout_s, 3)
+        thread = config.get("configurable", {}).get("thread_id")
+        for interrupt in state.interrupts.values():
+            value = interrupt.value
+            asked = value if isinstance(value, dict) and "tool" in value else {"tool": "interrupt", "args": value}
+            detail = {"call_id": interrupt.id, "tool": asked["tool"], "args": asked.get("args"), "expires": expires}
+            yield Step(name="approval", status="started", detail={**detail, "resume": {"thread_id": thread}})
+        yield Suspend(f"waiting for approval of {', '.join(state.interrupts)}", expires)
+
+    def resume(self, state: RunState, decisions: Mapping[str, tuple[bool, str]] | None = None) -> Provider:
+        """A graph stopped at ``interrupt()`` goes on from its checkpointer's thread (named in the
+        approval), with ``Command(resume={interrupt id: approved})``: the interrupt returns True
+        or False. Use a checkpointer every node shares (Postgres, Redis) for any node to carry
+        it on. Any other run of a graph cannot be carried on from the log (InvalidRequest)."""
+        answers = dict(decisions or {})
+        threads = {(state.approvals.get(cid, {}).get("resume") or {}).get("thread_id") for cid in answers}
+        if not answers or len(threads) != 1 or None in threads:
+            raise InvalidRequest("a LangChain run goes on from the log only at an answered interrupt of a graph")
+        return _Resumed(self, state, answers, str(threads.pop()))
+
+
+class _Resumed:
+    """:meth:`LangChain.resume`'s continuation: a provider whose stream goes on with the graph."""
+
+    def __init__(self, outer: LangChain, state: RunState, decisions: dict[str, tuple[bool, str]], thread: str):
+        self.outer, self.state, self.decisions, self.thread = outer, state, decisions, thread
+        self.model = outer.model
+        self.provider = outer  # what telemetry names, as for tokenwire's Agent
+
+    async def stream(self, request: Request) -> AsyncIterator[Part]:
+        from langgraph.types import Command
+
+        for cid, (approved, by) in self.decisions.items():
+            asked = self.state.approvals.get(cid, {})
+            detail = {"call_id": cid, "tool": asked.get("tool"), "args": asked.get("args"), "approved": approved}
+            yield Step(name="approval", status="finished", detail={**detail, "by": by})
+        configurable = {**self.outer.config.get("configurable", {}), "thread_id": self.thread}
+        config = {**self.outer.config, "configurable": configurable}
+        run = Run()
+        run.turn = self.state.turns[-1].number if self.state.turns else 0
+        command: Any = Command(resume={cid: approved for cid, (approved, _) in self.decisions.items()})
+        async with contextlib.aclosing(self.outer.run(command, config, run)) as parts:
+            async for part in parts:
+                yield part
 
 
 class Run:
@@ -117,6 +173,7 @@ class Run:
         self.usage: tuple[int, int] | None = None
         self.turn = 0
         self.turns: dict[str, int] = {}  # model run id → its turn (model runs may overlap)
+        self.interrupts: dict[str, Any] = {}  # interrupt id → LangGraph's Interrupt: the run stops there
 
     def parts(self, event: dict[str, Any]) -> list[Part]:
         kind, data = event["event"], event.get("data", {})
@@ -130,6 +187,10 @@ class Run:
             return self.model_end(data.get("output"), self.turns.pop(event["run_id"], self.turn))
         if kind in ("on_tool_end", "on_tool_error"):
             return self.tool_end(event, data, kind == "on_tool_error")
+        chunk = data.get("chunk")
+        if kind == "on_chain_stream" and isinstance(chunk, dict) and "__interrupt__" in chunk:
+            self.interrupts.update((i.id, i) for i in chunk["__interrupt__"])
+            return []
         node = event.get("metadata", {}).get("langgraph_node")
         if kind in ("on_chain_start", "on_chain_end") and node is not None and event.get("name") == node:
             return [

@@ -74,12 +74,16 @@ class OpenAIAgents:
         run = Run()
         events: Any = result.stream_events()  # an async generator (typed as an iterator)
         try:
-            async with contextlib.aclosing(events):
-                async for event in events:
-                    for part in run.parts(event):
-                        yield part
+            async for event in events:
+                for part in run.parts(event):
+                    yield part
         finally:
-            result.cancel()  # a no-op after the end; otherwise the SDK's run task stops: wait for it
+            # The run task first (a no-op after the end): closing the SDK's event stream waits for
+            # it, and a tool that never ends would hold that close for ever. Then the stream, then
+            # a bounded wait for the task's own clean-up.
+            result.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(events.aclose(), CANCEL_WAIT_S)
             task = result.run_loop_task
             if task is not None and not task.done():
                 with contextlib.suppress(asyncio.CancelledError, Exception):

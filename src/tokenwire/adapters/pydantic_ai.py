@@ -23,9 +23,10 @@ run; a failure in it ends the stream with one ``error`` (source ``provider``) na
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import msgspec
@@ -90,10 +91,13 @@ class PydanticAI:
 
     async def stream(self, request: Request) -> AsyncIterator[Part]:
         prompt, past = history(request)
-        async for part in self.run(prompt, past, Run()):
-            yield part
+        async with contextlib.aclosing(self.run(prompt, past, Run())) as parts:
+            async for part in parts:
+                yield part
 
-    async def run(self, prompt: str | None, past: list[Any], run: Run, deferred: Any = None) -> AsyncIterator[Part]:
+    async def run(
+        self, prompt: str | None, past: list[Any], run: Run, deferred: Any = None
+    ) -> AsyncGenerator[Part, None]:
         """One Pydantic AI run, mapped; it ends with ``done``, or suspends for approvals."""
         from pydantic_ai import DeferredToolRequests
         from pydantic_ai.run import AgentRunResultEvent
@@ -156,8 +160,9 @@ class _Resumed:
             approvals[cid] = True if approved else ToolDenied(f"The call was denied ({by}).")
         prompt, past = history(msgspec.structs.replace(request, messages=messages))
         deferred = DeferredToolResults(approvals=approvals) if approvals else None
-        async for part in self.outer.run(prompt, past, run, deferred):
-            yield part
+        async with contextlib.aclosing(self.outer.run(prompt, past, run, deferred)) as parts:
+            async for part in parts:
+                yield part
 
 
 class Run:

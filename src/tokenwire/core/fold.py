@@ -72,7 +72,7 @@ class RunState:
         self.finished = False
         self.turns: list[TurnState] = []
         self.approvals: dict[str, dict[str, Any]] = {}
-        """call id -> ``{"tool", "args", "expires", "approved": None | bool}`` (None: asked, not
+        """call id -> ``{"tool", "args", "expires", "resume", "approved": None | bool}`` (None: asked, not
         answered; ``expires``: when an unanswered approval becomes a denial, wall time)."""
         self.usage = [0, 0]
         self.reasoning_parts: list[str] = []
@@ -137,6 +137,7 @@ class RunState:
                     "tool": detail.get("tool"),
                     "args": detail.get("args"),
                     "expires": detail.get("expires"),
+                    "resume": detail.get("resume"),  # what the producer needs to go on (opaque)
                     "approved": None,
                 }
             elif cid in self.approvals:
