@@ -296,3 +296,59 @@ async def test_a_graph_interrupt_is_an_approval_answered_over_the_wire() -> None
 
     await one(True, "Sent 42.")
     await one(False, "Not sent.")
+
+
+async def test_an_interrupt_inside_a_tool_is_no_failure_and_a_waiting_graph_can_be_cancelled() -> None:
+    import pytest
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.types import interrupt
+
+    from adapter_kit import until_ended
+    from tokenwire.errors import RunSuspended
+    from tokenwire.server import RunBody, RunService
+
+    @tool
+    def pay(a: int, b: int) -> str:
+        """Pays a times b, once a human agreed."""
+        return "paid" if interrupt({"tool": "pay", "args": {"amount": a * b}}) else "refused"
+
+    def graph() -> Any:
+        from langgraph.graph import START, MessagesState, StateGraph
+        from langgraph.prebuilt import ToolNode, tools_condition
+
+        from lc_app import StreamingFake as Fake
+
+        model = Fake(messages=iter([call(name="pay"), AIMessage("Done.")]))
+
+        async def agent(state: MessagesState) -> dict[str, Any]:
+            return {"messages": [await model.ainvoke(state["messages"])]}
+
+        g = StateGraph(MessagesState)
+        g.add_node("agent", agent)
+        g.add_node("tools", ToolNode([pay]))
+        g.add_edge(START, "agent")
+        g.add_conditional_edges("agent", tools_condition)
+        g.add_edge("tools", "agent")
+        return g.compile(checkpointer=InMemorySaver())
+
+    service = RunService(providers={"g": LangChain(graph()), "again": LangChain(graph())}, api_keys=[KEY])
+    owner = service.authenticate(KEY)
+    run = await service.start(RunBody(prompt="pay", provider="g"), owner=owner)
+    with pytest.raises(RunSuspended):
+        await run.handle.wait()
+    asked = await service.history(run.stream_id)
+    assert not any(e.type == "tool_result" for e in asked)  # the interrupt is not a failed call
+    await service.approve(run.stream_id, owner, asked[-1].detail["call_id"], True)
+    events = await until_ended(service, run.stream_id)
+    results = [e for e in events if e.type == "tool_result"]
+    assert [(r.call_id, r.result, r.is_error) for r in results] == [("call_1", "paid", False)]
+    assert events[-1].type == "done" and "".join(e.text for e in events if e.type == "text.delta") == "Done."
+
+    run = await service.start(RunBody(prompt="pay", provider="again"), owner=owner)  # asks, then is cancelled
+    with pytest.raises(RunSuspended):
+        await run.handle.wait()
+    assert await service.cancel(run.stream_id, "changed my mind")
+    events = await until_ended(service, run.stream_id)
+    assert events[-1].type == "done" and events[-1].finish_reason == "cancelled"
+    assert sum(e.type in ("done", "error") for e in events) == 1
+    await service.shutdown(1.0)

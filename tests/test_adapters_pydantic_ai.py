@@ -319,3 +319,47 @@ def test_mapping_one_long_answer_is_linear_in_its_deltas() -> None:
     only when a model sends the part again): a ratio of CPU times, not a wall-clock bound."""
     small, large = _mapping_cost(20_000), _mapping_cost(160_000)
     assert large / small < 24, f"8x deltas cost {large / small:.1f}x"
+
+
+async def test_two_approvals_in_one_turn_resume_the_run_only_once_both_are_answered() -> None:
+    import pytest
+    from pydantic_ai import DeferredToolRequests
+
+    from tokenwire.errors import RunSuspended
+    from tokenwire.server import RunBody, RunService
+
+    wired: list[int] = []
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+        returned = [p for m in messages for p in getattr(m, "parts", []) if isinstance(p, ToolReturnPart)]
+        if not returned:
+            yield {0: DeltaToolCall(name="wire_money", json_args='{"amount": 1}', tool_call_id="p1")}
+            yield {1: DeltaToolCall(name="wire_money", json_args='{"amount": 2}', tool_call_id="p2")}
+        else:
+            yield " / ".join(str(p.content) for p in returned)
+
+    a: Agent[None, Any] = Agent(FunctionModel(stream_function=model), output_type=[str, DeferredToolRequests])
+
+    @a.tool_plain(requires_approval=True)
+    def wire_money(amount: int) -> str:
+        """Send money."""
+        wired.append(amount)
+        return f"sent {amount}"
+
+    service = RunService(providers={"bank": PydanticAI(a, model="bank")}, api_keys=[KEY])
+    owner = service.authenticate(KEY)
+    run = await service.start(RunBody(prompt="Pay 1 and 2"), owner=owner)
+    with pytest.raises(RunSuspended):
+        await run.handle.wait()
+    await service.approve(run.stream_id, owner, "p1", True)
+    for _ in range(600):  # the answer is logged, held: the run waits again, for p2's (approve retries)
+        events = await service.history(run.stream_id)
+        if events[-1].type == "step" and events[-1].status == "finished":
+            break
+        await asyncio.sleep(0.05)
+    assert wired == [] and events[-1].detail == {**events[-1].detail, "call_id": "p1", "held": True}
+    await service.approve(run.stream_id, owner, "p2", False)
+    events = await until_ended(service, run.stream_id)
+    assert wired == [1] and events[-1].type == "done"
+    assert "".join(e.text for e in events if e.type == "text.delta") == "sent 1 / The call was denied (api)."
+    await service.shutdown(1.0)

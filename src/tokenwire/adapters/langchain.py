@@ -36,7 +36,7 @@ from typing import Any
 from tokenwire.core.fold import RunState
 from tokenwire.core.provider import Part, Provider, Suspend
 from tokenwire.core.request import Message, Request
-from tokenwire.errors import InvalidRequest
+from tokenwire.errors import InvalidRequest, ProviderError
 from tokenwire.events import Done, ReasoningDelta, Step, ToolCall, ToolCallDelta, ToolCallStart, ToolResult, Usage
 
 __all__ = ["LangChain", "messages_in"]
@@ -140,6 +140,8 @@ class LangChain:
 class _Resumed:
     """:meth:`LangChain.resume`'s continuation: a provider whose stream goes on with the graph."""
 
+    runs_own_tools = True
+
     def __init__(self, outer: LangChain, state: RunState, decisions: dict[str, tuple[bool, str]], thread: str):
         self.outer, self.state, self.decisions, self.thread = outer, state, decisions, thread
         self.model = outer.model
@@ -154,8 +156,16 @@ class _Resumed:
             yield Step(name="approval", status="finished", detail={**detail, "by": by})
         configurable = {**self.outer.config.get("configurable", {}), "thread_id": self.thread}
         config = {**self.outer.config, "configurable": configurable}
+        snapshot = await self.outer.runnable.aget_state(config)
+        if not set(self.decisions) <= {i.id for i in snapshot.interrupts}:
+            raise ProviderError(
+                f"the graph's checkpointer has no such interrupt on thread {self.thread!r}: a run goes on "
+                "on another node only with a checkpointer every node shares",
+                code="not_resumable",
+            )
         run = Run()
         run.turn = self.state.turns[-1].number if self.state.turns else 0
+        run.called = {c.call_id for turn in self.state.turns for c in turn.unanswered()}  # a tool that interrupted
         command: Any = Command(resume={cid: approved for cid, (approved, _) in self.decisions.items()})
         async with contextlib.aclosing(self.outer.run(command, config, run)) as parts:
             async for part in parts:
@@ -242,6 +252,8 @@ class Run:
     def tool_end(self, event: dict[str, Any], data: dict[str, Any], failed: bool) -> list[Part]:
         name = str(event.get("name", ""))
         output = data.get("error") if failed else data.get("output")
+        if failed and any(c.__name__ == "GraphBubbleUp" for c in type(output).__mro__):
+            return []  # an interrupt() in the tool: not a failure, the run stops for an answer
         output = _tool_message(output) or output
         call_id = data.get("tool_call_id") or getattr(output, "tool_call_id", None)
         if call_id not in self.called:

@@ -133,6 +133,8 @@ class PydanticAI:
 class _Resumed:
     """:meth:`PydanticAI.resume`'s continuation: a provider whose stream goes on with the run."""
 
+    runs_own_tools = True
+
     def __init__(self, outer: PydanticAI, state: RunState, decisions: dict[str, tuple[bool, str]]):
         self.outer, self.state, self.decisions = outer, state, decisions
         self.model = outer.model
@@ -141,25 +143,42 @@ class _Resumed:
     async def stream(self, request: Request) -> AsyncIterator[Part]:
         from pydantic_ai import DeferredToolResults, ToolDenied
 
-        messages, turns = list(request.messages), self.state.turns
+        state, decisions = self.state, self.decisions
+        waiting = [cid for cid in state.pending_approvals() if cid not in decisions]
+        for cid, (approved, by) in decisions.items():
+            asked = state.approvals.get(cid, {})
+            detail = {"call_id": cid, "tool": asked.get("tool"), "args": asked.get("args"), "approved": approved}
+            held = {"held": True} if waiting else {}  # applied with the last answer of its turn
+            yield Step(name="approval", status="finished", detail={**detail, "by": by, **held})
+        if waiting:  # the turn's other calls still wait for their answers: so does the run
+            until = min(state.approvals[cid].get("expires") or time.time() for cid in waiting)
+            yield Suspend(f"waiting for approval of {', '.join(waiting)}", until)
+            return
+        messages, turns = list(request.messages), state.turns
         run = Run(turn=turns[-1].number if turns else 0)
-        run.logged = {cid for turn in turns for cid in turn.calls}
+        answered: dict[str, Any] = {}  # the last turn's decided calls without a result
         for i, turn in enumerate(turns):
-            open_calls = [c for c in turn.unanswered() if c.call_id not in self.decisions]
-            if i == len(turns) - 1 and (not turn.finished or open_calls or not turn.calls):
-                run.turn, run.restarted = turn.number - 1, True  # cut short: the model is asked again
+            last = i == len(turns) - 1
+            if last:
+                for call in turn.unanswered():
+                    if call.call_id in decisions:
+                        approved, by = decisions[call.call_id]
+                        answered[call.call_id] = True if approved else ToolDenied(f"The call was denied ({by}).")
+                    elif (asked := state.approvals.get(call.call_id, {})).get("held"):  # answered earlier
+                        answered[call.call_id] = True if asked["approved"] else ToolDenied("The call was denied.")
+                    elif asked.get("approved") is not None:
+                        # Answered before, and its node stopped before a result: it may have run.
+                        said = "The call was interrupted: it may or may not have run; do not assume either."
+                        answered[call.call_id] = ToolDenied(said)
+            if last and (not turn.finished or not turn.calls or len(answered) < len(turn.unanswered())):
+                run.turn, run.restarted, answered = turn.number - 1, True, {}  # cut short: asked again
                 break
             calls = [{"call_id": c.call_id, "name": c.name, "args": c.args} for c in turn.calls.values()]
             messages.append(Message("assistant", turn.text, tool_calls=calls))
             messages += tool_messages(turn.text, [turn.calls[cid] for cid in turn.results], turn.results)[1:]
-        approvals: dict[str, Any] = {}
-        for cid, (approved, by) in self.decisions.items():
-            asked = self.state.approvals.get(cid, {})
-            detail = {"call_id": cid, "tool": asked.get("tool"), "args": asked.get("args"), "approved": approved}
-            yield Step(name="approval", status="finished", detail={**detail, "by": by})
-            approvals[cid] = True if approved else ToolDenied(f"The call was denied ({by}).")
+        run.logged = set(answered)  # their calls are in the log: Pydantic AI reports them again
         prompt, past = history(msgspec.structs.replace(request, messages=messages))
-        deferred = DeferredToolResults(approvals=approvals) if approvals else None
+        deferred = DeferredToolResults(approvals=answered) if answered else None
         async with contextlib.aclosing(self.outer.run(prompt, past, run, deferred)) as parts:
             async for part in parts:
                 yield part
@@ -198,7 +217,7 @@ class Run:
 
     def parts(self, event: Any) -> list[Part]:
         kind = getattr(event, "event_kind", "")
-        if kind == "model_response_rejected":  # a validator asked again: what it streamed is void
+        if kind == "model_response_rejected" and self.open:  # a validator asked again: its output is void
             self.open, self.restarted, self.turn = False, True, self.turn - 1
             return []
         if kind == "part_start":

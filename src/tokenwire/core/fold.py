@@ -142,6 +142,7 @@ class RunState:
                 }
             elif cid in self.approvals:
                 self.approvals[cid]["approved"] = bool(detail.get("approved"))
+                self.approvals[cid]["held"] = bool(detail.get("held"))  # answered, not applied yet
 
     def pending_approvals(self) -> list[str]:
         """Calls whose approval was asked for and not answered, in order."""

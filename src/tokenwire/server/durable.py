@@ -28,7 +28,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 import msgspec
@@ -48,6 +48,21 @@ from tokenwire.tools import Agent, ToolOptions, Toolset
 __all__ = ["Durable", "DurableHost", "RunRecord"]
 
 logger = logging.getLogger("tokenwire")
+
+
+class _Ending:
+    """A framework's run carried on only to be cancelled at once (it may have nothing to go on
+    with from the log): it waits until the cancel ends it."""
+
+    runs_own_tools = True
+
+    def __init__(self, model: str):
+        self.model = model
+        self.provider = self
+
+    async def stream(self, request: object) -> AsyncIterator[str]:
+        await asyncio.Event().wait()
+        yield ""  # never reached: the generator's type
 
 
 def own_tools(provider: object) -> bool:
@@ -173,7 +188,12 @@ class Durable:
             if cid not in answers and isinstance(expires, int | float) and expires <= now:
                 answers[cid] = (False, "timeout")
         try:  # another framework's agent that can go on from the log (its resume), or tokenwire's loop
-            agent: Any = resume(state, answers) if resume is not None else self.agent(record).resume(state, answers)
+            if cancel is not None and own_tools(framework):
+                agent: Any = _Ending(record.provider)  # nothing to go on with: only to end it, cancelled
+            elif resume is not None:
+                agent = resume(state, answers)
+            else:
+                agent = self.agent(record).resume(state, answers)
         except InvalidRequest as exc:  # a provider this node does not have
             await self._end(stream_id, token, f"this node cannot carry the run on: {exc}")
             return None
