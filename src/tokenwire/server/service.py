@@ -117,7 +117,9 @@ class RunService:
         self.tokens = StreamTokens(key)
         self.tickets = Tickets(key)
         self.default_limits = default_limits
-        self.log = log if log is not None else self._configured_log()
+        self._owns_log = log is None
+        url = cfg.log_url or configured_log_url()
+        self.log = log if log is not None else log_from_url(url, max_events=cfg.max_events, max_streams=cfg.max_runs)
         self.frames = FrameCache()
         """Encoded frames per (stream, wire format), shared by every reader."""
         self.otel = otel
@@ -144,10 +146,6 @@ class RunService:
         self.chats: dict[tuple[str, str], tuple[str, str]] = {}
         """(API key's owner, AI SDK chat id) -> the chat's latest run's stream id and message id
         (another key's chat of the same id is another chat)."""
-
-    def _configured_log(self) -> EventLog:
-        url = self.config.log_url or configured_log_url()
-        return log_from_url(url, max_events=self.config.max_events, max_streams=self.config.max_runs)
 
     # -- identity and connections ------------------------------------------------------------------
 
@@ -421,7 +419,7 @@ class RunService:
     async def shutdown(self, grace_s: float) -> None:
         """Stop taking runs. With a shared log, live durable runs are handed to the other nodes
         (suspended, due at once); the rest get ``grace_s`` to finish, then end with
-        ``error(shutdown)``."""
+        ``error(shutdown)``. A log the service made itself is closed (its tasks and connections)."""
         self.runs.accepting = False
         await self.durable.aclose()
         if self.log.shared:
@@ -429,6 +427,8 @@ class RunService:
             if handed:
                 logger.info("handed %d live runs over to the other nodes", handed)
         await self.runs.shutdown(grace_s)
+        if self._owns_log:
+            await self.log.aclose()
 
     def _remote_cancel(self, stream_id: str, reason: str) -> None:
         """A cancel another node forwarded: end the run if this node produces it."""
