@@ -638,3 +638,37 @@ def test_a_run_the_log_cannot_take_is_a_503_not_a_run_nobody_can_read() -> None:
         assert r.status_code == 503 and r.json()["error"]["code"] == "log_unavailable"
         r = httpx.post(f"{url}/v1/chat/completions", json={**chat, "stream": False}, headers=auth, timeout=30)
         assert r.status_code == 503 and r.json()["error"]["code"] == "log_unavailable"
+
+
+async def test_a_tree_with_a_child_on_another_node_is_followed_from_either(nodes: tuple[RedisLog, RedisLog]) -> None:
+    """A parent produced on node a whose tool starts its child on node b: the child's start names
+    the parent, the parent marks it, and a reader on either node follows the whole tree."""
+    import tokenwire
+    from tokenwire.log import follow_tree
+
+    a, b = nodes
+
+    @tokenwire.tool
+    async def elsewhere(task: str) -> str:
+        """Runs the task on the other node."""
+        return (await tokenwire.generate(Scripted(["from ", "b"], interval_s=0.001), task, log=b)).text
+
+    lead = Scripted.turns([ToolCall(call_id="c", name="elsewhere", args={"task": "t"})], ["merged"])
+    root = tokenwire.generate(lead, "go", tools=[elsewhere], log=a)
+    assert (await root).text == "merged"
+    for reader in (a, b):
+        tree: dict[str, list[Event]] = {}
+        async for event in follow_tree(reader, root.stream_id):
+            tree.setdefault(event.stream_id, []).append(event)
+        (child,) = [sid for sid in tree if sid != root.stream_id]
+        start = tree[child][0]
+        assert start.type == "start" and start.parent is not None and start.parent.stream_id == root.stream_id
+        assert "".join(e.text for e in tree[child] if e.type == "text.delta") == "from b"
+        assert [e.seq for e in tree[child]] == list(range(len(tree[child]))) and tree[child][-1].type == "done"
+        marks = [
+            e.detail["outcome"]
+            for e in tree[root.stream_id]
+            if e.type == "step" and e.status == "finished" and e.name == "child"
+        ]
+        assert marks == ["done"]
+    assert await a.read_elsewhere([]) == set()

@@ -12,7 +12,7 @@ exception in :mod:`tokenwire.errors`, and each folder is a layer (``docs/archite
 from typing import TYPE_CHECKING, Any
 
 from tokenwire import errors, events
-from tokenwire.api import ObjectUpdate, generate, run, run_sync, stream, stream_object, stream_sync
+from tokenwire.api import ObjectUpdate, generate, run, run_sync, stream, stream_object, stream_sync, sub_agent
 from tokenwire.consumers.coalesce import coalesce, coalesce_events
 from tokenwire.consumers.delivery import EventIterator, queued
 from tokenwire.consumers.observers import Observer, observe
@@ -46,6 +46,7 @@ __all__ = [
     "generate",
     "stream",
     "stream_sync",
+    "sub_agent",
     "run",
     "run_sync",
     "stream_object",

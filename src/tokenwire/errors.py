@@ -35,6 +35,7 @@ __all__ = [
     "StreamNotFound",
     "TokenwireError",
     "ToolArgumentsInvalid",
+    "TreeLimitExceeded",
     "Unauthorized",
     "Unsupported",
 ]
@@ -250,6 +251,11 @@ class BodyTooLarge(InvalidRequest):
 
 class ModelNotFound(InvalidRequest, LookupError):
     """A request named a model the server does not serve (HTTP 404 ``model_not_found``)."""
+
+
+class TreeLimitExceeded(TokenwireError):
+    """A tool tried to start a child run past its tree's bounds (``ToolOptions.max_child_depth``,
+    ``max_children``); the model reads it as the tool's error."""
 
 
 class Unsupported(TokenwireError):

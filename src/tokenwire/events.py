@@ -35,6 +35,7 @@ __all__ = [
     "EVENT_TYPES",
     "EventBase",
     "FinishReason",
+    "Parent",
     "ReasoningDelta",
     "Start",
     "Stats",
@@ -54,7 +55,7 @@ __all__ = [
     "to_builtins",
 ]
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"
 """Version of the event schema; semver: a new optional field is minor, anything else major."""
 
 FinishReason: TypeAlias = Literal["stop", "length", "tool_calls", "content_filter", "cancelled"]
@@ -74,6 +75,17 @@ class EventBase(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", gc=
     """Producer wall-clock time, float seconds since the epoch."""
 
 
+class Parent(msgspec.Struct, frozen=True, kw_only=True):
+    """The run that started a child run, named in the child's ``start`` (a run tree)."""
+
+    stream_id: str
+    """The parent run's stream."""
+    call_id: str = ""
+    """The parent's tool call that started the child ("" when not started by a tool call)."""
+    depth: int = 1
+    """How deep the child is in its tree: 1 under a root run, 2 under one of its children …"""
+
+
 class Start(EventBase, frozen=True, tag="start"):
     """The stream began. Always seq 0."""
 
@@ -83,6 +95,8 @@ class Start(EventBase, frozen=True, tag="start"):
     """Caller-supplied or generated id of the request that started the stream."""
     meta: dict[str, Any] = {}
     """Free-form metadata given by the caller (user id, session, trace ids)."""
+    parent: Parent | None = None
+    """Set on a child run: the run and tool call that started it; None on a root run."""
 
 
 class TextDelta(EventBase, frozen=True, tag="text.delta"):

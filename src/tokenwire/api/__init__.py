@@ -5,5 +5,6 @@ engine and the tools; ``tokenwire`` re-exports every name.
 
 from tokenwire.api.start import generate, run, run_sync, stream, stream_sync
 from tokenwire.api.structured import ObjectUpdate, stream_object
+from tokenwire.api.subagent import sub_agent
 
-__all__ = ["ObjectUpdate", "generate", "run", "run_sync", "stream", "stream_object", "stream_sync"]
+__all__ = ["ObjectUpdate", "generate", "run", "run_sync", "stream", "stream_object", "stream_sync", "sub_agent"]

@@ -38,6 +38,7 @@ from tokenwire.core.response import Response
 from tokenwire.engine import RunOptions, StreamHandle, SyncStream, start_stream
 from tokenwire.log import EventLog
 from tokenwire.tools import Agent, ToolOptions
+from tokenwire.tools.tree import current_call
 
 __all__ = ["generate", "run", "run_sync", "stream", "stream_sync"]
 
@@ -71,6 +72,10 @@ def generate(
     ``drain_timeout_s`` (how long, in total, the end of the stream waits for its observers: an
     observer still busy then is reported and skipped).
 
+    Started by a tool of a running agent, the stream is a *child run* of the agent's run
+    (:mod:`tokenwire.tools.tree`): its ``start`` names the parent, it goes to the parent's log,
+    the parent's stream marks its start and end, and it ends with the tool call at the latest.
+
     >>> import asyncio, tokenwire
     >>> from tokenwire.providers import Scripted
     >>> async def main():
@@ -89,9 +94,15 @@ def generate(
         on_observer_error=on_observer_error,
         drain_timeout_s=drain_timeout_s,
     )
+    call = current_call()
+    if call is not None:  # started by a running agent's tool: a child run (tokenwire.tools.tree)
+        options = call.child_options(options)
     if tools is not None:
         provider = Agent(provider, tools, tool_options)
-    return start_stream(provider, request, observers=observers, options=options)
+    handle = start_stream(provider, request, observers=observers, options=options)
+    if call is not None:
+        call.adopt(handle)
+    return handle
 
 
 async def run(provider: Provider, request: str | Request, **kwargs: Any) -> Response:

@@ -38,7 +38,7 @@ from tokenwire.events import (
     Usage,
 )
 
-__all__ = ["RunState", "TurnState", "fold", "tool_messages"]
+__all__ = ["RunState", "TurnState", "child_usage", "fold", "tool_messages"]
 
 
 class TurnState:
@@ -123,6 +123,10 @@ class RunState:
 
     def _step(self, step: Step) -> None:
         detail = step.detail if isinstance(step.detail, dict) else {}
+        rolled = child_usage(step)
+        if rolled is not None:
+            self.usage[0] += rolled[0]
+            self.usage[1] += rolled[1]
         if step.name == "turn":
             if step.status == "started" and detail.get("restarted") and self.turns:
                 self.turns[-1] = TurnState(self.turns[-1].number)  # asked again: its earlier output is void
@@ -180,3 +184,15 @@ def fold(events: Iterable[Event]) -> RunState:
     for event in events:
         state.add(event)
     return state
+
+
+def child_usage(step: Step) -> tuple[int, int] | None:
+    """The tokens a child run used, from the ``step child finished`` that marks its end in the
+    parent (:mod:`tokenwire.tools.tree`): they roll up into the parent's usage. None otherwise."""
+    detail = step.detail
+    if step.name != "child" or step.status != "finished" or not isinstance(detail, dict):
+        return None
+    usage = detail.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    return int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)

@@ -52,6 +52,7 @@ from tokenwire.events import (
     ErrorSource,
     Event,
     EventBase,
+    Parent,
     ReasoningDelta,
     Start,
     Stats,
@@ -92,6 +93,7 @@ class Lifecycle:
         "limits",
         "meta",
         "metrics",
+        "parent",
         "request_id",
         "seq",
         "stop",
@@ -109,11 +111,13 @@ class Lifecycle:
         limits: Limits = _NO_LIMITS,
         request_id: str = "",
         meta: dict[str, Any] | None = None,
+        parent: Parent | None = None,
         prior: Sequence[Event] = (),
     ):
         self.stream_id = stream_id
         self.request_id = request_id
         self.meta = meta or {}
+        self.parent = parent
         self.limits = limits
         self.builder = ResponseBuilder(stream_id, model)
         self._start_ts = now
@@ -156,6 +160,7 @@ class Lifecycle:
             model=self.builder.model,
             request_id=self.request_id,
             meta=self.meta,
+            parent=self.parent,
             stream_id=self.stream_id,
             seq=0,
             ts=self._start_ts,

@@ -15,7 +15,7 @@ import msgspec
 
 from tokenwire.consumers.observers import ObserverErrorHook
 from tokenwire.core.limits import Limits
-from tokenwire.events import Event
+from tokenwire.events import Event, Parent
 from tokenwire.log import EventLog
 
 __all__ = ["RunOptions"]
@@ -43,6 +43,9 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
     lease_token: str | None = None
     """A durable run's producer token (:mod:`tokenwire.log.ownership`): other nodes may take
     the run over if this producer stops, and it may suspend. None: an ordinary stream."""
+    parent: Parent | None = None
+    """A child run's parent (named in its ``start``); None: a root run. Set by
+    :func:`tokenwire.generate` when a tool of a running agent starts the run."""
     prior: Sequence[Event] = ()
     """Carry on a durable run from its log: every event it has so far (from ``start``). The
     stream continues at the next seq, with no second ``start``; empty: a new stream."""

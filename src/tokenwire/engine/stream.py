@@ -27,6 +27,7 @@ import threading
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Generator, Iterable
+from contextvars import ContextVar
 from time import time
 from typing import Any
 
@@ -46,7 +47,7 @@ from tokenwire.log import default_log
 from tokenwire.telemetry.logs import current_stream
 from tokenwire.telemetry.metrics import Metrics
 
-__all__ = ["StreamHandle", "start_stream"]
+__all__ = ["StreamHandle", "current_run", "start_stream"]
 
 _NO_LIMITS = Limits()
 _YIELD_MASK = 255
@@ -115,6 +116,7 @@ class StreamHandle:
             limits=limits,
             request_id=request_id,
             meta=options.meta or {},
+            parent=options.parent,
             prior=options.prior,
         )
         self.suspended: Suspend | None = None
@@ -283,6 +285,7 @@ class StreamHandle:
         agen: AsyncIterator[Any] | None = None
         self._started = True
         current_stream.set(self.stream_id)  # this task's log lines name the stream (telemetry.logs)
+        current_run.set(self)  # the runs a tool starts from here are this one's children
         try:
             if not self.options.prior:  # a run carried on from its log has its start already
                 r = append(core.start())
@@ -410,6 +413,10 @@ class StreamHandle:
             await self._writer.flush()
             await dispatcher.aclose(drained_by)
         return terminal
+
+
+current_run: ContextVar[StreamHandle | None] = ContextVar("tokenwire_run", default=None)
+"""The stream whose producer runs the current code (its provider, an agent's tools), or None."""
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:

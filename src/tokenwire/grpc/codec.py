@@ -21,6 +21,7 @@ from tokenwire.events import (
     Done,
     Error,
     Event,
+    Parent,
     ReasoningDelta,
     Start,
     Stats,
@@ -63,6 +64,9 @@ def to_proto(event: Event) -> pb.Event:
         m.tool_call_delta.args_delta = event.args_delta  # type: ignore[union-attr]
     elif isinstance(event, Start):
         m.start.CopyFrom(pb.Start(model=event.model, request_id=event.request_id, meta=_dumps(event.meta)))
+        if event.parent is not None:
+            p = event.parent
+            m.start.parent.CopyFrom(pb.Parent(stream_id=p.stream_id, call_id=p.call_id, depth=p.depth))
     elif isinstance(event, ToolCallStart):
         m.tool_call_start.CopyFrom(pb.ToolCallStart(call_id=event.call_id, name=event.name))
     elif isinstance(event, ToolCall):
@@ -113,7 +117,13 @@ def from_proto(m: pb.Event) -> Event:
     if kind == "tool_call_delta":
         return ToolCallDelta(call_id=m.tool_call_delta.call_id, args_delta=m.tool_call_delta.args_delta, **env)
     if kind == "start":
-        return Start(model=m.start.model, request_id=m.start.request_id, meta=_loads(m.start.meta, {}), **env)
+        st = m.start
+        parent = (
+            Parent(stream_id=st.parent.stream_id, call_id=st.parent.call_id, depth=st.parent.depth)
+            if st.HasField("parent")
+            else None
+        )
+        return Start(model=st.model, request_id=st.request_id, meta=_loads(st.meta, {}), parent=parent, **env)
     if kind == "tool_call_start":
         return ToolCallStart(call_id=m.tool_call_start.call_id, name=m.tool_call_start.name, **env)
     if kind == "tool_call":

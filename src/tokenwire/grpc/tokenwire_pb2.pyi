@@ -7,14 +7,26 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Start(_message.Message):
-    __slots__ = ("model", "request_id", "meta")
+    __slots__ = ("model", "request_id", "meta", "parent")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     META_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
     model: str
     request_id: str
     meta: str
-    def __init__(self, model: _Optional[str] = ..., request_id: _Optional[str] = ..., meta: _Optional[str] = ...) -> None: ...
+    parent: Parent
+    def __init__(self, model: _Optional[str] = ..., request_id: _Optional[str] = ..., meta: _Optional[str] = ..., parent: _Optional[_Union[Parent, _Mapping]] = ...) -> None: ...
+
+class Parent(_message.Message):
+    __slots__ = ("stream_id", "call_id", "depth")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    call_id: str
+    depth: int
+    def __init__(self, stream_id: _Optional[str] = ..., call_id: _Optional[str] = ..., depth: _Optional[int] = ...) -> None: ...
 
 class TextDelta(_message.Message):
     __slots__ = ("text",)

@@ -40,7 +40,7 @@ import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectSendStream
 
-from tokenwire.core.fold import RunState, TurnState, tool_messages
+from tokenwire.core.fold import RunState, TurnState, child_usage, tool_messages
 from tokenwire.core.provider import Part, Provider, Suspend
 from tokenwire.core.request import Message, Request
 from tokenwire.events import Done, Error, Step, TokenUsage, ToolCall, ToolCallDelta, ToolResult, Usage
@@ -318,6 +318,9 @@ class Agent:
                     elif isinstance(item, Usage):
                         usage[0] += item.input_tokens
                         usage[1] += item.output_tokens
+                    elif isinstance(item, Step) and (rolled := child_usage(item)) is not None:
+                        usage[0] += rolled[0]  # a child run's tokens count in its parent's
+                        usage[1] += rolled[1]
                     elif isinstance(item, Done):
                         outcome["finish"] = item.finish_reason
                         continue  # the loop decides how the stream ends

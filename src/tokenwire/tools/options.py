@@ -48,6 +48,12 @@ class ToolOptions(msgspec.Struct, frozen=True, kw_only=True):
     """A suspended run whose approval has not come within this long is resumed with the call
     denied (the model gets an error result saying so)."""
 
+    max_child_depth: int = 3
+    """How deep a run tree may grow below a root run (:mod:`tokenwire.tools.tree`): a tool of a
+    run this deep may not start another run."""
+    max_children: int = 16
+    """Child runs one run's tools may start, in all."""
+
     def __post_init__(self) -> None:
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")

@@ -28,9 +28,11 @@ from anyio.abc import ObjectSendStream
 
 from tokenwire.core.provider import Checkpoint
 from tokenwire.core.tasks import TaskSet
-from tokenwire.events import EventBase, Step, ToolCall, ToolResult
+from tokenwire.engine.stream import current_run
+from tokenwire.events import Step, ToolCall, ToolResult
 from tokenwire.tools.definition import CURRENT_CALL, Progress, Tool, ToolArgumentsInvalid, Toolset
 from tokenwire.tools.options import ToolOptions
+from tokenwire.tools.tree import CallScope, Sender
 
 __all__ = ["AwaitingApproval", "ToolRunner"]
 
@@ -74,6 +76,7 @@ class ToolRunner:
         self._tasks = TaskSet("tool runner")
         self._client: dict[str, asyncio.Future[tuple[Any, bool]]] = {}
         self._executor: ThreadPoolExecutor | None = None
+        self._children = [0]  # child runs this run's tools started (ToolOptions.max_children)
 
     @property
     def running(self) -> int:
@@ -132,13 +135,22 @@ class ToolRunner:
         decision: tuple[bool, str] | None,
     ) -> None:
         CURRENT_CALL.set(call.call_id)  # this task's own context: the tool reads it with call_id()
+        parent = current_run.get()
         async with out:  # closed when answered (or cancelled): the reader counts on it
-            await self._run(call, out, raw_args, n, decision)
+            if parent is None:
+                await self._run(call, out, raw_args, n, decision)
+                return
+            scope = CallScope(call.call_id, out.send, parent, self.options, self._children)
+            scope.bind()  # the runs the tool starts are this call's children
+            try:
+                await self._run(call, _Answering(out, scope), raw_args, n, decision)
+            finally:  # cancelled with the parent run: so are the children, marked ended
+                await scope.settle("the tool call that started it was cancelled")
 
     async def _run(
         self,
         call: ToolCall,
-        out: ObjectSendStream[Any],
+        out: Sender,
         raw_args: str | None,
         number: int,
         decision: tuple[bool, str] | None,
@@ -221,7 +233,7 @@ class ToolRunner:
                 ) from None
         return tool, tool.validate(args)
 
-    async def _approved(self, tool: Tool, call: ToolCall, out: ObjectSendStream[Any]) -> bool | None:
+    async def _approved(self, tool: Tool, call: ToolCall, out: Sender) -> bool | None:
         detail: dict[str, Any] = {"call_id": call.call_id, "tool": tool.name, "args": call.args}
         suspends = self.approve is None and self.options.durable
         if suspends:  # answered over the wire, by then (else a denial)
@@ -240,7 +252,7 @@ class ToolRunner:
         await out.send(Step(name="approval", status="finished", detail={**detail, "approved": approved}))
         return approved
 
-    async def _client_side(self, tool: Tool, call: ToolCall, out: ObjectSendStream[EventBase]) -> None:
+    async def _client_side(self, tool: Tool, call: ToolCall, out: Sender) -> None:
         fut: asyncio.Future[tuple[Any, bool]] = asyncio.get_running_loop().create_future()
         self._client[call.call_id] = fut
         detail = {"call_id": call.call_id, "tool": tool.name, "args": call.args}
@@ -256,9 +268,7 @@ class ToolRunner:
         await out.send(Step(name="client_tool", status="finished", detail=detail))
         await out.send(ToolResult(call_id=call.call_id, name=tool.name, result=result, is_error=is_error))
 
-    async def _execute(
-        self, tool: Tool, call: ToolCall, kwargs: dict[str, Any], out: ObjectSendStream[EventBase]
-    ) -> Any:
+    async def _execute(self, tool: Tool, call: ToolCall, kwargs: dict[str, Any], out: Sender) -> Any:
         if tool.is_async_gen:
             result: Any = None
             gen = tool.fn(**kwargs)
@@ -282,5 +292,20 @@ class ToolRunner:
             self._executor, functools.partial(context.run, tool.fn, **kwargs)
         )
 
-    async def _error(self, out: ObjectSendStream[EventBase], call: ToolCall, message: str) -> None:
+    async def _error(self, out: Sender, call: ToolCall, message: str) -> None:
         await out.send(ToolResult(call_id=call.call_id, name=call.name, result=message, is_error=True))
+
+
+class _Answering:
+    """A call's send side that, before the call's result, ends its children (their marks first)."""
+
+    __slots__ = ("_out", "_scope")
+
+    def __init__(self, out: ObjectSendStream[Any], scope: CallScope):
+        self._out = out
+        self._scope = scope
+
+    async def send(self, item: Any, /) -> None:
+        if isinstance(item, ToolResult):
+            await self._scope.settle("the tool call that started it was answered")
+        await self._out.send(item)

@@ -1,0 +1,135 @@
+"""Run trees: the runs a tool call starts are its children.
+
+A tool of a running agent that starts a run (:func:`tokenwire.generate`, ``run``, ``stream`` or
+a :func:`tokenwire.sub_agent`) starts a *child run*, a stream of its own:
+
+- its ``start`` names its parent (:class:`~tokenwire.events.Parent`: the stream, the tool call,
+  the depth), and it goes to the parent's log unless it names another;
+- the parent's stream marks it: ``step child started`` (``stream_id``, ``call_id``) and, once it
+  ended, ``step child finished`` with its ``outcome`` (``done``, ``error`` or ``suspended``), its
+  ``finish_reason`` or error ``code``, and its ``usage``, which the agent adds to the parent's;
+- it does not outlive the call that started it: once the call is answered, or cancelled with the
+  parent, the children still running are cancelled, and their ``finished`` marks come before the
+  call's ``tool_result``. Cancelling a parent therefore ends its whole subtree;
+- :class:`~tokenwire.ToolOptions` bounds a tree: ``max_child_depth`` and ``max_children`` (per
+  run). Past them, starting a run raises :class:`~tokenwire.errors.TreeLimitExceeded` in the tool,
+  which the model reads as the tool's error.
+
+Only tools running on the agent's event loop start children (an async tool; a sync tool runs in
+a worker thread, where a run it starts is a root run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any, Protocol
+
+import anyio
+import msgspec
+
+from tokenwire.engine import RunOptions, StreamHandle
+from tokenwire.errors import TreeLimitExceeded
+from tokenwire.events import Done, Error, Parent, Step
+from tokenwire.tools.options import ToolOptions
+
+__all__ = ["CallScope", "Sender", "current_call"]
+
+
+class Sender(Protocol):
+    """The send side a tool call's events go to (an anyio memory object stream)."""
+
+    async def send(self, item: Any, /) -> None: ...
+
+
+class CallScope:
+    """The tool call running now, as the parent of the runs it starts (see the module docstring)."""
+
+    __slots__ = ("_children", "_loop", "_marks", "_send", "call_id", "counted", "options", "parent")
+
+    def __init__(
+        self,
+        call_id: str,
+        send: Callable[[Any], Awaitable[None]],
+        parent: StreamHandle,
+        options: ToolOptions,
+        counted: list[int],
+    ):
+        self.call_id = call_id
+        self.parent = parent
+        self.options = options
+        self.counted = counted
+        """Children started in the parent run so far (shared by its calls: ``max_children``)."""
+        self._send = send
+        self._children: list[StreamHandle] = []
+        self._marks: list[asyncio.Task[None]] = []
+        self._loop = asyncio.get_running_loop()
+
+    def bind(self) -> None:
+        """Make this the current call of the running task (:func:`current_call`)."""
+        _CALL.set(self)
+
+    def child_options(self, options: RunOptions) -> RunOptions:
+        """``options`` for a child of this call, or :class:`TreeLimitExceeded` past a bound."""
+        above = self.parent.options.parent
+        depth = (above.depth if above is not None else 0) + 1
+        if depth > self.options.max_child_depth:
+            raise TreeLimitExceeded(
+                f"a run at depth {depth - 1} may not start another run (max_child_depth="
+                f"{self.options.max_child_depth}); do the work here instead"
+            )
+        if self.counted[0] >= self.options.max_children:
+            raise TreeLimitExceeded(
+                f"this run already started {self.counted[0]} runs (max_children={self.options.max_children})"
+            )
+        self.counted[0] += 1
+        parent = Parent(stream_id=self.parent.stream_id, call_id=self.call_id, depth=depth)
+        log = options.log if options.log is not None else self.parent.log
+        return msgspec.structs.replace(options, parent=parent, log=log)
+
+    def adopt(self, child: StreamHandle) -> None:
+        """Mark ``child`` in the parent's stream now and when it ends; it ends with this call."""
+        self._children.append(child)
+        mark = asyncio.get_running_loop().create_task(self._mark(child), name=f"tokenwire-child-{child.stream_id}")
+        self._marks.append(mark)
+
+    async def settle(self, reason: str) -> None:
+        """Cancel the children still running (``reason``) and wait until each one is marked ended."""
+        for child in self._children:
+            child.cancel(reason)
+        if self._marks:
+            await asyncio.wait(self._marks)
+
+    async def _mark(self, child: StreamHandle) -> None:
+        ids = {"stream_id": child.stream_id, "call_id": self.call_id}
+        await child.ready()  # in the log before the mark: a reader of the tree can read it at once
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await self._send(Step(name="child", status="started", detail=ids))
+        await child.settled()
+        end = child.terminal
+        detail: dict[str, Any] = {**ids, "outcome": "suspended" if end is None else end.type}
+        if isinstance(end, Done):
+            detail["finish_reason"] = end.finish_reason
+        elif isinstance(end, Error):
+            detail["code"] = end.code
+        usage = child.result().usage
+        detail["usage"] = None if usage is None else msgspec.to_builtins(usage)
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await self._send(Step(name="child", status="finished", detail=detail))
+
+
+_CALL: ContextVar[CallScope | None] = ContextVar("tokenwire_call_scope", default=None)
+
+
+def current_call() -> CallScope | None:
+    """The tool call running on this task (the parent of a run started here), or None."""
+    scope = _CALL.get()
+    if scope is None:
+        return None
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None  # a worker thread: no children from there
+    return scope if scope._loop is loop else None
