@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -22,7 +22,7 @@ from tokenwire.events import Event, ToolCall
 from tokenwire.providers import Scripted, Stall
 from tokenwire.server import ServerConfig, create_app
 from tokenwire.testing import assert_transcript
-from wire import serve, wait_for
+from wire import FlakyTransport, serve, wait_for
 
 KEY = "test-key"
 WORDS = [f"w{i} " for i in range(30)]
@@ -111,39 +111,6 @@ async def test_keepalive_is_a_comment_without_a_blank_line(base_url: str) -> Non
                 raw += chunk
     assert b": ping\n" in raw and b": ping\n\n" not in raw
     assert raw.rstrip().endswith(b"}") and b"event: error" in raw  # the max_duration limit's terminal
-
-
-class FlakyTransport(httpx.AsyncBaseTransport):
-    """Drops every SSE connection after a few chunks, like a bad network."""
-
-    def __init__(self, after_chunks: int):
-        self.inner = httpx.AsyncHTTPTransport()
-        self.after = after_chunks
-        self.drops = 0
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await self.inner.handle_async_request(request)
-        if not request.url.path.endswith("/events"):
-            return response
-        outer = self
-
-        class Stream(httpx.AsyncByteStream):
-            async def __aiter__(self) -> AsyncIterator[bytes]:
-                n = 0
-                async for chunk in response.stream:  # type: ignore[attr-defined]
-                    yield chunk
-                    n += 1
-                    if n >= outer.after:
-                        outer.drops += 1
-                        raise httpx.ReadError("connection dropped by the test")
-
-            async def aclose(self) -> None:
-                await response.aclose()
-
-        return httpx.Response(response.status_code, headers=response.headers, stream=Stream(), request=request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 async def test_client_resumes_across_forced_disconnects_without_loss_or_duplicates(base_url: str) -> None:

@@ -13,7 +13,7 @@ import pytest
 import tokenwire
 from tokenwire.core.request import Request
 from tokenwire.events import Event, ToolCall, Usage
-from tokenwire.log import MemoryLog, follow_tree
+from tokenwire.log import MemoryLog, TreeCursor, follow_tree
 from tokenwire.providers import Scripted, Stall
 
 
@@ -240,12 +240,14 @@ async def test_following_a_tree_resumes_after_any_drop_with_nothing_lost_or_twic
     lead = Scripted.turns(calls(("r1", "research", {"task": "1"}), ("r2", "research", {"task": "2"})), ["f"])
     root = tokenwire.generate(lead, "go", tools=[research], log=log)
     rng = random.Random(seed)
-    cursors: dict[str, int] = {}
+    cursor = TreeCursor(root.stream_id)
     seen: list[tuple[str, int]] = []
-    while True:  # read live, dropping the connection at random points, resuming from cursors
+    while True:  # read live, dropping the connection at random points, resuming from the cursor
         drop_after = rng.randint(1, 6)
         got = 0
-        tree = follow_tree(log, root.stream_id, cursors)
+        if seed % 2:
+            cursor = TreeCursor.parse(cursor.token())  # the compact form is the whole resume state
+        tree = follow_tree(log, root.stream_id, cursor)
         async for event in tree:
             seen.append((event.stream_id, event.seq))
             got += 1

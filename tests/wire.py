@@ -7,10 +7,11 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import uvicorn
 
 
@@ -227,3 +228,36 @@ if __name__ == "__main__":  # a fault server in a process of its own: python tes
     import sys
 
     uvicorn.run(Faults().app, host="127.0.0.1", port=int(sys.argv[1]), log_level="critical")
+
+
+class FlakyTransport(httpx.AsyncBaseTransport):
+    """Drops every SSE connection after a few chunks, like a bad network."""
+
+    def __init__(self, after_chunks: int):
+        self.inner = httpx.AsyncHTTPTransport()
+        self.after = after_chunks
+        self.drops = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if not request.url.path.endswith("/events"):
+            return response
+        outer = self
+
+        class Stream(httpx.AsyncByteStream):
+            async def __aiter__(self) -> AsyncIterator[bytes]:
+                n = 0
+                async for chunk in response.stream:  # type: ignore[attr-defined]
+                    yield chunk
+                    n += 1
+                    if n >= outer.after:
+                        outer.drops += 1
+                        raise httpx.ReadError("connection dropped by the test")
+
+            async def aclose(self) -> None:
+                await response.aclose()
+
+        return httpx.Response(response.status_code, headers=response.headers, stream=Stream(), request=request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

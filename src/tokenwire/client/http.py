@@ -38,6 +38,7 @@ from tokenwire.errors import (
     Unauthorized,
 )
 from tokenwire.events import TERMINAL_TYPES, Event, decode
+from tokenwire.log import TreeCursor
 from tokenwire.wire.sse import SSEDecoder
 
 __all__ = [
@@ -139,18 +140,33 @@ class Client:
         async for event in self.subscribe(info.stream_id, info.token):
             yield event
 
-    async def subscribe(self, stream_id: str, token: str, *, from_seq: int = 0) -> AsyncIterator[Event]:
-        """Iterate a stream's events from ``from_seq``, resuming across disconnects."""
+    async def subscribe(
+        self, stream_id: str, token: str, *, from_seq: int = 0, tree: bool = False
+    ) -> AsyncIterator[Event]:
+        """Iterate a stream's events from ``from_seq``, resuming across disconnects.
+
+        With ``tree``, the run's whole tree instead, from the start: its events and those of
+        every child run below it, interleaved on one connection (``event.stream_id`` says whose;
+        each stream in order, a child's end before its parent's mark of it), until every stream
+        of the tree ended; a resume restores every stream's position.
+        """
         url = f"{self.base_url}/v1/streams/{stream_id}/events"
+        cursor = TreeCursor(stream_id) if tree else None
         last = from_seq - 1
         retry_s = 1.0
         failures = 0
         while True:
             headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
-            if last >= 0:
+            if cursor is not None:
+                cursor.reopen()
+                if cursor.positions[stream_id]:
+                    headers["Last-Event-ID"] = cursor.token()
+            elif last >= 0:
                 headers["Last-Event-ID"] = str(last)
             try:
-                async with self.http.stream("GET", url, headers=headers) as response:
+                async with self.http.stream(
+                    "GET", url, headers=headers, params={"tree": 1} if tree else None
+                ) as response:
                     if response.status_code != 200:
                         await response.aread()
                         _raise_for(response.status_code, response.content, stream_id, last + 1)
@@ -164,6 +180,15 @@ class Client:
                             if not sse.data:
                                 continue  # an empty data line carries nothing
                             event = decode(sse.data)
+                            if cursor is not None:
+                                if event.stream_id not in cursor.positions:
+                                    raise ConnectionLost(f"tree {stream_id!r}: an event of a stream not in it")
+                                for fresh in cursor.feed(event.stream_id, (event,)):
+                                    failures = 0
+                                    yield fresh
+                                if cursor.ended:
+                                    return
+                                continue
                             if event.seq <= last:
                                 continue  # a duplicate after a resume
                             last = event.seq
@@ -273,8 +298,8 @@ class SyncClient:
     def run(self, request: str | dict[str, Any], **options: Any) -> Iterator[Event]:
         return self._iterate(self._client.run(request, **options))
 
-    def subscribe(self, stream_id: str, token: str, *, from_seq: int = 0) -> Iterator[Event]:
-        return self._iterate(self._client.subscribe(stream_id, token, from_seq=from_seq))
+    def subscribe(self, stream_id: str, token: str, *, from_seq: int = 0, tree: bool = False) -> Iterator[Event]:
+        return self._iterate(self._client.subscribe(stream_id, token, from_seq=from_seq, tree=tree))
 
     def cancel(self, stream_id: str, token: str) -> None:
         self._call(self._client.cancel(stream_id, token))

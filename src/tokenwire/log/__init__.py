@@ -33,7 +33,7 @@ interface is shaped for a networked backend too (Redis Streams): ``append`` neve
 
 from tokenwire.log.base import OVERFLOWS, Cursor, EventLog, Overflow, Ring, StreamInfo, StreamWriter
 from tokenwire.log.memory import MemoryLog, StreamRing
-from tokenwire.log.tree import child_started, follow_tree
+from tokenwire.log.tree import TreeCursor, child_started, follow_tree, read_tree
 from tokenwire.log.url import configured_log_url, default_log, log_from_url, log_kind
 
 __all__ = [
@@ -46,10 +46,12 @@ __all__ = [
     "StreamInfo",
     "StreamRing",
     "StreamWriter",
+    "TreeCursor",
     "child_started",
     "configured_log_url",
     "default_log",
     "follow_tree",
     "log_from_url",
     "log_kind",
+    "read_tree",
 ]

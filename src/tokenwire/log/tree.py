@@ -4,9 +4,10 @@ A parent's stream marks each child run with ``step child started`` (its ``stream
 once the child is in the log) and ``step child finished``; :func:`follow_tree` reads the root
 and, as each mark arrives, the child it names, and so on down. Each stream's events come in
 order and each event names its stream (``event.stream_id``); streams interleave as they are
-read. ``cursors`` is the resume state: the next seq of every stream seen so far, kept up to date
-while iterating, so after a dropped connection the same dict carries on with nothing lost and
-nothing twice.
+read, except that a parent's ``child finished`` mark always comes after that child's terminal
+event. A :class:`TreeCursor` is the resume state: after a dropped connection the same cursor (or
+one :meth:`TreeCursor.parse` made from its :meth:`~TreeCursor.token`) carries on with nothing
+lost and nothing twice.
 
 >>> import asyncio
 >>> from tokenwire.events import Done, Start, Step
@@ -19,24 +20,26 @@ nothing twice.
 ...     root.append(Step(name="child", status="started", detail={"stream_id": "kid"}, stream_id="root", seq=1))
 ...     child.append(Done(stream_id="kid", seq=1))
 ...     root.append(Done(stream_id="root", seq=2))
-...     cursors = {}
-...     seen = [(e.stream_id, e.type) async for e in follow_tree(log, "root", cursors)]
-...     return sorted(seen), cursors
+...     cursor = TreeCursor("root")
+...     seen = [(e.stream_id, e.type) async for e in follow_tree(log, "root", cursor)]
+...     return sorted(seen), cursor.token()
 >>> asyncio.run(demo())  # doctest: +NORMALIZE_WHITESPACE
 ([('kid', 'done'), ('kid', 'start'), ('root', 'done'), ('root', 'start'), ('root', 'step')],
- {'root': 3, 'kid': 2})
+ '3e@root')
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from urllib.parse import quote, unquote
 
-from tokenwire.events import Event, Step
+from tokenwire.errors import InvalidRequest
+from tokenwire.events import TERMINAL_TYPES, Event, Step
 from tokenwire.log.base import EventLog
 
-__all__ = ["child_started", "follow_tree"]
+__all__ = ["TreeCursor", "child_started", "follow_tree", "read_tree"]
 
 _END = object()
 
@@ -50,29 +53,172 @@ def child_started(event: Event) -> str | None:
     return sid if isinstance(sid, str) and sid else None
 
 
-async def follow_tree(
+def _child_finished(event: Event) -> tuple[str, bool] | None:
+    """The child a ``step child finished`` mark names, and whether it ended (not suspended)."""
+    if event.__class__ is not Step or event.name != "child" or event.status != "finished":
+        return None
+    detail = event.detail
+    sid = detail.get("stream_id") if isinstance(detail, dict) else None
+    if not isinstance(sid, str) or not sid:
+        return None
+    return sid, detail.get("outcome") != "suspended"
+
+
+class TreeCursor:
+    """Where a reader of a run tree is: the sans-I/O core of :func:`follow_tree` and of the
+    server's tree subscription.
+
+    Feed it each stream's events as they are read (:meth:`feed`, overlaps allowed); it gives
+    back the events to deliver, in order per stream, and lists in :attr:`opening` the child
+    streams to start reading. A parent's ``child finished`` mark is delivered only after the
+    child's terminal event (the parent's later events wait with it), so a reader never sees a
+    child finished before its end. :meth:`token` is the resume state in a few bytes: the root's
+    position and those of the streams that have not ended (an ended child is never read again,
+    since its ``started`` mark lies behind its parent's position), ``seq@stream`` each, with an
+    ``e`` after the seq of an ended root and a ``p`` after that of a child its parent marked
+    suspended; :meth:`parse` reads it back.
+
+    >>> from tokenwire.events import Done, Start, Step
+    >>> cur = TreeCursor("root")
+    >>> mark = Step(name="child", status="started", detail={"stream_id": "kid"}, stream_id="root", seq=1)
+    >>> [e.type for e in cur.feed("root", [Start(model="m", stream_id="root", seq=0), mark])]
+    ['start', 'step']
+    >>> cur.opening, cur.token()
+    (['root', 'kid'], '2@root,0@kid')
+    >>> _ = list(cur.feed("kid", [Start(model="m", stream_id="kid", seq=0), Done(stream_id="kid", seq=1)]))
+    >>> cur.token(), cur.ended
+    ('2@root', False)
+    """
+
+    __slots__ = ("_ended", "_held", "_names", "_settled", "_waiting", "max_streams", "opening", "positions", "root")
+
+    def __init__(self, root: str, positions: Mapping[str, int] | None = None, *, max_streams: int = 1024):
+        self.root = root
+        self.max_streams = max_streams
+        self.positions: dict[str, int] = {root: 0, **(positions or {})}
+        """The next seq to deliver of every stream read (the root's first)."""
+        self.opening: list[str] = []
+        """Streams to start reading (from :attr:`positions`); the caller takes and clears it."""
+        self._ended: set[str] = set()  # delivered their terminal event
+        self._settled: set[str] = set()  # ended, or marked suspended by their parent: not waited for
+        self._held: dict[str, list[Event]] = {}  # a parent's events waiting for a child's terminal
+        self._waiting: dict[str, str] = {}  # child -> the parent held for it
+        self._names: dict[str, str] = {}  # stream id -> its form in a token
+        self.reopen()
+
+    def reopen(self) -> None:
+        """Start again from the positions (a new connection after a drop): every stream that has
+        not ended is to be read again, and the events held back are forgotten (they were not
+        delivered, so they are read again too)."""
+        self._held.clear()
+        self._waiting.clear()
+        self.opening = [sid for sid in self.positions if sid not in self._ended]
+
+    @classmethod
+    def parse(cls, token: str, *, max_streams: int = 1024) -> TreeCursor:
+        """The cursor a :meth:`token` describes; :class:`~tokenwire.errors.InvalidRequest` when
+        it is not one."""
+        positions: dict[str, int] = {}
+        marked: dict[str, str] = {}
+        for part in token.split(","):
+            seq, at, sid = part.partition("@")
+            if seq[-1:] in ("e", "p"):
+                seq, marked[unquote(sid)] = seq[:-1], seq[-1]
+            if not at or not sid or not (seq.isascii() and seq.isdigit()) or len(positions) >= max_streams:
+                raise InvalidRequest(f"not a tree cursor: {token[:60]!r}")
+            positions[unquote(sid)] = int(seq)
+        cursor = cls(next(iter(positions)), positions, max_streams=max_streams)
+        for sid, how in marked.items():
+            cursor._settled.add(sid)
+            if how == "e":
+                cursor._ended.add(sid)
+        cursor.reopen()
+        return cursor
+
+    @property
+    def ended(self) -> bool:
+        """Every stream of the tree read so far has delivered its terminal event (or, a child
+        its parent marked as suspended, is not waited for: it may carry on much later)."""
+        return len(self._settled) == len(self.positions)
+
+    def token(self) -> str:
+        """The resume state as text (ASCII, no spaces: fit for an SSE ``id``)."""
+        names, pos, ended, settled = self._names, self.positions, self._ended, self._settled
+        parts = []
+        for sid, seq in pos.items():
+            if sid in ended and sid != self.root:
+                continue
+            name = names.get(sid)
+            if name is None:
+                name = names[sid] = quote(sid, safe="")
+            how = ("e" if sid in ended else "p") if sid in settled else ""
+            parts.append(f"{seq}{how}@{name}")
+        return ",".join(parts)
+
+    def feed(self, sid: str, events: Iterable[Event]) -> Iterator[Event]:
+        """The events of ``sid`` (read in order, maybe again) that are now deliverable, and those
+        of parents this releases; the cursor moves as each is taken."""
+        held = self._held.get(sid)
+        if held is not None:  # waiting for a child: keep the rest, in order, once
+            after = held[-1].seq
+            held.extend(e for e in events if e.seq > after)
+            return
+        work: list[tuple[str, Iterable[Event]]] = [(sid, events)]
+        while work:
+            sid, batch = work.pop()
+            it = iter(batch)
+            for event in it:
+                pos = self.positions[sid]
+                if event.seq < pos:
+                    continue  # a resumed reader's overlap
+                finished = _child_finished(event)
+                if finished is not None:
+                    child, ended = finished
+                    if not ended and child in self.positions:
+                        self._settled.add(child)  # suspended: the tree does not wait for it
+                    elif child in self.positions and child not in self._ended:
+                        self._held[sid] = [event, *it]
+                        self._waiting[child] = sid
+                        break
+                self.positions[sid] = event.seq + 1
+                started = child_started(event)
+                if started is not None and started not in self.positions and len(self.positions) < self.max_streams:
+                    self.positions[started] = 0
+                    self.opening.append(started)
+                if event.__class__ in TERMINAL_TYPES:
+                    self._ended.add(sid)
+                    self._settled.add(sid)
+                    parent = self._waiting.pop(sid, None)
+                    if parent is not None:
+                        yield event
+                        work.append((parent, self._held.pop(parent)))
+                        break  # nothing of sid follows its terminal
+                yield event
+
+
+async def read_tree(
     log: EventLog,
-    stream_id: str,
-    cursors: MutableMapping[str, int] | None = None,
+    cursor: TreeCursor,
     *,
     follow: bool = True,
-    max_streams: int = 1024,
-) -> AsyncIterator[Event]:
-    """Every event of run ``stream_id`` and of the runs below it (see the module docstring).
+    idle_s: float | None = None,
+    max_lag: int | None = None,
+) -> AsyncIterator[Iterator[Event]]:
+    """The tree's deliverable events from ``cursor`` on, a batch at a time: each batch is a
+    :meth:`TreeCursor.feed` iterator, to be used up before the next one is asked for (the cursor
+    moves as its events are taken, so ``cursor.token()`` after an event is where to resume).
 
-    ``cursors`` maps stream ids to the next seq to read (absent: from 0) and is updated as
-    events are yielded. With ``follow`` the iterator ends once every stream of the tree ended;
-    without it, at the current end of each. ``max_streams`` bounds the streams followed (a
-    hostile or runaway tree); children past it are not read. Errors of a stream's read
-    (:class:`~tokenwire.errors.SeqEvicted` …) end the iteration with that error.
+    With ``follow`` it ends once every stream of the tree ended; without it, at the current end
+    of each. ``idle_s`` and ``max_lag`` are :meth:`EventLog.batches`'s (the root's reader yields
+    the empty batches of an idle tree). A stream's read error (:class:`~tokenwire.errors.SeqEvicted`
+    …) ends the iteration with that error.
     """
-    pos = cursors if cursors is not None else {}
-    pos.setdefault(stream_id, 0)
     queue: asyncio.Queue[tuple[str, Sequence[Event] | BaseException | object]] = asyncio.Queue(256)
     readers: dict[str, asyncio.Task[None]] = {}
 
-    async def read(sid: str) -> None:
-        batches = log.batches(sid, pos.get(sid, 0), follow=follow)
+    async def read(sid: str, from_seq: int) -> None:
+        idle = idle_s if sid == cursor.root else None
+        batches = log.batches(sid, from_seq, follow=follow, idle_s=idle, max_lag=max_lag)
         try:
             async for batch in batches:
                 await queue.put((sid, batch))
@@ -84,34 +230,55 @@ async def follow_tree(
             if aclose is not None:
                 await aclose()
 
-    def open_reader(sid: str) -> None:
-        if sid not in readers and len(readers) < max_streams:
-            pos.setdefault(sid, 0)
-            readers[sid] = asyncio.get_running_loop().create_task(read(sid), name=f"tokenwire-tree-{sid}")
+    def start_readers() -> int:
+        loop = asyncio.get_running_loop()
+        for sid in cursor.opening:
+            readers[sid] = loop.create_task(read(sid, cursor.positions[sid]), name=f"tokenwire-tree-{sid}")
+        opened = len(cursor.opening)
+        cursor.opening.clear()
+        return opened
 
-    for sid in list(pos):  # resuming: every stream seen before, each from its own position
-        open_reader(sid)
-    live = len(readers)
+    cursor.reopen()
+    live = start_readers()
     try:
-        while live:
+        while live and not cursor.ended:
             sid, item = await queue.get()
             if item is _END:
                 live -= 1
                 continue
             if isinstance(item, BaseException):
                 raise item
-            for event in item:  # type: ignore[attr-defined]
-                if event.seq < pos[sid]:
-                    continue  # a resumed reader's overlap
-                pos[sid] = event.seq + 1
-                child = child_started(event)
-                if child is not None and child not in readers:
-                    open_reader(child)
-                    live += child in readers
-                yield event
+            if not item:
+                yield iter(())  # the root is idle
+                continue
+            yield cursor.feed(sid, item)  # type: ignore[arg-type]
+            if cursor.opening:
+                live += start_readers()
     finally:
         for task in readers.values():
             task.cancel()
         for task in readers.values():
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def follow_tree(
+    log: EventLog,
+    stream_id: str,
+    cursor: TreeCursor | None = None,
+    *,
+    follow: bool = True,
+    max_streams: int = 1024,
+) -> AsyncIterator[Event]:
+    """Every event of run ``stream_id`` and of the runs below it (see the module docstring).
+
+    ``cursor`` is where to start and is moved as events are yielded (a new one: the whole tree
+    from the start). With ``follow`` the iterator ends once every stream of the tree ended;
+    without it, at the current end of each. ``max_streams`` bounds the streams followed (a
+    hostile or runaway tree); children past it are not read.
+    """
+    if cursor is None:
+        cursor = TreeCursor(stream_id, max_streams=max_streams)
+    async for batch in read_tree(log, cursor, follow=follow):
+        for event in batch:
+            yield event

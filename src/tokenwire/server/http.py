@@ -2,7 +2,9 @@
 
 - ``POST /v1/runs`` (API key) → 201 ``{stream_id, token, read_token, events_url}``;
 - ``GET /v1/streams/{id}/events`` (token with ``read``) → SSE, resumable from ``Last-Event-ID``
-  or ``?from_seq=``; ``GET /v1/streams/{id}`` → status and, once finished, the result;
+  or ``?from_seq=``; with ``?tree=1``, the run and every child run below it on one connection
+  (each event names its stream; each ``id`` is a tree cursor that ``Last-Event-ID`` resumes);
+  ``GET /v1/streams/{id}`` → status and, once finished, the result;
 - ``POST /v1/streams/{id}/cancel`` (token with ``cancel``);
 - ``POST /v1/tickets`` (API key or token) → 201 ``{ticket, expires_in}``: a single-use credential
   for a URL (EventSource and browser WebSockets cannot set headers); ``?token=`` and ``?api_key=``
@@ -46,11 +48,11 @@ from tokenwire.errors import (
     Unsupported,
 )
 from tokenwire.events import to_builtins
-from tokenwire.log import StreamInfo
+from tokenwire.log import StreamInfo, TreeCursor
 from tokenwire.server.schema import RunBody
 from tokenwire.server.service import RunService, bearer
 from tokenwire.server.sockets import Link
-from tokenwire.server.streaming import EventStreamResponse, log_frames
+from tokenwire.server.streaming import EventStreamResponse, log_frames, tree_frames
 from tokenwire.telemetry import prometheus
 from tokenwire.wire import SSE
 
@@ -188,6 +190,18 @@ async def create_run(service: RunService, request: HTTPRequest) -> Response:
     )
 
 
+def tree_cursor(request: HTTPRequest, stream_id: str) -> TreeCursor:
+    """Where a reader of the tree under ``stream_id`` resumes: the ``Last-Event-ID`` it has (a
+    :class:`~tokenwire.log.TreeCursor` token, rooted at this stream), or the whole tree."""
+    last = request.headers.get("last-event-id")
+    if not last:
+        return TreeCursor(stream_id)
+    cursor = TreeCursor.parse(last[:8192])
+    if cursor.root != stream_id:
+        raise InvalidRequest(f"Last-Event-ID is the cursor of another tree, not of {stream_id!r}")
+    return cursor
+
+
 def from_seq(request: HTTPRequest) -> int:
     """Where a reader resumes: after ``Last-Event-ID`` (the last seq it has), or at ``?from_seq=``."""
     last = request.headers.get("last-event-id")
@@ -207,7 +221,8 @@ def from_seq(request: HTTPRequest) -> int:
 async def events(service: RunService, request: HTTPRequest) -> Response:
     stream_id: str = request.path_params["stream_id"]
     info = await authorized(service, request, stream_id, "read")
-    cursor = from_seq(request)
+    tree = tree_cursor(request, stream_id) if request.query_params.get("tree") in ("1", "true") else None
+    cursor = from_seq(request) if tree is None else tree.positions[stream_id]
     if cursor < info.first_seq:
         raise SeqEvicted(stream_id, cursor, info.first_seq)
     refused = service.over_capacity()
@@ -216,8 +231,12 @@ async def events(service: RunService, request: HTTPRequest) -> Response:
     cfg = service.config
     # No blank line after ``retry:``: httpx-sse (and openai-python's decoder) would dispatch an
     # empty event; the field rides on the first real event instead.
+    prelude = b"retry: %d\n" % cfg.retry_ms
     link = Link(None)  # the response finds the connection; a lagging reader's is cut
-    body = log_frames(service, stream_id, cursor, fmt=SSE, prelude=b"retry: %d\n" % cfg.retry_ms, on_lag=link.cut)
+    if tree is None:
+        body = log_frames(service, stream_id, cursor, fmt=SSE, prelude=prelude, on_lag=link.cut)
+    else:
+        body = tree_frames(service, tree, prelude=prelude, on_lag=link.cut)
     # The keep-alive interval, announced so a client can tell a silent stream from a dead one.
     headers = {"x-accel-buffering": "no", "x-tokenwire-ping-s": f"{cfg.ping_s:g}"}
     return EventStreamResponse(service, body, transport="sse", headers=headers, link=link)

@@ -7,6 +7,8 @@ and the client leaving.
   which continues with an encoder of its own when it falls behind the shared window. An idle
   stream gets :data:`PING`; a reader too far behind a live producer, or behind retention, is
   ended (its client resumes); ``on_abandon`` runs when the client leaves before the terminal event.
+- :func:`tree_frames` reads a run tree (the run and every child run below it) the same way, each
+  frame's ``id`` the :class:`~tokenwire.log.TreeCursor` token to resume it from.
 - :class:`EventStreamResponse` is the response around any such body (speech's too): it holds one
   of the server's connection slots while it is served and counts the bytes it writes.
 """
@@ -21,12 +23,13 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import StreamingResponse
 
 from tokenwire.errors import ObserverOverflow, SeqEvicted, StreamNotFound
-from tokenwire.events import TERMINAL_TYPES, Event
+from tokenwire.events import TERMINAL_TYPES, Event, encode
+from tokenwire.log import TreeCursor, read_tree
 from tokenwire.server.service import RunService
 from tokenwire.server.sockets import Link, Watchdog, current_transport
 from tokenwire.wire import SSE, FrameCache, SharedReader, WireFormat
 
-__all__ = ["PING", "WRITE_BYTES", "WRITE_FRAMES", "EventStreamResponse", "log_frames"]
+__all__ = ["PING", "WRITE_BYTES", "WRITE_FRAMES", "EventStreamResponse", "log_frames", "tree_frames"]
 
 PING = b": ping\n"
 """The keep-alive: a comment with no blank line after it, so no SSE decoder dispatches an
@@ -109,6 +112,43 @@ async def log_frames(
         pass  # fell behind retention: the client resumes and gets 410 / 404
     finally:
         if not finished and on_abandon is not None:
+            on_abandon()
+
+
+async def tree_frames(
+    service: RunService,
+    cursor: TreeCursor,
+    *,
+    prelude: bytes = b"",
+    on_abandon: Callable[[], None] | None = None,
+    on_lag: Callable[[], None] | None = None,
+) -> AsyncIterator[bytes]:
+    """A run tree's events from ``cursor`` as native SSE writes: each event's frame has the
+    cursor's token after it as its ``id`` (``Last-Event-ID`` resumes every stream of the tree at
+    once). Keep-alives, lag and retention as :func:`log_frames`; the tree's root counts as read."""
+    cfg = service.config
+    if prelude:
+        yield prelude
+    try:
+        with service.runs.reader(cursor.root):
+            tree = read_tree(service.log, cursor, idle_s=cfg.ping_s, max_lag=cfg.max_lag_events)
+            async for batch in tree:
+                out = [
+                    b"id: %s\nevent: %s\ndata: %s\n\n" % (cursor.token().encode(), e.type.encode(), encode(e))
+                    for e in batch
+                ]
+                if not out:
+                    yield PING
+                for write in _bounded(out):
+                    yield write
+    except ObserverOverflow:
+        service.stats.lag_disconnects += 1
+        if on_lag is not None:
+            on_lag()
+    except (SeqEvicted, StreamNotFound):
+        pass  # fell behind retention: the client resumes and gets 410 / 404
+    finally:
+        if not cursor.ended and on_abandon is not None:
             on_abandon()
 
 

@@ -1,0 +1,160 @@
+"""A run tree over the native SSE API (``?tree=1``): one connection carries the run and every
+child run below it; the Python client and an independent parser (httpx-sse) resume it after
+drops from the tree cursor in ``Last-Event-ID``; cancelling the root ends every stream."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from httpx_sse import aconnect_sse
+
+import tokenwire
+from test_trees import Delegates, calls
+from tokenwire.client import Client
+from tokenwire.events import TERMINAL_TYPES, Event, Start, Step
+from tokenwire.providers import Scripted, Stall
+from tokenwire.server import ServerConfig, create_app
+from wire import FlakyTransport, serve
+
+KEY = "test-key"
+WORDS = [f"w{i} " for i in range(12)]
+
+
+def tree_app() -> Any:
+    """``lead`` asks two ``research`` sub-agents in parallel; each asks a ``leaf`` one, which
+    streams slowly: a three-level tree that is live while it is read. ``stuck`` asks two
+    sub-agents that never finish."""
+    leaf = tokenwire.sub_agent(Scripted(WORDS, interval_s=0.01), name="leaf", description="Leaf.")
+    middle = Delegates(calls(("m", "leaf", {"task": "t"})), ["found ", "it"])
+    research = tokenwire.sub_agent(middle, name="research", description="Research.", tools=[leaf])
+    lead = Delegates(calls(("r1", "research", {"task": "a"}), ("r2", "research", {"task": "b"})), ["merged"])
+    stuck = tokenwire.sub_agent(Scripted(["thinking", Stall()]), name="stuck", description="Never ends.")
+    stuck_lead = Delegates(calls(("s1", "stuck", {"task": "a"}), ("s2", "stuck", {"task": "b"})), ["never"])
+    return create_app(
+        providers={"lead": lead, "stuck": stuck_lead},
+        default_provider="lead",
+        tools=[research, stuck],
+        api_keys=[KEY],
+        config=ServerConfig(ping_s=0.05, shutdown_grace_s=0.2),
+    )
+
+
+@pytest.fixture(scope="module")
+def base_url() -> Iterator[str]:
+    with serve(tree_app()) as url:
+        yield url
+
+
+def by_stream(events: list[Event]) -> dict[str, list[Event]]:
+    streams: dict[str, list[Event]] = {}
+    for e in events:
+        streams.setdefault(e.stream_id, []).append(e)
+    return streams
+
+
+def assert_whole_tree(events: list[Event], root: str) -> dict[str, list[Event]]:
+    """Five streams (the root, two research runs, a leaf under each), each whole: seqs from 0
+    with no gap or repeat, one terminal at its end; children name their parent; a child's end
+    comes before its parent's mark of it."""
+    streams = by_stream(events)
+    assert len(streams) == 5 and next(iter(streams)) == root
+    for sid, evs in streams.items():
+        assert [e.seq for e in evs] == list(range(len(evs))), sid
+        assert [e.__class__ in TERMINAL_TYPES for e in evs].count(True) == 1 and evs[-1].type == "done"
+    depth = {root: 0}
+    for sid, evs in streams.items():
+        start = evs[0]
+        assert isinstance(start, Start)
+        if sid != root:
+            assert start.parent is not None and start.parent.stream_id in depth
+            depth[sid] = start.parent.depth
+    assert sorted(depth.values()) == [0, 1, 1, 2, 2]
+    at = {(e.stream_id, e.seq): i for i, e in enumerate(events)}
+    for i, e in enumerate(events):
+        if isinstance(e, Step) and e.name == "child" and e.status == "finished":
+            child = e.detail["stream_id"]
+            assert at[(child, len(streams[child]) - 1)] < i
+    return streams
+
+
+async def test_the_python_client_reads_a_whole_tree_across_drops(base_url: str) -> None:
+    flaky = FlakyTransport(after_chunks=5)
+    async with Client(base_url, api_key=KEY, http_client=httpx.AsyncClient(transport=flaky), max_backoff_s=0.05) as c:
+        info = await c.create_run({"prompt": "go", "tools": ["research"]})
+        events = [e async for e in c.subscribe(info.stream_id, info.read_token, tree=True)]
+    assert flaky.drops >= 3
+    streams = assert_whole_tree(events, info.stream_id)
+    assert "".join(e.text for e in streams[info.stream_id] if e.type == "text.delta") == "merged"
+    leaves = [
+        evs for evs in streams.values() if isinstance(evs[0], Start) and evs[0].parent and evs[0].parent.depth == 2
+    ]
+    assert all("".join(e.text for e in evs if e.type == "text.delta") == "".join(WORDS) for evs in leaves)
+
+
+async def test_last_event_id_resumes_every_stream_of_the_tree(base_url: str) -> None:
+    """With an independent SSE parser: each frame's id is the tree cursor after it; a new
+    connection with any of them gets exactly the rest of the tree."""
+    async with httpx.AsyncClient() as http:
+        made = await http.post(
+            f"{base_url}/v1/runs",
+            json={"prompt": "go", "tools": ["research"]},
+            headers={"Authorization": f"Bearer {KEY}"},
+        )
+        info = made.json()
+        auth = {"Authorization": f"Bearer {info['read_token']}"}
+        url = f"{info['events_url']}?tree=1"
+
+        async def read(last: str | None, stop_after: int | None = None) -> list[tuple[str, Event]]:
+            got: list[tuple[str, Event]] = []
+            headers = {**auth, **({"Last-Event-ID": last} if last else {})}
+            async with aconnect_sse(http, "GET", url, headers=headers) as source:
+                async for sse in source.aiter_sse():
+                    got.append((sse.id, tokenwire.events.decode(sse.data)))
+                    if len(got) == stop_after:
+                        break
+            return got
+
+        first = await read(None, stop_after=9)
+        second = await read(first[-1][0], stop_after=17)
+        rest = await read(second[-1][0])
+        everything = await read(None)
+    events = [e for _, e in first + second + rest]
+    assert_whole_tree(events, info["stream_id"])
+    assert sorted((e.stream_id, e.seq) for e in events) == sorted((e.stream_id, e.seq) for _, e in everything)
+    assert rest[-1][0].startswith(f"{len(by_stream(events)[info['stream_id']])}e@{info['stream_id']}")
+
+
+@pytest.mark.parametrize("last", ["not a cursor", "3@someone-else"])
+async def test_a_cursor_that_is_not_this_trees_is_refused(base_url: str, last: str) -> None:
+    async with Client(base_url, api_key=KEY) as c:
+        info = await c.create_run({"prompt": "go", "tools": ["research"]})
+        async with httpx.AsyncClient() as http:
+            r = await http.get(
+                f"{base_url}/v1/streams/{info.stream_id}/events",
+                params={"tree": 1},
+                headers={"Authorization": f"Bearer {info.read_token}", "Last-Event-ID": last},
+            )
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+        await c.cancel(info.stream_id, info.token)
+
+
+async def test_cancelling_the_root_ends_every_stream_of_the_tree_once(base_url: str) -> None:
+    async with Client(base_url, api_key=KEY) as c:
+        info = await c.create_run({"prompt": "go", "tools": ["stuck"], "provider": "stuck"})
+        events: list[Event] = []
+        thinking: set[str] = set()
+        async for e in c.subscribe(info.stream_id, info.read_token, tree=True):
+            events.append(e)
+            if e.type == "text.delta" and e.stream_id != info.stream_id:
+                thinking.add(e.stream_id)
+                if len(thinking) == 2:  # both children are under way, and will never end by themselves
+                    await c.cancel(info.stream_id, info.token)
+    streams = by_stream(events)
+    assert len(streams) == 3
+    for sid, evs in streams.items():
+        assert [e.seq for e in evs] == list(range(len(evs))), sid
+        ends = [e for e in evs if e.__class__ in TERMINAL_TYPES]
+        assert len(ends) == 1 and ends[0] is evs[-1] and ends[0].finish_reason == "cancelled"
