@@ -42,6 +42,31 @@ def test_tool_agent_streams_calls_that_run_as_they_arrive() -> None:
     assert "[calling " in text and "[tool_result " in text and "[done: " in text
 
 
+def test_research_fans_out_to_two_sub_agents_that_run_in_parallel_as_child_runs() -> None:
+    got = events("research.py", "Why do rivers meander?")
+    streams: dict[str, list[Any]] = {}
+    for e in got:
+        streams.setdefault(e.stream_id, []).append(e)
+    root, *children = streams
+    assert len(children) == 2 and got[0].stream_id == root and got[0].parent is None
+    call = next(e for e in streams[root] if e.type == "tool_call")
+    for sid in children:  # each child: its own whole stream, naming the call that started it
+        evs = streams[sid]
+        assert [e.seq for e in evs] == list(range(len(evs))) and evs[-1].type == "done"
+        assert evs[0].parent.stream_id == root and evs[0].parent.call_id == call.call_id and evs[0].parent.depth == 1
+    assert sorted(streams[c][0].meta["agent"] for c in children) == ["example", "facts"]
+    assert got.index(streams[children[1]][0]) < got.index(streams[children[0]][-1])  # both live at once
+    marks = [(e.status, e.detail["stream_id"]) for e in streams[root] if e.type == "step" and e.name == "child"]
+    assert sorted(marks) == sorted([(s, c) for c in children for s in ("started", "finished")])
+    assert_transcript(streams[root], ["start", ..., "tool_call", ..., "tool_result", ..., "text.delta", ..., "done"])
+    result = next(e for e in streams[root] if e.type == "tool_result")
+    assert not result.is_error and "facts: " in result.result and "example: " in result.result
+    own = sum(s.usage.output_tokens for s in (streams[c][-1] for c in children))
+    assert streams[root][-1].usage.output_tokens > own  # the children's usage rolls up into the lead's
+    text = run("research.py").stdout
+    assert "[facts] " in text and "[example] " in text and "[lead] child facts done" in text
+
+
 def test_rag_cites_before_the_first_word_of_the_answer() -> None:
     got = events("rag.py", "How does a client resume a stream after a disconnect?")
     kinds = [(e.type, getattr(e, "name", None)) for e in got]

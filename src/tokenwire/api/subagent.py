@@ -48,15 +48,18 @@ def sub_agent(
     ``tools``, ``tool_options`` and ``limits``). The child's answer is the call's result; a child
     that fails, is cancelled or stops early makes the call an error result with the reason.
 
-    Its events are a stream of their own (a reader follows the whole tree, see
-    :func:`tokenwire.log.follow_tree`); the parent's stream marks where it starts and ends, and its
-    usage counts in the parent's. Calls the model makes in parallel run in parallel.
+    Its events are a stream of their own whose ``start`` has ``meta={"agent": name}`` (a reader
+    follows the whole tree, see :func:`tokenwire.log.follow_tree`); the parent's stream marks
+    where it starts and ends, and its usage counts in the parent's. Calls the model makes in
+    parallel run in parallel.
     """
 
     async def delegate(task: str) -> str:
         messages = [Message("system", instructions)] if instructions else []
         request = Request([*messages, Message("user", task)])
-        response = await generate(provider, request, tools=tools, tool_options=tool_options, limits=limits)
+        response = await generate(
+            provider, request, tools=tools, tool_options=tool_options, limits=limits, meta={"agent": name}
+        )
         response.raise_for_error()
         if response.finish_reason not in ("stop", "length"):
             raise RuntimeError(f"the {name} agent stopped before answering ({response.finish_reason})")
