@@ -90,7 +90,18 @@ class TreeCursor:
     ('2@root', False)
     """
 
-    __slots__ = ("_ended", "_held", "_names", "_settled", "_waiting", "max_streams", "opening", "positions", "root")
+    __slots__ = (
+        "_ended",
+        "_held",
+        "_names",
+        "_parts",
+        "_settled",
+        "_waiting",
+        "max_streams",
+        "opening",
+        "positions",
+        "root",
+    )
 
     def __init__(self, root: str, positions: Mapping[str, int] | None = None, *, max_streams: int = 1024):
         self.root = root
@@ -104,6 +115,9 @@ class TreeCursor:
         self._held: dict[str, list[Event]] = {}  # a parent's events waiting for a child's terminal
         self._waiting: dict[str, str] = {}  # child -> the parent held for it
         self._names: dict[str, str] = {}  # stream id -> its form in a token
+        self._parts: dict[str, str] = {}  # stream id -> its part of the token, kept as it moves
+        for sid in self.positions:
+            self._note(sid)
         self.reopen()
 
     def reopen(self) -> None:
@@ -132,6 +146,7 @@ class TreeCursor:
             cursor._settled.add(sid)
             if how == "e":
                 cursor._ended.add(sid)
+            cursor._note(sid)
         cursor.reopen()
         return cursor
 
@@ -142,18 +157,20 @@ class TreeCursor:
         return len(self._settled) == len(self.positions)
 
     def token(self) -> str:
-        """The resume state as text (ASCII, no spaces: fit for an SSE ``id``)."""
-        names, pos, ended, settled = self._names, self.positions, self._ended, self._settled
-        parts = []
-        for sid, seq in pos.items():
-            if sid in ended and sid != self.root:
-                continue
-            name = names.get(sid)
-            if name is None:
-                name = names[sid] = quote(sid, safe="")
-            how = ("e" if sid in ended else "p") if sid in settled else ""
-            parts.append(f"{seq}{how}@{name}")
-        return ",".join(parts)
+        """The resume state as text (ASCII, no spaces: fit for an SSE ``id``): a join of parts
+        kept up to date as the cursor moves, so its cost is the token's length."""
+        return ",".join(self._parts.values())
+
+    def _note(self, sid: str) -> None:
+        """Bring ``sid``'s part of the token up to date (an ended child has none)."""
+        if sid in self._ended and sid != self.root:
+            self._parts.pop(sid, None)
+            return
+        name = self._names.get(sid)
+        if name is None:
+            name = self._names[sid] = quote(sid, safe="")
+        how = ("e" if sid in self._ended else "p") if sid in self._settled else ""
+        self._parts[sid] = f"{self.positions[sid]}{how}@{name}"
 
     def feed(self, sid: str, events: Iterable[Event]) -> Iterator[Event]:
         """The events of ``sid`` (read in order, maybe again) that are now deliverable, and those
@@ -176,6 +193,7 @@ class TreeCursor:
                     child, ended = finished
                     if not ended and child in self.positions:
                         self._settled.add(child)  # suspended: the tree does not wait for it
+                        self._note(child)
                     elif child in self.positions and child not in self._ended:
                         self._held[sid] = [event, *it]
                         self._waiting[child] = sid
@@ -185,9 +203,13 @@ class TreeCursor:
                 if started is not None and started not in self.positions and len(self.positions) < self.max_streams:
                     self.positions[started] = 0
                     self.opening.append(started)
-                if event.__class__ in TERMINAL_TYPES:
+                    self._note(started)
+                terminal = event.__class__ in TERMINAL_TYPES
+                if terminal:
                     self._ended.add(sid)
                     self._settled.add(sid)
+                self._note(sid)
+                if terminal:
                     parent = self._waiting.pop(sid, None)
                     if parent is not None:
                         yield event

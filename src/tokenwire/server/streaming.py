@@ -23,7 +23,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import StreamingResponse
 
 from tokenwire.errors import ObserverOverflow, SeqEvicted, StreamNotFound
-from tokenwire.events import TERMINAL_TYPES, Event, encode
+from tokenwire.events import TERMINAL_TYPES, Event
 from tokenwire.log import TreeCursor, read_tree
 from tokenwire.server.service import RunService
 from tokenwire.server.sockets import Link, Watchdog, current_transport
@@ -127,16 +127,17 @@ async def tree_frames(
     cursor's token after it as its ``id`` (``Last-Event-ID`` resumes every stream of the tree at
     once). Keep-alives, lag and retention as :func:`log_frames`; the tree's root counts as read."""
     cfg = service.config
+    frame, token = service.frames.frame, cursor.token
     if prelude:
         yield prelude
     try:
         with service.runs.reader(cursor.root):
             tree = read_tree(service.log, cursor, idle_s=cfg.ping_s, max_lag=cfg.max_lag_events)
             async for batch in tree:
-                out = [
-                    b"id: %s\nevent: %s\ndata: %s\n\n" % (cursor.token().encode(), e.type.encode(), encode(e))
-                    for e in batch
-                ]
+                out = []
+                for e in batch:  # the shared frame (its id the seq), with the tree's cursor as id instead
+                    f: bytes = frame(e.stream_id, SSE, e)
+                    out.append(b"id: %s%s" % (token().encode(), f[f.index(b"\n") :]))
                 if not out:
                     yield PING
                 for write in _bounded(out):
