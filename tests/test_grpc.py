@@ -36,6 +36,13 @@ def round_trip(event: Event) -> Event:
     return from_proto(pb.Event.FromString(PROTO.encode(event)))
 
 
+def test_every_event_type_round_trips() -> None:
+    from test_events import SAMPLES
+
+    for event in SAMPLES:
+        assert round_trip(event) == event, event.type
+
+
 def test_every_golden_event_round_trips_and_rides_in_a_session_reply() -> None:
     for event in golden.transcript():
         assert round_trip(event) == event

@@ -77,6 +77,28 @@ async def test_what_one_node_appends_another_reads_resumes_and_tails(nodes: tupl
     assert 0 < await b.redis.ttl(b.key("s")) <= b.ttl_s  # retention after the terminal
 
 
+async def test_transient_data_reaches_a_live_reader_on_another_node_and_no_replay(
+    nodes: tuple[RedisLog, RedisLog],
+) -> None:
+    from tokenwire.events import Data
+
+    a, b = nodes
+    writer = a.open("tr")
+    writer.append(Start(model="m", stream_id="tr", seq=0))
+    await writer.flush()
+    live = b.read("tr", 0)
+    assert (await anext(live)).type == "start"  # there before the transient event: it reads live
+    writer.append(Data(name="progress", data=1, transient=True, stream_id="tr", seq=1))
+    writer.append(TextDelta("kept", stream_id="tr", seq=2))
+    writer.append(Done(stream_id="tr", seq=3))
+    await writer.flush()
+    assert [e.type async for e in live] == ["data", "text.delta", "done"]
+    assert [e.seq async for e in b.read("tr", 0, follow=False)] == [0, 2, 3]  # a replay leaves it out
+    assert [e.seq async for e in b.read("tr", 1, follow=False)] == [2, 3]  # so does a resume
+    started_it = [e.seq for batch in [x async for x in b.batches("tr", 0, follow=False, live_from=0)] for e in batch]
+    assert started_it == [0, 1, 2, 3]  # the reader that started the run was there from its start
+
+
 async def _collect(log: RedisLog, sid: str, from_seq: int) -> list[Event]:
     return [e async for e in log.read(sid, from_seq)]
 

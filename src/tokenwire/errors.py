@@ -36,6 +36,7 @@ __all__ = [
     "TokenwireError",
     "ToolArgumentsInvalid",
     "TreeLimitExceeded",
+    "InvalidStateDelta",
     "Unauthorized",
     "Unsupported",
 ]
@@ -256,6 +257,12 @@ class ModelNotFound(InvalidRequest, LookupError):
 class TreeLimitExceeded(TokenwireError):
     """A tool tried to start a child run past its tree's bounds (``ToolOptions.max_child_depth``,
     ``max_children``); the model reads it as the tool's error."""
+
+
+class InvalidStateDelta(TokenwireError, ValueError):
+    """A ``state.delta`` that is not an RFC 6902 JSON Patch, or that does not apply to the state
+    so far (a path that is not there, a failed ``test``). In a run it ends the stream with
+    ``error(bad_provider_output)``, before any reader sees it, rather than a state readers disagree on."""
 
 
 class Unsupported(TokenwireError):

@@ -47,6 +47,9 @@ __all__ = [
     "ToolCallStart",
     "ToolResult",
     "Usage",
+    "Data",
+    "StateDelta",
+    "StateSnapshot",
     "decode",
     "encode",
     "from_builtins",
@@ -55,7 +58,7 @@ __all__ = [
     "to_builtins",
 ]
 
-SCHEMA_VERSION = "1.1.0"
+SCHEMA_VERSION = "1.2.0"
 """Version of the event schema; semver: a new optional field is minor, anything else major."""
 
 FinishReason: TypeAlias = Literal["stop", "length", "tool_calls", "content_filter", "cancelled"]
@@ -166,6 +169,41 @@ class Step(EventBase, frozen=True, tag="step"):
     """Free-form JSON detail (counts, citations, progress)."""
 
 
+class Data(EventBase, frozen=True, tag="data"):
+    """The application's own named JSON payload (progress, retrieved documents, UI data).
+
+    ``transient`` data is delivered to the readers connected when it is appended and to the
+    run's observers, and is left out of every replay (a late reader, a resume, ``history``) and
+    of the run's :class:`~tokenwire.Response`. A later ``data`` with the same ``name`` and a
+    non-empty ``id`` replaces the earlier one where a format reconciles parts (AI SDK).
+    """
+
+    name: str
+    """What the payload is (``"sources"``, ``"progress"`` …): ``data-<name>`` in the AI SDK."""
+    data: Any = None
+    """The payload (JSON)."""
+    id: str = ""
+    """Optional: the part this one updates (same ``name`` and ``id``)."""
+    transient: bool = False
+    """Delivered live only: never retained in a replay or the response."""
+
+
+class StateSnapshot(EventBase, frozen=True, tag="state.snapshot"):
+    """The run's shared state, whole (AG-UI ``STATE_SNAPSHOT``); later ``state.delta`` events
+    patch it (:class:`tokenwire.core.state.SharedState` keeps the current value)."""
+
+    snapshot: Any
+    """The state (JSON)."""
+
+
+class StateDelta(EventBase, frozen=True, tag="state.delta"):
+    """A change to the run's shared state as RFC 6902 JSON Patch operations (AG-UI
+    ``STATE_DELTA``), applied in order to the state so far (``null`` before any snapshot)."""
+
+    delta: list[dict[str, Any]]
+    """The operations (``{"op": "replace", "path": "/step", "value": 2}`` …)."""
+
+
 class Usage(EventBase, frozen=True, tag="usage"):
     """Token usage as reported by the provider."""
 
@@ -236,6 +274,9 @@ Event: TypeAlias = (
     | ToolCall
     | ToolResult
     | Step
+    | Data
+    | StateSnapshot
+    | StateDelta
     | Usage
     | Done
     | Error
@@ -251,6 +292,9 @@ EVENT_TYPES: tuple[type[EventBase], ...] = (
     ToolCall,
     ToolResult,
     Step,
+    Data,
+    StateSnapshot,
+    StateDelta,
     Usage,
     Done,
     Error,

@@ -45,7 +45,7 @@ import msgspec
 from tokenwire.core.limits import Limits
 from tokenwire.core.provider import Control
 from tokenwire.core.response import ResponseBuilder
-from tokenwire.errors import ProviderError
+from tokenwire.errors import InvalidStateDelta, ProviderError
 from tokenwire.events import (
     Done,
     Error,
@@ -213,7 +213,12 @@ class Lifecycle:
             self.metrics.output(now, 1)
         elif cls is ToolCallStart:
             self.metrics.output(now, 0)  # the call's start is output (ttft, gaps) but not a token
-        self.builder.add(event)
+        try:
+            self.builder.add(event)
+        except InvalidStateDelta as exc:  # before any reader has it: the seq is not used
+            self.seq -= 1
+            self.stop = Error(code="bad_provider_output", message=str(exc), source="provider")
+            return None
         return event
 
     def stats(self, end_ts: float) -> Stats:

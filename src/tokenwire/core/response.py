@@ -6,15 +6,21 @@ path); :meth:`ResponseBuilder.build` makes an immutable :class:`Response` snapsh
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
+from tokenwire.core.state import SharedState
 from tokenwire.errors import StreamFailed
 from tokenwire.events import (
+    Data,
     Done,
     Error,
     Event,
     FinishReason,
     ReasoningDelta,
+    StateDelta,
+    StateSnapshot,
     Stats,
     Step,
     TokenUsage,
@@ -45,6 +51,10 @@ class Response(msgspec.Struct, frozen=True, kw_only=True):
     """Completed tool calls, in order."""
     tool_results: list[ToolResult] = []
     """Tool results, in order."""
+    data: list[Data] = []
+    """The application's ``data`` events, in order (not the transient ones)."""
+    state: Any = None
+    """The shared state after the last ``state.snapshot`` / ``state.delta`` (None without one)."""
     usage: TokenUsage | None = None
     """Last usage the provider reported."""
     finish_reason: FinishReason | None = None
@@ -70,8 +80,10 @@ class ResponseBuilder:
     """Accumulates a stream's content into a :class:`Response` (timing is the lifecycle core's)."""
 
     __slots__ = (
+        "data",
         "model",
         "reasoning_parts",
+        "state",
         "stats",
         "stream_id",
         "terminal",
@@ -90,12 +102,15 @@ class ResponseBuilder:
         self.reasoning_parts: list[str] = []
         self.tool_calls: list[ToolCall] = []
         self.tool_results: list[ToolResult] = []
+        self.data: list[Data] = []
+        self.state = SharedState()
         self.usage: TokenUsage | None = None
         self.terminal: Done | Error | None = None
         self.stats: Stats | None = None
 
     def add(self, event: Event) -> None:
-        """Record any event except text deltas, which the core adds to ``text_parts`` itself."""
+        """Record any event except text deltas, which the core adds to ``text_parts`` itself
+        (:class:`~tokenwire.errors.InvalidStateDelta` for a state delta that does not apply)."""
         cls = event.__class__
         if cls is ReasoningDelta:
             self.reasoning_parts.append(event.text)  # type: ignore[union-attr]
@@ -105,6 +120,10 @@ class ResponseBuilder:
             self.tool_results.append(event)  # type: ignore[arg-type]
         elif cls is Usage:
             self.usage = TokenUsage(event.input_tokens, event.output_tokens)  # type: ignore[union-attr]
+        elif cls is StateDelta or cls is StateSnapshot:
+            self.state.apply(event)  # type: ignore[arg-type]
+        elif cls is Data and not event.transient:  # type: ignore[union-attr]
+            self.data.append(event)  # type: ignore[arg-type]
         elif cls is Step and event.name == "turn" and event.status == "started":  # type: ignore[union-attr]
             detail = event.detail  # type: ignore[union-attr]
             if isinstance(detail, dict) and detail.get("restarted"):
@@ -121,6 +140,8 @@ class ResponseBuilder:
             reasoning="".join(self.reasoning_parts),
             tool_calls=list(self.tool_calls),
             tool_results=list(self.tool_results),
+            data=list(self.data),
+            state=self.state.value,
             usage=self.usage,
             finish_reason=terminal.finish_reason if isinstance(terminal, Done) else None,
             error=terminal if isinstance(terminal, Error) else None,

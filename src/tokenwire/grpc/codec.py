@@ -18,12 +18,15 @@ from typing import Any
 import msgspec
 
 from tokenwire.events import (
+    Data,
     Done,
     Error,
     Event,
     Parent,
     ReasoningDelta,
     Start,
+    StateDelta,
+    StateSnapshot,
     Stats,
     Step,
     TextDelta,
@@ -79,6 +82,12 @@ def to_proto(event: Event) -> pb.Event:
         m.step.CopyFrom(pb.Step(name=event.name, status=event.status, detail=_dumps(event.detail)))
     elif isinstance(event, Usage):
         m.usage.CopyFrom(pb.Usage(input_tokens=event.input_tokens, output_tokens=event.output_tokens))
+    elif isinstance(event, Data):
+        m.data.CopyFrom(pb.Data(name=event.name, data=_dumps(event.data), id=event.id, transient=event.transient))
+    elif isinstance(event, StateSnapshot):
+        m.state_snapshot.snapshot = _dumps(event.snapshot)
+    elif isinstance(event, StateDelta):
+        m.state_delta.delta = _dumps(event.delta)
     elif isinstance(event, Done):
         s = event.stats
         done = pb.Done(
@@ -136,6 +145,13 @@ def from_proto(m: pb.Event) -> Event:
         return Step(name=m.step.name, status=m.step.status, detail=_loads(m.step.detail), **env)  # type: ignore[arg-type]
     if kind == "usage":
         return Usage(input_tokens=m.usage.input_tokens, output_tokens=m.usage.output_tokens, **env)
+    if kind == "data":
+        x = m.data
+        return Data(name=x.name, data=_loads(x.data), id=x.id, transient=x.transient, **env)
+    if kind == "state_snapshot":
+        return StateSnapshot(snapshot=_loads(m.state_snapshot.snapshot), **env)
+    if kind == "state_delta":
+        return StateDelta(delta=_loads(m.state_delta.delta, []), **env)
     if kind == "done":
         d, s = m.done, m.done.stats
         return Done(

@@ -88,6 +88,30 @@ class Step(_message.Message):
     detail: str
     def __init__(self, name: _Optional[str] = ..., status: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
+class Data(_message.Message):
+    __slots__ = ("name", "data", "id", "transient")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TRANSIENT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    data: str
+    id: str
+    transient: bool
+    def __init__(self, name: _Optional[str] = ..., data: _Optional[str] = ..., id: _Optional[str] = ..., transient: _Optional[bool] = ...) -> None: ...
+
+class StateSnapshot(_message.Message):
+    __slots__ = ("snapshot",)
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    snapshot: str
+    def __init__(self, snapshot: _Optional[str] = ...) -> None: ...
+
+class StateDelta(_message.Message):
+    __slots__ = ("delta",)
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    delta: str
+    def __init__(self, delta: _Optional[str] = ...) -> None: ...
+
 class Usage(_message.Message):
     __slots__ = ("input_tokens", "output_tokens")
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -145,7 +169,7 @@ class Error(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., retryable: _Optional[bool] = ..., source: _Optional[str] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("stream_id", "seq", "ts", "start", "text_delta", "reasoning_delta", "tool_call_start", "tool_call_delta", "tool_call", "tool_result", "step", "usage", "done", "error")
+    __slots__ = ("stream_id", "seq", "ts", "start", "text_delta", "reasoning_delta", "tool_call_start", "tool_call_delta", "tool_call", "tool_result", "step", "usage", "done", "error", "data", "state_snapshot", "state_delta")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TS_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +184,9 @@ class Event(_message.Message):
     USAGE_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    STATE_SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    STATE_DELTA_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     seq: int
     ts: float
@@ -174,7 +201,10 @@ class Event(_message.Message):
     usage: Usage
     done: Done
     error: Error
-    def __init__(self, stream_id: _Optional[str] = ..., seq: _Optional[int] = ..., ts: _Optional[float] = ..., start: _Optional[_Union[Start, _Mapping]] = ..., text_delta: _Optional[_Union[TextDelta, _Mapping]] = ..., reasoning_delta: _Optional[_Union[ReasoningDelta, _Mapping]] = ..., tool_call_start: _Optional[_Union[ToolCallStart, _Mapping]] = ..., tool_call_delta: _Optional[_Union[ToolCallDelta, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCall, _Mapping]] = ..., tool_result: _Optional[_Union[ToolResult, _Mapping]] = ..., step: _Optional[_Union[Step, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+    data: Data
+    state_snapshot: StateSnapshot
+    state_delta: StateDelta
+    def __init__(self, stream_id: _Optional[str] = ..., seq: _Optional[int] = ..., ts: _Optional[float] = ..., start: _Optional[_Union[Start, _Mapping]] = ..., text_delta: _Optional[_Union[TextDelta, _Mapping]] = ..., reasoning_delta: _Optional[_Union[ReasoningDelta, _Mapping]] = ..., tool_call_start: _Optional[_Union[ToolCallStart, _Mapping]] = ..., tool_call_delta: _Optional[_Union[ToolCallDelta, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCall, _Mapping]] = ..., tool_result: _Optional[_Union[ToolResult, _Mapping]] = ..., step: _Optional[_Union[Step, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., data: _Optional[_Union[Data, _Mapping]] = ..., state_snapshot: _Optional[_Union[StateSnapshot, _Mapping]] = ..., state_delta: _Optional[_Union[StateDelta, _Mapping]] = ...) -> None: ...
 
 class Message(_message.Message):
     __slots__ = ("role", "content", "tool_call_id", "name", "tool_calls")

@@ -31,8 +31,8 @@ interface is shaped for a networked backend too (Redis Streams): ``append`` neve
 (['start', 'done'], 2)
 """
 
-from tokenwire.log.base import OVERFLOWS, Cursor, EventLog, Overflow, Ring, StreamInfo, StreamWriter
-from tokenwire.log.memory import MemoryLog, StreamRing
+from tokenwire.log.base import OVERFLOWS, Cursor, EventLog, Overflow, StreamInfo, StreamWriter
+from tokenwire.log.memory import MemoryLog, Ring, StreamRing
 from tokenwire.log.tree import TreeCursor, child_started, follow_tree, read_tree
 from tokenwire.log.url import configured_log_url, default_log, log_from_url, log_kind
 

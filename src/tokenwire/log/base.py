@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Generic, Literal, NamedTuple, Protocol, TypeAlias, TypeVar
+from typing import Literal, NamedTuple, Protocol, TypeAlias
 
 import msgspec
 
 from tokenwire.errors import LogUnavailable, ObserverOverflow, SeqEvicted
-from tokenwire.events import Event, ToolCallDelta
+from tokenwire.events import Data, Event, ToolCallDelta
 from tokenwire.log.coalescing import MERGEABLE, coalesced, delta_text, mergeable
 from tokenwire.log.ownership import LocalOwnership, RunOwnership
 
@@ -25,12 +24,11 @@ __all__ = [
     "EventLog",
     "InlineReader",
     "Overflow",
-    "Ring",
     "StreamInfo",
     "StreamWriter",
+    "replayed",
 ]
 
-T = TypeVar("T")
 
 Overflow: TypeAlias = Literal["block", "drop_oldest", "coalesce", "disconnect"]
 """What a cursor does when it lags more than its ``maxsize`` events behind the producer:
@@ -57,75 +55,6 @@ class StreamInfo(NamedTuple):
     """The seq the next event will get (the number of events appended so far)."""
     finished: bool
     """True once the terminal event was appended."""
-
-
-class Ring(Generic[T]):
-    """A bounded, append-only sequence numbered from 0 (the memory log's building block).
-
-    Items beyond ``max_items`` are evicted from the front; :meth:`since` raises
-    :class:`SeqEvicted` for them. :meth:`finish` marks the end (waiters wake).
-    """
-
-    __slots__ = ("_items", "_waiters", "finished", "name", "next_seq")
-
-    def __init__(self, name: str, max_items: int):
-        self.name = name
-        self._items: deque[T] = deque(maxlen=max_items)
-        self._waiters: list[asyncio.Future[None]] = []
-        self.next_seq = 0
-        self.finished = False
-
-    @property
-    def first_seq(self) -> int:
-        """The oldest retained seq."""
-        return self.next_seq - len(self._items)
-
-    def append(self, item: T) -> None:
-        self._items.append(item)
-        self.next_seq += 1
-        if self._waiters:
-            self._wake()
-
-    def finish(self) -> None:
-        """No more items will come; wake every waiter."""
-        self.finished = True
-        self._wake()
-
-    def _wake(self) -> None:
-        for fut in self._waiters:
-            if not fut.done():
-                fut.set_result(None)
-        self._waiters.clear()
-
-    def since(self, seq: int) -> Sequence[T]:
-        """Every retained item from ``seq`` on (empty when caught up)."""
-        if seq < self.first_seq:
-            raise SeqEvicted(self.name, seq, self.first_seq)
-        n = self.next_seq - seq
-        if n <= 0:
-            return []
-        items = self._items
-        if n == 1:
-            return (items[-1],)  # a tuple: untracked by the GC once its item is
-        if n == len(items):
-            return list(items)
-        return [items[i] for i in range(len(items) - n, len(items))]
-
-    async def wait(self, seq: int) -> None:
-        """Return once an item with ``seq`` exists or the ring is finished."""
-        while self.next_seq <= seq and not self.finished:
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(fut)
-            try:
-                await fut
-            finally:
-                if not fut.done():
-                    fut.cancel()
-                    if fut in self._waiters:
-                        self._waiters.remove(fut)
-
-
-# -- the write side ------------------------------------------------------------------------------
 
 
 class StreamWriter(abc.ABC):
@@ -205,6 +134,7 @@ class EventLog(abc.ABC):
         follow: bool = True,
         idle_s: float | None = None,
         max_lag: int | None = None,
+        live_from: int | None = None,
     ) -> AsyncIterator[Sequence[Event]]:
         """Iterate the stream's events from ``from_seq`` on, as many as are ready at a time.
 
@@ -215,6 +145,10 @@ class EventLog(abc.ABC):
         the last batch) gets :class:`ObserverOverflow`: disconnect it; it resumes from its last
         seq. Raises :class:`StreamNotFound` for an unknown stream and :class:`SeqEvicted` when
         ``from_seq`` (or a later seq, for a reader that fell behind) is no longer retained.
+
+        Transient ``data`` events are left out of what the reader replays: those appended before
+        it opened, or before seq ``live_from`` when given (``0``: the reader that started the
+        run, and so was there from its start).
         """
 
     def read(self, stream_id: str, from_seq: int = 0, *, follow: bool = True) -> AsyncIterator[Event]:
@@ -261,9 +195,28 @@ class EventLog(abc.ABC):
 
 
 async def _flatten(batches: AsyncIterator[Sequence[Event]]) -> AsyncIterator[Event]:
-    async for batch in batches:
-        for event in batch:
-            yield event
+    try:
+        async for batch in batches:
+            for event in batch:
+                yield event
+    finally:  # closed early: the backend's reader now, not when the collector finds it
+        aclose = getattr(batches, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _transient(event: Event, before: int) -> bool:
+    return event.__class__ is Data and event.transient and event.seq < before
+
+
+def replayed(batch: Sequence[Event], before: int | None = None) -> Sequence[Event]:
+    """``batch`` as a replay: without the transient ``data`` events (only those below seq
+    ``before``, when given: what came after the reader did is live). The batch itself when it
+    has none; every backend's reader applies it to what it reads from history."""
+    limit = batch[-1].seq + 1 if before is None else before
+    if not any(_transient(e, limit) for e in batch):
+        return batch
+    return [e for e in batch if not _transient(e, limit)]
 
 
 # -- cursors ---------------------------------------------------------------------------------------

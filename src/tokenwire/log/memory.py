@@ -8,15 +8,87 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
 
 from tokenwire.errors import ObserverOverflow, SeqEvicted, StreamClosed, StreamNotFound
 from tokenwire.events import TERMINAL_TYPES, Event
-from tokenwire.log.base import Cursor, EventLog, InlineReader, Overflow, Ring, StreamInfo, StreamWriter
+from tokenwire.log.base import Cursor, EventLog, InlineReader, Overflow, StreamInfo, StreamWriter, replayed
 from tokenwire.log.ownership import LocalOwnership
 
-__all__ = ["MemoryLog", "StreamRing"]
+T = TypeVar("T")
+
+__all__ = ["MemoryLog", "Ring", "StreamRing"]
+
+
+class Ring(Generic[T]):
+    """A bounded, append-only sequence numbered from 0 (the memory log's building block).
+
+    Items beyond ``max_items`` are evicted from the front; :meth:`since` raises
+    :class:`SeqEvicted` for them. :meth:`finish` marks the end (waiters wake).
+    """
+
+    __slots__ = ("_items", "_waiters", "finished", "name", "next_seq")
+
+    def __init__(self, name: str, max_items: int):
+        self.name = name
+        self._items: deque[T] = deque(maxlen=max_items)
+        self._waiters: list[asyncio.Future[None]] = []
+        self.next_seq = 0
+        self.finished = False
+
+    @property
+    def first_seq(self) -> int:
+        """The oldest retained seq."""
+        return self.next_seq - len(self._items)
+
+    def append(self, item: T) -> None:
+        self._items.append(item)
+        self.next_seq += 1
+        if self._waiters:
+            self._wake()
+
+    def finish(self) -> None:
+        """No more items will come; wake every waiter."""
+        self.finished = True
+        self._wake()
+
+    def _wake(self) -> None:
+        for fut in self._waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._waiters.clear()
+
+    def since(self, seq: int) -> Sequence[T]:
+        """Every retained item from ``seq`` on (empty when caught up)."""
+        if seq < self.first_seq:
+            raise SeqEvicted(self.name, seq, self.first_seq)
+        n = self.next_seq - seq
+        if n <= 0:
+            return []
+        items = self._items
+        if n == 1:
+            return (items[-1],)  # a tuple: untracked by the GC once its item is
+        if n == len(items):
+            return list(items)
+        return [items[i] for i in range(len(items) - n, len(items))]
+
+    async def wait(self, seq: int) -> None:
+        """Return once an item with ``seq`` exists or the ring is finished."""
+        while self.next_seq <= seq and not self.finished:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            try:
+                await fut
+            finally:
+                if not fut.done():
+                    fut.cancel()
+                    if fut in self._waiters:
+                        self._waiters.remove(fut)
+
+
+# -- the write side ------------------------------------------------------------------------------
 
 
 class StreamRing(Ring[Event], StreamWriter):
@@ -215,15 +287,16 @@ class MemoryLog(EventLog):
         follow: bool = True,
         idle_s: float | None = None,
         max_lag: int | None = None,
+        live_from: int | None = None,
     ) -> AsyncIterator[Sequence[Event]]:
         ring = self._ring(stream_id)
         if from_seq < ring.first_seq:
             raise SeqEvicted(stream_id, from_seq, ring.first_seq)
-        return _batches(ring, max(from_seq, 0), follow, idle_s, max_lag)
+        return _batches(ring, max(from_seq, 0), follow, idle_s, max_lag, live_from)
 
 
 async def _batches(
-    ring: StreamRing, seq: int, follow: bool, idle_s: float | None, max_lag: int | None
+    ring: StreamRing, seq: int, follow: bool, idle_s: float | None, max_lag: int | None, live_from: int | None
 ) -> AsyncIterator[Sequence[Event]]:
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[bool] | None = None
@@ -242,12 +315,18 @@ async def _batches(
         else:
             timer = loop.call_at(last + idle_s, on_idle_timer)
 
+    if live_from is None:
+        live_from = ring.next_seq  # what was appended before the reader came is a replay
     try:
         while True:
             if seq < ring.next_seq:
                 batch = ring.since(seq)  # SeqEvicted for a reader that fell behind retention
                 seq += len(batch)
                 last = read_at = loop.time()
+                if batch[0].seq < live_from:
+                    batch = replayed(batch, live_from)
+                    if not batch:
+                        continue
                 yield batch
                 if max_lag is not None and not ring.finished and ring.next_seq - seq > max_lag:
                     raise ObserverOverflow(

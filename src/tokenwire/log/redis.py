@@ -41,7 +41,7 @@ from redis.exceptions import RedisError
 
 from tokenwire.errors import ObserverOverflow, SeqEvicted, StreamNotFound
 from tokenwire.events import TERMINAL_TYPES, Error, Event, decode, encode
-from tokenwire.log.base import EventLog, StreamInfo, StreamWriter
+from tokenwire.log.base import EventLog, StreamInfo, StreamWriter, replayed
 from tokenwire.log.redis_control import RedisControl
 from tokenwire.log.redis_runs import RedisOwnership
 from tokenwire.log.redis_writer import APPEND_SCRIPT, FIELD, RedisWriter, Tail, entry_id, seq_of
@@ -204,11 +204,12 @@ class RedisLog(RedisControl, EventLog):
         follow: bool = True,
         idle_s: float | None = None,
         max_lag: int | None = None,
+        live_from: int | None = None,
     ) -> AsyncIterator[Sequence[Event]]:
-        return self._batches(stream_id, max(from_seq, 0), follow, idle_s, max_lag)
+        return self._batches(stream_id, max(from_seq, 0), follow, idle_s, max_lag, live_from)
 
     async def _batches(
-        self, stream_id: str, seq: int, follow: bool, idle_s: float | None, max_lag: int | None
+        self, stream_id: str, seq: int, follow: bool, idle_s: float | None, max_lag: int | None, live_from: int | None
     ) -> AsyncIterator[Sequence[Event]]:
         key = self.key(stream_id)
         r: Any = self.redis  # redis-py's reply types are too loose to be useful here
@@ -229,8 +230,11 @@ class RedisLog(RedisControl, EventLog):
             if seq_of(entries[0][0]) != seq:
                 raise SeqEvicted(stream_id, seq, seq_of(entries[0][0]))  # trimmed while we read
             seq = batch[-1].seq + 1
-            yield batch
-            if batch[-1].__class__ in TERMINAL_TYPES:
+            ended = batch[-1].__class__ in TERMINAL_TYPES
+            history = replayed(batch, live_from)  # what came before the reader: a replay
+            if history:
+                yield history
+            if ended:
                 return
             if len(entries) < self.read_batch:
                 break

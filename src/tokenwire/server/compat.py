@@ -136,7 +136,7 @@ def _stream(
     one run in one format share its encoder (each event is encoded once per format)."""
     reader = service.frames.reader(run.stream_id, fmt, make)
     on_abandon = (lambda: run.handle.cancel("the client disconnected")) if cancel_on_disconnect else None
-    body = log_frames(service, run.stream_id, 0, reader=reader, lagging=False, on_abandon=on_abandon)
+    body = log_frames(service, run.stream_id, 0, reader=reader, lagging=False, live_from=0, on_abandon=on_abandon)
     base = {"x-accel-buffering": "no", "x-request-id": uuid.uuid4().hex}
     return EventStreamResponse(service, body, transport=fmt, headers={**base, **(headers or {})})
 

@@ -368,32 +368,31 @@ class RunService:
 
     @contextlib.contextmanager
     def reading(
-        self, stream_id: str, from_seq: int, *, idle_s: float | None = None, lagging: bool = True
+        self,
+        stream_id: str,
+        from_seq: int,
+        *,
+        idle_s: float | None = None,
+        lagging: bool = True,
+        live_from: int | None = None,
     ) -> Iterator[AsyncIterator[Sequence[Event]]]:
         """The stream's events from ``from_seq`` as batches (an empty one after ``idle_s`` of
         silence), counted as a reader of the run while the block runs. ``lagging``: a reader
         ``max_lag_events`` behind a live producer gets :class:`~tokenwire.errors.ObserverOverflow`
         (it resumes). The log's own iterator: no layer between it and the reader per batch.
-
-        """
+        ``live_from``: see :meth:`~tokenwire.log.EventLog.batches`."""
         max_lag = self.config.max_lag_events if lagging else None
         with self.runs.reader(stream_id):
-            yield self.log.batches(stream_id, from_seq, idle_s=idle_s, max_lag=max_lag)
+            yield self.log.batches(stream_id, from_seq, idle_s=idle_s, max_lag=max_lag, live_from=live_from)
 
     async def history(self, stream_id: str, before: int | None = None) -> list[Event]:
         """The stream's events from 0 up to (not including) seq ``before``, or all it has now."""
         earlier: list[Event] = []
-        batches = self.log.batches(stream_id, 0, follow=False)
-        try:
-            async for batch in batches:
-                for event in batch:
-                    if before is not None and event.seq >= before:
-                        return earlier
-                    earlier.append(event)
-        finally:
-            aclose = getattr(batches, "aclose", None)
-            if aclose is not None:
-                await aclose()
+        async with contextlib.aclosing(self.log.read(stream_id, 0, follow=False)) as events:  # type: ignore[type-var]
+            async for event in events:
+                if before is not None and event.seq >= before:
+                    break
+                earlier.append(event)
         return earlier
 
     # -- control -----------------------------------------------------------------------------------

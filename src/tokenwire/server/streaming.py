@@ -66,6 +66,7 @@ async def log_frames(
     reader: SharedReader | None = None,
     prelude: bytes = b"",
     lagging: bool = True,
+    live_from: int | None = None,
     on_abandon: Callable[[], None] | None = None,
     on_lag: Callable[[], None] | None = None,
 ) -> AsyncIterator[bytes]:
@@ -76,6 +77,7 @@ async def log_frames(
     ``prelude`` is written first. ``lagging``: a reader ``max_lag_events`` behind a live
     producer is disconnected (counted in the server's stats; ``on_lag`` cuts its connection; its
     client resumes). Falling behind retention ends the body too (the client's resume gets 410 / 404).
+    ``live_from``: see :meth:`~tokenwire.log.EventLog.batches` (``0`` for the request that started the run).
     """
     cache: FrameCache = service.frames
     frame, frames = cache.frame, cache.frames
@@ -83,7 +85,10 @@ async def log_frames(
     if prelude:
         yield prelude
     try:
-        with service.reading(stream_id, from_seq, idle_s=service.config.ping_s, lagging=lagging) as batches:
+        reading = service.reading(
+            stream_id, from_seq, idle_s=service.config.ping_s, lagging=lagging, live_from=live_from
+        )
+        with reading as batches:
             async for batch in batches:
                 if not batch:
                     yield PING

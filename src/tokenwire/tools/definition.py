@@ -42,7 +42,9 @@ __all__ = ["Progress", "Tool", "ToolArgumentsInvalid", "Toolset", "tool"]
 class Progress(msgspec.Struct, frozen=True):
     """Yield this from an async-generator tool to report progress (it becomes a ``step`` event).
 
-    The last value the generator yields that is not a ``Progress`` is the tool's result.
+    Such a tool may also yield :class:`~tokenwire.events.Data`, ``StateSnapshot`` and
+    ``StateDelta`` events, which go into the run's stream as they are. The last value the
+    generator yields that is none of these is the tool's result.
     """
 
     detail: Any = None

@@ -29,7 +29,7 @@ from anyio.abc import ObjectSendStream
 from tokenwire.core.provider import Checkpoint
 from tokenwire.core.tasks import TaskSet
 from tokenwire.engine.stream import current_run
-from tokenwire.events import Step, ToolCall, ToolResult
+from tokenwire.events import Data, StateDelta, StateSnapshot, Step, ToolCall, ToolResult
 from tokenwire.tools.definition import CURRENT_CALL, Progress, Tool, ToolArgumentsInvalid, Toolset
 from tokenwire.tools.options import ToolOptions
 from tokenwire.tools.tree import CallScope, Sender
@@ -277,6 +277,8 @@ class ToolRunner:
                     if isinstance(item, Progress):
                         detail = {"call_id": call.call_id, "progress": _jsonable(item.detail)}
                         await out.send(Step(name=f"tool:{tool.name}", status="started", detail=detail))
+                    elif isinstance(item, Data | StateSnapshot | StateDelta):
+                        await out.send(item)  # the application's own data, into the run's stream
                     else:
                         result = item
             finally:

@@ -27,7 +27,7 @@ from typing import Any
 import msgspec
 
 from tokenwire.core.request import Request, ToolSpec
-from tokenwire.events import Done, Error, Start, Step, ToolCall, ToolResult
+from tokenwire.events import Data, Done, Error, Start, StateDelta, StateSnapshot, Step, ToolCall, ToolResult
 from tokenwire.wire.encoder import StreamEncoder
 from tokenwire.wire.openai_chat import message
 
@@ -127,6 +127,14 @@ class AGUIEvents(StreamEncoder):
 
     def step(self, step: Step) -> list[bytes]:
         return [self._frame("STEP_STARTED" if step.status == "started" else "STEP_FINISHED", stepName=step.name)]
+
+    def data(self, event: Data) -> list[bytes]:
+        return [self._frame("CUSTOM", name=event.name, value=event.data)]
+
+    def state(self, event: StateSnapshot | StateDelta) -> list[bytes]:
+        if isinstance(event, StateSnapshot):
+            return [self._frame("STATE_SNAPSHOT", snapshot=event.snapshot)]
+        return [self._frame("STATE_DELTA", delta=event.delta)]
 
     def done(self, event: Done) -> list[bytes]:
         return [*self._close_all(), self._frame("RUN_FINISHED", threadId=self.thread_id, runId=self.run_id)]

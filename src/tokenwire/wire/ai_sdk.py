@@ -33,7 +33,9 @@ import msgspec
 from msgspec import Meta
 
 from tokenwire.core.request import Message, Request, ToolSpec
-from tokenwire.events import Done, Error, Start, Step, ToolCall, ToolResult
+from tokenwire.core.state import SharedState
+from tokenwire.errors import InvalidStateDelta
+from tokenwire.events import Data, Done, Error, Start, StateDelta, StateSnapshot, Step, ToolCall, ToolResult
 from tokenwire.wire.encoder import StreamEncoder
 
 __all__ = ["HEADERS", "ChatUIBody", "UIMessageStream", "message_id", "ui_request"]
@@ -118,6 +120,7 @@ class UIMessageStream(StreamEncoder):
         self._open: tuple[str, str] | None = None  # (text | reasoning, part id)
         self._names: dict[str, str] = {}  # call id -> tool name
         self._turns = 0  # model turns started (``step`` ``turn``)
+        self._state: SharedState | None = None
 
     def _chunk(self, **fields: Any) -> bytes:
         return b"data: " + _encode(fields) + b"\n\n"
@@ -165,6 +168,27 @@ class UIMessageStream(StreamEncoder):
         if self._turns == 1:
             return []  # its start-step went out with start
         return [*self._close(), self._chunk(type="finish-step"), self._chunk(type="start-step")]
+
+    def data(self, event: Data) -> list[bytes]:
+        """A ``data-<name>`` part (reconciled by ``id`` when it has one; ``transient``: for
+        ``onData`` only, never in the message)."""
+        fields: dict[str, Any] = {"type": f"data-{event.name}", "data": event.data}
+        if event.id:
+            fields["id"] = event.id
+        if event.transient:
+            fields["transient"] = True
+        return [self._chunk(**fields)]
+
+    def state(self, event: StateSnapshot | StateDelta) -> list[bytes]:
+        """The state whole as one ``data-state`` part (id ``state``: each replaces the last), as
+        the AI SDK has no patches."""
+        if self._state is None:
+            self._state = SharedState()
+        try:
+            value = self._state.apply(event)
+        except InvalidStateDelta:
+            return []  # never logged: the run ends with an error before a reader sees such a delta
+        return [self._chunk(type="data-state", id="state", data=value)]
 
     def done(self, event: Done) -> list[bytes]:
         reason = _FINISH.get(event.finish_reason, "other")

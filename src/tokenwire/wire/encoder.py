@@ -17,11 +17,14 @@ Usage is kept in :attr:`~StreamEncoder.usage` for the terminal hook.
 from __future__ import annotations
 
 from tokenwire.events import (
+    Data,
     Done,
     Error,
     Event,
     ReasoningDelta,
     Start,
+    StateDelta,
+    StateSnapshot,
     Step,
     TextDelta,
     TokenUsage,
@@ -62,6 +65,10 @@ class StreamEncoder:
                 return self.result(event)
             case Step():
                 return self.step(event)
+            case Data():
+                return self.data(event)
+            case StateSnapshot() | StateDelta():
+                return self.state(event)
             case Usage():
                 self.usage = event
                 return []
@@ -101,6 +108,14 @@ class StreamEncoder:
         return []
 
     def step(self, step: Step) -> list[bytes]:
+        return []
+
+    def data(self, event: Data) -> list[bytes]:
+        """The application's named payload."""
+        return []
+
+    def state(self, event: StateSnapshot | StateDelta) -> list[bytes]:
+        """A change of the run's shared state (whole, or a JSON Patch)."""
         return []
 
     def done(self, event: Done) -> list[bytes]:
