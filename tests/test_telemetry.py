@@ -327,6 +327,30 @@ async def test_an_agent_run_is_a_chat_span_with_tool_spans_and_genai_metrics() -
     assert usage == {"input": 12, "output": 3}
 
 
+async def test_a_child_run_s_chat_span_is_under_the_execute_tool_span_of_the_call_that_started_it() -> None:
+    """Three levels (lead -> research -> leaf): each child's ``chat`` span is a child of its
+    parent's ``execute_tool`` span for that call, one trace, each span inside its parent's time."""
+    import tokenwire
+    from tokenwire.providers import Scripted
+
+    o = Otel()
+    leaf = tokenwire.sub_agent(Scripted(["leaf answer"], model="leaf"), name="leaf", description="Leaf.")
+    research_model = Scripted.turns([ToolCall(call_id="m1", name="leaf", args={"task": "t"})], ["found"], model="mid")
+    research = tokenwire.sub_agent(research_model, name="research", description="Research.", tools=[leaf])
+    lead = Scripted.turns([ToolCall(call_id="r1", name="research", args={"task": "t"})], ["done"], model="lead")
+    response = await tokenwire.generate(lead, "go", tools=[research], observers=[o.otel.observer(lead, "go")])
+    assert response.text == "done"
+    spans = {s.name: s for s in o.spans.get_finished_spans()}
+    assert set(spans) == {"chat lead", "execute_tool research", "chat mid", "execute_tool leaf", "chat leaf"}
+    chain = ["chat lead", "execute_tool research", "chat mid", "execute_tool leaf", "chat leaf"]
+    for parent, child in itertools.pairwise(chain):
+        p, c = spans[parent], spans[child]
+        assert c.parent is not None and c.parent.span_id == p.context.span_id, (parent, child)
+        assert c.context.trace_id == spans["chat lead"].context.trace_id
+        assert p.start_time <= c.start_time <= c.end_time <= p.end_time, (parent, child)
+    assert spans["chat leaf"].attributes["tokenwire.stream_id"] != response.stream_id
+
+
 async def test_a_failed_run_is_an_error_span_and_per_chunk_records_every_gap() -> None:
     import tokenwire
     from tokenwire.providers import Scripted

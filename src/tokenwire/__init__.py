@@ -11,6 +11,8 @@ exception in :mod:`tokenwire.errors`, and each folder is a layer (``docs/archite
 
 from typing import TYPE_CHECKING, Any
 
+__version__ = "0.1.0"  # before the imports: telemetry reads it while the API layer loads
+
 from tokenwire import errors, events
 from tokenwire.api import ObjectUpdate, generate, run, run_sync, stream, stream_object, stream_sync, sub_agent
 from tokenwire.consumers.coalesce import coalesce, coalesce_events
@@ -27,8 +29,6 @@ from tokenwire.tools import Progress, Tool, ToolOptions, Toolset, tool
 
 if TYPE_CHECKING:
     from tokenwire import providers
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:

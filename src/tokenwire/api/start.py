@@ -37,6 +37,7 @@ from tokenwire.core.request import Request
 from tokenwire.core.response import Response
 from tokenwire.engine import RunOptions, StreamHandle, SyncStream, start_stream
 from tokenwire.log import EventLog
+from tokenwire.telemetry.otel import child_observer
 from tokenwire.tools import Agent, ToolOptions
 from tokenwire.tools.tree import current_call
 
@@ -97,6 +98,9 @@ def generate(
     call = current_call()
     if call is not None:  # started by a running agent's tool: a child run (tokenwire.tools.tree)
         options = call.child_options(options)
+        traced = child_observer(provider, request, call.call_id)  # its span under the call's
+        if traced is not None:
+            observers = [*observers, traced]
     if tools is not None:
         provider = Agent(provider, tools, tool_options)
     handle = start_stream(provider, request, observers=observers, options=options)

@@ -8,7 +8,9 @@ run gets an observer (:meth:`OTel.observer`) that
   and makes it current in the run's task, so the provider's outgoing HTTP request carries it
   (:func:`trace_headers`);
 - adds a span ``execute_tool {name}`` per tool call (from its ``tool_call`` to its
-  ``tool_result``, with the events' own times);
+  ``tool_result``, with the events' own times); a run that tool starts (a child run,
+  :mod:`tokenwire.tools.tree`) gets an observer of its own whose ``chat`` span is a child of
+  that ``execute_tool`` span (:func:`child_observer`), and so on down the tree;
 - ends the run span at the terminal event with the GenAI attributes (``gen_ai.operation.name``,
   ``gen_ai.provider.name``, ``gen_ai.request.model``, ``gen_ai.request.stream``,
   ``gen_ai.response.finish_reasons``, ``gen_ai.usage.*``, time to first chunk as
@@ -40,7 +42,9 @@ the Prometheus histogram either way (merged from each run's :class:`Metrics` at 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from tokenwire import __version__
@@ -48,9 +52,25 @@ from tokenwire.core.request import Request, as_request
 from tokenwire.events import Done, Error, Event, Start, TextDelta, ToolCall, ToolResult
 from tokenwire.telemetry.metrics import FIRST_CHUNK_BUCKETS, TIME_PER_CHUNK_BUCKETS, TOKEN_BUCKETS, Metrics
 
-__all__ = ["OTel", "RunTelemetry", "trace_headers"]
+__all__ = ["OTel", "RunTelemetry", "child_observer", "trace_headers"]
 
 _enabled = False
+_RUN: ContextVar[RunTelemetry | None] = ContextVar("tokenwire_otel_run", default=None)
+
+
+def child_observer(provider: object, request: Request | str, call_id: str) -> RunTelemetry | None:
+    """The observer of a run started inside tool call ``call_id`` of the run whose telemetry is
+    current in this task (None without one): its ``chat`` span is a child of that call's
+    ``execute_tool`` span (or of the run's own, before the call's span exists)."""
+    if not _enabled:
+        return None
+    run = _RUN.get()
+    if run is None or run._span is None:
+        return None
+    from opentelemetry import trace
+
+    span = run._calls.get(call_id, run._span)
+    return RunTelemetry(run._otel, provider, as_request(request), trace.set_span_in_context(span))
 
 
 def trace_headers() -> dict[str, str]:
@@ -156,7 +176,18 @@ class OTel:
 class RunTelemetry:
     """The observer of one run (made by :meth:`OTel.observer`)."""
 
-    __slots__ = ("_calls", "_last_chunk", "_otel", "_parent", "_provider", "_request", "_span", "_token", "metrics")
+    __slots__ = (
+        "_calls",
+        "_current",
+        "_last_chunk",
+        "_otel",
+        "_parent",
+        "_provider",
+        "_request",
+        "_span",
+        "_token",
+        "metrics",
+    )
 
     def __init__(self, otel: OTel, provider: object, request: Request | None, parent: Any):
         self._otel = otel
@@ -165,6 +196,7 @@ class RunTelemetry:
         self._parent = parent
         self._span: Any = None
         self._token: Any = None
+        self._current: Any = None
         self._calls: dict[str, Any] = {}
         self._last_chunk: float | None = None
         self.metrics = Metrics()
@@ -226,8 +258,10 @@ class RunTelemetry:
             start_time=_ns(event.ts),
             attributes=span_attrs,
         )
-        # Current in the run's task from here: the provider's request carries this span's context.
+        # Current in the run's task from here: the provider's request carries this span's context,
+        # and a run one of its tools starts finds this observer (child_observer).
         self._token = context.attach(trace.set_span_in_context(self._span))
+        self._current = _RUN.set(self)
 
     def _chunk(self, ts: float) -> None:
         if self._last_chunk is not None:
@@ -306,3 +340,7 @@ class RunTelemetry:
         if self._token is not None:
             context.detach(self._token)
             self._token = None
+        if self._current is not None:
+            with contextlib.suppress(ValueError):  # ended in another context than it started in
+                _RUN.reset(self._current)
+            self._current = None
