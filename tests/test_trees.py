@@ -189,6 +189,26 @@ async def test_a_tree_past_its_depth_or_fan_out_gets_a_clear_tool_error() -> Non
     assert [r.result for r in response.tool_results if not r.is_error] == ["w"]
 
 
+async def test_a_tree_s_output_token_budget_caps_each_child_and_refuses_one_past_it() -> None:
+    """``max_tree_output_tokens`` 30 below the lead: the first research child writes 1 token, its
+    leaf (sharing the budget) starts capped at the 30 left and is cut there; the budget is then
+    spent, so the next child is refused with a clear tool error."""
+    log = MemoryLog()
+    leaf = tokenwire.sub_agent(Scripted([f"w{i} " for i in range(40)]), name="leaf", description="Talks a lot.")
+    middle = Delegates(calls(("m", "leaf", {"task": "t"})), ["ok"])
+    research = tokenwire.sub_agent(middle, name="research", description="R.", tools=[leaf])
+    lead = Scripted.turns(calls(("r1", "research", {"task": "a"})), calls(("r2", "research", {"task": "b"})), ["x"])
+    budget = tokenwire.ToolOptions(max_tree_output_tokens=30)
+    root = tokenwire.generate(lead, "go", tools=[research], tool_options=budget, log=log)
+    response = await root
+    first, second = response.tool_results
+    assert not first.is_error and first.result == "ok"
+    assert second.is_error and "generated 31 of their 30 output tokens (max_tree_output_tokens)" in second.result
+    streams = by_stream(await whole_tree(log, root.stream_id))
+    (talk,) = [evs for evs in streams.values() if evs[0].parent is not None and evs[0].parent.depth == 2]
+    assert talk[-1].finish_reason == "length" and sum(e.type == "text.delta" for e in talk) == 30
+
+
 async def test_a_child_left_running_by_its_tool_is_cancelled_and_marked_before_the_result() -> None:
     log = MemoryLog()
 

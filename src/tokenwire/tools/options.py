@@ -53,9 +53,16 @@ class ToolOptions(msgspec.Struct, frozen=True, kw_only=True):
     run this deep may not start another run."""
     max_children: int = 16
     """Child runs one run's tools may start, in all."""
+    max_tree_output_tokens: int | None = None
+    """Output tokens the runs below this one may generate together, children and theirs (each
+    run's own, as the engine counts them, so also with a model that reports no usage): a child
+    may not start once they are spent, and starts with ``max_output_tokens`` no more than what
+    is left. None: no bound."""
 
     def __post_init__(self) -> None:
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.max_tree_output_tokens is not None and self.max_tree_output_tokens < 1:
+            raise ValueError(f"max_tree_output_tokens must be >= 1 or None, got {self.max_tree_output_tokens}")
         if self.max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency}")

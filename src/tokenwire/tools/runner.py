@@ -32,7 +32,7 @@ from tokenwire.engine.stream import current_run
 from tokenwire.events import Data, StateDelta, StateSnapshot, Step, ToolCall, ToolResult
 from tokenwire.tools.definition import CURRENT_CALL, Progress, Tool, ToolArgumentsInvalid, Toolset
 from tokenwire.tools.options import ToolOptions
-from tokenwire.tools.tree import CallScope, Sender
+from tokenwire.tools.tree import CallScope, Sender, TreeBudget
 
 __all__ = ["AwaitingApproval", "ToolRunner"]
 
@@ -77,6 +77,7 @@ class ToolRunner:
         self._client: dict[str, asyncio.Future[tuple[Any, bool]]] = {}
         self._executor: ThreadPoolExecutor | None = None
         self._children = [0]  # child runs this run's tools started (ToolOptions.max_children)
+        self._budget: TreeBudget | None = None  # made with the first call (ToolOptions.max_tree_output_tokens)
 
     @property
     def running(self) -> int:
@@ -140,7 +141,10 @@ class ToolRunner:
             if parent is None:
                 await self._run(call, out, raw_args, n, decision)
                 return
-            scope = CallScope(call.call_id, out.send, parent, self.options, self._children)
+            limit = self.options.max_tree_output_tokens
+            if limit is not None and self._budget is None:
+                self._budget = TreeBudget(limit, parent.stream_id)
+            scope = CallScope(call.call_id, out.send, parent, self.options, self._children, self._budget)
             scope.bind()  # the runs the tool starts are this call's children
             try:
                 await self._run(call, _Answering(out, scope), raw_args, n, decision)

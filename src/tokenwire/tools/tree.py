@@ -11,9 +11,12 @@ a :func:`tokenwire.sub_agent`) starts a *child run*, a stream of its own:
 - it does not outlive the call that started it: once the call is answered, or cancelled with the
   parent, the children still running are cancelled, and their ``finished`` marks come before the
   call's ``tool_result``. Cancelling a parent therefore ends its whole subtree;
-- :class:`~tokenwire.ToolOptions` bounds a tree: ``max_child_depth`` and ``max_children`` (per
-  run). Past them, starting a run raises :class:`~tokenwire.errors.TreeLimitExceeded` in the tool,
-  which the model reads as the tool's error.
+- :class:`~tokenwire.ToolOptions` bounds a tree: ``max_child_depth``, ``max_children`` (per
+  run) and ``max_tree_output_tokens`` (a :class:`TreeBudget` every run below shares: each run
+  that ends counts its own output tokens, a child starts with no more than are left). Past them,
+  starting
+  a run raises :class:`~tokenwire.errors.TreeLimitExceeded` in the tool, which the model reads as
+  the tool's error.
 
 Only tools running on the agent's event loop start children (an async tool; a sync tool runs in
 a worker thread, where a run it starts is a root run).
@@ -30,12 +33,13 @@ from typing import Any, Protocol
 import anyio
 import msgspec
 
+from tokenwire.core.limits import Limits
 from tokenwire.engine import RunOptions, StreamHandle
 from tokenwire.errors import TreeLimitExceeded
 from tokenwire.events import Done, Error, Parent, Step
 from tokenwire.tools.options import ToolOptions
 
-__all__ = ["CallScope", "Sender", "current_call"]
+__all__ = ["CallScope", "Sender", "TreeBudget", "current_call"]
 
 
 class Sender(Protocol):
@@ -44,10 +48,29 @@ class Sender(Protocol):
     async def send(self, item: Any, /) -> None: ...
 
 
+class TreeBudget:
+    """The output tokens the runs below ``owner`` may generate (``ToolOptions.max_tree_output_tokens``),
+    shared by every run of that subtree: ``used`` grows by each run's own output tokens as it ends."""
+
+    __slots__ = ("limit", "owner", "used")
+
+    def __init__(self, limit: int, owner: str):
+        self.limit = limit
+        self.owner = owner
+        self.used = 0
+
+    @property
+    def left(self) -> int:
+        return max(0, self.limit - self.used)
+
+
+_BUDGET: ContextVar[TreeBudget | None] = ContextVar("tokenwire_tree_budget", default=None)
+
+
 class CallScope:
     """The tool call running now, as the parent of the runs it starts (see the module docstring)."""
 
-    __slots__ = ("_children", "_loop", "_marks", "_send", "call_id", "counted", "options", "parent")
+    __slots__ = ("_children", "_loop", "_marks", "_send", "budget", "call_id", "counted", "options", "parent")
 
     def __init__(
         self,
@@ -56,20 +79,25 @@ class CallScope:
         parent: StreamHandle,
         options: ToolOptions,
         counted: list[int],
+        budget: TreeBudget | None = None,
     ):
         self.call_id = call_id
         self.parent = parent
         self.options = options
         self.counted = counted
         """Children started in the parent run so far (shared by its calls: ``max_children``)."""
+        self.budget = budget if budget is not None else _BUDGET.get()
+        """The parent run's own token budget, or the one of a run above it (inherited), or None."""
         self._send = send
         self._children: list[StreamHandle] = []
         self._marks: list[asyncio.Task[None]] = []
         self._loop = asyncio.get_running_loop()
 
     def bind(self) -> None:
-        """Make this the current call of the running task (:func:`current_call`)."""
+        """Make this the current call of the running task (:func:`current_call`); the runs it
+        starts (and the calls of those) share its token budget."""
         _CALL.set(self)
+        _BUDGET.set(self.budget)
 
     def child_options(self, options: RunOptions) -> RunOptions:
         """``options`` for a child of this call, or :class:`TreeLimitExceeded` past a bound."""
@@ -84,10 +112,20 @@ class CallScope:
             raise TreeLimitExceeded(
                 f"this run already started {self.counted[0]} runs (max_children={self.options.max_children})"
             )
+        budget, limits = self.budget, options.limits
+        if budget is not None:
+            if not budget.left:
+                raise TreeLimitExceeded(
+                    f"the runs below this one generated {budget.used} of their {budget.limit} output tokens "
+                    "(max_tree_output_tokens); answer with what you have"
+                )
+            cap = limits.max_output_tokens if limits is not None else None
+            if cap is None or cap > budget.left:
+                limits = msgspec.structs.replace(limits or Limits(), max_output_tokens=budget.left)
         self.counted[0] += 1
         parent = Parent(stream_id=self.parent.stream_id, call_id=self.call_id, depth=depth)
         log = options.log if options.log is not None else self.parent.log
-        return msgspec.structs.replace(options, parent=parent, log=log)
+        return msgspec.structs.replace(options, parent=parent, log=log, limits=limits)
 
     def adopt(self, child: StreamHandle) -> None:
         """Mark ``child`` in the parent's stream now and when it ends; it ends with this call."""
@@ -114,8 +152,11 @@ class CallScope:
             detail["finish_reason"] = end.finish_reason
         elif isinstance(end, Error):
             detail["code"] = end.code
-        usage = child.result().usage
+        result = child.result()
+        usage = result.usage
         detail["usage"] = None if usage is None else msgspec.to_builtins(usage)
+        if self.budget is not None and result.stats is not None:
+            self.budget.used += result.stats.output_tokens  # the child's own (its children count theirs)
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
             await self._send(Step(name="child", status="finished", detail=detail))
 
