@@ -255,3 +255,52 @@ def test_the_page_says_it_waits_for_the_first_token_and_calls_only_a_gap_between
         assert page.inner_text("#answer").strip() == "Hello"
         page.wait_for_function("document.getElementById('status').textContent === 'stop'")
         assert page.inner_text("#stall").startswith("1 stalls, longest ")  # done.stats: the gap, not the wait
+
+
+def test_sub_agents_show_nested_live_and_survive_a_network_drop(page: Any) -> None:
+    """A lead whose tool asks two research sub-agents in parallel, each asking a slow leaf: the
+    page shows each child run inside the card of the call that started it (the leaves inside
+    their research boxes), their text as it streams, each box folded with its end; a network
+    drop mid-tree resumes every stream from the tree's cursor, nothing lost or shown twice."""
+    import tokenwire
+    from test_trees import Delegates, calls
+
+    leaf = tokenwire.sub_agent(Scripted(WORDS[:40], interval_s=0.02), name="leaf", description="Reads.")
+    middle = Delegates(calls(("m", "leaf", {"task": "t"})), ["found"])
+    research = tokenwire.sub_agent(middle, name="research", description="Researches.", tools=[leaf])
+    lead = Delegates(calls(("r1", "research", {"task": "a"}), ("r2", "research", {"task": "b"})), ["Merged."])
+    app = create_app(providers={"lead": lead}, tools=[research], api_keys=[KEY], config=ServerConfig(retry_ms=300))
+    with serve(app) as url:
+        proxy = DroppableProxy(int(url.rsplit(":", 1)[1]))
+        try:
+            page.goto(f"http://127.0.0.1:{proxy.port}/?provider=lead&tools=research")
+            page.fill("#apikey", KEY)
+            page.fill("#prompt", "Research this")
+            page.click("#send")
+            leaves = "document.querySelectorAll('details.child details.child')"
+            page.wait_for_function(
+                f"{leaves}.length === 2 && [...{leaves}].every(b => b.open && "
+                "b.querySelector('.ctext').textContent.length > 20)",
+                timeout=20_000,
+            )
+            proxy.drop()  # mid-tree: both leaves are still streaming
+            page.wait_for_function("document.getElementById('status').textContent === 'stop'", timeout=30_000)
+            boxes = page.eval_on_selector_all(
+                "details.child",
+                "bs => bs.map(b => ({agent: b.querySelector('.agent').textContent, open: b.open, "
+                "status: b.querySelector(':scope > summary .cstatus').textContent, "
+                "text: b.querySelector(':scope > .ctext').textContent, "
+                "depth: b.parentElement.closest('details.child') ? 2 : 1}))",
+            )
+        finally:
+            proxy.close()
+    assert sorted((b["agent"], b["depth"]) for b in boxes) == [
+        ("↳ leaf", 2),
+        ("↳ leaf", 2),
+        ("↳ research", 1),
+        ("↳ research", 1),
+    ]
+    assert all(b["status"] == "stop" and not b["open"] for b in boxes)
+    assert [b["text"] for b in boxes if b["depth"] == 2] == ["".join(WORDS[:40])] * 2  # nothing lost, nothing twice
+    assert [b["text"] for b in boxes if b["depth"] == 1] == ["found"] * 2
+    assert page.inner_text("#answer").strip() == "Merged."

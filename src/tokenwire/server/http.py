@@ -192,8 +192,9 @@ async def create_run(service: RunService, request: HTTPRequest) -> Response:
 
 def tree_cursor(request: HTTPRequest, stream_id: str) -> TreeCursor:
     """Where a reader of the tree under ``stream_id`` resumes: the ``Last-Event-ID`` it has (a
-    :class:`~tokenwire.log.TreeCursor` token, rooted at this stream), or the whole tree."""
-    last = request.headers.get("last-event-id")
+    :class:`~tokenwire.log.TreeCursor` token, rooted at this stream), or ``?cursor=`` (the same:
+    what EventSource cannot send on a connection it opens), or the whole tree."""
+    last = request.headers.get("last-event-id") or request.query_params.get("cursor")
     if not last:
         return TreeCursor(stream_id)
     cursor = TreeCursor.parse(last[:8192])
