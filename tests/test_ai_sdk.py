@@ -323,3 +323,30 @@ def test_each_model_turn_after_the_first_is_a_step_of_its_own_a_restarted_one_is
         "start", "start-step", "text-start", "text-delta", "text-end", "finish-step", "start-step",
         "text-start", "text-delta", "text-end", "finish-step", "finish",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("pkg", ["ai", "ai5"])
+def test_a_sub_agent_s_text_streams_as_its_call_s_preliminary_output(node: str, pkg: str) -> None:
+    """A lead calls a research sub-agent: while the child run writes, the SDK shows its text so
+    far as the call's (preliminary) output; the call's result then replaces it, and the answer follows."""
+    import tokenwire
+    from test_trees import Delegates, calls
+    from tokenwire.tools.agent import Agent
+
+    words = [f"w{i} " for i in range(40)]
+    research = tokenwire.sub_agent(Scripted(words, interval_s=0.005), name="research", description="R.")
+    lead = Agent(Delegates(calls(("r1", "research", {"task": "t"})), ["Merged."]), [research])  # its tools are its own
+    app = create_app(providers={"m": lead}, api_keys=[KEY], log=MemoryLog())
+    with serve(app) as url:
+        done = subprocess.run(
+            [node, str(JS / "ui_chat.mjs"), pkg, url, KEY, "chat-tree"], capture_output=True, text=True, timeout=60
+        )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["errors"] == []
+    outputs = [o for o in result["outputs"] if o["id"] == "r1"]
+    preliminary = [o["output"] for o in outputs if o["preliminary"]]
+    assert len(preliminary) >= 3 and all("".join(words).startswith(p) for p in preliminary)
+    assert preliminary == sorted(preliminary, key=len)  # it grows
+    assert outputs[-1] == {"id": "r1", "output": "".join(words), "preliminary": False}
+    assert result["message"]["parts"][-1] == {"type": "text", "text": "Merged.", "state": "done"}

@@ -279,3 +279,35 @@ async def test_following_a_tree_resumes_after_any_drop_with_nothing_lost_or_twic
     await root
     everything = [(e.stream_id, e.seq) for e in await whole_tree(log, root.stream_id)]
     assert len(seen) == len(set(seen)) and sorted(seen) == sorted(everything) and len(everything) > 20
+
+
+async def test_the_ai_sdk_stream_shows_each_child_s_text_as_its_call_s_preliminary_output() -> None:
+    """Fed the whole tree, the UI message stream carries the children's text (not the
+    grandchildren's) as preliminary outputs of the root's calls, growing, every few deltas and
+    at each child's end, and none after the call's result."""
+    import json
+
+    from tokenwire.wire.ai_sdk import PRELIMINARY_EVERY, UIMessageStream
+
+    log = MemoryLog()
+    leaf = tokenwire.sub_agent(Scripted(["deep "] * 5), name="leaf", description="Leaf.")
+    words = [f"w{i} " for i in range(40)]
+    research = tokenwire.sub_agent(
+        Delegates(calls(("m", "leaf", {"task": "t"})), words), name="research", description="R.", tools=[leaf]
+    )
+    lead = Scripted.turns(calls(("r1", "research", {"task": "a"})), ["done"])
+    root = tokenwire.generate(lead, "go", tools=[research], log=log)
+    await root
+    encoder = UIMessageStream("m1")
+    chunks = [
+        json.loads(f[6:])
+        for e in await whole_tree(log, root.stream_id)
+        for f in encoder.feed(e)
+        if f.startswith(b"data: {")
+    ]
+    outputs = [c for c in chunks if c["type"] == "tool-output-available"]
+    preliminary = [c["output"] for c in outputs if c.get("preliminary")]
+    assert len(preliminary) == len(range(0, 40, PRELIMINARY_EVERY)) + 1  # every few deltas, and at its end
+    assert all("".join(words).startswith(p) for p in preliminary) and preliminary[-1] == "".join(words)
+    assert outputs[-1] == {"type": "tool-output-available", "toolCallId": "r1", "output": "".join(words)}
+    assert "deep" not in json.dumps(chunks)  # a grandchild shows only through its parent's answer

@@ -26,6 +26,15 @@ const stream = await transport.sendMessages({
   chatId, messages, trigger: "submit-message", messageId: undefined, abortSignal: undefined,
 });
 let last;
-for await (const message of readUIMessageStream({ stream, onError: (e) => errors.push(String(e)) })) last = message;
+const outputs = [];  // every tool output the message showed as it streamed (preliminary ones too), in order
+for await (const message of readUIMessageStream({ stream, onError: (e) => errors.push(String(e)) })) {
+  last = message;
+  for (const p of message.parts) {
+    if (!p.type.startsWith("tool-") || p.output === undefined) continue;
+    const seen = { id: p.toolCallId, output: p.output, preliminary: p.preliminary === true };
+    const prev = outputs.findLast((o) => o.id === seen.id);
+    if (!prev || prev.output !== seen.output || prev.preliminary !== seen.preliminary) outputs.push(seen);
+  }
+}
 const resumed = await transport.reconnectToStream({ chatId });
-console.log(JSON.stringify({ message: last, errors, resumed: resumed !== null }));
+console.log(JSON.stringify({ message: last, errors, outputs, resumed: resumed !== null }));

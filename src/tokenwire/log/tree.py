@@ -225,14 +225,15 @@ async def read_tree(
     follow: bool = True,
     idle_s: float | None = None,
     max_lag: int | None = None,
+    live_from: int | None = None,
 ) -> AsyncIterator[Iterator[Event]]:
     """The tree's deliverable events from ``cursor`` on, a batch at a time: each batch is a
     :meth:`TreeCursor.feed` iterator, to be used up before the next one is asked for (the cursor
     moves as its events are taken, so ``cursor.token()`` after an event is where to resume).
 
     With ``follow`` it ends once every stream of the tree ended; without it, at the current end
-    of each. ``idle_s`` and ``max_lag`` are :meth:`EventLog.batches`'s (the root's reader yields
-    the empty batches of an idle tree). A stream's read error (:class:`~tokenwire.errors.SeqEvicted`
+    of each. ``idle_s``, ``max_lag`` and ``live_from`` are :meth:`EventLog.batches`'s (the root's
+    reader yields the empty batches of an idle tree). A stream's read error (:class:`~tokenwire.errors.SeqEvicted`
     …) ends the iteration with that error.
     """
     queue: asyncio.Queue[tuple[str, Sequence[Event] | BaseException | object]] = asyncio.Queue(256)
@@ -240,7 +241,7 @@ async def read_tree(
 
     async def read(sid: str, from_seq: int) -> None:
         idle = idle_s if sid == cursor.root else None
-        batches = log.batches(sid, from_seq, follow=follow, idle_s=idle, max_lag=max_lag)
+        batches = log.batches(sid, from_seq, follow=follow, idle_s=idle, max_lag=max_lag, live_from=live_from)
         try:
             async for batch in batches:
                 await queue.put((sid, batch))

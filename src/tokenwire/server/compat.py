@@ -44,10 +44,11 @@ from tokenwire.errors import (
     TokenwireError,
     Unauthorized,
 )
+from tokenwire.log import TreeCursor
 from tokenwire.server.http import Handler, bound, guarded, mapped, read_body, retry_after
 from tokenwire.server.runs import Run
 from tokenwire.server.service import RunService, bearer
-from tokenwire.server.streaming import EventStreamResponse, log_frames
+from tokenwire.server.streaming import EventStreamResponse, log_frames, tree_frames
 from tokenwire.wire.agui import AGUIBody, AGUIEvents, agui_request
 from tokenwire.wire.ai_sdk import HEADERS as UI_HEADERS
 from tokenwire.wire.ai_sdk import ChatUIBody, UIMessageStream, message_id, ui_request
@@ -123,22 +124,29 @@ async def _admit(
     return owner, body, run
 
 
-def _stream(
-    service: RunService,
-    run: Run,
-    fmt: str,
-    make: Callable[[], StreamEncoder],
-    *,
-    headers: dict[str, str] | None = None,
-    cancel_on_disconnect: bool = True,
-) -> Response:
+def _headers() -> dict[str, str]:
+    return {"x-accel-buffering": "no", "x-request-id": uuid.uuid4().hex}
+
+
+def _stream(service: RunService, run: Run, fmt: str, make: Callable[[], StreamEncoder]) -> Response:
     """A run's events from seq 0 in the stateful format ``fmt``, as an SSE response; readers of
-    one run in one format share its encoder (each event is encoded once per format)."""
+    one run in one format share its encoder (each event is encoded once per format). The client
+    leaving cancels the run."""
+
+    def on_abandon() -> None:
+        run.handle.cancel("the client disconnected")
+
     reader = service.frames.reader(run.stream_id, fmt, make)
-    on_abandon = (lambda: run.handle.cancel("the client disconnected")) if cancel_on_disconnect else None
     body = log_frames(service, run.stream_id, 0, reader=reader, lagging=False, live_from=0, on_abandon=on_abandon)
-    base = {"x-accel-buffering": "no", "x-request-id": uuid.uuid4().hex}
-    return EventStreamResponse(service, body, transport=fmt, headers={**base, **(headers or {})})
+    return EventStreamResponse(service, body, transport=fmt, headers=_headers())
+
+
+def _ui_stream(service: RunService, run: Run, message_id: str) -> Response:
+    """A run for ``useChat``: the UI message stream of the run and of every child run below it
+    (their text as the calling tool's preliminary output), from the start, an encoder per reader.
+    Leaving does not cancel the run (a reload resumes it)."""
+    body = tree_frames(service, TreeCursor(run.stream_id), encoder=UIMessageStream(message_id), live_from=0)
+    return EventStreamResponse(service, body, transport="ai_sdk", headers={**_headers(), **UI_HEADERS})
 
 
 async def _encoded(service: RunService, run: Run, encoder: StreamEncoder) -> None:
@@ -248,7 +256,7 @@ async def ui_chat(service: RunService, request: HTTPRequest) -> Response:
     service.chats[(owner, body.id)] = (run.stream_id, mid)
     while len(service.chats) > service.config.max_runs:
         service.chats.pop(next(iter(service.chats)))
-    return _stream(service, run, "ai_sdk", lambda: UIMessageStream(mid), headers=UI_HEADERS, cancel_on_disconnect=False)
+    return _ui_stream(service, run, mid)
 
 
 def _active_chat_run(service: RunService, request: HTTPRequest) -> tuple[Run, str] | None:
@@ -283,7 +291,7 @@ async def ui_chat_resume(service: RunService, request: HTTPRequest) -> Response:
     if refused is not None:
         raise refused
     run, mid = active
-    return _stream(service, run, "ai_sdk", lambda: UIMessageStream(mid), headers=UI_HEADERS, cancel_on_disconnect=False)
+    return _ui_stream(service, run, mid)
 
 
 def routes(service: RunService) -> list[Route]:

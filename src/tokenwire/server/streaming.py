@@ -28,6 +28,7 @@ from tokenwire.log import TreeCursor, read_tree
 from tokenwire.server.service import RunService
 from tokenwire.server.sockets import Link, Watchdog, current_transport
 from tokenwire.wire import SSE, FrameCache, SharedReader, WireFormat
+from tokenwire.wire.encoder import StreamEncoder
 
 __all__ = ["PING", "WRITE_BYTES", "WRITE_FRAMES", "EventStreamResponse", "log_frames", "tree_frames"]
 
@@ -124,22 +125,34 @@ async def tree_frames(
     service: RunService,
     cursor: TreeCursor,
     *,
+    encoder: StreamEncoder | None = None,
     prelude: bytes = b"",
+    live_from: int | None = None,
     on_abandon: Callable[[], None] | None = None,
     on_lag: Callable[[], None] | None = None,
 ) -> AsyncIterator[bytes]:
-    """A run tree's events from ``cursor`` as native SSE writes: each event's frame has the
-    cursor's token after it as its ``id`` (``Last-Event-ID`` resumes every stream of the tree at
-    once). Keep-alives, lag and retention as :func:`log_frames`; the tree's root counts as read."""
+    """A run tree's events from ``cursor`` as SSE writes: native frames, each with the cursor's
+    token after it as its ``id`` (``Last-Event-ID`` resumes every stream of the tree at once), or
+    ``encoder``'s frames (a stateful format that shows child runs its own way, read from the
+    start). Keep-alives, lag and retention as :func:`log_frames`; the tree's root counts as read."""
     cfg = service.config
     frame, token = service.frames.frame, cursor.token
     if prelude:
         yield prelude
     try:
         with service.runs.reader(cursor.root):
-            tree = read_tree(service.log, cursor, idle_s=cfg.ping_s, max_lag=cfg.max_lag_events)
+            tree = read_tree(service.log, cursor, idle_s=cfg.ping_s, max_lag=cfg.max_lag_events, live_from=live_from)
             async for batch in tree:
                 out = []
+                if encoder is not None:
+                    for e in batch:
+                        out += encoder.feed(e)
+                    if out:
+                        for write in _bounded(out):
+                            yield write
+                    elif not cursor.ended:
+                        yield PING  # an idle tree (or events this format leaves out): the connection lives
+                    continue
                 for e in batch:  # the shared frame (its id the seq), with the tree's cursor as id instead
                     f: bytes = frame(e.stream_id, SSE, e)
                     out.append(b"id: %s%s" % (token().encode(), f[f.index(b"\n") :]))

@@ -35,7 +35,19 @@ from msgspec import Meta
 from tokenwire.core.request import Message, Request, ToolSpec
 from tokenwire.core.state import SharedState
 from tokenwire.errors import InvalidStateDelta
-from tokenwire.events import Data, Done, Error, Start, StateDelta, StateSnapshot, Step, ToolCall, ToolResult
+from tokenwire.events import (
+    Data,
+    Done,
+    Error,
+    Event,
+    Start,
+    StateDelta,
+    StateSnapshot,
+    Step,
+    TextDelta,
+    ToolCall,
+    ToolResult,
+)
 from tokenwire.wire.encoder import StreamEncoder
 
 __all__ = ["HEADERS", "ChatUIBody", "UIMessageStream", "message_id", "ui_request"]
@@ -111,11 +123,26 @@ _encode = msgspec.json.Encoder().encode
 _FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool-calls", "content_filter": "content-filter"}
 
 
+PRELIMINARY_EVERY = 16
+"""A child run's text goes out as its call's preliminary output every this many deltas (and at
+its end): each carries the text so far, so per delta it would be quadratic in bytes."""
+
+
 class UIMessageStream(StreamEncoder):
-    """Our events in, UI message stream chunks out; one per stream and reader."""
+    """Our events in, UI message stream chunks out; one per stream and reader.
+
+    Fed a run tree (:func:`tokenwire.log.read_tree`), the root's events make the message and
+    each child run's text becomes the ``preliminary`` output of the tool call that started it
+    (the AI SDK shows it as the call's output while it streams; the call's result replaces it).
+    Runs deeper down show in their ancestor's call only through that child's own answer.
+    """
 
     def __init__(self, message_id: str):
         self.message_id = message_id
+        self._root: str | None = None
+        self._call_of: dict[str, str] = {}  # child stream -> the root's call it works for (direct children)
+        self._texts: dict[str, dict[str, list[str]]] = {}  # call id -> child stream -> its text parts
+        self._answered: set[str] = set()
         self._n = 0
         self._open: tuple[str, str] | None = None  # (text | reasoning, part id)
         self._names: dict[str, str] = {}  # call id -> tool name
@@ -124,6 +151,40 @@ class UIMessageStream(StreamEncoder):
 
     def _chunk(self, **fields: Any) -> bytes:
         return b"data: " + _encode(fields) + b"\n\n"
+
+    def feed(self, event: Event) -> list[bytes]:
+        root = self._root
+        if root is None and event.__class__ is Start:
+            self._root = root = event.stream_id
+        if event.stream_id != root and root is not None:
+            return self._child(event)
+        return super().feed(event)
+
+    def _child(self, event: Event) -> list[bytes]:
+        """An event of a child run: its text, as the preliminary output of the call it works for."""
+        sid, cls = event.stream_id, event.__class__
+        if cls is Start:
+            parent = event.parent  # type: ignore[union-attr]
+            if parent is not None and parent.stream_id == self._root and not self.finished:
+                self._call_of[sid] = parent.call_id
+                self._texts.setdefault(parent.call_id, {})[sid] = []
+            return []
+        call = self._call_of.get(sid)
+        if call is None or call in self._answered or self.finished:
+            return []
+        if cls is TextDelta:
+            parts = self._texts[call][sid]
+            parts.append(event.text)  # type: ignore[union-attr]
+            return self._preliminary(call) if len(parts) % PRELIMINARY_EVERY == 1 else []
+        if cls is Done or cls is Error:
+            return self._preliminary(call)
+        return []
+
+    def _preliminary(self, call: str) -> list[bytes]:
+        text = "\n\n".join("".join(parts) for parts in self._texts[call].values() if parts)
+        if not text:
+            return []
+        return [self._chunk(type="tool-output-available", toolCallId=call, output=text, preliminary=True)]
 
     def start(self, event: Start) -> list[bytes]:
         return [self._chunk(type="start", messageId=self.message_id), self._chunk(type="start-step")]
@@ -151,6 +212,7 @@ class UIMessageStream(StreamEncoder):
         ]
 
     def result(self, result: ToolResult) -> list[bytes]:
+        self._answered.add(result.call_id)
         if result.is_error:
             text = result.result if isinstance(result.result, str) else _encode(result.result).decode()
             return [self._chunk(type="tool-output-error", toolCallId=result.call_id, errorText=text)]
