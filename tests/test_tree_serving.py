@@ -158,3 +158,43 @@ async def test_cancelling_the_root_ends_every_stream_of_the_tree_once(base_url: 
         assert [e.seq for e in evs] == list(range(len(evs))), sid
         ends = [e for e in evs if e.__class__ in TERMINAL_TYPES]
         assert len(ends) == 1 and ends[0] is evs[-1] and ends[0].finish_reason == "cancelled"
+
+
+async def test_a_websocket_tree_subscription_resumes_from_its_cursor_on_a_new_socket(base_url: str) -> None:
+    """Over the WebSocket: the tree on one subscription with a small ack window (credit counted
+    over the whole tree), cut off mid-tree, resumed with the same cursor on another socket:
+    every stream whole, nothing twice."""
+    from tokenwire.client import WebSocketClient
+    from tokenwire.log import TreeCursor
+
+    ws_url = base_url.replace("http://", "ws://") + "/v1/ws"
+    async with Client(base_url, api_key=KEY) as c:
+        info = await c.create_run({"prompt": "go", "tools": ["research"]})
+    cursor = TreeCursor(info.stream_id)
+    events: list[Event] = []
+    async with WebSocketClient(ws_url, api_key=KEY, window=4) as ws:
+        async for e in ws.subscribe(info.stream_id, info.read_token, cursor=cursor):
+            events.append(e)
+            if len(events) == 15:
+                break  # mid-tree: both leaves are still streaming
+    assert not cursor.ended
+    async with WebSocketClient(ws_url, api_key=KEY, window=4) as ws:
+        events += [e async for e in ws.subscribe(info.stream_id, info.read_token, cursor=cursor)]
+    assert cursor.ended
+    assert_whole_tree(events, info.stream_id)
+
+
+async def test_a_websocket_tree_subscription_refuses_another_tree_s_cursor(base_url: str) -> None:
+    from tokenwire.client import WebSocketClient
+
+    ws_url = base_url.replace("http://", "ws://") + "/v1/ws"
+    async with Client(base_url, api_key=KEY) as c:
+        info = await c.create_run({"prompt": "go", "tools": ["research"]})
+        async with WebSocketClient(ws_url, api_key=KEY) as ws:
+            await ws.send("subscribe", stream_id=info.stream_id, token=info.read_token, tree=True, cursor="0@other")
+            reply = await ws.reply()
+            assert reply["op"] == "error" and reply["code"] == "bad_message" and "another tree" in reply["message"]
+            await ws.send("subscribe", stream_id=info.stream_id, token=info.read_token, tree=True, cursor="x@")
+            reply = await ws.reply()
+            assert reply["op"] == "error" and reply["code"] == "invalid_request"
+        await c.cancel(info.stream_id, info.token)

@@ -13,8 +13,8 @@ from tokenwire.client.http import (
     RunInfo,
     SyncClient,
     SyncGrpcClient,
-    WebSocketClient,
 )
+from tokenwire.client.ws import WebSocketClient
 
 __all__ = [
     "Client",

@@ -1,4 +1,4 @@
-"""Python clients for a tokenwire server: SSE with reconnect-and-resume, sync, and WebSocket.
+"""Python clients for a tokenwire server: SSE with reconnect-and-resume, and sync.
 
 >>> import asyncio                                                              # doctest: +SKIP
 >>> async def main():                                                           # doctest: +SKIP
@@ -50,7 +50,6 @@ __all__ = [
     "RunInfo",
     "SyncClient",
     "SyncGrpcClient",
-    "WebSocketClient",
 ]
 
 
@@ -85,7 +84,8 @@ def _raise_for(status: int, body: bytes, stream_id: str, from_seq: int) -> None:
     raise ClientError(status, code, message)
 
 
-def _run_body(request: str | dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+def run_body(request: str | dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """A run request's body: a prompt or a dict of ``RunBody`` fields, with ``options`` over it."""
     body = {"prompt": request} if isinstance(request, str) else dict(request)
     body.update(options)
     return body
@@ -129,7 +129,7 @@ class Client:
     async def create_run(self, request: str | dict[str, Any], **options: Any) -> RunInfo:
         """Start a run (``request``: a prompt, or a dict of ``RunBody`` fields)."""
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        r = await self.http.post(f"{self.base_url}/v1/runs", json=_run_body(request, options), headers=headers)
+        r = await self.http.post(f"{self.base_url}/v1/runs", json=run_body(request, options), headers=headers)
         if r.status_code != 201:
             _raise_for(r.status_code, r.content, "", 0)
         return msgspec.convert(r.json(), RunInfo)
@@ -321,115 +321,6 @@ class SyncClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class WebSocketClient:
-    """Async client over the WebSocket transport (``websockets`` library).
-
-    >>> async def main():                                                       # doctest: +SKIP
-    ...     async with WebSocketClient("ws://127.0.0.1:8000/v1/ws", api_key="k") as ws:
-    ...         async for event in ws.run("Write a haiku"):
-    ...             print(event.type)
-
-    Events are acknowledged as they are yielded (credit-based flow control: the server sends at
-    most ``window`` unacknowledged events).
-    """
-
-    def __init__(self, url: str, *, api_key: str | None = None, window: int = 256):
-        self.url = url
-        self.api_key = api_key
-        self.window = window
-        self._ws: Any = None
-        self._queues: dict[str, asyncio.Queue[Any]] = {}
-        self._replies: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=64)
-        self._reader: asyncio.Task[None] | None = None
-        self.last_run: dict[str, Any] | None = None
-        """The server's reply to the last ``run``: ``stream_id``, ``token``, ``read_token``."""
-
-    async def __aenter__(self) -> WebSocketClient:
-        import websockets
-
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        self._ws = await websockets.connect(self.url, additional_headers=headers, max_size=None)
-        self._reader = asyncio.get_running_loop().create_task(self._read())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._ws is not None:
-            await self._ws.close()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
-
-    async def _read(self) -> None:
-        try:
-            async for text in self._ws:
-                obj = msgspec.json.decode(text)
-                if "op" in obj:
-                    await self._replies.put(obj)  # bounded: an unread reply holds the socket's reader
-                else:
-                    q = self._queue(obj["stream_id"])
-                    if q.full():  # the server ignored the ack window: refuse to buffer without bound
-                        q.get_nowait()
-                        q.put_nowait(ConnectionLost(f"the server sent more than {q.maxsize - 1} unacknowledged events"))
-                        continue
-                    q.put_nowait(decode(text))
-        finally:
-            closed = ConnectionLost(f"the WebSocket closed ({getattr(self._ws, 'close_code', None)})")
-            for q in self._queues.values():
-                if q.full():
-                    q.get_nowait()
-                q.put_nowait(closed)
-            if self._replies.full():
-                self._replies.get_nowait()
-            self._replies.put_nowait({"op": "error", "code": "closed", "message": str(closed)})
-
-    def _queue(self, stream_id: str) -> asyncio.Queue[Any]:
-        q = self._queues.get(stream_id)
-        if q is None:
-            # The server keeps at most ``window`` events unacknowledged; one more for the terminal.
-            q = self._queues[stream_id] = asyncio.Queue(maxsize=self.window + 1)
-        return q
-
-    async def send(self, op: str, **fields: Any) -> None:
-        await self._ws.send(msgspec.json.encode({"op": op, **fields}).decode())
-
-    async def reply(self) -> dict[str, Any]:
-        """The next reply (``op`` message) from the server."""
-        return await self._replies.get()
-
-    async def _events(self, stream_id: str) -> AsyncIterator[Event]:
-        q = self._queue(stream_id)
-        try:
-            while True:
-                item = await q.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if item.__class__ in TERMINAL_TYPES:
-                    return  # nothing follows: no credit to return
-                await self.send("ack", stream_id=stream_id, seq=item.seq)
-        finally:
-            if self._queues.get(stream_id) is q:
-                del self._queues[stream_id]  # a long-lived socket keeps nothing per finished stream
-
-    async def run(self, request: str | dict[str, Any], **options: Any) -> AsyncIterator[Event]:
-        await self.send("run", window=self.window, **_run_body(request, options))
-        reply = await self.reply()
-        if reply.get("op") != "run":
-            raise ClientError(400, str(reply.get("code")), str(reply.get("message")))
-        self.last_run = reply
-        async for event in self._events(reply["stream_id"]):
-            yield event
-
-    async def subscribe(self, stream_id: str, token: str, *, from_seq: int = 0) -> AsyncIterator[Event]:
-        await self.send("subscribe", stream_id=stream_id, token=token, from_seq=from_seq, window=self.window)
-        async for event in self._events(stream_id):
-            yield event
-
-    async def cancel(self, stream_id: str, token: str) -> None:
-        await self.send("cancel", stream_id=stream_id, token=token)
 
 
 try:

@@ -9,8 +9,11 @@ through the server's :class:`~tokenwire.wire.FrameCache`). Ops:
 
 - ``run`` (RunBody fields, ``id``?, ``window``?): needs the API key; replies
   ``{"op": "run", "id", "stream_id", "token", "read_token"}`` and subscribes from seq 0;
-- ``subscribe`` (``stream_id``, ``token``, ``from_seq``?, ``window``?);
-- ``ack`` (``stream_id``, ``seq``): events up to ``seq`` are processed; at most ``window``
+- ``subscribe`` (``stream_id``, ``token``, ``from_seq``?, ``window``?); with ``tree: true`` and a
+  ``cursor``? (a :class:`~tokenwire.log.TreeCursor` token): the run and every child run below it
+  (each event names its stream), from the cursor; the token authorises the whole tree;
+- ``ack`` (``stream_id``, ``seq``): events up to ``seq`` are processed (of a tree subscription,
+  ``stream_id`` is its root and ``seq`` counts its events from 0); at most ``window``
   unacknowledged events are in flight per subscription;
 - ``cancel`` (``stream_id``, ``token``);
 - ``approve`` (``stream_id``, ``call_id``, ``approved``): answers a suspended durable run's
@@ -53,6 +56,7 @@ from tokenwire.errors import (
     TokenwireError,
     Unauthorized,
 )
+from tokenwire.log import TreeCursor, read_tree
 from tokenwire.server.schema import RunBody
 from tokenwire.server.service import RunService
 from tokenwire.wire import WireFormat
@@ -88,8 +92,9 @@ def session_error(exc: TokenwireError) -> SessionError | None:
 
 
 class _Subscription:
-    def __init__(self, stream_id: str, cursor: int, window: int):
+    def __init__(self, stream_id: str, cursor: int, window: int, tree: TreeCursor | None = None):
         self.stream_id = stream_id
+        self.tree = tree
         self.cursor = cursor
         self.acked = cursor - 1
         self.window = window
@@ -196,8 +201,17 @@ class Session:
         window = msg.get("window", DEFAULT_WINDOW)
         if not isinstance(from_seq, int) or from_seq < 0 or not isinstance(window, int) or window < 1:
             raise SessionError("bad_message", '"from_seq" must be an integer >= 0 and "window" a positive integer')
+        tree = None
+        if msg.get("tree"):
+            token = msg.get("cursor") or ""
+            if not isinstance(token, str):
+                raise SessionError("bad_message", '"cursor" must be a tree cursor (a string)')
+            tree = TreeCursor.parse(token[:8192]) if token else TreeCursor(stream_id)
+            if tree.root != stream_id:
+                raise SessionError("bad_message", f"the cursor is of another tree, not of {stream_id!r}")
+            from_seq = tree.positions[stream_id]
         await self.service.open(stream_id, msg.get("token"), from_seq)
-        self._subscribe(stream_id, from_seq, window)
+        self._subscribe(stream_id, 0 if tree else from_seq, window, tree)
 
     def _check_room(self) -> None:
         if len(self.subs) >= MAX_SUBSCRIPTIONS:
@@ -206,13 +220,14 @@ class Session:
                 f"at most {MAX_SUBSCRIPTIONS} live subscriptions per socket (finished ones free their slot)",
             )
 
-    def _subscribe(self, stream_id: str, from_seq: int, window: int) -> None:
+    def _subscribe(self, stream_id: str, from_seq: int, window: int, tree: TreeCursor | None = None) -> None:
         old = self.subs.pop(stream_id, None)
         if old is not None and old.task is not None:
             old.task.cancel()
         self._check_room()
-        sub = _Subscription(stream_id, from_seq, window)
-        sub.task = self._tasks.start(self._pump(sub), name=f"tokenwire-subscription-{stream_id}")
+        sub = _Subscription(stream_id, from_seq, window, tree)
+        pump = self._pump(sub) if tree is None else self._pump_tree(sub, tree)
+        sub.task = self._tasks.start(pump, name=f"tokenwire-subscription-{stream_id}")
         self.subs[stream_id] = sub
 
     async def _pump(self, sub: _Subscription) -> None:
@@ -241,6 +256,26 @@ class Session:
         finally:
             if self.subs.get(sid) is sub:
                 del self.subs[sid]  # a finished subscription frees its slot: a socket serves any number of runs
+
+    async def _pump_tree(self, sub: _Subscription, tree: TreeCursor) -> None:
+        """A tree subscription: every stream of the tree from ``tree``, at most ``window``
+        unacknowledged events out (counted over the whole tree)."""
+        frame, fmt, sid = self.service.frames.frame, self.fmt, sub.stream_id
+        try:
+            with (
+                contextlib.suppress(*self.disconnected, RuntimeError, SeqEvicted, StreamNotFound),
+                self.service.runs.reader(sid),
+            ):
+                async for batch in read_tree(self.service.log, tree):
+                    for event in batch:
+                        while sub.cursor - 1 - sub.acked >= sub.window:
+                            sub.credit.clear()
+                            await sub.credit.wait()
+                        await self.send(frame(event.stream_id, fmt, event))
+                        sub.cursor += 1
+        finally:
+            if self.subs.get(sid) is sub:
+                del self.subs[sid]
 
     async def op_ack(self, msg: dict[str, Any]) -> None:
         seq = msg.get("seq")

@@ -1,0 +1,193 @@
+"""The WebSocket client: runs and subscriptions multiplexed on one socket, acknowledged as they
+are read (credit-based flow control), a stream or a whole run tree per subscription.
+
+>>> async def main():                                                           # doctest: +SKIP
+...     async with WebSocketClient("ws://127.0.0.1:8000/v1/ws", api_key="k") as ws:
+...         async for event in ws.run("Write a haiku"):
+...             print(event.type)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+
+from tokenwire.client.http import run_body
+from tokenwire.errors import ClientError, ConnectionLost
+from tokenwire.events import TERMINAL_TYPES, Event, decode
+from tokenwire.log import TreeCursor, child_started
+
+__all__ = ["WebSocketClient"]
+
+
+class WebSocketClient:
+    """Async client over the WebSocket transport (``websockets`` library).
+
+    >>> async def main():                                                       # doctest: +SKIP
+    ...     async with WebSocketClient("ws://127.0.0.1:8000/v1/ws", api_key="k") as ws:
+    ...         async for event in ws.run("Write a haiku"):
+    ...             print(event.type)
+
+    Events are acknowledged as they are yielded (credit-based flow control: the server sends at
+    most ``window`` unacknowledged events).
+    """
+
+    def __init__(self, url: str, *, api_key: str | None = None, window: int = 256):
+        self.url = url
+        self.api_key = api_key
+        self.window = window
+        self._ws: Any = None
+        self._queues: dict[str, asyncio.Queue[Any]] = {}
+        self._replies: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=64)
+        self._reader: asyncio.Task[None] | None = None
+        self._trees: set[str] = set()  # roots of tree subscriptions
+        self._route: dict[str, str] = {}  # a tree's child stream -> its root (whose queue gets its events)
+        self.last_run: dict[str, Any] | None = None
+        """The server's reply to the last ``run``: ``stream_id``, ``token``, ``read_token``."""
+
+    async def __aenter__(self) -> WebSocketClient:
+        import websockets
+
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        self._ws = await websockets.connect(self.url, additional_headers=headers, max_size=None)
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+
+    async def _read(self) -> None:
+        try:
+            async for text in self._ws:
+                obj = msgspec.json.decode(text)
+                if "op" in obj:
+                    await self._replies.put(obj)  # bounded: an unread reply holds the socket's reader
+                else:
+                    event = decode(text)
+                    root = self._route.get(event.stream_id, event.stream_id)
+                    if root in self._trees and (child := child_started(event)) is not None:
+                        self._route[child] = root  # the events of a tree's streams go to its one queue
+                    q = self._queue(root)
+                    if q.full():  # the server ignored the ack window: refuse to buffer without bound
+                        q.get_nowait()
+                        q.put_nowait(ConnectionLost(f"the server sent more than {q.maxsize - 1} unacknowledged events"))
+                        continue
+                    q.put_nowait(event)
+        finally:
+            closed = ConnectionLost(f"the WebSocket closed ({getattr(self._ws, 'close_code', None)})")
+            for q in self._queues.values():
+                if q.full():
+                    q.get_nowait()
+                q.put_nowait(closed)
+            if self._replies.full():
+                self._replies.get_nowait()
+            self._replies.put_nowait({"op": "error", "code": "closed", "message": str(closed)})
+
+    def _queue(self, stream_id: str) -> asyncio.Queue[Any]:
+        q = self._queues.get(stream_id)
+        if q is None:
+            # The server keeps at most ``window`` events unacknowledged; one more for the terminal.
+            q = self._queues[stream_id] = asyncio.Queue(maxsize=self.window + 1)
+        return q
+
+    async def send(self, op: str, **fields: Any) -> None:
+        await self._ws.send(msgspec.json.encode({"op": op, **fields}).decode())
+
+    async def reply(self) -> dict[str, Any]:
+        """The next reply (``op`` message) from the server."""
+        return await self._replies.get()
+
+    async def _events(self, stream_id: str) -> AsyncIterator[Event]:
+        q = self._queue(stream_id)
+        try:
+            while True:
+                item = await q.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.__class__ in TERMINAL_TYPES:
+                    return  # nothing follows: no credit to return
+                await self.send("ack", stream_id=stream_id, seq=item.seq)
+        finally:
+            if self._queues.get(stream_id) is q:
+                del self._queues[stream_id]  # a long-lived socket keeps nothing per finished stream
+
+    async def run(self, request: str | dict[str, Any], **options: Any) -> AsyncIterator[Event]:
+        await self.send("run", window=self.window, **run_body(request, options))
+        reply = await self.reply()
+        if reply.get("op") != "run":
+            raise ClientError(400, str(reply.get("code")), str(reply.get("message")))
+        self.last_run = reply
+        async for event in self._events(reply["stream_id"]):
+            yield event
+
+    async def subscribe(
+        self,
+        stream_id: str,
+        token: str,
+        *,
+        from_seq: int = 0,
+        tree: bool = False,
+        cursor: TreeCursor | None = None,
+    ) -> AsyncIterator[Event]:
+        """A stream's events from ``from_seq`` to its terminal event.
+
+        With ``tree`` (or a ``cursor``): the run's tree instead, the run and every child run below
+        it (``event.stream_id`` says whose; each stream in order, a child's end before its
+        parent's mark of it), until every stream of the tree ended. ``cursor`` (a
+        :class:`~tokenwire.log.TreeCursor`) is where to start and is moved as events are
+        yielded: subscribing again with it, on any connection, resumes every stream.
+        """
+        if not tree and cursor is None:
+            await self.send("subscribe", stream_id=stream_id, token=token, from_seq=from_seq, window=self.window)
+            async for event in self._events(stream_id):
+                yield event
+            return
+        at = cursor if cursor is not None else TreeCursor(stream_id)
+        at.reopen()
+        self._trees.add(stream_id)
+        for sid in at.positions:  # streams the cursor knows: their started marks will not come again
+            if sid != stream_id:
+                self._route[sid] = stream_id
+        try:
+            await self.send(
+                "subscribe", stream_id=stream_id, token=token, tree=True, cursor=at.token(), window=self.window
+            )
+            async for event in self._tree_events(stream_id, at):
+                yield event
+        finally:
+            self._trees.discard(stream_id)
+            for child in [c for c, root in self._route.items() if root == stream_id]:
+                del self._route[child]
+
+    async def _tree_events(self, root: str, cursor: TreeCursor) -> AsyncIterator[Event]:
+        q = self._queue(root)
+        n = 0  # the subscription's events so far: a tree's acks count them
+        try:
+            while True:
+                item = await q.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if item.stream_id not in cursor.positions:
+                    raise ConnectionLost(f"tree {root!r}: an event of a stream not in it")
+                for fresh in cursor.feed(item.stream_id, (item,)):
+                    yield fresh
+                if cursor.ended:
+                    return  # nothing follows: no credit to return
+                await self.send("ack", stream_id=root, seq=n)
+                n += 1
+        finally:
+            if self._queues.get(root) is q:
+                del self._queues[root]
+
+    async def cancel(self, stream_id: str, token: str) -> None:
+        await self.send("cancel", stream_id=stream_id, token=token)
