@@ -23,7 +23,7 @@ KEY = "test-key"
 WORDS = [f"w{i} " for i in range(12)]
 
 
-def tree_app() -> Any:
+def tree_app(**config: Any) -> Any:
     """``lead`` asks two ``research`` sub-agents in parallel; each asks a ``leaf`` one, which
     streams slowly: a three-level tree that is live while it is read. ``stuck`` asks two
     sub-agents that never finish."""
@@ -38,7 +38,7 @@ def tree_app() -> Any:
         default_provider="lead",
         tools=[research, stuck],
         api_keys=[KEY],
-        config=ServerConfig(ping_s=0.05, shutdown_grace_s=0.2),
+        config=ServerConfig(ping_s=0.05, shutdown_grace_s=0.2, **config),
     )
 
 
@@ -198,3 +198,25 @@ async def test_a_websocket_tree_subscription_refuses_another_tree_s_cursor(base_
             reply = await ws.reply()
             assert reply["op"] == "error" and reply["code"] == "invalid_request"
         await c.cancel(info.stream_id, info.token)
+
+
+async def test_a_grpc_tree_subscription_resumes_from_its_cursor_on_a_new_channel() -> None:
+    from tokenwire.grpc.client import GrpcClient
+    from tokenwire.log import TreeCursor
+
+    app = tree_app(grpc_port=0)
+    with serve(app, lifespan="on") as url:
+        target = f"127.0.0.1:{app.state.tokenwire.grpc.port}"
+        async with Client(url, api_key=KEY) as c:
+            info = await c.create_run({"prompt": "go", "tools": ["research"]})
+        cursor = TreeCursor(info.stream_id)
+        events: list[Event] = []
+        async with GrpcClient(target, api_key=KEY) as g:
+            async for e in g.subscribe(info.stream_id, info.read_token, cursor=cursor):
+                events.append(e)
+                if len(events) == 15:
+                    break  # mid-tree
+        async with GrpcClient(target, api_key=KEY) as g:
+            events += [e async for e in g.subscribe(info.stream_id, info.read_token, cursor=cursor)]
+    assert cursor.ended
+    assert_whole_tree(events, info.stream_id)

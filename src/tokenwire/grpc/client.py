@@ -32,6 +32,7 @@ from tokenwire.events import TERMINAL_TYPES, Event
 from tokenwire.grpc import tokenwire_pb2 as pb
 from tokenwire.grpc import tokenwire_pb2_grpc as pb_grpc
 from tokenwire.grpc.codec import from_proto
+from tokenwire.log import TreeCursor
 
 __all__ = ["GrpcClient", "GrpcRunInfo", "run_request"]
 
@@ -178,8 +179,19 @@ class GrpcClient:
         async for event in self.subscribe(info.stream_id, info.token, from_seq=last + 1):
             yield event
 
-    async def subscribe(self, stream_id: str, token: str, *, from_seq: int = 0) -> AsyncIterator[Event]:
-        """Iterate a stream's events from ``from_seq``, resuming across failures."""
+    async def subscribe(
+        self, stream_id: str, token: str, *, from_seq: int = 0, tree: bool = False, cursor: TreeCursor | None = None
+    ) -> AsyncIterator[Event]:
+        """Iterate a stream's events from ``from_seq``, resuming across failures.
+
+        With ``tree`` (or a ``cursor``): the run and every child run below it, until every stream
+        of the tree ended (``event.stream_id`` says whose); ``cursor`` is moved as events are
+        yielded, and a resume restores every stream's position.
+        """
+        if tree or cursor is not None:
+            async for event in self._tree(stream_id, token, cursor or TreeCursor(stream_id)):
+                yield event
+            return
         last = from_seq - 1
         failures = 0
         while True:
@@ -205,6 +217,35 @@ class GrpcClient:
                 raise ConnectionLost(
                     f"stream {stream_id!r}: no progress after {self.max_reconnects} reconnects (last seq {last})"
                 )
+            backoff = min(self.max_backoff_s, self.retry_s * 2 ** (failures - 1))
+            await asyncio.sleep(random.uniform(backoff / 2, backoff))
+
+    async def _tree(self, stream_id: str, token: str, cursor: TreeCursor) -> AsyncIterator[Event]:
+        failures = 0
+        while True:
+            cursor.reopen()
+            call = self.stub.Subscribe(
+                pb.SubscribeRequest(stream_id=stream_id, token=token, tree=True, cursor=cursor.token())
+            )
+            try:
+                async for message in call:
+                    event = from_proto(message)
+                    if event.stream_id not in cursor.positions:
+                        raise ConnectionLost(f"tree {stream_id!r}: an event of a stream not in it")
+                    for fresh in cursor.feed(event.stream_id, (event,)):
+                        failures = 0
+                        yield fresh
+                    if cursor.ended:
+                        return
+            except grpc.aio.AioRpcError as err:
+                if err.code() not in _RETRYABLE:
+                    _raise_for(err, stream_id, cursor.positions[stream_id])
+            finally:
+                call.cancel()
+            failures += 1
+            self.reconnects += 1
+            if failures > self.max_reconnects:
+                raise ConnectionLost(f"tree {stream_id!r}: no progress after {self.max_reconnects} reconnects")
             backoff = min(self.max_backoff_s, self.retry_s * 2 ** (failures - 1))
             await asyncio.sleep(random.uniform(backoff / 2, backoff))
 

@@ -28,6 +28,7 @@ that falls ``max_lag_events`` behind is cut off, as over SSE.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, NoReturn
 
@@ -52,6 +53,7 @@ from tokenwire.errors import (
 )
 from tokenwire.grpc import tokenwire_pb2 as pb
 from tokenwire.grpc.codec import PROTO, session_frame
+from tokenwire.log import TreeCursor, read_tree
 from tokenwire.server.schema import RunBody
 from tokenwire.server.service import RunService, bearer
 from tokenwire.server.session import Session
@@ -134,6 +136,8 @@ def _session_message(request: pb.SessionRequest) -> dict[str, Any]:
             "stream_id": s.request.stream_id,
             "token": s.request.token,
             "from_seq": s.request.from_seq,
+            "tree": s.request.tree,
+            "cursor": s.request.cursor,
             "window": s.window or 256,
         }
     if op == "ack":
@@ -185,10 +189,13 @@ class _Service:
     def __init__(self, service: RunService):
         self.service = service
 
-    async def _events(self, stream_id: str, from_seq: int, context: grpc.aio.ServicerContext) -> None:
+    async def _events(
+        self, stream_id: str, from_seq: int, context: grpc.aio.ServicerContext, tree: TreeCursor | None = None
+    ) -> None:
         """A log reader: every event's shared protobuf bytes, one awaited write at a time (HTTP/2
         flow control holds it back); a write that makes no progress for ``write_timeout_s`` ends
-        the call (UNAVAILABLE: resume from the seq it names)."""
+        the call (UNAVAILABLE: resume from the seq it names). With ``tree``, every stream of the
+        run's tree from that cursor."""
         service = self.service
         frame, frames, wrote = service.frames.frame, service.frames.frames, service.stats.wrote
         write, timeout_s = context.write, service.config.write_timeout_s
@@ -201,13 +208,20 @@ class _Service:
         dog = Watchdog(timeout_s, stalled)
         seq = from_seq - 1
         try:
-            with service.reading(stream_id, from_seq) as batches:
+            with contextlib.ExitStack() as reading:
+                if tree is None:
+                    batches: AsyncIterator[Any] = reading.enter_context(service.reading(stream_id, from_seq))
+                else:
+                    reading.enter_context(service.runs.reader(stream_id))
+                    batches = read_tree(service.log, tree, max_lag=service.config.max_lag_events)
                 async for batch in batches:
-                    # One event: the live edge, and every reader of a fan-out.
-                    encoded = (
-                        [frame(stream_id, PROTO, batch[0])] if len(batch) == 1 else frames(stream_id, PROTO, batch)
-                    )
-                    for event, data in zip(batch, encoded, strict=True):
+                    if tree is not None:  # events of several streams: each stream's shared frames
+                        pairs: Any = ((e, frame(e.stream_id, PROTO, e)) for e in batch)
+                    elif len(batch) == 1:  # the live edge, and every reader of a fan-out
+                        pairs = ((batch[0], frame(stream_id, PROTO, batch[0])),)
+                    else:
+                        pairs = zip(batch, frames(stream_id, PROTO, batch), strict=True)
+                    for event, data in pairs:
                         wrote("grpc", len(data))
                         dog.writing()
                         try:
@@ -254,9 +268,15 @@ class _Service:
         try:
             if request.from_seq < 0:
                 raise InvalidRequest("from_seq must be >= 0")
-            await service.open(request.stream_id, request.token, request.from_seq)
+            tree, from_seq = None, request.from_seq
+            if request.tree:
+                tree = TreeCursor.parse(request.cursor[:8192]) if request.cursor else TreeCursor(request.stream_id)
+                if tree.root != request.stream_id:
+                    raise InvalidRequest(f"the cursor is of another tree, not of {request.stream_id!r}")
+                from_seq = tree.positions[request.stream_id]
+            await service.open(request.stream_id, request.token, from_seq)
             with service.connection("grpc"):
-                await self._events(request.stream_id, request.from_seq, context)
+                await self._events(request.stream_id, from_seq, context, tree)
         except TokenwireError as exc:
             await _abort(context, exc)
 

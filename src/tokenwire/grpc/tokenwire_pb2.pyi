@@ -255,14 +255,18 @@ class RunRequest(_message.Message):
     def __init__(self, prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., system: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., tools: _Optional[_Iterable[str]] = ..., tool_choice: _Optional[str] = ..., max_steps: _Optional[int] = ..., limits: _Optional[str] = ..., meta: _Optional[str] = ..., background: _Optional[bool] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("stream_id", "token", "from_seq")
+    __slots__ = ("stream_id", "token", "from_seq", "tree", "cursor")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     FROM_SEQ_FIELD_NUMBER: _ClassVar[int]
+    TREE_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     token: str
     from_seq: int
-    def __init__(self, stream_id: _Optional[str] = ..., token: _Optional[str] = ..., from_seq: _Optional[int] = ...) -> None: ...
+    tree: bool
+    cursor: str
+    def __init__(self, stream_id: _Optional[str] = ..., token: _Optional[str] = ..., from_seq: _Optional[int] = ..., tree: _Optional[bool] = ..., cursor: _Optional[str] = ...) -> None: ...
 
 class CancelRequest(_message.Message):
     __slots__ = ("stream_id", "token", "reason")
