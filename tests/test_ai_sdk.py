@@ -350,3 +350,36 @@ def test_a_sub_agent_s_text_streams_as_its_call_s_preliminary_output(node: str, 
     assert preliminary == sorted(preliminary, key=len)  # it grows
     assert outputs[-1] == {"id": "r1", "output": "".join(words), "preliminary": False}
     assert result["message"]["parts"][-1] == {"type": "text", "text": "Merged.", "state": "done"}
+
+
+def test_use_chat_in_chromium_shows_data_parts_the_state_and_a_sub_agent_s_preliminary_output(
+    page: Any, use_chat_js: bytes
+) -> None:
+    """useChat in a page: data parts (reconciled by id) and the shared state as a data part in the
+    message, a transient one handed to onData only; a sub-agent's text as its call's growing
+    preliminary output, then the call's result."""
+    import tokenwire
+    from test_app_data import FINAL, script
+    from test_trees import Delegates, calls
+    from tokenwire.tools.agent import Agent
+
+    words = [f"w{i} " for i in range(40)]
+    research = tokenwire.sub_agent(Scripted(words, interval_s=0.005), name="research", description="R.")
+    lead = Agent(Delegates(calls(("r1", "research", {"task": "t"})), script()), [research])
+    app = create_app(providers={"m": lead}, api_keys=[KEY], log=MemoryLog())
+    with serve(with_use_chat_page(app, use_chat_js)) as url:
+        open_chat(page, url, "chat-data")
+        send(page, "Find it")
+        page.wait_for_function(
+            "document.querySelector('#messages').innerText.includes('Answer.')"
+            " && document.querySelector('#status').innerText === 'ready'"
+        )
+        data = page.eval_on_selector_all(".data", "els => els.map(e => [e.dataset.name, JSON.parse(e.innerText)])")
+        transient = page.evaluate("window.transient.map(p => [p.type, p.data])")
+        outputs = page.evaluate("window.outputs")
+        assert page.query_selector("#error") is None
+    assert sorted(data) == [["sources", ["a.md", "b.md"]], ["state", FINAL]]
+    assert ["data-progress", {"pct": 50}] in transient
+    preliminary = [o for _, p, o in outputs if p]
+    assert preliminary and all("".join(words).startswith(o) for o in preliminary)
+    assert outputs[-1] == ["r1", False, "".join(words)]

@@ -9,11 +9,15 @@ import { createRoot } from "react-dom/client";
 const query = new URLSearchParams(location.search);
 // The page's own tool: the model calls it, the browser answers (onToolCall → addToolOutput).
 const pickColor = { name: "pick_color", description: "The user picks a color.", parameters: { type: "object", properties: {} } };
+window.transient = []; // data parts the SDK hands to onData only (transient: never in the message)
+window.outputs = []; // every tool output shown as the message streamed (preliminary ones too)
 
 function Part({ part }) {
   if (part.type === "text") return <span className="text">{part.text}</span>;
   if (part.type === "reasoning") return <details className="reasoning"><summary>thinking</summary>{part.text}</details>;
+  if (part.type.startsWith("data-")) return <pre className="data" data-name={part.type.slice(5)}>{JSON.stringify(part.data)}</pre>;
   if (part.type.startsWith("tool-")) {
+    if (part.output !== undefined) window.outputs.push([part.toolCallId, part.preliminary === true, part.output]);
     const output = part.state === "output-error" ? part.errorText : part.output;
     return (
       <div className="tool" data-name={part.type.slice(5)} data-state={part.state}>
@@ -35,6 +39,9 @@ function App() {
       body: { tools: [pickColor] },
     }),
     sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithToolCalls,
+    onData(part) {
+      window.transient.push(part);
+    },
     onToolCall({ toolCall }) {
       if (toolCall.toolName === "pick_color") {
         addToolOutput({ tool: "pick_color", toolCallId: toolCall.toolCallId, output: "teal" });
