@@ -127,6 +127,32 @@ async def test_last_event_id_resumes_every_stream_of_the_tree(base_url: str) -> 
     assert rest[-1][0].startswith(f"{len(by_stream(events)[info['stream_id']])}e@{info['stream_id']}")
 
 
+async def test_a_cursor_naming_a_stream_outside_the_tree_reads_nothing_of_it(base_url: str) -> None:
+    """The root's read token authorises its tree only: a cursor that adds another run's stream
+    (here a second, unrelated run) is refused on every transport, before anything is read."""
+    from tokenwire.client import WebSocketClient
+
+    async with Client(base_url, api_key=KEY) as c:
+        mine = await c.create_run({"prompt": "go", "tools": ["research"]})
+        victim = await c.create_run({"prompt": "secret", "tools": ["research"]})
+        forged = f"0@{mine.stream_id},0@{victim.stream_id}"
+        async with httpx.AsyncClient() as http:
+            r = await http.get(
+                f"{base_url}/v1/streams/{mine.stream_id}/events",
+                params={"tree": 1},
+                headers={"Authorization": f"Bearer {mine.read_token}", "Last-Event-ID": forged},
+            )
+        assert r.status_code == 422 and "not a run below" in r.json()["error"]["message"]
+        async with WebSocketClient(base_url.replace("http://", "ws://") + "/v1/ws", api_key=KEY) as ws:
+            await ws.send("subscribe", stream_id=mine.stream_id, token=mine.read_token, tree=True, cursor=forged)
+            reply = await ws.reply()
+            assert (
+                reply["op"] == "error" and reply["code"] == "invalid_request" and "not a run below" in reply["message"]
+            )
+        for run in (mine, victim):
+            await c.cancel(run.stream_id, run.token)
+
+
 @pytest.mark.parametrize("last", ["not a cursor", "3@someone-else"])
 async def test_a_cursor_that_is_not_this_trees_is_refused(base_url: str, last: str) -> None:
     async with Client(base_url, api_key=KEY) as c:

@@ -311,3 +311,25 @@ async def test_the_ai_sdk_stream_shows_each_child_s_text_as_its_call_s_prelimina
     assert all("".join(words).startswith(p) for p in preliminary) and preliminary[-1] == "".join(words)
     assert outputs[-1] == {"type": "tool-output-available", "toolCallId": "r1", "output": "".join(words)}
     assert "deep" not in json.dumps(chunks)  # a grandchild shows only through its parent's answer
+
+
+async def test_check_tree_accepts_a_cursor_of_the_tree_s_own_runs_and_refuses_any_other() -> None:
+    from tokenwire.errors import InvalidRequest
+    from tokenwire.log import check_tree
+
+    log = MemoryLog()
+    leaf = tokenwire.sub_agent(Scripted(["a"]), name="leaf", description="Leaf.")
+    middle = Delegates(calls(("m", "leaf", {"task": "t"})), ["b"])
+    research = tokenwire.sub_agent(middle, name="research", description="R.", tools=[leaf])
+    root = tokenwire.generate(
+        Scripted.turns(calls(("r", "research", {"task": "x"})), ["c"]), "go", tools=[research], log=log
+    )
+    other = tokenwire.generate(Scripted(["other"]), "go", log=log)
+    await root
+    await other
+    streams = list(by_stream(await whole_tree(log, root.stream_id)))
+    assert len(streams) == 3
+    await check_tree(log, TreeCursor(root.stream_id, dict.fromkeys(streams, 0)))  # the grandchild too
+    for outside in (other.stream_id, "no-such-stream"):
+        with pytest.raises(InvalidRequest, match="not a run below"):
+            await check_tree(log, TreeCursor(root.stream_id, {root.stream_id: 0, outside: 0}))

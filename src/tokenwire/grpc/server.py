@@ -53,7 +53,7 @@ from tokenwire.errors import (
 )
 from tokenwire.grpc import tokenwire_pb2 as pb
 from tokenwire.grpc.codec import PROTO, session_frame
-from tokenwire.log import TreeCursor, read_tree
+from tokenwire.log import TreeCursor, check_tree, read_tree
 from tokenwire.server.schema import RunBody
 from tokenwire.server.service import RunService, bearer
 from tokenwire.server.session import Session
@@ -275,6 +275,8 @@ class _Service:
                     raise InvalidRequest(f"the cursor is of another tree, not of {request.stream_id!r}")
                 from_seq = tree.positions[request.stream_id]
             await service.open(request.stream_id, request.token, from_seq)
+            if tree is not None:
+                await check_tree(service.log, tree)  # a cursor is the client's: only this tree's runs
             with service.connection("grpc"):
                 await self._events(request.stream_id, from_seq, context, tree)
         except TokenwireError as exc:

@@ -35,11 +35,11 @@ import contextlib
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import quote, unquote
 
-from tokenwire.errors import InvalidRequest
-from tokenwire.events import TERMINAL_TYPES, Event, Step
+from tokenwire.errors import InvalidRequest, SeqEvicted, StreamNotFound
+from tokenwire.events import TERMINAL_TYPES, Event, Start, Step
 from tokenwire.log.base import EventLog
 
-__all__ = ["TreeCursor", "child_started", "follow_tree", "read_tree"]
+__all__ = ["TreeCursor", "check_tree", "child_started", "follow_tree", "read_tree"]
 
 _END = object()
 
@@ -218,6 +218,37 @@ class TreeCursor:
                 yield event
 
 
+async def _parent_of(log: EventLog, stream_id: str) -> str | None:
+    """The stream id of ``stream_id``'s parent run, from its ``start``; None for a root, or a
+    stream the log does not have (or no longer has from its start)."""
+    try:
+        batches = log.batches(stream_id, 0, follow=False)
+        async with contextlib.aclosing(batches) as reading:  # type: ignore[type-var]
+            async for batch in reading:
+                first = batch[0]
+                parent = first.parent if isinstance(first, Start) else None
+                return parent.stream_id if parent is not None else None
+    except (StreamNotFound, SeqEvicted):
+        pass
+    return None
+
+
+async def check_tree(log: EventLog, cursor: TreeCursor, *, max_depth: int = 64) -> None:
+    """:class:`~tokenwire.errors.InvalidRequest` unless every stream ``cursor`` names is a run
+    below its root (its ``start`` names a parent that is, up to the root). A cursor comes from
+    the client, and a reader reads what it names: the root's token authorises its tree only."""
+    inside = {cursor.root}
+    for sid in cursor.positions:
+        path, at = [], sid
+        while at not in inside:
+            path.append(at)
+            parent = await _parent_of(log, at) if len(path) <= max_depth else None
+            if parent is None:
+                raise InvalidRequest(f"the cursor names stream {sid!r}, which is not a run below {cursor.root!r}")
+            at = parent
+        inside.update(path)
+
+
 async def read_tree(
     log: EventLog,
     cursor: TreeCursor,
@@ -234,8 +265,10 @@ async def read_tree(
     With ``follow`` it ends once every stream of the tree ended; without it, at the current end
     of each. ``idle_s``, ``max_lag`` and ``live_from`` are :meth:`EventLog.batches`'s (the root's
     reader yields the empty batches of an idle tree). A stream's read error (:class:`~tokenwire.errors.SeqEvicted`
-    …) ends the iteration with that error.
+    …) ends the iteration with that error. A cursor that names a stream outside the tree is
+    refused first (:func:`check_tree`).
     """
+    await check_tree(log, cursor)
     queue: asyncio.Queue[tuple[str, Sequence[Event] | BaseException | object]] = asyncio.Queue(256)
     readers: dict[str, asyncio.Task[None]] = {}
 

@@ -48,7 +48,7 @@ from tokenwire.errors import (
     Unsupported,
 )
 from tokenwire.events import to_builtins
-from tokenwire.log import StreamInfo, TreeCursor
+from tokenwire.log import StreamInfo, TreeCursor, check_tree
 from tokenwire.server.schema import RunBody
 from tokenwire.server.service import RunService, bearer
 from tokenwire.server.sockets import Link
@@ -223,6 +223,8 @@ async def events(service: RunService, request: HTTPRequest) -> Response:
     stream_id: str = request.path_params["stream_id"]
     info = await authorized(service, request, stream_id, "read")
     tree = tree_cursor(request, stream_id) if request.query_params.get("tree") in ("1", "true") else None
+    if tree is not None:
+        await check_tree(service.log, tree)  # a cursor is the client's: it may name only this tree's runs
     cursor = from_seq(request) if tree is None else tree.positions[stream_id]
     if cursor < info.first_seq:
         raise SeqEvicted(stream_id, cursor, info.first_seq)

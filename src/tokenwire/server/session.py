@@ -56,7 +56,7 @@ from tokenwire.errors import (
     TokenwireError,
     Unauthorized,
 )
-from tokenwire.log import TreeCursor, read_tree
+from tokenwire.log import TreeCursor, check_tree, read_tree
 from tokenwire.server.schema import RunBody
 from tokenwire.server.service import RunService
 from tokenwire.wire import WireFormat
@@ -211,6 +211,8 @@ class Session:
                 raise SessionError("bad_message", f"the cursor is of another tree, not of {stream_id!r}")
             from_seq = tree.positions[stream_id]
         await self.service.open(stream_id, msg.get("token"), from_seq)
+        if tree is not None:
+            await check_tree(self.service.log, tree)  # a cursor is the client's: only this tree's runs
         self._subscribe(stream_id, 0 if tree else from_seq, window, tree)
 
     def _check_room(self) -> None:
