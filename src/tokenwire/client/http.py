@@ -181,9 +181,7 @@ class Client:
                                 continue  # an empty data line carries nothing
                             event = decode(sse.data)
                             if cursor is not None:
-                                if event.stream_id not in cursor.positions:
-                                    raise ConnectionLost(f"tree {stream_id!r}: an event of a stream not in it")
-                                for fresh in cursor.feed(event.stream_id, (event,)):
+                                for fresh in cursor.receive(event):
                                     failures = 0
                                     yield fresh
                                 if cursor.ended:

@@ -177,9 +177,7 @@ class WebSocketClient:
                 item = await q.get()
                 if isinstance(item, BaseException):
                     raise item
-                if item.stream_id not in cursor.positions:
-                    raise ConnectionLost(f"tree {root!r}: an event of a stream not in it")
-                for fresh in cursor.feed(item.stream_id, (item,)):
+                for fresh in cursor.receive(item):
                     yield fresh
                 if cursor.ended:
                     return  # nothing follows: no credit to return

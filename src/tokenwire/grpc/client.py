@@ -229,10 +229,7 @@ class GrpcClient:
             )
             try:
                 async for message in call:
-                    event = from_proto(message)
-                    if event.stream_id not in cursor.positions:
-                        raise ConnectionLost(f"tree {stream_id!r}: an event of a stream not in it")
-                    for fresh in cursor.feed(event.stream_id, (event,)):
+                    for fresh in cursor.receive(from_proto(message)):
                         failures = 0
                         yield fresh
                     if cursor.ended:

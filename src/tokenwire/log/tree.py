@@ -35,7 +35,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import quote, unquote
 
-from tokenwire.errors import InvalidRequest, SeqEvicted, StreamNotFound
+from tokenwire.errors import ConnectionLost, InvalidRequest, SeqEvicted, StreamNotFound
 from tokenwire.events import TERMINAL_TYPES, Event, Start, Step
 from tokenwire.log.base import EventLog
 
@@ -171,6 +171,14 @@ class TreeCursor:
             name = self._names[sid] = quote(sid, safe="")
         how = ("e" if sid in self._ended else "p") if sid in self._settled else ""
         self._parts[sid] = f"{self.positions[sid]}{how}@{name}"
+
+    def receive(self, event: Event) -> Iterator[Event]:
+        """An event a server sent on a tree subscription (a client's side: in delivery order,
+        maybe again after a resume): the event once, as :meth:`feed` gives it;
+        :class:`~tokenwire.errors.ConnectionLost` for one of a stream not in the tree."""
+        if event.stream_id not in self.positions:
+            raise ConnectionLost(f"tree {self.root!r}: the server sent an event of a stream not in it")
+        return self.feed(event.stream_id, (event,))
 
     def feed(self, sid: str, events: Iterable[Event]) -> Iterator[Event]:
         """The events of ``sid`` (read in order, maybe again) that are now deliverable, and those
