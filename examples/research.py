@@ -2,6 +2,7 @@
 their answers, the whole run tree watched live.
 
     python examples/research.py "Why do rivers meander?" [--format jsonl]
+    python examples/research.py --serve [--port 8000]     # the same agent, watched in the web UI
 
 The lead agent calls one tool, ``research``; the tool starts two runs at once, one for the key
 facts and one for a concrete example. A run started inside a tool call is a *child run*: a
@@ -11,9 +12,13 @@ result, and the lead writes the final answer from it. ``follow_tree`` reads the 
 one iterator; the renderer labels each line with the agent it comes from. With ``--format
 jsonl`` every event of the tree is printed as one JSON object a line (``stream_id`` says whose).
 
+With ``--serve`` it serves the embedded model with the ``research`` tool instead (no API key:
+loopback only) and prints the web UI's address: ask there, and each sub-agent shows live inside
+the card of the call that started it; over HTTP, ``GET /v1/streams/{id}/events?tree=1`` carries
+the same tree on one connection.
+
 The bundled SmolLM2 135M is a small model: the sub-agents' facts are its best guess. Point
-LlamaCpp at a bigger instruct GGUF for real use; over HTTP, ``GET /v1/streams/{id}/events?tree=1``
-carries the same tree on one connection.
+LlamaCpp at a bigger instruct GGUF for real use.
 """
 
 from __future__ import annotations
@@ -119,9 +124,27 @@ async def main(question: str, fmt: str) -> None:
         await lead
 
 
+def serve(port: int) -> None:
+    """The agent behind a tokenwire server on loopback, for the web UI."""
+    import uvicorn
+
+    from tokenwire.server import create_app
+
+    with LlamaCpp.default(parallel=2) as model:
+        model.load()
+        app = create_app(providers={"llama": model}, tools=[research_tool(model)], api_keys=None)
+        print(f"web UI: http://127.0.0.1:{port}/?tools=research&tool_choice=required", flush=True)
+        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("question", nargs="?", default="Why do rivers meander?")
     parser.add_argument("--format", choices=["text", "jsonl"], default="text")
+    parser.add_argument("--serve", action="store_true", help="serve the agent for the web UI instead")
+    parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
-    asyncio.run(main(args.question, args.format))
+    if args.serve:
+        serve(args.port)
+    else:
+        asyncio.run(main(args.question, args.format))

@@ -67,6 +67,44 @@ def test_research_fans_out_to_two_sub_agents_that_run_in_parallel_as_child_runs(
     assert "[facts] " in text and "[example] " in text and "[lead] child facts done" in text
 
 
+def test_research_serves_the_agent_whose_tree_a_client_reads_on_one_connection() -> None:
+    """``--serve``: the server the web UI talks to; a run naming the research tool is read as a
+    tree (the lead and its two sub-agents) over ``?tree=1``."""
+    import asyncio
+    import os
+    import signal
+
+    from tokenwire.client import Client
+    from wire import free_port, wait_http
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "research.py"), "--serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}/readyz", proc, within=120)
+
+        async def read() -> list[Any]:
+            async with Client(base) as c:
+                body = {"prompt": "Why is the sky blue?", "tools": ["research"], "tool_choice": "required"}
+                info = await c.create_run(body)
+                return [e async for e in c.subscribe(info.stream_id, info.read_token, tree=True)]
+
+        got = asyncio.run(read())
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert f"web UI: {base}/?tools=research&tool_choice=required" in out.decode()
+    streams = {e.stream_id for e in got}
+    children = [e for e in got if e.type == "start" and e.parent is not None]
+    assert len(streams) == 3 and len(children) == 2 and all(c.parent.depth == 1 for c in children)
+    assert got[-1].type == "done" and got[-1].stream_id == got[0].stream_id
+
+
 def test_rag_cites_before_the_first_word_of_the_answer() -> None:
     got = events("rag.py", "How does a client resume a stream after a disconnect?")
     kinds = [(e.type, getattr(e, "name", None)) for e in got]

@@ -192,7 +192,8 @@ async def test_a_tree_past_its_depth_or_fan_out_gets_a_clear_tool_error() -> Non
 async def test_a_tree_s_output_token_budget_caps_each_child_and_refuses_one_past_it() -> None:
     """``max_tree_output_tokens`` 30 below the lead: the first research child writes 1 token, its
     leaf (sharing the budget) starts capped at the 30 left and is cut there; the budget is then
-    spent, so the next child is refused with a clear tool error."""
+    spent, so the next child is refused with a clear tool error. A child's own, tighter budget
+    does not free its subtree from the one above it."""
     log = MemoryLog()
     leaf = tokenwire.sub_agent(Scripted([f"w{i} " for i in range(40)]), name="leaf", description="Talks a lot.")
     middle = Delegates(calls(("m", "leaf", {"task": "t"})), ["ok"])
@@ -203,7 +204,7 @@ async def test_a_tree_s_output_token_budget_caps_each_child_and_refuses_one_past
     response = await root
     first, second = response.tool_results
     assert not first.is_error and first.result == "ok"
-    assert second.is_error and "generated 31 of their 30 output tokens (max_tree_output_tokens)" in second.result
+    assert second.is_error and "used up their output tokens (max_tree_output_tokens=30, 31 generated)" in second.result
     streams = by_stream(await whole_tree(log, root.stream_id))
     (talk,) = [evs for evs in streams.values() if evs[0].parent is not None and evs[0].parent.depth == 2]
     assert talk[-1].finish_reason == "length" and sum(e.type == "text.delta" for e in talk) == 30
@@ -333,3 +334,21 @@ async def test_check_tree_accepts_a_cursor_of_the_tree_s_own_runs_and_refuses_an
     for outside in (other.stream_id, "no-such-stream"):
         with pytest.raises(InvalidRequest, match="not a run below"):
             await check_tree(log, TreeCursor(root.stream_id, {root.stream_id: 0, outside: 0}))
+
+
+async def test_a_child_s_own_budget_stays_under_the_one_above_it() -> None:
+    """The lead allows 10 output tokens below it; the research child's own ToolOptions allow its
+    subtree 1000: its leaf still starts capped at what the lead's budget has left."""
+    log = MemoryLog()
+    leaf = tokenwire.sub_agent(Scripted([f"w{i} " for i in range(40)]), name="leaf", description="Talks a lot.")
+    generous = tokenwire.ToolOptions(max_tree_output_tokens=1000)
+    middle = Delegates(calls(("m", "leaf", {"task": "t"})), ["ok"])
+    research = tokenwire.sub_agent(middle, name="research", description="R.", tools=[leaf], tool_options=generous)
+    lead = Scripted.turns(calls(("r1", "research", {"task": "a"})), ["x"])
+    root = tokenwire.generate(
+        lead, "go", tools=[research], tool_options=tokenwire.ToolOptions(max_tree_output_tokens=10), log=log
+    )
+    await root
+    streams = by_stream(await whole_tree(log, root.stream_id))
+    (talk,) = [evs for evs in streams.values() if evs[0].parent is not None and evs[0].parent.depth == 2]
+    assert talk[-1].finish_reason == "length" and sum(e.type == "text.delta" for e in talk) == 10

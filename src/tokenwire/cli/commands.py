@@ -386,4 +386,4 @@ def serve(
     if workers == 1:
         serve_one()
         return
-    process.serve_workers(workers, sock, serve_one)
+    process.serve_workers(workers, sock, serve_one, stop_within_s=shutdown_grace + 30)

@@ -141,17 +141,26 @@ class Client:
             yield event
 
     async def subscribe(
-        self, stream_id: str, token: str, *, from_seq: int = 0, tree: bool = False
+        self,
+        stream_id: str,
+        token: str,
+        *,
+        from_seq: int = 0,
+        tree: bool = False,
+        cursor: TreeCursor | None = None,
     ) -> AsyncIterator[Event]:
         """Iterate a stream's events from ``from_seq``, resuming across disconnects.
 
-        With ``tree``, the run's whole tree instead, from the start: its events and those of
-        every child run below it, interleaved on one connection (``event.stream_id`` says whose;
-        each stream in order, a child's end before its parent's mark of it), until every stream
-        of the tree ended; a resume restores every stream's position.
+        With ``tree`` (or a ``cursor``): the run's tree instead, its events and those of every
+        child run below it, interleaved on one connection (``event.stream_id`` says whose; each
+        stream in order, a child's end before its parent's mark of it), until every stream of the
+        tree ended; a resume restores every stream's position. ``cursor`` (a
+        :class:`~tokenwire.log.TreeCursor`) is where to start and is moved as events are yielded.
         """
         url = f"{self.base_url}/v1/streams/{stream_id}/events"
-        cursor = TreeCursor(stream_id) if tree else None
+        if tree and cursor is None:
+            cursor = TreeCursor(stream_id)
+        tree = cursor is not None
         last = from_seq - 1
         retry_s = 1.0
         failures = 0
@@ -296,8 +305,10 @@ class SyncClient:
     def run(self, request: str | dict[str, Any], **options: Any) -> Iterator[Event]:
         return self._iterate(self._client.run(request, **options))
 
-    def subscribe(self, stream_id: str, token: str, *, from_seq: int = 0, tree: bool = False) -> Iterator[Event]:
-        return self._iterate(self._client.subscribe(stream_id, token, from_seq=from_seq, tree=tree))
+    def subscribe(
+        self, stream_id: str, token: str, *, from_seq: int = 0, tree: bool = False, cursor: TreeCursor | None = None
+    ) -> Iterator[Event]:
+        return self._iterate(self._client.subscribe(stream_id, token, from_seq=from_seq, tree=tree, cursor=cursor))
 
     def cancel(self, stream_id: str, token: str) -> None:
         self._call(self._client.cancel(stream_id, token))

@@ -190,7 +190,12 @@ class _Service:
         self.service = service
 
     async def _events(
-        self, stream_id: str, from_seq: int, context: grpc.aio.ServicerContext, tree: TreeCursor | None = None
+        self,
+        stream_id: str,
+        from_seq: int,
+        context: grpc.aio.ServicerContext,
+        tree: TreeCursor | None = None,
+        live_from: int | None = None,
     ) -> None:
         """A log reader: every event's shared protobuf bytes, one awaited write at a time (HTTP/2
         flow control holds it back); a write that makes no progress for ``write_timeout_s`` ends
@@ -210,7 +215,9 @@ class _Service:
         try:
             with contextlib.ExitStack() as reading:
                 if tree is None:
-                    batches: AsyncIterator[Any] = reading.enter_context(service.reading(stream_id, from_seq))
+                    batches: AsyncIterator[Any] = reading.enter_context(
+                        service.reading(stream_id, from_seq, live_from=live_from)
+                    )
                 else:
                     reading.enter_context(service.runs.reader(stream_id))
                     batches = read_tree(service.log, tree, max_lag=service.config.max_lag_events)
@@ -259,7 +266,7 @@ class _Service:
                         ("tokenwire-read-token", tokens.read_token),
                     )
                 )
-                await self._events(run.stream_id, 0, context)
+                await self._events(run.stream_id, 0, context, live_from=0)  # there from the run's start
         except TokenwireError as exc:
             await _abort(context, exc)
 
@@ -270,7 +277,7 @@ class _Service:
                 raise InvalidRequest("from_seq must be >= 0")
             tree, from_seq = None, request.from_seq
             if request.tree:
-                tree = TreeCursor.parse(request.cursor[:8192]) if request.cursor else TreeCursor(request.stream_id)
+                tree = TreeCursor.parse(request.cursor) if request.cursor else TreeCursor(request.stream_id)
                 if tree.root != request.stream_id:
                     raise InvalidRequest(f"the cursor is of another tree, not of {request.stream_id!r}")
                 from_seq = tree.positions[request.stream_id]

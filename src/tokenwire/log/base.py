@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Literal, NamedTuple, Protocol, TypeAlias
 
 import msgspec
 
-from tokenwire.errors import LogUnavailable, ObserverOverflow, SeqEvicted
+from tokenwire.errors import LogUnavailable, ObserverOverflow, SeqEvicted, StreamNotFound
 from tokenwire.events import Data, Event, ToolCallDelta
 from tokenwire.log.coalescing import MERGEABLE, coalesced, delta_text, mergeable
 from tokenwire.log.ownership import LocalOwnership, RunOwnership
@@ -155,6 +156,17 @@ class EventLog(abc.ABC):
         """The events of :meth:`batches`, one at a time (same errors, raised by this call where
         the backend can tell at once)."""
         return _flatten(self.batches(stream_id, from_seq, follow=follow))
+
+    async def first(self, stream_id: str) -> Event | None:
+        """The stream's first event (its ``start``), or None when the log does not have it (an
+        unknown stream, or one whose start retention dropped)."""
+        try:
+            async with contextlib.aclosing(self.read(stream_id, 0, follow=False)) as events:  # type: ignore[type-var]
+                async for event in events:
+                    return event
+        except (StreamNotFound, SeqEvicted):
+            pass
+        return None
 
     @abc.abstractmethod
     async def info(self, stream_id: str) -> StreamInfo:

@@ -60,6 +60,10 @@ class Ring(Generic[T]):
                 fut.set_result(None)
         self._waiters.clear()
 
+    def oldest(self) -> T | None:
+        """The oldest retained item (seq :attr:`first_seq`), or None when there is none."""
+        return self._items[0] if self._items else None
+
     def since(self, seq: int) -> Sequence[T]:
         """Every retained item from ``seq`` on (empty when caught up)."""
         if seq < self.first_seq:
@@ -278,6 +282,10 @@ class MemoryLog(EventLog):
     async def info(self, stream_id: str) -> StreamInfo:
         ring = self._ring(stream_id)
         return StreamInfo(ring.first_seq, ring.next_seq, ring.finished)
+
+    async def first(self, stream_id: str) -> Event | None:
+        ring = self._rings.get(stream_id)
+        return ring.oldest() if ring is not None and ring.first_seq == 0 else None
 
     def batches(
         self,

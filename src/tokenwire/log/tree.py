@@ -32,16 +32,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import quote, unquote
 
-from tokenwire.errors import ConnectionLost, InvalidRequest, SeqEvicted, StreamNotFound
+from tokenwire.errors import ConnectionLost, InvalidRequest
 from tokenwire.events import TERMINAL_TYPES, Event, Start, Step
 from tokenwire.log.base import EventLog
 
 __all__ = ["TreeCursor", "check_tree", "child_started", "follow_tree", "read_tree"]
 
 _END = object()
+MAX_TOKEN = 65_536
+"""The longest tree cursor :meth:`TreeCursor.parse` takes (about 1,800 streams still running)."""
 
 
 def child_started(event: Event) -> str | None:
@@ -132,13 +135,16 @@ class TreeCursor:
     def parse(cls, token: str, *, max_streams: int = 1024) -> TreeCursor:
         """The cursor a :meth:`token` describes; :class:`~tokenwire.errors.InvalidRequest` when
         it is not one."""
+        if len(token) > MAX_TOKEN:
+            raise InvalidRequest(f"a tree cursor is at most {MAX_TOKEN} characters, not {len(token)}")
         positions: dict[str, int] = {}
         marked: dict[str, str] = {}
         for part in token.split(","):
             seq, at, sid = part.partition("@")
             if seq[-1:] in ("e", "p"):
                 seq, marked[unquote(sid)] = seq[:-1], seq[-1]
-            if not at or not sid or not (seq.isascii() and seq.isdigit()) or len(positions) >= max_streams:
+            ok = at and sid and seq.isascii() and seq.isdigit() and len(seq) <= 18
+            if not ok or len(positions) >= max_streams:
                 raise InvalidRequest(f"not a tree cursor: {token[:60]!r}")
             positions[unquote(sid)] = int(seq)
         cursor = cls(next(iter(positions)), positions, max_streams=max_streams)
@@ -229,16 +235,9 @@ class TreeCursor:
 async def _parent_of(log: EventLog, stream_id: str) -> str | None:
     """The stream id of ``stream_id``'s parent run, from its ``start``; None for a root, or a
     stream the log does not have (or no longer has from its start)."""
-    try:
-        batches = log.batches(stream_id, 0, follow=False)
-        async with contextlib.aclosing(batches) as reading:  # type: ignore[type-var]
-            async for batch in reading:
-                first = batch[0]
-                parent = first.parent if isinstance(first, Start) else None
-                return parent.stream_id if parent is not None else None
-    except (StreamNotFound, SeqEvicted):
-        pass
-    return None
+    first = await log.first(stream_id)
+    parent = first.parent if isinstance(first, Start) else None
+    return parent.stream_id if parent is not None else None
 
 
 async def check_tree(log: EventLog, cursor: TreeCursor, *, max_depth: int = 64) -> None:
@@ -273,17 +272,17 @@ async def read_tree(
     With ``follow`` it ends once every stream of the tree ended; without it, at the current end
     of each. ``idle_s``, ``max_lag`` and ``live_from`` are :meth:`EventLog.batches`'s (the root's
     reader yields the empty batches of an idle tree). A stream's read error (:class:`~tokenwire.errors.SeqEvicted`
-    …) ends the iteration with that error. A cursor that names a stream outside the tree is
-    refused first (:func:`check_tree`).
+    …) ends the iteration with that error. It reads what ``cursor`` names: a server checks a
+    client's cursor first (:func:`check_tree`).
     """
-    await check_tree(log, cursor)
     queue: asyncio.Queue[tuple[str, Sequence[Event] | BaseException | object]] = asyncio.Queue(256)
     readers: dict[str, asyncio.Task[None]] = {}
 
-    async def read(sid: str, from_seq: int) -> None:
+    async def read(sid: str, from_seq: int, live: int | None) -> None:
         idle = idle_s if sid == cursor.root else None
-        batches = log.batches(sid, from_seq, follow=follow, idle_s=idle, max_lag=max_lag, live_from=live_from)
-        try:
+        batches: AsyncIterator[Sequence[Event]] | None = None
+        try:  # a backend may raise at once (an unknown or evicted stream): that too ends the read
+            batches = log.batches(sid, from_seq, follow=follow, idle_s=idle, max_lag=max_lag, live_from=live)
             async for batch in batches:
                 await queue.put((sid, batch))
             await queue.put((sid, _END))
@@ -292,15 +291,27 @@ async def read_tree(
         finally:
             aclose = getattr(batches, "aclose", None)
             if aclose is not None:
-                await aclose()
+                with contextlib.suppress(Exception):
+                    await aclose()
 
     def start_readers() -> int:
         loop = asyncio.get_running_loop()
         for sid in cursor.opening:
-            readers[sid] = loop.create_task(read(sid, cursor.positions[sid]), name=f"tokenwire-tree-{sid}")
+            # A child that started while this tree is read is live for it from its first event.
+            reading = read(sid, cursor.positions[sid], 0 if sid in fresh else live_from)
+            readers[sid] = loop.create_task(reading, name=f"tokenwire-tree-{sid}")
         opened = len(cursor.opening)
         cursor.opening.clear()
         return opened
+
+    began = time.time()
+    fresh: set[str] = set()  # children whose started mark came after the read began
+
+    def noting(batch: Iterator[Event]) -> Iterator[Event]:
+        for event in batch:
+            if event.ts >= began and (child := child_started(event)) is not None:
+                fresh.add(child)
+            yield event
 
     cursor.reopen()
     live = start_readers()
@@ -315,7 +326,7 @@ async def read_tree(
             if not item:
                 yield iter(())  # the root is idle
                 continue
-            yield cursor.feed(sid, item)  # type: ignore[arg-type]
+            yield noting(cursor.feed(sid, item))  # type: ignore[arg-type]
             if cursor.opening:
                 live += start_readers()
     finally:

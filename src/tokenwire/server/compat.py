@@ -141,11 +141,13 @@ def _stream(service: RunService, run: Run, fmt: str, make: Callable[[], StreamEn
     return EventStreamResponse(service, body, transport=fmt, headers=_headers())
 
 
-def _ui_stream(service: RunService, run: Run, message_id: str) -> Response:
+def _ui_stream(service: RunService, run: Run, message_id: str, *, live_from: int | None = 0) -> Response:
     """A run for ``useChat``: the UI message stream of the run and of every child run below it
     (their text as the calling tool's preliminary output), from the start, an encoder per reader.
-    Leaving does not cancel the run (a reload resumes it)."""
-    body = tree_frames(service, TreeCursor(run.stream_id), encoder=UIMessageStream(message_id), live_from=0)
+    Leaving does not cancel the run (a reload resumes it). ``live_from``: 0 for the request that
+    started the run; None for a resume (a replay: no transient data)."""
+    encoder = UIMessageStream(message_id)
+    body = tree_frames(service, TreeCursor(run.stream_id), encoder=encoder, live_from=live_from)
     return EventStreamResponse(service, body, transport="ai_sdk", headers={**_headers(), **UI_HEADERS})
 
 
@@ -291,7 +293,7 @@ async def ui_chat_resume(service: RunService, request: HTTPRequest) -> Response:
     if refused is not None:
         raise refused
     run, mid = active
-    return _ui_stream(service, run, mid)
+    return _ui_stream(service, run, mid, live_from=None)
 
 
 def routes(service: RunService) -> list[Route]:

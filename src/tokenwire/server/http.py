@@ -197,7 +197,7 @@ def tree_cursor(request: HTTPRequest, stream_id: str) -> TreeCursor:
     last = request.headers.get("last-event-id") or request.query_params.get("cursor")
     if not last:
         return TreeCursor(stream_id)
-    cursor = TreeCursor.parse(last[:8192])
+    cursor = TreeCursor.parse(last)
     if cursor.root != stream_id:
         raise InvalidRequest(f"Last-Event-ID is the cursor of another tree, not of {stream_id!r}")
     return cursor

@@ -12,10 +12,12 @@ import copy
 import functools
 import gc
 import importlib
+import logging
 import multiprocessing
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -92,6 +94,7 @@ def serve_one(
 
     class GracefulServer(uvicorn.Server):
         draining = False
+        drain_task: asyncio.Task[None] | None = None
 
         def handle_exit(self, sig: int, frame: Any) -> None:
             # First signal: end the streams (their terminal events close the SSE responses),
@@ -103,10 +106,17 @@ def serve_one(
             loop = asyncio.get_running_loop()
 
             async def drain() -> None:
-                await service.shutdown(shutdown_grace)
-                super(GracefulServer, self).handle_exit(sig, frame)
+                try:
+                    await service.shutdown(shutdown_grace)
+                finally:  # whatever the drain met, the server stops
+                    super(GracefulServer, self).handle_exit(sig, frame)
 
-            loop.call_soon_threadsafe(lambda: loop.create_task(drain()))
+            def start() -> None:
+                # Held here: the loop keeps only a weak reference to a task, and a drain the
+                # collector took mid-way left the worker serving after its SIGTERM.
+                self.drain_task = loop.create_task(drain(), name="tokenwire-drain")
+
+            loop.call_soon_threadsafe(start)
 
     config = uvicorn.Config(
         application,
@@ -130,16 +140,21 @@ def serve_one(
     GracefulServer(config).run(sockets=[sock] if sock is not None else None)
 
 
-def serve_workers(workers: int, sock: socket.socket, serve: Callable[[], None]) -> None:
+def serve_workers(workers: int, sock: socket.socket, serve: Callable[[], None], *, stop_within_s: float = 60.0) -> None:
     """Run ``serve`` in ``workers`` forked processes that accept on the one listening ``sock`` (as
     uvicorn's own ``--workers`` does), each with its own event loop, providers and connections;
-    SIGTERM and SIGINT are forwarded to every worker, and this returns when all have exited."""
+    SIGTERM and SIGINT are forwarded to every worker, and this returns when all have exited. A
+    worker still running ``stop_within_s`` after the first signal is killed (and logged): a
+    wedged worker never keeps a deploy waiting."""
     ctx = multiprocessing.get_context("fork")
     procs = [ctx.Process(target=serve, name=f"tokenwire-worker-{i}") for i in range(workers)]
     for proc in procs:
         proc.start()
+    deadline: list[float] = []
 
     def forward(sig: int, frame: Any) -> None:
+        if not deadline:
+            deadline.append(time.monotonic() + stop_within_s)
         for proc in procs:
             if proc.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
@@ -147,8 +162,18 @@ def serve_workers(workers: int, sock: socket.socket, serve: Callable[[], None]) 
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    for proc in procs:
-        proc.join()
+    while any(proc.is_alive() for proc in procs):
+        for proc in procs:
+            proc.join(0.2)
+        if deadline and time.monotonic() > deadline[0]:
+            for proc in procs:
+                if proc.is_alive() and proc.pid is not None:
+                    logging.getLogger("tokenwire.server").error(
+                        "worker %d did not stop within %g s of the signal: killed", proc.pid, stop_within_s
+                    )
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(proc.pid, signal.SIGKILL)
+            deadline[0] = float("inf")
     sock.close()
 
 

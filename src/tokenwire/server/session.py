@@ -95,6 +95,7 @@ class _Subscription:
     def __init__(self, stream_id: str, cursor: int, window: int, tree: TreeCursor | None = None):
         self.stream_id = stream_id
         self.tree = tree
+        self.live_from: int | None = None  # 0: the subscription of the op that started the run
         self.cursor = cursor
         self.acked = cursor - 1
         self.window = window
@@ -193,7 +194,7 @@ class Session:
                 "read_token": tokens.read_token,
             }
         )
-        self._subscribe(run.stream_id, 0, window)
+        self._subscribe(run.stream_id, 0, window, live_from=0)  # there from the run's start
 
     async def op_subscribe(self, msg: dict[str, Any]) -> None:
         stream_id = await self._authorized(msg, "read")
@@ -206,7 +207,7 @@ class Session:
             token = msg.get("cursor") or ""
             if not isinstance(token, str):
                 raise SessionError("bad_message", '"cursor" must be a tree cursor (a string)')
-            tree = TreeCursor.parse(token[:8192]) if token else TreeCursor(stream_id)
+            tree = TreeCursor.parse(token) if token else TreeCursor(stream_id)
             if tree.root != stream_id:
                 raise SessionError("bad_message", f"the cursor is of another tree, not of {stream_id!r}")
             from_seq = tree.positions[stream_id]
@@ -222,12 +223,15 @@ class Session:
                 f"at most {MAX_SUBSCRIPTIONS} live subscriptions per socket (finished ones free their slot)",
             )
 
-    def _subscribe(self, stream_id: str, from_seq: int, window: int, tree: TreeCursor | None = None) -> None:
+    def _subscribe(
+        self, stream_id: str, from_seq: int, window: int, tree: TreeCursor | None = None, live_from: int | None = None
+    ) -> None:
         old = self.subs.pop(stream_id, None)
         if old is not None and old.task is not None:
             old.task.cancel()
         self._check_room()
         sub = _Subscription(stream_id, from_seq, window, tree)
+        sub.live_from = live_from
         pump = self._pump(sub) if tree is None else self._pump_tree(sub, tree)
         sub.task = self._tasks.start(pump, name=f"tokenwire-subscription-{stream_id}")
         self.subs[stream_id] = sub
@@ -240,7 +244,7 @@ class Session:
         try:
             with (
                 contextlib.suppress(*self.disconnected, RuntimeError, SeqEvicted, StreamNotFound),
-                self.service.reading(sid, sub.cursor, lagging=False) as batches,
+                self.service.reading(sid, sub.cursor, lagging=False, live_from=sub.live_from) as batches,
             ):
                 async for batch in batches:
                     i = 0

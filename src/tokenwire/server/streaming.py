@@ -141,7 +141,8 @@ async def tree_frames(
         yield prelude
     try:
         with service.runs.reader(cursor.root):
-            tree = read_tree(service.log, cursor, idle_s=cfg.ping_s, max_lag=cfg.max_lag_events, live_from=live_from)
+            max_lag = cfg.max_lag_events if encoder is None else None  # a stateful format's reader cannot resume
+            tree = read_tree(service.log, cursor, idle_s=cfg.ping_s, max_lag=max_lag, live_from=live_from)
             async for batch in tree:
                 out = []
                 if encoder is not None:

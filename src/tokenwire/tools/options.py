@@ -55,9 +55,10 @@ class ToolOptions(msgspec.Struct, frozen=True, kw_only=True):
     """Child runs one run's tools may start, in all."""
     max_tree_output_tokens: int | None = None
     """Output tokens the runs below this one may generate together, children and theirs (each
-    run's own, as the engine counts them, so also with a model that reports no usage): a child
-    may not start once they are spent, and starts with ``max_output_tokens`` no more than what
-    is left. None: no bound."""
+    run's own, as the engine counts them, so also with a model that reports no usage), within any
+    budget above: a child may not start once they are spent, and starts with ``max_output_tokens``
+    no more than what is left (children running at once may pass it only by what they generate in
+    parallel). None: no bound."""
 
     def __post_init__(self) -> None:
         if self.max_steps < 1:

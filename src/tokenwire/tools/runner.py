@@ -143,7 +143,7 @@ class ToolRunner:
                 return
             limit = self.options.max_tree_output_tokens
             if limit is not None and self._budget is None:
-                self._budget = TreeBudget(limit, parent.stream_id)
+                self._budget = TreeBudget.of_run(limit, parent.stream_id)
             scope = CallScope(call.call_id, out.send, parent, self.options, self._children, self._budget)
             scope.bind()  # the runs the tool starts are this call's children
             try:

@@ -35,6 +35,7 @@ import msgspec
 
 from tokenwire.core.limits import Limits
 from tokenwire.engine import RunOptions, StreamHandle
+from tokenwire.engine.stream import current_run
 from tokenwire.errors import TreeLimitExceeded
 from tokenwire.events import Done, Error, Parent, Step
 from tokenwire.tools.options import ToolOptions
@@ -50,18 +51,43 @@ class Sender(Protocol):
 
 class TreeBudget:
     """The output tokens the runs below ``owner`` may generate (``ToolOptions.max_tree_output_tokens``),
-    shared by every run of that subtree: ``used`` grows by each run's own output tokens as it ends."""
+    shared by every run of that subtree and bounded by the budgets above it (``above``): each run
+    counts its own output as it ends, here and above. A child starts capped (``max_output_tokens``)
+    at the least left along the chain, so one child never passes the bound; children running at
+    the same time are each capped at what was left when they started, and together may pass it
+    by what they generate in parallel (a reservation would leave a child nothing for its own
+    children)."""
 
-    __slots__ = ("limit", "owner", "used")
+    __slots__ = ("above", "limit", "owner", "used")
 
-    def __init__(self, limit: int, owner: str):
+    def __init__(self, limit: int, owner: str, above: TreeBudget | None = None):
         self.limit = limit
         self.owner = owner
+        self.above = above
         self.used = 0
+        """Output tokens the runs that ended generated."""
+
+    @classmethod
+    def of_run(cls, limit: int, owner: str) -> TreeBudget:
+        """A run's own budget, under the budget of the tree it is in (the current call's)."""
+        return cls(limit, owner, _BUDGET.get())
 
     @property
     def left(self) -> int:
-        return max(0, self.limit - self.used)
+        """What a new child may still generate: the least left in this budget and those above."""
+        budget: TreeBudget | None = self
+        left = self.limit
+        while budget is not None:
+            left = min(left, budget.limit - budget.used)
+            budget = budget.above
+        return max(0, left)
+
+    def charge(self, tokens: int) -> None:
+        """Count ``tokens`` (negative: give them back) here and in every budget above."""
+        budget: TreeBudget | None = self
+        while budget is not None:
+            budget.used += tokens
+            budget = budget.above
 
 
 _BUDGET: ContextVar[TreeBudget | None] = ContextVar("tokenwire_tree_budget", default=None)
@@ -70,7 +96,18 @@ _BUDGET: ContextVar[TreeBudget | None] = ContextVar("tokenwire_tree_budget", def
 class CallScope:
     """The tool call running now, as the parent of the runs it starts (see the module docstring)."""
 
-    __slots__ = ("_children", "_loop", "_marks", "_send", "budget", "call_id", "counted", "options", "parent")
+    __slots__ = (
+        "_children",
+        "_loop",
+        "_marks",
+        "_send",
+        "answered",
+        "budget",
+        "call_id",
+        "counted",
+        "options",
+        "parent",
+    )
 
     def __init__(
         self,
@@ -92,6 +129,8 @@ class CallScope:
         self._children: list[StreamHandle] = []
         self._marks: list[asyncio.Task[None]] = []
         self._loop = asyncio.get_running_loop()
+        self.answered = False
+        """The call was answered (or cancelled): no run may start as its child any more."""
 
     def bind(self) -> None:
         """Make this the current call of the running task (:func:`current_call`); the runs it
@@ -101,6 +140,8 @@ class CallScope:
 
     def child_options(self, options: RunOptions) -> RunOptions:
         """``options`` for a child of this call, or :class:`TreeLimitExceeded` past a bound."""
+        if self.answered:  # a task the tool left behind: its run would outlive the call, unmarked
+            raise TreeLimitExceeded(f"tool call {self.call_id!r} was answered: it can start no more runs")
         above = self.parent.options.parent
         depth = (above.depth if above is not None else 0) + 1
         if depth > self.options.max_child_depth:
@@ -114,14 +155,15 @@ class CallScope:
             )
         budget, limits = self.budget, options.limits
         if budget is not None:
-            if not budget.left:
+            left = budget.left
+            if not left:
                 raise TreeLimitExceeded(
-                    f"the runs below this one generated {budget.used} of their {budget.limit} output tokens "
-                    "(max_tree_output_tokens); answer with what you have"
+                    f"the runs below this one used up their output tokens (max_tree_output_tokens={budget.limit}, "
+                    f"{budget.used} generated); answer with what you have"
                 )
             cap = limits.max_output_tokens if limits is not None else None
-            if cap is None or cap > budget.left:
-                limits = msgspec.structs.replace(limits or Limits(), max_output_tokens=budget.left)
+            if cap is None or cap > left:
+                limits = msgspec.structs.replace(limits or Limits(), max_output_tokens=left)
         self.counted[0] += 1
         parent = Parent(stream_id=self.parent.stream_id, call_id=self.call_id, depth=depth)
         log = options.log if options.log is not None else self.parent.log
@@ -130,11 +172,12 @@ class CallScope:
     def adopt(self, child: StreamHandle) -> None:
         """Mark ``child`` in the parent's stream now and when it ends; it ends with this call."""
         self._children.append(child)
-        mark = asyncio.get_running_loop().create_task(self._mark(child), name=f"tokenwire-child-{child.stream_id}")
+        mark = self._loop.create_task(self._mark(child), name=f"tokenwire-child-{child.stream_id}")
         self._marks.append(mark)
 
     async def settle(self, reason: str) -> None:
         """Cancel the children still running (``reason``) and wait until each one is marked ended."""
+        self.answered = True
         for child in self._children:
             child.cancel(reason)
         if self._marks:
@@ -155,8 +198,8 @@ class CallScope:
         result = child.result()
         usage = result.usage
         detail["usage"] = None if usage is None else msgspec.to_builtins(usage)
-        if self.budget is not None and result.stats is not None:
-            self.budget.used += result.stats.output_tokens  # the child's own (its children count theirs)
+        if self.budget is not None and result.stats is not None:  # its own (its children count theirs)
+            self.budget.charge(result.stats.output_tokens)
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
             await self._send(Step(name="child", status="finished", detail=detail))
 
@@ -173,4 +216,6 @@ def current_call() -> CallScope | None:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return None  # a worker thread: no children from there
-    return scope if scope._loop is loop else None
+    if scope._loop is not loop or scope.parent is not current_run.get():
+        return None  # a worker thread, or code of a child run's own task (not inside a tool call of it)
+    return scope

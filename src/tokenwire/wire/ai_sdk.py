@@ -124,8 +124,9 @@ _FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool-calls", "cont
 
 
 PRELIMINARY_EVERY = 16
-"""A child run's text goes out as its call's preliminary output every this many deltas (and at
-its end): each carries the text so far, so per delta it would be quadratic in bytes."""
+"""A child run's text goes out as its call's preliminary output after this many deltas, then each
+time it has grown by a quarter (and at its end): each carries the text so far, so sending it per
+delta would be quadratic in bytes; this is O(n log n)."""
 
 
 class UIMessageStream(StreamEncoder):
@@ -142,6 +143,7 @@ class UIMessageStream(StreamEncoder):
         self._root: str | None = None
         self._call_of: dict[str, str] = {}  # child stream -> the root's call it works for (direct children)
         self._texts: dict[str, dict[str, list[str]]] = {}  # call id -> child stream -> its text parts
+        self._next: dict[str, int] = {}  # child stream -> its delta count at which to send again
         self._answered: set[str] = set()
         self._n = 0
         self._open: tuple[str, str] | None = None  # (text | reasoning, part id)
@@ -175,7 +177,11 @@ class UIMessageStream(StreamEncoder):
         if cls is TextDelta:
             parts = self._texts[call][sid]
             parts.append(event.text)  # type: ignore[union-attr]
-            return self._preliminary(call) if len(parts) % PRELIMINARY_EVERY == 1 else []
+            n = len(parts)
+            if n < self._next.get(sid, 1):
+                return []
+            self._next[sid] = n + max(PRELIMINARY_EVERY, n // 4)
+            return self._preliminary(call)
         if cls is Done or cls is Error:
             return self._preliminary(call)
         return []
