@@ -352,3 +352,23 @@ async def test_a_child_s_own_budget_stays_under_the_one_above_it() -> None:
     streams = by_stream(await whole_tree(log, root.stream_id))
     (talk,) = [evs for evs in streams.values() if evs[0].parent is not None and evs[0].parent.depth == 2]
     assert talk[-1].finish_reason == "length" and sum(e.type == "text.delta" for e in talk) == 10
+
+
+async def test_a_child_that_starts_while_its_tree_is_read_delivers_its_transient_data_to_that_reader() -> None:
+    """Transient data is live-only: a tree reader there before a child started gets the child's
+    transient events (the child's reader opens only when the mark arrives, later than they were
+    written); a replay of the same tree does not."""
+    from tokenwire.events import Data
+
+    log = MemoryLog()
+    child = tokenwire.sub_agent(
+        Scripted([Data(name="progress", data=1, transient=True), "done"]), name="kid", description="K."
+    )
+    lead = Scripted.turns(calls(("k", "kid", {"task": "t"})), ["ok"])
+    root = tokenwire.generate(lead, "go", tools=[child], log=log)
+    live = [e async for e in follow_tree(log, root.stream_id)]
+    await root
+    replay = await whole_tree(log, root.stream_id)
+    assert [e.type for e in live].count("data") == 1
+    assert [e.type for e in replay].count("data") == 0
+    assert len(live) == len(replay) + 1

@@ -100,6 +100,7 @@ class TreeCursor:
         "_parts",
         "_settled",
         "_waiting",
+        "marked_at",
         "max_streams",
         "opening",
         "positions",
@@ -119,6 +120,8 @@ class TreeCursor:
         self._waiting: dict[str, str] = {}  # child -> the parent held for it
         self._names: dict[str, str] = {}  # stream id -> its form in a token
         self._parts: dict[str, str] = {}  # stream id -> its part of the token, kept as it moves
+        self.marked_at: dict[str, float] = {}
+        """When each child found by this cursor was marked started (its parent's mark's ``ts``)."""
         for sid in self.positions:
             self._note(sid)
         self.reopen()
@@ -216,6 +219,7 @@ class TreeCursor:
                 started = child_started(event)
                 if started is not None and started not in self.positions and len(self.positions) < self.max_streams:
                     self.positions[started] = 0
+                    self.marked_at[started] = event.ts
                     self.opening.append(started)
                     self._note(started)
                 terminal = event.__class__ in TERMINAL_TYPES
@@ -298,21 +302,14 @@ async def read_tree(
         loop = asyncio.get_running_loop()
         for sid in cursor.opening:
             # A child that started while this tree is read is live for it from its first event.
-            reading = read(sid, cursor.positions[sid], 0 if sid in fresh else live_from)
+            fresh = cursor.marked_at.get(sid, 0.0) >= began
+            reading = read(sid, cursor.positions[sid], 0 if fresh else live_from)
             readers[sid] = loop.create_task(reading, name=f"tokenwire-tree-{sid}")
         opened = len(cursor.opening)
         cursor.opening.clear()
         return opened
 
     began = time.time()
-    fresh: set[str] = set()  # children whose started mark came after the read began
-
-    def noting(batch: Iterator[Event]) -> Iterator[Event]:
-        for event in batch:
-            if event.ts >= began and (child := child_started(event)) is not None:
-                fresh.add(child)
-            yield event
-
     cursor.reopen()
     live = start_readers()
     try:
@@ -326,7 +323,7 @@ async def read_tree(
             if not item:
                 yield iter(())  # the root is idle
                 continue
-            yield noting(cursor.feed(sid, item))  # type: ignore[arg-type]
+            yield cursor.feed(sid, item)  # type: ignore[arg-type]
             if cursor.opening:
                 live += start_readers()
     finally:
