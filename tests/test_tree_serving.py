@@ -246,3 +246,27 @@ async def test_a_grpc_tree_subscription_resumes_from_its_cursor_on_a_new_channel
             events += [e async for e in g.subscribe(info.stream_id, info.read_token, cursor=cursor)]
     assert cursor.ended
     assert_whole_tree(events, info.stream_id)
+
+
+async def test_one_websocket_reads_a_stream_once_alone_or_in_a_tree(base_url: str) -> None:
+    """Events are routed by stream id: a child already read in a tree on this socket cannot be
+    subscribed to alone there (nor the tree twice); a clear Conflict, and the tree reads on."""
+    from tokenwire.client import WebSocketClient
+    from tokenwire.errors import Conflict
+
+    async with Client(base_url, api_key=KEY) as c:
+        info = await c.create_run({"prompt": "go", "tools": ["stuck"], "provider": "stuck"})
+        async with WebSocketClient(base_url.replace("http://", "ws://") + "/v1/ws", api_key=KEY) as ws:
+            tree = ws.subscribe(info.stream_id, info.read_token, tree=True)
+            child = None
+            async for e in tree:
+                if e.type == "start" and e.parent is not None:
+                    child = e.stream_id
+                    break
+            assert child is not None
+            for again in (ws.subscribe(child, info.read_token), ws.subscribe(info.stream_id, info.read_token)):
+                with pytest.raises(Conflict, match="already read on this socket"):
+                    await anext(again)
+            await c.cancel(info.stream_id, info.token)
+            rest = [e async for e in tree]
+    assert rest[-1].type == "done" and rest[-1].finish_reason == "cancelled"

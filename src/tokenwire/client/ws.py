@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from tokenwire.client.http import run_body
-from tokenwire.errors import ClientError, ConnectionLost
+from tokenwire.errors import ClientError, Conflict, ConnectionLost
 from tokenwire.events import TERMINAL_TYPES, Event, decode
 from tokenwire.log import TreeCursor, child_started
 
@@ -146,8 +146,14 @@ class WebSocketClient:
         parent's mark of it), until every stream of the tree ended. ``cursor`` (a
         :class:`~tokenwire.log.TreeCursor`) is where to start and is moved as events are
         yielded: subscribing again with it, on any connection, resumes every stream.
+
+        One socket reads a stream once: a stream already read here, alone or in a tree, is a
+        :class:`~tokenwire.errors.Conflict` (events are routed by stream id).
         """
-        if not tree and cursor is None:
+        tree = tree or cursor is not None
+        if stream_id in self._trees or stream_id in self._route or (tree and stream_id in self._queues):
+            raise Conflict(f"stream {stream_id!r} is already read on this socket (alone or in a tree)")
+        if not tree:
             await self.send("subscribe", stream_id=stream_id, token=token, from_seq=from_seq, window=self.window)
             async for event in self._events(stream_id):
                 yield event
