@@ -362,3 +362,36 @@ async def test_responses_failed_incomplete_and_error_events_are_never_dropped(
     t = await transcript_of(responses_provider(body))
     assert_transcript(t.events, ["start", {"type": "text.delta", "text": "par"}, ..., expected])
     assert isinstance(t.events[-1], Error) == (expected["type"] == "error")
+
+
+async def test_anthropic_continues_a_cut_off_answer_from_its_prefill() -> None:
+    """A durable run taken over mid-turn asks the provider to go on from the text so far (a
+    trailing assistant message). Anthropic gets it as the prefill, without the trailing space the
+    API refuses, and the model's first words lose the space they bring: prefix + continuation is
+    the answer, written once. With ``thinking`` on (no prefill allowed) it does not offer to."""
+    body = a_events(
+        MESSAGE_START,
+        block_start(0, {"type": "text", "text": ""}),
+        block_delta(0, {"type": "text_delta", "text": " blue,"}),
+        block_delta(0, {"type": "text_delta", "text": " mostly."}),
+        stop(0),
+        *message_end("end_turn", 2),
+    )
+    seen: list[Any] = []
+    provider = anthropic_provider(body, seen=seen)
+    assert provider.continues_prefix
+    asked = Request([Message("user", "What colour is the sky?"), Message("assistant", "The sky is ")])
+    response = await tokenwire.generate(provider, asked)
+    sent = json.loads(seen[0].content)
+    assert sent["messages"][-1] == {"role": "assistant", "content": "The sky is"}
+    assert "The sky is " + response.text == "The sky is blue, mostly."
+    blank = await _sent(Request([Message("user", "Hi"), Message("assistant", "  ")]), body)
+    assert blank["messages"] == [{"role": "user", "content": "Hi"}]  # an empty prefill is left out
+    assert not Anthropic(anthropic.AsyncAnthropic(api_key="k"), "m", thinking={"type": "enabled"}).continues_prefix
+
+
+async def _sent(request: Request, body: bytes) -> Any:
+    """The request body the provider sent for ``request``."""
+    seen: list[Any] = []
+    await tokenwire.generate(anthropic_provider(body, seen=seen), request)
+    return json.loads(seen[0].content)

@@ -182,11 +182,25 @@ def _content(m: Message) -> Any:
     return m.content
 
 
+def prefill(request: Request) -> str | None:
+    """The text a request asks the model to continue (a trailing assistant message without tool
+    calls: Anthropic's *prefill*), or None."""
+    last = request.messages[-1] if request.messages else None
+    return last.content if last is not None and last.role == "assistant" and not last.tool_calls else None
+
+
 def messages_body(request: Request, model: str, *, default_max_tokens: int = 1024) -> dict[str, Any]:
-    """Keyword arguments of ``messages.create`` for a streaming request."""
+    """Keyword arguments of ``messages.create`` for a streaming request. A trailing assistant
+    message is sent as the prefill the model continues, without its trailing whitespace (which
+    the API refuses); an empty one is left out."""
     system = "\n\n".join(m.content for m in request.messages if m.role == "system")
     messages: list[dict[str, Any]] = []
-    for m in request.messages:
+    ask = list(request.messages)
+    if (text := prefill(request)) is not None:
+        ask[-1] = Message("assistant", text.rstrip())
+        if not ask[-1].content:
+            ask.pop()
+    for m in ask:
         if m.role == "system":
             continue
         role = "assistant" if m.role == "assistant" else "user"
@@ -244,6 +258,10 @@ class Anthropic:
     """Messages streaming through the user's ``anthropic.AsyncAnthropic`` client.
 
     ``params`` are extra request fields (``thinking``, ``top_k``, ``metadata`` …).
+
+    It continues a cut-off answer from its text (``continues_prefix``: a durable run taken over
+    mid-turn asks it to go on from the prefill, not again), except with ``thinking`` on, which
+    the API does not combine with a prefill.
     """
 
     def __init__(
@@ -255,8 +273,16 @@ class Anthropic:
         self.max_tokens = max_tokens
         self.params = params
 
+    @property
+    def continues_prefix(self) -> bool:
+        return "thinking" not in self.params
+
     async def stream(self, request: Request) -> AsyncIterator[Part]:
         body = messages_body(request, self.model, default_max_tokens=self.max_tokens)
+        text = prefill(request)
+        # The prefill went without its trailing whitespace: the model's first words bring their
+        # own, which the prefix (kept whole in the answer) already has.
+        trim = text is not None and text != text.rstrip()
         extra = {**self.params, **request.extra}
         create = self.client.messages.with_streaming_response.create
 
@@ -264,4 +290,9 @@ class Anthropic:
             return create(**body, extra_body=extra or None, extra_headers=trace_headers() or None)
 
         async for part in stream_sse(open_response, AnthropicMapper, classify_anthropic, self.retry):
+            if trim and part.__class__ is str:
+                trim = False
+                part = part.lstrip()
+                if not part:
+                    continue
             yield part
