@@ -94,6 +94,7 @@ class TreeCursor:
     """
 
     __slots__ = (
+        "_dirty",
         "_ended",
         "_held",
         "_names",
@@ -119,7 +120,8 @@ class TreeCursor:
         self._held: dict[str, list[Event]] = {}  # a parent's events waiting for a child's terminal
         self._waiting: dict[str, str] = {}  # child -> the parent held for it
         self._names: dict[str, str] = {}  # stream id -> its form in a token
-        self._parts: dict[str, str] = {}  # stream id -> its part of the token, kept as it moves
+        self._parts: dict[str, str] = {}  # stream id -> its part of the token
+        self._dirty: set[str] = set()  # streams that moved since the token was last made
         self.marked_at: dict[str, float] = {}
         """When each child found by this cursor was marked started (its parent's mark's ``ts``)."""
         for sid in self.positions:
@@ -166,8 +168,13 @@ class TreeCursor:
         return len(self._settled) == len(self.positions)
 
     def token(self) -> str:
-        """The resume state as text (ASCII, no spaces: fit for an SSE ``id``): a join of parts
-        kept up to date as the cursor moves, so its cost is the token's length."""
+        """The resume state as text (ASCII, no spaces: fit for an SSE ``id``): each stream's part
+        is remade only when it moved, so its cost is the token's length (and nothing for a reader
+        that never asks)."""
+        if self._dirty:
+            for sid in self._dirty:
+                self._note(sid)
+            self._dirty.clear()
         return ",".join(self._parts.values())
 
     def _note(self, sid: str) -> None:
@@ -210,7 +217,7 @@ class TreeCursor:
                     child, ended = finished
                     if not ended and child in self.positions:
                         self._settled.add(child)  # suspended: the tree does not wait for it
-                        self._note(child)
+                        self._dirty.add(child)
                     elif child in self.positions and child not in self._ended:
                         self._held[sid] = [event, *it]
                         self._waiting[child] = sid
@@ -221,12 +228,12 @@ class TreeCursor:
                     self.positions[started] = 0
                     self.marked_at[started] = event.ts
                     self.opening.append(started)
-                    self._note(started)
+                    self._dirty.add(started)
                 terminal = event.__class__ in TERMINAL_TYPES
                 if terminal:
                     self._ended.add(sid)
                     self._settled.add(sid)
-                self._note(sid)
+                self._dirty.add(sid)
                 if terminal:
                     parent = self._waiting.pop(sid, None)
                     if parent is not None:
