@@ -169,14 +169,16 @@ async def suspended(redis_url: str, runs: int) -> dict[str, float]:
     tracemalloc.stop()
     heap = sum(s.size_diff for s in after.compare_to(before, "filename"))
     tasks = len(asyncio.all_tasks()) - tasks_before
-    r: Any = log.redis
+    r: Any = await log.client()
     per_run = []
     for sid in ids:
         total = 0
         for key in (log.key(sid), log.lease_key(sid), log.ownership.run_key(sid)):
             total += await r.memory_usage(key) or 0
         per_run.append(total)
-    zset = await r.memory_usage(log.ownership.due_key) or 0
+    zset = 0
+    for shard in range(log.keys.shards):
+        zset += await r.memory_usage(log.keys.due_key(shard)) or 0
     await service.shutdown(1.0)
     await log.aclose()
     return {
@@ -196,7 +198,7 @@ async def log_bytes(redis_url: str) -> tuple[int, int]:
         RunBody(prompt="Tell me a story about a lighthouse keeper."), owner=service.authenticate(KEY)
     )
     await run.handle.wait()
-    r: Any = log.redis
+    r: Any = await log.client()
     events = await r.memory_usage(log.key(run.stream_id)) or 0
     record = await r.memory_usage(log.ownership.run_key(run.stream_id)) or 0
     await service.shutdown(1.0)

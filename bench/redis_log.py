@@ -155,7 +155,7 @@ def pct(values: list[float], q: int) -> float:
 
 async def commands(log: RedisLog) -> tuple[int, int]:
     """(commands clients sent: the append scripts; XADDs Redis executed inside them)."""
-    info: Any = await log.redis.info("commandstats")
+    info: Any = await (await log.client()).info("commandstats")
 
     def calls(name: str) -> int:
         return int(info.get(f"cmdstat_{name}", {}).get("calls", 0))
@@ -194,7 +194,7 @@ async def append_rate(log: RedisLog, n: int) -> tuple[float, int, int]:
 
 async def naive_rate(log: RedisLog, n: int) -> float:
     key = log.key(f"naive{random.random()}")
-    r = log.redis
+    r = await log.client()
     t0 = time.perf_counter()
     for i in range(n):
         await r.xadd(key, {b"e": encode(TextDelta("tok", stream_id="s", seq=i))}, id=f"{i}-1")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import pytest
 from tokenwire.client import SyncClient
 from tokenwire.events import Event
 from tokenwire.log.redis import RedisLog
-from wire import free_port, start_redis, wait_http
+from wire import free_port, redis_server, wait_http
 
 KEY = "durable-key-123456"
 TESTS = Path(__file__).resolve().parent
@@ -34,16 +33,11 @@ def _once(pytestconfig: pytest.Config) -> None:
         pytest.skip("these tests start their own Redis and nodes: the memory-backend run covers them")
 
 
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    assert shutil.which("redis-server"), "redis-server is not installed (make test installs it)"
-    port = free_port()
-    proc = start_redis(port, str(tmp_path))
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+@pytest.fixture(params=["one", "cluster"])
+def redis_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each test on a Redis of its own: one instance, and a Redis Cluster (3 masters, 3 replicas)."""
+    with redis_server(request.param, str(tmp_path)) as url:
+        yield url
 
 
 class Node:

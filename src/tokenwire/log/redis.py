@@ -1,9 +1,14 @@
 """The Redis Streams backend of the event log: many processes, many nodes, one log.
 
-One Redis stream per run (key ``{prefix}:{stream_id}``), one entry per event with the explicit
-id ``{seq}-1``: ordered, and a retried append of an event that already landed fails instead of
-duplicating it (exactly-once). Retention: the last ``max_events`` per stream, and a TTL once the
-terminal event is written.
+One Redis stream per run (key ``{prefix}:{<shard tag>}:{stream_id}``, :mod:`tokenwire.log.redis_keys`),
+one entry per event with the explicit id ``{seq}-1``: ordered, and a retried append of an event
+that already landed fails instead of duplicating it (exactly-once). Retention: the last
+``max_events`` and ``max_bytes`` per stream, a TTL once the terminal event is written, and
+``idle_ttl_s`` after the last append for a stream that never gets one (every producer gone).
+
+The same URL names one Redis or any node of a **Redis Cluster** (or Valkey): the log finds out
+on its first command. Every key of a stream hashes to its shard's slot, so each append, lease
+change and shard read is one command on one master; the masters share the streams evenly.
 
 Writes go in two lanes through one ordered buffer: a structural event (start, tool calls and
 results, steps, usage, the terminal) flushes the buffer at once; text, reasoning and argument
@@ -13,17 +18,17 @@ one command (a server-side script of ``XADD``s) in one round trip. :meth:`RedisW
 Redis.
 
 Readers anywhere read with :meth:`RedisLog.batches`: ``XRANGE`` from any seq (resume, late
-join), then the process's shared tail: **one** ``XREAD BLOCK`` per process, over every stream
-read there, on a connection of its own, fanned out to every local reader from a bounded window
-(a reader behind the window catches up with ``XRANGE``). A thousand SSE readers of one run cost
-one Redis read per batch, not a thousand; connections per process are bounded (the tail's one,
-the control channel's one and a blocking pool for short commands). In the producer's process the
+join), then the process's shared tail (:mod:`tokenwire.log.redis_tail`): **one** ``XREAD BLOCK``
+per process (per shard on a cluster), over every stream read there, fanned out to every local
+reader from a bounded window. A thousand SSE readers of one run cost one Redis read per batch,
+not a thousand; connections per process are bounded (the tail's, the control channel's and a
+blocking pool for short commands). In the producer's process the
 stream's observers and iterators read a local ring as with :class:`~tokenwire.log.MemoryLog`:
 they never wait for Redis.
 
 >>> log = RedisLog("redis://127.0.0.1:6379/0", prefix="demo")   # no connection until used
 >>> log.key("s1")
-'demo:s1'
+'demo:{s0.10}:s1'
 """
 
 from __future__ import annotations
@@ -37,25 +42,30 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
 
 from tokenwire.errors import ObserverOverflow, SeqEvicted, StreamNotFound
 from tokenwire.events import TERMINAL_TYPES, Error, Event, decode, encode
 from tokenwire.log.base import EventLog, StreamInfo, StreamWriter, replayed
 from tokenwire.log.redis_control import RedisControl
+from tokenwire.log.redis_keys import SHARDS, KeyLayout
 from tokenwire.log.redis_runs import RedisOwnership
-from tokenwire.log.redis_writer import APPEND_SCRIPT, FIELD, RedisWriter, Tail, entry_id, seq_of
+from tokenwire.log.redis_tail import SharedTail, Tail
+from tokenwire.log.redis_writer import APPEND_SCRIPT, FIELD, RedisWriter, entry_id, seq_of
 
 __all__ = ["RedisLog", "RedisWriter"]
 
 logger = logging.getLogger("tokenwire")
 
 
-class RedisLog(RedisControl, EventLog):
+class RedisLog(RedisControl, SharedTail, EventLog):
     """Event log on Redis Streams, shared by every process and node that uses the same Redis.
 
-    ``url``: ``redis://host:port/db``. ``max_events`` bounds each stream (exactly: the oldest
-    events are trimmed once per batch); ``ttl_s`` is how long a finished stream stays readable;
+    ``url``: ``redis://host:port/db``, one instance or any node of a cluster. ``max_events`` and
+    ``max_bytes`` (of event payloads; ``None``: no byte bound) bound each stream (exactly: the
+    oldest events are trimmed once per batch); ``ttl_s`` is how long a finished stream stays
+    readable, ``idle_ttl_s`` how long one that stopped without an end does; ``shards``: streams
+    per blocking read on a cluster (:mod:`tokenwire.log.redis_keys`; the same on every node);
     ``batch_window_s`` and ``max_batch`` bound how long and how many deltas wait for one write; ``local_events`` bounds
     the producer's in-process ring (its observers' and iterators' window). ``lease_s`` is the
     producer lease (a lost producer is noticed within about 1.5x that); a durable run's readers
@@ -66,8 +76,13 @@ class RedisLog(RedisControl, EventLog):
     ``max_connections`` bounds the pool of short commands (a command waits for a free connection);
     the shared tail and the control channel hold one connection each besides.
 
+    On a cluster the terminal batch waits up to ``replica_wait_s`` for a replica to have it
+    (Redis replicates asynchronously); the earlier batches need no wait (see
+    :mod:`tokenwire.log.redis_writer`). A Redis at ``maxmemory`` ends the stream with
+    ``error(transport, log_unavailable)`` at once.
+
     Memory in Redis per retained one-token delta: about 100-150 bytes (the event's JSON plus the
-    stream entry's overhead).
+    stream entry's overhead; ``docs/redis.md`` has the measured figures and how to size).
     """
 
     shared = True
@@ -88,11 +103,22 @@ class RedisLog(RedisControl, EventLog):
         unwritable_s: float = 10.0,
         max_buffered: int = 65_536,
         max_connections: int = 64,
+        max_bytes: int | None = 16 * 2**20,
+        idle_ttl_s: float = 86_400.0,
+        shards: int = SHARDS,
+        replica_wait_s: float = 0.5,
     ):
         if max_events < 1 or ttl_s <= 0 or batch_window_s < 0 or max_batch < 1 or local_events < 1:
             raise ValueError("max_events, ttl_s, max_batch and local_events must be positive")
+        if idle_ttl_s <= 0 or (max_bytes is not None and max_bytes < 1):
+            raise ValueError("idle_ttl_s and max_bytes must be positive")
         self.url = url
         self.prefix = prefix
+        self.keys = KeyLayout(prefix, shards)
+        self.max_bytes = max_bytes
+        self.idle_ttl_s = idle_ttl_s
+        self.replica_wait_s = replica_wait_s
+        self.cluster = False  # known after the first command (client())
         self.max_events = max_events
         self.ttl_s = ttl_s
         self.batch_window_s = batch_window_s
@@ -104,24 +130,28 @@ class RedisLog(RedisControl, EventLog):
         self.unwritable_s = unwritable_s
         self.max_buffered = max_buffered
         self.max_connections = max_connections
-        self._redis: aioredis.Redis | None = None
-        self._tail_redis: aioredis.Redis | None = None
+        self._redis: Any = None
+        self._tail_redis: Any = None
+        self._connecting = asyncio.Lock()
         self._listener: asyncio.Task[None] | None = None
         self._script: Any = None
         self._tails: dict[str, Tail] = {}
-        self._tail_task: asyncio.Task[None] | None = None
-        self._wake_key = f"{prefix}:wake:{uuid.uuid4().hex}"
+        self._tail_tasks: dict[int, asyncio.Task[None]] = {}
+        self.process = uuid.uuid4().hex  # this process's wake-up streams
         self._ownership: RedisOwnership | None = None
-        self._wake_last = "0-0"
+        self._wake_last: dict[int, str] = {}
 
     def key(self, stream_id: str) -> str:
-        return f"{self.prefix}:{stream_id}"
+        return self.keys.key(stream_id)
 
     def end_key(self, stream_id: str) -> str:
-        return f"{self.prefix}:{stream_id}:end"
+        return self.key(stream_id) + ":end"
 
     def lease_key(self, stream_id: str) -> str:
-        return f"{self.prefix}:{stream_id}:lease"
+        return self.key(stream_id) + ":lease"
+
+    def run_key(self, stream_id: str) -> str:
+        return self.key(stream_id) + ":run"
 
     @property
     def ownership(self) -> RedisOwnership:
@@ -138,7 +168,7 @@ class RedisLog(RedisControl, EventLog):
         the run over in the meantime keeps it).
         """
         info = await self.info(stream_id)
-        if info.finished or await self.redis.exists(self.lease_key(stream_id)):
+        if info.finished or await (await self.client()).exists(self.lease_key(stream_id)):
             return
         terminal = Error(
             code="producer_lost",
@@ -152,40 +182,90 @@ class RedisLog(RedisControl, EventLog):
         if await self.write(self.key(stream_id), [(terminal.seq, encode(terminal))], terminal=True, token=""):
             await self.ownership.forget(stream_id)
 
-    @property
-    def redis(self) -> aioredis.Redis:
-        """The client for short commands: a bounded pool where a command waits for a connection."""
+    async def client(self) -> Any:
+        """The client for short commands, connected on first use: a ``redis.asyncio.Redis`` on a
+        bounded pool (a command waits for a connection), or a ``RedisCluster`` when the URL names
+        a node of a cluster (one ``INFO cluster`` finds out)."""
         if self._redis is None:
-            pool = aioredis.BlockingConnectionPool.from_url(self.url, max_connections=self.max_connections, timeout=10)
-            self._redis = aioredis.Redis(connection_pool=pool)
+            async with self._connecting:
+                if self._redis is None:
+                    probe = aioredis.Redis.from_url(self.url, socket_connect_timeout=5)
+                    try:
+                        info = await probe.info("cluster")
+                    finally:
+                        await probe.aclose()
+                    self.cluster = bool(info.get("cluster_enabled"))
+                    if self.cluster:
+                        self._redis = RedisCluster.from_url(self.url, max_connections=self.max_connections)
+                    else:
+                        pool = aioredis.BlockingConnectionPool.from_url(
+                            self.url, max_connections=self.max_connections, timeout=10
+                        )
+                        self._redis = aioredis.Redis(connection_pool=pool)
         return self._redis
+
+    async def tail_client(self) -> Any:
+        """The shared tail's client: connections of its own, so that a blocked XREAD never holds
+        up a command (one on one instance; one per shard read, at most, on a cluster)."""
+        if self._tail_redis is None:
+            await self.client()
+            if self.cluster:
+                self._tail_redis = RedisCluster.from_url(self.url)
+            else:
+                self._tail_redis = aioredis.Redis.from_url(self.url, max_connections=1)
+        return self._tail_redis
 
     # -- writing ---------------------------------------------------------------------------------
 
     def open(self, stream_id: str, *, at: int = 0, token: str | None = None) -> StreamWriter:
         return RedisWriter(self, stream_id, at=at, token=token)
 
-    async def write(self, key: str, batch: list[tuple[int, bytes]], *, terminal: bool, token: str) -> bool:
+    async def write(self, key: str, batch: list[tuple[int, bytes]], *, terminal: bool, token: str) -> int:
         """One command for the whole batch (a server-side script of XADDs); an entry that already
-        landed (a retried append) is skipped, not duplicated. The writer retries failures. False
-        when the stream already ended (another node wrote its terminal) or ``token`` does not
-        hold its lease (another node took it over; ``""``: a producer does): nothing was appended."""
-        args: list[Any] = [self.max_events, max(1, round(self.ttl_s)) if terminal else 0, token]
+        landed (a retried append) is skipped, not duplicated. The writer retries failures. 0 when
+        the stream already ended (another node wrote its terminal) or ``token`` does not hold its
+        lease (another node took it over; ``""``: a producer does): nothing was appended.
+        ``-1 - next_seq`` when the stream lacks events before the batch (a failover lost them)."""
+        r = await self.client()
+        keys, args = self.append_args(key, batch, terminal=terminal, token=token)
+        node = self._replicated_node(r, key) if terminal else None
+        if node is None:
+            if self._script is None:
+                self._script = r.register_script(APPEND_SCRIPT)
+            return int(await self._script(keys=keys, args=args))
+        # The end of a stream on a cluster: WAIT until a replica has it. WAIT counts the writes of
+        # its own connection, so the append goes first on that same one (a pipeline to one node).
+        pipe: Any = r.pipeline(transaction=False)
+        pipe.execute_command("EVAL", APPEND_SCRIPT, len(keys), *keys, *args, target_nodes=node)
+        pipe.execute_command("WAIT", 1, round(self.replica_wait_s * 1000), target_nodes=node)
+        written, acked = await pipe.execute()
+        if written == 1 and not acked:
+            logger.warning("event log: no replica confirmed the end of %s within %.1f s", key, self.replica_wait_s)
+        return int(written)
+
+    def append_args(
+        self, key: str, batch: list[tuple[int, bytes]], *, terminal: bool, token: str
+    ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of :data:`~tokenwire.log.redis_writer.APPEND_SCRIPT` for a batch."""
+        ttl = max(1, round(self.ttl_s)) if terminal else 0
+        args: list[Any] = [self.max_events, ttl, token, round(self.idle_ttl_s * 1000), round(self.lease_s * 1000)]
+        args.append(self.max_bytes or 0)
         for seq, data in batch:
             args += (entry_id(seq), data)
-        keys = [key, key + ":end", key + ":lease", key + ":run"]
-        return bool(await self._append_script(keys=keys, args=args))
+        return [key, key + ":end", key + ":lease", key + ":run", key + ":bytes"], args
 
-    @property
-    def _append_script(self) -> Any:
-        if self._script is None:
-            self._script = self.redis.register_script(APPEND_SCRIPT)
-        return self._script
+    def _replicated_node(self, r: Any, key: str) -> Any:
+        """The master of ``key`` when the log is a cluster where it has a replica to wait for."""
+        if not self.cluster or self.replica_wait_s <= 0:
+            return None
+        if len(r.nodes_manager.slots_cache.get(r.keyslot(key), ())) < 2:
+            return None
+        return r.get_node_from_key(key)
 
     # -- reading ---------------------------------------------------------------------------------
 
     async def info(self, stream_id: str) -> StreamInfo:
-        pipe: Any = self.redis.pipeline(transaction=False)
+        pipe: Any = (await self.client()).pipeline(transaction=False)
         key = self.key(stream_id)
         pipe.xrange(key, count=1)
         pipe.xrevrange(key, count=1)
@@ -212,7 +292,7 @@ class RedisLog(RedisControl, EventLog):
         self, stream_id: str, seq: int, follow: bool, idle_s: float | None, max_lag: int | None, live_from: int | None
     ) -> AsyncIterator[Sequence[Event]]:
         key = self.key(stream_id)
-        r: Any = self.redis  # redis-py's reply types are too loose to be useful here
+        r: Any = await self.client()  # redis-py's reply types are too loose to be useful here
         first = True
         while True:  # history first: XRANGE from seq (no separate lookup: one round trip to resume)
             entries = await r.xrange(key, min=entry_id(seq), count=self.read_batch)
@@ -243,7 +323,7 @@ class RedisLog(RedisControl, EventLog):
         tail, wake = self._attach(stream_id, key, seq)
         try:
             if wake:
-                await self._wake_tail()  # a stream the blocked XREAD does not cover yet
+                await self._wake_tail(tail.group)  # a stream the blocked XREAD does not cover yet
             async for events in self._follow(tail, key, seq, idle_s, max_lag):
                 yield events
         finally:
@@ -253,7 +333,7 @@ class RedisLog(RedisControl, EventLog):
         self, tail: Tail, key: str, seq: int, idle_s: float | None, max_lag: int | None
     ) -> AsyncIterator[Sequence[Event]]:
         """One reader of the shared tail, from ``seq``."""
-        r: Any = self.redis
+        r: Any = await self.client()
         while True:
             if seq < tail.first_seq:  # behind the shared window: catch up from Redis
                 entries = await r.xrange(key, min=entry_id(seq), count=self.read_batch)
@@ -282,109 +362,12 @@ class RedisLog(RedisControl, EventLog):
                     f"resume from seq {seq}"
                 )
 
-    # -- the shared tail: one XREAD for every stream this process reads --------------------------------
-
-    def _attach(self, stream_id: str, key: str, seq: int) -> tuple[Tail, bool]:
-        """The stream's tail (a new one if none, or if the last one failed), and whether the
-        running XREAD must be woken to cover it."""
-        tail = self._tails.get(stream_id)
-        new = tail is None or tail.error is not None
-        if new:
-            tail = self._tails[stream_id] = Tail(stream_id, key.encode(), seq, asyncio.get_running_loop().time())
-        assert tail is not None
-        tail.readers += 1
-        if self._tail_task is None:
-            self._tail_task = asyncio.get_running_loop().create_task(self._tail_loop(), name="tokenwire-redis-tail")
-            return tail, False
-        return tail, new
-
-    def _detach(self, tail: Tail) -> None:
-        tail.readers -= 1
-        if tail.readers == 0 and self._tails.get(tail.sid) is tail:
-            del self._tails[tail.sid]  # the next XREAD leaves it out
-
-    async def _wake_tail(self) -> None:
-        """End the tail's blocked XREAD now so that its next one covers a new stream: an entry in
-        the process's own wake stream (part of every XREAD) returns it at once."""
-        pipe: Any = self.redis.pipeline(transaction=False)
-        pipe.xadd(self._wake_key, {"w": b"1"}, maxlen=1)
-        pipe.expire(self._wake_key, 3600)
-        with contextlib.suppress(RedisError, OSError):
-            await pipe.execute()
-
-    @property
-    def _tail_client(self) -> aioredis.Redis:
-        if self._tail_redis is None:  # its own connection: a blocked XREAD never holds up a command
-            self._tail_redis = aioredis.Redis.from_url(self.url, max_connections=1)
-        return self._tail_redis
-
-    async def _tail_loop(self) -> None:
-        """The process's shared tail (owned by this log; it ends when nothing is tailed, and by aclose()).
-
-        Every ``lease_s / 2`` at most it also checks the streams that were quiet: a stream that
-        disappeared ends its readers with StreamNotFound, a producer whose lease lapsed is ended
-        with ``error(producer_lost)`` (which the next XREAD then delivers).
-        """
-        loop = asyncio.get_running_loop()
-        wait_s = self.lease_s / 2
-        block_ms = max(1, round(wait_s * 1000))
-        r: Any = self._tail_client
-        while True:
-            live = [t for t in self._tails.values() if not t.finished]
-            if not live:
-                self._tail_task = None  # no await since the check: _attach starts a new one
-                return
-            streams: dict[Any, str] = {t.key: t.last_id for t in live}
-            streams[self._wake_key] = self._wake_last
-            try:
-                reply = await r.xread(streams, count=self.read_batch, block=block_ms)
-            except (RedisError, OSError) as exc:
-                for t in live:
-                    t.fail(exc)  # its readers raise; their clients resume when Redis is back
-                continue
-            now = loop.time()
-            by_key = {t.key: t for t in live}
-            for name, entries in reply or ():
-                if name == self._wake_key.encode():
-                    self._wake_last = entries[-1][0].decode()
-                elif (tail := by_key.get(name)) is not None and entries:
-                    tail.push(entries, self.read_batch * 4, now)
-            quiet = [t for t in live if not t.finished and now - t.heard >= wait_s]
-            if quiet:
-                await self._check_quiet(quiet, now)
-
-    async def _check_quiet(self, quiet: list[Tail], now: float) -> None:
-        pipe: Any = self.redis.pipeline(transaction=False)
-        for t in quiet:
-            pipe.exists(t.key)
-            pipe.exists(self.lease_key(t.sid))
-            pipe.exists(self.ownership.run_key(t.sid))
-        try:
-            found = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            for t in quiet:
-                t.fail(exc)
-            return
-        for i, t in enumerate(quiet):
-            t.heard = now
-            exists, leased, durable = found[3 * i : 3 * i + 3]
-            if not exists:
-                t.fail(StreamNotFound(f"no stream {t.sid!r} in this log (unknown, or expired)"))
-            elif leased:
-                t.lapsed_since = None
-            elif durable and now - (t.lapsed_since or now) < self.takeover_s:
-                # A durable run: another node may take it over; give it takeover_s before ending it.
-                t.lapsed_since = t.lapsed_since or now
-            else:
-                with contextlib.suppress(RedisError, OSError):
-                    await self._producer_lost(t.sid)
-
     async def aclose(self) -> None:
-        if self._tail_task is not None:
-            self._tail_task.cancel()
+        tasks, self._tail_tasks = list(self._tail_tasks.values()), {}
+        for task in tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._tail_task
-            self._tail_task = None
+                await task
         if self._tail_redis is not None:
             await self._tail_redis.aclose()
             self._tail_redis = None

@@ -1,6 +1,8 @@
 """What the nodes sharing a Redis log tell each other besides events: which streams have readers
 where (so a producer does not cancel a run read on another node as abandoned), single-use claims
-(tickets), and cancels routed to the node that produces a run (a pub/sub control channel).
+(tickets), and cancels routed to the node that produces a run (a pub/sub control channel: one
+channel on one instance; on a cluster, one sharded channel per shard, ``SPUBLISH`` /
+``SSUBSCRIBE``, so a cancel travels to one master instead of every node of the cluster).
 Mixed into :class:`~tokenwire.log.redis.RedisLog`.
 """
 
@@ -12,8 +14,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from tokenwire.log.redis_keys import KeyLayout
 
 __all__ = ["RedisControl"]
 
@@ -24,29 +27,35 @@ class RedisControl:
     """Reader presence, claims and the control channel of a Redis log (see the module docstring)."""
 
     prefix: str
+    keys: KeyLayout
+    cluster: bool
     _listener: asyncio.Task[None] | None
 
-    @property
-    def redis(self) -> aioredis.Redis:
+    async def client(self) -> Any:
+        raise NotImplementedError
+
+    def key(self, stream_id: str) -> str:
         raise NotImplementedError
 
     # -- reader presence: a producing node sees readers on other nodes ---------------------------------
 
     def readers_key(self, stream_id: str) -> str:
-        return f"{self.prefix}:{stream_id}:readers"
+        return self.key(stream_id) + ":readers"
 
     async def claim_once(self, key: str, ttl_s: float) -> bool:
-        claimed = await self.redis.set(f"{self.prefix}:once:{key}", b"1", nx=True, px=max(1, round(ttl_s * 1000)))
+        claimed = await (await self.client()).set(
+            f"{self.prefix}:once:{key}", b"1", nx=True, px=max(1, round(ttl_s * 1000))
+        )
         return bool(claimed)
 
     async def announce_readers(self, stream_ids: Sequence[str], ttl_s: float) -> None:
-        pipe: Any = self.redis.pipeline(transaction=False)
+        pipe: Any = (await self.client()).pipeline(transaction=False)
         for sid in stream_ids:
             pipe.set(self.readers_key(sid), b"1", px=max(1, round(ttl_s * 1000)))
         await pipe.execute()
 
     async def read_elsewhere(self, stream_ids: Sequence[str]) -> set[str]:
-        pipe: Any = self.redis.pipeline(transaction=False)
+        pipe: Any = (await self.client()).pipeline(transaction=False)
         for sid in stream_ids:
             pipe.exists(self.readers_key(sid))
         found = await pipe.execute()
@@ -60,7 +69,11 @@ class RedisControl:
 
     async def forward_cancel(self, stream_id: str, reason: str) -> bool:
         message = msgspec.json.encode({"op": "cancel", "stream_id": stream_id, "reason": reason})
-        receivers: int = await self.redis.publish(self.control_channel, message)
+        r = await self.client()
+        if self.cluster:
+            receivers: int = await r.spublish(self.keys.channel(self.keys.shard(stream_id)), message)
+        else:
+            receivers = await r.publish(self.control_channel, message)
         return receivers > 0
 
     def listen_cancels(self, handler: Callable[[str, str], None]) -> None:
@@ -72,14 +85,16 @@ class RedisControl:
         failures = 0
         while True:
             try:
-                async with self.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(self.control_channel)
+                r = await self.client()
+                async with r.pubsub() as pubsub:
+                    if self.cluster:
+                        await pubsub.ssubscribe(*(self.keys.channel(i) for i in range(self.keys.shards)))
+                    else:
+                        await pubsub.subscribe(self.control_channel)
                     if failures:
                         logger.warning("event log: control channel back after %d failed attempts", failures)
                     failures = 0
-                    async for message in pubsub.listen():
-                        if message.get("type") != "message":
-                            continue
+                    async for message in self._messages(pubsub):
                         try:
                             body = msgspec.json.decode(message["data"])
                             handler(str(body["stream_id"]), str(body.get("reason") or "cancelled on another node"))
@@ -91,3 +106,15 @@ class RedisControl:
                 logger.log(level, "event log: control channel lost (%s); reconnecting", exc)
                 await asyncio.sleep(min(8.0, 0.5 * 2 ** min(failures, 4)))
                 failures += 1
+
+    async def _messages(self, pubsub: Any) -> Any:
+        """The control messages one subscription hears (sharded ones polled node by node)."""
+        if not self.cluster:
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    yield message
+            return
+        while True:
+            message = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
+            if message is not None and message.get("type") == "smessage":
+                yield message

@@ -2,18 +2,18 @@
 tokens, run definitions, and one sorted set of the durable runs by when a supervisor should look
 at them.
 
-Keys, beside a stream's ``{prefix}:{stream_id}``:
+Keys, beside a stream's (:mod:`tokenwire.log.redis_keys`; all in the stream's shard's slot):
 
 - ``…:lease`` — the producer's token (expires ``lease_s`` after its last refresh), or
-  ``suspended`` (no expiry);
+  ``suspended`` (expires with the stream);
 - ``…:run`` — the run's definition; it expires with the stream once the terminal is written;
-- ``{prefix}:runs:due`` — durable run ids scored by the wall time (ms) a supervisor should look at
+- the shard's ``#due`` — durable run ids scored by the wall time (ms) a supervisor should look at
   them: a live producer's lease expiry (pushed on with every refresh), a suspended run's deadline.
 
-Every change of a lease is one script, so each is atomic: of three nodes claiming one run, one
-wins; a producer refreshes, suspends or releases only a lease that is still its own; and the
-append script (:data:`tokenwire.log.redis_writer.APPEND_SCRIPT`) writes only for the token that
-holds the lease.
+Every change of a lease is one script on one slot (Redis Cluster allows no more), so each is
+atomic: of three nodes claiming one run, one wins; a producer refreshes, suspends or releases
+only a lease that is still its own; and the append script
+(:data:`tokenwire.log.redis_writer.APPEND_SCRIPT`) writes only for the token that holds the lease.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from tokenwire.errors import LogUnavailable
 from tokenwire.log.ownership import SUSPENDED, RunOwnership
+from tokenwire.log.redis_keys import KeyLayout
 
 __all__ = ["OwnershipHost", "RedisOwnership"]
 
@@ -52,8 +53,14 @@ return 1
 
 SUSPEND = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], 'suspended')
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+-- A suspended run's keys live until its deadline and a day (the stream's idle expiry) beyond.
+local ttl = tonumber(ARGV[4])
+local ttl_ms = redis.call('PTTL', KEYS[3])
+if ttl_ms > ttl then ttl = ttl_ms end
+redis.call('SET', KEYS[1], 'suspended', 'PX', ttl)
+redis.call('PEXPIRE', KEYS[3], ttl)
+redis.call('PEXPIRE', KEYS[4], ttl, 'GT')
 return 1
 """
 
@@ -71,11 +78,16 @@ class OwnershipHost(Protocol):
 
     prefix: str
     lease_s: float
+    idle_ttl_s: float
+    keys: KeyLayout
 
-    @property
-    def redis(self) -> Any: ...
+    async def client(self) -> Any: ...
+
+    def key(self, stream_id: str) -> str: ...
 
     def lease_key(self, stream_id: str) -> str: ...
+
+    def run_key(self, stream_id: str) -> str: ...
 
 
 def _ms(t: float) -> int:
@@ -92,25 +104,28 @@ class RedisOwnership(RunOwnership):
     def __init__(self, log: OwnershipHost):
         self._log = log
         self._scripts: dict[str, Any] = {}
-        self.due_key = f"{log.prefix}:runs:due"
 
-    def _script(self, name: str, source: str) -> Any:
+    async def _script(self, name: str, source: str) -> Any:
         script = self._scripts.get(name)
         if script is None:
-            script = self._scripts[name] = self._log.redis.register_script(source)
+            script = self._scripts[name] = (await self._log.client()).register_script(source)
         return script
 
     def run_key(self, stream_id: str) -> str:
-        return f"{self._log.prefix}:{stream_id}:run"
+        return self._log.run_key(stream_id)
+
+    def due_key(self, stream_id: str) -> str:
+        """The due set of the stream's shard (in the slot of the stream's lease)."""
+        return self._log.keys.due_key(self._log.keys.shard(stream_id))
 
     async def save_run(self, stream_id: str, record: bytes) -> None:
         try:
-            await self._log.redis.set(self.run_key(stream_id), record, px=_ms(self.record_ttl_s))
+            await (await self._log.client()).set(self.run_key(stream_id), record, px=_ms(self.record_ttl_s))
         except (RedisError, OSError) as exc:
             raise LogUnavailable(f"Redis did not take the run's definition: {exc}") from None
 
     async def load_run(self, stream_id: str) -> bytes | None:
-        data = await self._log.redis.get(self.run_key(stream_id))
+        data = await (await self._log.client()).get(self.run_key(stream_id))
         return data.encode() if isinstance(data, str) else data
 
     async def renew(self, stream_id: str, token: str, *, durable: bool) -> bool:
@@ -118,33 +133,43 @@ class RedisOwnership(RunOwnership):
         log = self._log
         expiry = str(_ms(time.time() + log.lease_s)) if durable else ""
         args = [token, _ms(log.lease_s), stream_id, expiry]
-        return bool(await self._script("renew", RENEW)(keys=[log.lease_key(stream_id), self.due_key], args=args))
+        keys = [log.lease_key(stream_id), self.due_key(stream_id)]
+        return bool(await (await self._script("renew", RENEW))(keys=keys, args=args))
 
     async def claim(self, stream_id: str, token: str, *, suspended_only: bool = False) -> bool:
         log = self._log
         mode = SUSPENDED if suspended_only else "any"
         args = [mode, token, _ms(log.lease_s), stream_id, _ms(time.time() + log.lease_s)]
-        return bool(await self._script("claim", CLAIM)(keys=[log.lease_key(stream_id), self.due_key], args=args))
+        keys = [log.lease_key(stream_id), self.due_key(stream_id)]
+        return bool(await (await self._script("claim", CLAIM))(keys=keys, args=args))
 
     async def suspend(self, stream_id: str, token: str, until: float) -> bool:
-        keys = [self._log.lease_key(stream_id), self.due_key]
-        return bool(await self._script("suspend", SUSPEND)(keys=keys, args=[token, stream_id, _ms(until)]))
-
-    async def release(self, stream_id: str, token: str) -> None:
-        await self._script("release", RELEASE)(
-            keys=[self._log.lease_key(stream_id), self.due_key], args=[token, stream_id]
+        log = self._log
+        keys = [log.lease_key(stream_id), self.due_key(stream_id), log.key(stream_id), self.run_key(stream_id)]
+        keep = _ms(max(0.0, until - time.time()) + log.idle_ttl_s)
+        return bool(
+            await (await self._script("suspend", SUSPEND))(keys=keys, args=[token, stream_id, _ms(until), keep])
         )
 
+    async def release(self, stream_id: str, token: str) -> None:
+        keys = [self._log.lease_key(stream_id), self.due_key(stream_id)]
+        await (await self._script("release", RELEASE))(keys=keys, args=[token, stream_id])
+
     async def due(self, now: float, limit: int = 32) -> list[str]:
-        ids = await self._log.redis.zrangebyscore(self.due_key, "-inf", _ms(now), start=0, num=limit)
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+        """The due runs of every shard, the most overdue first (one pipelined read per shard)."""
+        pipe: Any = (await self._log.client()).pipeline(transaction=False)
+        for shard in range(self._log.keys.shards):
+            pipe.zrangebyscore(self._log.keys.due_key(shard), "-inf", _ms(now), start=0, num=limit, withscores=True)
+        found = [(score, i) for rows in await pipe.execute() for i, score in rows]
+        found.sort()
+        return [i.decode() if isinstance(i, bytes) else str(i) for _, i in found[:limit]]
 
     async def forget(self, stream_id: str) -> None:
-        await self._log.redis.zrem(self.due_key, stream_id)
+        await (await self._log.client()).zrem(self.due_key(stream_id), stream_id)
 
     async def present(self, node: str, now: float, within_s: float, *, kind: str = "") -> int:
         key = f"{self._log.prefix}:runs:nodes"
-        pipe: Any = self._log.redis.pipeline(transaction=False)
+        pipe: Any = (await self._log.client()).pipeline(transaction=False)
         pipe.zadd(key, {f"{kind}/{node}": _ms(now)})
         pipe.zremrangebyscore(key, "-inf", _ms(now - 10 * within_s))  # long gone nodes
         pipe.zrangebyscore(key, _ms(now - within_s), "+inf")
@@ -153,8 +178,8 @@ class RedisOwnership(RunOwnership):
         return max(0, len(same) - 1)
 
     async def absent(self, node: str, *, kind: str = "") -> None:
-        await self._log.redis.zrem(f"{self._log.prefix}:runs:nodes", f"{kind}/{node}")
+        await (await self._log.client()).zrem(f"{self._log.prefix}:runs:nodes", f"{kind}/{node}")
 
     async def lease_state(self, stream_id: str) -> str | None:
-        value = await self._log.redis.get(self._log.lease_key(stream_id))
+        value = await (await self._log.client()).get(self._log.lease_key(stream_id))
         return value.decode() if isinstance(value, bytes) else value

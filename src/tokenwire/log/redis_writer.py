@@ -1,8 +1,13 @@
 """One stream's writer on the Redis log: a local ring for the producer's own observers and
 iterators, and a batched lane to Redis (structural events at once, deltas within a frame), with
 the producer's lease and a bounded outage buffer; and the stream's encoding in Redis (entry ids
-``{seq}-1``, one field per entry, the append script); and a stream's :class:`Tail`, shared by
-the readers of one process.
+``{seq}-1``, one field per entry, the append script).
+
+Failover: Redis replicates asynchronously, so a promoted replica may lack the last entries its
+master acknowledged. The append script refuses a batch that would leave a gap and says where the
+stream ends; the writer appends the missing events again from its ring (the same ids and bytes:
+a reader that saw them before the failover does not see them twice). The terminal batch, after
+which the writer goes away, also waits (up to ``replica_wait_s``) until a replica has it.
 """
 
 from __future__ import annotations
@@ -14,13 +19,13 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from tokenwire.errors import LogUnavailable, SeqEvicted
-from tokenwire.events import TERMINAL_TYPES, Event, ReasoningDelta, TextDelta, ToolCallDelta, decode, encode
+from tokenwire.events import TERMINAL_TYPES, Event, ReasoningDelta, TextDelta, ToolCallDelta, encode
 from tokenwire.log.memory import StreamRing
 
-__all__ = ["APPEND_SCRIPT", "DELTAS", "FIELD", "RedisWriter", "Tail", "WriterHost", "entry_id", "seq_of"]
+__all__ = ["APPEND_SCRIPT", "DELTAS", "FIELD", "RedisWriter", "WriterHost", "entry_id", "seq_of"]
 
 logger = logging.getLogger("tokenwire")
 
@@ -29,7 +34,9 @@ FIELD = b"e"
 
 
 APPEND_SCRIPT = """
-local key, endkey, maxlen, ttl = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
+local key, endkey, leasekey = KEYS[1], KEYS[2], KEYS[3]
+local maxlen, ttl, token, idle = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local max_bytes = tonumber(ARGV[6])
 local ended = redis.call('GET', endkey)
 if ended then
   -- The stream has its terminal: only a retry of that very batch may pass (and adds nothing).
@@ -37,34 +44,77 @@ if ended then
   return 0
 end
 -- The fence: only the producer whose token holds the lease writes ('' : only while none does).
-local lease = redis.call('GET', KEYS[3])
-if ARGV[3] == '' then
+-- A lease that is gone (lapsed, or lost with a failed-over master) its producer takes back.
+local lease = redis.call('GET', leasekey)
+if token == '' then
   if lease then return 0 end
-elseif lease ~= ARGV[3] then
+elseif lease == false then
+  redis.call('SET', leasekey, token, 'PX', ARGV[5])
+elseif lease ~= token then
   return 0
 end
-for i = 4, #ARGV, 2 do
+-- No gaps: a batch continues the stream. A promoted replica may lack the last entries its
+-- master acknowledged: -1 - next_seq tells the producer where to append again from.
+local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+local next_seq = 0
+if last[1] then next_seq = tonumber(string.match(last[1][1], '^%d+')) + 1 end
+if tonumber(string.match(ARGV[7], '^%d+')) > next_seq then return -1 - next_seq end
+local added = 0
+for i = 7, #ARGV, 2 do
   local ok = redis.pcall('XADD', key, ARGV[i], 'e', ARGV[i + 1])
-  if type(ok) == 'table' and ok.err and not string.find(ok.err, 'equal or smaller', 1, true) then
-    return redis.error_reply(ok.err)
+  if type(ok) == 'table' and ok.err then
+    if not string.find(ok.err, 'equal or smaller', 1, true) then return redis.error_reply(ok.err) end
+  else
+    added = added + #ARGV[i + 1]
   end
 end
-redis.call('XTRIM', key, 'MAXLEN', maxlen)
+if max_bytes == 0 then
+  redis.call('XTRIM', key, 'MAXLEN', maxlen)
+else
+  -- Retention by events and by bytes: drop the oldest entries until both bounds hold (the
+  -- newest entry always stays); the bytes key keeps the retained payload's size.
+  local total = tonumber(redis.call('GET', KEYS[5]) or '0') + added
+  local n = redis.call('XLEN', key)
+  if n > maxlen or total > max_bytes then
+    local from, keep = '-', nil
+    while not keep and n > 1 do
+      local entries = redis.call('XRANGE', key, from, '+', 'COUNT', 128)
+      if #entries == 0 then break end
+      for _, e in ipairs(entries) do
+        if n <= 1 or (n <= maxlen and total <= max_bytes) then keep = e[1]; break end
+        total = total - #e[2][2]
+        n = n - 1
+        from = '(' .. e[1]
+      end
+      if not keep and n <= 1 then keep = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1][1] end
+    end
+    if keep then redis.call('XTRIM', key, 'MINID', keep) end
+  end
+  redis.call('SET', KEYS[5], total)
+end
 if ttl > 0 then
   redis.call('EXPIRE', key, ttl)
   redis.call('SET', endkey, ARGV[#ARGV], 'EX', ttl)
   redis.call('EXPIRE', KEYS[4], ttl)
+  if max_bytes > 0 then redis.call('EXPIRE', KEYS[5], ttl) end
+else
+  -- Every key expires, also when no terminal is ever written (every producer gone for good).
+  redis.call('PEXPIRE', key, idle)
+  if max_bytes > 0 then redis.call('PEXPIRE', KEYS[5], idle) end
 end
 return 1
 """
 """Appends a batch in one command: explicit ids; an id that is already there (a retry) is skipped;
-then one exact trim to ``max_events`` (the same retention as the memory log; a stream below the
-cap trims nothing). A terminal batch records the terminal event in the stream's end key (and
-lets the run's definition expire with the stream); once it is there nothing more is appended
-(returns 0; a retry of that same batch returns 1): a producer cut off by a partition, whose
-stream another node ended with ``producer_lost``, cannot write past that terminal when it
-reconnects. And only the token holding the lease writes (returns 0 otherwise): a producer that
-another node took over from cannot write into the stream it now continues."""
+a batch that would leave a gap (a failed-over master's replica lacks what it acknowledged) is
+refused with ``-1 - next_seq`` so that the producer appends the missing events again from its
+ring; then the trim to ``max_events`` and ``max_bytes`` (the same retention as the memory log; a
+stream below both trims nothing). Every append pushes the stream's expiry ``idle_ttl`` ahead: a
+stream nobody writes any more goes away. A terminal batch records the terminal event in the
+stream's end key (and lets the run's definition expire with the stream); once it is there nothing
+more is appended (returns 0; a retry of that same batch returns 1): a producer cut off by a
+partition, whose stream another node ended with ``producer_lost``, cannot write past that terminal
+when it reconnects. And only the token holding the lease writes (returns 0 otherwise): a producer
+that another node took over from cannot write into the stream it now continues."""
 
 
 def entry_id(seq: int) -> str:
@@ -76,71 +126,8 @@ def seq_of(entry_id: bytes | str) -> int:
     return int(text.partition("-")[0])
 
 
-class Tail:
-    """What the shared tail has read of one stream: a window of events, fanned out to readers."""
-
-    __slots__ = (
-        "advanced",
-        "error",
-        "events",
-        "finished",
-        "first_seq",
-        "heard",
-        "key",
-        "lapsed_since",
-        "last_id",
-        "readers",
-        "sid",
-    )
-
-    def __init__(self, stream_id: str, key: bytes, seq: int, now: float):
-        self.sid = stream_id
-        self.key = key
-        self.last_id = entry_id(seq - 1) if seq > 0 else "0-0"
-        self.first_seq = seq  # seq of events[0]
-        self.events: list[Event] = []
-        self.finished = False
-        self.error: BaseException | None = None
-        self.readers = 0
-        self.heard = now  # when the tail last got an entry (or checked the producer's lease)
-        self.lapsed_since: float | None = None  # a durable run's lease found lapsed, waiting for a takeover
-        self.advanced = asyncio.Event()  # replaced on every advance; readers wait on the one they saw
-
-    @property
-    def next_seq(self) -> int:
-        return self.first_seq + len(self.events)
-
-    def _wake(self) -> None:
-        done, self.advanced = self.advanced, asyncio.Event()
-        done.set()
-
-    def push(self, entries: list[Any], window: int, now: float) -> None:
-        batch = [decode(fields[FIELD]) for _, fields in entries]
-        if batch[0].seq != self.next_seq:
-            self.fail(SeqEvicted(self.sid, self.next_seq, batch[0].seq))  # trimmed while tailing
-            return
-        self.events += batch
-        if len(self.events) > window:  # keep the newest half: a reader behind it uses XRANGE
-            drop = len(self.events) - window // 2
-            del self.events[:drop]
-            self.first_seq += drop
-        self.last_id = entries[-1][0].decode()
-        self.heard = now
-        self.lapsed_since = None  # a producer (maybe a new one) writes: any earlier lapse is over
-        self.finished = batch[-1].__class__ in TERMINAL_TYPES
-        self._wake()
-
-    def fail(self, exc: BaseException) -> None:
-        self.error = exc
-        self.finished = True
-        self._wake()
-
-
 class WriterHost(Protocol):
     """What a :class:`RedisWriter` needs of its log (:class:`~tokenwire.log.redis.RedisLog`)."""
-
-    @property
-    def redis(self) -> Any: ...
 
     local_events: int
     max_batch: int
@@ -157,7 +144,7 @@ class WriterHost(Protocol):
     @property
     def ownership(self) -> Any: ...
 
-    async def write(self, key: str, batch: list[tuple[int, bytes]], *, terminal: bool, token: str) -> bool: ...
+    async def write(self, key: str, batch: list[tuple[int, bytes]], *, terminal: bool, token: str) -> int: ...
 
 
 class RedisWriter(StreamRing):
@@ -276,12 +263,18 @@ class RedisWriter(StreamRing):
             terminal = self._closing and not self._suspending and len(self._pending) <= size
             written = await self._log.write(self._key, batch, terminal=terminal, token=self.token)
         except (RedisError, OSError) as exc:
-            await self._unwritable(exc)
+            if isinstance(exc, ResponseError) and "OOM" in str(exc):  # no retry frees memory in time
+                self._give_up(LogUnavailable(f"the event log (Redis) is full (maxmemory): {exc}"))
+            else:
+                await self._unwritable(exc)
             return
         observe = self._log.append_observer
         if observe is not None:
             observe(loop.time() - began, len(batch))
         self._down_since = None
+        if written < 0:
+            self._append_again(-1 - written, batch[0][0])
+            return
         if not written:
             self._give_up(
                 LogUnavailable(
@@ -295,6 +288,23 @@ class RedisWriter(StreamRing):
             self._wake_flusher.set()  # more than one batch was waiting: no window for the rest
         else:
             self._flushed.set()
+
+    def _append_again(self, lost_from: int, first: int) -> None:
+        """Redis lacks events ``lost_from`` to ``first - 1`` (a replica promoted before it had them):
+        put them back in front of the pending batch, from the ring."""
+        try:
+            again = [(e.seq, encode(e)) for e in self.since(lost_from) if e.seq < first]
+        except SeqEvicted:
+            self._give_up(
+                LogUnavailable(
+                    f"the event log lost events {lost_from}-{first - 1} of stream {self.stream_id!r} "
+                    f"(a failover?) and this node no longer holds them (local_events={self._log.local_events})"
+                )
+            )
+            return
+        logger.warning("event log: %s lacked %d events (a failover?); appending them again", self._key, len(again))
+        self._pending[:0] = again
+        self._wake_flusher.set()
 
     async def _unwritable(self, exc: BaseException) -> None:
         """Redis is unreachable: keep the batch (bounded) and retry with backoff; past the bound,
