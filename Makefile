@@ -6,7 +6,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+# llama.cpp without the multimodal library, and without its AMX kernels: built natively on a CPU
+# with AMX (Sapphire Rapids and later), llama-cpp-python 0.3.36's AMX matmul segfaults on a batch
+# under a grammar (a tool call); AVX-512 and AVX2 stay on.
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF "-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" "-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 
 .PHONY: install test demo bench lint clean system-deps chaos proto docs
 

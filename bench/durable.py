@@ -22,9 +22,7 @@ import asyncio
 import contextlib
 import gc
 import os
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,28 +38,10 @@ from tokenwire.events import ToolCall, decode
 from tokenwire.log.redis import RedisLog
 from tokenwire.providers import Scripted
 from tokenwire.server import RunBody, RunService
+from tokenwire.testing.redis import free_port, start_redis
 from tokenwire.tools import tool
 
 KEY = "bench-key-123456"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_redis() -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    cmd = [shutil.which("redis-server") or "redis-server", "--port", str(port), "--save", "", "--appendonly", "no"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.1).close()
-            return proc, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("redis-server did not start")
 
 
 class Node:
@@ -211,7 +191,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--runs", type=int, default=100)
     args = parser.parse_args()
-    proc, url = start_redis()
+    port = free_port()
+    proc = start_redis(port)
+    url = f"redis://127.0.0.1:{port}/0"
     try:
         lat = sorted(takeover(url, args.trials))
         sus = asyncio.run(suspended(url, args.runs))

@@ -1,6 +1,7 @@
-"""The Redis Streams event log: append rate, commands per delta, resume and cross-node latency.
+"""The Redis Streams event log: append rate, commands per delta, resume and cross-node latency,
+on one instance and on a Redis Cluster of three masters (with a replica each).
 
-Starts its own redis-server on a free port (binary on PATH). Same run:
+Starts its own redis-server(s) on free ports (binaries on PATH). Same run, for each backend:
 
 (a) appends per second from one producer: RedisLog's batched lane vs one XADD round trip per
     event (what a naive backend does); Redis commands and round trips per 1,000 deltas;
@@ -8,11 +9,15 @@ Starts its own redis-server on a free port (binary on PATH). Same run:
     finished 1,000-event stream from a random seq to the end, p50/p99;
 (c) cross-node delivery latency at 1,000 events/s: producer on node A, reader tailing on node B,
     from the event's ``ts`` to its receipt, p50/p99;
-(d) fan-out: one run read by 1,000 SSE readers of ``tokenwire serve --log redis://… --workers N``
-    for N = 1 and 2 (real processes, raw-socket readers in this process): live delivery latency
-    p50/p99, server CPU per delivered event, Redis XREADs per second.
+(d) scale-out: ``--procs`` producer processes, each writing ``--streams`` streams at once, as
+    fast as they can: appends/s, Redis CPU per append, and the busiest master's share of the
+    Redis CPU (the cluster's capacity is bounded by its busiest master: with the load spread
+    evenly over three masters on three free cores it is about 1 / that share of one instance's);
+(e) fan-out (one instance): one run read by 1,000 SSE readers of ``tokenwire serve --log
+    redis://… --workers N`` for N = 1 and 2 (real processes, raw-socket readers in this process):
+    live delivery latency p50/p99, server CPU per delivered event, Redis XREADs per second.
 
-    python bench/redis_log.py [--events N] [--fanout READERS]
+    python bench/redis_log.py [--events N] [--fanout READERS] [--procs P] [--streams S]
 """
 
 from __future__ import annotations
@@ -20,13 +25,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,12 +43,7 @@ import msgspec
 from rawsse import sse_request
 from tokenwire.events import Done, Start, TextDelta, encode
 from tokenwire.log.redis import RedisLog
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tokenwire.testing.redis import RedisCluster, free_port, start_redis
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -165,15 +166,6 @@ async def commands(log: RedisLog) -> tuple[int, int]:
 
 async def append_rate(log: RedisLog, n: int) -> tuple[float, int, int]:
     """Appends/s, client commands and XADDs executed for ``n`` deltas (plus start and done)."""
-    writes = 0
-    original = log._write
-
-    async def counting(key: str, batch: list[tuple[int, bytes]], *, terminal: bool) -> bool:
-        nonlocal writes
-        writes += 1
-        return await original(key, batch, terminal=terminal)
-
-    log._write = counting  # type: ignore[method-assign]
     before = await commands(log)
     sid = f"rate{random.random()}"
     writer = log.open(sid)
@@ -186,10 +178,47 @@ async def append_rate(log: RedisLog, n: int) -> tuple[float, int, int]:
     writer.append(Done(stream_id=sid, seq=n + 1))
     await writer.flush()
     elapsed = time.perf_counter() - t0
-    log._write = original  # type: ignore[method-assign]
     after = await commands(log)
-    # writes == batches; the script counters also hold the first call's NOSCRIPT retry
+    # the script counters also hold the first call's NOSCRIPT retry
     return (n + 2) / elapsed, after[0] - before[0], after[1] - before[1]
+
+
+async def produce(url: str, streams: int, events: int, start_at: float) -> dict[str, float]:
+    """One producer process of the scale-out run: ``streams`` writers at once, ``events`` each."""
+    log = RedisLog(url, prefix="scale")
+    await log.client()
+    ids = [f"p{os.getpid()}-{i}" for i in range(streams)]
+    writers = [log.open(sid) for sid in ids]
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    t0 = time.perf_counter()
+    for w, sid in zip(writers, ids, strict=True):
+        w.append(Start(model="m", stream_id=sid, seq=0))
+    for i in range(1, events + 1):
+        for w, sid in zip(writers, ids, strict=True):
+            w.append(TextDelta("tok", stream_id=sid, seq=i))
+        if i % 64 == 0:
+            await asyncio.sleep(0)
+    for w, sid in zip(writers, ids, strict=True):
+        w.append(Done(stream_id=sid, seq=events + 1))
+    await asyncio.gather(*(w.flush() for w in writers))
+    elapsed = time.perf_counter() - t0
+    await log.aclose()
+    return {"events": streams * (events + 2), "elapsed": elapsed}
+
+
+def scale_out(url: str, redis_pids: list[int], procs: int, streams: int, events: int) -> tuple[float, float, float]:
+    """(appends/s over all producer processes, Redis CPU µs per append, busiest master's share)."""
+    start_at = time.time() + 3.0  # every process connected before the first append
+    cmd = [sys.executable, __file__, "--produce", url, "--streams", str(streams), "--events", str(events)]
+    cpu0 = [proc_cpu_s(pid) for pid in redis_pids]
+    children = [
+        subprocess.Popen([*cmd, "--start-at", str(start_at)], stdout=subprocess.PIPE, text=True) for _ in range(procs)
+    ]
+    results = [json.loads(c.communicate()[0]) for c in children]
+    cpu = [proc_cpu_s(pid) - c0 for pid, c0 in zip(redis_pids, cpu0, strict=True)]
+    total = sum(r["events"] for r in results)
+    rate = total / max(r["elapsed"] for r in results)
+    return rate, sum(cpu) / total * 1e6, max(cpu) / max(sum(cpu), 1e-9)
 
 
 async def naive_rate(log: RedisLog, n: int) -> float:
@@ -243,39 +272,44 @@ async def cross_node(a: RedisLog, b: RedisLog, seconds: float, rate: int) -> lis
     return latencies
 
 
+async def measure(name: str, url: str, redis_pids: list[int], args: argparse.Namespace) -> None:
+    a, b = RedisLog(url, prefix="bench"), RedisLog(url, prefix="bench")
+    gc.collect()
+    gc.freeze()  # as `tokenwire serve` does after start-up: full collections skip the start-up heap
+    rate, sent, xadds = await append_rate(a, args.events)
+    naive = await naive_rate(a, min(args.events, 20_000))
+    print(f"\n### {name}: {args.events:,} deltas from one producer, loopback, 2 cores shared\n")
+    print("| measure | value |\n|---|---:|")
+    print(f"| batched appends/s (one producer) | {rate:,.0f} |")
+    print(f"| one XADD round trip per event, appends/s | {naive:,.0f} |")
+    print(f"| batched / one per event | {rate / naive:.1f}x |")
+    per_k = 1000 / (args.events + 2)
+    print(f"| commands (round trips) sent to Redis per 1,000 deltas | {sent * per_k:.1f} |")
+    print(f"| XADDs Redis executed per 1,000 deltas (inside those commands) | {xadds * per_k:,.0f} |")
+    resume = await resume_latency(a, b, 200)
+    p50, p99 = pct(resume, 50) * 1e3, pct(resume, 99) * 1e3
+    print(f"| resume from a random seq of 1,000, p50 / p99 ms | {p50:.2f} / {p99:.2f} |")
+    lat = await cross_node(a, b, args.seconds, 1000)
+    p50, p99 = pct(lat, 50) * 1e3, pct(lat, 99) * 1e3
+    print(f"| cross-node delivery at 1,000 ev/s, p50 / p99 ms | {p50:.2f} / {p99:.2f} |")
+    await a.aclose()
+    await b.aclose()
+    scaled, cpu_us, share = await asyncio.to_thread(
+        scale_out, url, redis_pids, args.procs, args.streams, args.events // max(args.streams, 1)
+    )
+    print(f"| scale-out: {args.procs} processes x {args.streams} streams, appends/s | {scaled:,.0f} |")
+    print(f"| scale-out: Redis CPU µs per append (all masters) | {cpu_us:.2f} |")
+    print(f"| scale-out: busiest master's share of the Redis CPU | {share:.0%} |")
+
+
 async def main(args: argparse.Namespace) -> None:
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         raise SystemExit("redis-server is not on PATH")
     port = free_port()
-    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before anything is measured
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
+    proc = await asyncio.to_thread(start_redis, port)
     try:
-        await asyncio.sleep(0.3)
         url = f"redis://127.0.0.1:{port}/0"
-        a, b = RedisLog(url, prefix="bench"), RedisLog(url, prefix="bench")
-        gc.collect()
-        gc.freeze()  # as `tokenwire serve` does after start-up: full collections skip the start-up heap
-        rate, sent, xadds = await append_rate(a, args.events)
-        naive = await naive_rate(a, min(args.events, 20_000))
-        print(f"# {args.events:,} deltas, redis-server {port} on loopback, 2 cores shared")
-        print("\n| measure | value |\n|---|---:|")
-        print(f"| batched appends/s (one producer) | {rate:,.0f} |")
-        print(f"| one XADD round trip per event, appends/s | {naive:,.0f} |")
-        print(f"| batched / one per event | {rate / naive:.1f}x |")
-        per_k = 1000 / (args.events + 2)
-        print(f"| commands (round trips) sent to Redis per 1,000 deltas | {sent * per_k:.1f} |")
-        print(f"| XADDs Redis executed per 1,000 deltas (inside those commands) | {xadds * per_k:,.0f} |")
-        resume = await resume_latency(a, b, 200)
-        p50, p99 = pct(resume, 50) * 1e3, pct(resume, 99) * 1e3
-        print(f"| resume from a random seq of 1,000, p50 / p99 ms | {p50:.2f} / {p99:.2f} |")
-        lat = await cross_node(a, b, args.seconds, 1000)
-        p50, p99 = pct(lat, 50) * 1e3, pct(lat, 99) * 1e3
-        print(f"| cross-node delivery at 1,000 ev/s, p50 / p99 ms | {p50:.2f} / {p99:.2f} |")
-        await a.aclose()
-        await b.aclose()
+        await measure("one instance", url, [proc.pid], args)
         if args.fanout:
             print(f"\n### fan-out: one run (50 ev/s, {args.words} deltas) to {args.fanout:,} SSE readers\n")
             print(
@@ -287,6 +321,15 @@ async def main(args: argparse.Namespace) -> None:
     finally:
         proc.terminate()
         proc.wait()
+    if args.no_cluster:
+        return
+    with tempfile.TemporaryDirectory() as workdir:
+        cluster = await asyncio.to_thread(RedisCluster, workdir)
+        try:
+            masters = [cluster.procs[p].pid for p in cluster.ports[:3]]  # created as the first three
+            await measure("cluster of 3 masters (+3 replicas)", cluster.url, masters, args)
+        finally:
+            cluster.stop()
 
 
 if __name__ == "__main__":
@@ -295,4 +338,13 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--fanout", type=int, default=1000, help="SSE readers of one run (0: skip)")
     parser.add_argument("--words", type=int, default=200, help="deltas of the fan-out run (50 per second)")
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--procs", type=int, default=2, help="producer processes of the scale-out run")
+    parser.add_argument("--streams", type=int, default=48, help="streams per producer process")
+    parser.add_argument("--no-cluster", action="store_true", help="one instance only")
+    parser.add_argument("--produce", help=argparse.SUPPRESS)  # a scale-out producer process: its Redis URL
+    parser.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
+    parsed = parser.parse_args()
+    if parsed.produce:
+        print(json.dumps(asyncio.run(produce(parsed.produce, parsed.streams, parsed.events, parsed.start_at))))
+    else:
+        asyncio.run(main(parsed))

@@ -29,6 +29,11 @@ def run_bench(script: str, *args: str) -> str:
         ("transports.py", ("--events", "500", "--subscribers", "3"), "| gRPC |"),
         ("wire_formats.py", ("--events", "200", "--readers", "3"), "| shared encoder (the server) |"),
         ("durable.py", ("--trials", "1", "--runs", "3"), "| kill → first event of the new producer |"),
+        (
+            "redis_log.py",
+            ("--events", "2000", "--seconds", "0.5", "--fanout", "0", "--procs", "1", "--streams", "4"),
+            "### cluster of 3 masters (+3 replicas)",
+        ),
         ("trees.py", ("--children", "2", "--deltas", "20", "--fanout", "3", "--reps", "1"), "one ?tree=1 subscription"),
         pytest.param("speech.py", ("--tokens", "40", "--runs", "1"), "| sentence by sentence", marks=pytest.mark.e2e),
         pytest.param(

@@ -31,9 +31,16 @@ from tokenwire.testing import Transcript, assert_transcript
 from wire import free_port, redis_server, serve, start_redis, wait_for, wait_http
 
 
-@pytest.fixture(scope="module", params=["one", "cluster"])
+@pytest.fixture(autouse=True)
+def _once(pytestconfig: pytest.Config) -> None:
+    if pytestconfig.getoption("--log-backend") == "redis":
+        pytest.skip("these tests start their own Redis servers: the memory-backend run covers them")
+
+
+@pytest.fixture(scope="module", params=["one", "cluster", "valkey-cluster"])
 def redis_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Every test here on one Redis instance, and again on a Redis Cluster (3 masters, 3 replicas)."""
+    """Every test here on one Redis instance, again on a Redis Cluster (3 masters, 3 replicas),
+    and on a Valkey cluster."""
     with redis_server(request.param, str(tmp_path_factory.mktemp("redis"))) as url:
         yield url
 
@@ -690,3 +697,146 @@ async def test_a_tree_with_a_child_on_another_node_is_followed_from_either(nodes
         ]
         assert marks == ["done"]
     assert await a.read_elsewhere([]) == set()
+
+
+# -- failover, retention and expiry ------------------------------------------------------------------
+
+
+async def test_a_stream_missing_its_last_entries_gets_them_again_from_its_writer(
+    nodes: tuple[RedisLog, RedisLog],
+) -> None:
+    """What a promoted replica looks like to a producer: the master acknowledged entries the replica
+    never got. The next append finds the gap; the writer appends the lost events again from its
+    ring, and a reader on another node that saw them before the failover sees each once."""
+    a, b = nodes
+    sid = "gap"
+    expected = [*events(sid, 30), Done(stream_id=sid, seq=31)]
+    writer = a.open(sid)
+    for e in expected[:21]:
+        writer.append(e)
+    await writer.flush()
+    seen: list[Event] = []
+
+    async def read() -> None:
+        async for e in b.read(sid, 0):
+            seen.append(e)
+
+    reader = asyncio.create_task(read())
+    await wait_for(lambda: len(seen) == 21)
+    r = await a.client()
+    key = a.key(sid)
+    kept = await r.xrange(key, max="14-1")  # the replica has the stream up to 14 only
+    await r.delete(key)
+    for entry_id, fields in kept:
+        await r.xadd(key, fields, id=entry_id)
+    assert (await a.info(sid)).next_seq == 15
+    for e in expected[21:]:
+        writer.append(e)
+    await writer.flush()
+    await asyncio.wait_for(reader, 10)
+    assert seen == expected  # each once, in order
+    assert [e async for e in b.read(sid, 0, follow=False)] == expected  # and the log has them all again
+
+
+async def test_a_stream_whose_producer_vanished_expires_with_every_key(redis_url: str) -> None:
+    """No terminal is ever written (the producer died, nobody took over): every key of the stream
+    goes away ``idle_ttl_s`` after its last write or heartbeat."""
+    log = RedisLog(redis_url, prefix=f"x{time.monotonic_ns()}", idle_ttl_s=1.0, lease_s=0.5)
+    try:
+        sid = "vanished"
+        await log.ownership.save_run(sid, b"{}")
+        assert await log.ownership.renew(sid, "tok", durable=True)
+        batch = [(e.seq, tokenwire.events.encode(e)) for e in events(sid, 5)]
+        assert await log.write(log.key(sid), batch, terminal=False, token="tok") == 1
+        await log.announce_readers([sid], 1.0)
+        r = await log.client()
+        keys = [log.key(sid) + suffix for suffix in ("", ":lease", ":run", ":bytes", ":readers")]
+        assert [await r.exists(k) for k in keys] == [1] * len(keys)
+        assert all(0 < ttl <= 1000 for ttl in [await r.pttl(k) for k in keys])  # each with a bounded life
+        deadline = time.monotonic() + 20
+        while any([await r.exists(k) for k in keys]):
+            assert time.monotonic() < deadline, [await r.pttl(k) for k in keys]
+            await asyncio.sleep(0.1)
+        with pytest.raises(tokenwire.errors.StreamNotFound):
+            await log.info(sid)
+    finally:
+        await log.aclose()
+
+
+def _retained(sizes: list[int], max_events: int, max_bytes: int) -> int:
+    """The oracle: how many of the newest entries retention keeps (never fewer than one)."""
+    kept, total = 0, 0
+    for size in reversed(sizes):
+        if kept >= 1 and (kept + 1 > max_events or total + size > max_bytes):
+            break
+        kept, total = kept + 1, total + size
+    return kept
+
+
+async def test_retention_by_events_and_bytes_keeps_the_newest_that_fit(nodes: tuple[RedisLog, RedisLog]) -> None:
+    """Differential: after every batch of random sizes, what Redis keeps is the longest suffix
+    within ``max_events`` and ``max_bytes`` (the oracle above); a reader from an older seq gets
+    SeqEvicted, never a silent gap."""
+    import random
+
+    a, _ = nodes
+    rng = random.Random(29)
+    log = RedisLog(a.url, prefix=a.prefix, max_events=40, max_bytes=3000)
+    try:
+        sid, seq, sizes = "bytes", 0, []
+        r = await log.client()
+        for _ in range(25):
+            batch = []
+            for _ in range(rng.randint(1, 12)):
+                e = TextDelta("x" * rng.choice([1, 10, 100, 400, 1500]), stream_id=sid, seq=seq)
+                data = tokenwire.events.encode(e)
+                batch.append((seq, data))
+                sizes.append(len(data))
+                seq += 1
+            assert await log.write(log.key(sid), batch, terminal=False, token="t") == 1
+            kept = _retained(sizes, 40, 3000)
+            info = await log.info(sid)
+            assert (info.first_seq, info.next_seq) == (seq - kept, seq)
+            assert int(await r.get(log.key(sid) + ":bytes")) == sum(sizes[seq - kept :])
+        assert info.first_seq > 0
+        with pytest.raises(tokenwire.errors.SeqEvicted):
+            [e async for e in log.read(sid, info.first_seq - 1, follow=False)]
+        assert len([e async for e in log.read(sid, info.first_seq, follow=False)]) == seq - info.first_seq
+    finally:
+        await log.aclose()
+
+
+async def test_a_full_redis_ends_the_run_at_once_with_log_unavailable(tmp_path: Path) -> None:
+    """Redis at ``maxmemory`` (noeviction): the producer's stream ends with a clear
+    ``error(transport, log_unavailable)`` at once, not after the outage bound; nothing hangs."""
+    redis = OwnRedis(tmp_path)
+    log = RedisLog(redis.url, prefix="full", unwritable_s=60.0, lease_s=0.5)
+    other = RedisLog(redis.url, prefix="full", unwritable_s=60.0, lease_s=0.5)
+    try:
+        r = await log.client()
+        used = int((await r.info("memory"))["used_memory"])
+        await r.config_set("maxmemory-policy", "noeviction")
+        await r.config_set("maxmemory", str(used + 2 * 2**20))
+        words = Scripted(["w" * 4000 + " " for _ in range(2000)], interval_s=0.001)
+        local = Transcript()
+        handle = tokenwire.generate(words, "hi", log=log, observers=[local])
+        await handle.ready()
+        remote = asyncio.create_task(_collect(other, handle.stream_id, 0))  # a reader on another node
+        terminal = await asyncio.wait_for(handle.wait(), 30)  # far below unwritable_s
+        assert (terminal.type, terminal.code, terminal.source) == ("error", "log_unavailable", "transport")  # type: ignore[union-attr]
+        assert "full" in terminal.message and "maxmemory" in terminal.message  # type: ignore[union-attr]
+        assert local.events[-1] == terminal and len(local.events) < 2000
+        # The remote reader does not hang: once the lease lapses it gets error(producer_lost) if
+        # Redis has room for that one small event, else a LogUnavailable saying Redis is full.
+        done, _ = await asyncio.wait([remote], timeout=30)
+        assert done, "the remote reader hangs"
+        if isinstance(remote.exception(), tokenwire.errors.LogUnavailable):
+            assert "full" in str(remote.exception())
+        else:
+            seen = remote.result()
+            assert (seen[-1].type, seen[-1].code) == ("error", "producer_lost")  # type: ignore[union-attr]
+            assert [e.seq for e in seen] == list(range(len(seen)))
+    finally:
+        await log.aclose()
+        await other.aclose()
+        redis.kill()

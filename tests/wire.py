@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -13,6 +12,9 @@ from typing import Any
 
 import httpx
 import uvicorn
+
+# Re-exported: the suite's modules take every helper from here.
+from tokenwire.testing.redis import RedisCluster, free_port, redis_server, start_redis  # noqa: F401
 
 
 def sse(*payloads: Any, done: bool = True, event_names: bool = False) -> bytes:
@@ -48,12 +50,6 @@ def chunk(
     if usage is not None:
         body["usage"] = usage
     return body
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -103,152 +99,6 @@ def wait_http(url: str, proc: Any, within: float = 60.0) -> None:
                 proc.wait()
                 raise RuntimeError(f"the server at {url} did not start") from None
             time.sleep(0.05)
-
-
-def start_redis(port: int, workdir: str | None = None, bind: str = "127.0.0.1", protected: bool = True) -> Any:
-    """Start a redis-server of the test's own (binary on PATH, no persistence) on ``port``; wait for PONG.
-
-    ``protected=False`` lets clients on a non-loopback ``bind`` address in (a test's own veth)."""
-    import shutil
-    import subprocess
-
-    cmd = [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", *bind.split()]
-    cmd += ["--save", "", "--appendonly", "no", *(["--dir", workdir] if workdir else [])]
-    cmd += [] if protected else ["--protected-mode", "no"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ping = [shutil.which("redis-cli") or "redis-cli", "-p", str(port), "ping"]
-    deadline = time.monotonic() + 10
-    while subprocess.run(ping, capture_output=True).stdout.strip() != b"PONG":
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise RuntimeError("redis-server did not start")
-        time.sleep(0.05)
-    return proc
-
-
-class RedisCluster:
-    """A Redis Cluster of the test's own: ``masters`` masters with one replica each, from the
-    redis-server binary on PATH, on free loopback ports (``redis-cli --cluster create``); waits
-    until every slot is served. :meth:`kill` kills one node (a master: its replica is promoted
-    within about twice ``node_timeout_ms``); :meth:`stop` ends them all."""
-
-    def __init__(self, workdir: str, masters: int = 3, node_timeout_ms: int = 1000):
-        import shutil
-        import subprocess
-
-        self.ports = [self._free_port() for _ in range(2 * masters)]
-        self.procs: dict[int, Any] = {}
-        server = shutil.which("redis-server") or "redis-server"
-        for port in self.ports:
-            cmd = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-            cmd += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf", "--dir", workdir]
-            cmd += ["--cluster-node-timeout", str(node_timeout_ms)]
-            self.procs[port] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            for port in self.ports:
-                self._wait(port, "ping", b"PONG")
-            cli = [shutil.which("redis-cli") or "redis-cli", "--cluster", "create"]
-            cli += [f"127.0.0.1:{p}" for p in self.ports] + ["--cluster-replicas", "1", "--cluster-yes"]
-            subprocess.run(cli, check=True, capture_output=True, timeout=60)
-            for port in self.ports:
-                self._wait(port, "cluster info", b"cluster_state:ok")
-        except BaseException:
-            self.stop()
-            raise
-
-    @staticmethod
-    def _free_port() -> int:
-        """A free port whose cluster-bus port (10,000 above it) is free too."""
-        while True:
-            port = free_port()
-            if port > 55_000:
-                continue
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port + 10_000))
-                except OSError:
-                    continue
-            return port
-
-    @property
-    def url(self) -> str:
-        """Any one node's URL: a client finds the others (and that it is a cluster) by itself."""
-        return f"redis://127.0.0.1:{self.ports[0]}/0"
-
-    def _wait(self, port: int, command: str, expect: bytes, within: float = 30.0) -> None:
-        import shutil
-        import subprocess
-
-        cli = [shutil.which("redis-cli") or "redis-cli", "-p", str(port), *command.split()]
-        deadline = time.monotonic() + within
-        while expect not in subprocess.run(cli, capture_output=True).stdout:
-            if time.monotonic() > deadline or self.procs[port].poll() is not None:
-                raise RuntimeError(f"redis-server :{port} did not reach {expect!r}")
-            time.sleep(0.1)
-
-    def master_of(self, key: str) -> int:
-        """The port of the master serving ``key`` now."""
-        import shutil
-        import subprocess
-
-        cli = [shutil.which("redis-cli") or "redis-cli", "-p", str(self.live()[0]), "cluster", "nodes"]
-        from redis.crc import key_slot
-
-        slot = key_slot(key.encode())
-        for line in subprocess.run(cli, capture_output=True, text=True, check=True).stdout.splitlines():
-            fields = line.split()
-            if "master" not in fields[2] or "fail" in fields[2]:
-                continue
-            for span in fields[8:]:
-                lo, _, hi = span.partition("-")
-                if lo.isdigit() and int(lo) <= slot <= int(hi or lo):
-                    return int(fields[1].split(":")[1].split("@")[0])
-        raise RuntimeError(f"no master serves slot {slot}")
-
-    def live(self) -> list[int]:
-        return [p for p, proc in self.procs.items() if proc.poll() is None]
-
-    def kill(self, port: int) -> None:
-        self.procs[port].kill()
-        self.procs[port].wait()
-
-    def wait_ok(self, within: float = 30.0) -> None:
-        """Until every live node says the cluster is ok again (after a failover)."""
-        for port in self.live():
-            self._wait(port, "cluster info", b"cluster_state:ok", within)
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(10)
-            except Exception:
-                proc.kill()
-
-
-@contextmanager
-def redis_server(kind: str, workdir: str) -> Iterator[str]:
-    """A Redis of the test's own, ``one`` instance or a ``cluster`` (three masters, three
-    replicas); yields its URL (of one node: a client finds the rest by itself)."""
-    import shutil
-
-    assert shutil.which("redis-server"), "redis-server is not installed (make test installs it)"
-    if kind == "cluster":
-        cluster = RedisCluster(workdir)
-        try:
-            yield cluster.url
-        finally:
-            cluster.stop()
-        return
-    port = free_port()
-    proc = start_redis(port, workdir)
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 class Faults:

@@ -82,7 +82,7 @@ class RedisLog(RedisControl, SharedTail, EventLog):
     ``error(transport, log_unavailable)`` at once.
 
     Memory in Redis per retained one-token delta: about 100-150 bytes (the event's JSON plus the
-    stream entry's overhead; ``docs/redis.md`` has the measured figures and how to size).
+    stream entry's overhead; ``docs/deployment.md`` has the measured figures and how to size).
     """
 
     shared = True

@@ -34,10 +34,16 @@ local v = redis.call('GET', KEYS[1])
 if v and v ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 if ARGV[4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3]) end
+if redis.call('EXISTS', KEYS[5]) == 0 then
+  redis.call('PEXPIRE', KEYS[3], ARGV[5])
+  redis.call('PEXPIRE', KEYS[4], ARGV[5])
+end
 return 1
 """
 """A producer's heartbeat: take or refresh the lease unless another token holds it (0: it lost
-the run to another node, or the run is suspended); list a durable run as due at the lease's expiry."""
+the run to another node, or the run is suspended); list a durable run as due at the lease's
+expiry; keep the stream and the run's definition ``idle_ttl_s`` ahead while it is live (a tool
+call may append nothing for longer than that)."""
 
 CLAIM = """
 local v = redis.call('GET', KEYS[1])
@@ -97,10 +103,6 @@ def _ms(t: float) -> int:
 class RedisOwnership(RunOwnership):
     """Run ownership of a :class:`~tokenwire.log.redis.RedisLog` (see the module docstring)."""
 
-    record_ttl_s = 7 * 24 * 3600.0
-    """How long a run's definition is kept while the run has no terminal (a suspended run waits
-    at most this long)."""
-
     def __init__(self, log: OwnershipHost):
         self._log = log
         self._scripts: dict[str, Any] = {}
@@ -120,7 +122,8 @@ class RedisOwnership(RunOwnership):
 
     async def save_run(self, stream_id: str, record: bytes) -> None:
         try:
-            await (await self._log.client()).set(self.run_key(stream_id), record, px=_ms(self.record_ttl_s))
+            # Kept as long as the stream: every append and heartbeat push both ``idle_ttl_s`` ahead.
+            await (await self._log.client()).set(self.run_key(stream_id), record, px=_ms(self._log.idle_ttl_s))
         except (RedisError, OSError) as exc:
             raise LogUnavailable(f"Redis did not take the run's definition: {exc}") from None
 
@@ -132,8 +135,9 @@ class RedisOwnership(RunOwnership):
         """The producer's heartbeat (see :data:`RENEW`)."""
         log = self._log
         expiry = str(_ms(time.time() + log.lease_s)) if durable else ""
-        args = [token, _ms(log.lease_s), stream_id, expiry]
-        keys = [log.lease_key(stream_id), self.due_key(stream_id)]
+        args = [token, _ms(log.lease_s), stream_id, expiry, _ms(log.idle_ttl_s)]
+        key = log.key(stream_id)
+        keys = [log.lease_key(stream_id), self.due_key(stream_id), key, self.run_key(stream_id), key + ":end"]
         return bool(await (await self._script("renew", RENEW))(keys=keys, args=args))
 
     async def claim(self, stream_id: str, token: str, *, suspended_only: bool = False) -> bool:

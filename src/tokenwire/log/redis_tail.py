@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from tokenwire.errors import LogUnavailable, SeqEvicted, StreamNotFound
 from tokenwire.events import TERMINAL_TYPES, Event, decode
 from tokenwire.log.redis_keys import KeyLayout
-from tokenwire.log.redis_writer import FIELD, entry_id
+from tokenwire.log.redis_writer import FIELD, entry_id, out_of_memory
 
 __all__ = ["SharedTail", "Tail"]
 
@@ -183,8 +183,11 @@ class SharedTail:
                     failures += 1
                     await asyncio.sleep(min(1.0, 0.05 * 2 ** min(failures, 5)))
                 continue
-            down_since, failures = None, 0
             now = loop.time()
+            if down_since is not None:  # back after an outage: producers get a lease's time to say so
+                for t in live:
+                    t.heard = now + self.lease_s
+            down_since, failures = None, 0
             by_key = {t.key: t for t in live}
             for name, entries in reply or ():
                 if name == wake.encode():
@@ -219,7 +222,7 @@ class SharedTail:
                 try:
                     await self._producer_lost(t.sid)
                 except (RedisError, OSError) as exc:
-                    if "OOM" in str(exc):  # Redis is full: nobody can write the end; say so now
+                    if out_of_memory(exc):  # Redis is full: nobody can write the end; say so now
                         t.fail(
                             LogUnavailable(f"the event log (Redis) is full and the stream's producer is gone: {exc}")
                         )

@@ -19,13 +19,13 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import OutOfMemoryError, RedisError
 
 from tokenwire.errors import LogUnavailable, SeqEvicted
 from tokenwire.events import TERMINAL_TYPES, Event, ReasoningDelta, TextDelta, ToolCallDelta, encode
 from tokenwire.log.memory import StreamRing
 
-__all__ = ["APPEND_SCRIPT", "DELTAS", "FIELD", "RedisWriter", "WriterHost", "entry_id", "seq_of"]
+__all__ = ["APPEND_SCRIPT", "DELTAS", "FIELD", "RedisWriter", "WriterHost", "entry_id", "out_of_memory", "seq_of"]
 
 logger = logging.getLogger("tokenwire")
 
@@ -100,6 +100,7 @@ if ttl > 0 then
 else
   -- Every key expires, also when no terminal is ever written (every producer gone for good).
   redis.call('PEXPIRE', key, idle)
+  redis.call('PEXPIRE', KEYS[4], idle)
   if max_bytes > 0 then redis.call('PEXPIRE', KEYS[5], idle) end
 end
 return 1
@@ -115,6 +116,11 @@ more is appended (returns 0; a retry of that same batch returns 1): a producer c
 partition, whose stream another node ended with ``producer_lost``, cannot write past that terminal
 when it reconnects. And only the token holding the lease writes (returns 0 otherwise): a producer
 that another node took over from cannot write into the stream it now continues."""
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Redis refused a write at ``maxmemory`` (``-OOM``, also from inside a script)."""
+    return isinstance(exc, OutOfMemoryError) or (isinstance(exc, RedisError) and "maxmemory" in str(exc))
 
 
 def entry_id(seq: int) -> str:
@@ -167,6 +173,7 @@ class RedisWriter(StreamRing):
         self._failure: LogUnavailable | None = None
         self._down_since: float | None = None
         self._retries = 0
+        self._again_from: int | None = None  # where the last re-append after a gap began
         self._lease_key = log.lease_key(stream_id)
         self._flusher = asyncio.get_running_loop().create_task(self._run(), name=f"tokenwire-redis-{stream_id}")
 
@@ -263,7 +270,7 @@ class RedisWriter(StreamRing):
             terminal = self._closing and not self._suspending and len(self._pending) <= size
             written = await self._log.write(self._key, batch, terminal=terminal, token=self.token)
         except (RedisError, OSError) as exc:
-            if isinstance(exc, ResponseError) and "OOM" in str(exc):  # no retry frees memory in time
+            if out_of_memory(exc):  # no retry frees memory in time
                 self._give_up(LogUnavailable(f"the event log (Redis) is full (maxmemory): {exc}"))
             else:
                 await self._unwritable(exc)
@@ -275,6 +282,7 @@ class RedisWriter(StreamRing):
         if written < 0:
             self._append_again(-1 - written, batch[0][0])
             return
+        self._again_from = None
         if not written:
             self._give_up(
                 LogUnavailable(
@@ -292,6 +300,10 @@ class RedisWriter(StreamRing):
     def _append_again(self, lost_from: int, first: int) -> None:
         """Redis lacks events ``lost_from`` to ``first - 1`` (a replica promoted before it had them):
         put them back in front of the pending batch, from the ring."""
+        if lost_from == self._again_from:  # appended again, and still missing: the stream was tampered with
+            self._give_up(LogUnavailable(f"stream {self.stream_id!r} in Redis keeps lacking event {lost_from}"))
+            return
+        self._again_from = lost_from
         try:
             again = [(e.seq, encode(e)) for e in self.since(lost_from) if e.seq < first]
         except SeqEvicted:
