@@ -155,11 +155,16 @@ def pct(values: list[float], q: int) -> float:
 
 
 async def commands(log: RedisLog) -> tuple[int, int]:
-    """(commands clients sent: the append scripts; XADDs Redis executed inside them)."""
-    info: Any = await (await log.client()).info("commandstats")
+    """(commands clients sent: the append scripts; XADDs Redis executed inside them), summed
+    over every master of a cluster."""
+    r: Any = await log.client()
+    if log.cluster:
+        replies = (await r.info("commandstats", target_nodes=r.PRIMARIES)).values()
+    else:
+        replies = [await r.info("commandstats")]
 
     def calls(name: str) -> int:
-        return int(info.get(f"cmdstat_{name}", {}).get("calls", 0))
+        return sum(int(info.get(f"cmdstat_{name}", {}).get("calls", 0)) for info in replies)
 
     return calls("evalsha") + calls("eval"), calls("xadd")
 
@@ -272,7 +277,13 @@ async def cross_node(a: RedisLog, b: RedisLog, seconds: float, rate: int) -> lis
     return latencies
 
 
-async def measure(name: str, url: str, redis_pids: list[int], args: argparse.Namespace) -> None:
+async def measure(
+    name: str, url: str, redis_pids: list[int], args: argparse.Namespace, *, scale_only: bool = False
+) -> None:
+    if scale_only:
+        print(f"\n### {name}\n\n| measure | value |\n|---|---:|")
+        await scale(url, redis_pids, args)
+        return
     a, b = RedisLog(url, prefix="bench"), RedisLog(url, prefix="bench")
     gc.collect()
     gc.freeze()  # as `tokenwire serve` does after start-up: full collections skip the start-up heap
@@ -294,6 +305,10 @@ async def measure(name: str, url: str, redis_pids: list[int], args: argparse.Nam
     print(f"| cross-node delivery at 1,000 ev/s, p50 / p99 ms | {p50:.2f} / {p99:.2f} |")
     await a.aclose()
     await b.aclose()
+    await scale(url, redis_pids, args)
+
+
+async def scale(url: str, redis_pids: list[int], args: argparse.Namespace) -> None:
     scaled, cpu_us, share = await asyncio.to_thread(
         scale_out, url, redis_pids, args.procs, args.streams, args.events // max(args.streams, 1)
     )
@@ -324,12 +339,15 @@ async def main(args: argparse.Namespace) -> None:
     if args.no_cluster:
         return
     with tempfile.TemporaryDirectory() as workdir:
-        cluster = await asyncio.to_thread(RedisCluster, workdir)
-        try:
-            masters = [cluster.procs[p].pid for p in cluster.ports[:3]]  # created as the first three
-            await measure("cluster of 3 masters (+3 replicas)", cluster.url, masters, args)
-        finally:
-            cluster.stop()
+        for replicas in (1, 0):
+            os.makedirs(f"{workdir}/r{replicas}")
+            cluster = await asyncio.to_thread(RedisCluster, f"{workdir}/r{replicas}", replicas=replicas)
+            try:
+                masters = [cluster.procs[p].pid for p in cluster.ports[:3]]  # created as the first three
+                name = f"cluster of 3 masters (+{3 * replicas} replicas)"
+                await measure(name, cluster.url, masters, args, scale_only=replicas == 0)
+            finally:
+                cluster.stop()
 
 
 if __name__ == "__main__":
@@ -339,7 +357,7 @@ if __name__ == "__main__":
     parser.add_argument("--fanout", type=int, default=1000, help="SSE readers of one run (0: skip)")
     parser.add_argument("--words", type=int, default=200, help="deltas of the fan-out run (50 per second)")
     parser.add_argument("--procs", type=int, default=2, help="producer processes of the scale-out run")
-    parser.add_argument("--streams", type=int, default=48, help="streams per producer process")
+    parser.add_argument("--streams", type=int, default=96, help="streams per producer process")
     parser.add_argument("--no-cluster", action="store_true", help="one instance only")
     parser.add_argument("--produce", help=argparse.SUPPRESS)  # a scale-out producer process: its Redis URL
     parser.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)

@@ -28,7 +28,7 @@ they never wait for Redis.
 
 >>> log = RedisLog("redis://127.0.0.1:6379/0", prefix="demo")   # no connection until used
 >>> log.key("s1")
-'demo:{s0.10}:s1'
+'demo:{s16.11}:s1'
 """
 
 from __future__ import annotations

@@ -31,8 +31,9 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 __all__ = ["SHARDS", "KeyLayout", "shard_tags"]
 
-SHARDS = 16
-"""Default shard count: on a cluster, at most this many blocking reads per reading process."""
+SHARDS = 24
+"""Default shard count: on a cluster, at most this many blocking reads per reading process; 24
+spreads evenly over 2, 3, 4, 6, 8 or 12 masters."""
 
 
 @functools.cache

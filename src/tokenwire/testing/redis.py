@@ -70,13 +70,15 @@ def start_redis(
 
 
 class RedisCluster:
-    """A Redis Cluster of the test's own: ``masters`` masters with one replica each, from the
+    """A Redis Cluster of the test's own: ``masters`` masters with ``replicas`` replicas each, from the
     redis-server binary on PATH, on free loopback ports (``redis-cli --cluster create``); waits
     until every slot is served. :meth:`kill` kills one node (a master: its replica is promoted
     within about twice ``node_timeout_ms``); :meth:`stop` ends them all."""
 
-    def __init__(self, workdir: str, masters: int = 3, node_timeout_ms: int = 1000, flavour: str = "redis"):
-        self.ports = [self._free_port() for _ in range(2 * masters)]
+    def __init__(
+        self, workdir: str, masters: int = 3, node_timeout_ms: int = 1000, flavour: str = "redis", replicas: int = 1
+    ):
+        self.ports = [self._free_port() for _ in range((1 + replicas) * masters)]
         self.procs: dict[int, Any] = {}
         server, self.cli = binaries(flavour)
         for port in self.ports:
@@ -88,7 +90,7 @@ class RedisCluster:
             for port in self.ports:
                 self._wait(port, "ping", b"PONG")
             cli = [self.cli, "--cluster", "create"]
-            cli += [f"127.0.0.1:{p}" for p in self.ports] + ["--cluster-replicas", "1", "--cluster-yes"]
+            cli += [f"127.0.0.1:{p}" for p in self.ports] + ["--cluster-replicas", str(replicas), "--cluster-yes"]
             subprocess.run(cli, check=True, capture_output=True, timeout=60)
             for port in self.ports:
                 self._wait(port, "cluster info", b"cluster_state:ok")
