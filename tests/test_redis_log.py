@@ -394,6 +394,36 @@ def test_a_run_on_node_a_is_cancelled_from_node_b(cluster: tuple[Node, Node]) ->
     assert [e.seq for e in seen] == list(range(len(seen))) and len(seen) < 100
 
 
+async def test_a_background_response_dropped_on_node_a_resumes_and_is_cancelled_on_node_b(
+    cluster: tuple[Node, Node],
+) -> None:
+    """OpenAI's background mode across nodes, with the openai SDK: started on A, the client drops,
+    resumes on B after the last sequence_number it saw (nothing lost or twice), B cancels it."""
+    import openai
+
+    a, b = cluster
+    on_a = openai.AsyncOpenAI(base_url=a.url + "/v1", api_key=NODE_KEY, max_retries=0)
+    on_b = openai.AsyncOpenAI(base_url=b.url + "/v1", api_key=NODE_KEY, max_retries=0)
+    async with on_a, on_b:
+        stream = await on_a.responses.create(model="scripted", input=long_prompt(500), background=True, stream=True)
+        seen = []
+        async for event in stream:
+            seen.append(event)
+            if len(seen) == 8:
+                break
+        await stream.close()
+        response_id = seen[0].response.id
+        resumed = []
+        async for event in await on_b.responses.retrieve(response_id, stream=True, starting_after=7):
+            resumed.append(event)
+            if len(resumed) == 5:
+                cancelled = await on_b.responses.cancel(response_id)  # A produces it: forwarded there
+        assert cancelled.status == "cancelled"
+    numbers = [e.sequence_number for e in seen + resumed]
+    assert numbers == list(range(len(numbers)))
+    assert resumed[-1].type == "response.completed" and resumed[-1].response.status == "cancelled"
+
+
 async def test_a_killed_producer_that_no_node_takes_over_ends_with_producer_lost(redis_url: str) -> None:
     """One node, killed mid-answer: no node is left to carry the run on (tests/test_durable_nodes.py
     has the takeover), so its readers end it with producer_lost once the lease and the takeover

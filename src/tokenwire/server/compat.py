@@ -1,7 +1,8 @@
 """Endpoints that speak other ecosystems' protocols, so their clients use a tokenwire server as is:
-OpenAI's ``POST /v1/chat/completions`` and ``POST /v1/responses`` (stream and not) and
-``GET /v1/models``; AG-UI's ``POST /agui``; the Vercel AI SDK's ``POST /api/chat`` with ``GET``
-and ``DELETE /api/chat/{id}/stream`` (``useChat``'s resume; stop).
+OpenAI's ``POST /v1/chat/completions`` and ``POST /v1/responses`` (stream and not; background
+mode's retrieve and cancel: :mod:`tokenwire.server.background`) and ``GET /v1/models``; AG-UI's
+``POST /agui``; the Vercel AI SDK's ``POST /api/chat`` with ``GET`` and ``DELETE
+/api/chat/{id}/stream`` (``useChat``'s resume; stop).
 
 Each is a thin adapter: the protocol's own module in :mod:`tokenwire.wire` parses the body into
 our request and encodes the run's events; the run service admits, starts and reads the run (the
@@ -9,8 +10,9 @@ same limits, ceilings, capacity and log as any other); typed errors become OpenA
 (``{"error": {"message", "type", "param", "code"}}``) through :data:`ERRORS`.
 
 Tools a request declares are the client's: the model's calls stream out and the run ends with
-them; the client sends results back in the next request, as in each ecosystem. OpenAI clients do
-not resume, so a streaming OpenAI client that disconnects before the end cancels its run; an AI
+them; the client sends results back in the next request, as in each ecosystem. A streaming OpenAI
+client that disconnects before the end cancels its run, unless it asked for ``background`` (it
+resumes with ``starting_after``); an AI
 SDK chat survives its client leaving (it resumes). ``model`` names one of the server's
 providers; a server with a single provider serves it whatever the name (as llama.cpp's server
 does); otherwise an unknown model is a 404.
@@ -120,7 +122,8 @@ async def _admit(
             raise refused
     provider = service.providers.route(getattr(body, "model", ""))
     ours = service.parse(body, to_request)
-    run = await service.start(ours, owner=owner, headers=request.headers, provider=provider)
+    background = True if getattr(body, "background", False) else None  # OpenAI's: it outlives its request
+    run = await service.start(ours, owner=owner, headers=request.headers, provider=provider, background=background)
     return owner, body, run
 
 
@@ -131,13 +134,14 @@ def _headers() -> dict[str, str]:
 def _stream(service: RunService, run: Run, fmt: str, make: Callable[[], StreamEncoder]) -> Response:
     """A run's events from seq 0 in the stateful format ``fmt``, as an SSE response; readers of
     one run in one format share its encoder (each event is encoded once per format). The client
-    leaving cancels the run."""
+    leaving cancels the run, unless it is a background run."""
 
     def on_abandon() -> None:
         run.handle.cancel("the client disconnected")
 
     reader = service.frames.reader(run.stream_id, fmt, make)
-    body = log_frames(service, run.stream_id, 0, reader=reader, lagging=False, live_from=0, on_abandon=on_abandon)
+    leave = None if run.background else on_abandon
+    body = log_frames(service, run.stream_id, 0, reader=reader, lagging=False, live_from=0, on_abandon=leave)
     return EventStreamResponse(service, body, transport=fmt, headers=_headers())
 
 
@@ -223,14 +227,17 @@ async def responses(service: RunService, request: HTTPRequest) -> Response:
         return lambda b: responses_request(b, items)
 
     _, body, run = await _admit(service, request, ResponsesBody, responses_request, prepare=with_items)
-    created = int(time.time())
 
     def make() -> ResponseEvents:
-        return ResponseEvents(f"resp_{run.stream_id}", model=body.model, created_at=created, tools=body.tools)
+        return ResponseEvents(f"resp_{run.stream_id}", model=body.model, tools=body.tools)
 
     if body.stream:
         return _stream(service, run, "openai.responses", make)
     encoder = make()
+    if body.background:  # the response as it stands; GET /v1/responses/{id} reads it later
+        for event in await service.history(run.stream_id):
+            encoder.feed(event)
+        return JSONResponse(encoder.final or encoder.response("in_progress"))
     await _encoded(service, run, encoder)
     assert encoder.final is not None
     if encoder.final["status"] == "failed":

@@ -52,6 +52,8 @@ class ResponsesBody(msgspec.Struct, kw_only=True):
     tool_choice: str | dict[str, Any] | None = None
     max_output_tokens: Annotated[int, Meta(ge=1)] | None = None
     temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
+    background: bool = False
+    """Run on whether or not the client stays (``GET /v1/responses/{id}`` reads it later)."""
 
 
 def referenced_ids(body: ResponsesBody) -> list[str]:
@@ -146,10 +148,13 @@ class _Item:
 class ResponseEvents(StreamEncoder):
     """Our events in, Responses API SSE frames out; one per stream and reader."""
 
-    def __init__(self, response_id: str, *, model: str, created_at: int, tools: list[dict[str, Any]] | None = None):
+    def __init__(
+        self, response_id: str, *, model: str, created_at: int | None = None, tools: list[dict[str, Any]] | None = None
+    ):
         self.id = response_id
         self.model = model
         self.created_at = created_at
+        """Given, or the start event's time: the same however often the log is encoded again."""
         self.tools = tools or []
         self._seq = 0
         self._items: list[_Item] = []
@@ -169,7 +174,7 @@ class ResponseEvents(StreamEncoder):
         return {
             "id": self.id,
             "object": "response",
-            "created_at": self.created_at,
+            "created_at": self.created_at or 0,
             "status": status,
             "model": self.model,
             "output": [item.body for item in self._items],
@@ -189,6 +194,8 @@ class ResponseEvents(StreamEncoder):
         }
 
     def start(self, event: Start) -> list[bytes]:
+        if self.created_at is None:
+            self.created_at = int(event.ts)
         created = self.response("in_progress")
         return [
             self._event("response.created", response=created),
