@@ -179,7 +179,7 @@ class RedisLog(RedisControl, SharedTail, EventLog):
             seq=info.next_seq,
             ts=time.time(),
         )
-        if await self.write(self.key(stream_id), [(terminal.seq, encode(terminal))], terminal=True, token=""):
+        if await self.write(self.key(stream_id), [(terminal.seq, encode(terminal))], terminal=True, token="") == 1:
             await self.ownership.forget(stream_id)
 
     async def client(self) -> Any:

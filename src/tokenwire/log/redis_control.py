@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
-from redis.exceptions import RedisError
 
 from tokenwire.log.redis_keys import KeyLayout
+from tokenwire.log.redis_writer import REDIS_ERRORS
 
 __all__ = ["RedisControl"]
 
@@ -100,7 +100,7 @@ class RedisControl:
                             handler(str(body["stream_id"]), str(body.get("reason") or "cancelled on another node"))
                         except (msgspec.DecodeError, KeyError, TypeError):
                             logger.warning("event log: ignored a malformed control message")
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 # Once per outage at warning level, then quietly, with backoff (0.5 s doubling to 8 s).
                 level = logging.WARNING if failures == 0 else logging.DEBUG
                 logger.log(level, "event log: control channel lost (%s); reconnecting", exc)

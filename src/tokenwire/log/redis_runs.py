@@ -21,29 +21,28 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
-from redis.exceptions import RedisError
-
 from tokenwire.errors import LogUnavailable
 from tokenwire.log.ownership import SUSPENDED, RunOwnership
 from tokenwire.log.redis_keys import KeyLayout
+from tokenwire.log.redis_writer import REDIS_ERRORS
 
 __all__ = ["OwnershipHost", "RedisOwnership"]
 
 RENEW = """
+if redis.call('EXISTS', KEYS[5]) == 1 then return 0 end
 local v = redis.call('GET', KEYS[1])
 if v and v ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 if ARGV[4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3]) end
-if redis.call('EXISTS', KEYS[5]) == 0 then
-  redis.call('PEXPIRE', KEYS[3], ARGV[5])
-  redis.call('PEXPIRE', KEYS[4], ARGV[5])
-end
+redis.call('PEXPIRE', KEYS[3], ARGV[5])
+redis.call('PEXPIRE', KEYS[4], ARGV[5])
+redis.call('PEXPIRE', KEYS[6], ARGV[5])
 return 1
 """
-"""A producer's heartbeat: take or refresh the lease unless another token holds it (0: it lost
-the run to another node, or the run is suspended); list a durable run as due at the lease's
-expiry; keep the stream and the run's definition ``idle_ttl_s`` ahead while it is live (a tool
-call may append nothing for longer than that)."""
+"""A producer's heartbeat: take or refresh the lease unless another token holds it or the stream
+has ended (0: it lost the run to another node, the run is suspended, or another node ended it);
+list a durable run as due at the lease's expiry; keep the stream, the run's definition and the
+byte count ``idle_ttl_s`` ahead while it is live (a tool call may append nothing for longer)."""
 
 CLAIM = """
 local v = redis.call('GET', KEYS[1])
@@ -67,6 +66,7 @@ if ttl_ms > ttl then ttl = ttl_ms end
 redis.call('SET', KEYS[1], 'suspended', 'PX', ttl)
 redis.call('PEXPIRE', KEYS[3], ttl)
 redis.call('PEXPIRE', KEYS[4], ttl, 'GT')
+redis.call('PEXPIRE', KEYS[5], ttl)
 return 1
 """
 
@@ -124,7 +124,7 @@ class RedisOwnership(RunOwnership):
         try:
             # Kept as long as the stream: every append and heartbeat push both ``idle_ttl_s`` ahead.
             await (await self._log.client()).set(self.run_key(stream_id), record, px=_ms(self._log.idle_ttl_s))
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise LogUnavailable(f"Redis did not take the run's definition: {exc}") from None
 
     async def load_run(self, stream_id: str) -> bytes | None:
@@ -138,6 +138,7 @@ class RedisOwnership(RunOwnership):
         args = [token, _ms(log.lease_s), stream_id, expiry, _ms(log.idle_ttl_s)]
         key = log.key(stream_id)
         keys = [log.lease_key(stream_id), self.due_key(stream_id), key, self.run_key(stream_id), key + ":end"]
+        keys.append(key + ":bytes")
         return bool(await (await self._script("renew", RENEW))(keys=keys, args=args))
 
     async def claim(self, stream_id: str, token: str, *, suspended_only: bool = False) -> bool:
@@ -149,7 +150,8 @@ class RedisOwnership(RunOwnership):
 
     async def suspend(self, stream_id: str, token: str, until: float) -> bool:
         log = self._log
-        keys = [log.lease_key(stream_id), self.due_key(stream_id), log.key(stream_id), self.run_key(stream_id)]
+        key = log.key(stream_id)
+        keys = [log.lease_key(stream_id), self.due_key(stream_id), key, self.run_key(stream_id), key + ":bytes"]
         keep = _ms(max(0.0, until - time.time()) + log.idle_ttl_s)
         return bool(
             await (await self._script("suspend", SUSPEND))(keys=keys, args=[token, stream_id, _ms(until), keep])

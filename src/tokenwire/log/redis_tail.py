@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
-
-from redis.exceptions import RedisError
 
 from tokenwire.errors import LogUnavailable, SeqEvicted, StreamNotFound
 from tokenwire.events import TERMINAL_TYPES, Event, decode
 from tokenwire.log.redis_keys import KeyLayout
-from tokenwire.log.redis_writer import FIELD, entry_id, out_of_memory
+from tokenwire.log.redis_writer import FIELD, REDIS_ERRORS, entry_id, out_of_memory
 
 __all__ = ["SharedTail", "Tail"]
+
+logger = logging.getLogger("tokenwire")
 
 
 class Tail:
@@ -126,7 +127,8 @@ class SharedTail:
             tail = self._tails[stream_id] = Tail(stream_id, key.encode(), seq, loop.time(), group)
         assert tail is not None
         tail.readers += 1
-        if group not in self._tail_tasks:
+        running = self._tail_tasks.get(group)
+        if running is None or running.done():  # none yet, or one that died: start the group's read
             loop = asyncio.get_running_loop()
             self._tail_tasks[group] = loop.create_task(self._tail_loop(group), name=f"tokenwire-redis-tail-{group}")
             return tail, False
@@ -145,7 +147,7 @@ class SharedTail:
         pipe: Any = r.pipeline(transaction=False)
         pipe.xadd(wake, {"w": b"1"}, maxlen=1)
         pipe.expire(wake, 3600)
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_ERRORS):
             await pipe.execute()
 
     async def _tail_loop(self, group: int) -> None:
@@ -156,6 +158,18 @@ class SharedTail:
         disappeared ends its readers with StreamNotFound, a producer whose lease lapsed is ended
         with ``error(producer_lost)`` (which the next XREAD then delivers).
         """
+        try:
+            await self._tail_group(group)
+        except Exception as exc:  # a bug, not an outage: its readers fail instead of waiting for ever
+            logger.exception("event log: the shared tail of shard %d stopped", group)
+            for t in self._tails.values():
+                if t.group == group and not t.finished:
+                    t.fail(exc)
+        finally:
+            if self._tail_tasks.get(group) is asyncio.current_task():
+                del self._tail_tasks[group]
+
+    async def _tail_group(self, group: int) -> None:
         loop = asyncio.get_running_loop()
         wait_s = self.lease_s / 2
         block_ms = max(1, round(wait_s * 1000))
@@ -165,14 +179,13 @@ class SharedTail:
         while True:
             live = [t for t in self._tails.values() if not t.finished and t.group == group]
             if not live:
-                self._tail_tasks.pop(group, None)  # no await since the check: _attach starts a new one
-                return
+                return  # no await since the check (nor in the finally): _attach starts a new one
             streams: dict[Any, str] = {t.key: t.last_id for t in live}
             streams[wake] = self._wake_last.get(group, "0-0")
             try:
                 r: Any = await self.tail_client()
                 reply = await r.xread(streams, count=self.read_batch, block=block_ms)
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 now = loop.time()
                 down_since = now if down_since is None else down_since
                 if now - down_since > self.unwritable_s:
@@ -206,7 +219,7 @@ class SharedTail:
                 pipe.exists(self.lease_key(t.sid))
                 pipe.exists(self.run_key(t.sid))
             found = await pipe.execute()
-        except (RedisError, OSError):
+        except REDIS_ERRORS:
             return  # the next XREAD finds out whether Redis is gone
         for i, t in enumerate(quiet):
             t.heard = now
@@ -221,7 +234,7 @@ class SharedTail:
             else:
                 try:
                     await self._producer_lost(t.sid)
-                except (RedisError, OSError) as exc:
+                except REDIS_ERRORS as exc:
                     if out_of_memory(exc):  # Redis is full: nobody can write the end; say so now
                         t.fail(
                             LogUnavailable(f"the event log (Redis) is full and the stream's producer is gone: {exc}")

@@ -19,13 +19,23 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from redis.exceptions import OutOfMemoryError, RedisError
+from redis.exceptions import OutOfMemoryError, RedisClusterException, RedisError
 
 from tokenwire.errors import LogUnavailable, SeqEvicted
 from tokenwire.events import TERMINAL_TYPES, Event, ReasoningDelta, TextDelta, ToolCallDelta, encode
 from tokenwire.log.memory import StreamRing
 
-__all__ = ["APPEND_SCRIPT", "DELTAS", "FIELD", "RedisWriter", "WriterHost", "entry_id", "out_of_memory", "seq_of"]
+__all__ = [
+    "APPEND_SCRIPT",
+    "DELTAS",
+    "FIELD",
+    "RedisWriter",
+    "REDIS_ERRORS",
+    "WriterHost",
+    "entry_id",
+    "out_of_memory",
+    "seq_of",
+]
 
 logger = logging.getLogger("tokenwire")
 
@@ -90,6 +100,7 @@ else
     end
     if keep then redis.call('XTRIM', key, 'MINID', keep) end
   end
+  if total < 0 then total = 0 end  -- a count that expired while the stream lived: never negative
   redis.call('SET', KEYS[5], total)
 end
 if ttl > 0 then
@@ -116,6 +127,11 @@ more is appended (returns 0; a retry of that same batch returns 1): a producer c
 partition, whose stream another node ended with ``producer_lost``, cannot write past that terminal
 when it reconnects. And only the token holding the lease writes (returns 0 otherwise): a producer
 that another node took over from cannot write into the stream it now continues."""
+
+
+REDIS_ERRORS = (RedisError, RedisClusterException, OSError)
+"""What a Redis command raises when Redis (one instance, or a cluster none of whose nodes answers)
+is unreachable or refuses: every task of the log catches these, and goes on."""
 
 
 def out_of_memory(exc: BaseException) -> bool:
@@ -227,13 +243,13 @@ class RedisWriter(StreamRing):
                 continue
             await self._write_pending(window)
         if self._failure is None and not self._suspending:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*REDIS_ERRORS):
                 await self._log.ownership.release(self.stream_id, self.token)
 
     async def _renew(self) -> None:
         try:
             held = await self._log.ownership.renew(self.stream_id, self.token, durable=self._durable)
-        except (RedisError, OSError):
+        except REDIS_ERRORS:
             return  # a missed heartbeat is retried at the next
         if not held and self._failure is None and not self._suspending:
             self._give_up(LogUnavailable(f"stream {self.stream_id!r} was taken over by another node"))
@@ -248,7 +264,7 @@ class RedisWriter(StreamRing):
             return False
         try:
             held = bool(await self._log.ownership.suspend(self.stream_id, self.token, until))
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self._give_up(LogUnavailable(f"the run could not be suspended: {exc}"))
             return False
         if not held:
@@ -269,7 +285,7 @@ class RedisWriter(StreamRing):
         try:
             terminal = self._closing and not self._suspending and len(self._pending) <= size
             written = await self._log.write(self._key, batch, terminal=terminal, token=self.token)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             if out_of_memory(exc):  # no retry frees memory in time
                 self._give_up(LogUnavailable(f"the event log (Redis) is full (maxmemory): {exc}"))
             else:
@@ -322,6 +338,7 @@ class RedisWriter(StreamRing):
         """Redis is unreachable: keep the batch (bounded) and retry with backoff; past the bound,
         give up: the stream ends with error(log_unavailable) at its next event."""
         loop = asyncio.get_running_loop()
+        self._again_from = None  # another outage (a second failover) may lose the same events again
         if self._down_since is None:
             self._down_since = loop.time()
             logger.warning("event log: Redis unreachable for %s (%s); buffering and retrying", self._key, exc)
