@@ -65,6 +65,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/sse.py
 	$(BIN)/python bench/server_memory.py
 	$(BIN)/python bench/redis_log.py
+	$(BIN)/python bench/snapshot.py
 	$(BIN)/python bench/linear.py
 	$(BIN)/python bench/wire_formats.py
 	$(BIN)/python bench/telemetry.py

@@ -3,7 +3,7 @@
 Each core gets its worst realistic shape of input: one long SSE ``data`` line read 1 KiB at a
 time; one long sentence (no end) coalesced with no time bound, fed 4 characters at a time; a
 lagging ``coalesce`` cursor merging a long run of deltas; a long string inside tool arguments fed
-in 8-character fragments to ``PartialJSON``. Prints CPU ns per input character at 1x, 2x, 4x and
+in 8-character fragments to ``PartialJSON``; a long turn of deltas folded into a ``Snapshot``. Prints CPU ns per input character at 1x, 2x, 4x and
 8x, and the 8x/1x ratio (1.0 is linear; a quadratic core shows ~8).
 
     python bench/linear.py [--base N]
@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable
 
 from tokenwire.consumers.chunking import sentences
-from tokenwire.events import TextDelta
-from tokenwire.log import coalesced
+from tokenwire.core.snapshot import Snapshot
+from tokenwire.events import Event, Start, TextDelta
+from tokenwire.log.coalescing import coalesced
 from tokenwire.wire.partial_json import PartialJSON
 from tokenwire.wire.sse import SSEDecoder
 
@@ -49,6 +50,12 @@ def partial_json(n: int) -> None:
         p.feed(text[i : i + 8])
 
 
+def snapshot(n: int) -> None:
+    events: list[Event] = [Start(model="m", stream_id="s", seq=0)]
+    events += [TextDelta("tok ", stream_id="s", seq=i) for i in range(1, n // 4)]
+    Snapshot.of(events).to_json()
+
+
 def cost(fn: Callable[[int], None], n: int) -> float:
     best = float("inf")
     for _ in range(3):
@@ -68,6 +75,7 @@ def main() -> None:
         ("sentences coalescer, one long sentence, 4-char feeds", coalescer, args.base),
         ("coalesce cursor, one run of deltas", cursor_coalesce, args.base * 4),
         ("PartialJSON, one long string, 8-char fragments", partial_json, args.base // 10),
+        ("Snapshot, one long turn of deltas, folded and serialised", snapshot, args.base * 4),
     ]
     for name, fn, base in cores:
         row = [cost(fn, base * k) for k in (1, 2, 4, 8)]

@@ -34,6 +34,8 @@ def run_bench(script: str, *args: str) -> str:
             ("--events", "2000", "--seconds", "0.5", "--fanout", "0", "--procs", "1", "--streams", "4"),
             "### cluster of 3 masters (+3 replicas)",
         ),
+        ("linear.py", ("--base", "2000"), "| Snapshot, one long turn of deltas"),
+        ("snapshot.py", ("--events", "500", "--reps", "1"), "| ?snapshot=1, first join (folds the log) |"),
         ("trees.py", ("--children", "2", "--deltas", "20", "--fanout", "3", "--reps", "1"), "one ?tree=1 subscription"),
         pytest.param("speech.py", ("--tokens", "40", "--runs", "1"), "| sentence by sentence", marks=pytest.mark.e2e),
         pytest.param(

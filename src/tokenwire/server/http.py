@@ -2,8 +2,10 @@
 
 - ``POST /v1/runs`` (API key) → 201 ``{stream_id, token, read_token, events_url}``;
 - ``GET /v1/streams/{id}/events`` (token with ``read``) → SSE, resumable from ``Last-Event-ID``
-  or ``?from_seq=``; with ``?tree=1``, the run and every child run below it on one connection
-  (each event names its stream; each ``id`` is a tree cursor that ``Last-Event-ID`` resumes);
+  or ``?from_seq=``; with ``?snapshot=1``, a late joiner's start: one ``snapshot`` event (the
+  run's state folded from the log, :class:`~tokenwire.core.snapshot.Snapshot`), then the tail;
+  with ``?tree=1``, the run and every child run below it on one connection (each event names
+  its stream; each ``id`` is a tree cursor that ``Last-Event-ID`` resumes);
   ``GET /v1/streams/{id}`` → status and, once finished, the result;
 - ``POST /v1/streams/{id}/cancel`` (token with ``cancel``);
 - ``POST /v1/tickets`` (API key or token) → 201 ``{ticket, expires_in}``: a single-use credential
@@ -226,7 +228,8 @@ async def events(service: RunService, request: HTTPRequest) -> Response:
     if tree is not None:
         await check_tree(service.log, tree)  # a cursor is the client's: it may name only this tree's runs
     cursor = from_seq(request) if tree is None else tree.positions[stream_id]
-    if cursor < info.first_seq:
+    snapshot = tree is None and request.query_params.get("snapshot") in ("1", "true")
+    if cursor < info.first_seq and not snapshot:
         raise SeqEvicted(stream_id, cursor, info.first_seq)
     refused = service.over_capacity()
     if refused is not None:
@@ -235,6 +238,9 @@ async def events(service: RunService, request: HTTPRequest) -> Response:
     # No blank line after ``retry:``: httpx-sse (and openai-python's decoder) would dispatch an
     # empty event; the field rides on the first real event instead.
     prelude = b"retry: %d\n" % cfg.retry_ms
+    if snapshot:  # join now: the run's state in one event (its id the last seq in it), then the tail
+        cursor, state = await service.snapshots.take(stream_id)
+        prelude += b"event: snapshot\nid: %d\ndata: %s\n\n" % (cursor - 1, state)
     link = Link(None)  # the response finds the connection; a lagging reader's is cut
     if tree is None:
         body = log_frames(service, stream_id, cursor, fmt=SSE, prelude=prelude, on_lag=link.cut)

@@ -55,6 +55,7 @@ from tokenwire.server.durable import Durable, RunRecord
 from tokenwire.server.providers import Providers
 from tokenwire.server.runs import Run, Runs
 from tokenwire.server.schema import RunBody, ServerConfig
+from tokenwire.server.snapshots import Snapshots
 from tokenwire.server.tokens import StreamTokens, TicketClaims, Tickets, check_api_key, new_secret
 from tokenwire.telemetry.otel import OTel
 from tokenwire.telemetry.server import ServerStats
@@ -110,8 +111,7 @@ class RunService:
         if api_keys is not None:
             cfg = msgspec.structs.replace(cfg, api_keys=list(api_keys))
         self.config = cfg
-        self.providers = Providers(providers, default_provider)
-        """The server's model backends by name (made on first use)."""
+        self.providers = Providers(providers, default_provider)  # the model backends by name, made on first use
         self.tools = tools if isinstance(tools, Toolset) else Toolset(tools or ())
         key = secret or new_secret()
         self.tokens = StreamTokens(key)
@@ -122,6 +122,7 @@ class RunService:
         self.log = log if log is not None else log_from_url(url, max_events=cfg.max_events, max_streams=cfg.max_runs)
         self.frames = FrameCache()
         """Encoded frames per (stream, wire format), shared by every reader."""
+        self.snapshots = Snapshots(self.log)  # late joiners' snapshots (?snapshot=1), folded once
         self.otel = otel
         """OpenTelemetry for every run; None: off."""
         self.stats = ServerStats()
