@@ -27,6 +27,7 @@ import httpx
 import msgspec
 
 from tokenwire.core.bridge import Bridge
+from tokenwire.core.snapshot import Snapshot
 from tokenwire.errors import (
     ClientError,
     Conflict,
@@ -148,8 +149,17 @@ class Client:
         from_seq: int = 0,
         tree: bool = False,
         cursor: TreeCursor | None = None,
+        snapshot: Snapshot | None = None,
     ) -> AsyncIterator[Event]:
         """Iterate a stream's events from ``from_seq``, resuming across disconnects.
+
+        With an empty ``snapshot`` (``Snapshot()``): join the run now. The server's snapshot of
+        its state fills it, the events after it are yielded, and each is added to it as it is
+        yielded (``snapshot`` is the run's state at the last event yielded)::
+
+            state = Snapshot()
+            async for event in client.subscribe(stream_id, token, snapshot=state):
+                render(state)
 
         With ``tree`` (or a ``cursor``): the run's tree instead, its events and those of every
         child run below it, interleaved on one connection (``event.stream_id`` says whose; each
@@ -172,10 +182,11 @@ class Client:
                     headers["Last-Event-ID"] = cursor.token()
             elif last >= 0:
                 headers["Last-Event-ID"] = str(last)
+            params: dict[str, int] = {"tree": 1} if tree else {}
+            if snapshot is not None and last < 0:
+                params["snapshot"] = 1  # not joined yet (a resume goes on from the last seq)
             try:
-                async with self.http.stream(
-                    "GET", url, headers=headers, params={"tree": 1} if tree else None
-                ) as response:
+                async with self.http.stream("GET", url, headers=headers, params=params) as response:
                     if response.status_code != 200:
                         await response.aread()
                         _raise_for(response.status_code, response.content, stream_id, last + 1)
@@ -188,6 +199,12 @@ class Client:
                                 retry_s = sse.retry / 1000
                             if not sse.data:
                                 continue  # an empty data line carries nothing
+                            if sse.event == "snapshot" and snapshot is not None:
+                                snapshot.restore(sse.data)
+                                last = snapshot.next_seq - 1
+                                if snapshot.finished:
+                                    return  # it had ended: nothing comes after
+                                continue
                             event = decode(sse.data)
                             if cursor is not None:
                                 for fresh in cursor.receive(event):
@@ -200,6 +217,8 @@ class Client:
                                 continue  # a duplicate after a resume
                             last = event.seq
                             failures = 0
+                            if snapshot is not None:
+                                snapshot.add(event)
                             yield event
                             if event.__class__ in TERMINAL_TYPES:
                                 return
@@ -306,9 +325,19 @@ class SyncClient:
         return self._iterate(self._client.run(request, **options))
 
     def subscribe(
-        self, stream_id: str, token: str, *, from_seq: int = 0, tree: bool = False, cursor: TreeCursor | None = None
+        self,
+        stream_id: str,
+        token: str,
+        *,
+        from_seq: int = 0,
+        tree: bool = False,
+        cursor: TreeCursor | None = None,
+        snapshot: Snapshot | None = None,
     ) -> Iterator[Event]:
-        return self._iterate(self._client.subscribe(stream_id, token, from_seq=from_seq, tree=tree, cursor=cursor))
+        events = self._client.subscribe(
+            stream_id, token, from_seq=from_seq, tree=tree, cursor=cursor, snapshot=snapshot
+        )
+        return self._iterate(events)
 
     def cancel(self, stream_id: str, token: str) -> None:
         self._call(self._client.cancel(stream_id, token))

@@ -211,6 +211,12 @@ class Snapshot:
         snap.terminal = d["terminal"]
         return snap
 
+    def restore(self, data: bytes | str) -> None:
+        """Become the snapshot ``data`` holds (JSON from :meth:`to_json`), in place."""
+        other = Snapshot.from_json(data)
+        for name in ("stream_id", "next_seq", "start", "turns", "steps", "usage", "state", "data", "terminal"):
+            setattr(self, name, getattr(other, name))
+
     @classmethod
     def from_json(cls, data: bytes | str) -> Snapshot:
         value: dict[str, Any] = msgspec.json.decode(data)

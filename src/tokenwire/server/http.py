@@ -239,8 +239,10 @@ async def events(service: RunService, request: HTTPRequest) -> Response:
     # empty event; the field rides on the first real event instead.
     prelude = b"retry: %d\n" % cfg.retry_ms
     if snapshot:  # join now: the run's state in one event (its id the last seq in it), then the tail
-        cursor, state = await service.snapshots.take(stream_id)
+        cursor, ended, state = await service.snapshots.take(stream_id)
         prelude += b"event: snapshot\nid: %d\ndata: %s\n\n" % (cursor - 1, state)
+        if ended:  # nothing comes after: the body is the snapshot
+            return Response(prelude, media_type="text/event-stream")
     link = Link(None)  # the response finds the connection; a lagging reader's is cut
     if tree is None:
         body = log_frames(service, stream_id, cursor, fmt=SSE, prelude=prelude, on_lag=link.cut)

@@ -27,8 +27,9 @@ class Snapshots:
         self._cache: OrderedDict[str, Snapshot] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def take(self, stream_id: str) -> tuple[int, bytes]:
-        """The run's snapshot now: its ``next_seq`` (where the tail starts) and its JSON.
+    async def take(self, stream_id: str) -> tuple[int, bool, bytes]:
+        """The run's snapshot now: its ``next_seq`` (where the tail starts), whether the run has
+        ended (no tail), and its JSON.
         :class:`~tokenwire.errors.SeqEvicted` when retention dropped its start and no snapshot
         of it is kept here, :class:`~tokenwire.errors.StreamNotFound` for an unknown run."""
         lock = self._locks.setdefault(stream_id, asyncio.Lock())
@@ -45,4 +46,4 @@ class Snapshots:
             while len(self._cache) > self._max:
                 evicted, _ = self._cache.popitem(last=False)
                 self._locks.pop(evicted, None)
-            return snap.next_seq, snap.to_json()
+            return snap.next_seq, snap.finished, snap.to_json()
