@@ -73,8 +73,10 @@ class RedisLog(RedisControl, SharedTail, EventLog):
     it with ``error(producer_lost)``. While Redis is
     unreachable a writer buffers and retries, for at most ``unwritable_s`` and ``max_buffered``
     events; past either the stream ends with ``error(transport, log_unavailable)``.
-    ``max_connections`` bounds the pool of short commands (a command waits for a free connection);
-    the shared tail and the control channel hold one connection each besides.
+    ``max_connections`` bounds the pool of short commands (a command waits for a free connection;
+    on a cluster the bound is per node, and a command past it fails like an outage and is
+    retried); the shared tail (one per shard read, on a cluster) and the control channel hold
+    connections of their own besides.
 
     On a cluster the terminal batch waits up to ``replica_wait_s`` for a replica to have it
     (Redis replicates asynchronously); the earlier batches need no wait (see
