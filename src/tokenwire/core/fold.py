@@ -38,7 +38,7 @@ from tokenwire.events import (
     Usage,
 )
 
-__all__ = ["RunState", "TurnState", "child_usage", "fold", "tool_messages"]
+__all__ = ["RunState", "TurnState", "child_usage", "fold", "tool_messages", "turn_change"]
 
 
 class TurnState:
@@ -127,13 +127,13 @@ class RunState:
         if rolled is not None:
             self.usage[0] += rolled[0]
             self.usage[1] += rolled[1]
-        if step.name == "turn":
-            if step.status == "started" and detail.get("restarted") and self.turns:
-                self.turns[-1] = TurnState(self.turns[-1].number)  # asked again: its earlier output is void
-            elif step.status == "started":
-                self.turns.append(TurnState(int(detail.get("turn", len(self.turns) + 1))))
-            elif self.turns:
-                self.turns[-1].finished = True
+        change = turn_change(step, len(self.turns))
+        if change == "restarted":
+            self.turns[-1] = TurnState(self.turns[-1].number)  # asked again: its earlier output is void
+        elif isinstance(change, int):
+            self.turns.append(TurnState(change))
+        elif change == "finished":
+            self.turns[-1].finished = True
         elif step.name == "approval" and "call_id" in detail:
             cid = str(detail["call_id"])
             if step.status == "started":
@@ -184,6 +184,18 @@ def fold(events: Iterable[Event]) -> RunState:
     for event in events:
         state.add(event)
     return state
+
+
+def turn_change(step: Step, turns: int) -> int | str | None:
+    """What ``step`` does to a fold's list of ``turns`` turns: the number of a turn that starts,
+    ``"restarted"`` (the last turn is asked again: its output is void), ``"finished"`` (the last
+    turn ended), or None (not a turn step, or one with no turn to act on)."""
+    if step.name != "turn":
+        return None
+    detail = step.detail if isinstance(step.detail, dict) else {}
+    if step.status == "started":
+        return "restarted" if detail.get("restarted") and turns else int(detail.get("turn", turns + 1))
+    return "finished" if turns else None
 
 
 def child_usage(step: Step) -> tuple[int, int] | None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from tokenwire.core.fold import child_usage
+from tokenwire.core.fold import child_usage, turn_change
 from tokenwire.core.state import SharedState
 from tokenwire.events import (
     TERMINAL_TYPES,
@@ -165,20 +165,19 @@ class Snapshot:
             self.terminal = _plain(event)
 
     def _step(self, step: Step) -> None:
-        detail = step.detail if isinstance(step.detail, dict) else {}
         rolled = child_usage(step)
         if rolled is not None:
             self.usage[0] += rolled[0]
             self.usage[1] += rolled[1]
-        if step.name == "turn":
-            if step.status == "started" and detail.get("restarted") and self.turns:
-                self.turns[-1] = _Turn(self.turns[-1].number)  # asked again: its earlier output is void
-            elif step.status == "started":
-                self.turns.append(_Turn(int(detail.get("turn", len(self.turns) + 1))))
-            elif self.turns:
-                self.turns[-1].finished = True
-            return
-        self.steps.append({"name": step.name, "status": step.status, "detail": step.detail, "seq": step.seq})
+        change = turn_change(step, len(self.turns))
+        if change == "restarted":
+            self.turns[-1] = _Turn(self.turns[-1].number)  # asked again: its earlier output is void
+        elif isinstance(change, int):
+            self.turns.append(_Turn(change))
+        elif change == "finished":
+            self.turns[-1].finished = True
+        elif step.name != "turn":
+            self.steps.append({"name": step.name, "status": step.status, "detail": step.detail, "seq": step.seq})
 
     def to_dict(self) -> dict[str, Any]:
         """The snapshot as JSON-able data (what :meth:`from_dict` takes back)."""
