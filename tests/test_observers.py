@@ -209,17 +209,24 @@ async def test_strict_with_async_observer_mid_stall() -> None:
 
 async def test_queued_observer_does_not_slow_the_producer() -> None:
     slow_seen: list[str] = []
+    gate, ended = asyncio.Event(), asyncio.Event()
 
     async def slow(e: Event) -> None:
-        await asyncio.sleep(0.01)
+        await gate.wait()  # held until the producer has finished: no timing involved
         slow_seen.append(e.type)
 
+    def end(e: Event) -> None:
+        if e.type == "done":
+            ended.set()
+
     fast = Transcript()
-    handle = tokenwire.generate(Scripted(["a", "b", "c"]), "hi", observers=[tokenwire.queued(slow, maxsize=10), fast])
-    # The fast inline observer sees the terminal before the slow queued one caught up ...
-    await asyncio.sleep(0.005)
-    assert fast.types[-1] == "done" and len(slow_seen) < 5
+    observers = [tokenwire.queued(slow, maxsize=10), fast, end]
+    handle = tokenwire.generate(Scripted(["a", "b", "c"]), "hi", observers=observers)
+    # The producer and the fast inline observer reach the terminal while the queued one is held ...
+    await asyncio.wait_for(ended.wait(), 30)
+    assert fast.types[-1] == "done" and slow_seen == [] and not handle.done()
     # ... and wait() returns only once the queued observer drained: no task outlives the stream.
+    gate.set()
     await handle.wait()
     assert slow_seen == ["start", "text.delta", "text.delta", "text.delta", "done"]
 
