@@ -67,7 +67,7 @@ async def _so_far(service: RunService, sid: str, encoder: ResponseEvents) -> dic
     """The response object as the log has it now."""
     for event in await service.history(sid):
         encoder.feed(event)
-    return encoder.final or encoder.response("in_progress")
+    return encoder.current()
 
 
 async def _events(service: RunService, sid: str, encoder: ResponseEvents, skip: int) -> AsyncIterator[bytes]:

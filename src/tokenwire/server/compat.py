@@ -237,7 +237,7 @@ async def responses(service: RunService, request: HTTPRequest) -> Response:
     if body.background:  # the response as it stands; GET /v1/responses/{id} reads it later
         for event in await service.history(run.stream_id):
             encoder.feed(event)
-        return JSONResponse(encoder.final or encoder.response("in_progress"))
+        return JSONResponse(encoder.current())
     await _encoded(service, run, encoder)
     assert encoder.final is not None
     if encoder.final["status"] == "failed":

@@ -151,11 +151,6 @@ class RedisCluster:
         self.procs[port].kill()
         self.procs[port].wait()
 
-    def wait_ok(self, within: float = 30.0) -> None:
-        """Until every live node says the cluster is ok again (after a failover)."""
-        for port in self.live():
-            self._wait(port, "cluster info", b"cluster_state:ok", within)
-
     def stop(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:

@@ -193,6 +193,10 @@ class ResponseEvents(StreamEncoder):
             **extra,
         }
 
+    def current(self) -> dict[str, Any]:
+        """The response as the events fed so far make it: the final object, or ``in_progress``."""
+        return self.final or self.response("in_progress")
+
     def start(self, event: Start) -> list[bytes]:
         if self.created_at is None:
             self.created_at = int(event.ts)
