@@ -5,7 +5,8 @@ the window catches up with ``XRANGE``). Mixed into :class:`~tokenwire.log.redis.
 
 While Redis does not answer (a restart, a master failing over to its replica), the tail retries
 with backoff for up to ``unwritable_s`` before its readers fail: they go on by themselves once
-the cluster has promoted a replica.
+the cluster has promoted a replica. After such an outage a quiet producer gets ``unwritable_s``
+(its own retry bound) to write again before it is declared lost.
 """
 
 from __future__ import annotations
@@ -197,9 +198,12 @@ class SharedTail:
                     await asyncio.sleep(min(1.0, 0.05 * 2 ** min(failures, 5)))
                 continue
             now = loop.time()
-            if down_since is not None:  # back after an outage: producers get a lease's time to say so
+            if down_since is not None:
+                # Back after an outage. A producer may still be retrying (its client finds the
+                # promoted master later than this one did): it has unwritable_s to write before
+                # it gives up itself, and so it has that long before it is declared lost.
                 for t in live:
-                    t.heard = now + self.lease_s
+                    t.heard = now + max(self.lease_s, self.unwritable_s)
             down_since, failures = None, 0
             by_key = {t.key: t for t in live}
             for name, entries in reply or ():
