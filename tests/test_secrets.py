@@ -59,15 +59,6 @@ async def exercise(base: str, issued: set[str]) -> None:
         ui = {"id": "chat", "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "hi"}]}]}
         await http.post(f"{base}/api/chat", json=ui, headers={"Authorization": f"Bearer {KEYS[1]}"})
         await http.get(f"{base}/api/chat/chat/stream", headers={"Authorization": f"Bearer {KEYS[0]}"})
-        # the Responses API's background mode (retrieve, resume, cancel)
-        bearer = {"Authorization": f"Bearer {KEYS[0]}"}
-        answer = {"model": "scripted", "input": "hi", "background": True}
-        rid = (await http.post(f"{base}/v1/responses", json=answer, headers=bearer)).json()["id"]
-        resume = {"stream": "true", "starting_after": "0"}
-        async with http.stream("GET", f"{base}/v1/responses/{rid}", params=resume, headers=bearer) as s:
-            async for _ in s.aiter_bytes():
-                pass
-        await http.post(f"{base}/v1/responses/{rid}/cancel", headers=bearer)
     ws_url = base.replace("http", "ws") + "/v1/ws"
     async with httpx.AsyncClient() as http:  # what a browser does: single-use tickets in URLs
         r = await http.post(f"{base}/v1/tickets", headers={"Authorization": f"Bearer {KEYS[0]}"})
