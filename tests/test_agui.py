@@ -164,3 +164,49 @@ def test_agui_s_own_client_runs_server_tools_and_answers_a_frontend_tool(node: s
         ("tool", "sunny in Paris"),
         ("tool", "teal"),
     ]
+
+
+async def test_a_resumable_agui_run_carries_on_after_a_drop_from_last_event_id() -> None:
+    """The extension: ``X-Tokenwire-Resumable`` keeps the run going when its client drops; the
+    same request with ``Last-Event-ID`` gets the frames after it, which with those before make
+    the whole run, each AG-UI event once. Not resumable, or another key's: 404."""
+    words = [f"w{i} " for i in range(40)]
+    app = create_app(providers={"m": Scripted(words, interval_s=0.01)}, api_keys=[KEY, "other-key-123456"])
+    run_input = RunAgentInput(
+        thread_id="t9",
+        run_id="r9",
+        messages=[{"id": "u1", "role": "user", "content": "talk"}],
+        tools=[],
+        state={},
+        context=[],
+        forwarded_props={},
+    ).model_dump_json(by_alias=True)
+    auth = {"Authorization": f"Bearer {KEY}"}
+    with serve(app) as url:
+        async with httpx.AsyncClient() as http:
+            before, last = [], None
+            headers = {**auth, "X-Tokenwire-Resumable": "true"}
+            async with http.stream("POST", f"{url}/agui", content=run_input, headers=headers) as r:
+                async for line in r.aiter_lines():  # a drop after the fifth text delta
+                    if line.startswith("id: "):
+                        last = line[4:]
+                    elif line.startswith("data: "):
+                        before.append(EVENTS.validate_json(line[6:]))
+                        if sum(e.type.value == "TEXT_MESSAGE_CONTENT" for e in before) == 5 and last is not None:
+                            break
+            assert last is not None
+            r = await http.post(f"{url}/agui", content=run_input, headers={**auth, "Last-Event-ID": last})
+            assert r.status_code == 200
+            after = parse(r.content)
+            events = before + after
+            check_lifecycle(events)
+            text = "".join(e.delta for e in events if e.type.value == "TEXT_MESSAGE_CONTENT")
+            assert text == "".join(words) and len(before) < len(events)
+            other = {"Authorization": "Bearer other-key-123456", "Last-Event-ID": last}
+            assert (await http.post(f"{url}/agui", content=run_input, headers=other)).status_code == 404
+            plain = run_input.replace('"r9"', '"r10"')
+            async with http.stream("POST", f"{url}/agui", content=plain, headers=auth) as r:
+                async for _ in r.aiter_lines():
+                    break  # left at once: the run is cancelled, and not resumable
+            again = await http.post(f"{url}/agui", content=plain, headers={**auth, "Last-Event-ID": "0"})
+            assert again.status_code == 404

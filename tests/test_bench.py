@@ -37,6 +37,7 @@ def run_bench(script: str, *args: str) -> str:
         ("linear.py", ("--base", "2000"), "| Snapshot, one long turn of deltas"),
         ("snapshot.py", ("--events", "500", "--reps", "1"), "| ?snapshot=1, first join (folds the log) |"),
         ("trees.py", ("--children", "2", "--deltas", "20", "--fanout", "3", "--reps", "1"), "one ?tree=1 subscription"),
+        ("multiplex.py", ("--streams", "3", "--events", "5"), "| one SSE connection (POST /v1/events) | 21 |"),
         pytest.param("speech.py", ("--tokens", "40", "--runs", "1"), "| sentence by sentence", marks=pytest.mark.e2e),
         pytest.param(
             "local_model.py",

@@ -304,3 +304,43 @@ def test_sub_agents_show_nested_live_and_survive_a_network_drop(page: Any) -> No
     assert [b["text"] for b in boxes if b["depth"] == 2] == ["".join(WORDS[:40])] * 2  # nothing lost, nothing twice
     assert [b["text"] for b in boxes if b["depth"] == 1] == ["found"] * 2
     assert page.inner_text("#answer").strip() == "Merged."
+
+
+def test_two_tabs_follow_their_own_keys_runs_on_one_connection_each(page: Any) -> None:
+    """``/?view=runs``: every run of the tab's API key, started after it opened, on one fetch
+    connection (``POST /v1/events``, ``mine``); the other key's runs never show; after a network
+    drop one new connection resumes all five, nothing lost or shown twice."""
+    import httpx
+
+    keys = ["tab-key-a", "tab-key-b"]
+    words = WORDS[:30]
+    app = create_app(providers={"slow": Scripted(words, interval_s=0.03)}, api_keys=keys)
+    with serve(app) as url:
+        proxy = DroppableProxy(int(url.rsplit(":", 1)[1]))
+        tabs = [page, page.context.browser.new_page()]  # a second tab (its own context)
+        for tab, key in zip(tabs, keys, strict=True):
+            tab.goto(f"http://127.0.0.1:{proxy.port}/?view=runs")
+            tab.fill("#runs-key", key)
+            tab.click("#follow button")
+            tab.wait_for_function("document.getElementById('runs-status').textContent === 'following'")
+        made: dict[str, list[str]] = {key: [] for key in keys}
+        with httpx.Client() as http:
+            for _ in range(5):
+                for key in keys:
+                    r = http.post(f"{url}/v1/runs", json={"prompt": "go"}, headers={"Authorization": f"Bearer {key}"})
+                    made[key].append(r.json()["stream_id"])
+        for tab in tabs:  # every run under way in both tabs, then the network drops
+            tab.wait_for_function(
+                "[...document.querySelectorAll('.run .rtext')].filter((t) => t.textContent).length === 5"
+            )
+        proxy.drop()
+        done = "[...document.querySelectorAll('.run .rstatus')].filter((s) => s.textContent === 'done').length"
+        for tab, key in zip(tabs, keys, strict=True):
+            tab.wait_for_function(f"{done} === 5", timeout=30_000)
+            shown = tab.eval_on_selector_all(
+                ".run", "(els) => els.map((e) => [e.dataset.stream, e.querySelector('.rtext').textContent])"
+            )
+            assert sorted(sid for sid, _ in shown) == sorted(made[key])
+            assert all(text == "".join(words) for _, text in shown)
+            assert tab.evaluate("window.runsConnections") == 2  # one, and one after the drop
+        proxy.close()

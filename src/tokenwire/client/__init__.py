@@ -4,16 +4,8 @@ the async one is :class:`tokenwire.grpc.client.GrpcClient`). The top layer besid
 imports no server module.
 """
 
-from tokenwire.client.http import (
-    Client,
-    ClientError,
-    ConnectionLost,
-    GrpcClient,
-    GrpcRunInfo,
-    RunInfo,
-    SyncClient,
-    SyncGrpcClient,
-)
+from tokenwire.client.http import Client, ClientError, ConnectionLost, RunInfo
+from tokenwire.client.sync import GrpcClient, GrpcRunInfo, SyncClient, SyncGrpcClient
 from tokenwire.client.ws import WebSocketClient
 
 __all__ = [

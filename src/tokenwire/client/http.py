@@ -17,16 +17,14 @@ event. HTTP errors raise: 401 â†’ :class:`~tokenwire.errors.Unauthorized`, 403 â
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import re
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, NamedTuple
 
 import httpx
 import msgspec
 
-from tokenwire.core.bridge import Bridge
 from tokenwire.core.snapshot import Snapshot
 from tokenwire.errors import (
     ClientError,
@@ -39,19 +37,10 @@ from tokenwire.errors import (
     Unauthorized,
 )
 from tokenwire.events import TERMINAL_TYPES, Event, decode
-from tokenwire.log import TreeCursor
+from tokenwire.log import OWNED, TreeCursor
 from tokenwire.wire.sse import SSEDecoder
 
-__all__ = [
-    "Client",
-    "ClientError",
-    "ConnectionLost",
-    "GrpcClient",
-    "GrpcRunInfo",
-    "RunInfo",
-    "SyncClient",
-    "SyncGrpcClient",
-]
+__all__ = ["Client", "ClientError", "ConnectionLost", "RunInfo", "run_body"]
 
 
 class RunInfo(msgspec.Struct, frozen=True):
@@ -63,6 +52,16 @@ class RunInfo(msgspec.Struct, frozen=True):
     read_token: str
     """Read only: share it with viewers."""
     events_url: str
+
+
+class _Connect(NamedTuple):
+    """One (re)connection's request."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    params: dict[str, int]
+    json: dict[str, Any] | None
 
 
 def _raise_for(status: int, body: bytes, stream_id: str, from_seq: int) -> None:
@@ -170,26 +169,89 @@ class Client:
         url = f"{self.base_url}/v1/streams/{stream_id}/events"
         if tree and cursor is None:
             cursor = TreeCursor(stream_id)
-        tree = cursor is not None
-        last = from_seq - 1
+        tree_cursor = cursor
+        state = {"last": from_seq - 1}
+
+        def connect() -> _Connect:
+            headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+            params: dict[str, int] = {}
+            if tree_cursor is not None:
+                params["tree"] = 1
+                if tree_cursor.positions[stream_id]:
+                    headers["Last-Event-ID"] = tree_cursor.token()
+            elif state["last"] >= 0:
+                headers["Last-Event-ID"] = str(state["last"])
+            if snapshot is not None and state["last"] < 0:
+                params["snapshot"] = 1  # not joined yet (a resume goes on from the last seq)
+            return _Connect("GET", url, headers, params, None)
+
+        async for event in self._follow(connect, f"stream {stream_id!r}", cursor, state, snapshot):
+            yield event
+
+    async def subscribe_many(
+        self,
+        streams: Mapping[str, str | None] | None = None,
+        *,
+        mine: bool = False,
+        cursor: TreeCursor | None = None,
+    ) -> AsyncIterator[Event]:
+        """Iterate many streams on one connection, resuming all of them across disconnects:
+        ``streams`` maps each stream id to its read token (None: this client's API key started
+        it), and ``mine`` adds every run of the API key, those started later included.
+
+        Each event names its stream (``event.stream_id``); each stream comes in order, with the
+        runs below it; a run of ``mine`` is announced by a ``step child started`` event of the
+        stream ``~runs`` before its own events. With only ``streams`` it ends once every one
+        ended; with ``mine`` it goes on until the caller stops. ``cursor`` is where to start
+        (the one a previous call moved: its :meth:`~tokenwire.log.TreeCursor.token` is every
+        stream's position at once)::
+
+            async for event in client.subscribe_many({run_a.stream_id: run_a.read_token, run_b.stream_id: None}):
+                print(event.stream_id, event.type)
+        """
+        named = dict(streams or {})
+        fresh = cursor is None  # the server says where a new subscription starts
+        at = cursor if cursor is not None else TreeCursor(next(iter(named), OWNED) if not mine else OWNED, roots=named)
+        refs = [{"stream_id": sid, **({"token": tok} if tok else {})} for sid, tok in named.items()]
+        url = f"{self.base_url}/v1/events"
+
+        def connect() -> _Connect:
+            nonlocal fresh
+            headers = {"Accept": "text/event-stream"}
+            if self.api_key:
+                headers["Authorization"] = f"Bearer {self.api_key}"
+            body: dict[str, Any] = {"streams": refs, "mine": mine}
+            if not fresh:
+                body["cursor"] = at.token()
+            fresh = False  # from now on the cursor is the server's (its first frame) moved by the events
+            return _Connect("POST", url, headers, {}, body)
+
+        if not named and not mine:
+            raise ValueError("subscribe_many needs streams, or mine=True")
+        async for event in self._follow(connect, "subscription", at, {"last": -1}, None):
+            yield event
+
+    async def _follow(
+        self,
+        connect: Callable[[], _Connect],
+        what: str,
+        cursor: TreeCursor | None,
+        state: dict[str, int],
+        snapshot: Snapshot | None,
+    ) -> AsyncIterator[Event]:
+        """The events of an SSE subscription, reconnecting with ``connect()``'s request (which
+        says where to resume: ``cursor``'s token, or ``state["last"]``, moved as events are yielded)."""
         retry_s = 1.0
         failures = 0
         while True:
-            headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
             if cursor is not None:
                 cursor.reopen()
-                if cursor.positions[stream_id]:
-                    headers["Last-Event-ID"] = cursor.token()
-            elif last >= 0:
-                headers["Last-Event-ID"] = str(last)
-            params: dict[str, int] = {"tree": 1} if tree else {}
-            if snapshot is not None and last < 0:
-                params["snapshot"] = 1  # not joined yet (a resume goes on from the last seq)
+            method, url, headers, params, body = connect()
             try:
-                async with self.http.stream("GET", url, headers=headers, params=params) as response:
+                async with self.http.stream(method, url, headers=headers, params=params, json=body) as response:
                     if response.status_code != 200:
                         await response.aread()
-                        _raise_for(response.status_code, response.content, stream_id, last + 1)
+                        _raise_for(response.status_code, response.content, what, state["last"] + 1)
                     # Bytes, not events, reset the idle clock: keep-alive comments count as life.
                     idle_s = _idle_timeout(response.headers.get("x-tokenwire-ping-s"), self.idle_timeout_s)
                     decoder = SSEDecoder()
@@ -199,9 +261,12 @@ class Client:
                                 retry_s = sse.retry / 1000
                             if not sse.data:
                                 continue  # an empty data line carries nothing
+                            if sse.event == "cursor" and cursor is not None:
+                                cursor.restore(sse.data)  # a multiplexed subscription's start
+                                continue
                             if sse.event == "snapshot" and snapshot is not None:
                                 snapshot.restore(sse.data)
-                                last = snapshot.next_seq - 1
+                                state["last"] = snapshot.next_seq - 1
                                 if snapshot.finished:
                                     return  # it had ended: nothing comes after
                                 continue
@@ -213,9 +278,9 @@ class Client:
                                 if cursor.ended:
                                     return
                                 continue
-                            if event.seq <= last:
+                            if event.seq <= state["last"]:
                                 continue  # a duplicate after a resume
-                            last = event.seq
+                            state["last"] = event.seq
                             failures = 0
                             if snapshot is not None:
                                 snapshot.add(event)
@@ -228,7 +293,7 @@ class Client:
             self.reconnects += 1
             if failures > self.max_reconnects:
                 raise ConnectionLost(
-                    f"stream {stream_id!r}: no progress after {self.max_reconnects} reconnects (last seq {last})"
+                    f"{what}: no progress after {self.max_reconnects} reconnects (last seq {state['last']})"
                 )
             backoff = min(self.max_backoff_s, retry_s * 2 ** (failures - 1))
             await asyncio.sleep(random.uniform(backoff / 2, backoff))
@@ -281,97 +346,3 @@ async def _with_idle_timeout(items: AsyncIterator[Any], idle_s: float) -> AsyncI
         aclose = getattr(iterator, "aclose", None)
         if aclose is not None:
             await aclose()
-
-
-class SyncClient:
-    """The same API for synchronous code; runs an async :class:`Client` on a private loop thread
-    (:class:`~tokenwire.core.bridge.Bridge`).
-
-    Use it as a context manager (or call :meth:`close`) to stop the thread.
-    """
-
-    _client_class: Any = Client
-
-    def __init__(self, base_url: str, **kwargs: Any):
-        self._bridge = Bridge("tokenwire-client")
-
-        async def make() -> Any:
-            return self._client_class(base_url, **kwargs)
-
-        self._client: Any = self._bridge.call(make)
-
-    def _call(self, coro: Any) -> Any:
-        async def awaited() -> Any:
-            return await coro
-
-        return self._bridge.call(awaited)
-
-    def _iterate(self, agen: AsyncIterator[Event]) -> Iterator[Event]:
-        try:
-            while True:
-                try:
-                    yield self._bridge.call(anext, agen)
-                except StopAsyncIteration:
-                    return
-        finally:
-            with contextlib.suppress(Exception):
-                self._bridge.call(agen.aclose)  # type: ignore[attr-defined]
-
-    def create_run(self, request: str | dict[str, Any], **options: Any) -> Any:
-        """:class:`RunInfo` (:class:`GrpcRunInfo` for :class:`SyncGrpcClient`)."""
-        return self._call(self._client.create_run(request, **options))
-
-    def run(self, request: str | dict[str, Any], **options: Any) -> Iterator[Event]:
-        return self._iterate(self._client.run(request, **options))
-
-    def subscribe(
-        self,
-        stream_id: str,
-        token: str,
-        *,
-        from_seq: int = 0,
-        tree: bool = False,
-        cursor: TreeCursor | None = None,
-        snapshot: Snapshot | None = None,
-    ) -> Iterator[Event]:
-        events = self._client.subscribe(
-            stream_id, token, from_seq=from_seq, tree=tree, cursor=cursor, snapshot=snapshot
-        )
-        return self._iterate(events)
-
-    def cancel(self, stream_id: str, token: str) -> None:
-        self._call(self._client.cancel(stream_id, token))
-
-    def approve(self, stream_id: str, call_id: str, approved: bool = True) -> None:
-        self._call(self._client.approve(stream_id, call_id, approved))
-
-    def status(self, stream_id: str, token: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call(self._client.status(stream_id, token))
-        return result
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._bridge.call(self._client.aclose)
-        self._bridge.close()
-
-    def __enter__(self) -> SyncClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-try:
-    from tokenwire.grpc.client import GrpcClient, GrpcRunInfo
-except ImportError:  # the grpc extra is not installed
-    GrpcClient = GrpcRunInfo = None  # type: ignore[assignment,misc]
-
-
-class SyncGrpcClient(SyncClient):
-    """:class:`GrpcClient` for synchronous code (``target``: ``host:port``).
-
-    >>> # with SyncGrpcClient("127.0.0.1:50051", api_key="k") as client:
-    >>> #     for event in client.run("Hi"): print(event.type)
-    """
-
-    _client_class = GrpcClient

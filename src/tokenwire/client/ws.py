@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import msgspec
@@ -19,7 +19,7 @@ import msgspec
 from tokenwire.client.http import run_body
 from tokenwire.errors import ClientError, Conflict, ConnectionLost
 from tokenwire.events import TERMINAL_TYPES, Event, decode
-from tokenwire.log import TreeCursor, child_started
+from tokenwire.log import OWNED, TreeCursor, child_started
 
 __all__ = ["WebSocketClient"]
 
@@ -45,6 +45,7 @@ class WebSocketClient:
         self._replies: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=64)
         self._reader: asyncio.Task[None] | None = None
         self._trees: set[str] = set()  # roots of tree subscriptions
+        self._cursors: dict[str, TreeCursor] = {}  # a multiplexed subscription's, by its root
         self._route: dict[str, str] = {}  # a tree's child stream -> its root (whose queue gets its events)
         self.last_run: dict[str, Any] | None = None
         """The server's reply to the last ``run``: ``stream_id``, ``token``, ``read_token``."""
@@ -70,6 +71,8 @@ class WebSocketClient:
             async for text in self._ws:
                 obj = msgspec.json.decode(text)
                 if "op" in obj:
+                    if obj["op"] == "subscribe":  # before the events after it: they are routed by it
+                        self._started(obj["stream_id"], obj["cursor"])
                     await self._replies.put(obj)  # bounded: an unread reply holds the socket's reader
                 else:
                     event = decode(text)
@@ -91,6 +94,17 @@ class WebSocketClient:
             if self._replies.full():
                 self._replies.get_nowait()
             self._replies.put_nowait({"op": "error", "code": "closed", "message": str(closed)})
+
+    def _started(self, root: str, token: str) -> None:
+        """A multiplexed subscription starts where the server says (for ``mine``: with the runs
+        going on then): its cursor takes that position and its streams are routed to it."""
+        cursor = self._cursors.get(root)
+        if cursor is None:
+            return
+        cursor.restore(token)
+        for sid in cursor.positions:
+            if sid != root:
+                self._route[sid] = root
 
     def _queue(self, stream_id: str) -> asyncio.Queue[Any]:
         q = self._queues.get(stream_id)
@@ -151,7 +165,7 @@ class WebSocketClient:
         :class:`~tokenwire.errors.Conflict` (events are routed by stream id).
         """
         tree = tree or cursor is not None
-        if stream_id in self._trees or stream_id in self._route or (tree and stream_id in self._queues):
+        if stream_id in self._trees or stream_id in self._route:
             raise Conflict(f"stream {stream_id!r} is already read on this socket (alone or in a tree)")
         if not tree:
             await self.send("subscribe", stream_id=stream_id, token=token, from_seq=from_seq, window=self.window)
@@ -159,20 +173,63 @@ class WebSocketClient:
                 yield event
             return
         at = cursor if cursor is not None else TreeCursor(stream_id)
+        fields = {"stream_id": stream_id, "token": token, "tree": True, "cursor": at.token()}
+        async for event in self._subscribe_tree(at, fields):
+            yield event
+
+    async def subscribe_many(
+        self,
+        streams: Mapping[str, str | None] | None = None,
+        *,
+        mine: bool = False,
+        cursor: TreeCursor | None = None,
+    ) -> AsyncIterator[Event]:
+        """Many streams as one subscription: ``streams`` maps each stream id to its read token
+        (None: this socket's API key started it); ``mine`` adds every run of the API key, those
+        started later included (announced by a ``step child started`` event of ``~runs``).
+        Events and ``cursor`` as :meth:`~tokenwire.client.http.Client.subscribe_many`; other
+        subscriptions may be added and dropped beside it on the same socket."""
+        named = dict(streams or {})
+        if not named and not mine:
+            raise ValueError("subscribe_many needs streams, or mine=True")
+        refs = [{"stream_id": sid, **({"token": tok} if tok else {})} for sid, tok in named.items()]
+        fields: dict[str, Any] = {"streams": refs, "mine": mine}
+        if cursor is not None:
+            fields["cursor"] = cursor.token()
+        at = cursor or TreeCursor(OWNED if mine else next(iter(named)), roots=named)
+        async for event in self._subscribe_tree(at, fields, reply=True):
+            yield event
+
+    async def unsubscribe(self, stream_id: str) -> None:
+        """Stop a subscription of this socket (a stream, or a tree or multiplexed one by its
+        root); its iterator gets no more events."""
+        await self.send("unsubscribe", stream_id=stream_id)
+
+    async def _subscribe_tree(
+        self, at: TreeCursor, fields: dict[str, Any], *, reply: bool = False
+    ) -> AsyncIterator[Event]:
+        root = at.root
+        if root in self._trees or any(sid in self._route or sid in self._queues for sid in at.positions):
+            raise Conflict(f"a stream of {root!r} is already read on this socket (alone or in a tree)")
         at.reopen()
-        self._trees.add(stream_id)
+        self._trees.add(root)
+        if reply:
+            self._cursors[root] = at
         for sid in at.positions:  # streams the cursor knows: their started marks will not come again
-            if sid != stream_id:
-                self._route[sid] = stream_id
+            if sid != root:
+                self._route[sid] = root
         try:
-            await self.send(
-                "subscribe", stream_id=stream_id, token=token, tree=True, cursor=at.token(), window=self.window
-            )
-            async for event in self._tree_events(stream_id, at):
+            await self.send("subscribe", **fields, window=self.window)
+            if reply:  # a multiplexed subscription: the server says where it starts (see _started)
+                answer = await self.reply()
+                if answer.get("op") != "subscribe":
+                    raise ClientError(400, str(answer.get("code")), str(answer.get("message")))
+            async for event in self._tree_events(root, at):
                 yield event
         finally:
-            self._trees.discard(stream_id)
-            for child in [c for c, root in self._route.items() if root == stream_id]:
+            self._trees.discard(root)
+            self._cursors.pop(root, None)
+            for child in [c for c, r in self._route.items() if r == root]:
                 del self._route[child]
 
     async def _tree_events(self, root: str, cursor: TreeCursor) -> AsyncIterator[Event]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -32,7 +32,7 @@ from tokenwire.events import TERMINAL_TYPES, Event
 from tokenwire.grpc import tokenwire_pb2 as pb
 from tokenwire.grpc import tokenwire_pb2_grpc as pb_grpc
 from tokenwire.grpc.codec import from_proto
-from tokenwire.log import TreeCursor
+from tokenwire.log import OWNED, TreeCursor
 
 __all__ = ["GrpcClient", "GrpcRunInfo", "run_request"]
 
@@ -189,7 +189,12 @@ class GrpcClient:
         yielded, and a resume restores every stream's position.
         """
         if tree or cursor is not None:
-            async for event in self._tree(stream_id, token, cursor or TreeCursor(stream_id)):
+            at = cursor or TreeCursor(stream_id)
+
+            def request() -> pb.SubscribeRequest:
+                return pb.SubscribeRequest(stream_id=stream_id, token=token, tree=True, cursor=at.token())
+
+            async for event in self._tree(request, at, f"tree {stream_id!r}"):
                 yield event
             return
         last = from_seq - 1
@@ -220,14 +225,44 @@ class GrpcClient:
             backoff = min(self.max_backoff_s, self.retry_s * 2 ** (failures - 1))
             await asyncio.sleep(random.uniform(backoff / 2, backoff))
 
-    async def _tree(self, stream_id: str, token: str, cursor: TreeCursor) -> AsyncIterator[Event]:
+    async def subscribe_many(
+        self,
+        streams: Mapping[str, str | None] | None = None,
+        *,
+        mine: bool = False,
+        cursor: TreeCursor | None = None,
+    ) -> AsyncIterator[Event]:
+        """Many streams on one call, resumed all at once across failures: as
+        :meth:`~tokenwire.client.http.Client.subscribe_many` (``streams``: stream id -> read
+        token, None for a run this client's API key started; ``mine``: every run of the key)."""
+        named = dict(streams or {})
+        if not named and not mine:
+            raise ValueError("subscribe_many needs streams, or mine=True")
+        fresh = cursor is None  # the server says where a new subscription starts
+        at = cursor or TreeCursor(OWNED if mine else next(iter(named)), roots=named)
+        refs = [pb.StreamRef(stream_id=sid, token=tok or "") for sid, tok in named.items()]
+
+        def request() -> pb.SubscribeRequest:
+            nonlocal fresh
+            resume, fresh = ("" if fresh else at.token()), False
+            return pb.SubscribeRequest(streams=refs, mine=mine, cursor=resume)
+
+        async for event in self._tree(request, at, "subscription", many=True):
+            yield event
+
+    async def _tree(
+        self, request: Callable[[], pb.SubscribeRequest], cursor: TreeCursor, what: str, *, many: bool = False
+    ) -> AsyncIterator[Event]:
+        """A tree's (or many streams') events, resumed from ``cursor`` with ``request()``; of many
+        streams, the cursor takes where the server starts them (``tokenwire-cursor``)."""
         failures = 0
         while True:
             cursor.reopen()
-            call = self.stub.Subscribe(
-                pb.SubscribeRequest(stream_id=stream_id, token=token, tree=True, cursor=cursor.token())
-            )
+            call = self.stub.Subscribe(request(), metadata=self._auth() if many else ())
             try:
+                start = dict(await call.initial_metadata()).get("tokenwire-cursor") if many else None
+                if start is not None:  # (none: the call failed, as reading it says)
+                    cursor.restore(start)
                 async for message in call:
                     for fresh in cursor.receive(from_proto(message)):
                         failures = 0
@@ -236,13 +271,13 @@ class GrpcClient:
                         return
             except grpc.aio.AioRpcError as err:
                 if err.code() not in _RETRYABLE:
-                    _raise_for(err, stream_id, cursor.positions[stream_id])
+                    _raise_for(err, cursor.root, cursor.positions[cursor.root])
             finally:
                 call.cancel()
             failures += 1
             self.reconnects += 1
             if failures > self.max_reconnects:
-                raise ConnectionLost(f"tree {stream_id!r}: no progress after {self.max_reconnects} reconnects")
+                raise ConnectionLost(f"{what}: no progress after {self.max_reconnects} reconnects")
             backoff = min(self.max_backoff_s, self.retry_s * 2 ** (failures - 1))
             await asyncio.sleep(random.uniform(backoff / 2, backoff))
 

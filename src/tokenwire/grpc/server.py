@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, NoReturn
 
 import grpc
@@ -51,9 +51,12 @@ from tokenwire.errors import (
     TokenwireError,
     Unauthorized,
 )
+from tokenwire.events import Event
 from tokenwire.grpc import tokenwire_pb2 as pb
 from tokenwire.grpc.codec import PROTO, session_frame
-from tokenwire.log import TreeCursor, check_tree, read_tree
+from tokenwire.log import OWNED, TreeCursor, check_tree, owned_batches, read_tree
+from tokenwire.server import streaming
+from tokenwire.server.multiplex import Subscription, open_subscription
 from tokenwire.server.schema import RunBody
 from tokenwire.server.service import RunService, bearer
 from tokenwire.server.session import Session
@@ -131,6 +134,8 @@ def _session_message(request: pb.SessionRequest) -> dict[str, Any]:
         return {"op": "run", "id": r.id, "window": r.window or 256, **msgspec.to_builtins(run_body(r.request))}
     if op == "subscribe":
         s = request.subscribe
+        if s.request.streams or s.request.mine:
+            return {"op": "subscribe", **_many(s.request), "window": s.window or 256}
         return {
             "op": "subscribe",
             "stream_id": s.request.stream_id,
@@ -140,6 +145,8 @@ def _session_message(request: pb.SessionRequest) -> dict[str, Any]:
             "cursor": s.request.cursor,
             "window": s.window or 256,
         }
+    if op == "unsubscribe":
+        return {"op": "unsubscribe", "stream_id": request.unsubscribe.stream_id}
     if op == "ack":
         return {"op": "ack", "stream_id": request.ack.stream_id, "seq": request.ack.seq}
     if op == "cancel":
@@ -157,7 +164,15 @@ def _session_message(request: pb.SessionRequest) -> dict[str, Any]:
     if op == "approve":
         a = request.approve
         return {"op": "approve", "stream_id": a.stream_id, "call_id": a.call_id, "approved": a.approved}
-    raise SessionError("bad_message", "a SessionRequest needs one of run, subscribe, ack, cancel, tool_result, approve")
+    raise SessionError(
+        "bad_message", "a SessionRequest needs one of run, subscribe, unsubscribe, ack, cancel, tool_result, approve"
+    )
+
+
+def _many(request: pb.SubscribeRequest) -> dict[str, Any]:
+    """A subscription of many streams (``streams``, ``mine``) as the session's fields."""
+    refs = [{"stream_id": r.stream_id, "token": r.token or None, "from_seq": r.from_seq} for r in request.streams]
+    return {"streams": refs, "mine": request.mine, "cursor": request.cursor or None}
 
 
 def _session_reply(obj: dict[str, Any]) -> bytes:
@@ -172,11 +187,9 @@ def _session_reply(obj: dict[str, Any]) -> bytes:
     elif op == "error":
         reply = pb.SessionReply(error=pb.SessionError(code=obj["code"], message=obj["message"]))
     else:
-        reply = pb.SessionReply(
-            accepted=pb.OpAccepted(
-                op=str(op), stream_id=obj.get("stream_id", ""), call_id=obj.get("call_id", ""), status=obj["status"]
-            )
-        )
+        accepted = pb.OpAccepted(op=str(op), stream_id=obj.get("stream_id", ""), status=obj["status"])
+        accepted.call_id, accepted.cursor = obj.get("call_id", ""), obj.get("cursor", "")
+        reply = pb.SessionReply(accepted=accepted)
     data: bytes = reply.SerializeToString()
     return data
 
@@ -196,13 +209,16 @@ class _Service:
         context: grpc.aio.ServicerContext,
         tree: TreeCursor | None = None,
         live_from: int | None = None,
+        root_batches: Callable[[int, float | None], AsyncIterator[Sequence[Event]]] | None = None,
     ) -> None:
         """A log reader: every event's shared protobuf bytes, one awaited write at a time (HTTP/2
         flow control holds it back); a write that makes no progress for ``write_timeout_s`` ends
         the call (UNAVAILABLE: resume from the seq it names). With ``tree``, every stream of the
-        run's tree from that cursor."""
+        run's tree from that cursor (of many streams: their roots, and ``root_batches`` the
+        marks of an owner's runs)."""
         service = self.service
         frame, frames, wrote = service.frames.frame, service.frames.frames, service.stats.wrote
+        tree_frame = streaming.tree_frame(service)
         write, timeout_s = context.write, service.config.write_timeout_s
         task = asyncio.current_task()
         assert task is not None
@@ -219,11 +235,13 @@ class _Service:
                         service.reading(stream_id, from_seq, live_from=live_from)
                     )
                 else:
-                    reading.enter_context(service.runs.reader(stream_id))
-                    batches = read_tree(service.log, tree, max_lag=service.config.max_lag_events)
+                    for root in tree.roots - {OWNED}:
+                        reading.enter_context(service.runs.reader(root))
+                    max_lag = service.config.max_lag_events
+                    batches = read_tree(service.log, tree, max_lag=max_lag, root_batches=root_batches)
                 async for batch in batches:
                     if tree is not None:  # events of several streams: each stream's shared frames
-                        pairs: Any = ((e, frame(e.stream_id, PROTO, e)) for e in batch)
+                        pairs: Any = ((e, tree_frame(e, PROTO)) for e in batch)
                     elif len(batch) == 1:  # the live edge, and every reader of a fan-out
                         pairs = ((batch[0], frame(stream_id, PROTO, batch[0])),)
                     else:
@@ -273,6 +291,9 @@ class _Service:
     async def subscribe(self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext) -> None:
         service = self.service
         try:
+            if request.streams or request.mine:
+                await self._subscribe_many(request, context)
+                return
             if request.from_seq < 0:
                 raise InvalidRequest("from_seq must be >= 0")
             tree, from_seq = None, request.from_seq
@@ -288,6 +309,19 @@ class _Service:
                 await self._events(request.stream_id, from_seq, context, tree)
         except TokenwireError as exc:
             await _abort(context, exc)
+
+    async def _subscribe_many(self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext) -> None:
+        """Many streams, or every run of the API key, on one call (:mod:`tokenwire.server.multiplex`);
+        the initial metadata's ``tokenwire-cursor`` is where it starts."""
+        service = self.service
+        sub = service.parse(_many(request), lambda fields: msgspec.convert(fields, Subscription), "subscription")
+        needs_key = sub.mine or any(ref.token is None for ref in sub.streams)
+        owner = service.authenticate(bearer(_metadata(context))) if needs_key else None
+        cursor = await open_subscription(service, sub, owner)
+        await context.send_initial_metadata((("tokenwire-cursor", cursor.token()),))
+        mine = owned_batches(service.log, owner) if sub.mine and owner is not None else None
+        with service.connection("grpc"):
+            await self._events(cursor.root, 0, context, cursor, root_batches=mine)
 
     async def cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext) -> pb.CancelReply:
         try:

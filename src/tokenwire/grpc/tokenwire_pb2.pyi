@@ -255,18 +255,38 @@ class RunRequest(_message.Message):
     def __init__(self, prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., system: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., tools: _Optional[_Iterable[str]] = ..., tool_choice: _Optional[str] = ..., max_steps: _Optional[int] = ..., limits: _Optional[str] = ..., meta: _Optional[str] = ..., background: _Optional[bool] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("stream_id", "token", "from_seq", "tree", "cursor")
+    __slots__ = ("stream_id", "token", "from_seq", "tree", "cursor", "streams", "mine")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     FROM_SEQ_FIELD_NUMBER: _ClassVar[int]
     TREE_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_FIELD_NUMBER: _ClassVar[int]
+    MINE_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     token: str
     from_seq: int
     tree: bool
     cursor: str
-    def __init__(self, stream_id: _Optional[str] = ..., token: _Optional[str] = ..., from_seq: _Optional[int] = ..., tree: _Optional[bool] = ..., cursor: _Optional[str] = ...) -> None: ...
+    streams: _containers.RepeatedCompositeFieldContainer[StreamRef]
+    mine: bool
+    def __init__(self, stream_id: _Optional[str] = ..., token: _Optional[str] = ..., from_seq: _Optional[int] = ..., tree: _Optional[bool] = ..., cursor: _Optional[str] = ..., streams: _Optional[_Iterable[_Union[StreamRef, _Mapping]]] = ..., mine: _Optional[bool] = ...) -> None: ...
+
+class StreamRef(_message.Message):
+    __slots__ = ("stream_id", "token", "from_seq")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FROM_SEQ_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    token: str
+    from_seq: int
+    def __init__(self, stream_id: _Optional[str] = ..., token: _Optional[str] = ..., from_seq: _Optional[int] = ...) -> None: ...
+
+class Unsubscribe(_message.Message):
+    __slots__ = ("stream_id",)
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    def __init__(self, stream_id: _Optional[str] = ...) -> None: ...
 
 class CancelRequest(_message.Message):
     __slots__ = ("stream_id", "token", "reason")
@@ -287,20 +307,22 @@ class CancelReply(_message.Message):
     def __init__(self, stream_id: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
 
 class SessionRequest(_message.Message):
-    __slots__ = ("run", "subscribe", "ack", "cancel", "tool_result", "approve")
+    __slots__ = ("run", "subscribe", "ack", "cancel", "tool_result", "approve", "unsubscribe")
     RUN_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     TOOL_RESULT_FIELD_NUMBER: _ClassVar[int]
     APPROVE_FIELD_NUMBER: _ClassVar[int]
+    UNSUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
     run: SessionRun
     subscribe: SessionSubscribe
     ack: Ack
     cancel: CancelRequest
     tool_result: ToolResultRequest
     approve: ApproveRequest
-    def __init__(self, run: _Optional[_Union[SessionRun, _Mapping]] = ..., subscribe: _Optional[_Union[SessionSubscribe, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., cancel: _Optional[_Union[CancelRequest, _Mapping]] = ..., tool_result: _Optional[_Union[ToolResultRequest, _Mapping]] = ..., approve: _Optional[_Union[ApproveRequest, _Mapping]] = ...) -> None: ...
+    unsubscribe: Unsubscribe
+    def __init__(self, run: _Optional[_Union[SessionRun, _Mapping]] = ..., subscribe: _Optional[_Union[SessionSubscribe, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., cancel: _Optional[_Union[CancelRequest, _Mapping]] = ..., tool_result: _Optional[_Union[ToolResultRequest, _Mapping]] = ..., approve: _Optional[_Union[ApproveRequest, _Mapping]] = ..., unsubscribe: _Optional[_Union[Unsubscribe, _Mapping]] = ...) -> None: ...
 
 class ApproveRequest(_message.Message):
     __slots__ = ("stream_id", "call_id", "approved")
@@ -373,16 +395,18 @@ class SessionError(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class OpAccepted(_message.Message):
-    __slots__ = ("op", "stream_id", "call_id", "status")
+    __slots__ = ("op", "stream_id", "call_id", "status", "cursor")
     OP_FIELD_NUMBER: _ClassVar[int]
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
     op: str
     stream_id: str
     call_id: str
     status: str
-    def __init__(self, op: _Optional[str] = ..., stream_id: _Optional[str] = ..., call_id: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
+    cursor: str
+    def __init__(self, op: _Optional[str] = ..., stream_id: _Optional[str] = ..., call_id: _Optional[str] = ..., status: _Optional[str] = ..., cursor: _Optional[str] = ...) -> None: ...
 
 class SessionReply(_message.Message):
     __slots__ = ("event", "run", "error", "accepted")

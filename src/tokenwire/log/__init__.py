@@ -33,11 +33,13 @@ interface is shaped for a networked backend too (Redis Streams): ``append`` neve
 
 from tokenwire.log.base import OVERFLOWS, Cursor, EventLog, Overflow, StreamInfo, StreamWriter
 from tokenwire.log.memory import MemoryLog, Ring, StreamRing
+from tokenwire.log.owned import OWNED, live_runs, owned_batches
 from tokenwire.log.tree import TreeCursor, check_tree, child_started, follow_tree, read_tree
 from tokenwire.log.url import configured_log_url, default_log, log_from_url, log_kind
 
 __all__ = [
     "OVERFLOWS",
+    "OWNED",
     "Cursor",
     "EventLog",
     "MemoryLog",
@@ -52,7 +54,9 @@ __all__ = [
     "configured_log_url",
     "default_log",
     "follow_tree",
+    "live_runs",
     "log_from_url",
     "log_kind",
+    "owned_batches",
     "read_tree",
 ]

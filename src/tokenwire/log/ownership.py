@@ -37,11 +37,15 @@ lease can lapse; suspension and claims work the same). The Redis log implements 
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
 
-__all__ = ["SUSPENDED", "LocalOwnership", "RunOwnership"]
+__all__ = ["MAX_INDEXED", "SUSPENDED", "LocalOwnership", "RunOwnership"]
 
 SUSPENDED = "suspended"
 """The lease value of a run nobody produces on purpose (waiting for an approval, handed over)."""
+MAX_INDEXED = 10_000
+"""How many of an owner's newest runs :meth:`RunOwnership.runs_of` can give."""
 
 
 class RunOwnership(abc.ABC):
@@ -92,6 +96,21 @@ class RunOwnership(abc.ABC):
     async def absent(self, node: str, *, kind: str = "") -> None:  # noqa: B027 - optional hook
         """``node`` is going away: it is nobody's peer any more."""
 
+    @abc.abstractmethod
+    async def index_run(self, owner: str, stream_id: str) -> None:
+        """List a new run under its owner (an API key's fingerprint): :meth:`runs_of` gives it to
+        every reader of the owner's runs, on every node. The newest ``MAX_INDEXED`` are kept."""
+
+    @abc.abstractmethod
+    async def latest_runs(self, owner: str, count: int) -> tuple[int, list[str]]:
+        """The position the owner's next run will get, and its newest ``count`` runs (oldest first)."""
+
+    @abc.abstractmethod
+    async def runs_of(self, owner: str, from_pos: int, *, wait_s: float) -> list[tuple[int, str]]:
+        """The owner's runs listed at position ``from_pos`` or later, oldest first, as
+        ``(position, stream_id)`` (positions count from 0, one per run); when there are none,
+        waits up to ``wait_s`` for one (then ``[]``). Positions trimmed away are skipped."""
+
 
 class LocalOwnership(RunOwnership):
     """:class:`RunOwnership` in this process (the memory log's)."""
@@ -100,6 +119,7 @@ class LocalOwnership(RunOwnership):
         self._records: dict[str, bytes] = {}
         self._leases: dict[str, str] = {}
         self._due: dict[str, float] = {}  # suspended runs -> when a supervisor should resume them
+        self._owned: dict[str, _Owned] = {}  # an owner's runs, for runs_of
 
     def hold(self, stream_id: str, token: str) -> None:
         """A new producer takes a new run's lease (in-process leases do not lapse)."""
@@ -153,3 +173,41 @@ class LocalOwnership(RunOwnership):
 
     async def present(self, node: str, now: float, within_s: float, *, kind: str = "") -> int:
         return 0  # one process: nobody to hand runs to
+
+    async def index_run(self, owner: str, stream_id: str) -> None:
+        index = self._owned.get(owner)
+        if index is None:
+            index = self._owned[owner] = _Owned()
+        index.runs.append(stream_id)
+        if len(index.runs) > MAX_INDEXED:
+            index.first += len(index.runs) - MAX_INDEXED
+            del index.runs[: len(index.runs) - MAX_INDEXED]
+        index.wake.set()
+        index.wake = asyncio.Event()  # the next wait is for the next run
+
+    async def latest_runs(self, owner: str, count: int) -> tuple[int, list[str]]:
+        index = self._owned.get(owner)
+        if index is None:
+            return 0, []
+        return index.first + len(index.runs), index.runs[-count:]
+
+    async def runs_of(self, owner: str, from_pos: int, *, wait_s: float) -> list[tuple[int, str]]:
+        index = self._owned.get(owner)
+        if index is None:
+            index = self._owned[owner] = _Owned()
+        if index.first + len(index.runs) <= from_pos:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(index.wake.wait(), wait_s)
+        first, runs = index.first, index.runs
+        return [(pos, runs[pos - first]) for pos in range(max(from_pos, first), first + len(runs))]
+
+
+class _Owned:
+    """One owner's runs in this process, the newest ``MAX_INDEXED``."""
+
+    __slots__ = ("first", "runs", "wake")
+
+    def __init__(self) -> None:
+        self.first = 0  # the position of runs[0]
+        self.runs: list[str] = []
+        self.wake = asyncio.Event()  # set when a run is listed

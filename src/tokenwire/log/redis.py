@@ -81,7 +81,8 @@ class RedisLog(RedisControl, SharedTail, EventLog):
     On a cluster the terminal batch waits up to ``replica_wait_s`` for a replica to have it
     (Redis replicates asynchronously); the earlier batches need no wait (see
     :mod:`tokenwire.log.redis_writer`). A Redis at ``maxmemory`` ends the stream with
-    ``error(transport, log_unavailable)`` at once.
+    ``error(transport, log_unavailable)`` at once. A reader of an owner's runs (the server's
+    "follow my runs") looks for new ones every ``index_poll_s`` while it waits.
 
     Memory in Redis per retained one-token delta: about 100-150 bytes (the event's JSON plus the
     stream entry's overhead; ``docs/deployment.md`` has the measured figures and how to size).
@@ -109,6 +110,7 @@ class RedisLog(RedisControl, SharedTail, EventLog):
         idle_ttl_s: float = 86_400.0,
         shards: int = SHARDS,
         replica_wait_s: float = 0.5,
+        index_poll_s: float = 0.25,
     ):
         if max_events < 1 or ttl_s <= 0 or batch_window_s < 0 or max_batch < 1 or local_events < 1:
             raise ValueError("max_events, ttl_s, max_batch and local_events must be positive")
@@ -120,6 +122,7 @@ class RedisLog(RedisControl, SharedTail, EventLog):
         self.max_bytes = max_bytes
         self.idle_ttl_s = idle_ttl_s
         self.replica_wait_s = replica_wait_s
+        self.index_poll_s = index_poll_s
         self.cluster = False  # known after the first command (client())
         self.max_events = max_events
         self.ttl_s = ttl_s

@@ -10,7 +10,9 @@ its shard's hash tag:
   ``…:readers`` (readers on other nodes), ``…:bytes`` (the bytes retained);
 - ``{prefix}:{<tag>}#due`` — the shard's durable runs by when a supervisor should look at them;
 - ``{prefix}:{<tag>}#control`` — the shard's control channel (sharded pub/sub on a cluster);
-- ``{prefix}:{<tag>}#wake:<process>`` — a reading process's wake-up stream for the shard.
+- ``{prefix}:{<tag>}#wake:<process>`` — a reading process's wake-up stream for the shard;
+- ``{prefix}:{<tag>}#owner:<owner>`` — an owner's runs (a sorted set by position), with
+  ``…:n``, the count of runs listed; the tag is that of the owner's id, as for a stream's.
 
 A stream's append script, its lease scripts and its shard's blocking read each touch one slot.
 The tags are chosen so that the shards' slots are spread evenly over the 16,384 slots: the masters
@@ -83,3 +85,7 @@ class KeyLayout:
 
     def wake_key(self, shard: int, process: str) -> str:
         return f"{self._tags[shard]}#wake:{process}"
+
+    def owner_key(self, owner: str) -> str:
+        """The sorted set of ``owner``'s runs (its counter is this plus ``:n``)."""
+        return f"{self._tags[self.shard(owner)]}#owner:{owner}"

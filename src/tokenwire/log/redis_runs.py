@@ -18,11 +18,12 @@ only a lease that is still its own; and the append script
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Protocol
 
 from tokenwire.errors import LogUnavailable
-from tokenwire.log.ownership import SUSPENDED, RunOwnership
+from tokenwire.log.ownership import MAX_INDEXED, SUSPENDED, RunOwnership
 from tokenwire.log.redis_keys import KeyLayout
 from tokenwire.log.redis_writer import REDIS_ERRORS
 
@@ -79,12 +80,25 @@ return 1
 """
 
 
+INDEX = """
+local n = redis.call('INCR', KEYS[2]) - 1
+redis.call('ZADD', KEYS[1], n, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', n - tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return n
+"""
+"""List a run under its owner at the next position, keep the newest ``MAX_INDEXED``, and keep the
+list as long as a run's keys (``idle_ttl_s`` after the owner's last new run)."""
+
+
 class OwnershipHost(Protocol):
     """What :class:`RedisOwnership` needs of its log (:class:`~tokenwire.log.redis.RedisLog`)."""
 
     prefix: str
     lease_s: float
     idle_ttl_s: float
+    index_poll_s: float
     keys: KeyLayout
 
     async def client(self) -> Any: ...
@@ -189,3 +203,31 @@ class RedisOwnership(RunOwnership):
     async def lease_state(self, stream_id: str) -> str | None:
         value = await (await self._log.client()).get(self._log.lease_key(stream_id))
         return value.decode() if isinstance(value, bytes) else value
+
+    async def index_run(self, owner: str, stream_id: str) -> None:
+        key = self._log.keys.owner_key(owner)
+        args = [stream_id, MAX_INDEXED, _ms(self._log.idle_ttl_s)]
+        try:
+            await (await self._script("index", INDEX))(keys=[key, key + ":n"], args=args)
+        except REDIS_ERRORS as exc:
+            raise LogUnavailable(f"Redis did not list the run under its owner: {exc}") from None
+
+    async def latest_runs(self, owner: str, count: int) -> tuple[int, list[str]]:
+        key = self._log.keys.owner_key(owner)
+        pipe: Any = (await self._log.client()).pipeline(transaction=False)
+        pipe.get(key + ":n")
+        pipe.zrange(key, -count, -1)
+        listed, rows = await pipe.execute()
+        return int(listed or 0), [sid.decode() if isinstance(sid, bytes) else str(sid) for sid in rows]
+
+    async def runs_of(self, owner: str, from_pos: int, *, wait_s: float) -> list[tuple[int, str]]:
+        """Polls every ``index_poll_s`` while it waits: a new run is seen that long after it is
+        listed, at most (its events are read as they come, as any stream's)."""
+        client, key = await self._log.client(), self._log.keys.owner_key(owner)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + wait_s
+        while True:
+            rows = await client.zrangebyscore(key, from_pos, "+inf", start=0, num=256, withscores=True)
+            if rows or loop.time() >= until:
+                return [(int(pos), sid.decode() if isinstance(sid, bytes) else str(sid)) for sid, pos in rows]
+            await asyncio.sleep(min(self._log.index_poll_s, max(0.0, until - loop.time())))

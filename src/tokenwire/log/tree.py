@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import quote, unquote
 
 from tokenwire.errors import ConnectionLost, InvalidRequest
@@ -43,6 +43,9 @@ from tokenwire.log.base import EventLog
 __all__ = ["TreeCursor", "check_tree", "child_started", "follow_tree", "read_tree"]
 
 _END = object()
+FAIR_SHARE = 256
+"""The most events of one stream :func:`read_tree` delivers before the other streams' waiting
+events get their turn: a stream with a long backlog cannot hold back a quiet one."""
 MAX_TOKEN = 65_536
 """The longest tree cursor :meth:`TreeCursor.parse` takes (about 1,800 streams still running)."""
 
@@ -106,13 +109,25 @@ class TreeCursor:
         "opening",
         "positions",
         "root",
+        "roots",
     )
 
-    def __init__(self, root: str, positions: Mapping[str, int] | None = None, *, max_streams: int = 1024):
+    def __init__(
+        self,
+        root: str,
+        positions: Mapping[str, int] | None = None,
+        *,
+        max_streams: int = 1024,
+        roots: Iterable[str] = (),
+    ):
         self.root = root
         self.max_streams = max_streams
-        self.positions: dict[str, int] = {root: 0, **(positions or {})}
+        self.positions: dict[str, int] = {root: 0, **dict.fromkeys(roots, 0), **(positions or {})}
         """The next seq to deliver of every stream read (the root's first)."""
+        self.roots: set[str] = {root, *roots}
+        """The streams read for their own sake (the root; of a multiplexed subscription, every
+        stream it names): an ended one keeps its part of the token (``e``), so that a resume
+        that names it again does not read it again; the runs found below them drop theirs."""
         self.opening: list[str] = []
         """Streams to start reading (from :attr:`positions`); the caller takes and clears it."""
         self._ended: set[str] = set()  # delivered their terminal event
@@ -136,10 +151,37 @@ class TreeCursor:
         self._waiting.clear()
         self.opening = [sid for sid in self.positions if sid not in self._ended]
 
+    def add_root(self, sid: str, at: int = 0) -> None:
+        """Read ``sid`` too, from seq ``at`` unless the cursor has it (a stream a multiplexed
+        subscription names): it becomes one of :attr:`roots`."""
+        self.roots.add(sid)
+        if sid not in self.positions:
+            if len(self.positions) >= self.max_streams:
+                raise InvalidRequest(f"at most {self.max_streams} streams on one subscription")
+            self.positions[sid] = at
+            self.opening.append(sid)
+        self._note(sid)
+
+    def restore(self, token: str) -> None:
+        """Become the cursor ``token`` describes, keeping :attr:`roots` (a client taking the
+        position a server starts a subscription at: the runs of ``mine`` going on then)."""
+        other = TreeCursor.parse(token, max_streams=self.max_streams)
+        roots = self.roots | other.roots
+        for name in self.__slots__:
+            setattr(self, name, getattr(other, name))
+        self.roots = roots
+        for sid in self.positions:
+            self._note(sid)
+
+    def finished(self, sid: str) -> bool:
+        """Whether ``sid``'s terminal event was delivered."""
+        return sid in self._ended
+
     @classmethod
     def parse(cls, token: str, *, max_streams: int = 1024) -> TreeCursor:
         """The cursor a :meth:`token` describes; :class:`~tokenwire.errors.InvalidRequest` when
-        it is not one."""
+        it is not one. Its first stream is its :attr:`root`; a multiplexed subscription's other
+        roots are the server's to say again (:meth:`add_root`)."""
         if len(token) > MAX_TOKEN:
             raise InvalidRequest(f"a tree cursor is at most {MAX_TOKEN} characters, not {len(token)}")
         positions: dict[str, int] = {}
@@ -179,7 +221,7 @@ class TreeCursor:
 
     def _note(self, sid: str) -> None:
         """Bring ``sid``'s part of the token up to date (an ended child has none)."""
-        if sid in self._ended and sid != self.root:
+        if sid in self._ended and sid not in self.roots:
             self._parts.pop(sid, None)
             return
         name = self._names.get(sid)
@@ -251,17 +293,26 @@ async def _parent_of(log: EventLog, stream_id: str) -> str | None:
     return parent.stream_id if parent is not None else None
 
 
-async def check_tree(log: EventLog, cursor: TreeCursor, *, max_depth: int = 64) -> None:
-    """:class:`~tokenwire.errors.InvalidRequest` unless every stream ``cursor`` names is a run
-    below its root (its ``start`` names a parent that is, up to the root). A cursor comes from
-    the client, and a reader reads what it names: the root's token authorises its tree only."""
-    inside = {cursor.root}
+async def check_tree(
+    log: EventLog,
+    cursor: TreeCursor,
+    *,
+    max_depth: int = 64,
+    top: Callable[[str], Awaitable[bool]] | None = None,
+) -> None:
+    """:class:`~tokenwire.errors.InvalidRequest` unless every stream ``cursor`` names is one of
+    its roots or a run below one (its ``start`` names a parent that is, up to a root). A cursor
+    comes from the client, and a reader reads what it names: the roots' tokens authorise their
+    trees only. ``top``: whether a run with no parent is the reader's too (its owner's)."""
+    inside = set(cursor.roots)
     for sid in cursor.positions:
         path, at = [], sid
         while at not in inside:
             path.append(at)
             parent = await _parent_of(log, at) if len(path) <= max_depth else None
             if parent is None:
+                if len(path) <= max_depth and top is not None and await top(at):
+                    break
                 raise InvalidRequest(f"the cursor names stream {sid!r}, which is not a run below {cursor.root!r}")
             at = parent
         inside.update(path)
@@ -275,30 +326,45 @@ async def read_tree(
     idle_s: float | None = None,
     max_lag: int | None = None,
     live_from: int | None = None,
+    root_batches: Callable[[int, float | None], AsyncIterator[Sequence[Event]]] | None = None,
 ) -> AsyncIterator[Iterator[Event]]:
     """The tree's deliverable events from ``cursor`` on, a batch at a time: each batch is a
     :meth:`TreeCursor.feed` iterator, to be used up before the next one is asked for (the cursor
     moves as its events are taken, so ``cursor.token()`` after an event is where to resume).
 
     With ``follow`` it ends once every stream of the tree ended; without it, at the current end
-    of each. ``idle_s``, ``max_lag`` and ``live_from`` are :meth:`EventLog.batches`'s (the root's
-    reader yields the empty batches of an idle tree). A stream's read error (:class:`~tokenwire.errors.SeqEvicted`
-    …) ends the iteration with that error. It reads what ``cursor`` names: a server checks a
-    client's cursor first (:func:`check_tree`).
+    of each. ``idle_s``, ``max_lag`` and ``live_from`` are :meth:`EventLog.batches`'s (the
+    roots' readers give the empty batches of an idle tree, at most one per ``idle_s`` however
+    many roots). Streams take turns: a batch of more than :data:`FAIR_SHARE` events is delivered
+    a share at a time, each behind what the other streams have waiting. A stream's read error
+    (:class:`~tokenwire.errors.SeqEvicted` …) ends the iteration with that error. It reads what
+    ``cursor`` names: a server checks a client's cursor first (:func:`check_tree`).
+    ``root_batches(from_seq, idle_s)``: where the root's batches come from instead of the log (a
+    root that is not a stream, such as an owner's runs: :mod:`tokenwire.log.owned`).
     """
-    queue: asyncio.Queue[tuple[str, Sequence[Event] | BaseException | object]] = asyncio.Queue(256)
+    queue: asyncio.Queue[tuple[str, Sequence[Event] | BaseException | object, asyncio.Event | None]]
+    queue = asyncio.Queue(256)
     readers: dict[str, asyncio.Task[None]] = {}
 
     async def read(sid: str, from_seq: int, live: int | None) -> None:
-        idle = idle_s if sid == cursor.root else None
+        idle = idle_s if sid in cursor.roots else None
         batches: AsyncIterator[Sequence[Event]] | None = None
         try:  # a backend may raise at once (an unknown or evicted stream): that too ends the read
-            batches = log.batches(sid, from_seq, follow=follow, idle_s=idle, max_lag=max_lag, live_from=live)
+            if root_batches is not None and sid == cursor.root:
+                batches = root_batches(from_seq, idle)
+            else:
+                batches = log.batches(sid, from_seq, follow=follow, idle_s=idle, max_lag=max_lag, live_from=live)
             async for batch in batches:
-                await queue.put((sid, batch))
-            await queue.put((sid, _END))
+                if len(batch) <= FAIR_SHARE:
+                    await queue.put((sid, batch, None))
+                    continue
+                for i in range(0, len(batch), FAIR_SHARE):  # a backlog: one share in the queue at a time
+                    taken = asyncio.Event()
+                    await queue.put((sid, batch[i : i + FAIR_SHARE], taken))
+                    await taken.wait()
+            await queue.put((sid, _END, None))
         except Exception as exc:
-            await queue.put((sid, exc))
+            await queue.put((sid, exc, None))
         finally:
             aclose = getattr(batches, "aclose", None)
             if aclose is not None:
@@ -317,18 +383,24 @@ async def read_tree(
         return opened
 
     began = time.time()
+    clock = asyncio.get_running_loop().time
+    pinged = clock()
     cursor.reopen()
     live = start_readers()
     try:
         while live and not cursor.ended:
-            sid, item = await queue.get()
+            sid, item, taken = await queue.get()
+            if taken is not None:
+                taken.set()  # the stream's next share goes behind what the others queued meanwhile
             if item is _END:
                 live -= 1
                 continue
             if isinstance(item, BaseException):
                 raise item
-            if not item:
-                yield iter(())  # the root is idle
+            if not item:  # a root is idle: one empty batch per idle_s for the whole tree
+                if idle_s is not None and clock() - pinged >= idle_s / 2:
+                    pinged = clock()
+                    yield iter(())
                 continue
             yield cursor.feed(sid, item)  # type: ignore[arg-type]
             if cursor.opening:

@@ -13,7 +13,8 @@ Tools a request declares are the client's: the model's calls stream out and the 
 them; the client sends results back in the next request, as in each ecosystem. A streaming OpenAI
 client that disconnects before the end cancels its run, unless it asked for ``background`` (it
 resumes with ``starting_after``); an AI
-SDK chat survives its client leaving (it resumes). ``model`` names one of the server's
+SDK chat survives its client leaving (it resumes), as does an AG-UI run that asked to (it resumes
+from ``Last-Event-ID``: :func:`agui`). ``model`` names one of the server's
 providers; a server with a single provider serves it whatever the name (as llama.cpp's server
 does); otherwise an unknown model is a 404.
 """
@@ -131,16 +132,18 @@ def _headers() -> dict[str, str]:
     return {"x-accel-buffering": "no", "x-request-id": uuid.uuid4().hex}
 
 
-def _stream(service: RunService, run: Run, fmt: str, make: Callable[[], StreamEncoder]) -> Response:
+def _stream(
+    service: RunService, run: Run, fmt: str, make: Callable[[], StreamEncoder], *, cancel_on_leave: bool = True
+) -> Response:
     """A run's events from seq 0 in the stateful format ``fmt``, as an SSE response; readers of
     one run in one format share its encoder (each event is encoded once per format). The client
-    leaving cancels the run, unless it is a background run."""
+    leaving cancels the run, unless it is a background run (or not ``cancel_on_leave``)."""
 
     def on_abandon() -> None:
         run.handle.cancel("the client disconnected")
 
     reader = service.frames.reader(run.stream_id, fmt, make)
-    leave = None if run.background else on_abandon
+    leave = None if run.background or not cancel_on_leave else on_abandon
     body = log_frames(service, run.stream_id, 0, reader=reader, lagging=False, live_from=0, on_abandon=leave)
     return EventStreamResponse(service, body, transport=fmt, headers=_headers())
 
@@ -246,11 +249,56 @@ async def responses(service: RunService, request: HTTPRequest) -> Response:
     return JSONResponse(encoder.final)
 
 
+RESUMABLE = "x-tokenwire-resumable"
+"""The request header that makes an AG-UI run resumable (``true``): see :func:`agui`."""
+
+
 @_guarded
 async def agui(service: RunService, request: HTTPRequest) -> Response:
-    """``POST /agui``: an AG-UI run over SSE."""
-    _, body, run = await _admit(service, request, AGUIBody, agui_request)
-    return _stream(service, run, "agui", lambda: AGUIEvents(body.thread_id, body.run_id))
+    """``POST /agui``: an AG-UI run over SSE.
+
+    Resume, an extension of AG-UI's: the last frame of each of our events carries the event's
+    ``seq`` as its SSE ``id``. A run started with ``X-Tokenwire-Resumable: true`` survives its
+    client leaving (a run nobody reads is cancelled after ``abandon_after_s``); the same request
+    again (the same ``threadId`` and ``runId``, the same API key) with ``Last-Event-ID`` carries
+    on after that seq instead of starting a run (404 when that run is not going on this node)."""
+    last = request.headers.get("last-event-id")
+    if last is not None:
+        return await _agui_resume(service, request, last)
+    owner, body, run = await _admit(service, request, AGUIBody, agui_request)
+    resumable = request.headers.get(RESUMABLE, "").lower() in ("1", "true")
+    if resumable:
+        _remember(service, (owner, f"agui:{body.thread_id}:{body.run_id}"), (run.stream_id, ""))
+    make = lambda: AGUIEvents(body.thread_id, body.run_id)  # noqa: E731
+    return _stream(service, run, "agui", make, cancel_on_leave=not resumable)
+
+
+async def _agui_resume(service: RunService, request: HTTPRequest, last: str) -> Response:
+    """The resumable AG-UI run this request names, after seq ``last``."""
+    owner = service.authenticate(bearer(request.headers))
+    body = service.parse(await read_body(service, request), _decoder(AGUIBody))
+    if not (last.isascii() and last.isdigit()):
+        raise InvalidRequest(f"Last-Event-ID must be a seq (an integer >= 0), got {last[:40]!r}")
+    stream_id, _ = service.chats.get((owner, f"agui:{body.thread_id}:{body.run_id}"), ("", ""))
+    run = service.runs.get(stream_id) if stream_id else None
+    if run is None:
+        raise StreamNotFound(f"no resumable AG-UI run {body.run_id!r} of thread {body.thread_id!r} on this server")
+    refused = service.over_capacity()
+    if refused is not None:
+        raise refused
+    after = int(last) + 1
+    reader = service.frames.reader(stream_id, "agui", lambda: AGUIEvents(body.thread_id, body.run_id))
+    reader.catch_up(await service.history(stream_id, after))  # the frames the client has, written to nobody
+    frames = log_frames(service, stream_id, after, reader=reader, lagging=False)
+    return EventStreamResponse(service, frames, transport="agui", headers=_headers())
+
+
+def _remember(service: RunService, key: tuple[str, str], value: tuple[str, str]) -> None:
+    """Which run a client's own id names (an AI SDK chat, an AG-UI run), the newest ``max_runs``:
+    an API key's ids are invisible to another key (and cannot clash)."""
+    service.chats[key] = value
+    while len(service.chats) > service.config.max_runs:
+        service.chats.pop(next(iter(service.chats)))
 
 
 @_guarded
@@ -261,10 +309,7 @@ async def ui_chat(service: RunService, request: HTTPRequest) -> Response:
     resumes it, and a run nobody reads is cancelled after the server's ``abandon_after_s``."""
     owner, body, run = await _admit(service, request, ChatUIBody, ui_request)
     mid = message_id(body, run.stream_id)
-    # Chat ids are the client's: one key's chat is invisible to another key (and cannot clash).
-    service.chats[(owner, body.id)] = (run.stream_id, mid)
-    while len(service.chats) > service.config.max_runs:
-        service.chats.pop(next(iter(service.chats)))
+    _remember(service, (owner, body.id), (run.stream_id, mid))
     return _ui_stream(service, run, mid)
 
 

@@ -38,7 +38,16 @@ from tokenwire.core.limits import Limits
 from tokenwire.core.provider import Provider
 from tokenwire.core.request import Request
 from tokenwire.engine import RunOptions
-from tokenwire.errors import Conflict, Forbidden, InvalidRequest, OverCapacity, SeqEvicted, ShuttingDown, StreamNotFound
+from tokenwire.errors import (
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    LogUnavailable,
+    OverCapacity,
+    SeqEvicted,
+    ShuttingDown,
+    StreamNotFound,
+)
 from tokenwire.events import TERMINAL_TYPES, Error, Event
 from tokenwire.log import EventLog
 from tokenwire.server.providers import Providers
@@ -124,6 +133,19 @@ class Durable:
 
     async def save(self, stream_id: str, record: RunRecord) -> None:
         await self.service.log.ownership.save_run(stream_id, msgspec.json.encode(record))
+
+    async def listed(self, stream_id: str, owner: str) -> None:
+        """List a started run under its owner, for the readers of the owner's runs (on every
+        node). A log that cannot is logged: the run goes on, those readers miss it."""
+        try:
+            await self.service.log.ownership.index_run(owner, stream_id)
+        except LogUnavailable as exc:
+            logger.warning("run %s not listed under its owner: %s", stream_id, exc, extra={"stream_id": stream_id})
+
+    async def owns(self, stream_id: str, owner: str) -> bool:
+        """Whether ``owner`` started run ``stream_id`` (False once its definition expired)."""
+        record = await self.load(stream_id)
+        return record is not None and record.owner == owner
 
     async def load(self, stream_id: str) -> RunRecord | None:
         data = await self.service.log.ownership.load_run(stream_id)

@@ -7,6 +7,9 @@
   with ``?tree=1``, the run and every child run below it on one connection (each event names
   its stream; each ``id`` is a tree cursor that ``Last-Event-ID`` resumes);
   ``GET /v1/streams/{id}`` → status and, once finished, the result;
+- ``POST /v1/events`` (stream tokens, or the API key) → SSE of many streams, or of every run of
+  the API key, on one connection (:mod:`tokenwire.server.multiplex`); each ``id`` is the cursor
+  of them all, which ``Last-Event-ID`` resumes;
 - ``POST /v1/streams/{id}/cancel`` (token with ``cancel``);
 - ``POST /v1/tickets`` (API key or token) → 201 ``{ticket, expires_in}``: a single-use credential
   for a URL (EventSource and browser WebSockets cannot set headers); ``?token=`` and ``?api_key=``
@@ -23,7 +26,7 @@ from __future__ import annotations
 import functools
 import hmac
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from importlib.resources import files
 from typing import Any
 
@@ -50,7 +53,8 @@ from tokenwire.errors import (
     Unsupported,
 )
 from tokenwire.events import to_builtins
-from tokenwire.log import StreamInfo, TreeCursor, check_tree
+from tokenwire.log import StreamInfo, TreeCursor, check_tree, owned_batches
+from tokenwire.server.multiplex import Subscription, open_subscription
 from tokenwire.server.schema import RunBody
 from tokenwire.server.service import RunService, bearer
 from tokenwire.server.sockets import Link
@@ -248,9 +252,40 @@ async def events(service: RunService, request: HTTPRequest) -> Response:
         body = log_frames(service, stream_id, cursor, fmt=SSE, prelude=prelude, on_lag=link.cut)
     else:
         body = tree_frames(service, tree, prelude=prelude, on_lag=link.cut)
-    # The keep-alive interval, announced so a client can tell a silent stream from a dead one.
-    headers = {"x-accel-buffering": "no", "x-tokenwire-ping-s": f"{cfg.ping_s:g}"}
+    return sse_response(service, body, link)
+
+
+def sse_response(service: RunService, body: AsyncIterator[bytes], link: Link) -> EventStreamResponse:
+    """The native API's SSE response: the keep-alive interval announced, so a client can tell a
+    silent stream from a dead one."""
+    headers = {"x-accel-buffering": "no", "x-tokenwire-ping-s": f"{service.config.ping_s:g}"}
     return EventStreamResponse(service, body, transport="sse", headers=headers, link=link)
+
+
+@guarded
+async def subscribe_many(service: RunService, request: HTTPRequest) -> Response:
+    """``POST /v1/events``: many streams on one SSE connection (a
+    :class:`~tokenwire.server.multiplex.Subscription` as the body; ``Last-Event-ID`` resumes
+    every stream of it at once)."""
+    raw = await read_body(service, request)
+    sub = service.parse(raw, lambda raw: msgspec.json.decode(raw, type=Subscription), "subscription")
+    last = request.headers.get("last-event-id")
+    if last:
+        sub = msgspec.structs.replace(sub, cursor=last)
+    needs_key = sub.mine or any(ref.token is None for ref in sub.streams)
+    owner = service.authenticate(bearer(request.headers)) if needs_key else None
+    cursor = await open_subscription(service, sub, owner)
+    refused = service.over_capacity()
+    if refused is not None:
+        raise refused
+    link = Link(None)
+    mine = owned_batches(service.log, owner) if sub.mine and owner is not None else None
+    # The subscription's start, a ``cursor`` event: the position of every stream as the server
+    # took it (for ``mine``, the runs going on now), as its id and its data.
+    start = cursor.token().encode()
+    prelude = b"retry: %d\nevent: cursor\nid: %s\ndata: %s\n\n" % (service.config.retry_ms, start, start)
+    body = tree_frames(service, cursor, prelude=prelude, root_batches=mine, ids_per_batch=True, on_lag=link.cut)
+    return sse_response(service, body, link)
 
 
 @guarded
@@ -360,6 +395,7 @@ def routes(service: RunService) -> list[Route]:
         Route("/metrics", bind(metrics), methods=["GET"]),
         Route("/v1/runs", bind(create_run), methods=["POST"]),
         Route("/v1/tickets", bind(create_ticket), methods=["POST"]),
+        Route("/v1/events", bind(subscribe_many), methods=["POST"]),
         Route("/v1/streams/{stream_id}/events", bind(events), methods=["GET"], name="events"),
         Route("/v1/streams/{stream_id}", bind(status), methods=["GET"]),
         Route("/v1/streams/{stream_id}/cancel", bind(cancel), methods=["POST"]),

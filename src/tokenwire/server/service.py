@@ -72,6 +72,9 @@ _UNPARSEABLE = (msgspec.ValidationError, msgspec.DecodeError, ValueError, KeyErr
 """What a protocol's parser raises for a body it cannot understand: one tuple for every transport."""
 
 
+UNWRITTEN = "the run could not be written to the event log"
+
+
 def bearer(headers: Mapping[str, str]) -> str | None:
     """The credential of an ``Authorization: Bearer …`` header (HTTP headers or gRPC metadata), or None."""
     scheme, _, value = headers.get("authorization", "").partition(" ")
@@ -245,12 +248,11 @@ class RunService:
             request, body = request_for(run, self.tools), run
         else:
             request, body = run, RunBody(prompt="")
-        if len(request.messages) > self.config.max_messages:
-            raise InvalidRequest(
-                f"{len(request.messages)} messages is more than this server accepts ({self.config.max_messages})"
-            )
-        request = msgspec.structs.replace(request, max_tokens=max_tokens(self.config, request.max_tokens))
-        limits = run_limits(self.config, body.limits or self.default_limits)
+        cfg = self.config
+        if (n := len(request.messages)) > cfg.max_messages:
+            raise InvalidRequest(f"{n} messages is more than this server accepts ({cfg.max_messages})")
+        request = msgspec.structs.replace(request, max_tokens=max_tokens(cfg, request.max_tokens))
+        limits = run_limits(cfg, body.limits or self.default_limits)
         name = provider or body.provider or self.providers.default
         model = self.providers.get(name)
         check_model(body.model, name, model, self.providers)
@@ -264,7 +266,7 @@ class RunService:
             request=request,
             tools=[t.name for t in tools],
             max_steps=body.max_steps,
-            approval_timeout_s=self.config.approval_timeout_s,
+            approval_timeout_s=cfg.approval_timeout_s,
             limits=limits,
             meta=body.meta,
             background=body.background if background is None else background,
@@ -273,9 +275,7 @@ class RunService:
         try:
             await self.durable.save(stream_id, record)
         except LogUnavailable as exc:
-            raise LogUnavailable(
-                f"the run could not be written to the event log: {exc}", self.config.retry_after_s
-            ) from None
+            raise LogUnavailable(f"{UNWRITTEN}: {exc}", cfg.retry_after_s) from None
         started = self.runs.start(
             self.durable.agent(record) if tools else model,
             request,
@@ -287,9 +287,8 @@ class RunService:
         await started.handle.ready()  # readable on every node before anyone hears of it
         terminal = started.handle.terminal
         if isinstance(terminal, Error) and terminal.code == "log_unavailable":
-            raise LogUnavailable(
-                f"the run could not be written to the event log: {terminal.message}", self.config.retry_after_s
-            )
+            raise LogUnavailable(f"{UNWRITTEN}: {terminal.message}", cfg.retry_after_s)
+        await self.durable.listed(stream_id, owner)
         return started
 
     def telemetry(self, provider: Provider, request: Request, headers: Mapping[str, str]) -> list[object]:

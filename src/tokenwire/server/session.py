@@ -11,7 +11,11 @@ through the server's :class:`~tokenwire.wire.FrameCache`). Ops:
   ``{"op": "run", "id", "stream_id", "token", "read_token"}`` and subscribes from seq 0;
 - ``subscribe`` (``stream_id``, ``token``, ``from_seq``?, ``window``?); with ``tree: true`` and a
   ``cursor``? (a :class:`~tokenwire.log.TreeCursor` token): the run and every child run below it
-  (each event names its stream), from the cursor; the token authorises the whole tree;
+  (each event names its stream), from the cursor; the token authorises the whole tree; with
+  ``streams`` or ``mine`` instead: many streams, or every run of the connection's API key, as
+  one subscription (:mod:`tokenwire.server.multiplex`), known by its cursor's root; replies
+  ``{"op": "subscribe", "stream_id": <root>, "cursor": <where it starts>, "status": "subscribed"}``;
+- ``unsubscribe`` (``stream_id``): stop a subscription on a live connection;
 - ``ack`` (``stream_id``, ``seq``): events up to ``seq`` are processed (of a tree subscription,
   ``stream_id`` is its root and ``seq`` counts its events from 0); at most ``window``
   unacknowledged events are in flight per subscription;
@@ -35,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -56,9 +60,12 @@ from tokenwire.errors import (
     TokenwireError,
     Unauthorized,
 )
-from tokenwire.log import TreeCursor, check_tree, read_tree
+from tokenwire.events import Event
+from tokenwire.log import OWNED, TreeCursor, check_tree, owned_batches, read_tree
+from tokenwire.server.multiplex import Subscription, open_subscription
 from tokenwire.server.schema import RunBody
 from tokenwire.server.service import RunService
+from tokenwire.server.streaming import tree_frame
 from tokenwire.wire import WireFormat
 
 __all__ = ["CODES", "DEFAULT_WINDOW", "MAX_SUBSCRIPTIONS", "Session"]
@@ -151,7 +158,8 @@ class Session:
         handler = getattr(self, f"op_{op}", None)
         if handler is None:
             raise SessionError(
-                "unknown_op", f"unknown op {op!r}; ops are run, subscribe, ack, cancel, approve, tool_result"
+                "unknown_op",
+                f"unknown op {op!r}; ops are run, subscribe, unsubscribe, ack, cancel, approve, tool_result",
             )
         try:
             await handler(msg)
@@ -197,6 +205,9 @@ class Session:
         self._subscribe(run.stream_id, 0, window, live_from=0)  # there from the run's start
 
     async def op_subscribe(self, msg: dict[str, Any]) -> None:
+        if "streams" in msg or "mine" in msg:
+            await self._subscribe_many(msg)
+            return
         stream_id = await self._authorized(msg, "read")
         from_seq = msg.get("from_seq", 0)
         window = msg.get("window", DEFAULT_WINDOW)
@@ -216,6 +227,30 @@ class Session:
             await check_tree(self.service.log, tree)  # a cursor is the client's: only this tree's runs
         self._subscribe(stream_id, 0 if tree else from_seq, window, tree)
 
+    async def _subscribe_many(self, msg: dict[str, Any]) -> None:
+        """A multiplexed subscription (:mod:`tokenwire.server.multiplex`): known by its cursor's
+        root (its first stream, or ``~runs``), which ``ack`` and ``unsubscribe`` name."""
+        window = msg.pop("window", DEFAULT_WINDOW)
+        if not isinstance(window, int) or window < 1:
+            raise SessionError("bad_message", '"window" must be a positive integer')
+        sub = self.service.parse(msg, lambda msg: msgspec.convert(msg, Subscription), "subscription")
+        tree = await open_subscription(self.service, sub, self.owner)
+        mine = owned_batches(self.service.log, self.owner) if sub.mine and self.owner is not None else None
+        self._check_room()
+        # The reply before the first event: the client routes the streams the cursor names by it.
+        await self.reply({"op": "subscribe", "stream_id": tree.root, "cursor": tree.token(), "status": "subscribed"})
+        self._subscribe(tree.root, 0, window, tree, root_batches=mine)
+
+    async def op_unsubscribe(self, msg: dict[str, Any]) -> None:
+        """Stop reading a stream (or the multiplexed subscription its ``stream_id`` names)."""
+        stream_id = msg.get("stream_id")
+        sub = self.subs.pop(stream_id, None) if isinstance(stream_id, str) else None
+        if sub is None:
+            raise SessionError("not_found", "no subscription of this connection has that stream_id")
+        if sub.task is not None:
+            sub.task.cancel()
+        await self.reply({"op": "unsubscribe", "stream_id": sub.stream_id, "status": "unsubscribed"})
+
     def _check_room(self) -> None:
         if len(self.subs) >= MAX_SUBSCRIPTIONS:
             raise SessionError(
@@ -224,7 +259,13 @@ class Session:
             )
 
     def _subscribe(
-        self, stream_id: str, from_seq: int, window: int, tree: TreeCursor | None = None, live_from: int | None = None
+        self,
+        stream_id: str,
+        from_seq: int,
+        window: int,
+        tree: TreeCursor | None = None,
+        live_from: int | None = None,
+        root_batches: Callable[[int, float | None], AsyncIterator[Sequence[Event]]] | None = None,
     ) -> None:
         old = self.subs.pop(stream_id, None)
         if old is not None and old.task is not None:
@@ -232,7 +273,7 @@ class Session:
         self._check_room()
         sub = _Subscription(stream_id, from_seq, window, tree)
         sub.live_from = live_from
-        pump = self._pump(sub) if tree is None else self._pump_tree(sub, tree)
+        pump = self._pump(sub) if tree is None else self._pump_tree(sub, tree, root_batches)
         sub.task = self._tasks.start(pump, name=f"tokenwire-subscription-{stream_id}")
         self.subs[stream_id] = sub
 
@@ -263,21 +304,28 @@ class Session:
             if self.subs.get(sid) is sub:
                 del self.subs[sid]  # a finished subscription frees its slot: a socket serves any number of runs
 
-    async def _pump_tree(self, sub: _Subscription, tree: TreeCursor) -> None:
-        """A tree subscription: every stream of the tree from ``tree``, at most ``window``
-        unacknowledged events out (counted over the whole tree)."""
-        frame, fmt, sid = self.service.frames.frame, self.fmt, sub.stream_id
+    async def _pump_tree(
+        self,
+        sub: _Subscription,
+        tree: TreeCursor,
+        root_batches: Callable[[int, float | None], AsyncIterator[Sequence[Event]]] | None,
+    ) -> None:
+        """A tree subscription (or a multiplexed one: a tree of many roots): every stream of it
+        from ``tree``, at most ``window`` unacknowledged events out (counted over all of them)."""
+        frame, fmt, sid = tree_frame(self.service), self.fmt, sub.stream_id
         try:
             with (
                 contextlib.suppress(*self.disconnected, RuntimeError, SeqEvicted, StreamNotFound),
-                self.service.runs.reader(sid),
+                contextlib.ExitStack() as reading,
             ):
-                async for batch in read_tree(self.service.log, tree):
+                for root in tree.roots - {OWNED}:
+                    reading.enter_context(self.service.runs.reader(root))
+                async for batch in read_tree(self.service.log, tree, root_batches=root_batches):
                     for event in batch:
                         while sub.cursor - 1 - sub.acked >= sub.window:
                             sub.credit.clear()
                             await sub.credit.wait()
-                        await self.send(frame(event.stream_id, fmt, event))
+                        await self.send(frame(event, fmt))
                         sub.cursor += 1
         finally:
             if self.subs.get(sid) is sub:

@@ -16,7 +16,8 @@ and the client leaving.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from starlette.requests import ClientDisconnect
@@ -24,13 +25,13 @@ from starlette.responses import StreamingResponse
 
 from tokenwire.errors import ObserverOverflow, SeqEvicted, StreamNotFound
 from tokenwire.events import TERMINAL_TYPES, Event
-from tokenwire.log import TreeCursor, read_tree
+from tokenwire.log import OWNED, TreeCursor, read_tree
 from tokenwire.server.service import RunService
 from tokenwire.server.sockets import Link, Watchdog, current_transport
 from tokenwire.wire import SSE, FrameCache, SharedReader, WireFormat
 from tokenwire.wire.encoder import StreamEncoder
 
-__all__ = ["PING", "WRITE_BYTES", "WRITE_FRAMES", "EventStreamResponse", "log_frames", "tree_frames"]
+__all__ = ["PING", "WRITE_BYTES", "WRITE_FRAMES", "EventStreamResponse", "log_frames", "tree_frame", "tree_frames"]
 
 PING = b": ping\n"
 """The keep-alive: a comment with no blank line after it, so no SSE decoder dispatches an
@@ -128,21 +129,31 @@ async def tree_frames(
     encoder: StreamEncoder | None = None,
     prelude: bytes = b"",
     live_from: int | None = None,
+    root_batches: Callable[[int, float | None], AsyncIterator[Sequence[Event]]] | None = None,
+    ids_per_batch: bool = False,
     on_abandon: Callable[[], None] | None = None,
     on_lag: Callable[[], None] | None = None,
 ) -> AsyncIterator[bytes]:
     """A run tree's events from ``cursor`` as SSE writes: native frames, each with the cursor's
     token after it as its ``id`` (``Last-Event-ID`` resumes every stream of the tree at once), or
     ``encoder``'s frames (a stateful format that shows child runs its own way, read from the
-    start). Keep-alives, lag and retention as :func:`log_frames`; the tree's root counts as read."""
+    start). Keep-alives, lag and retention as :func:`log_frames`; the tree's roots count as read.
+    A multiplexed subscription is a tree with many roots (:mod:`tokenwire.server.multiplex`);
+    ``root_batches`` is :func:`~tokenwire.log.read_tree`'s (an owner's runs). ``ids_per_batch``:
+    the cursor only after each batch's last frame (a cursor of many streams is long; a client
+    that resumes from it may get again events it had: each names its stream and seq)."""
     cfg = service.config
-    frame, token = service.frames.frame, cursor.token
+    frame, token = tree_frame(service), cursor.token
     if prelude:
         yield prelude
     try:
-        with service.runs.reader(cursor.root):
+        with contextlib.ExitStack() as reading:
+            for sid in cursor.roots - {OWNED}:
+                reading.enter_context(service.runs.reader(sid))
             max_lag = cfg.max_lag_events if encoder is None else None  # a stateful format's reader cannot resume
-            tree = read_tree(service.log, cursor, idle_s=cfg.ping_s, max_lag=max_lag, live_from=live_from)
+            tree = read_tree(
+                service.log, cursor, idle_s=cfg.ping_s, max_lag=max_lag, live_from=live_from, root_batches=root_batches
+            )
             async for batch in tree:
                 out = []
                 if encoder is not None:
@@ -155,8 +166,11 @@ async def tree_frames(
                         yield PING  # an idle tree (or events this format leaves out): the connection lives
                     continue
                 for e in batch:  # the shared frame (its id the seq), with the tree's cursor as id instead
-                    f: bytes = frame(e.stream_id, SSE, e)
-                    out.append(b"id: %s%s" % (token().encode(), f[f.index(b"\n") :]))
+                    f: bytes = frame(e, SSE)
+                    f = f[f.index(b"\n") + 1 :]
+                    out.append(f if ids_per_batch else b"id: %s\n%s" % (token().encode(), f))
+                if ids_per_batch and out:
+                    out[-1] = b"id: %s\n%s" % (token().encode(), out[-1])
                 if not out:
                     yield PING
                 for write in _bounded(out):
@@ -170,6 +184,19 @@ async def tree_frames(
     finally:
         if not cursor.ended and on_abandon is not None:
             on_abandon()
+
+
+def tree_frame(service: RunService) -> Callable[[Event, WireFormat], Any]:
+    """``frame(event, fmt)``: a tree's event in ``fmt``, shared through the server's frame cache,
+    except the marks of an owner's runs (:data:`~tokenwire.log.OWNED`: every owner's have the
+    same stream id and seqs, so they are never cached)."""
+    cached = service.frames.frame
+
+    def frame(event: Event, fmt: WireFormat) -> Any:
+        sid = event.stream_id
+        return cached(sid, fmt, event) if sid != OWNED else fmt.encode(event)
+
+    return frame
 
 
 async def _caught_up(service: RunService, reader: SharedReader, event: Event) -> bytes:

@@ -10,13 +10,16 @@ closed before the one terminal ``RUN_FINISHED`` or ``RUN_ERROR``. Keys are AG-UI
 
 >>> from tokenwire.events import Start, TextDelta, Done
 >>> enc = AGUIEvents("t1", "r1")
->>> for e in [Start(model="m"), TextDelta("Hi"), Done()]:
+>>> for e in [Start(model="m", seq=0), TextDelta("Hi", seq=1), Done(seq=2)]:
 ...     for frame in enc.feed(e):
 ...         print(frame.decode().strip())
+id: 0
 data: {"type":"RUN_STARTED","threadId":"t1","runId":"r1"}
 data: {"type":"TEXT_MESSAGE_START","messageId":"r1-m0","role":"assistant"}
+id: 1
 data: {"type":"TEXT_MESSAGE_CONTENT","messageId":"r1-m0","delta":"Hi"}
 data: {"type":"TEXT_MESSAGE_END","messageId":"r1-m0"}
+id: 2
 data: {"type":"RUN_FINISHED","threadId":"t1","runId":"r1"}
 """
 
@@ -27,7 +30,7 @@ from typing import Any
 import msgspec
 
 from tokenwire.core.request import Request, ToolSpec
-from tokenwire.events import Data, Done, Error, Start, StateDelta, StateSnapshot, Step, ToolCall, ToolResult
+from tokenwire.events import Data, Done, Error, Event, Start, StateDelta, StateSnapshot, Step, ToolCall, ToolResult
 from tokenwire.wire.encoder import StreamEncoder
 from tokenwire.wire.openai_chat import message
 
@@ -79,7 +82,11 @@ _encode = msgspec.json.Encoder().encode
 
 
 class AGUIEvents(StreamEncoder):
-    """Our events in, AG-UI SSE frames out; one per stream and reader."""
+    """Our events in, AG-UI SSE frames out; one per stream and reader.
+
+    The last frame an event writes carries its ``seq`` as the SSE ``id`` (an extension: a
+    client that reconnects with ``Last-Event-ID`` gets the frames of the events after it; see
+    :func:`tokenwire.server.compat.agui`)."""
 
     def __init__(self, thread_id: str, run_id: str):
         self.thread_id = thread_id
@@ -89,6 +96,12 @@ class AGUIEvents(StreamEncoder):
         self._last_message: str | None = None
         self._calls: dict[str, bool] = {}  # call id -> arguments streamed
         self._ended: set[str] = set()
+
+    def feed(self, event: Event) -> list[bytes]:
+        frames = super().feed(event)
+        if frames:
+            frames[-1] = b"id: %d\n%s" % (event.seq, frames[-1])
+        return frames
 
     def _frame(self, kind: str, **fields: Any) -> bytes:
         return b"data: " + _encode({"type": kind, **fields}) + b"\n\n"
