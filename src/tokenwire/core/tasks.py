@@ -25,11 +25,44 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
 
-__all__ = ["TaskSet"]
+__all__ = ["TaskSet", "pause", "stop_if_cancelled"]
 
 T = TypeVar("T")
 
 logger = logging.getLogger("tokenwire")
+
+
+def stop_if_cancelled() -> None:
+    """Raise :class:`asyncio.CancelledError` when the current task was cancelled and the cancel
+    was lost on the way: in Python 3.11 ``asyncio.timeout`` (redis-py's socket timeouts use it)
+    turns a cancel that meets its own expiry into ``TimeoutError``, which a retry loop catching
+    ``OSError`` or ``Exception`` would take for an outage and retry for ever — and whoever
+    cancelled it to shut down would wait for ever (and in 3.11 ``asyncio.wait_for`` may return a
+    result that completed as the cancel came, dropping it). Every such loop calls this in its
+    handler, and waits with :func:`pause`.
+
+    >>> async def loop():
+    ...     asyncio.current_task().cancel()
+    ...     try:
+    ...         raise TimeoutError  # what asyncio.timeout raised instead of the cancel
+    ...     except OSError:
+    ...         stop_if_cancelled()
+    >>> try:
+    ...     asyncio.run(loop())
+    ... except asyncio.CancelledError:
+    ...     print("stopped")
+    stopped
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def pause(seconds: float) -> None:
+    """``asyncio.sleep`` for a loop that runs until cancelled: first :func:`stop_if_cancelled`
+    (a cancel some library swallowed on the way, without an error, stops the loop here)."""
+    stop_if_cancelled()
+    await asyncio.sleep(seconds)
 
 
 class TaskSet:

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from tokenwire.core.tasks import pause, stop_if_cancelled
 from tokenwire.log.redis_keys import KeyLayout
 from tokenwire.log.redis_writer import REDIS_ERRORS
 
@@ -101,10 +102,11 @@ class RedisControl:
                         except (msgspec.DecodeError, KeyError, TypeError):
                             logger.warning("event log: ignored a malformed control message")
             except REDIS_ERRORS as exc:
+                stop_if_cancelled()
                 # Once per outage at warning level, then quietly, with backoff (0.5 s doubling to 8 s).
                 level = logging.WARNING if failures == 0 else logging.DEBUG
                 logger.log(level, "event log: control channel lost (%s); reconnecting", exc)
-                await asyncio.sleep(min(8.0, 0.5 * 2 ** min(failures, 4)))
+                await pause(min(8.0, 0.5 * 2 ** min(failures, 4)))
                 failures += 1
 
     async def _messages(self, pubsub: Any) -> Any:
@@ -115,6 +117,7 @@ class RedisControl:
                     yield message
             return
         while True:
+            stop_if_cancelled()
             message = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
             if message is not None and message.get("type") == "smessage":
                 yield message

@@ -37,6 +37,7 @@ from tokenwire.core.fold import fold
 from tokenwire.core.limits import Limits
 from tokenwire.core.provider import Provider
 from tokenwire.core.request import Request
+from tokenwire.core.tasks import pause, stop_if_cancelled
 from tokenwire.engine import RunOptions
 from tokenwire.errors import (
     Conflict,
@@ -318,8 +319,9 @@ class Durable:
                         with contextlib.suppress(OverCapacity, ShuttingDown):
                             await self.carry_on(stream_id, token)
                 except Exception:  # a log hiccup must not end the supervisor
+                    stop_if_cancelled()
                     logger.warning("run supervisor: check failed; retrying", exc_info=True)
-            await asyncio.sleep(self.poll_s)
+            await pause(self.poll_s)
 
     async def hand_over(self, grace_s: float) -> int:
         """Shutdown with a shared log: suspend every live durable run, due at once, for the other

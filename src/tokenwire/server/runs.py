@@ -21,6 +21,7 @@ import msgspec
 
 from tokenwire.core.provider import Provider
 from tokenwire.core.request import Request
+from tokenwire.core.tasks import pause, stop_if_cancelled
 from tokenwire.engine import RunOptions, StreamHandle, start_stream
 from tokenwire.errors import OverCapacity, ShuttingDown
 from tokenwire.events import Done
@@ -181,7 +182,7 @@ class Runs:
         loop = asyncio.get_running_loop()
         period = grace_s / 3
         while True:
-            await asyncio.sleep(period)
+            await pause(period)
             try:
                 if self._readers:
                     await self.log.announce_readers(list(self._readers), ttl_s=3 * period)
@@ -198,6 +199,7 @@ class Runs:
                     continue
                 elsewhere = await self.log.read_elsewhere([run.stream_id for run in due])
             except Exception:  # a log hiccup must not end the watchdog
+                stop_if_cancelled()
                 logger.warning("abandoned-run check failed; retrying", exc_info=True)
                 continue
             for run in due:
