@@ -59,6 +59,27 @@ async def exercise(base: str, issued: set[str]) -> None:
         ui = {"id": "chat", "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "hi"}]}]}
         await http.post(f"{base}/api/chat", json=ui, headers={"Authorization": f"Bearer {KEYS[1]}"})
         await http.get(f"{base}/api/chat/chat/stream", headers={"Authorization": f"Bearer {KEYS[0]}"})
+        # the Responses API's background mode (retrieve, resume, cancel), a snapshot join, and
+        # many streams on one connection (tokens in the body; the key's own runs, by the key)
+        bearer = {"Authorization": f"Bearer {KEYS[0]}"}
+        answer = {"model": "scripted", "input": "hi", "background": True}
+        rid = (await http.post(f"{base}/v1/responses", json=answer, headers=bearer)).json()["id"]
+        params = {"stream": "true", "starting_after": 0}
+        async with http.stream("GET", f"{base}/v1/responses/{rid}", params=params, headers=bearer) as s:
+            async for _ in s.aiter_bytes():
+                pass
+        await http.post(f"{base}/v1/responses/{rid}/cancel", headers=bearer)
+        read = {"Authorization": f"Bearer {body['read_token']}"}
+        await http.get(f"{base}/v1/streams/{body['stream_id']}/events", params={"snapshot": 1}, headers=read)
+        many = {"streams": [{"stream_id": body["stream_id"], "token": body["read_token"]}]}
+        async with http.stream("POST", f"{base}/v1/events", json=many) as s:
+            async for _ in s.aiter_bytes():
+                pass
+        mine = {"mine": True, "streams": [{"stream_id": info.stream_id}]}
+        async with http.stream("POST", f"{base}/v1/events", json=mine, headers=bearer) as s:
+            async for chunk in s.aiter_bytes():
+                if b"event: done" in chunk:
+                    break  # "mine" follows until the client leaves
     ws_url = base.replace("http", "ws") + "/v1/ws"
     async with httpx.AsyncClient() as http:  # what a browser does: single-use tickets in URLs
         r = await http.post(f"{base}/v1/tickets", headers={"Authorization": f"Bearer {KEYS[0]}"})
