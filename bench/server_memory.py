@@ -21,7 +21,7 @@ import tracemalloc
 from typing import Any
 
 from tokenwire.providers import Scripted, Stall
-from tokenwire.server import create_app
+from tokenwire.server import ServerConfig, create_app
 from tokenwire.server.app import RunBody
 
 
@@ -30,7 +30,7 @@ async def retained(n: int) -> float:
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    run = server.start(RunBody(prompt="x"))
+    run = await server.start(RunBody(prompt="x"))
     await run.handle.wait()
     gc.collect()
     after = tracemalloc.get_traced_memory()[0]
@@ -39,14 +39,15 @@ async def retained(n: int) -> float:
 
 
 async def live(k: int) -> float:
-    server = create_app(providers={"stall": Scripted([Stall()])}, config=None).state.tokenwire
+    config = ServerConfig(max_live_runs_per_key=k + 1, max_runs=4 * k)
+    server = create_app(providers={"stall": Scripted([Stall()])}, config=config).state.tokenwire
     # one run first: imports, caches and the provider instance are not a run's cost
-    warm = server.start(RunBody(prompt="x"))
+    warm = await server.start(RunBody(prompt="x"))
     await asyncio.sleep(0.01)
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    runs: list[Any] = [server.start(RunBody(prompt="x")) for _ in range(k)]
+    runs: list[Any] = [await server.start(RunBody(prompt="x")) for _ in range(k)]
     await asyncio.sleep(0.05)  # every run started and waits for its provider
     gc.collect()
     after = tracemalloc.get_traced_memory()[0]

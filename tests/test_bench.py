@@ -38,6 +38,7 @@ def run_bench(script: str, *args: str) -> str:
         ("snapshot.py", ("--events", "500", "--reps", "1"), "| ?snapshot=1, first join (folds the log) |"),
         ("trees.py", ("--children", "2", "--deltas", "20", "--fanout", "3", "--reps", "1"), "one ?tree=1 subscription"),
         ("multiplex.py", ("--streams", "3", "--events", "5"), "| one SSE connection (POST /v1/events) | 21 |"),
+        ("server_memory.py", ("--events", "2000", "--runs", "10"), "| per live run with no reader (10 runs) |"),
         pytest.param("speech.py", ("--tokens", "40", "--runs", "1"), "| sentence by sentence", marks=pytest.mark.e2e),
         pytest.param(
             "local_model.py",
