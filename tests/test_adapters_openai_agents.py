@@ -111,3 +111,24 @@ async def test_arguments_that_are_not_json_go_on_as_the_sdk_goes_on() -> None:
     called = next(e for e in t.events if e.type == "tool_call")
     assert called.args == {"arguments": '{"a": 6'}
     assert t.events[-1].type == "done" and t.text == "Those were not numbers."
+
+
+@function_tool
+def divide(a: int, b: int) -> float:
+    """Divide two integers."""
+    return a / b
+
+
+async def test_a_tool_that_fails_is_a_tool_result_flagged_is_error() -> None:
+    """The SDK gives the model a message in place of the exception; the stream says it failed."""
+    steps = [[function_call("divide", {"a": 1, "b": 0}, call_id="call_1")], [assistant_message("It failed.")]]
+    agent = Agent(name="calc", model=ScriptedModel(steps), tools=[divide])  # type: ignore[list-item]
+    t = Transcript()
+    await tokenwire.generate(OpenAIAgents(agent), "1 / 0?", observers=[t])
+    assert_transcript(
+        t.events,
+        [..., {"type": "tool_result", "call_id": "call_1", "name": "divide", "is_error": True}, ..., "done"],
+    )
+    ok = Transcript()
+    await tokenwire.generate(OpenAIAgents(calc()), "6 x 7?", observers=[ok])
+    assert [e.is_error for e in ok.events if e.type == "tool_result"] == [False]

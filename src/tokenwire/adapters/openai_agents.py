@@ -70,8 +70,9 @@ class OpenAIAgents:
     async def stream(self, request: Request) -> AsyncIterator[Part]:
         from agents import Runner
 
-        result = Runner.run_streamed(self.agent, input=input_items(request), **self.run_options)  # type: ignore[arg-type]
         run = Run()
+        options = {**self.run_options, "run_config": run.noting_failures(self.run_options.get("run_config"))}
+        result = Runner.run_streamed(self.agent, input=input_items(request), **options)  # type: ignore[arg-type]
         events: Any = result.stream_events()  # an async generator (typed as an iterator)
         try:
             async for event in events:
@@ -104,6 +105,25 @@ class Run:
         self.usage: tuple[int, int] | None = None
         self.turn = 0
         self.turn_calls = 0
+        self.failed: set[str] = set()  # call ids whose tool failed (the SDK gave the model a message)
+
+    def noting_failures(self, config: Any) -> Any:
+        """``config`` (a ``RunConfig``, or a new one) whose ``tool_error_formatter`` also notes the
+        failed call's id, so its ``tool_result`` says ``is_error``: the SDK hands the model a
+        message in place of the exception and flags nothing. It sees the tools that use its
+        default failure handler (a tool with its own ``failure_error_function`` is not seen)."""
+        import dataclasses
+
+        from agents import RunConfig
+
+        config = config if config is not None else RunConfig()
+        formatter = config.tool_error_formatter
+
+        def noted(args: Any) -> Any:
+            self.failed.add(args.call_id)
+            return formatter(args) if formatter is not None else None
+
+        return dataclasses.replace(config, tool_error_formatter=noted)
 
     def parts(self, event: Any) -> list[Part]:
         kind = event.type
@@ -124,7 +144,8 @@ class Run:
                 if output is None and isinstance(raw, dict):
                     output = raw.get("output")
                 result = output if isinstance(output, str | int | float | bool | None | list | dict) else str(output)
-                return [ToolResult(call_id=call_id, name=self.names[call_id], result=result)]
+                failed = call_id in self.failed
+                return [ToolResult(call_id=call_id, name=self.names[call_id], result=result, is_error=failed)]
         return []
 
     def raw(self, data: Any) -> list[Part]:
