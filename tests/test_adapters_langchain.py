@@ -352,3 +352,38 @@ async def test_an_interrupt_inside_a_tool_is_no_failure_and_a_waiting_graph_can_
     assert events[-1].type == "done" and events[-1].finish_reason == "cancelled"
     assert sum(e.type in ("done", "error") for e in events) == 1
     await service.shutdown(1.0)
+
+
+async def test_structured_output_answers_the_schema_call_and_is_the_answer() -> None:
+    """``with_structured_output``: the model calls the schema as a tool that nothing runs; the
+    stream answers that call with the parsed value and gives its JSON as the text."""
+    from pydantic import BaseModel
+
+    class Weather(BaseModel):
+        """The weather in a city."""
+
+        city: str
+        sunny: bool
+
+    class Binds(StreamingFake):
+        def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+            return self
+
+    answer = AIMessage("", tool_calls=[{"id": "c1", "name": "Weather", "args": {"city": "Paris", "sunny": True}}])
+    chain = Binds(messages=iter([answer])).with_structured_output(Weather)
+    t = Transcript()
+    response = await tokenwire.generate(LangChain(chain), "Weather in Paris?", observers=[t])
+    value = {"city": "Paris", "sunny": True}
+    assert_transcript(
+        t.events,
+        [
+            "start",
+            ...,
+            {"type": "tool_call", "call_id": "c1", "name": "Weather", "args": value},
+            ...,
+            {"type": "tool_result", "call_id": "c1", "name": "Weather", "result": value, "is_error": False},
+            {"type": "text.delta", "text": '{"city": "Paris", "sunny": true}'},
+            "done",
+        ],
+    )
+    assert response.text == '{"city": "Paris", "sunny": true}'

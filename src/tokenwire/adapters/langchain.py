@@ -17,6 +17,9 @@ It reads ``astream_events(version="v2")``, the event stream every LangChain runn
   (``tool_call.start`` / ``tool_call.delta``); ``on_chat_model_end`` → each complete
   ``tool_call`` and the call's usage (summed into one ``usage`` at the end);
 - ``on_tool_end`` / ``on_tool_error`` → ``tool_result`` (``is_error`` for a failure);
+- structured output (``with_structured_output``, an agent's ``response_format``): the model's
+  call of the schema, which no tool answers, gets the parsed value as its ``tool_result``, and
+  the value's JSON is the answer's text;
 - a LangGraph node's start and end → ``step`` ``node`` (``detail.node``).
 
 Subgraphs and sub-agents are flattened into the one stream: their events carry no tree yet.
@@ -180,13 +183,20 @@ class Run:
         self.last: dict[str, str] = {}  # model run id → the call its chunks without index or id continue
         self.announced: set[str] = set()
         self.called: set[str] = set()  # calls streamed complete: the results that may follow
+        self.answered: set[str] = set()  # calls whose result was streamed
+        self.root: str | None = None  # the run id of the runnable itself (its end is the run's output)
         self.usage: tuple[int, int] | None = None
         self.turn = 0
+        self.names: dict[str, str] = {}  # call id → tool name
         self.turns: dict[str, int] = {}  # model run id → its turn (model runs may overlap)
         self.interrupts: dict[str, Any] = {}  # interrupt id → LangGraph's Interrupt: the run stops there
 
     def parts(self, event: dict[str, Any]) -> list[Part]:
         kind, data = event["event"], event.get("data", {})
+        if self.root is None and not event.get("parent_ids"):
+            self.root = event.get("run_id")
+        if kind == "on_chain_end" and event.get("run_id") == self.root:
+            return self.structured(data.get("output"))
         if kind == "on_chat_model_stream":
             return self.chunk(event["run_id"], data["chunk"])
         if kind == "on_chat_model_start":
@@ -242,12 +252,33 @@ class Run:
                 out.append(ToolCallDelta(call_id=call_id, args_delta=json.dumps(call.get("args", {}))))
             out.append(ToolCall(call_id=call_id, name=call["name"], args=dict(call.get("args", {}))))
             self.called.add(call_id)
+            self.names[call_id] = call["name"]
         usage = getattr(message, "usage_metadata", None)
         if usage:
             before = self.usage or (0, 0)
             self.usage = (before[0] + usage.get("input_tokens", 0), before[1] + usage.get("output_tokens", 0))
         calls = sum(isinstance(p, ToolCall) for p in out)
         return [*out, Step(name="turn", status="finished", detail={"turn": turn, "tool_calls": calls})]
+
+    def structured(self, output: Any) -> list[Part]:
+        """The run's structured output (``with_structured_output``, an agent's ``response_format``):
+        the model's call of the schema "tool", which no tool answers, is answered with the parsed
+        value, and the value's JSON is the answer's text."""
+        unanswered = [c for c in self.called if c not in self.answered]
+        if self.interrupts:
+            return []  # stopped for an answer: its calls are answered when it resumes
+        if isinstance(output, dict) and "structured_response" in output:
+            value = output["structured_response"]
+        elif (isinstance(output, dict) and "messages" not in output) or hasattr(output, "model_dump"):
+            value = output
+        else:
+            return []
+        if not unanswered or value is None:
+            return []
+        value = value.model_dump(mode="json") if hasattr(value, "model_dump") else _jsonable(value)
+        names = {c: n for c, n in self.names.items() if c in unanswered}
+        self.answered.update(unanswered)
+        return [*(ToolResult(call_id=c, name=names.get(c, ""), result=value) for c in unanswered), json.dumps(value)]
 
     def tool_end(self, event: dict[str, Any], data: dict[str, Any], failed: bool) -> list[Part]:
         name = str(event.get("name", ""))
@@ -258,6 +289,7 @@ class Run:
         call_id = data.get("tool_call_id") or getattr(output, "tool_call_id", None)
         if call_id not in self.called:
             return []  # a tool run outside a model's streamed call (the graph's own business)
+        self.answered.add(call_id)
         if failed:
             return [ToolResult(call_id=call_id, name=name, result=f"{type(output).__name__}: {output}", is_error=True)]
         result = getattr(output, "content", output)
