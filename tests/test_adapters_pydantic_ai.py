@@ -363,3 +363,48 @@ async def test_two_approvals_in_one_turn_resume_the_run_only_once_both_are_answe
     assert wired == [1] and events[-1].type == "done"
     assert "".join(e.text for e in events if e.type == "text.delta") == "sent 1 / The call was denied (api)."
     await service.shutdown(1.0)
+
+
+async def test_a_resumed_run_keeps_the_agents_system_prompt_and_its_thinking() -> None:
+    """Pydantic AI gives its system prompt only to a run with no history, and the log held no
+    thinking per turn: a run resumed from the log used to reach the model without either."""
+    import pytest
+    from pydantic_ai import DeferredToolRequests
+    from pydantic_ai.messages import SystemPromptPart, ThinkingPart
+    from pydantic_ai.models.function import DeltaThinkingPart
+
+    from tokenwire.errors import RunSuspended
+    from tokenwire.server import RunBody, RunService
+
+    seen: list[list[ModelMessage]] = []
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+        seen.append(messages)
+        if not any(isinstance(p, ToolReturnPart) for m in messages for p in getattr(m, "parts", [])):
+            yield {0: DeltaThinkingPart(content="They asked for 42; ")}
+            yield {0: DeltaThinkingPart(content="wire it.")}
+            yield {1: DeltaToolCall(name="wire_money", json_args='{"amount": 42}', tool_call_id="pay_1")}
+        else:
+            yield "Done."
+
+    a: Agent[None, Any] = Agent(
+        FunctionModel(stream_function=model), output_type=[str, DeferredToolRequests], system_prompt="You are a bank."
+    )
+
+    @a.tool_plain(requires_approval=True)
+    def wire_money(amount: int) -> str:
+        """Send money."""
+        return f"sent {amount}"
+
+    service = RunService(providers={"bank": PydanticAI(a, model="bank")}, api_keys=[KEY])
+    owner = service.authenticate(KEY)
+    run = await service.start(RunBody(prompt="Pay 42"), owner=owner)
+    with pytest.raises(RunSuspended):
+        await run.handle.wait()
+    await service.approve(run.stream_id, owner, "pay_1", True)
+    await until_ended(service, run.stream_id)
+    resumed = seen[-1]  # the model's input after the approval: the history read back from the log
+    parts = [p for m in resumed for p in getattr(m, "parts", [])]
+    assert [p.content for p in parts if isinstance(p, SystemPromptPart)] == ["You are a bank."]
+    assert [p.content for p in parts if isinstance(p, ThinkingPart)] == ["They asked for 42; wire it."]
+    await service.shutdown(1.0)

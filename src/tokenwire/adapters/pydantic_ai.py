@@ -95,6 +95,21 @@ class PydanticAI:
             async for part in parts:
                 yield part
 
+    def with_system_prompt(self, past: list[Any]) -> list[Any]:
+        """``past`` with the agent's own system prompt first, when it holds none: Pydantic AI adds
+        it only to a run with no history, so a conversation's later turns (and a run resumed
+        from the log) went to the model without it. Its static prompts (``system_prompt=``);
+        a dynamic one is the agent's to give, and ``instructions`` are applied to every request."""
+        from pydantic_ai import messages as pm
+
+        prompts = getattr(self.agent, "_system_prompts", ())  # no public accessor: see the docstring
+        if not past or not prompts:
+            return past
+        for message in past:
+            if isinstance(message, pm.ModelRequest) and any(isinstance(p, pm.SystemPromptPart) for p in message.parts):
+                return past
+        return [pm.ModelRequest(parts=[pm.SystemPromptPart(p) for p in prompts]), *past]
+
     async def run(
         self, prompt: str | None, past: list[Any], run: Run, deferred: Any = None
     ) -> AsyncGenerator[Part, None]:
@@ -104,6 +119,7 @@ class PydanticAI:
 
         waiting: dict[str, float] = {}
         options = {**self.run_options, "deferred_tool_results": deferred} if deferred is not None else self.run_options
+        past = self.with_system_prompt(past)
         async with self.agent.run_stream_events(prompt, message_history=past, **options) as events:
             async for event in events:
                 if isinstance(event, AgentRunResultEvent):
@@ -157,6 +173,7 @@ class _Resumed:
         messages, turns = list(request.messages), state.turns
         run = Run(turn=turns[-1].number if turns else 0)
         answered: dict[str, Any] = {}  # the last turn's decided calls without a result
+        thinking: list[str] = []  # each turn's reasoning, for its response in the history
         for i, turn in enumerate(turns):
             last = i == len(turns) - 1
             if last:
@@ -175,13 +192,28 @@ class _Resumed:
                 break
             calls = [{"call_id": c.call_id, "name": c.name, "args": c.args} for c in turn.calls.values()]
             messages.append(Message("assistant", turn.text, tool_calls=calls))
+            thinking.append(turn.reasoning)
             messages += tool_messages(turn.text, [turn.calls[cid] for cid in turn.results], turn.results)[1:]
         run.logged = set(answered)  # their calls are in the log: Pydantic AI reports them again
         prompt, past = history(msgspec.structs.replace(request, messages=messages))
+        with_thinking(past, thinking)
         deferred = DeferredToolResults(approvals=answered) if answered else None
         async with contextlib.aclosing(self.outer.run(prompt, past, run, deferred)) as parts:
             async for part in parts:
                 yield part
+
+
+def with_thinking(past: list[Any], thinking: list[str]) -> None:
+    """Give the last ``len(thinking)`` model responses of ``past`` (the turns read back from the
+    log, in order) their reasoning as a ``ThinkingPart`` first, as the model wrote it: a resumed
+    run's model sees what it thought. (Unsigned: a provider that needs its signature, as
+    Anthropic does, gets it as text in Pydantic AI's thinking tags.)"""
+    from pydantic_ai import messages as pm
+
+    responses = [m for m in past if isinstance(m, pm.ModelResponse)][-len(thinking) :] if thinking else []
+    for response, reasoning in zip(responses, thinking, strict=True):
+        if reasoning:
+            response.parts = [pm.ThinkingPart(reasoning), *response.parts]
 
 
 class Run:

@@ -44,11 +44,12 @@ __all__ = ["RunState", "TurnState", "child_usage", "fold", "tool_messages", "tur
 class TurnState:
     """One model turn as the log holds it."""
 
-    __slots__ = ("calls", "finished", "number", "partial_calls", "results", "text_parts")
+    __slots__ = ("calls", "finished", "number", "partial_calls", "reasoning_parts", "results", "text_parts")
 
     def __init__(self, number: int):
         self.number = number
         self.text_parts: list[str] = []
+        self.reasoning_parts: list[str] = []
         self.calls: dict[str, ToolCall] = {}  # in the order the model made them
         self.results: dict[str, ToolResult] = {}
         self.partial_calls: set[str] = set()  # started (named), arguments not complete
@@ -57,6 +58,10 @@ class TurnState:
     @property
     def text(self) -> str:
         return "".join(self.text_parts)
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(self.reasoning_parts)
 
     def unanswered(self) -> list[ToolCall]:
         """Calls of this turn with no result in the log."""
@@ -95,6 +100,7 @@ class RunState:
             return
         if cls is ReasoningDelta:
             self.reasoning_parts.append(event.text)  # type: ignore[union-attr]
+            self._current().reasoning_parts.append(event.text)  # type: ignore[union-attr]
         elif cls is ToolCallStart:
             self._current().partial_calls.add(event.call_id)  # type: ignore[union-attr]
         elif cls is ToolCall:
