@@ -270,3 +270,36 @@ async def test_one_websocket_reads_a_stream_once_alone_or_in_a_tree(base_url: st
             await c.cancel(info.stream_id, info.token)
             rest = [e async for e in tree]
     assert rest[-1].type == "done" and rest[-1].finish_reason == "cancelled"
+
+
+async def test_a_snapshot_join_of_a_tree_gives_the_run_folded_and_its_running_children_whole(base_url: str) -> None:
+    """``?tree=1&snapshot=1``: the root as one snapshot event, then the root's tail and every child
+    still running at the join from its start (here two sub-agents that never end, until the root
+    is cancelled); at the end the snapshot equals the root's whole log folded, each child whole."""
+    from tokenwire.core.snapshot import Snapshot
+
+    async with Client(base_url, api_key=KEY) as c:
+        info = await c.create_run({"prompt": "go", "tools": ["stuck"], "provider": "stuck"})
+        running: set[str] = set()
+        async for e in c.subscribe(info.stream_id, info.read_token, tree=True):
+            if e.type == "text.delta" and e.stream_id != info.stream_id:
+                running.add(e.stream_id)
+                if len(running) == 2:
+                    break  # both sub-agents are under way (and stay so): join now
+        state = Snapshot()
+        joined: list[Event] = []
+        cancelled = False
+        async for e in c.subscribe(info.stream_id, info.read_token, tree=True, snapshot=state):
+            joined.append(e)
+            if not cancelled and {x.stream_id for x in joined if x.type == "text.delta"} == running:
+                await c.cancel(info.stream_id, info.token)  # both read from their start: end the tree
+                cancelled = True
+        root = [e async for e in c.subscribe(info.stream_id, info.read_token)]
+    assert state == Snapshot.of(root) and state.finished
+    streams = by_stream(joined)
+    assert set(streams) - {info.stream_id} == running
+    for sid in running:
+        evs = streams[sid]
+        assert [e.seq for e in evs] == list(range(len(evs))) and evs[-1].__class__ in TERMINAL_TYPES, sid
+    tail = streams[info.stream_id]  # the root after the snapshot only: its start was in the snapshot
+    assert tail[0].seq > 0 and [e.seq for e in tail] == list(range(tail[0].seq, tail[-1].seq + 1))

@@ -160,6 +160,9 @@ class Client:
             async for event in client.subscribe(stream_id, token, snapshot=state):
                 render(state)
 
+        With ``tree`` too, the snapshot is the run's; the events after it are the run's from the
+        snapshot on and its children's that were still running, from their start.
+
         With ``tree`` (or a ``cursor``): the run's tree instead, its events and those of every
         child run below it, interleaved on one connection (``event.stream_id`` says whose; each
         stream in order, a child's end before its parent's mark of it), until every stream of the
@@ -181,8 +184,9 @@ class Client:
                     headers["Last-Event-ID"] = tree_cursor.token()
             elif state["last"] >= 0:
                 headers["Last-Event-ID"] = str(state["last"])
-            if snapshot is not None and state["last"] < 0:
-                params["snapshot"] = 1  # not joined yet (a resume goes on from the last seq)
+            joined = tree_cursor.positions[stream_id] if tree_cursor is not None else state["last"] + 1
+            if snapshot is not None and joined == 0:
+                params["snapshot"] = 1  # not joined yet (a resume goes on from where it is)
             return _Connect("GET", url, headers, params, None)
 
         async for event in self._follow(connect, f"stream {stream_id!r}", cursor, state, snapshot):
@@ -267,6 +271,8 @@ class Client:
                             if sse.event == "snapshot" and snapshot is not None:
                                 snapshot.restore(sse.data)
                                 state["last"] = snapshot.next_seq - 1
+                                if cursor is not None and sse.id:
+                                    cursor.restore(sse.id)  # the tree from the snapshot on
                                 if snapshot.finished:
                                     return  # it had ended: nothing comes after
                                 continue
@@ -274,6 +280,8 @@ class Client:
                             if cursor is not None:
                                 for fresh in cursor.receive(event):
                                     failures = 0
+                                    if snapshot is not None and fresh.stream_id == cursor.root:
+                                        snapshot.add(fresh)
                                     yield fresh
                                 if cursor.ended:
                                     return

@@ -179,6 +179,21 @@ class Snapshot:
         elif step.name != "turn":
             self.steps.append({"name": step.name, "status": step.status, "detail": step.detail, "seq": step.seq})
 
+    def running_children(self) -> list[str]:
+        """The child runs marked started and not yet finished (or suspended): a reader joining the
+        run's tree at this snapshot reads them from their start, the run itself from ``next_seq``."""
+        running: dict[str, None] = {}
+        for step in self.steps:
+            detail = step["detail"] if isinstance(step["detail"], dict) else {}
+            sid = detail.get("stream_id")
+            if step["name"] != "child" or not isinstance(sid, str):
+                continue
+            if step["status"] == "started":
+                running[sid] = None
+            elif step["status"] == "finished":
+                running.pop(sid, None)
+        return list(running)
+
     def to_dict(self) -> dict[str, Any]:
         """The snapshot as JSON-able data (what :meth:`from_dict` takes back)."""
         return {

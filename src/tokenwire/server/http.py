@@ -3,7 +3,8 @@
 - ``POST /v1/runs`` (API key) → 201 ``{stream_id, token, read_token, events_url}``;
 - ``GET /v1/streams/{id}/events`` (token with ``read``) → SSE, resumable from ``Last-Event-ID``
   or ``?from_seq=``; with ``?snapshot=1``, a late joiner's start: one ``snapshot`` event (the
-  run's state folded from the log, :class:`~tokenwire.core.snapshot.Snapshot`), then the tail;
+  run's state folded from the log, :class:`~tokenwire.core.snapshot.Snapshot`), then the tail
+  (with ``?tree=1`` too, the run's tail and its children still running, from their start);
   with ``?tree=1``, the run and every child run below it on one connection (each event names
   its stream; each ``id`` is a tree cursor that ``Last-Event-ID`` resumes);
   ``GET /v1/streams/{id}`` → status and, once finished, the result;
@@ -35,6 +36,7 @@ from starlette.requests import Request as HTTPRequest
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from tokenwire.core.snapshot import Snapshot
 from tokenwire.errors import (
     BodyTooLarge,
     Conflict,
@@ -232,7 +234,7 @@ async def events(service: RunService, request: HTTPRequest) -> Response:
     if tree is not None:
         await check_tree(service.log, tree)  # a cursor is the client's: it may name only this tree's runs
     cursor = from_seq(request) if tree is None else tree.positions[stream_id]
-    snapshot = tree is None and request.query_params.get("snapshot") in ("1", "true")
+    snapshot = request.query_params.get("snapshot") in ("1", "true") and (tree is None or cursor == 0)
     if cursor < info.first_seq and not snapshot:
         raise SeqEvicted(stream_id, cursor, info.first_seq)
     refused = service.over_capacity()
@@ -244,7 +246,12 @@ async def events(service: RunService, request: HTTPRequest) -> Response:
     prelude = b"retry: %d\n" % cfg.retry_ms
     if snapshot:  # join now: the run's state in one event (its id the last seq in it), then the tail
         cursor, ended, state = await service.snapshots.take(stream_id)
-        prelude += b"event: snapshot\nid: %d\ndata: %s\n\n" % (cursor - 1, state)
+        last = b"%d" % (cursor - 1)
+        if tree is not None:  # the run from the snapshot on, its children still running from their start
+            running = Snapshot.from_json(state).running_children()
+            tree = TreeCursor(stream_id, {stream_id: cursor, **dict.fromkeys(running, 0)})
+            last = tree.token().encode()
+        prelude += b"event: snapshot\nid: %s\ndata: %s\n\n" % (last, state)
         if ended:  # nothing comes after: the body is the snapshot
             return Response(prelude, media_type="text/event-stream")
     link = Link(None)  # the response finds the connection; a lagging reader's is cut
