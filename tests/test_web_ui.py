@@ -344,3 +344,15 @@ def test_two_tabs_follow_their_own_keys_runs_on_one_connection_each(page: Any) -
             assert all(text == "".join(words) for _, text in shown)
             assert tab.evaluate("window.runsConnections") == 2  # one, and one after the drop
         proxy.close()
+
+
+def test_a_reload_mid_answer_rejoins_from_a_snapshot_and_shows_the_answer_once(page: Any, site: Any) -> None:
+    """The page reloaded while the run streams: it asks for the run's snapshot (one event with the
+    text so far) and then the rest; the answer ends whole, nothing shown twice."""
+    url, _ = site
+    ask(page, url)
+    page.wait_for_function("document.getElementById('answer').innerText.length > 40", timeout=10_000)
+    page.reload()
+    page.wait_for_function("document.getElementById('status').textContent === 'stop'", timeout=20_000)
+    assert page.evaluate("window.snapshotJoins") == 1
+    assert page.inner_text("#answer").strip() == "".join(WORDS).strip()
