@@ -223,3 +223,30 @@ async def test_the_client_joins_with_a_snapshot_and_keeps_it_current() -> None:
             ended = Snapshot()
             assert [e async for e in client.subscribe(info.stream_id, info.read_token, snapshot=ended)] == []
             assert ended == Snapshot.of(full)
+
+
+async def test_a_websocket_joins_with_a_snapshot_and_keeps_it_current() -> None:
+    """The WebSocket's ``subscribe`` with ``snapshot``: a ``snapshot`` reply, then the events after
+    it only; the snapshot kept current equals the whole run folded; a finished run's is all."""
+    from tokenwire.client import Client, WebSocketClient
+
+    words = [f"w{i} " for i in range(300)] + [tokenwire.providers.Delay(0.2), "end"]
+    application = create_app(
+        providers={"p": Scripted(words)}, api_keys=[KEY], log=MemoryLog(), config=ServerConfig(ping_s=0.05)
+    )
+    with serve(application) as url:
+        async with Client(url, api_key=KEY) as client:
+            info = await client.create_run("go", background=True)
+            async for _ in client.subscribe(info.stream_id, info.read_token, from_seq=300):
+                break  # the 300 words are in the log
+            ws_url = url.replace("http://", "ws://") + "/v1/ws"
+            state = Snapshot()
+            async with WebSocketClient(ws_url) as ws:
+                tail = [e async for e in ws.subscribe(info.stream_id, info.read_token, snapshot=state)]
+            full = [e async for e in client.subscribe(info.stream_id, info.read_token)]
+            assert tail and tail[0].seq > 300 and tail == full[tail[0].seq :]
+            assert state == Snapshot.of(full) and state.finished
+            ended = Snapshot()
+            async with WebSocketClient(ws_url) as ws:
+                assert [e async for e in ws.subscribe(info.stream_id, info.read_token, snapshot=ended)] == []
+            assert ended == Snapshot.of(full)

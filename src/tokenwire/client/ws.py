@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from tokenwire.client.http import run_body
+from tokenwire.core.snapshot import Snapshot
 from tokenwire.errors import ClientError, Conflict, ConnectionLost
 from tokenwire.events import TERMINAL_TYPES, Event, decode
 from tokenwire.log import OWNED, TreeCursor, child_started
@@ -152,8 +153,13 @@ class WebSocketClient:
         from_seq: int = 0,
         tree: bool = False,
         cursor: TreeCursor | None = None,
+        snapshot: Snapshot | None = None,
     ) -> AsyncIterator[Event]:
         """A stream's events from ``from_seq`` to its terminal event.
+
+        With an empty ``snapshot`` (``Snapshot()``): join the run now, as
+        :meth:`tokenwire.client.Client.subscribe` does: the server's snapshot fills it, the events
+        after it are yielded and added to it.
 
         With ``tree`` (or a ``cursor``): the run's tree instead, the run and every child run below
         it (``event.stream_id`` says whose; each stream in order, a child's end before its
@@ -168,8 +174,21 @@ class WebSocketClient:
         if stream_id in self._trees or stream_id in self._route:
             raise Conflict(f"stream {stream_id!r} is already read on this socket (alone or in a tree)")
         if not tree:
-            await self.send("subscribe", stream_id=stream_id, token=token, from_seq=from_seq, window=self.window)
+            join = {"snapshot": True} if snapshot is not None and from_seq == 0 else {}
+            await self.send(
+                "subscribe", stream_id=stream_id, token=token, from_seq=from_seq, window=self.window, **join
+            )
+            if join:
+                answer = await self.reply()
+                if answer.get("op") != "snapshot":
+                    raise ClientError(400, str(answer.get("code")), str(answer.get("message")))
+                assert snapshot is not None
+                snapshot.restore(msgspec.json.encode(answer["snapshot"]))
+                if snapshot.finished:
+                    return  # it had ended: nothing comes after
             async for event in self._events(stream_id):
+                if snapshot is not None:
+                    snapshot.add(event)
                 yield event
             return
         at = cursor if cursor is not None else TreeCursor(stream_id)

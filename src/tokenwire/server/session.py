@@ -9,7 +9,9 @@ through the server's :class:`~tokenwire.wire.FrameCache`). Ops:
 
 - ``run`` (RunBody fields, ``id``?, ``window``?): needs the API key; replies
   ``{"op": "run", "id", "stream_id", "token", "read_token"}`` and subscribes from seq 0;
-- ``subscribe`` (``stream_id``, ``token``, ``from_seq``?, ``window``?); with ``tree: true`` and a
+- ``subscribe`` (``stream_id``, ``token``, ``from_seq``?, ``window``?, ``snapshot``?: join now,
+  replying ``{"op": "snapshot", "stream_id", "snapshot": <the run folded>}`` before the events
+  after it; WebSocket only); with ``tree: true`` and a
   ``cursor``? (a :class:`~tokenwire.log.TreeCursor` token): the run and every child run below it
   (each event names its stream), from the cursor; the token authorises the whole tree; with
   ``streams`` or ``mine`` instead: many streams, or every run of the connection's API key, as
@@ -225,6 +227,12 @@ class Session:
         await self.service.open(stream_id, msg.get("token"), from_seq)
         if tree is not None:
             await check_tree(self.service.log, tree)  # a cursor is the client's: only this tree's runs
+        elif msg.get("snapshot") and from_seq == 0:  # join now: the run as it stands, then the rest
+            self._check_room()
+            from_seq, ended, state = await self.service.snapshots.take(stream_id)
+            await self.reply({"op": "snapshot", "stream_id": stream_id, "snapshot": msgspec.Raw(state)})
+            if ended:
+                return  # the snapshot is all there is
         self._subscribe(stream_id, 0 if tree else from_seq, window, tree)
 
     async def _subscribe_many(self, msg: dict[str, Any]) -> None:
