@@ -408,3 +408,39 @@ async def test_a_turn_the_provider_cannot_continue_is_asked_again_and_its_first_
     assert carried is not None and carried.handle.result().text == "".join(words)  # once, not 3 + 6 words
     assert "".join(fold(events).open.text_parts) == "".join(words)
     await service.shutdown(1.0)
+
+
+async def test_a_local_iterator_of_a_run_follows_it_across_its_suspension_to_its_end() -> None:
+    """Iterating the run's handle is following its stream: it waits while the run is suspended
+    (the stream is not over: any node may carry it on) and ends with the terminal after the
+    approval, on whatever log the server has (the suite's Redis pass runs this on Redis)."""
+
+    @tool(requires_approval=True)
+    def wire_money(amount: int) -> str:
+        """Send money."""
+        return "sent"
+
+    model = Scripted.turns([ToolCall(call_id="c1", name="wire_money", args={"amount": 42})], ["Sent."])
+    service = RunService(providers={"bank": model}, tools=[wire_money], api_keys=["k"])
+    owner = service.authenticate("k")
+    run = await service.start(RunBody(prompt="pay", tools=["wire_money"]), owner=owner)
+    seen: list[Event] = []
+    asked = asyncio.Event()
+
+    async def follow() -> None:
+        async for event in run.handle:
+            seen.append(event)
+            if event.type == "step" and event.name == "approval" and event.status == "started":
+                asked.set()
+
+    following = asyncio.create_task(follow())
+    await asyncio.wait_for(asked.wait(), 10)
+    with pytest.raises(RunSuspended):
+        await run.handle.wait()  # the producer here is done; the stream goes on
+    assert not following.done()
+    await service.approve(run.stream_id, owner, "c1", True)
+    await asyncio.wait_for(following, 10)
+    kinds = [(e.type, getattr(e, "name", None)) for e in seen]
+    assert kinds[-1] == ("done", None) and ("tool_result", "wire_money") in kinds
+    assert [e.seq for e in seen] == list(range(len(seen)))
+    await service.shutdown(1.0)
