@@ -179,7 +179,7 @@ async def test_agui_carries_state_as_snapshot_and_json_patch_and_data_as_custom_
     from test_agui import EVENTS, check_lifecycle
 
     encoder = AGUIEvents("t", "r")
-    raw = [f[6:] for e in await stamped() for f in encoder.feed(e)]
+    raw = [f[f.index(b"data: ") + 6 :] for e in await stamped() for f in encoder.feed(e)]  # after an id: line
     check_lifecycle([EVENTS.validate_json(f) for f in raw])
     frames = [json.loads(f) for f in raw]
     kinds = [f["type"] for f in frames]

@@ -87,34 +87,32 @@ async def test_a_hundred_streams_on_one_sse_connection_cut_and_resumed(base_url:
     assert "".join(e.text for e in streams[next(iter(runs))] if isinstance(e, TextDelta)) == "".join(WORDS)
 
 
-async def test_a_hundred_streams_on_one_websocket_resumed_on_new_sockets(base_url: str) -> None:
+def connections(transport: str, base_url: str, target: str) -> Any:
+    """A new client connection of ``transport`` (a context manager with ``subscribe_many``)."""
+    if transport == "websocket":
+        return WebSocketClient(base_url.replace("http://", "ws://") + "/v1/ws")
+    return GrpcClient(target)
+
+
+@pytest.mark.parametrize("transport", ["websocket", "grpc"])
+async def test_a_hundred_streams_on_one_connection_resumed_on_new_ones(
+    base_url: str, target: str, transport: str
+) -> None:
+    """One WebSocket (one gRPC call) for 100 streams, closed mid-way three times; a new one
+    resumes every stream from the cursor."""
     runs = await start_runs(base_url, 100)
     reads = {sid: read for sid, (read, _) in runs.items()}
     cursor = TreeCursor(next(iter(reads)), roots=reads)
     events: list[Event] = []
-    url = base_url.replace("http://", "ws://") + "/v1/ws"
-    for cut in (500, 1000, 1500, None):  # three sockets closed mid-way, then one to the end
-        async with WebSocketClient(url) as ws, contextlib.aclosing(ws.subscribe_many(reads, cursor=cursor)) as it:
+    for cut in (500, 1000, 1500, None):  # three connections closed mid-way, then one to the end
+        async with (
+            connections(transport, base_url, target) as client,
+            contextlib.aclosing(client.subscribe_many(reads, cursor=cursor)) as it,
+        ):
             async for e in it:
                 events.append(e)
                 if len(events) == cut:
                     break
-    assert cursor.ended and len(events) > 1500
-    await assert_each_whole(base_url, by_stream(events), reads)
-
-
-async def test_a_hundred_streams_on_one_grpc_call_resumed_on_new_calls(base_url: str, target: str) -> None:
-    runs = await start_runs(base_url, 100)
-    reads = {sid: read for sid, (read, _) in runs.items()}
-    cursor = TreeCursor(next(iter(reads)), roots=reads)
-    events: list[Event] = []
-    async with GrpcClient(target) as g:
-        for cut in (500, 1000, 1500, None):  # three calls cancelled mid-way, then one to the end
-            async with contextlib.aclosing(g.subscribe_many(reads, cursor=cursor)) as it:
-                async for e in it:
-                    events.append(e)
-                    if len(events) == cut:
-                        break
     assert cursor.ended and len(events) > 1500
     await assert_each_whole(base_url, by_stream(events), reads)
 

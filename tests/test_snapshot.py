@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import httpx_sse
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -201,33 +202,11 @@ async def test_joining_a_long_run_with_a_snapshot_equals_a_full_replay() -> None
     assert snapshot_bytes * 5 < replay_bytes
 
 
-async def test_the_client_joins_with_a_snapshot_and_keeps_it_current() -> None:
-    """``Client.subscribe(..., snapshot=Snapshot())``: the server's snapshot fills it, only the
-    events after it are yielded, each added as it is; a finished run's join yields nothing."""
-    from tokenwire.client import Client
-
-    words = [f"w{i} " for i in range(300)] + [tokenwire.providers.Delay(0.2), "end"]
-    application = create_app(
-        providers={"p": Scripted(words)}, api_keys=[KEY], log=MemoryLog(), config=ServerConfig(ping_s=0.05)
-    )
-    with serve(application) as url:
-        async with Client(url, api_key=KEY) as client:
-            info = await client.create_run("go", background=True)
-            async for _ in client.subscribe(info.stream_id, info.read_token, from_seq=300):
-                break  # the 300 words are in the log
-            state = Snapshot()
-            tail = [e async for e in client.subscribe(info.stream_id, info.read_token, snapshot=state)]
-            full = [e async for e in client.subscribe(info.stream_id, info.read_token)]
-            assert tail and tail[0].seq > 300 and tail == full[tail[0].seq :]  # only the tail, in order
-            assert state == Snapshot.of(full) and state.finished
-            ended = Snapshot()
-            assert [e async for e in client.subscribe(info.stream_id, info.read_token, snapshot=ended)] == []
-            assert ended == Snapshot.of(full)
-
-
-async def test_a_websocket_joins_with_a_snapshot_and_keeps_it_current() -> None:
-    """The WebSocket's ``subscribe`` with ``snapshot``: a ``snapshot`` reply, then the events after
-    it only; the snapshot kept current equals the whole run folded; a finished run's is all."""
+@pytest.mark.parametrize("transport", ["sse", "websocket"])
+async def test_a_client_joins_with_a_snapshot_and_keeps_it_current(transport: str) -> None:
+    """``Client.subscribe(..., snapshot=Snapshot())`` (SSE) and ``WebSocketClient.subscribe(...)``
+    (the ``subscribe`` op with ``snapshot``): the server's snapshot fills it, only the events
+    after it are yielded, each added as it is; a finished run's join yields nothing."""
     from tokenwire.client import Client, WebSocketClient
 
     words = [f"w{i} " for i in range(300)] + [tokenwire.providers.Delay(0.2), "end"]
@@ -239,14 +218,18 @@ async def test_a_websocket_joins_with_a_snapshot_and_keeps_it_current() -> None:
             info = await client.create_run("go", background=True)
             async for _ in client.subscribe(info.stream_id, info.read_token, from_seq=300):
                 break  # the 300 words are in the log
-            ws_url = url.replace("http://", "ws://") + "/v1/ws"
+
+            async def join(state: Snapshot) -> list[Event]:
+                if transport == "sse":
+                    return [e async for e in client.subscribe(info.stream_id, info.read_token, snapshot=state)]
+                async with WebSocketClient(url.replace("http://", "ws://") + "/v1/ws") as ws:
+                    return [e async for e in ws.subscribe(info.stream_id, info.read_token, snapshot=state)]
+
             state = Snapshot()
-            async with WebSocketClient(ws_url) as ws:
-                tail = [e async for e in ws.subscribe(info.stream_id, info.read_token, snapshot=state)]
+            tail = await join(state)
             full = [e async for e in client.subscribe(info.stream_id, info.read_token)]
-            assert tail and tail[0].seq > 300 and tail == full[tail[0].seq :]
+            assert tail and tail[0].seq > 300 and tail == full[tail[0].seq :]  # only the tail, in order
             assert state == Snapshot.of(full) and state.finished
             ended = Snapshot()
-            async with WebSocketClient(ws_url) as ws:
-                assert [e async for e in ws.subscribe(info.stream_id, info.read_token, snapshot=ended)] == []
+            assert await join(ended) == []
             assert ended == Snapshot.of(full)

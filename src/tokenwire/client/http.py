@@ -37,7 +37,7 @@ from tokenwire.errors import (
     Unauthorized,
 )
 from tokenwire.events import TERMINAL_TYPES, Event, decode
-from tokenwire.log import OWNED, TreeCursor
+from tokenwire.log import TreeCursor, subscription_cursor
 from tokenwire.wire.sse import SSEDecoder
 
 __all__ = ["Client", "ClientError", "ConnectionLost", "RunInfo", "run_body"]
@@ -213,9 +213,8 @@ class Client:
             async for event in client.subscribe_many({run_a.stream_id: run_a.read_token, run_b.stream_id: None}):
                 print(event.stream_id, event.type)
         """
-        named = dict(streams or {})
         fresh = cursor is None  # the server says where a new subscription starts
-        at = cursor if cursor is not None else TreeCursor(next(iter(named), OWNED) if not mine else OWNED, roots=named)
+        named, at = subscription_cursor(streams, mine=mine, cursor=cursor)
         refs = [{"stream_id": sid, **({"token": tok} if tok else {})} for sid, tok in named.items()]
         url = f"{self.base_url}/v1/events"
 
@@ -230,8 +229,6 @@ class Client:
             fresh = False  # from now on the cursor is the server's (its first frame) moved by the events
             return _Connect("POST", url, headers, {}, body)
 
-        if not named and not mine:
-            raise ValueError("subscribe_many needs streams, or mine=True")
         async for event in self._follow(connect, "subscription", at, {"last": -1}, None):
             yield event
 

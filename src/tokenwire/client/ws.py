@@ -20,7 +20,7 @@ from tokenwire.client.http import run_body
 from tokenwire.core.snapshot import Snapshot
 from tokenwire.errors import ClientError, Conflict, ConnectionLost
 from tokenwire.events import TERMINAL_TYPES, Event, decode
-from tokenwire.log import OWNED, TreeCursor, child_started
+from tokenwire.log import TreeCursor, child_started, subscription_cursor
 
 __all__ = ["WebSocketClient"]
 
@@ -208,14 +208,11 @@ class WebSocketClient:
         started later included (announced by a ``step child started`` event of ``~runs``).
         Events and ``cursor`` as :meth:`~tokenwire.client.http.Client.subscribe_many`; other
         subscriptions may be added and dropped beside it on the same socket."""
-        named = dict(streams or {})
-        if not named and not mine:
-            raise ValueError("subscribe_many needs streams, or mine=True")
+        named, at = subscription_cursor(streams, mine=mine, cursor=cursor)
         refs = [{"stream_id": sid, **({"token": tok} if tok else {})} for sid, tok in named.items()]
         fields: dict[str, Any] = {"streams": refs, "mine": mine}
         if cursor is not None:
             fields["cursor"] = cursor.token()
-        at = cursor or TreeCursor(OWNED if mine else next(iter(named)), roots=named)
         async for event in self._subscribe_tree(at, fields, reply=True):
             yield event
 

@@ -32,7 +32,7 @@ from tokenwire.events import TERMINAL_TYPES, Event
 from tokenwire.grpc import tokenwire_pb2 as pb
 from tokenwire.grpc import tokenwire_pb2_grpc as pb_grpc
 from tokenwire.grpc.codec import from_proto
-from tokenwire.log import OWNED, TreeCursor
+from tokenwire.log import TreeCursor, subscription_cursor
 
 __all__ = ["GrpcClient", "GrpcRunInfo", "run_request"]
 
@@ -235,11 +235,8 @@ class GrpcClient:
         """Many streams on one call, resumed all at once across failures: as
         :meth:`~tokenwire.client.http.Client.subscribe_many` (``streams``: stream id -> read
         token, None for a run this client's API key started; ``mine``: every run of the key)."""
-        named = dict(streams or {})
-        if not named and not mine:
-            raise ValueError("subscribe_many needs streams, or mine=True")
         fresh = cursor is None  # the server says where a new subscription starts
-        at = cursor or TreeCursor(OWNED if mine else next(iter(named)), roots=named)
+        named, at = subscription_cursor(streams, mine=mine, cursor=cursor)
         refs = [pb.StreamRef(stream_id=sid, token=tok or "") for sid, tok in named.items()]
 
         def request() -> pb.SubscribeRequest:

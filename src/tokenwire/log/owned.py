@@ -30,14 +30,14 @@ token resumes them all. The root never ends: a reader of it follows until it lea
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 from tokenwire.errors import StreamNotFound
 from tokenwire.events import Event, Step
 from tokenwire.log.base import EventLog
 from tokenwire.log.tree import TreeCursor
 
-__all__ = ["OWNED", "live_runs", "owned_batches"]
+__all__ = ["OWNED", "live_runs", "owned_batches", "subscription_cursor"]
 
 OWNED = "~runs"
 """The root of an owner's runs in a :class:`~tokenwire.log.TreeCursor` (not a stream: no run id
@@ -82,3 +82,15 @@ async def live_runs(log: EventLog, owner: str, *, max_streams: int = 1024) -> Tr
         except StreamNotFound:
             continue  # gone from the log already
     return TreeCursor(OWNED, positions, max_streams=max_streams)
+
+
+def subscription_cursor(
+    streams: Mapping[str, str | None] | None, *, mine: bool, cursor: TreeCursor | None
+) -> tuple[dict[str, str | None], TreeCursor]:
+    """What a client starts a subscription of many streams with: the streams it names (stream id
+    -> read token) and its cursor, the one given or a new one (rooted at :data:`OWNED` with
+    ``mine``, else at the first stream named). :class:`ValueError` for a subscription of nothing."""
+    named = dict(streams or {})
+    if not named and not mine:
+        raise ValueError("a subscription of many streams names streams, or asks for mine")
+    return named, cursor or TreeCursor(OWNED if mine else next(iter(named)), roots=named)
