@@ -285,8 +285,26 @@ def test_a_multiplexed_cursor_keeps_its_ended_streams_and_takes_the_servers_star
     assert "kid" not in cursor.token()  # a child found below a root: gone from the token once ended
     follower = TreeCursor(OWNED, roots=["b"])
     follower.restore("7@~runs,3@r1")  # the server's start: runs going on now, the next run's position
-    assert follower.positions == {OWNED: 7, "r1": 3} | {"b": 0} or follower.positions == {OWNED: 7, "r1": 3}
-    assert follower.roots == {OWNED, "b"}
+    assert follower.positions == {OWNED: 7, "r1": 3} and follower.roots == {OWNED, "b"}
+
+
+def test_a_cursor_of_an_owners_runs_keeps_only_the_runs_going_on() -> None:
+    """A reader of every run of a key reads any number of runs over time, at most
+    ``max_streams`` at once: an ended run leaves the cursor, and what a resume from before its
+    end sends again of it is dropped, not refused."""
+    from tokenwire.events import Step
+
+    cursor = TreeCursor(OWNED, max_streams=3)
+    delivered: list[Event] = []
+    for n in range(10):
+        sid = f"r{n}"
+        mark = Step(name="child", status="started", detail={"stream_id": sid}, stream_id=OWNED, seq=n)
+        delivered += cursor.receive(mark)
+        delivered += cursor.receive(Start(model="m", stream_id=sid, seq=0))
+        delivered += cursor.receive(Done(stream_id=sid, seq=1))
+        assert set(cursor.positions) == {OWNED}
+    assert len(delivered) == 30 and cursor.token() == "10@~runs"
+    assert list(cursor.receive(Done(stream_id="r9", seq=1))) == []  # sent again after a resume
 
 
 @pytest.fixture
@@ -322,3 +340,51 @@ async def test_the_owner_index_lists_runs_in_order_and_wakes_a_reader(logs: list
         assert await own.latest_runs("a", 2) == (8, ["r6", "r7"])
         assert await own.runs_of("b", 0, wait_s=0) == [(0, "x0")]
         await log.aclose()
+
+
+async def test_a_run_followed_only_through_mine_is_not_abandoned() -> None:
+    """The server cancels a run nobody reads for ``abandon_after_s``: a run read only as one of
+    the key's runs is read."""
+    app = create_app(
+        providers={"stalls": Scripted(["thinking ", Stall()])},
+        api_keys=[KEY],
+        config=ServerConfig(abandon_after_s=1.5, ping_s=0.05),
+    )
+    got: list[Event] = []
+    with serve(app) as url:
+        async with Client(url, api_key=KEY) as c:
+
+            async def follow() -> None:
+                async with contextlib.aclosing(c.subscribe_many(mine=True)) as it:
+                    async for e in it:
+                        got.append(e)
+
+            task = asyncio.create_task(follow())
+            try:
+                run = await c.create_run("go")
+                await wait_for(lambda: any(e.stream_id == run.stream_id for e in got), within=10)
+                await asyncio.sleep(4.5)  # three times abandon_after_s, read only through "mine"
+                assert not any(e.stream_id == run.stream_id and e.type in ("done", "error") for e in got)
+                await c.cancel(run.stream_id, run.token)
+                await wait_for(lambda: any(e.stream_id == run.stream_id and e.type == "done" for e in got), within=10)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    ends = [e for e in got if e.stream_id == run.stream_id and e.type == "done"]
+    assert len(ends) == 1 and ends[0].finish_reason == "cancelled" and ends[0].reason != "abandoned"
+
+
+async def test_a_server_without_api_keys_reads_many_streams_by_their_tokens_only() -> None:
+    """With --no-auth every caller is the same owner: ``mine`` and a stream without its token
+    would hand anyone every run; the tokens stay the grant."""
+    app = create_app(providers={"paced": Scripted(WORDS[:3])}, api_keys=None)
+    with serve(app) as url:
+        async with Client(url) as c:
+            run = await c.create_run("go")
+            async with httpx.AsyncClient() as http:
+                for body in ({"mine": True}, {"streams": [{"stream_id": run.stream_id}]}):
+                    r = await http.post(f"{url}/v1/events", json=body)
+                    assert r.status_code == 422 and "token" in r.json()["error"]["message"], body
+            events = [e async for e in c.subscribe_many({run.stream_id: run.read_token})]
+    assert [e.type for e in events][-1] == "done"

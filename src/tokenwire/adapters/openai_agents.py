@@ -117,6 +117,8 @@ class Run:
         from agents import RunConfig
 
         config = config if config is not None else RunConfig()
+        if "tool_error_formatter" not in {f.name for f in dataclasses.fields(config)}:
+            return config  # an SDK before the hook: failures stay unflagged
         formatter = config.tool_error_formatter
 
         def noted(args: Any) -> Any:

@@ -213,23 +213,23 @@ class Client:
             async for event in client.subscribe_many({run_a.stream_id: run_a.read_token, run_b.stream_id: None}):
                 print(event.stream_id, event.type)
         """
-        fresh = cursor is None  # the server says where a new subscription starts
         named, at = subscription_cursor(streams, mine=mine, cursor=cursor)
         refs = [{"stream_id": sid, **({"token": tok} if tok else {})} for sid, tok in named.items()]
         url = f"{self.base_url}/v1/events"
+        # A new subscription starts where the server says (its first event, ``cursor``): until
+        # that arrived, a reconnect asks for a new start again, not for the placeholder's.
+        state = {"last": -1, "started": int(cursor is not None)}
 
         def connect() -> _Connect:
-            nonlocal fresh
             headers = {"Accept": "text/event-stream"}
             if self.api_key:
                 headers["Authorization"] = f"Bearer {self.api_key}"
             body: dict[str, Any] = {"streams": refs, "mine": mine}
-            if not fresh:
+            if state["started"]:
                 body["cursor"] = at.token()
-            fresh = False  # from now on the cursor is the server's (its first frame) moved by the events
             return _Connect("POST", url, headers, {}, body)
 
-        async for event in self._follow(connect, "subscription", at, {"last": -1}, None):
+        async for event in self._follow(connect, "subscription", at, state, None):
             yield event
 
     async def _follow(
@@ -264,6 +264,7 @@ class Client:
                                 continue  # an empty data line carries nothing
                             if sse.event == "cursor" and cursor is not None:
                                 cursor.restore(sse.data)  # a multiplexed subscription's start
+                                state["started"] = 1
                                 continue
                             if sse.event == "snapshot" and snapshot is not None:
                                 snapshot.restore(sse.data)

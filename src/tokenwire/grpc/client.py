@@ -97,6 +97,10 @@ def _raise_for(err: grpc.aio.AioRpcError, stream_id: str, from_seq: int) -> None
     raise ClientError(code.value[0], code.name.lower(), details)
 
 
+METADATA_ROOM = (("grpc.max_metadata_size", 1 << 20), ("grpc.absolute_max_metadata_size", 1 << 20))
+"""Channel options a :class:`GrpcClient` adds unless given: the metadata it accepts."""
+
+
 class GrpcClient:
     """Async client over gRPC (``target``: ``host:port``; ``credentials`` for TLS, else plaintext;
     ``options``: channel arguments, e.g. ``[("grpc.http2.bdp_probe", 0)]`` to keep the receive
@@ -115,6 +119,10 @@ class GrpcClient:
     ):
         self.target = target
         self.api_key = api_key
+        # A subscription of many streams starts with its cursor in the initial metadata (about 36
+        # bytes a stream): room for the most streams one subscription reads, past gRPC's 8 KiB.
+        named = {name for name, _ in options}
+        options = [*options, *((k, v) for k, v in METADATA_ROOM if k not in named)]
         if credentials is not None:
             self.channel = grpc.aio.secure_channel(target, credentials, options=options)
         else:
@@ -235,31 +243,38 @@ class GrpcClient:
         """Many streams on one call, resumed all at once across failures: as
         :meth:`~tokenwire.client.http.Client.subscribe_many` (``streams``: stream id -> read
         token, None for a run this client's API key started; ``mine``: every run of the key)."""
-        fresh = cursor is None  # the server says where a new subscription starts
         named, at = subscription_cursor(streams, mine=mine, cursor=cursor)
         refs = [pb.StreamRef(stream_id=sid, token=tok or "") for sid, tok in named.items()]
+        # A new subscription starts where the server says (``tokenwire-cursor``): until that
+        # arrived, a retry asks for a new start again, not for the placeholder's.
+        started = [cursor is not None]
 
         def request() -> pb.SubscribeRequest:
-            nonlocal fresh
-            resume, fresh = ("" if fresh else at.token()), False
-            return pb.SubscribeRequest(streams=refs, mine=mine, cursor=resume)
+            return pb.SubscribeRequest(streams=refs, mine=mine, cursor=at.token() if started[0] else "")
 
-        async for event in self._tree(request, at, "subscription", many=True):
+        async for event in self._tree(request, at, "subscription", started=started):
             yield event
 
     async def _tree(
-        self, request: Callable[[], pb.SubscribeRequest], cursor: TreeCursor, what: str, *, many: bool = False
+        self,
+        request: Callable[[], pb.SubscribeRequest],
+        cursor: TreeCursor,
+        what: str,
+        *,
+        started: list[bool] | None = None,
     ) -> AsyncIterator[Event]:
         """A tree's (or many streams') events, resumed from ``cursor`` with ``request()``; of many
-        streams, the cursor takes where the server starts them (``tokenwire-cursor``)."""
+        streams (``started``), the cursor takes where the server starts them (``tokenwire-cursor``)."""
         failures = 0
+        many = started is not None
         while True:
             cursor.reopen()
             call = self.stub.Subscribe(request(), metadata=self._auth() if many else ())
             try:
                 start = dict(await call.initial_metadata()).get("tokenwire-cursor") if many else None
-                if start is not None:  # (none: the call failed, as reading it says)
+                if start is not None and started is not None:  # (none: the call failed, as reading it says)
                     cursor.restore(start)
+                    started[0] = True
                 async for message in call:
                     for fresh in cursor.receive(from_proto(message)):
                         failures = 0

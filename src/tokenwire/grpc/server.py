@@ -54,7 +54,7 @@ from tokenwire.errors import (
 from tokenwire.events import Event
 from tokenwire.grpc import tokenwire_pb2 as pb
 from tokenwire.grpc.codec import PROTO, session_frame
-from tokenwire.log import OWNED, TreeCursor, check_tree, owned_batches, read_tree
+from tokenwire.log import TreeCursor, check_tree, owned_batches, read_tree
 from tokenwire.server import streaming
 from tokenwire.server.multiplex import Subscription, open_subscription
 from tokenwire.server.schema import RunBody
@@ -229,16 +229,17 @@ class _Service:
         dog = Watchdog(timeout_s, stalled)
         seq = from_seq - 1
         try:
-            with contextlib.ExitStack() as reading:
+            async with contextlib.AsyncExitStack() as reading:
                 if tree is None:
                     batches: AsyncIterator[Any] = reading.enter_context(
                         service.reading(stream_id, from_seq, live_from=live_from)
                     )
                 else:
-                    for root in tree.roots - {OWNED}:
-                        reading.enter_context(service.runs.reader(root))
                     max_lag = service.config.max_lag_events
-                    batches = read_tree(service.log, tree, max_lag=max_lag, root_batches=root_batches)
+                    batches = read_tree(
+                        service.log, tree, max_lag=max_lag, root_batches=root_batches, reading=service.runs.reader
+                    )
+                    await reading.enter_async_context(contextlib.aclosing(batches))
                 async for batch in batches:
                     if tree is not None:  # events of several streams: each stream's shared frames
                         pairs: Any = ((e, tree_frame(e, PROTO)) for e in batch)

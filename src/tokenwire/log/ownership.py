@@ -189,7 +189,7 @@ class LocalOwnership(RunOwnership):
         index = self._owned.get(owner)
         if index is None:
             return 0, []
-        return index.first + len(index.runs), index.runs[-count:]
+        return index.first + len(index.runs), index.runs[max(0, len(index.runs) - count) :]
 
     async def runs_of(self, owner: str, from_pos: int, *, wait_s: float) -> list[tuple[int, str]]:
         index = self._owned.get(owner)

@@ -85,11 +85,12 @@ local n = redis.call('INCR', KEYS[2]) - 1
 redis.call('ZADD', KEYS[1], n, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', n - tonumber(ARGV[2]))
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return n
 """
-"""List a run under its owner at the next position, keep the newest ``MAX_INDEXED``, and keep the
-list as long as a run's keys (``idle_ttl_s`` after the owner's last new run)."""
+"""List a run under its owner at the next position and keep the newest ``MAX_INDEXED``, for as
+long as a run's keys (``idle_ttl_s`` after the owner's last new run). The count of runs listed
+never expires (a few bytes per API key): a position is never given twice, so a reader's cursor
+stays true however long it was away."""
 
 
 class OwnershipHost(Protocol):
@@ -216,9 +217,10 @@ class RedisOwnership(RunOwnership):
         key = self._log.keys.owner_key(owner)
         pipe: Any = (await self._log.client()).pipeline(transaction=False)
         pipe.get(key + ":n")
-        pipe.zrange(key, -count, -1)
-        listed, rows = await pipe.execute()
-        return int(listed or 0), [sid.decode() if isinstance(sid, bytes) else str(sid) for sid in rows]
+        if count > 0:
+            pipe.zrange(key, -count, -1)
+        listed, *rows = await pipe.execute()
+        return int(listed or 0), [sid.decode() if isinstance(sid, bytes) else str(sid) for sid in (rows or [[]])[0]]
 
     async def runs_of(self, owner: str, from_pos: int, *, wait_s: float) -> list[tuple[int, str]]:
         """Polls every ``index_poll_s`` while it waits: a new run is seen that long after it is

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import quote, unquote
 
 from tokenwire.errors import ConnectionLost, InvalidRequest
@@ -99,6 +99,7 @@ class TreeCursor:
     __slots__ = (
         "_dirty",
         "_ended",
+        "_gone",
         "_held",
         "_names",
         "_parts",
@@ -137,6 +138,7 @@ class TreeCursor:
         self._names: dict[str, str] = {}  # stream id -> its form in a token
         self._parts: dict[str, str] = {}  # stream id -> its part of the token
         self._dirty: set[str] = set()  # streams that moved since the token was last made
+        self._gone: dict[str, None] = {}  # child runs that ended and left the cursor, newest last
         self.marked_at: dict[str, float] = {}
         """When each child found by this cursor was marked started (its parent's mark's ``ts``)."""
         for sid in self.positions:
@@ -234,9 +236,25 @@ class TreeCursor:
         """An event a server sent on a tree subscription (a client's side: in delivery order,
         maybe again after a resume): the event once, as :meth:`feed` gives it;
         :class:`~tokenwire.errors.ConnectionLost` for one of a stream not in the tree."""
-        if event.stream_id not in self.positions:
+        sid = event.stream_id
+        if sid not in self.positions:
+            if sid in self._gone:
+                return iter(())  # a child that ended here, sent again by a resume from before its end
             raise ConnectionLost(f"tree {self.root!r}: the server sent an event of a stream not in it")
-        return self.feed(event.stream_id, (event,))
+        return self.feed(sid, (event,))
+
+    def _forget(self, sid: str) -> None:
+        """A child run ended: it leaves the cursor (a reader of an owner's runs reads any number
+        of them, at most ``max_streams`` at once); the newest ended are kept by name, to drop what
+        a resume from before their end sends again."""
+        del self.positions[sid]
+        for held in (self._ended, self._settled, self._dirty):
+            held.discard(sid)
+        for named in (self._names, self._parts, self.marked_at):
+            named.pop(sid, None)
+        self._gone[sid] = None
+        if len(self._gone) > 4 * self.max_streams:
+            del self._gone[next(iter(self._gone))]
 
     def feed(self, sid: str, events: Iterable[Event]) -> Iterator[Event]:
         """The events of ``sid`` (read in order, maybe again) that are now deliverable, and those
@@ -272,10 +290,14 @@ class TreeCursor:
                     self.opening.append(started)
                     self._dirty.add(started)
                 terminal = event.__class__ in TERMINAL_TYPES
-                if terminal:
+                if terminal and sid not in self.roots:
+                    self._forget(sid)  # never read again (its mark lies behind its parent's position)
+                elif terminal:
                     self._ended.add(sid)
                     self._settled.add(sid)
-                self._dirty.add(sid)
+                    self._dirty.add(sid)
+                else:
+                    self._dirty.add(sid)
                 if terminal:
                     parent = self._waiting.pop(sid, None)
                     if parent is not None:
@@ -327,7 +349,8 @@ async def read_tree(
     max_lag: int | None = None,
     live_from: int | None = None,
     root_batches: Callable[[int, float | None], AsyncIterator[Sequence[Event]]] | None = None,
-) -> AsyncIterator[Iterator[Event]]:
+    reading: Callable[[str], contextlib.AbstractContextManager[object]] | None = None,
+) -> AsyncGenerator[Iterator[Event], None]:
     """The tree's deliverable events from ``cursor`` on, a batch at a time: each batch is a
     :meth:`TreeCursor.feed` iterator, to be used up before the next one is asked for (the cursor
     moves as its events are taken, so ``cursor.token()`` after an event is where to resume).
@@ -341,16 +364,23 @@ async def read_tree(
     ``cursor`` names: a server checks a client's cursor first (:func:`check_tree`).
     ``root_batches(from_seq, idle_s)``: where the root's batches come from instead of the log (a
     root that is not a stream, such as an owner's runs: :mod:`tokenwire.log.owned`).
+    ``reading(stream_id)``: a context each stream's reader holds while it reads (a server counts
+    the readers of its runs with it).
     """
     queue: asyncio.Queue[tuple[str, Sequence[Event] | BaseException | object, asyncio.Event | None]]
     queue = asyncio.Queue(256)
     readers: dict[str, asyncio.Task[None]] = {}
 
     async def read(sid: str, from_seq: int, live: int | None) -> None:
+        virtual = root_batches is not None and sid == cursor.root
+        with reading(sid) if reading is not None and not virtual else contextlib.nullcontext():
+            await pump(sid, from_seq, live, virtual)
+
+    async def pump(sid: str, from_seq: int, live: int | None, virtual: bool) -> None:
         idle = idle_s if sid in cursor.roots else None
         batches: AsyncIterator[Sequence[Event]] | None = None
         try:  # a backend may raise at once (an unknown or evicted stream): that too ends the read
-            if root_batches is not None and sid == cursor.root:
+            if root_batches is not None and virtual:
                 batches = root_batches(from_seq, idle)
             else:
                 batches = log.batches(sid, from_seq, follow=follow, idle_s=idle, max_lag=max_lag, live_from=live)
@@ -394,6 +424,7 @@ async def read_tree(
                 taken.set()  # the stream's next share goes behind what the others queued meanwhile
             if item is _END:
                 live -= 1
+                readers.pop(sid, None)  # a long-lived tree (an owner's runs) keeps only its live readers
                 continue
             if isinstance(item, BaseException):
                 raise item

@@ -64,12 +64,19 @@ async def open_subscription(service: RunService, sub: Subscription, owner: str |
         raise InvalidRequest(f"at most {MAX_STREAMS} streams on one subscription, not {len(sub.streams)}")
     if sub.mine and owner is None:
         raise InvalidRequest('"mine" needs the API key (Authorization: Bearer <key>)')
+    if service.config.api_keys is None and (sub.mine or any(ref.token is None for ref in sub.streams)):
+        # Without API keys every caller is the same owner: only a stream's token grants reading it.
+        raise InvalidRequest('this server has no API keys (--no-auth): name each stream with its "token"')
     named = [ref.stream_id for ref in sub.streams]
     if sub.cursor:
         cursor = TreeCursor.parse(sub.cursor, max_streams=MAX_STREAMS)
         first = OWNED if sub.mine else named[0] if named else None
         if cursor.root != first:
             raise InvalidRequest("the cursor is of another subscription: its first stream must be the first one named")
+        if sub.mine and owner is not None:
+            listed, _ = await service.log.ownership.latest_runs(owner, 0)
+            if cursor.positions[OWNED] > listed:  # a list this log no longer has (a memory log restarted)
+                cursor.positions[OWNED] = 0
     elif sub.mine:
         assert owner is not None
         cursor = await live_runs(service.log, owner, max_streams=MAX_STREAMS)

@@ -63,7 +63,7 @@ from tokenwire.errors import (
     Unauthorized,
 )
 from tokenwire.events import Event
-from tokenwire.log import OWNED, TreeCursor, check_tree, owned_batches, read_tree
+from tokenwire.log import TreeCursor, check_tree, owned_batches, read_tree
 from tokenwire.server.multiplex import Subscription, open_subscription
 from tokenwire.server.schema import RunBody
 from tokenwire.server.service import RunService
@@ -321,20 +321,17 @@ class Session:
         """A tree subscription (or a multiplexed one: a tree of many roots): every stream of it
         from ``tree``, at most ``window`` unacknowledged events out (counted over all of them)."""
         frame, fmt, sid = tree_frame(self.service), self.fmt, sub.stream_id
+        batches = read_tree(self.service.log, tree, root_batches=root_batches, reading=self.service.runs.reader)
         try:
-            with (
-                contextlib.suppress(*self.disconnected, RuntimeError, SeqEvicted, StreamNotFound),
-                contextlib.ExitStack() as reading,
-            ):
-                for root in tree.roots - {OWNED}:
-                    reading.enter_context(self.service.runs.reader(root))
-                async for batch in read_tree(self.service.log, tree, root_batches=root_batches):
-                    for event in batch:
-                        while sub.cursor - 1 - sub.acked >= sub.window:
-                            sub.credit.clear()
-                            await sub.credit.wait()
-                        await self.send(frame(event, fmt))
-                        sub.cursor += 1
+            with contextlib.suppress(*self.disconnected, RuntimeError, SeqEvicted, StreamNotFound):
+                async with contextlib.aclosing(batches):
+                    async for batch in batches:
+                        for event in batch:
+                            while sub.cursor - 1 - sub.acked >= sub.window:
+                                sub.credit.clear()
+                                await sub.credit.wait()
+                            await self.send(frame(event, fmt))
+                            sub.cursor += 1
         finally:
             if self.subs.get(sid) is sub:
                 del self.subs[sid]

@@ -137,7 +137,7 @@ async def tree_frames(
     """A run tree's events from ``cursor`` as SSE writes: native frames, each with the cursor's
     token after it as its ``id`` (``Last-Event-ID`` resumes every stream of the tree at once), or
     ``encoder``'s frames (a stateful format that shows child runs its own way, read from the
-    start). Keep-alives, lag and retention as :func:`log_frames`; the tree's roots count as read.
+    start). Keep-alives, lag and retention as :func:`log_frames`; each run read counts as read.
     A multiplexed subscription is a tree with many roots (:mod:`tokenwire.server.multiplex`);
     ``root_batches`` is :func:`~tokenwire.log.read_tree`'s (an owner's runs). ``ids_per_batch``:
     the cursor only after each batch's last frame (a cursor of many streams is long; a client
@@ -147,13 +147,17 @@ async def tree_frames(
     if prelude:
         yield prelude
     try:
-        with contextlib.ExitStack() as reading:
-            for sid in cursor.roots - {OWNED}:
-                reading.enter_context(service.runs.reader(sid))
-            max_lag = cfg.max_lag_events if encoder is None else None  # a stateful format's reader cannot resume
-            tree = read_tree(
-                service.log, cursor, idle_s=cfg.ping_s, max_lag=max_lag, live_from=live_from, root_batches=root_batches
-            )
+        max_lag = cfg.max_lag_events if encoder is None else None  # a stateful format's reader cannot resume
+        tree = read_tree(
+            service.log,
+            cursor,
+            idle_s=cfg.ping_s,
+            max_lag=max_lag,
+            live_from=live_from,
+            root_batches=root_batches,
+            reading=service.runs.reader,  # every run read counts as read (abandoned runs are cancelled)
+        )
+        async with contextlib.aclosing(tree):
             async for batch in tree:
                 out = []
                 if encoder is not None:
