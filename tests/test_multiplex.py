@@ -388,3 +388,42 @@ async def test_a_server_without_api_keys_reads_many_streams_by_their_tokens_only
                     assert r.status_code == 422 and "token" in r.json()["error"]["message"], body
             events = [e async for e in c.subscribe_many({run.stream_id: run.read_token})]
     assert [e.type for e in events][-1] == "done"
+
+
+class CountingTransport(httpx.AsyncBaseTransport):
+    """Counts the responses whose body is still open."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.open = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        self.open += 1
+        outer = self
+
+        class Body(httpx.AsyncByteStream):
+            async def __aiter__(self) -> Any:
+                async for chunk in response.stream:  # type: ignore[attr-defined]
+                    yield chunk
+
+            async def aclose(self) -> None:
+                outer.open -= 1
+                await response.aclose()
+
+        return httpx.Response(response.status_code, headers=response.headers, stream=Body(), request=request)
+
+
+async def test_closing_a_subscription_closes_its_connection_at_once(base_url: str) -> None:
+    """A client's iterator closed early (``aclose``, or leaving ``aclosing``) closes its HTTP
+    response then, not when the collector finds the inner generator: the server stops writing to
+    a reader that left (left open, hundreds of them loaded the server in the chaos checks)."""
+    [(sid, (read, cancel))] = (await start_runs(base_url, 1, provider="stalls")).items()
+    counting = CountingTransport()
+    async with Client(base_url, api_key=KEY, http_client=httpx.AsyncClient(transport=counting)) as c:
+        for events in (c.subscribe(sid, read), c.subscribe_many({sid: read}), c.subscribe_many(mine=True)):
+            await anext(events)
+            assert counting.open == 1
+            await events.aclose()
+            assert counting.open == 0
+        await c.cancel(sid, cancel)

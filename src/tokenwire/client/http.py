@@ -17,9 +17,10 @@ event. HTTP errors raise: 401 â†’ :class:`~tokenwire.errors.Unauthorized`, 403 â
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any, NamedTuple
 
 import httpx
@@ -134,11 +135,12 @@ class Client:
             _raise_for(r.status_code, r.content, "", 0)
         return msgspec.convert(r.json(), RunInfo)
 
-    async def run(self, request: str | dict[str, Any], **options: Any) -> AsyncIterator[Event]:
+    async def run(self, request: str | dict[str, Any], **options: Any) -> AsyncGenerator[Event, None]:
         """Start a run and iterate its events to the terminal one."""
         info = await self.create_run(request, **options)
-        async for event in self.subscribe(info.stream_id, info.token):
-            yield event
+        async with contextlib.aclosing(self.subscribe(info.stream_id, info.token)) as events:
+            async for event in events:
+                yield event
 
     async def subscribe(
         self,
@@ -149,7 +151,7 @@ class Client:
         tree: bool = False,
         cursor: TreeCursor | None = None,
         snapshot: Snapshot | None = None,
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Iterate a stream's events from ``from_seq``, resuming across disconnects.
 
         With an empty ``snapshot`` (``Snapshot()``): join the run now. The server's snapshot of
@@ -189,8 +191,11 @@ class Client:
                 params["snapshot"] = 1  # not joined yet (a resume goes on from where it is)
             return _Connect("GET", url, headers, params, None)
 
-        async for event in self._follow(connect, f"stream {stream_id!r}", cursor, state, snapshot):
-            yield event
+        async with contextlib.aclosing(
+            self._follow(connect, f"stream {stream_id!r}", cursor, state, snapshot)
+        ) as events:
+            async for event in events:
+                yield event
 
     async def subscribe_many(
         self,
@@ -198,7 +203,7 @@ class Client:
         *,
         mine: bool = False,
         cursor: TreeCursor | None = None,
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Iterate many streams on one connection, resuming all of them across disconnects:
         ``streams`` maps each stream id to its read token (None: this client's API key started
         it), and ``mine`` adds every run of the API key, those started later included.
@@ -229,8 +234,9 @@ class Client:
                 body["cursor"] = at.token()
             return _Connect("POST", url, headers, {}, body)
 
-        async for event in self._follow(connect, "subscription", at, state, None):
-            yield event
+        async with contextlib.aclosing(self._follow(connect, "subscription", at, state, None)) as events:
+            async for event in events:
+                yield event
 
     async def _follow(
         self,
@@ -239,7 +245,7 @@ class Client:
         cursor: TreeCursor | None,
         state: dict[str, int],
         snapshot: Snapshot | None,
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """The events of an SSE subscription, reconnecting with ``connect()``'s request (which
         says where to resume: ``cursor``'s token, or ``state["last"]``, moved as events are yielded)."""
         retry_s = 1.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import msgspec
@@ -121,7 +121,7 @@ class WebSocketClient:
         """The next reply (``op`` message) from the server."""
         return await self._replies.get()
 
-    async def _events(self, stream_id: str) -> AsyncIterator[Event]:
+    async def _events(self, stream_id: str) -> AsyncGenerator[Event, None]:
         q = self._queue(stream_id)
         try:
             while True:
@@ -136,14 +136,15 @@ class WebSocketClient:
             if self._queues.get(stream_id) is q:
                 del self._queues[stream_id]  # a long-lived socket keeps nothing per finished stream
 
-    async def run(self, request: str | dict[str, Any], **options: Any) -> AsyncIterator[Event]:
+    async def run(self, request: str | dict[str, Any], **options: Any) -> AsyncGenerator[Event, None]:
         await self.send("run", window=self.window, **run_body(request, options))
         reply = await self.reply()
         if reply.get("op") != "run":
             raise ClientError(400, str(reply.get("code")), str(reply.get("message")))
         self.last_run = reply
-        async for event in self._events(reply["stream_id"]):
-            yield event
+        async with contextlib.aclosing(self._events(reply["stream_id"])) as events:
+            async for event in events:
+                yield event
 
     async def subscribe(
         self,
@@ -154,7 +155,7 @@ class WebSocketClient:
         tree: bool = False,
         cursor: TreeCursor | None = None,
         snapshot: Snapshot | None = None,
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """A stream's events from ``from_seq`` to its terminal event.
 
         With an empty ``snapshot`` (``Snapshot()``): join the run now, as
@@ -186,15 +187,17 @@ class WebSocketClient:
                 snapshot.restore(msgspec.json.encode(answer["snapshot"]))
                 if snapshot.finished:
                     return  # it had ended: nothing comes after
-            async for event in self._events(stream_id):
-                if snapshot is not None:
-                    snapshot.add(event)
-                yield event
+            async with contextlib.aclosing(self._events(stream_id)) as events:
+                async for event in events:
+                    if snapshot is not None:
+                        snapshot.add(event)
+                    yield event
             return
         at = cursor if cursor is not None else TreeCursor(stream_id)
         fields = {"stream_id": stream_id, "token": token, "tree": True, "cursor": at.token()}
-        async for event in self._subscribe_tree(at, fields):
-            yield event
+        async with contextlib.aclosing(self._subscribe_tree(at, fields)) as events:
+            async for event in events:
+                yield event
 
     async def subscribe_many(
         self,
@@ -202,7 +205,7 @@ class WebSocketClient:
         *,
         mine: bool = False,
         cursor: TreeCursor | None = None,
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Many streams as one subscription: ``streams`` maps each stream id to its read token
         (None: this socket's API key started it); ``mine`` adds every run of the API key, those
         started later included (announced by a ``step child started`` event of ``~runs``).
@@ -213,8 +216,9 @@ class WebSocketClient:
         fields: dict[str, Any] = {"streams": refs, "mine": mine}
         if cursor is not None:
             fields["cursor"] = cursor.token()
-        async for event in self._subscribe_tree(at, fields, reply=True):
-            yield event
+        async with contextlib.aclosing(self._subscribe_tree(at, fields, reply=True)) as events:
+            async for event in events:
+                yield event
 
     async def unsubscribe(self, stream_id: str) -> None:
         """Stop a subscription of this socket (a stream, or a tree or multiplexed one by its
@@ -223,7 +227,7 @@ class WebSocketClient:
 
     async def _subscribe_tree(
         self, at: TreeCursor, fields: dict[str, Any], *, reply: bool = False
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         root = at.root
         if root in self._trees or any(sid in self._route or sid in self._queues for sid in at.positions):
             raise Conflict(f"a stream of {root!r} is already read on this socket (alone or in a tree)")
@@ -240,15 +244,16 @@ class WebSocketClient:
                 answer = await self.reply()
                 if answer.get("op") != "subscribe":
                     raise ClientError(400, str(answer.get("code")), str(answer.get("message")))
-            async for event in self._tree_events(root, at):
-                yield event
+            async with contextlib.aclosing(self._tree_events(root, at)) as events:
+                async for event in events:
+                    yield event
         finally:
             self._trees.discard(root)
             self._cursors.pop(root, None)
             for child in [c for c, r in self._route.items() if r == root]:
                 del self._route[child]
 
-    async def _tree_events(self, root: str, cursor: TreeCursor) -> AsyncIterator[Event]:
+    async def _tree_events(self, root: str, cursor: TreeCursor) -> AsyncGenerator[Event, None]:
         q = self._queue(root)
         n = 0  # the subscription's events so far: a tree's acks count them
         try:

@@ -19,9 +19,10 @@ FAILED_PRECONDITION → :class:`~tokenwire.errors.SeqEvicted`, others :class:`~t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -167,7 +168,7 @@ class GrpcClient:
         call.cancel()  # leaving does not cancel the run
         return info
 
-    async def run(self, request: str | dict[str, Any], **options: Any) -> AsyncIterator[Event]:
+    async def run(self, request: str | dict[str, Any], **options: Any) -> AsyncGenerator[Event, None]:
         """Start a run and iterate its events to the terminal one, resuming across failures."""
         call, info = await self._start(request, options)
         last = -1
@@ -184,12 +185,13 @@ class GrpcClient:
         finally:
             call.cancel()
         self.reconnects += 1
-        async for event in self.subscribe(info.stream_id, info.token, from_seq=last + 1):
-            yield event
+        async with contextlib.aclosing(self.subscribe(info.stream_id, info.token, from_seq=last + 1)) as events:
+            async for event in events:
+                yield event
 
     async def subscribe(
         self, stream_id: str, token: str, *, from_seq: int = 0, tree: bool = False, cursor: TreeCursor | None = None
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Iterate a stream's events from ``from_seq``, resuming across failures.
 
         With ``tree`` (or a ``cursor``): the run and every child run below it, until every stream
@@ -202,8 +204,9 @@ class GrpcClient:
             def request() -> pb.SubscribeRequest:
                 return pb.SubscribeRequest(stream_id=stream_id, token=token, tree=True, cursor=at.token())
 
-            async for event in self._tree(request, at, f"tree {stream_id!r}"):
-                yield event
+            async with contextlib.aclosing(self._tree(request, at, f"tree {stream_id!r}")) as events:
+                async for event in events:
+                    yield event
             return
         last = from_seq - 1
         failures = 0
@@ -239,7 +242,7 @@ class GrpcClient:
         *,
         mine: bool = False,
         cursor: TreeCursor | None = None,
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Many streams on one call, resumed all at once across failures: as
         :meth:`~tokenwire.client.http.Client.subscribe_many` (``streams``: stream id -> read
         token, None for a run this client's API key started; ``mine``: every run of the key)."""
@@ -252,8 +255,9 @@ class GrpcClient:
         def request() -> pb.SubscribeRequest:
             return pb.SubscribeRequest(streams=refs, mine=mine, cursor=at.token() if started[0] else "")
 
-        async for event in self._tree(request, at, "subscription", started=started):
-            yield event
+        async with contextlib.aclosing(self._tree(request, at, "subscription", started=started)) as events:
+            async for event in events:
+                yield event
 
     async def _tree(
         self,
@@ -262,7 +266,7 @@ class GrpcClient:
         what: str,
         *,
         started: list[bool] | None = None,
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """A tree's (or many streams') events, resumed from ``cursor`` with ``request()``; of many
         streams (``started``), the cursor takes where the server starts them (``tokenwire-cursor``)."""
         failures = 0

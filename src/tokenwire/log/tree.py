@@ -461,6 +461,7 @@ async def follow_tree(
     """
     if cursor is None:
         cursor = TreeCursor(stream_id, max_streams=max_streams)
-    async for batch in read_tree(log, cursor, follow=follow):
-        for event in batch:
-            yield event
+    async with contextlib.aclosing(read_tree(log, cursor, follow=follow)) as batches:  # its readers end with it
+        async for batch in batches:
+            for event in batch:
+                yield event
