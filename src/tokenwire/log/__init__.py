@@ -34,7 +34,8 @@ interface is shaped for a networked backend too (Redis Streams): ``append`` neve
 from tokenwire.log.base import OVERFLOWS, Cursor, EventLog, Overflow, StreamInfo, StreamWriter
 from tokenwire.log.memory import MemoryLog, Ring, StreamRing
 from tokenwire.log.owned import OWNED, live_runs, owned_batches, subscription_cursor
-from tokenwire.log.tree import TreeCursor, check_tree, child_started, follow_tree, read_tree
+from tokenwire.log.tree import TreeCursor, child_started
+from tokenwire.log.tree_read import check_tree, follow_tree, read_tree
 from tokenwire.log.url import configured_log_url, default_log, log_from_url, log_kind
 
 __all__ = [
