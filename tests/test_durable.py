@@ -444,3 +444,24 @@ async def test_a_local_iterator_of_a_run_follows_it_across_its_suspension_to_its
     assert kinds[-1] == ("done", None) and ("tool_result", "wire_money") in kinds
     assert [e.seq for e in seen] == list(range(len(seen)))
     await service.shutdown(1.0)
+
+
+async def test_shutdown_ends_a_supervisor_whose_cancel_a_log_call_dropped(monkeypatch: Any) -> None:
+    """Python 3.11's ``wait_for`` and ``asyncio.timeout`` can drop a cancel that meets a result
+    or a timeout, inside a Redis call: the run supervisor then went round for ever and
+    ``tokenwire serve`` never exited after SIGINT. It now stops at its next turn."""
+    import contextlib
+
+    service = RunService(providers={"s": Scripted(["x"])}, api_keys=["k"])
+    entered = asyncio.Event()
+
+    async def present(*args: Any, **kwargs: Any) -> int:
+        entered.set()
+        with contextlib.suppress(asyncio.CancelledError):  # the cancel, dropped on its way
+            await asyncio.sleep(30)
+        return 0
+
+    monkeypatch.setattr(service.log.ownership, "present", present)
+    service.durable.supervise()
+    await asyncio.wait_for(entered.wait(), 10)
+    await asyncio.wait_for(service.shutdown(0.5), 20)  # it used to wait for ever

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import pytest
-
 from tokenwire.core.bridge import Bridge
-from tokenwire.core.tasks import TaskSet, pause, stop_if_cancelled
+from tokenwire.core.tasks import TaskSet
 
 
 async def test_a_task_set_whose_owner_is_cancelled_while_waiting_cancels_its_tasks() -> None:
@@ -48,41 +46,3 @@ def test_the_bridge_runs_coroutines_from_sync_code_and_closes() -> None:
     assert bridge.submit(asyncio.sleep, 0, 7).result(5) == 7
     bridge.close()
     bridge.close()  # idempotent
-
-
-async def swallows_a_cancel() -> None:
-    """What Python 3.11's ``asyncio.wait_for`` can do when its result and a cancel meet: the
-    cancel is dropped and the call returns."""
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.sleep(30)
-
-
-@pytest.mark.parametrize("lost", ["dropped", "turned into TimeoutError"])
-async def test_a_retry_loop_whose_cancel_was_lost_stops_at_its_next_pause(lost: str) -> None:
-    """The server's retry loops (run supervisor, abandoned-run watchdog, Redis tail and control
-    channel) are cancelled at shutdown and awaited: one that lost its cancel used to retry for
-    ever, and ``tokenwire serve`` never exited."""
-    turns = 0
-
-    async def loop() -> None:
-        nonlocal turns
-        while True:
-            turns += 1
-            try:
-                if lost == "dropped":
-                    await swallows_a_cancel()
-                else:
-                    try:
-                        await asyncio.sleep(30)
-                    except asyncio.CancelledError:
-                        raise TimeoutError from None  # asyncio.timeout's expiry met the cancel
-            except OSError:
-                stop_if_cancelled()
-            await pause(0.01)
-
-    task = asyncio.create_task(loop())
-    await asyncio.sleep(0)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(task, 10)
-    assert turns == 1

@@ -25,7 +25,7 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
 
-__all__ = ["TaskSet", "pause", "stop_if_cancelled"]
+__all__ = ["TaskSet"]
 
 T = TypeVar("T")
 
@@ -56,13 +56,6 @@ def stop_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
-
-
-async def pause(seconds: float) -> None:
-    """``asyncio.sleep`` for a loop that runs until cancelled: first :func:`stop_if_cancelled`
-    (a cancel some library swallowed on the way, without an error, stops the loop here)."""
-    stop_if_cancelled()
-    await asyncio.sleep(seconds)
 
 
 class TaskSet:

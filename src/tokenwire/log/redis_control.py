@@ -15,7 +15,6 @@ from typing import Any
 
 import msgspec
 
-from tokenwire.core.tasks import pause, stop_if_cancelled
 from tokenwire.log.redis_keys import KeyLayout
 from tokenwire.log.redis_writer import REDIS_ERRORS
 
@@ -102,11 +101,10 @@ class RedisControl:
                         except (msgspec.DecodeError, KeyError, TypeError):
                             logger.warning("event log: ignored a malformed control message")
             except REDIS_ERRORS as exc:
-                stop_if_cancelled()
                 # Once per outage at warning level, then quietly, with backoff (0.5 s doubling to 8 s).
                 level = logging.WARNING if failures == 0 else logging.DEBUG
                 logger.log(level, "event log: control channel lost (%s); reconnecting", exc)
-                await pause(min(8.0, 0.5 * 2 ** min(failures, 4)))
+                await asyncio.sleep(min(8.0, 0.5 * 2 ** min(failures, 4)))
                 failures += 1
 
     async def _messages(self, pubsub: Any) -> Any:
@@ -117,7 +115,6 @@ class RedisControl:
                     yield message
             return
         while True:
-            stop_if_cancelled()
             message = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
             if message is not None and message.get("type") == "smessage":
                 yield message

@@ -16,7 +16,6 @@ import contextlib
 import logging
 from typing import Any
 
-from tokenwire.core.tasks import pause, stop_if_cancelled
 from tokenwire.errors import LogUnavailable, SeqEvicted, StreamNotFound
 from tokenwire.events import TERMINAL_TYPES, Event, decode
 from tokenwire.log.redis_keys import KeyLayout
@@ -179,7 +178,6 @@ class SharedTail:
         down_since: float | None = None
         failures = 0
         while True:
-            stop_if_cancelled()  # each XREAD blocks a while: a cancel lost in one stops the next
             live = [t for t in self._tails.values() if not t.finished and t.group == group]
             if not live:
                 return  # no await since the check (nor in the finally): _attach starts a new one
@@ -189,7 +187,6 @@ class SharedTail:
                 r: Any = await self.tail_client()
                 reply = await r.xread(streams, count=self.read_batch, block=block_ms)
             except REDIS_ERRORS as exc:
-                stop_if_cancelled()
                 now = loop.time()
                 down_since = now if down_since is None else down_since
                 if now - down_since > self.unwritable_s:
@@ -198,7 +195,7 @@ class SharedTail:
                     down_since, failures = None, 0
                 else:  # a restart or a failover: retry, its readers wait
                     failures += 1
-                    await pause(min(1.0, 0.05 * 2 ** min(failures, 5)))
+                    await asyncio.sleep(min(1.0, 0.05 * 2 ** min(failures, 5)))
                 continue
             now = loop.time()
             if down_since is not None:
@@ -242,7 +239,6 @@ class SharedTail:
                 try:
                     await self._producer_lost(t.sid)
                 except REDIS_ERRORS as exc:
-                    stop_if_cancelled()
                     if out_of_memory(exc):  # Redis is full: nobody can write the end; say so now
                         t.fail(
                             LogUnavailable(f"the event log (Redis) is full and the stream's producer is gone: {exc}")

@@ -21,7 +21,6 @@ from typing import Any, Protocol
 
 from redis.exceptions import OutOfMemoryError, RedisClusterException, RedisError
 
-from tokenwire.core.tasks import stop_if_cancelled
 from tokenwire.errors import LogUnavailable, SeqEvicted
 from tokenwire.events import TERMINAL_TYPES, Event, ReasoningDelta, TextDelta, ToolCallDelta, encode
 from tokenwire.log.memory import StreamRing
@@ -251,7 +250,6 @@ class RedisWriter(StreamRing):
         try:
             held = await self._log.ownership.renew(self.stream_id, self.token, durable=self._durable)
         except REDIS_ERRORS:
-            stop_if_cancelled()
             return  # a missed heartbeat is retried at the next
         if not held and self._failure is None and not self._suspending:
             self._give_up(LogUnavailable(f"stream {self.stream_id!r} was taken over by another node"))
@@ -288,7 +286,6 @@ class RedisWriter(StreamRing):
             terminal = self._closing and not self._suspending and len(self._pending) <= size
             written = await self._log.write(self._key, batch, terminal=terminal, token=self.token)
         except REDIS_ERRORS as exc:
-            stop_if_cancelled()
             if out_of_memory(exc):  # no retry frees memory in time
                 self._give_up(LogUnavailable(f"the event log (Redis) is full (maxmemory): {exc}"))
             else:

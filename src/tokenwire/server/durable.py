@@ -37,7 +37,6 @@ from tokenwire.core.fold import fold
 from tokenwire.core.limits import Limits
 from tokenwire.core.provider import Provider
 from tokenwire.core.request import Request
-from tokenwire.core.tasks import pause, stop_if_cancelled
 from tokenwire.engine import RunOptions
 from tokenwire.errors import (
     Conflict,
@@ -307,7 +306,8 @@ class Durable:
 
     async def _supervise(self) -> None:
         ownership = self.service.log.ownership
-        while True:
+        task = asyncio.current_task()
+        while task is self._supervisor:  # aclose() lets go of it first: a lost cancel still stops it
             if self.service.runs.accepting:
                 try:
                     await ownership.present(self.node, time.time(), 4 * self.poll_s, kind=self.kind)
@@ -319,9 +319,10 @@ class Durable:
                         with contextlib.suppress(OverCapacity, ShuttingDown):
                             await self.carry_on(stream_id, token)
                 except Exception:  # a log hiccup must not end the supervisor
-                    stop_if_cancelled()
+                    if task is not self._supervisor:
+                        return  # closed meanwhile (its cancel may have come back as this error)
                     logger.warning("run supervisor: check failed; retrying", exc_info=True)
-            await pause(self.poll_s)
+            await asyncio.sleep(self.poll_s)
 
     async def hand_over(self, grace_s: float) -> int:
         """Shutdown with a shared log: suspend every live durable run, due at once, for the other
@@ -344,8 +345,11 @@ class Durable:
         return sum(1 for h in handles if h.suspended is not None)
 
     async def aclose(self) -> None:
+        """Stop the supervisor. Python 3.11's ``asyncio.timeout`` and ``wait_for`` can drop a
+        cancel (one that meets a timeout or a result, inside a Redis call): the supervisor also
+        stops at its next turn because it is no longer :attr:`_supervisor`, and this waits at most
+        ``poll_s`` and a little for it (a shutdown once waited for ever)."""
         task, self._supervisor = self._supervisor, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait([task], timeout=self.poll_s + 5.0)

@@ -21,7 +21,6 @@ import msgspec
 
 from tokenwire.core.provider import Provider
 from tokenwire.core.request import Request
-from tokenwire.core.tasks import pause, stop_if_cancelled
 from tokenwire.engine import RunOptions, StreamHandle, start_stream
 from tokenwire.errors import OverCapacity, ShuttingDown
 from tokenwire.events import Done
@@ -181,8 +180,11 @@ class Runs:
         ``grace_s``. Owned by :class:`Runs`; ended by :meth:`shutdown`."""
         loop = asyncio.get_running_loop()
         period = grace_s / 3
+        task = asyncio.current_task()
         while True:
-            await pause(period)
+            await asyncio.sleep(period)
+            if task is not self._watchdog:
+                return  # shut down (a cancel lost in a log call still stops it here)
             try:
                 if self._readers:
                     await self.log.announce_readers(list(self._readers), ttl_s=3 * period)
@@ -199,7 +201,6 @@ class Runs:
                     continue
                 elsewhere = await self.log.read_elsewhere([run.stream_id for run in due])
             except Exception:  # a log hiccup must not end the watchdog
-                stop_if_cancelled()
                 logger.warning("abandoned-run check failed; retrying", exc_info=True)
                 continue
             for run in due:
@@ -279,9 +280,8 @@ class Runs:
         watchdog, self._watchdog = self._watchdog, None
         if watchdog is not None:
             if watchdog.get_loop() is asyncio.get_running_loop():
-                watchdog.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watchdog
+                watchdog.cancel()  # (a cancel lost in a log call: it stops at its next turn, waited for a while)
+                await asyncio.wait([watchdog], timeout=self.abandon_after_s or 0.0)
             else:  # shut down from another thread's loop (a test driving a served app)
                 watchdog.get_loop().call_soon_threadsafe(watchdog.cancel)
         handles = [r.handle for r in self.running]
