@@ -277,8 +277,10 @@ async def test_provider_fault_matrix_ends_every_run_once_and_closes_every_provid
         async def one(kind: str, i: int) -> tuple[str, list[Any]]:
             prompt = f"fault:{'stall' if kind == 'cancel' else kind}:{kind}{i}"
             # 5 s: at full size (300 runs at once on 2 cores, after the slow-reader storm) a retried request
-            # can wait seconds for the server's event loop.
-            info = await create(http, url, "faulty", prompt=prompt, limits={"stall_timeout_s": 5.0})
+            # can wait seconds for the server's event loop. A run the client cancels gets a minute: its
+            # cancel, not the stall limit, must end it, however long the loaded server takes to hear it.
+            stall_s = 60.0 if kind == "cancel" else 5.0
+            info = await create(http, url, "faulty", prompt=prompt, limits={"stall_timeout_s": stall_s})
             events = []
             async for event in client.subscribe(info["stream_id"], info["read_token"]):
                 events.append(event)

@@ -695,6 +695,33 @@ def test_a_run_the_log_cannot_take_is_a_503_not_a_run_nobody_can_read() -> None:
         assert r.status_code == 503 and r.json()["error"]["code"] == "log_unavailable"
 
 
+def test_a_redis_that_never_answers_is_a_503_too_not_a_request_that_hangs() -> None:
+    """A partition drops packets instead of refusing them: a listening socket that never answers
+    stands in for it. The run's first write and the pool's connect give up after command_timeout_s
+    (without it the request waited for TCP, minutes), so the request gets 503 log_unavailable."""
+    import socket
+
+    import httpx
+
+    from tokenwire.server import create_app
+    from wire import serve
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # the kernel completes each handshake; nobody ever reads or answers
+    try:
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        log = RedisLog(url, unwritable_s=0.2, command_timeout_s=0.3)
+        app = create_app(providers={"s": Scripted(["a"])}, api_keys=["log-key-123456"], log=log)
+        with serve(app) as base:
+            r = httpx.post(
+                f"{base}/v1/runs", json={"prompt": "x"}, headers={"Authorization": "Bearer log-key-123456"}, timeout=60
+            )
+        assert r.status_code == 503 and r.json()["error"]["code"] == "log_unavailable"
+    finally:
+        silent.close()
+
+
 async def test_a_tree_with_a_child_on_another_node_is_followed_from_either(nodes: tuple[RedisLog, RedisLog]) -> None:
     """A parent produced on node a whose tool starts its child on node b: the child's start names
     the parent, the parent marks it, and a reader on either node follows the whole tree."""

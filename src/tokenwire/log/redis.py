@@ -84,6 +84,11 @@ class RedisLog(RedisControl, SharedTail, EventLog):
     ``error(transport, log_unavailable)`` at once. A reader of an owner's runs (the server's
     "follow my runs") looks for new ones every ``index_poll_s`` while it waits.
 
+    A command (or a connect) that gets no answer for ``command_timeout_s`` fails like an outage
+    and is retried: a node cut off from Redis by a partition (packets dropped, nothing refused)
+    finds out then, not when TCP gives up (minutes), and a writer cut off that way learns it was
+    taken over within that long of the partition healing.
+
     Memory in Redis per retained one-token delta: about 100-150 bytes (the event's JSON plus the
     stream entry's overhead; ``docs/deployment.md`` has the measured figures and how to size).
     """
@@ -111,6 +116,7 @@ class RedisLog(RedisControl, SharedTail, EventLog):
         shards: int = SHARDS,
         replica_wait_s: float = 0.5,
         index_poll_s: float = 0.25,
+        command_timeout_s: float = 5.0,
     ):
         if max_events < 1 or ttl_s <= 0 or batch_window_s < 0 or max_batch < 1 or local_events < 1:
             raise ValueError("max_events, ttl_s, max_batch and local_events must be positive")
@@ -123,6 +129,7 @@ class RedisLog(RedisControl, SharedTail, EventLog):
         self.idle_ttl_s = idle_ttl_s
         self.replica_wait_s = replica_wait_s
         self.index_poll_s = index_poll_s
+        self.command_timeout_s = command_timeout_s
         self.cluster = False  # known after the first command (client())
         self.max_events = max_events
         self.ttl_s = ttl_s
@@ -194,17 +201,19 @@ class RedisLog(RedisControl, SharedTail, EventLog):
         if self._redis is None:
             async with self._connecting:
                 if self._redis is None:
-                    probe = aioredis.Redis.from_url(self.url, socket_connect_timeout=5)
+                    bound: dict[str, Any] = {"socket_timeout": self.command_timeout_s}
+                    bound["socket_connect_timeout"] = self.command_timeout_s
+                    probe = aioredis.Redis.from_url(self.url, **bound)
                     try:
                         info = await probe.info("cluster")
                     finally:
                         await probe.aclose()
                     self.cluster = bool(info.get("cluster_enabled"))
                     if self.cluster:
-                        self._redis = RedisCluster.from_url(self.url, max_connections=self.max_connections)
+                        self._redis = RedisCluster.from_url(self.url, max_connections=self.max_connections, **bound)
                     else:
                         pool = aioredis.BlockingConnectionPool.from_url(
-                            self.url, max_connections=self.max_connections, timeout=10
+                            self.url, max_connections=self.max_connections, timeout=10, **bound
                         )
                         self._redis = aioredis.Redis(connection_pool=pool)
         return self._redis
@@ -214,10 +223,13 @@ class RedisLog(RedisControl, SharedTail, EventLog):
         up a command (one on one instance; one per shard read, at most, on a cluster)."""
         if self._tail_redis is None:
             await self.client()
+            # Its reads block for lease_s / 2: one that takes a command's time longer is cut off.
+            bound: dict[str, Any] = {"socket_timeout": self.lease_s / 2 + self.command_timeout_s}
+            bound["socket_connect_timeout"] = self.command_timeout_s
             if self.cluster:
-                self._tail_redis = RedisCluster.from_url(self.url)
+                self._tail_redis = RedisCluster.from_url(self.url, **bound)
             else:
-                self._tail_redis = aioredis.Redis.from_url(self.url, max_connections=1)
+                self._tail_redis = aioredis.Redis.from_url(self.url, max_connections=1, **bound)
         return self._tail_redis
 
     # -- writing ---------------------------------------------------------------------------------

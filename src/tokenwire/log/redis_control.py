@@ -108,13 +108,12 @@ class RedisControl:
                 failures += 1
 
     async def _messages(self, pubsub: Any) -> Any:
-        """The control messages one subscription hears (sharded ones polled node by node)."""
-        if not self.cluster:
-            async for message in pubsub.listen():
-                if message.get("type") == "message":
-                    yield message
-            return
+        """The control messages one subscription hears, polled (a blocking read would end at the
+        pool's ``command_timeout_s``; sharded ones are polled node by node)."""
         while True:
-            message = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
-            if message is not None and message.get("type") == "smessage":
+            if self.cluster:
+                message = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
+            else:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if message is not None and message.get("type") in ("message", "smessage"):
                 yield message
