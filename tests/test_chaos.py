@@ -237,10 +237,11 @@ async def test_slow_readers_are_disconnected_and_resume_with_bounded_server_memo
         peak = rss_kib(proc.pid)
     n = 2_000 * SCALE + 2
     assert counts == [n] * readers
-    if not os.environ.get("TOKENWIRE_LOG"):
-        # On the memory log the producer outlives the pause: each reader was disconnected for
-        # lagging at least once, then resumed. (On Redis the batched reads find the run finished.)
-        assert client.reconnects >= readers
+    # A paused reader is disconnected when it comes back max_lag_events behind a run still live,
+    # and resumes: how many do depends on what their kernel buffers absorbed meanwhile (the
+    # readers that keep up share the broadcast's one write per event, tokenwire.server.fanout,
+    # and are rarely that far behind). Lag disconnects are asserted in test_server; here, that
+    # nothing is lost or duplicated either way (the seqs above) and the memory bound below.
     # The kernel holds at most about the send buffer per connection: Linux doubles SO_SNDBUF for
     # its bookkeeping and lets one more segment in (64 KiB on loopback, plus its skb overhead).
     # The bound README states.

@@ -256,7 +256,7 @@ async def events(service: RunService, request: HTTPRequest) -> Response:
             return Response(prelude, media_type="text/event-stream")
     link = Link(None)  # the response finds the connection; a lagging reader's is cut
     if tree is None:
-        body = log_frames(service, stream_id, cursor, fmt=SSE, prelude=prelude, on_lag=link.cut)
+        body = log_frames(service, stream_id, cursor, fmt=SSE, prelude=prelude, on_lag=link.cut, link=link)
     else:
         body = tree_frames(service, tree, prelude=prelude, on_lag=link.cut)
     return sse_response(service, body, link)

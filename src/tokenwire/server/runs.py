@@ -169,6 +169,10 @@ class Runs:
                 if run is not None:
                     run.unread_since = asyncio.get_running_loop().time()
 
+    def readers(self, stream_id: str) -> int:
+        """How many readers (:meth:`reader`) ``stream_id`` has here now."""
+        return self._readers.get(stream_id, 0)
+
     def _ensure_watchdog(self) -> None:
         if self.abandon_after_s is not None and self._watchdog is None and self.accepting:
             loop = asyncio.get_running_loop()

@@ -78,6 +78,10 @@ class ServerConfig(msgspec.Struct, kw_only=True):
     """Kernel send buffer of each streaming connection, bytes (the app sets it where the server
     lets it reach the socket: uvicorn). Bounds what a reader that stopped reading holds; None:
     the host's setting."""
+    fanout_readers: int | None = 4
+    """From this many readers of a stream on, one task writes its live edge to every native SSE
+    reader keeping up, straight to their HTTP/1.1 connections (:mod:`tokenwire.server.fanout`);
+    None: each reader always writes its own (set it under a middleware that rewrites bodies)."""
     write_timeout_s: float = 30.0
     """A streaming write that makes no progress for this long cuts the connection (the reader
     stopped reading: its client resumes from its last seq)."""

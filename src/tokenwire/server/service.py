@@ -52,6 +52,7 @@ from tokenwire.events import Error, Event
 from tokenwire.log import EventLog, StreamInfo, configured_log_url, log_from_url
 from tokenwire.server.admission import check_model, check_tools, max_tokens, request_for, run_limits
 from tokenwire.server.durable import Durable, RunRecord
+from tokenwire.server.fanout import Fanout
 from tokenwire.server.providers import Providers
 from tokenwire.server.runs import Run, Runs
 from tokenwire.server.schema import RunBody, ServerConfig
@@ -123,8 +124,8 @@ class RunService:
         self._owns_log = log is None
         url = cfg.log_url or configured_log_url()
         self.log = log if log is not None else log_from_url(url, max_events=cfg.max_events, max_streams=cfg.max_runs)
-        self.frames = FrameCache()
-        """Encoded frames per (stream, wire format), shared by every reader."""
+        self.frames = FrameCache()  # encoded frames per (stream, wire format), shared by every reader
+        self.fanout = Fanout(self)  # a stream's live edge written once for its many SSE readers
         self.snapshots = Snapshots(self.log)  # late joiners' snapshots (?snapshot=1), folded once
         self.otel = otel
         """OpenTelemetry for every run; None: off."""

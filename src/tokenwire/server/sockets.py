@@ -48,6 +48,9 @@ class Link:
         connection, cancelled by :meth:`cut` instead."""
         self.cut_off = False
         """True once :meth:`cut` ran."""
+        self.raw_chunks = False
+        """True when the response body goes out as HTTP/1.1 chunks on ``transport``, so the app
+        may write a chunk to it itself (:mod:`tokenwire.server.fanout`)."""
 
     @classmethod
     def here(cls, send_buffer: int | None, scope: Mapping[str, Any] | None = None) -> Link:

@@ -26,6 +26,7 @@ from starlette.responses import StreamingResponse
 from tokenwire.errors import ObserverOverflow, SeqEvicted, StreamNotFound
 from tokenwire.events import TERMINAL_TYPES, Event
 from tokenwire.log import OWNED, TreeCursor, read_tree
+from tokenwire.server.fanout import END, PING
 from tokenwire.server.service import RunService
 from tokenwire.server.sockets import Link, Watchdog, current_transport
 from tokenwire.wire import SSE, FrameCache, SharedReader, WireFormat
@@ -33,9 +34,6 @@ from tokenwire.wire.encoder import StreamEncoder
 
 __all__ = ["PING", "WRITE_BYTES", "WRITE_FRAMES", "EventStreamResponse", "log_frames", "tree_frame", "tree_frames"]
 
-PING = b": ping\n"
-"""The keep-alive: a comment with no blank line after it, so no SSE decoder dispatches an
-(empty) event for it (DESIGN.md, wire notes); every SSE endpoint sends this one."""
 WRITE_FRAMES = 512
 """At most this many frames per write (a replay is encoded a slice at a time, never the lot)."""
 WRITE_BYTES = 65_536
@@ -71,6 +69,7 @@ async def log_frames(
     live_from: int | None = None,
     on_abandon: Callable[[], None] | None = None,
     on_lag: Callable[[], None] | None = None,
+    link: Link | None = None,
 ) -> AsyncIterator[bytes]:
     """The stream's events from ``from_seq`` as SSE writes, in ``fmt`` (stateless, shared by
     every reader through the frame cache; native SSE by default) or through ``reader`` (a
@@ -80,37 +79,51 @@ async def log_frames(
     producer is disconnected (counted in the server's stats; ``on_lag`` cuts its connection; its
     client resumes). Falling behind retention ends the body too (the client's resume gets 410 / 404).
     ``live_from``: see :meth:`~tokenwire.log.EventLog.batches` (``0`` for the request that started the run).
+    ``link``: the connection, which a native SSE reader at the live edge of a stream with many
+    readers hands to the stream's broadcast (:mod:`tokenwire.server.fanout`) until it is handed back.
     """
     cache: FrameCache = service.frames
     frame, frames = cache.frame, cache.frames
     finished = False
+    fanout = service.fanout if link is not None and reader is None and fmt is SSE else None
     if prelude:
         yield prelude
     try:
-        reading = service.reading(
-            stream_id, from_seq, idle_s=service.config.ping_s, lagging=lagging, live_from=live_from
-        )
-        with reading as batches:
-            async for batch in batches:
-                if not batch:
-                    yield PING
-                    continue
-                finished = batch[-1].__class__ in TERMINAL_TYPES
-                if reader is not None:
-                    out: list[bytes] = []
-                    for event in batch:
-                        data = reader.frame(event)
-                        if data is None:  # behind the shared window (rare): awaited only then
-                            data = await _caught_up(service, reader, event)
-                        out.append(data)
-                    for write in _bounded(out):
-                        yield write
-                elif len(batch) == 1:  # the live edge of a paced stream, and every reader of a fan-out
-                    yield frame(stream_id, fmt, batch[0])
-                else:
-                    for i in range(0, len(batch), WRITE_FRAMES):
-                        for write in _bounded(frames(stream_id, fmt, batch[i : i + WRITE_FRAMES])):
-                            yield write
+        seq: int | None = from_seq
+        while seq is not None:
+            idle_s = service.config.ping_s
+            with service.reading(stream_id, seq, idle_s=idle_s, lagging=lagging, live_from=live_from) as batches:
+                seq = None
+                async with contextlib.aclosing(batches):  # type: ignore[type-var]
+                    async for batch in batches:
+                        if not batch:
+                            yield PING
+                            continue
+                        finished = batch[-1].__class__ in TERMINAL_TYPES
+                        if reader is not None:
+                            out: list[bytes] = []
+                            for event in batch:
+                                data = reader.frame(event)
+                                if data is None:  # behind the shared window (rare): awaited only then
+                                    data = await _caught_up(service, reader, event)
+                                out.append(data)
+                            for write in _bounded(out):
+                                yield write
+                        elif len(batch) == 1:  # the live edge of a paced stream, and every reader of a fan-out
+                            yield frame(stream_id, fmt, batch[0])
+                        else:
+                            for i in range(0, len(batch), WRITE_FRAMES):
+                                for write in _bounded(frames(stream_id, fmt, batch[i : i + WRITE_FRAMES])):
+                                    yield write
+                        if fanout is not None and not finished:
+                            assert link is not None
+                            seq = await fanout.hand_over(stream_id, batch[-1].seq + 1, link)
+                            if seq is not None:
+                                break  # handed back: read on from there (what came since is live)
+            if seq == END:
+                finished = True
+                break
+            live_from = seq
     except ObserverOverflow:
         service.stats.lag_disconnects += 1  # too far behind a live producer: disconnect rather than buffer
         if on_lag is not None:
@@ -243,6 +256,8 @@ class EventStreamResponse(StreamingResponse):
         cfg = service.config
         link.transport = current_transport(scope)
         link.task = asyncio.current_task()
+        # uvicorn sends a body of unknown length to an HTTP/1.1 client as chunks (none for HEAD)
+        link.raw_chunks = scope.get("http_version") == "1.1" and scope.get("method") != "HEAD"
         if cfg.send_buffer is not None:
             link.bound(cfg.send_buffer)
         wrote = service.stats.wrote

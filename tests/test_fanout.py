@@ -1,0 +1,276 @@
+"""Fan-out at the limit (tokenwire.server.fanout): many SSE readers of one stream, their live
+edge written by one broadcast task straight to their connections. Real uvicorn, real sockets:
+each reader's transcript must be the log's, byte for byte decoded, whoever wrote it — the
+broadcast, the reader itself, or both in turn (a reader handed back when it is slow or the
+batch is large); readers that leave or stall never cost the others an event."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from tokenwire.server import ServerConfig, create_app
+from tokenwire.server.service import RunService
+from wire import serve, wait_for
+
+READERS = 24
+
+
+class Gated:
+    """Waits for the test to open its gate (every reader connected), then plays its words with
+    a pause between them: a live stream all readers follow from its start."""
+
+    model = "gated"
+
+    def __init__(self, words: list[str], gate: threading.Event, interval_s: float = 0.002):
+        self.words, self.gate, self.interval_s = words, gate, interval_s
+
+    async def stream(self, request: Any) -> AsyncIterator[str]:
+        await asyncio.to_thread(self.gate.wait)
+        for w in self.words:
+            await asyncio.sleep(self.interval_s)
+            yield w
+
+
+def app_with(words: list[str], gate: threading.Event, **config: Any) -> tuple[Any, RunService]:
+    cfg = ServerConfig(**{"max_connections_per_key": 1000, **config})
+    app = create_app(providers={"gated": Gated(words, gate)}, api_keys=None, config=cfg)
+    return app, app.state.tokenwire
+
+
+def dechunked(response: bytes) -> bytes:
+    """The body of a raw HTTP/1.1 chunked response (as far as it got)."""
+    rest, body = response.split(b"\r\n\r\n", 1)[1], b""
+    while b"\r\n" in rest:
+        size_line, rest = rest.split(b"\r\n", 1)
+        size = int(size_line, 16)
+        if size == 0 or len(rest) < size:
+            break
+        body, rest = body + rest[:size], rest[size + 2 :]
+    return body
+
+
+def frames(body: bytes) -> list[dict[str, Any]]:
+    """The events of an SSE body (pings and the prelude's ``retry:`` left out)."""
+    out = []
+    for block in body.split(b"\n\n"):
+        for line in block.split(b"\n"):
+            if line.startswith(b"data: "):
+                out.append(json.loads(line[6:]))
+    return out
+
+
+async def read(http: httpx.AsyncClient, run: Stream, *, started: asyncio.Event, stop_after: int | None = None) -> bytes:
+    """One reader's raw body (httpx undoes the chunks: a malformed chunk fails here); it leaves
+    after ``stop_after`` text deltas when given."""
+    body = b""
+    async with http.stream("GET", run.url, headers=run.auth) as r:
+        assert r.status_code == 200, (await r.aread())[:300]
+        async for part in r.aiter_raw():
+            body += part
+            if b"event: start" in body:
+                started.set()  # reading the log: counted as a reader of the stream
+            if stop_after is not None and body.count(b"event: text.delta") >= stop_after:
+                break
+    return body
+
+
+class Stream:
+    """A run's events URL and the header that reads it."""
+
+    def __init__(self, base: str, info: dict[str, Any]):
+        self.url = f"{base}/v1/streams/{info['stream_id']}/events"
+        self.path = self.url.removeprefix(base)
+        self.auth = {"Authorization": f"Bearer {info['read_token']}"}
+        self.host, port = base.removeprefix("http://").split(":")
+        self.port = int(port)
+
+    def raw_request(self, version: str) -> bytes:
+        return (
+            f"GET {self.path} HTTP/{version}\r\nHost: x\r\nAuthorization: {self.auth['Authorization']}\r\n\r\n".encode()
+        )
+
+
+async def create(http: httpx.AsyncClient, base: str) -> Stream:
+    return Stream(base, (await http.post(f"{base}/v1/runs", json={"prompt": "x", "provider": "gated"})).json())
+
+
+async def replay(run: Stream) -> list[dict[str, Any]]:
+    """The ended stream read again from seq 0 by one reader alone (the oracle: no broadcast)."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        r = await http.get(run.url, headers=run.auth)
+    return frames(r.content)
+
+
+def limits() -> httpx.Limits:
+    return httpx.Limits(max_connections=READERS * 2)
+
+
+async def test_every_reader_of_a_broadcast_stream_gets_the_log_exactly() -> None:
+    gate = threading.Event()
+    words = [f"w{i} " for i in range(300)]
+    app, service = app_with(words, gate)
+    with serve(app) as base:
+        async with httpx.AsyncClient(limits=limits(), timeout=30) as http:
+            run = await create(http, base)
+            started = [asyncio.Event() for _ in range(READERS)]
+            readers = [asyncio.create_task(read(http, run, started=s)) for s in started]
+            await asyncio.gather(*(s.wait() for s in started))  # each has its first event
+            gate.set()
+            bodies = await asyncio.gather(*readers)
+            truth = await replay(run)
+        await wait_for(lambda: not service.fanout.groups)  # the broadcast ended with its stream
+    assert truth[-1]["type"] == "done" and [e["seq"] for e in truth] == list(range(len(truth)))
+    for body in bodies:
+        assert frames(body) == truth
+    # The broadcast wrote most of it: each reader wrote its own events only until it reached the live edge.
+    assert service.stats.broadcast_writes >= READERS * len(words) // 2
+
+
+async def test_readers_that_leave_and_one_that_stops_reading_cost_the_others_nothing() -> None:
+    gate = threading.Event()
+    words = [f"w{i} " + "x" * 1500 for i in range(400)]  # 600 KB: more than a stalled socket holds
+    app, service = app_with(words, gate, send_buffer=16_384, max_lag_events=64, write_timeout_s=2.0)
+    with serve(app) as base:
+        async with httpx.AsyncClient(limits=limits(), timeout=30) as http:
+            run = await create(http, base)
+            started = [asyncio.Event() for _ in range(READERS)]
+            leaving = READERS // 3
+            readers = [
+                asyncio.create_task(read(http, run, started=s, stop_after=5 + i if i < leaving else None))
+                for i, s in enumerate(started)
+            ]
+            # One reader that keeps up for a while (the broadcast writes to it), then stops reading
+            # (its connection fills: handed back to its own writes, which lag and are cut).
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, (run.host, run.port))
+            stalled, stalled_out = await asyncio.open_connection(sock=sock)
+            stalled_out.write(run.raw_request("1.1"))
+            stalled_raw = b""
+            await asyncio.gather(*(s.wait() for s in started))
+            gate.set()
+            while stalled_raw.count(b"event: text.delta") < 20:
+                stalled_raw += await stalled.read(1 << 16)
+            bodies = await asyncio.gather(*readers)  # while one reader stalls
+            await wait_for(lambda: not service.fanout.groups, within=30)
+            with contextlib.suppress(OSError):  # reset: the server cut it (it lagged, or its write made no progress)
+                while part := await asyncio.wait_for(stalled.read(1 << 16), 30):
+                    stalled_raw += part
+            stalled_out.close()
+            truth = await replay(run)
+    for i, body in enumerate(bodies):
+        got = frames(body)
+        if i < leaving:
+            assert got == truth[: len(got)] and len(got) < len(truth)  # a prefix: it left
+        else:
+            assert got == truth
+    # The stalled reader, handed back to its own writes, got a gapless prefix (or all of it once it read again).
+    stalled_frames = frames(dechunked(stalled_raw))
+    assert stalled_frames and stalled_frames == truth[: len(stalled_frames)]
+    assert service.stats.broadcast_writes > 0
+
+
+async def test_an_http_1_0_reader_beside_a_broadcast_gets_its_own_unchunked_body() -> None:
+    """HTTP/1.0 has no chunks: the broadcast must never write one to it."""
+    gate = threading.Event()
+    words = [f"w{i} " for i in range(100)]
+    app, service = app_with(words, gate)
+    with serve(app) as base:
+        async with httpx.AsyncClient(limits=limits(), timeout=30) as http:
+            run = await create(http, base)
+            started = [asyncio.Event() for _ in range(8)]
+            readers = [asyncio.create_task(read(http, run, started=s)) for s in started]
+            reader, writer = await asyncio.open_connection(run.host, run.port)
+            writer.write(run.raw_request("1.0"))
+            await reader.readuntil(b"\r\n\r\n")
+            await asyncio.gather(*(s.wait() for s in started))
+            gate.set()
+            old = await reader.read()  # HTTP/1.0: the body ends with the connection
+            writer.close()
+            await asyncio.gather(*readers)
+            truth = await replay(run)
+    assert frames(old) == truth and b"\r\n" not in old  # no chunk framing anywhere in it
+    assert service.stats.broadcast_writes > 0
+
+
+class Recorder(asyncio.Transport):
+    """A transport that records what is written to it; ``backlog`` unsent bytes make it slow."""
+
+    def __init__(self, backlog: int = 0) -> None:
+        super().__init__()
+        self.written = b""
+        self.backlog = backlog
+        self.closing = False
+
+    def write(self, data: Any) -> None:
+        self.written += bytes(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self.backlog
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+class NoReading:
+    """The little of a RunService a broadcast uses, with a log that never yields: the test
+    writes its batches itself."""
+
+    def __init__(self) -> None:
+        from tokenwire.telemetry.server import ServerStats
+        from tokenwire.wire import FrameCache
+
+        self.frames, self.stats = FrameCache(), ServerStats()
+        self.config = ServerConfig()
+
+    @contextlib.contextmanager
+    def reading(self, *args: Any, **kwargs: Any) -> Any:
+        async def never() -> AsyncIterator[list[Any]]:
+            await asyncio.Event().wait()
+            yield []
+
+        yield never()
+
+
+async def test_a_broadcast_writes_each_member_from_its_own_next_seq_and_hands_back_the_slow() -> None:
+    """Sans-I/O: batches written by hand to members that joined at, behind and inside a batch,
+    one slow, one closing; then a keep-alive and the terminal."""
+    from tokenwire.events import Done, TextDelta
+    from tokenwire.server.fanout import END, Broadcast, Fanout, Member, chunk
+
+    def delta(seq: int) -> TextDelta:
+        return TextDelta(text=f"t{seq}", stream_id="s", seq=seq, ts=0.0)
+
+    def seqs(raw: bytes) -> list[int]:
+        body = dechunked(b"\r\n\r\n" + raw + b"0\r\n\r\n")
+        return [int(line[4:]) for line in body.split(b"\n") if line.startswith(b"id: ")]
+
+    service: Any = NoReading()
+    group = Broadcast(Fanout(service), "s", 10)
+    loop = asyncio.get_running_loop()
+    at, inside, past, slow, closing = (Recorder() for _ in range(5))
+    joined = (("at", at, 10), ("inside", inside, 12), ("past", past, 14), ("slow", slow, 12), ("closing", closing, 11))
+    made = {name: Member(t, n, loop.create_future()) for name, t, n in joined}
+    group.members = list(made.values())
+    slow.backlog, closing.closing = 100, True
+    assert group._write([delta(10), delta(11), delta(12), delta(13)], service.frames.frames, service.stats)
+    assert seqs(at.written) == [10, 11, 12, 13] and seqs(inside.written) == [12, 13] and past.written == b""
+    assert made["slow"].resume.result() == 12 and made["closing"].resume.result() == 11  # handed back, nothing lost
+    assert slow.written == closing.written == b""
+    assert group._write([], service.frames.frames, service.stats)  # a keep-alive to everyone left
+    assert all(t.written.endswith(chunk(b": ping\n")) for t in (at, inside, past))
+    done = Done(finish_reason="stop", stream_id="s", seq=14, ts=0.0)
+    assert not group._write([done], service.frames.frames, service.stats)
+    assert seqs(at.written) == [10, 11, 12, 13, 14] and seqs(past.written) == [14]
+    assert all(made[n].resume.result() == END for n in ("at", "inside", "past"))
+    group.task.cancel()
+    await asyncio.wait([group.task])
