@@ -36,34 +36,41 @@ import httpx
 from rawsse import sse_request
 
 
-async def on_schedule(args: argparse.Namespace) -> Any:
-    """Yields the index of each event at its time, ``--rate`` a second after ``--connect-s``: on
-    an absolute schedule, as a model's tokens arrive, so a server busy writing does not slow
-    what is offered (what is late comes at once)."""
-    loop = asyncio.get_running_loop()
-    t0 = loop.time() + args.connect_s
+async def on_schedule(args: argparse.Namespace, start_at: float) -> Any:
+    """Yields the index of each event at its time, ``--rate`` a second from ``start_at`` (wall
+    clock, the same for every stream of a run of the benchmark): on an absolute schedule, as a
+    model's tokens arrive, so a server busy writing does not slow what is offered (what is late
+    comes at once)."""
     for i in range(int(args.rate * args.seconds)):
-        delay = t0 + i / args.rate - loop.time()
+        delay = start_at + i / args.rate - time.time()
         if delay > 0:
             await asyncio.sleep(delay)
         yield i
 
 
 class Paced:
+    """Plays the schedule whose start (epoch seconds) is the prompt."""
+
     model = "paced"
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
 
     async def stream(self, request: Any) -> Any:
-        async for i in on_schedule(self.args):
+        async for i in on_schedule(self.args, float(request.messages[-1].content)):
             yield f"w{i} "
 
 
 def tokenwire_app(args: argparse.Namespace) -> Any:
     from tokenwire.server import ServerConfig, create_app
 
-    config = ServerConfig(max_connections=100_000, max_connections_per_key=100_000)
+    config = ServerConfig(
+        max_connections=100_000,
+        max_connections_per_key=100_000,
+        max_live_runs=100_000,
+        max_live_runs_per_key=100_000,
+        max_runs=100_000,
+    )
     return create_app(providers={"fanout": Paced(args)}, api_keys=None, config=config)
 
 
@@ -74,20 +81,26 @@ def plain_app(args: argparse.Namespace) -> Any:
 
     readers: list[asyncio.Queue[bytes | None]] = []
 
+    def frame(i: int) -> bytes:
+        body = {"type": "text.delta", "text": f"w{i} ", "stream_id": "s", "seq": i, "ts": time.time()}
+        return f"id: {i}\nevent: text.delta\ndata: {json.dumps(body, separators=(',', ':'))}\n\n".encode()
+
     async def broadcast() -> None:
-        async for i in on_schedule(args):
-            body = {"type": "text.delta", "text": f"w{i} ", "stream_id": "s", "seq": i, "ts": time.time()}
-            frame = f"id: {i}\nevent: text.delta\ndata: {json.dumps(body, separators=(',', ':'))}\n\n".encode()
+        async for i in on_schedule(args, start_at[0]):
+            data = frame(i)
             for q in readers:
-                q.put_nowait(frame)
+                q.put_nowait(data)
         for q in readers:
             q.put_nowait(b'event: done\ndata: {"type":"done","ts":0}\n\n')
             q.put_nowait(None)
 
     started: list[asyncio.Task[None]] = []
 
+    start_at: list[float] = []
+
     async def fanout(request: Any) -> Any:
         if not started:
+            start_at.append(float(request.query_params["at"]))
             started.append(asyncio.get_running_loop().create_task(broadcast()))
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         readers.append(queue)
@@ -103,7 +116,33 @@ def plain_app(args: argparse.Namespace) -> Any:
 
         return StreamingResponse(body(), media_type="text/event-stream")
 
-    return Starlette(routes=[Route("/fanout", fanout)])
+    async def own(request: Any) -> Any:
+        """One stream per reader: its own producer task and queue, coalesced writes."""
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        at = float(request.query_params["at"])
+
+        async def produce() -> None:
+            async for i in on_schedule(args, at):
+                queue.put_nowait(frame(i))
+            queue.put_nowait(b'event: done\ndata: {"type":"done","ts":0}\n\n')
+            queue.put_nowait(None)
+
+        async def body() -> Any:
+            task = asyncio.get_running_loop().create_task(produce())
+            try:
+                while True:
+                    frames = [await queue.get()]
+                    while not queue.empty():
+                        frames.append(queue.get_nowait())
+                    yield b"".join(f for f in frames if f is not None)
+                    if frames[-1] is None:
+                        return
+            finally:
+                task.cancel()
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/fanout", fanout), Route("/own", own)])
 
 
 def serve(kind: str, port: int, args: argparse.Namespace) -> None:
@@ -116,6 +155,7 @@ def serve(kind: str, port: int, args: argparse.Namespace) -> None:
 def start(kind: str, port: int, args: argparse.Namespace) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, __file__, "--serve", kind, "--port", str(port)]
     cmd += ["--rate", str(args.rate), "--seconds", str(args.seconds), "--connect-s", str(args.connect_s)]
+    cmd += ["--own"] if args.own else []
     proc = subprocess.Popen(cmd)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -203,21 +243,36 @@ def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else (values[0] if values else 0.0)
 
 
+async def paths(name: str, port: int, n: int, own: bool, start_at: float) -> list[str]:
+    """What each of ``n`` readers reads: one run for all, or a run each (``own``), all of them
+    paced from ``start_at``."""
+    if name != "tokenwire":
+        return [f"/own?at={start_at}" if own else f"/fanout?at={start_at}"] * n
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=50), timeout=60) as http:
+
+        async def create() -> str:
+            body = {"prompt": str(start_at), "provider": "fanout"}
+            info = (await http.post(f"http://127.0.0.1:{port}/v1/runs", json=body)).json()
+            return f"/v1/streams/{info['stream_id']}/events?token={info['token']}"
+
+        if not own:
+            return [await create()] * n
+        out: list[str] = []
+        for i in range(0, n, 50):
+            out += await asyncio.gather(*(create() for _ in range(i, min(n, i + 50))))
+        return out
+
+
 async def fanout(name: str, port: int, pid: int, n: int, args: argparse.Namespace) -> None:
-    if name == "tokenwire":
-        async with httpx.AsyncClient() as http:
-            info = (
-                await http.post(f"http://127.0.0.1:{port}/v1/runs", json={"prompt": "x", "provider": "fanout"})
-            ).json()
-        path = f"/v1/streams/{info['stream_id']}/events?token={info['token']}"
-    else:
-        path = "/fanout"
     _, rss0 = proc_figures(pid)
+    path = await paths(name, port, n, args.own, time.time() + args.connect_s)
     tally = Tally()
     every = max(1, n // args.sample)
     readers = []
     for i in range(0, n, 200):  # connect in waves: the listen backlog holds the rest
-        readers += await asyncio.gather(*(read(port, path, tally, j % every == 0) for j in range(i, min(n, i + 200))))
+        readers += await asyncio.gather(
+            *(read(port, path[j], tally, j % every == 0) for j in range(i, min(n, i + 200)))
+        )
     await asyncio.sleep(0.5)  # the last requests answered
     cpu0, rss1 = proc_figures(pid)
     frames0 = tally.frames
@@ -242,7 +297,8 @@ async def fanout(name: str, port: int, pid: int, n: int, args: argparse.Namespac
 
 async def main(args: argparse.Namespace) -> None:
     print(f"# loopback, separate processes; {os.cpu_count()} cores shared by servers and client")
-    print(f"# one stream at {args.rate:g} events/s for {args.seconds:g} s, every reader connected first\n")
+    what = "a stream per reader" if args.own else "one stream for all readers"
+    print(f"# {what}, {args.rate:g} events/s for {args.seconds:g} s, every reader connected first\n")
     print(
         "| server | readers | completed | % of deltas received | % of offered rate | p50 ms | p99 ms "
         "| server CPU µs per delivered event | server RSS KiB per connection |\n"
@@ -268,6 +324,7 @@ if __name__ == "__main__":
     parser.add_argument("--connect-s", type=float, default=5.0)
     parser.add_argument("--readers", type=lambda s: [int(x) for x in s.split(",")], default=[1000, 10_000])
     parser.add_argument("--servers", type=lambda s: s.split(","), default=["tokenwire", "plain"])
+    parser.add_argument("--own", action="store_true", help="a run (a stream) per reader instead of one for all")
     parser.add_argument("--sample", type=int, default=200, help="readers that parse every frame (latency)")
     args = parser.parse_args()
     if args.serve:

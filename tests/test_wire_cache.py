@@ -59,7 +59,7 @@ def read_one(reader: SharedReader, event: Event) -> bytes:
 def test_every_reader_gets_the_golden_bytes_whatever_the_interleaving(
     fmt: str, window: int, readers: int, schedule: list[int]
 ) -> None:
-    cache = FrameCache(window=window)
+    cache = FrameCache(shared_window=window)
     make = Counting(fmt)
     views = [cache.reader("golden", fmt, make) for _ in range(readers)]
     out: list[list[bytes]] = [[] for _ in range(readers)]
@@ -75,7 +75,7 @@ def test_every_reader_gets_the_golden_bytes_whatever_the_interleaving(
 
 
 def test_a_reader_behind_the_window_continues_on_its_own_encoder() -> None:
-    cache = FrameCache(window=4)
+    cache = FrameCache(shared_window=4)
     make = Counting("ai_sdk")
     fast, slow = cache.reader("golden", "ai_sdk", make), cache.reader("golden", "ai_sdk", make)
     fast_out = [read_one(fast, e) for e in EVENTS]

@@ -134,15 +134,22 @@ class SharedReader:
 class FrameCache:
     """Frames of the last ``window`` events per stream and format, for at most ``max_streams`` streams.
 
+    A stateless format's window is short (64): the readers at a stream's live edge share it,
+    and one further behind encodes its own frames (one ``msgspec`` encode each) rather than every
+    live run keeping a thousand frames. A stateful format's (``shared_window``, 1,024) is long: a
+    reader that falls behind it replays the stream into an encoder of its own.
+
     Streams are dropped oldest first (by when their frames were first cached; or with
     :meth:`drop`); a dropped stream's frames are simply encoded again if read again. No
     bookkeeping per read: with 1,000 readers of one stream this is called 1,000 times per event.
     """
 
-    def __init__(self, *, window: int = 1024, max_streams: int = 1024):
-        if window < 1 or max_streams < 1:
-            raise ValueError(f"window and max_streams must be >= 1, got {window}, {max_streams}")
+    def __init__(self, *, window: int = 64, shared_window: int = 1024, max_streams: int = 1024):
+        if window < 1 or max_streams < 1 or shared_window < 1:
+            sizes = f"{window}, {shared_window}, {max_streams}"
+            raise ValueError(f"window, shared_window and max_streams must be >= 1, got {sizes}")
         self.window = window
+        self.shared_window = shared_window
         self.max_streams = max_streams
         self._streams: dict[str, dict[str, _Window]] = {}  # insertion-ordered: oldest first
 
@@ -181,7 +188,7 @@ class FrameCache:
                 del self._streams[next(iter(self._streams))]
         window = windows.get(name)
         if not isinstance(window, SharedEncoder):
-            window = windows[name] = SharedEncoder(make(), window=self.window)
+            window = windows[name] = SharedEncoder(make(), window=self.shared_window)
         return window
 
     def drop(self, stream_id: str) -> None:
