@@ -136,7 +136,7 @@ class Broadcast:
         if len(data) > MAX_WRITE:  # a burst: the members' own writes bound it
             self._release(self.members)
             return False
-        out, kept, size = chunk(data), [], 0
+        out, kept, size, events = chunk(data), [], 0, 0
         for m in self.members:
             if m.resume.done():
                 continue  # its reader is leaving (cancelled)
@@ -154,11 +154,12 @@ class Broadcast:
                 kept.pop()
                 m.resume.set_result(m.next)
                 continue
+            events += after - max(m.next, first)
             m.next = max(m.next, after)
             size += len(part)
         self.members = kept
         stats.wrote("sse", size)
-        stats.broadcast_writes += len(kept)
+        stats.broadcast_events += events
         self.next_seq = after
         if batch and batch[-1].__class__ in TERMINAL_TYPES:
             self._release(kept, end=True)

@@ -10,7 +10,7 @@ per event. Names follow Prometheus' conventions (``_total`` counters, ``_seconds
 - ``tokenwire_events_appended_total``, ``tokenwire_output_tokens_total``
 - ``tokenwire_connections{transport}``, ``tokenwire_bytes_out_total{transport}``
 - ``tokenwire_lag_disconnects_total``
-- ``tokenwire_broadcast_writes_total``
+- ``tokenwire_broadcast_events_total``
 - ``tokenwire_log_append_seconds`` (a networked log's batch writes)
 - ``tokenwire_time_to_first_chunk_seconds``, ``tokenwire_time_per_output_chunk_seconds``,
   ``tokenwire_run_duration_seconds`` (the GenAI conventions' buckets)
@@ -69,7 +69,7 @@ class _Collector:
             "tokenwire_lag_disconnects", "Readers cut off for lagging a live stream.", value=s.lag_disconnects
         )
         yield CounterMetricFamily(
-            "tokenwire_broadcast_writes", "Live-edge writes by a stream's fan-out broadcast.", value=s.broadcast_writes
+            "tokenwire_broadcast_events", "Events written to readers by fan-out broadcasts.", value=s.broadcast_events
         )
         yield _histogram("tokenwire_log_append_seconds", "Batch writes to a networked log.", s.append_latency)
         yield _histogram("tokenwire_time_to_first_chunk_seconds", "Time to the first output chunk.", s.ttft)

@@ -76,9 +76,9 @@ class ServerStats:
         """Bytes written to streaming connections, by transport."""
         self.lag_disconnects = 0
         """Readers cut off for falling ``max_lag_events`` behind a live stream (they resume)."""
-        self.broadcast_writes = 0
-        """Writes of a stream's live edge by its fan-out broadcast, one per reader written to
-        (:mod:`tokenwire.server.fanout`): the rest of the writes are the readers' own."""
+        self.broadcast_events = 0
+        """Events a stream's fan-out broadcast wrote to its readers, one per event per reader
+        (:mod:`tokenwire.server.fanout`): the readers wrote the rest themselves."""
         self.append_latency = Histogram(APPEND_BUCKETS)
         self.ttft = Histogram(FIRST_CHUNK_BUCKETS)
         self.duration = Histogram(FIRST_CHUNK_BUCKETS)
