@@ -286,7 +286,7 @@ async def test_a_graph_interrupt_is_an_approval_answered_over_the_wire() -> None
         assert step.type == "step" and step.name == "approval" and step.status == "started"
         assert step.detail["tool"] == "wire_money" and step.detail["args"] == {"amount": 42}
         assert step.detail["resume"]["thread_id"] and wired == []
-        await service.approve(run.stream_id, owner, step.detail["call_id"], approved)
+        await service.approve(run.stream_id, step.detail["call_id"], approved, owner=owner)
         events = await until_ended(service, run.stream_id)
         resumed = events[len(asked) :]
         assert resumed[0].type == "step" and resumed[0].detail["approved"] is approved
@@ -338,7 +338,7 @@ async def test_an_interrupt_inside_a_tool_is_no_failure_and_a_waiting_graph_can_
         await run.handle.wait()
     asked = await service.history(run.stream_id)
     assert not any(e.type == "tool_result" for e in asked)  # the interrupt is not a failed call
-    await service.approve(run.stream_id, owner, asked[-1].detail["call_id"], True)
+    await service.approve(run.stream_id, asked[-1].detail["call_id"], True, owner=owner)
     events = await until_ended(service, run.stream_id)
     results = [e for e in events if e.type == "tool_result"]
     assert [(r.call_id, r.result, r.is_error) for r in results] == [("call_1", "paid", False)]

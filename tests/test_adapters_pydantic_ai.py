@@ -199,7 +199,7 @@ async def test_an_approval_asked_by_a_pydantic_ai_tool_is_answered_over_the_wire
         )
         assert asked[-1].detail["call_id"] == "pay_1" and asked[-1].detail["expires"] > time.time()
         assert wired == []
-        await service.approve(run.stream_id, owner, "pay_1", approved)
+        await service.approve(run.stream_id, "pay_1", approved, owner=owner)
         events = await until_ended(service, run.stream_id)
         resumed = events[len(asked) :]
         assert_transcript(
@@ -351,14 +351,14 @@ async def test_two_approvals_in_one_turn_resume_the_run_only_once_both_are_answe
     run = await service.start(RunBody(prompt="Pay 1 and 2"), owner=owner)
     with pytest.raises(RunSuspended):
         await run.handle.wait()
-    await service.approve(run.stream_id, owner, "p1", True)
+    await service.approve(run.stream_id, "p1", True, owner=owner)
     for _ in range(600):  # the answer is logged, held: the run waits again, for p2's (approve retries)
         events = await service.history(run.stream_id)
         if events[-1].type == "step" and events[-1].status == "finished":
             break
         await asyncio.sleep(0.05)
     assert wired == [] and events[-1].detail == {**events[-1].detail, "call_id": "p1", "held": True}
-    await service.approve(run.stream_id, owner, "p2", False)
+    await service.approve(run.stream_id, "p2", False, owner=owner)
     events = await until_ended(service, run.stream_id)
     assert wired == [1] and events[-1].type == "done"
     assert "".join(e.text for e in events if e.type == "text.delta") == "sent 1 / The call was denied (api)."
@@ -401,7 +401,7 @@ async def test_a_resumed_run_keeps_the_agents_system_prompt_and_its_thinking() -
     run = await service.start(RunBody(prompt="Pay 42"), owner=owner)
     with pytest.raises(RunSuspended):
         await run.handle.wait()
-    await service.approve(run.stream_id, owner, "pay_1", True)
+    await service.approve(run.stream_id, "pay_1", True, owner=owner)
     await until_ended(service, run.stream_id)
     resumed = seen[-1]  # the model's input after the approval: the history read back from the log
     parts = [p for m in resumed for p in getattr(m, "parts", [])]

@@ -72,10 +72,10 @@ async def test_an_approval_suspends_the_run_and_the_owners_answer_resumes_it() -
     assert not info.finished and ran == []
 
     with pytest.raises(Forbidden):
-        await service.approve(sid, other, "c1", True)
+        await service.approve(sid, "c1", True, owner=other)
     with pytest.raises(StreamNotFound):
-        await service.approve(sid, owner, "no-such-call", True)
-    await service.approve(sid, owner, "c1", True)
+        await service.approve(sid, "no-such-call", True, owner=owner)
+    await service.approve(sid, "c1", True, owner=owner)
     events = await read_all(service, sid)
     assert shape(events) == [
         "start",
@@ -101,7 +101,7 @@ async def test_an_approval_suspends_the_run_and_the_owners_answer_resumes_it() -
     }
     assert ran == ["wired 5"] and events[-1].finish_reason == "stop"  # type: ignore[union-attr]
     with pytest.raises(Conflict):
-        await service.approve(sid, owner, "c1", True)  # answered already
+        await service.approve(sid, "c1", True, owner=owner)  # answered already
     await service.shutdown(1.0)
 
 
@@ -112,7 +112,7 @@ async def test_a_denial_is_an_error_result_and_the_model_goes_on() -> None:
     run = await service.start(RunBody(prompt="pay", tools=["wire_money"]), owner=owner)
     with pytest.raises(RunSuspended):
         await run.handle.wait()
-    await service.approve(run.stream_id, owner, "c1", False)
+    await service.approve(run.stream_id, "c1", False, owner=owner)
     events = await read_all(service, run.stream_id)
     result = next(e for e in events if e.type == "tool_result")
     assert result.is_error and "denied (api)" in result.result  # type: ignore[union-attr]
@@ -146,7 +146,7 @@ async def test_an_answer_after_the_approval_expired_is_refused_before_the_run_is
     asked = next(e for e in await service.history(run.stream_id) if e.type == "step" and e.name == "approval")
     await asyncio.sleep(max(0.0, asked.detail["expires"] - time.time()) + 0.05)  # type: ignore[union-attr]
     with pytest.raises(Conflict, match="expired: it counts as denied"):
-        await service.approve(run.stream_id, owner, "c1", True)
+        await service.approve(run.stream_id, "c1", True, owner=owner)
     assert ran == []  # the late yes did not wire the money
     await service.shutdown(1.0)
 
@@ -162,7 +162,7 @@ async def test_a_suspended_run_is_cancelled_with_one_terminal() -> None:
     assert events[-1].type == "done" and events[-1].finish_reason == "cancelled"  # type: ignore[union-attr]
     assert sum(e.type in ("done", "error") for e in events) == 1
     with pytest.raises(Conflict):
-        await service.approve(run.stream_id, owner, "c1", True)
+        await service.approve(run.stream_id, "c1", True, owner=owner)
     await service.shutdown(1.0)
 
 
@@ -383,6 +383,104 @@ async def test_approvals_arrive_over_a_websocket_and_a_grpc_session() -> None:
         assert events[-1].type == "done" and ran == ["wired 5", "wired 5"]
 
 
+async def test_without_api_keys_an_approval_needs_the_runs_token_on_every_transport() -> None:
+    """A server without API keys has one anonymous caller, so being the run's owner proves
+    nothing: the token that can cancel the run (whoever started it has it) answers its
+    approvals, over HTTP, a WebSocket and a gRPC session. No credential, the read token or
+    another run's token is refused; with API keys, that token works beside the owner's key."""
+    import json
+
+    import grpc
+    import httpx
+    import websockets
+
+    from tokenwire.client import Client
+    from tokenwire.grpc import tokenwire_pb2 as pb
+    from tokenwire.grpc import tokenwire_pb2_grpc as pb_grpc
+    from tokenwire.log import MemoryLog
+    from tokenwire.server import create_app
+    from wire import serve
+
+    ran: list[str] = []
+
+    @tool(requires_approval=True)
+    def wire_money(amount: int) -> str:
+        """Send money."""
+        ran.append(f"wired {amount}")
+        return "sent"
+
+    class Payer:
+        """Asks to pay, then answers once the call has its result: the same for every run."""
+
+        model = "payer"
+
+        async def stream(self, request: Any) -> Any:
+            if request.messages[-1].role == "tool":
+                yield "Sent."
+            else:
+                yield call("wire_money", amount=5)
+
+    app = create_app(
+        providers={"m": Payer()}, tools=[wire_money], api_keys=None, log=MemoryLog(), config=ServerConfig(grpc_port=0)
+    )
+    service: RunService = app.state.tokenwire
+    with serve(app, lifespan="on") as url:
+        async with httpx.AsyncClient(base_url=url) as http:
+
+            async def suspended() -> dict[str, str]:
+                created: dict[str, str] = (
+                    await http.post("/v1/runs", json={"prompt": "pay", "tools": ["wire_money"]})
+                ).json()
+                while (await service.log.ownership.lease_state(created["stream_id"])) != SUSPENDED:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+                return created
+
+            a, b, c = await suspended(), await suspended(), await suspended()
+            answer = {"call_id": "c1", "approved": True}
+
+            async def approve(run: dict[str, str], credential: str | None) -> int:
+                headers = {"Authorization": f"Bearer {credential}"} if credential else {}
+                r = await http.post(f"/v1/streams/{run['stream_id']}/approvals", json=answer, headers=headers)
+                return r.status_code
+
+            assert await approve(a, None) == 401
+            assert await approve(a, a["read_token"]) == 403  # reads, cannot cancel: cannot approve
+            assert await approve(a, b["token"]) == 403  # another run's
+            assert ran == []
+            assert await approve(a, a["token"]) == 202
+        ws_url = url.replace("http://", "ws://") + "/v1/ws"
+        async with websockets.connect(ws_url) as ws:
+            op = {"op": "approve", "stream_id": b["stream_id"], "call_id": "c1", "approved": True}
+            await ws.send(json.dumps(op))
+            refused = json.loads(await ws.recv())
+            assert (refused["op"], refused["code"]) == ("error", "unauthorized")  # the socket stays open
+            await ws.send(json.dumps({**op, "token": b["token"]}))
+            assert json.loads(await ws.recv())["status"] == "resumed"
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc.port}") as channel:
+            session = pb_grpc.TokenwireStub(channel).Session()
+            approve_c = pb.ApproveRequest(stream_id=c["stream_id"], call_id="c1", approved=True, token=c["token"])
+            await session.write(pb.SessionRequest(approve=approve_c))
+            accepted = await session.read()
+            assert accepted.accepted.status == "resumed", accepted
+            await session.done_writing()
+        async with Client(url) as reader:
+            for run in (a, b, c):
+                events = [e async for e in reader.subscribe(run["stream_id"], run["read_token"])]
+                assert events[-1].type == "done", run
+    assert ran == ["wired 5"] * 3
+
+    # With API keys, the run's token answers too (the client that started it holds it).
+    keyed = make_service(ran)
+    run = await keyed.start(RunBody(prompt="pay", tools=["wire_money"]), owner=keyed.authenticate(KEYS[0]))
+    with pytest.raises(RunSuspended):
+        await run.handle.wait()
+    with pytest.raises(Forbidden):
+        await keyed.approve(run.stream_id, "c1", True, token=keyed.issue(run.stream_id).read_token)
+    await keyed.approve(run.stream_id, "c1", True, token=keyed.issue(run.stream_id).token)
+    assert (await read_all(keyed, run.stream_id))[-1].type == "done" and ran == ["wired 5"] * 4
+    await keyed.shutdown(1.0)
+
+
 async def test_a_turn_the_provider_cannot_continue_is_asked_again_and_its_first_attempt_is_void() -> None:
     """Handed over mid-answer, a provider without ``continues_prefix`` answers again after a
     ``turn`` step with ``restarted``: the response (and the fold) hold the second attempt only."""
@@ -438,7 +536,7 @@ async def test_a_local_iterator_of_a_run_follows_it_across_its_suspension_to_its
     with pytest.raises(RunSuspended):
         await run.handle.wait()  # the producer here is done; the stream goes on
     assert not following.done()
-    await service.approve(run.stream_id, owner, "c1", True)
+    await service.approve(run.stream_id, "c1", True, owner=owner)
     await asyncio.wait_for(following, 10)
     kinds = [(e.type, getattr(e, "name", None)) for e in seen]
     assert kinds[-1] == ("done", None) and ("tool_result", "wire_money") in kinds

@@ -317,10 +317,12 @@ class Client:
         if r.status_code != 202:
             _raise_for(r.status_code, r.content, stream_id, 0)
 
-    async def approve(self, stream_id: str, call_id: str, approved: bool = True) -> None:
-        """Answer the approval a suspended run waits for (with this client's API key, the run's
-        owner's); the run resumes on the server that takes it."""
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+    async def approve(self, stream_id: str, call_id: str, approved: bool = True, *, token: str | None = None) -> None:
+        """Answer the approval a suspended run waits for, with the run's ``token`` (the one that
+        can cancel it; what a server without API keys requires) or else this client's API key
+        (the run's owner's); the run resumes on the server that takes it."""
+        credential = token or self.api_key
+        headers = {"Authorization": f"Bearer {credential}"} if credential else {}
         body = {"call_id": call_id, "approved": approved}
         r = await self.http.post(f"{self.base_url}/v1/streams/{stream_id}/approvals", json=body, headers=headers)
         if r.status_code != 202:

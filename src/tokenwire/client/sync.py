@@ -89,8 +89,8 @@ class SyncClient:
     def cancel(self, stream_id: str, token: str) -> None:
         self._call(self._client.cancel(stream_id, token))
 
-    def approve(self, stream_id: str, call_id: str, approved: bool = True) -> None:
-        self._call(self._client.approve(stream_id, call_id, approved))
+    def approve(self, stream_id: str, call_id: str, approved: bool = True, *, token: str | None = None) -> None:
+        self._call(self._client.approve(stream_id, call_id, approved, token=token))
 
     def status(self, stream_id: str, token: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call(self._client.status(stream_id, token))

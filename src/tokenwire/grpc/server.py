@@ -163,7 +163,13 @@ def _session_message(request: pb.SessionRequest) -> dict[str, Any]:
         }
     if op == "approve":
         a = request.approve
-        return {"op": "approve", "stream_id": a.stream_id, "call_id": a.call_id, "approved": a.approved}
+        return {
+            "op": "approve",
+            "stream_id": a.stream_id,
+            "call_id": a.call_id,
+            "approved": a.approved,
+            "token": a.token or None,
+        }
     raise SessionError(
         "bad_message", "a SessionRequest needs one of run, subscribe, unsubscribe, ack, cancel, tool_result, approve"
     )

@@ -325,14 +325,16 @@ class SessionRequest(_message.Message):
     def __init__(self, run: _Optional[_Union[SessionRun, _Mapping]] = ..., subscribe: _Optional[_Union[SessionSubscribe, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., cancel: _Optional[_Union[CancelRequest, _Mapping]] = ..., tool_result: _Optional[_Union[ToolResultRequest, _Mapping]] = ..., approve: _Optional[_Union[ApproveRequest, _Mapping]] = ..., unsubscribe: _Optional[_Union[Unsubscribe, _Mapping]] = ...) -> None: ...
 
 class ApproveRequest(_message.Message):
-    __slots__ = ("stream_id", "call_id", "approved")
+    __slots__ = ("stream_id", "call_id", "approved", "token")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     APPROVED_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     call_id: str
     approved: bool
-    def __init__(self, stream_id: _Optional[str] = ..., call_id: _Optional[str] = ..., approved: _Optional[bool] = ...) -> None: ...
+    token: str
+    def __init__(self, stream_id: _Optional[str] = ..., call_id: _Optional[str] = ..., approved: _Optional[bool] = ..., token: _Optional[str] = ...) -> None: ...
 
 class SessionRun(_message.Message):
     __slots__ = ("id", "window", "request")

@@ -257,8 +257,11 @@ class Durable:
         await log.ownership.forget(stream_id)
         logger.warning("run %s ended: %s", stream_id, why, extra={"stream_id": stream_id})
 
-    async def approve(self, stream_id: str, owner: str, call_id: str, approved: bool, *, wait_s: float = 5.0) -> None:
-        """Answer a call's approval (the run's owner only) and resume the run here.
+    async def approve(
+        self, stream_id: str, owner: str | None, call_id: str, approved: bool, *, wait_s: float = 5.0
+    ) -> None:
+        """Answer a call's approval (the run's ``owner`` only; None: the caller proved it may,
+        with the run's token) and resume the run here.
 
         :class:`StreamNotFound` for an unknown run or a call that asked for no approval,
         :class:`Forbidden` for another API key, :class:`Conflict` for a call already answered, or
@@ -267,7 +270,7 @@ class Durable:
         record = await self.load(stream_id)
         if record is None:
             raise StreamNotFound(f"no durable run {stream_id!r} (unknown, or expired)")
-        if record.owner != owner:
+        if owner is not None and record.owner != owner:
             raise Forbidden(f"run {stream_id!r} belongs to another API key")
         token = self.token()
         deadline = asyncio.get_running_loop().time() + wait_s

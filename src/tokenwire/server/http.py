@@ -61,6 +61,7 @@ from tokenwire.server.schema import RunBody
 from tokenwire.server.service import RunService, bearer
 from tokenwire.server.sockets import Link
 from tokenwire.server.streaming import EventStreamResponse, log_frames, tree_frames
+from tokenwire.server.tokens import is_api_key
 from tokenwire.telemetry import prometheus
 from tokenwire.wire import SSE
 
@@ -333,15 +334,20 @@ class ApprovalBody(msgspec.Struct, forbid_unknown_fields=True):
 
 @guarded
 async def approve(service: RunService, request: HTTPRequest) -> Response:
-    """``POST /v1/streams/{id}/approvals`` (the run's API key as ``Authorization: Bearer``;
+    """``POST /v1/streams/{id}/approvals`` (``Authorization: Bearer`` the run's owner's API key, or
+    the run's token, the one that can cancel it: without API keys only that will do;
     ``{"call_id", "approved"}``) → 202: the suspended run resumes, on this node, with the call
     approved or denied. 403 for another key, 404 for a call that asked for no approval, 409 for
     one already answered."""
-    owner = service.authenticate(bearer(request.headers))
+    credential = bearer(request.headers)
     stream_id: str = request.path_params["stream_id"]
     raw = await read_body(service, request)
     body = service.parse(raw, lambda raw: msgspec.json.decode(raw, type=ApprovalBody), "approval")
-    await service.approve(stream_id, owner, body.call_id, body.approved)
+    if is_api_key(credential, service.config.api_keys):  # its owner's run
+        owner, token = service.authenticate(credential), None
+    else:  # the run's token
+        owner, token = None, credential or ""
+    await service.approve(stream_id, body.call_id, body.approved, owner=owner, token=token)
     return JSONResponse({"stream_id": stream_id, "call_id": body.call_id, "status": "resumed"}, status_code=202)
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import hmac
 import logging
 import time
 import uuid
@@ -57,7 +56,7 @@ from tokenwire.server.providers import Providers
 from tokenwire.server.runs import Run, Runs
 from tokenwire.server.schema import RunBody, ServerConfig
 from tokenwire.server.snapshots import Snapshots
-from tokenwire.server.tokens import StreamTokens, TicketClaims, Tickets, check_api_key, new_secret
+from tokenwire.server.tokens import StreamTokens, TicketClaims, Tickets, bearer, check_api_key, is_api_key, new_secret
 from tokenwire.telemetry.otel import OTel
 from tokenwire.telemetry.server import ServerStats
 from tokenwire.tools import Toolset
@@ -74,13 +73,6 @@ _UNPARSEABLE = (msgspec.ValidationError, msgspec.DecodeError, ValueError, KeyErr
 
 
 UNWRITTEN = "the run could not be written to the event log"
-
-
-def bearer(headers: Mapping[str, str]) -> str | None:
-    """The credential of an ``Authorization: Bearer …`` header (HTTP headers or gRPC metadata), or None."""
-    scheme, _, value = headers.get("authorization", "").partition(" ")
-    value = value.strip()
-    return value if scheme.lower() == "bearer" and value else None
 
 
 class RunTokens(NamedTuple):
@@ -329,7 +321,7 @@ class RunService:
         ticket never grants ``cancel``). :class:`~tokenwire.errors.Unauthorized` otherwise."""
         now, ttl, keys = time.time(), self.config.ticket_ttl_s, self.config.api_keys
         if credential:
-            if keys is not None and any(hmac.compare_digest(credential.encode(), k.encode()) for k in keys):
+            if is_api_key(credential, keys):
                 return self.tickets.issue(now=now, ttl_s=ttl, owner=self.authenticate(credential))
             if keys is None and "." not in credential:
                 return self.tickets.issue(now=now, ttl_s=ttl, owner="")
@@ -411,10 +403,17 @@ class RunService:
             return True
         return await self.log.forward_cancel(stream_id, reason)
 
-    async def approve(self, stream_id: str, owner: str, call_id: str, approved: bool) -> None:
-        """Answer the approval a suspended run waits for (its owner only) and resume it here
-        (see :meth:`tokenwire.server.durable.Durable.approve`)."""
-        await self.durable.approve(stream_id, owner, call_id, approved)
+    async def approve(
+        self, stream_id: str, call_id: str, approved: bool, *, owner: str | None = None, token: str | None = None
+    ) -> None:
+        """Answer the approval a suspended run waits for and resume it here (see
+        :meth:`tokenwire.server.durable.Durable.approve`), for the run's ``token`` (the one that can
+        cancel it) or its ``owner`` (an API key's); without API keys only the token will do."""
+        if token is not None:
+            await self.authorize(stream_id, token, "cancel")
+        elif owner is None or self.config.api_keys is None:
+            raise Unauthorized("an approval needs the run's token (the one that can cancel it), or its owner's API key")
+        await self.durable.approve(stream_id, owner if token is None else None, call_id, approved)
 
     async def shutdown(self, grace_s: float) -> None:
         """Stop taking runs. With a shared log, live durable runs are handed to the other nodes

@@ -22,8 +22,9 @@ through the server's :class:`~tokenwire.wire.FrameCache`). Ops:
   ``stream_id`` is its root and ``seq`` counts its events from 0); at most ``window``
   unacknowledged events are in flight per subscription;
 - ``cancel`` (``stream_id``, ``token``);
-- ``approve`` (``stream_id``, ``call_id``, ``approved``): answers a suspended durable run's
-  approval (the connection's API key must own the run) and resumes it; WebSocket only for now;
+- ``approve`` (``stream_id``, ``call_id``, ``approved``, ``token``?): answers a suspended durable run's
+  approval (the run's token, the one that can cancel it, or else the connection's API key must
+  own the run; without API keys only the token will do) and resumes it;
 - ``tool_result`` (``stream_id``, ``token``, ``call_id``, ``result``, ``is_error``?).
 
 Every op is a call of the run service (:class:`~tokenwire.server.service.RunService`); the typed
@@ -357,9 +358,12 @@ class Session:
         stream_id, call_id, approved = msg.get("stream_id"), msg.get("call_id"), msg.get("approved")
         if not isinstance(stream_id, str) or not isinstance(call_id, str) or not isinstance(approved, bool):
             raise SessionError("bad_message", 'approve needs "stream_id", "call_id" and a boolean "approved"')
-        if self.owner is None:
-            raise SessionError("unauthorized", "this connection acts for no API key: it may not approve")
-        await self.service.approve(stream_id, self.owner, call_id, approved)
+        token = msg.get("token")
+        if token is not None and not isinstance(token, str):
+            raise SessionError("bad_message", '"token" must be the run\'s token (a string)')
+        if token is None and (self.owner is None or self.service.config.api_keys is None):
+            raise SessionError("unauthorized", "give the run's token (the one that can cancel it): no API key here")
+        await self.service.approve(stream_id, call_id, approved, owner=self.owner, token=token)
         await self.reply({"op": "approve", "stream_id": stream_id, "call_id": call_id, "status": "resumed"})
 
     async def op_tool_result(self, msg: dict[str, Any]) -> None:

@@ -23,16 +23,40 @@ import base64
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import msgspec
 
 from tokenwire.errors import Forbidden, Unauthorized
 
-__all__ = ["Permission", "StreamTokens", "TicketClaims", "Tickets", "TokenClaims", "check_api_key", "new_secret"]
+__all__ = [
+    "Permission",
+    "StreamTokens",
+    "TicketClaims",
+    "Tickets",
+    "TokenClaims",
+    "bearer",
+    "check_api_key",
+    "is_api_key",
+    "new_secret",
+]
 
 Permission = str
 """``"read"`` or ``"cancel"``."""
+
+
+def bearer(headers: Mapping[str, str]) -> str | None:
+    """The credential of an ``Authorization: Bearer …`` header (HTTP headers or gRPC metadata), or None."""
+    scheme, _, value = headers.get("authorization", "").partition(" ")
+    value = value.strip()
+    return value if scheme.lower() == "bearer" and value else None
+
+
+def is_api_key(credential: str | None, keys: Iterable[str] | None) -> bool:
+    """Whether ``credential`` is one of ``keys`` (compared in constant time)."""
+    if not credential or keys is None:
+        return False
+    return any(hmac.compare_digest(credential.encode(), k.encode()) for k in keys)
 
 
 class TokenClaims(msgspec.Struct, frozen=True):
