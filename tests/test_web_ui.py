@@ -196,10 +196,12 @@ def test_a_conversation_with_citations_and_lint_notes(page: Any, tmp_path: Path)
     ]
 
 
-def test_a_pending_approval_is_shown_after_a_reload_and_in_another_tab_and_approved(page: Any) -> None:
+@pytest.mark.parametrize("keyed", [True, False], ids=["api-key", "no-auth"])
+def test_a_pending_approval_is_shown_after_a_reload_and_in_another_tab_and_approved(page: Any, keyed: bool) -> None:
     """A call that needs approval suspends the run; the page shows the call's arguments with
     Approve / Deny, also after a reload and in a second tab (both rebuild it from the log), and
-    Approve resumes the run to its answer."""
+    Approve resumes the run to its answer. Without API keys the run's own token answers (the
+    page keeps it for a run it started without a key)."""
     from tokenwire.events import ToolCall
     from tokenwire.tools import tool
 
@@ -212,12 +214,13 @@ def test_a_pending_approval_is_shown_after_a_reload_and_in_another_tab_and_appro
         return "sent"
 
     model = Scripted.turns([ToolCall(call_id="c1", name="wire_money", args={"amount": 42})], ["Sent ", "42."])
-    app = create_app(providers={"bank": model}, tools=[wire_money], api_keys=[KEY])
+    app = create_app(providers={"bank": model}, tools=[wire_money], api_keys=[KEY] if keyed else None)
     context = page.context.browser.new_context()  # two tabs of one browser profile (one localStorage)
     page = context.new_page()
     with serve(app, lifespan="on") as url:
         page.goto(f"{url}/?provider=bank&tools=wire_money")
-        page.fill("#apikey", KEY)
+        if keyed:
+            page.fill("#apikey", KEY)
         page.fill("#prompt", "Pay 42")
         page.click("#send")
         page.wait_for_selector(".tool .approval button.approve", timeout=10_000)
