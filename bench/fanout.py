@@ -95,8 +95,17 @@ def plain_app(args: argparse.Namespace) -> Any:
             q.put_nowait(None)
 
     started: list[asyncio.Task[None]] = []
-
     start_at: list[float] = []
+
+    async def coalesced(queue: asyncio.Queue[bytes | None]) -> Any:
+        """Every frame queued by the time the response writes, joined into one write; None ends it."""
+        while True:
+            frames = [await queue.get()]
+            while not queue.empty():
+                frames.append(queue.get_nowait())
+            yield b"".join(f for f in frames if f is not None)
+            if frames[-1] is None:
+                return
 
     async def fanout(request: Any) -> Any:
         if not started:
@@ -104,17 +113,7 @@ def plain_app(args: argparse.Namespace) -> Any:
             started.append(asyncio.get_running_loop().create_task(broadcast()))
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         readers.append(queue)
-
-        async def body() -> Any:
-            while True:
-                frames = [await queue.get()]
-                while not queue.empty():
-                    frames.append(queue.get_nowait())
-                yield b"".join(f for f in frames if f is not None)
-                if frames[-1] is None:
-                    return
-
-        return StreamingResponse(body(), media_type="text/event-stream")
+        return StreamingResponse(coalesced(queue), media_type="text/event-stream")
 
     async def own(request: Any) -> Any:
         """One stream per reader: its own producer task and queue, coalesced writes."""
@@ -130,13 +129,8 @@ def plain_app(args: argparse.Namespace) -> Any:
         async def body() -> Any:
             task = asyncio.get_running_loop().create_task(produce())
             try:
-                while True:
-                    frames = [await queue.get()]
-                    while not queue.empty():
-                        frames.append(queue.get_nowait())
-                    yield b"".join(f for f in frames if f is not None)
-                    if frames[-1] is None:
-                        return
+                async for write in coalesced(queue):
+                    yield write
             finally:
                 task.cancel()
 

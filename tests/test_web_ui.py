@@ -71,9 +71,19 @@ class DroppableProxy:
         self.loop.call_soon_threadsafe(cut)
 
     def close(self) -> None:
-        self.drop()
+        async def shutdown() -> None:  # every connection's task ends before the loop does
+            self.server.close()
+            for w in list(self.writers):
+                w.transport.abort()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        self.loop.close()
 
 
 @pytest.fixture(scope="module")
