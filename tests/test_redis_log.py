@@ -105,6 +105,30 @@ async def _collect(log: RedisLog, sid: str, from_seq: int) -> list[Event]:
     return [e async for e in log.read(sid, from_seq)]
 
 
+async def test_due_times_are_on_redis_clock_whatever_each_node_clock_says(redis_url: str) -> None:
+    """Three nodes: one clock an hour ahead, one an hour behind (injected), one right. What
+    each writes (a producer's lease, a suspension until an approval expires) is due when the
+    right clock says so: a node ahead no longer delays the takeover of its runs by its skew, and
+    one behind no longer has them taken over at once."""
+    prefix = f"t{time.monotonic_ns()}"
+    ahead = RedisLog(redis_url, prefix=prefix, clock=lambda: time.time() + 3600)
+    behind = RedisLog(redis_url, prefix=prefix, clock=lambda: time.time() - 3600)
+    right = RedisLog(redis_url, prefix=prefix)
+    try:
+        assert await ahead.ownership.claim("fast", "tok-a")  # lease_s (2 s) from now, on its clock
+        assert await behind.ownership.claim("slow", "tok-b")
+        assert await ahead.ownership.claim("held", "tok-c")
+        assert await ahead.ownership.suspend("held", "tok-c", until=ahead.clock() + 30)
+        now = time.time()
+        assert await right.ownership.due(now) == []  # nothing lapsed yet (the one behind neither)
+        assert sorted(await right.ownership.due(now + 10)) == ["fast", "slow"]  # both lapsed by then
+        assert sorted(await right.ownership.due(now + 40)) == ["fast", "held", "slow"]
+        assert sorted(await ahead.ownership.due(ahead.clock() + 10)) == ["fast", "slow"]  # each node agrees
+    finally:
+        for log in (ahead, behind, right):
+            await log.aclose()
+
+
 async def test_a_retried_append_does_not_duplicate(nodes: tuple[RedisLog, RedisLog]) -> None:
     a, _ = nodes
     writer = a.open("dup")

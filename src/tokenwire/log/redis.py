@@ -38,7 +38,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -117,6 +117,7 @@ class RedisLog(RedisControl, SharedTail, EventLog):
         replica_wait_s: float = 0.5,
         index_poll_s: float = 0.25,
         command_timeout_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
     ):
         if max_events < 1 or ttl_s <= 0 or batch_window_s < 0 or max_batch < 1 or local_events < 1:
             raise ValueError("max_events, ttl_s, max_batch and local_events must be positive")
@@ -130,6 +131,9 @@ class RedisLog(RedisControl, SharedTail, EventLog):
         self.replica_wait_s = replica_wait_s
         self.index_poll_s = index_poll_s
         self.command_timeout_s = command_timeout_s
+        self.clock = clock
+        """This node's wall clock (for tests: a node whose clock is off); the leases' due scores
+        are kept on Redis's clock (:mod:`tokenwire.log.redis_runs`)."""
         self.cluster = False  # known after the first command (client())
         self.max_events = max_events
         self.ttl_s = ttl_s

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from tokenwire.errors import LogUnavailable
@@ -101,6 +102,7 @@ class OwnershipHost(Protocol):
     idle_ttl_s: float
     index_poll_s: float
     keys: KeyLayout
+    clock: Callable[[], float]
 
     async def client(self) -> Any: ...
 
@@ -115,12 +117,32 @@ def _ms(t: float) -> int:
     return round(t * 1000)
 
 
+CLOCK_SYNC_S = 60.0
+"""How often a node measures its clock against Redis's: every due score is in Redis's time."""
+
+
 class RedisOwnership(RunOwnership):
     """Run ownership of a :class:`~tokenwire.log.redis.RedisLog` (see the module docstring)."""
 
     def __init__(self, log: OwnershipHost):
         self._log = log
         self._scripts: dict[str, Any] = {}
+        self._offset = 0.0
+        self._synced_at: float | None = None  # monotonic
+
+    async def _score(self, t: float) -> int:
+        """The node's wall time ``t`` (``log.clock``'s) as a score on Redis's clock, the one every
+        node's scores share: a node whose clock is off neither delays another's takeover of its
+        runs (a clock ahead) nor has them taken over early (behind). The offset is measured with
+        ``TIME`` every :data:`CLOCK_SYNC_S`, halfway through the round trip."""
+        mono = time.monotonic()
+        if self._synced_at is None or mono - self._synced_at >= CLOCK_SYNC_S:
+            clock = self._log.clock
+            before = clock()
+            seconds, micros = await (await self._log.client()).time()
+            self._offset = seconds + micros / 1e6 - (before + clock()) / 2
+            self._synced_at = mono
+        return _ms(t + self._offset)
 
     async def _script(self, name: str, source: str) -> Any:
         script = self._scripts.get(name)
@@ -149,7 +171,7 @@ class RedisOwnership(RunOwnership):
     async def renew(self, stream_id: str, token: str, *, durable: bool) -> bool:
         """The producer's heartbeat (see :data:`RENEW`)."""
         log = self._log
-        expiry = str(_ms(time.time() + log.lease_s)) if durable else ""
+        expiry = str(await self._score(log.clock() + log.lease_s)) if durable else ""
         args = [token, _ms(log.lease_s), stream_id, expiry, _ms(log.idle_ttl_s)]
         key = log.key(stream_id)
         keys = [log.lease_key(stream_id), self.due_key(stream_id), key, self.run_key(stream_id), key + ":end"]
@@ -159,7 +181,7 @@ class RedisOwnership(RunOwnership):
     async def claim(self, stream_id: str, token: str, *, suspended_only: bool = False) -> bool:
         log = self._log
         mode = SUSPENDED if suspended_only else "any"
-        args = [mode, token, _ms(log.lease_s), stream_id, _ms(time.time() + log.lease_s)]
+        args = [mode, token, _ms(log.lease_s), stream_id, await self._score(log.clock() + log.lease_s)]
         keys = [log.lease_key(stream_id), self.due_key(stream_id)]
         return bool(await (await self._script("claim", CLAIM))(keys=keys, args=args))
 
@@ -167,10 +189,9 @@ class RedisOwnership(RunOwnership):
         log = self._log
         key = log.key(stream_id)
         keys = [log.lease_key(stream_id), self.due_key(stream_id), key, self.run_key(stream_id), key + ":bytes"]
-        keep = _ms(max(0.0, until - time.time()) + log.idle_ttl_s)
-        return bool(
-            await (await self._script("suspend", SUSPEND))(keys=keys, args=[token, stream_id, _ms(until), keep])
-        )
+        keep = _ms(max(0.0, until - log.clock()) + log.idle_ttl_s)
+        args = [token, stream_id, await self._score(until), keep]
+        return bool(await (await self._script("suspend", SUSPEND))(keys=keys, args=args))
 
     async def release(self, stream_id: str, token: str) -> None:
         keys = [self._log.lease_key(stream_id), self.due_key(stream_id)]
@@ -178,9 +199,10 @@ class RedisOwnership(RunOwnership):
 
     async def due(self, now: float, limit: int = 32) -> list[str]:
         """The due runs of every shard, the most overdue first (one pipelined read per shard)."""
+        cutoff = await self._score(now)
         pipe: Any = (await self._log.client()).pipeline(transaction=False)
         for shard in range(self._log.keys.shards):
-            pipe.zrangebyscore(self._log.keys.due_key(shard), "-inf", _ms(now), start=0, num=limit, withscores=True)
+            pipe.zrangebyscore(self._log.keys.due_key(shard), "-inf", cutoff, start=0, num=limit, withscores=True)
         found = [(score, i) for rows in await pipe.execute() for i, score in rows]
         found.sort()
         return [i.decode() if isinstance(i, bytes) else str(i) for _, i in found[:limit]]
@@ -190,10 +212,11 @@ class RedisOwnership(RunOwnership):
 
     async def present(self, node: str, now: float, within_s: float, *, kind: str = "") -> int:
         key = f"{self._log.prefix}:runs:nodes"
+        at, within = await self._score(now), _ms(within_s)
         pipe: Any = (await self._log.client()).pipeline(transaction=False)
-        pipe.zadd(key, {f"{kind}/{node}": _ms(now)})
-        pipe.zremrangebyscore(key, "-inf", _ms(now - 10 * within_s))  # long gone nodes
-        pipe.zrangebyscore(key, _ms(now - within_s), "+inf")
+        pipe.zadd(key, {f"{kind}/{node}": at})
+        pipe.zremrangebyscore(key, "-inf", at - 10 * within)  # long gone nodes
+        pipe.zrangebyscore(key, at - within, "+inf")
         members = (await pipe.execute())[2]
         same = [m for m in members if (m.decode() if isinstance(m, bytes) else m).startswith(f"{kind}/")]
         return max(0, len(same) - 1)
