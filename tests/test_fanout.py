@@ -25,23 +25,37 @@ READERS = 24
 
 class Gated:
     """Waits for the test to open its gate (every reader connected), then plays its words with
-    a pause between them: a live stream all readers follow from its start."""
+    a pause between them: a live stream all readers follow from its start. ``then``: more, once
+    the ``later`` gate opens."""
 
     model = "gated"
 
-    def __init__(self, words: list[str], gate: threading.Event, interval_s: float = 0.002):
+    def __init__(
+        self,
+        words: list[Any],
+        gate: threading.Event,
+        interval_s: float = 0.002,
+        then: list[Any] | None = None,
+        later: threading.Event | None = None,
+    ):
         self.words, self.gate, self.interval_s = words, gate, interval_s
+        self.then, self.later = then or [], later
 
-    async def stream(self, request: Any) -> AsyncIterator[str]:
+    async def stream(self, request: Any) -> AsyncIterator[Any]:
         await asyncio.to_thread(self.gate.wait)
         for w in self.words:
             await asyncio.sleep(self.interval_s)
             yield w
+        if self.later is not None:
+            await asyncio.to_thread(self.later.wait)
+        for w in self.then:
+            await asyncio.sleep(self.interval_s)
+            yield w
 
 
-def app_with(words: list[str], gate: threading.Event, **config: Any) -> tuple[Any, RunService]:
+def app_with(words: list[Any], gate: threading.Event, provider: Any = None, **config: Any) -> tuple[Any, RunService]:
     cfg = ServerConfig(**{"max_connections_per_key": 1000, **config})
-    app = create_app(providers={"gated": Gated(words, gate)}, api_keys=None, config=cfg)
+    app = create_app(providers={"gated": provider or Gated(words, gate)}, api_keys=None, config=cfg)
     return app, app.state.tokenwire
 
 
@@ -67,16 +81,23 @@ def frames(body: bytes) -> list[dict[str, Any]]:
     return out
 
 
-async def read(http: httpx.AsyncClient, run: Stream, *, started: asyncio.Event, stop_after: int | None = None) -> bytes:
-    """One reader's raw body (httpx undoes the chunks: a malformed chunk fails here); it leaves
-    after ``stop_after`` text deltas when given."""
+async def read(
+    http: httpx.AsyncClient,
+    run: Stream,
+    *,
+    started: asyncio.Event,
+    stop_after: int | None = None,
+    mark: bytes = b"event: start",
+) -> bytes:
+    """One reader's raw body (httpx undoes the chunks: a malformed chunk fails here); ``started``
+    is set once it has read ``mark``; it leaves after ``stop_after`` text deltas when given."""
     body = b""
     async with http.stream("GET", run.url, headers=run.auth) as r:
         assert r.status_code == 200, (await r.aread())[:300]
         async for part in r.aiter_raw():
             body += part
-            if b"event: start" in body:
-                started.set()  # reading the log: counted as a reader of the stream
+            if mark in body:
+                started.set()  # by default the first event: counted as a reader of the stream
             if stop_after is not None and body.count(b"event: text.delta") >= stop_after:
                 break
     return body
@@ -177,6 +198,42 @@ async def test_readers_that_leave_and_one_that_stops_reading_cost_the_others_not
     stalled_frames = frames(dechunked(stalled_raw))
     assert stalled_frames and stalled_frames == truth[: len(stalled_frames)]
     assert service.stats.broadcast_events > 0
+
+
+async def test_a_late_reader_replays_without_transient_data_then_joins_the_broadcast() -> None:
+    """Transient ``data`` reaches the readers there when it is appended, never a replay: a reader
+    that joins a broadcast stream late gets the first half without its transient events (its
+    replay), then the second half with them (live, whoever writes it)."""
+    from tokenwire.events import Data
+
+    def half(tag: str) -> list[Any]:
+        return [x for i in range(40) for x in (f"{tag}{i} ", Data(name="tick", data=i, transient=True))]
+
+    gate, later = threading.Event(), threading.Event()
+    app, service = app_with([], gate, provider=Gated(half("a"), gate, then=half("b"), later=later))
+    with serve(app) as base:
+        async with httpx.AsyncClient(limits=limits(), timeout=30) as http:
+            run = await create(http, base)
+            # Three readers: one fewer than a broadcast needs, so the late one starts it, when the
+            # last event it replayed is a transient one it must not be written.
+            started = [asyncio.Event() for _ in range(3)]
+            readers = [asyncio.create_task(read(http, run, started=s)) for s in started]
+            await asyncio.gather(*(s.wait() for s in started))
+            gate.set()
+            while (await http.get(run.url.removesuffix("/events"), headers=run.auth)).json()["next_seq"] < 81:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)  # the first half is in the log: start, 40 deltas, 40 data
+            replayed = asyncio.Event()  # the late reader has the first half, all there is yet
+            late = asyncio.create_task(read(http, run, started=replayed, mark=b'"text":"a39 "'))
+            await replayed.wait()
+            later.set()
+            bodies = await asyncio.gather(*readers)
+            late_body = await late
+    first = frames(bodies[0])
+    data_seqs = [e["seq"] for e in first if e["type"] == "data"]
+    assert len(data_seqs) == 80  # the readers there from the start got every transient event
+    assert all(frames(b) == first for b in bodies) and service.stats.broadcast_events > 0
+    split = next(e["seq"] for e in first if e.get("text") == "b0 ")
+    assert frames(late_body) == [e for e in first if e["type"] != "data" or e["seq"] > split]
 
 
 async def test_an_http_1_0_reader_beside_a_broadcast_gets_its_own_unchunked_body() -> None:

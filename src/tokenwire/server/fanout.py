@@ -182,7 +182,11 @@ class Fanout:
         transport = link.transport
         if least is None or not link.raw_chunks or transport is None:
             return None
+        if transport.is_closing() or transport.get_write_buffer_size():
+            return None  # slow (or leaving): the broadcast would hand it back at once
         group = self.groups.get(stream_id)
+        if group is not None and group.task.done():
+            group = None  # ended (its cleanup runs in the task: one cancelled before its start has none)
         if group is None:
             if self.service.runs.readers(stream_id) < least:
                 return None

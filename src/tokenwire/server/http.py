@@ -257,7 +257,11 @@ async def events(service: RunService, request: HTTPRequest) -> Response:
             return Response(prelude, media_type="text/event-stream")
     link = Link(None)  # the response finds the connection; a lagging reader's is cut
     if tree is None:
-        body = log_frames(service, stream_id, cursor, fmt=SSE, prelude=prelude, on_lag=link.cut, link=link)
+        # Live from where the log stood when the reader was authorised: what came before is a
+        # replay (no transient data), and only a reader past it joins a stream's broadcast.
+        body = log_frames(
+            service, stream_id, cursor, fmt=SSE, prelude=prelude, on_lag=link.cut, link=link, live_from=info.next_seq
+        )
     else:
         body = tree_frames(service, tree, prelude=prelude, on_lag=link.cut)
     return sse_response(service, body, link)

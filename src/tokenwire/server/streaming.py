@@ -80,7 +80,8 @@ async def log_frames(
     client resumes). Falling behind retention ends the body too (the client's resume gets 410 / 404).
     ``live_from``: see :meth:`~tokenwire.log.EventLog.batches` (``0`` for the request that started the run).
     ``link``: the connection, which a native SSE reader at the live edge of a stream with many
-    readers hands to the stream's broadcast (:mod:`tokenwire.server.fanout`) until it is handed back.
+    readers hands to the stream's broadcast (:mod:`tokenwire.server.fanout`) until it is handed back;
+    only past ``live_from`` (give it: where the reader's replay ends).
     """
     cache: FrameCache = service.frames
     frame, frames = cache.frame, cache.frames
@@ -115,9 +116,11 @@ async def log_frames(
                             for i in range(0, len(batch), WRITE_FRAMES):
                                 for write in _bounded(frames(stream_id, fmt, batch[i : i + WRITE_FRAMES])):
                                     yield write
-                        if fanout is not None and not finished:
+                        after = batch[-1].seq + 1
+                        # Only at the live edge: before live_from the reader replays (no transient data).
+                        if fanout is not None and not finished and live_from is not None and after >= live_from:
                             assert link is not None
-                            seq = await fanout.hand_over(stream_id, batch[-1].seq + 1, link)
+                            seq = await fanout.hand_over(stream_id, after, link)
                             if seq is not None:
                                 break  # handed back: read on from there (what came since is live)
             if seq == END:
