@@ -260,16 +260,24 @@ async def test_an_http_1_0_reader_beside_a_broadcast_gets_its_own_unchunked_body
 
 
 class Recorder(asyncio.Transport):
-    """A transport that records what is written to it; ``backlog`` unsent bytes make it slow."""
+    """A transport that records what is written to it; ``backlog`` unsent bytes make it slow,
+    as does each write from the ``slow_after``-th on."""
 
-    def __init__(self, backlog: int = 0) -> None:
+    def __init__(self, backlog: int = 0, slow_after: int | None = None) -> None:
         super().__init__()
         self.written = b""
         self.backlog = backlog
         self.closing = False
+        self.writes = 0
+        self.sizes: list[int] = []
+        self.slow_after = slow_after
 
     def write(self, data: Any) -> None:
         self.written += bytes(data)
+        self.writes += 1
+        self.sizes.append(len(data))
+        if self.slow_after is not None and self.writes >= self.slow_after:
+            self.backlog = len(data)
 
     def get_write_buffer_size(self) -> int:
         return self.backlog
@@ -330,5 +338,36 @@ async def test_a_broadcast_writes_each_member_from_its_own_next_seq_and_hands_ba
     assert seqs(at.written) == [10, 11, 12, 13, 14] and seqs(past.written) == [14]
     assert all(made[n].resume.result() == END for n in ("at", "inside", "past"))
     assert service.stats.broadcast_events == 4 + 2 + 3  # each event counted once per reader written
+    group.task.cancel()
+    await asyncio.wait([group.task])
+
+
+async def test_a_large_batch_goes_out_in_bounded_writes_each_to_who_took_the_last() -> None:
+    """Sans-I/O: five 40 KB deltas are three writes of about 64 KiB; a member whose connection
+    fills after the first is handed back from the first event it did not get; one that joined
+    inside the second write gets the rest of it, then the third."""
+    from tokenwire.events import TextDelta
+    from tokenwire.server.fanout import MAX_WRITE, Broadcast, Fanout, Member
+
+    service: Any = NoReading()
+    group = Broadcast(Fanout(service), "s", 0)
+    loop = asyncio.get_running_loop()
+    fast, filling, inside = Recorder(), Recorder(slow_after=1), Recorder()
+    made = [Member(fast, 0, loop.create_future()), Member(filling, 0, loop.create_future())]
+    made.append(Member(inside, 3, loop.create_future()))
+    group.members = list(made)
+    batch = [TextDelta(text=str(i) * 40_000, stream_id="s", seq=i, ts=0.0) for i in range(5)]
+    assert group._write(batch, service.frames.frames, service.stats)
+
+    def seqs(raw: bytes) -> list[int]:
+        body = dechunked(b"\r\n\r\n" + raw + b"0\r\n\r\n")
+        return [int(line[4:]) for line in body.split(b"\n") if line.startswith(b"id: ")]
+
+    assert seqs(fast.written) == [0, 1, 2, 3, 4] and fast.writes == 3
+    assert max(fast.sizes) < MAX_WRITE + 41_000  # about MAX_WRITE each: the last frame may pass it
+    assert seqs(filling.written) == [0, 1] and made[1].resume.result() == 2  # nothing lost, nothing twice
+    assert seqs(inside.written) == [3, 4] and inside.writes == 2
+    assert group.members == [made[0], made[2]] and group.next_seq == 5
+    assert service.stats.broadcast_events == 5 + 2 + 2
     group.task.cancel()
     await asyncio.wait([group.task])

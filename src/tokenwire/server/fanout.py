@@ -4,12 +4,13 @@ A thousand readers of one stream each waiting on the log wake a thousand tasks p
 each passes its frame through the ASGI layers to its connection: about 30 µs of server CPU per
 delivered event. The native SSE frame of an event is the same bytes for every reader, and so is
 the HTTP/1.1 chunk around it. So once a stream has ``ServerConfig.fanout_readers`` readers, a
-reader at the live edge (it has written every event there is) hands its connection to the
-stream's :class:`Broadcast`: one task reads the log once and writes each chunk straight to each
-member's transport, while the members' own tasks sleep. A member goes back to reading by itself
-(from the seq it had next) as soon as the broadcast cannot write to it at once: its transport
-holds unsent bytes (a slow reader: its own task applies the lag and write-timeout rules), it is
-closing, or a batch is larger than one write. The terminal event ends every member's body.
+reader at the live edge (it has written every event there is, past its replay) hands its
+connection to the stream's :class:`Broadcast`: one task reads the log once and writes each chunk
+straight to each member's transport, while the members' own tasks sleep. A batch larger than
+:data:`MAX_WRITE` goes out as several writes. A member goes back to reading by itself (from the
+seq it needs next) as soon as the broadcast cannot write to it at once: its transport holds
+unsent bytes (a slow reader: its own task applies the lag and write-timeout rules) or it is
+closing. The terminal event ends every member's body.
 
 Only connections whose bytes this app may write itself take part: HTTP/1.1 with a chunked body on
 a transport the app reaches (uvicorn; see :mod:`tokenwire.server.sockets`), not HTTP/1.0, HEAD,
@@ -43,7 +44,8 @@ PING = b": ping\n"
 """The keep-alive: a comment with no blank line after it, so no SSE decoder dispatches an
 (empty) event for it (DESIGN.md, wire notes); every SSE endpoint sends this one."""
 MAX_WRITE = 65_536
-"""A batch whose frames pass this many bytes goes back to the members' own (bounded) writes."""
+"""At most about this many bytes per write: a batch larger than that goes out in several, each
+only to a member whose connection took the one before."""
 
 
 class FanoutHost(Protocol):
@@ -62,10 +64,6 @@ class FanoutHost(Protocol):
 def chunk(data: bytes) -> bytes:
     """``data`` as one HTTP/1.1 chunk of a response body."""
     return b"%x\r\n%s\r\n" % (len(data), data)
-
-
-def _since(batch: Sequence[Event], seq: int) -> list[Event]:
-    return [e for e in batch if e.seq >= seq]
 
 
 class Member:
@@ -127,36 +125,35 @@ class Broadcast:
                 del self._fanout.groups[self.stream_id]
 
     def _write(self, batch: Sequence[Event], frames: Any, stats: ServerStats) -> bool:
-        """Write one batch (an empty one: a keep-alive) to every member that can take it now;
-        False once nobody is left to write to, or the stream ended. No await: nobody joins or
-        leaves meanwhile."""
+        """Write one batch (an empty one: a keep-alive) to every member that can take it now, in
+        writes of at most about :data:`MAX_WRITE` bytes, each only to a member with nothing left
+        unsent; False once nobody is left to write to, or the stream ended. No await: nobody
+        joins or leaves meanwhile."""
         first = self.next_seq
         after = batch[-1].seq + 1 if batch else first
-        data = b"".join(frames(self.stream_id, SSE, batch)) if batch else PING
-        if len(data) > MAX_WRITE:  # a burst: the members' own writes bound it
-            self._release(self.members)
-            return False
-        out, kept, size, events = chunk(data), [], 0, 0
+        kept, size, events = [], 0, 0
+        slices = self._slices(batch, frames)
         for m in self.members:
             if m.resume.done():
                 continue  # its reader is leaving (cancelled)
-            t = m.transport
-            if t.is_closing() or t.get_write_buffer_size():
-                m.resume.set_result(m.next)  # slow, or closing: on its own from its next seq
-                continue
-            kept.append(m)
-            if m.next >= after and batch:
-                continue  # it joined past this batch
-            part = out if m.next <= first else chunk(b"".join(frames(self.stream_id, SSE, _since(batch, m.next))))
-            try:
-                t.write(part)
-            except Exception:  # a transport that failed now: on its own from its next seq
-                kept.pop()
-                m.resume.set_result(m.next)
-                continue
-            events += after - max(m.next, first)
-            m.next = max(m.next, after)
-            size += len(part)
+            for lo, hi, out, part_of in slices:
+                if batch and m.next >= hi:
+                    continue  # it joined past this slice
+                t = m.transport
+                if t.is_closing() or t.get_write_buffer_size():
+                    m.resume.set_result(m.next)  # slow, or closing: on its own from its next seq
+                    break
+                part = out if m.next <= lo else part_of(m.next)
+                try:
+                    t.write(part)
+                except Exception:  # a transport that failed now: on its own from its next seq
+                    m.resume.set_result(m.next)
+                    break
+                events += hi - max(m.next, lo)
+                m.next = max(m.next, hi)
+                size += len(part)
+            else:
+                kept.append(m)
         self.members = kept
         stats.wrote("sse", size)
         stats.broadcast_events += events
@@ -165,6 +162,27 @@ class Broadcast:
             self._release(kept, end=True)
             return False
         return bool(kept)
+
+    def _slices(self, batch: Sequence[Event], frames: Any) -> list[tuple[int, int, bytes, Any]]:
+        """The batch as writes: ``(first seq, seq after, chunk, chunk from a seq within)``, each
+        of at most about :data:`MAX_WRITE` bytes of frames (one frame may pass it); a keep-alive
+        for an empty batch."""
+        if not batch:
+            return [(self.next_seq, self.next_seq, chunk(PING), None)]
+        out: list[tuple[int, int, bytes, Any]] = []
+        encoded = frames(self.stream_id, SSE, batch)
+        start, size = 0, 0
+        for i, frame in enumerate(encoded):
+            size += len(frame)
+            if size >= MAX_WRITE or i == len(encoded) - 1:
+                events, parts = batch[start : i + 1], encoded[start : i + 1]
+
+                def part_of(seq: int, events: Sequence[Event] = events, parts: list[bytes] = parts) -> bytes:
+                    return chunk(b"".join(f for e, f in zip(events, parts, strict=True) if e.seq >= seq))
+
+                out.append((events[0].seq, events[-1].seq + 1, chunk(b"".join(parts)), part_of))
+                start, size = i + 1, 0
+        return out
 
 
 class Fanout:
