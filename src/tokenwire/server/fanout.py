@@ -125,35 +125,45 @@ class Broadcast:
                 del self._fanout.groups[self.stream_id]
 
     def _write(self, batch: Sequence[Event], frames: Any, stats: ServerStats) -> bool:
-        """Write one batch (an empty one: a keep-alive) to every member that can take it now, in
-        writes of at most about :data:`MAX_WRITE` bytes, each only to a member with nothing left
-        unsent; False once nobody is left to write to, or the stream ended. No await: nobody
-        joins or leaves meanwhile."""
+        """Write one batch (an empty one: a keep-alive) to every member that can take it now;
+        False once nobody is left to write to, or the stream ended. A batch of more than about
+        :data:`MAX_WRITE` bytes goes out as several writes, each only to the members whose
+        connection took the one before. No await: nobody joins or leaves meanwhile."""
+        encoded: list[bytes] = frames(self.stream_id, SSE, batch) if batch else []
+        start = size = 0
+        for i, frame in enumerate(encoded):
+            size += len(frame)
+            if size >= MAX_WRITE and i < len(encoded) - 1:
+                if not self._write_one(batch[start : i + 1], encoded[start : i + 1], frames, stats):
+                    return False
+                start, size = i + 1, 0
+        return self._write_one(batch[start:], encoded[start:], frames, stats)
+
+    def _write_one(self, batch: Sequence[Event], encoded: list[bytes], frames: Any, stats: ServerStats) -> bool:
+        """One write of ``batch`` (``encoded``: its frames) to every member that can take it."""
         first = self.next_seq
         after = batch[-1].seq + 1 if batch else first
-        kept, size, events = [], 0, 0
-        slices = self._slices(batch, frames)
+        out, kept, size, events = chunk(b"".join(encoded) if batch else PING), [], 0, 0
         for m in self.members:
             if m.resume.done():
                 continue  # its reader is leaving (cancelled)
-            for lo, hi, out, part_of in slices:
-                if batch and m.next >= hi:
-                    continue  # it joined past this slice
-                t = m.transport
-                if t.is_closing() or t.get_write_buffer_size():
-                    m.resume.set_result(m.next)  # slow, or closing: on its own from its next seq
-                    break
-                part = out if m.next <= lo else part_of(m.next)
-                try:
-                    t.write(part)
-                except Exception:  # a transport that failed now: on its own from its next seq
-                    m.resume.set_result(m.next)
-                    break
-                events += hi - max(m.next, lo)
-                m.next = max(m.next, hi)
-                size += len(part)
-            else:
-                kept.append(m)
+            t = m.transport
+            if t.is_closing() or t.get_write_buffer_size():
+                m.resume.set_result(m.next)  # slow, or closing: on its own from its next seq
+                continue
+            kept.append(m)
+            if m.next >= after and batch:
+                continue  # it joined past this batch
+            part = out if m.next <= first else chunk(b"".join(frames(self.stream_id, SSE, _since(batch, m.next))))
+            try:
+                t.write(part)
+            except Exception:  # a transport that failed now: on its own from its next seq
+                kept.pop()
+                m.resume.set_result(m.next)
+                continue
+            events += after - max(m.next, first)
+            m.next = max(m.next, after)
+            size += len(part)
         self.members = kept
         stats.wrote("sse", size)
         stats.broadcast_events += events
@@ -163,26 +173,9 @@ class Broadcast:
             return False
         return bool(kept)
 
-    def _slices(self, batch: Sequence[Event], frames: Any) -> list[tuple[int, int, bytes, Any]]:
-        """The batch as writes: ``(first seq, seq after, chunk, chunk from a seq within)``, each
-        of at most about :data:`MAX_WRITE` bytes of frames (one frame may pass it); a keep-alive
-        for an empty batch."""
-        if not batch:
-            return [(self.next_seq, self.next_seq, chunk(PING), None)]
-        out: list[tuple[int, int, bytes, Any]] = []
-        encoded = frames(self.stream_id, SSE, batch)
-        start, size = 0, 0
-        for i, frame in enumerate(encoded):
-            size += len(frame)
-            if size >= MAX_WRITE or i == len(encoded) - 1:
-                events, parts = batch[start : i + 1], encoded[start : i + 1]
 
-                def part_of(seq: int, events: Sequence[Event] = events, parts: list[bytes] = parts) -> bytes:
-                    return chunk(b"".join(f for e, f in zip(events, parts, strict=True) if e.seq >= seq))
-
-                out.append((events[0].seq, events[-1].seq + 1, chunk(b"".join(parts)), part_of))
-                start, size = i + 1, 0
-        return out
+def _since(batch: Sequence[Event], seq: int) -> list[Event]:
+    return [e for e in batch if e.seq >= seq]
 
 
 class Fanout:
