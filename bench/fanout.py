@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from rawsse import sse_request
+from rawsse import answering, sse_request
 
 
 async def on_schedule(args: argparse.Namespace, start_at: float) -> Any:
@@ -150,16 +150,7 @@ def start(kind: str, port: int, args: argparse.Namespace) -> subprocess.Popen[by
     cmd = [sys.executable, __file__, "--serve", kind, "--port", str(port)]
     cmd += ["--rate", str(args.rate), "--seconds", str(args.seconds), "--connect-s", str(args.connect_s)]
     cmd += ["--own"] if args.own else []
-    proc = subprocess.Popen(cmd)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/", timeout=0.5)
-            return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"{kind} server did not start")
+    return answering(subprocess.Popen(cmd), port, kind)
 
 
 def proc_figures(pid: int) -> tuple[float, int]:

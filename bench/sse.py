@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from rawsse import sse_request
+from rawsse import answering, sse_request
 
 N_BURST = 20_000
 RATE = 50
@@ -188,16 +188,8 @@ def run_server(kind: str, port: int, seconds: float) -> None:
 
 
 def start(kind: str, port: int, seconds: float) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(port), "--seconds", str(seconds)])
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/", timeout=0.5)
-            return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"{kind} server did not start")
+    cmd = [sys.executable, __file__, "--serve", kind, "--port", str(port), "--seconds", str(seconds)]
+    return answering(subprocess.Popen(cmd), port, kind)
 
 
 def rss_kb(pid: int) -> int:

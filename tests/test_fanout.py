@@ -11,7 +11,7 @@ import contextlib
 import json
 import socket
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -103,6 +103,17 @@ async def read(
     return body
 
 
+async def connected(
+    http: httpx.AsyncClient, run: Stream, n: int, stop_after: Callable[[int], int | None] = lambda i: None
+) -> list[asyncio.Task[bytes]]:
+    """``n`` readers of ``run`` (the ``i``-th leaving after ``stop_after(i)`` deltas), returned
+    once each has read its first event: each counts as a reader of the stream."""
+    started = [asyncio.Event() for _ in range(n)]
+    tasks = [asyncio.create_task(read(http, run, started=s, stop_after=stop_after(i))) for i, s in enumerate(started)]
+    await asyncio.gather(*(s.wait() for s in started))
+    return tasks
+
+
 class Stream:
     """A run's events URL and the header that reads it."""
 
@@ -141,9 +152,7 @@ async def test_every_reader_of_a_broadcast_stream_gets_the_log_exactly() -> None
     with serve(app) as base:
         async with httpx.AsyncClient(limits=limits(), timeout=30) as http:
             run = await create(http, base)
-            started = [asyncio.Event() for _ in range(READERS)]
-            readers = [asyncio.create_task(read(http, run, started=s)) for s in started]
-            await asyncio.gather(*(s.wait() for s in started))  # each has its first event
+            readers = await connected(http, run, READERS)
             gate.set()
             bodies = await asyncio.gather(*readers)
             truth = await replay(run)
@@ -162,12 +171,8 @@ async def test_readers_that_leave_and_one_that_stops_reading_cost_the_others_not
     with serve(app) as base:
         async with httpx.AsyncClient(limits=limits(), timeout=30) as http:
             run = await create(http, base)
-            started = [asyncio.Event() for _ in range(READERS)]
             leaving = READERS // 3
-            readers = [
-                asyncio.create_task(read(http, run, started=s, stop_after=5 + i if i < leaving else None))
-                for i, s in enumerate(started)
-            ]
+            readers = await connected(http, run, READERS, lambda i: 5 + i if i < leaving else None)
             # One reader that keeps up for a while (the broadcast writes to it), then stops reading
             # (its connection fills: handed back to its own writes, which lag and are cut).
             sock = socket.socket()
@@ -177,7 +182,6 @@ async def test_readers_that_leave_and_one_that_stops_reading_cost_the_others_not
             stalled, stalled_out = await asyncio.open_connection(sock=sock)
             stalled_out.write(run.raw_request("1.1"))
             stalled_raw = b""
-            await asyncio.gather(*(s.wait() for s in started))
             gate.set()
             while stalled_raw.count(b"event: text.delta") < 20:
                 stalled_raw += await stalled.read(1 << 16)
@@ -216,9 +220,7 @@ async def test_a_late_reader_replays_without_transient_data_then_joins_the_broad
             run = await create(http, base)
             # Three readers: one fewer than a broadcast needs, so the late one starts it, when the
             # last event it replayed is a transient one it must not be written.
-            started = [asyncio.Event() for _ in range(3)]
-            readers = [asyncio.create_task(read(http, run, started=s)) for s in started]
-            await asyncio.gather(*(s.wait() for s in started))
+            readers = await connected(http, run, 3)
             gate.set()
             while (await http.get(run.url.removesuffix("/events"), headers=run.auth)).json()["next_seq"] < 81:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)  # the first half is in the log: start, 40 deltas, 40 data
@@ -244,12 +246,10 @@ async def test_an_http_1_0_reader_beside_a_broadcast_gets_its_own_unchunked_body
     with serve(app) as base:
         async with httpx.AsyncClient(limits=limits(), timeout=30) as http:
             run = await create(http, base)
-            started = [asyncio.Event() for _ in range(8)]
-            readers = [asyncio.create_task(read(http, run, started=s)) for s in started]
+            readers = await connected(http, run, 8)
             reader, writer = await asyncio.open_connection(run.host, run.port)
             writer.write(run.raw_request("1.0"))
             await reader.readuntil(b"\r\n\r\n")
-            await asyncio.gather(*(s.wait() for s in started))
             gate.set()
             old = await reader.read()  # HTTP/1.0: the body ends with the connection
             writer.close()
@@ -347,7 +347,7 @@ async def test_a_large_batch_goes_out_in_bounded_writes_each_to_who_took_the_las
     fills after the first is handed back from the first event it did not get; one that joined
     inside the second write gets the rest of it, then the third."""
     from tokenwire.events import TextDelta
-    from tokenwire.server.fanout import MAX_WRITE, Broadcast, Fanout, Member
+    from tokenwire.server.fanout import WRITE_BYTES, Broadcast, Fanout, Member
 
     service: Any = NoReading()
     group = Broadcast(Fanout(service), "s", 0)
@@ -364,7 +364,7 @@ async def test_a_large_batch_goes_out_in_bounded_writes_each_to_who_took_the_las
         return [int(line[4:]) for line in body.split(b"\n") if line.startswith(b"id: ")]
 
     assert seqs(fast.written) == [0, 1, 2, 3, 4] and fast.writes == 3
-    assert max(fast.sizes) < MAX_WRITE + 41_000  # about MAX_WRITE each: the last frame may pass it
+    assert max(fast.sizes) < WRITE_BYTES + 41_000  # about WRITE_BYTES each: the last frame may pass it
     assert seqs(filling.written) == [0, 1] and made[1].resume.result() == 2  # nothing lost, nothing twice
     assert seqs(inside.written) == [3, 4] and inside.writes == 2
     assert group.members == [made[0], made[2]] and group.next_seq == 5

@@ -7,7 +7,7 @@ the HTTP/1.1 chunk around it. So once a stream has ``ServerConfig.fanout_readers
 reader at the live edge (it has written every event there is, past its replay) hands its
 connection to the stream's :class:`Broadcast`: one task reads the log once and writes each chunk
 straight to each member's transport, while the members' own tasks sleep. A batch larger than
-:data:`MAX_WRITE` goes out as several writes. A member goes back to reading by itself (from the
+:data:`WRITE_BYTES` goes out as several writes. A member goes back to reading by itself (from the
 seq it needs next) as soon as the broadcast cannot write to it at once: its transport holds
 unsent bytes (a slow reader: its own task applies the lag and write-timeout rules) or it is
 closing. The terminal event ends every member's body.
@@ -36,16 +36,31 @@ from tokenwire.server.sockets import Link
 from tokenwire.telemetry.server import ServerStats
 from tokenwire.wire import SSE, FrameCache
 
-__all__ = ["END", "PING", "Broadcast", "Fanout", "FanoutHost", "Member", "chunk"]
+__all__ = ["END", "PING", "WRITE_BYTES", "Broadcast", "Fanout", "FanoutHost", "Member", "chunk", "write_spans"]
 
 END = -1
 """What :meth:`Fanout.hand_over` returns once the broadcast wrote the stream's terminal event."""
 PING = b": ping\n"
 """The keep-alive: a comment with no blank line after it, so no SSE decoder dispatches an
 (empty) event for it (DESIGN.md, wire notes); every SSE endpoint sends this one."""
-MAX_WRITE = 65_536
-"""At most about this many bytes per write: a batch larger than that goes out in several, each
-only to a member whose connection took the one before."""
+WRITE_BYTES = 65_536
+"""At most about this many bytes per write (one frame may exceed it): what a write may add to a
+slow connection's transport buffer before flow control holds the writer; a broadcast's batch
+larger than that goes out in several, each only to a member whose connection took the one before."""
+
+
+def write_spans(frames: Sequence[bytes]) -> list[tuple[int, int]]:
+    """``frames`` as ``[start, end)`` index spans of writes of at most about :data:`WRITE_BYTES`."""
+    spans: list[tuple[int, int]] = []
+    start = size = 0
+    for i, frame in enumerate(frames):
+        size += len(frame)
+        if size >= WRITE_BYTES:
+            spans.append((start, i + 1))
+            start, size = i + 1, 0
+    if start < len(frames):
+        spans.append((start, len(frames)))
+    return spans
 
 
 class FanoutHost(Protocol):
@@ -127,17 +142,14 @@ class Broadcast:
     def _write(self, batch: Sequence[Event], frames: Any, stats: ServerStats) -> bool:
         """Write one batch (an empty one: a keep-alive) to every member that can take it now;
         False once nobody is left to write to, or the stream ended. A batch of more than about
-        :data:`MAX_WRITE` bytes goes out as several writes, each only to the members whose
+        :data:`WRITE_BYTES` bytes goes out as several writes, each only to the members whose
         connection took the one before. No await: nobody joins or leaves meanwhile."""
         encoded: list[bytes] = frames(self.stream_id, SSE, batch) if batch else []
-        start = size = 0
-        for i, frame in enumerate(encoded):
-            size += len(frame)
-            if size >= MAX_WRITE and i < len(encoded) - 1:
-                if not self._write_one(batch[start : i + 1], encoded[start : i + 1], frames, stats):
-                    return False
-                start, size = i + 1, 0
-        return self._write_one(batch[start:], encoded[start:], frames, stats)
+        *before, (a, b) = write_spans(encoded) or [(0, 0)]  # (0, 0): a keep-alive
+        for start, end in before:
+            if not self._write_one(batch[start:end], encoded[start:end], frames, stats):
+                return False
+        return self._write_one(batch[a:b], encoded[a:b], frames, stats)
 
     def _write_one(self, batch: Sequence[Event], encoded: list[bytes], frames: Any, stats: ServerStats) -> bool:
         """One write of ``batch`` (``encoded``: its frames) to every member that can take it."""

@@ -26,7 +26,7 @@ from starlette.responses import StreamingResponse
 from tokenwire.errors import ObserverOverflow, SeqEvicted, StreamNotFound
 from tokenwire.events import TERMINAL_TYPES, Event
 from tokenwire.log import OWNED, TreeCursor, read_tree
-from tokenwire.server.fanout import END, PING
+from tokenwire.server.fanout import END, PING, WRITE_BYTES, write_spans
 from tokenwire.server.service import RunService
 from tokenwire.server.sockets import Link, Watchdog, current_transport
 from tokenwire.wire import SSE, FrameCache, SharedReader, WireFormat
@@ -36,25 +36,11 @@ __all__ = ["PING", "WRITE_BYTES", "WRITE_FRAMES", "EventStreamResponse", "log_fr
 
 WRITE_FRAMES = 512
 """At most this many frames per write (a replay is encoded a slice at a time, never the lot)."""
-WRITE_BYTES = 65_536
-"""At most about this many bytes per write (one frame may exceed it): what a write may add to a
-slow connection's transport buffer before flow control holds the writer."""
 
 
 def _bounded(frames: list[bytes]) -> list[bytes]:
     """Frames joined into writes of at most about ``WRITE_BYTES`` each."""
-    writes: list[bytes] = []
-    out: list[bytes] = []
-    size = 0
-    for f in frames:
-        out.append(f)
-        size += len(f)
-        if size >= WRITE_BYTES:
-            writes.append(b"".join(out))
-            out, size = [], 0
-    if out:
-        writes.append(b"".join(out))
-    return writes
+    return [b"".join(frames[a:b]) for a, b in write_spans(frames)]
 
 
 async def log_frames(
