@@ -47,6 +47,20 @@ async def exercise(base: str, issued: set[str]) -> None:
             f"{base}/v1/streams/{body['stream_id']}/cancel", headers={"Authorization": f"Bearer {body['token']}"}
         )
         await http.get(f"{base}/v1/streams/{body['stream_id']}/events", params={"ticket": "forged." + KEYS[0]})
+        for credential in (body["token"], body["read_token"], KEYS[0]):  # approvals: token, read token, a key
+            await http.post(
+                f"{base}/v1/streams/{body['stream_id']}/approvals",
+                json={"call_id": "c1", "approved": True},
+                headers={"Authorization": f"Bearer {credential}"},
+            )
+
+        async def read_events() -> None:  # one of several readers of a stream: the fan-out's path
+            headers = {"Authorization": f"Bearer {body['read_token']}"}
+            async with http.stream("GET", body["events_url"], headers=headers) as s:
+                async for _ in s.aiter_bytes():
+                    pass
+
+        await asyncio.gather(*(read_events() for _ in range(5)))
         chat = {"model": "scripted", "messages": [{"role": "user", "content": "hi"}], "stream": True}
         async with http.stream(  # the OpenAI-compatible endpoint: the key as a bearer header
             "POST", f"{base}/v1/chat/completions", json=chat, headers={"Authorization": f"Bearer {KEYS[0]}"}
@@ -99,6 +113,8 @@ async def exercise(base: str, issued: set[str]) -> None:
         await ws.send(json.dumps({"op": "run", "prompt": "again"}))
         reply = json.loads(await ws.recv())
         issued |= {reply["token"], reply["read_token"]}
+        approve = {"op": "approve", "stream_id": reply["stream_id"], "call_id": "c1", "approved": True}
+        await ws.send(json.dumps({**approve, "token": reply["token"]}))
 
 
 METRICS_TOKEN = f"tw-metrics-{secrets.token_hex(12)}"
