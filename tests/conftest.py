@@ -135,3 +135,24 @@ def weather_agent(answer: str) -> tuple[Any, Any]:
         [answer],
     )
     return Agent(model, [weather]), model
+
+
+def paying_app(ran: list[str], api_keys: list[str] | None) -> Any:
+    """An app whose model says it will pay, calls ``wire_money`` (a server tool that needs an
+    approval; ``ran`` lists its calls), then says "Sent it." once the call is answered (on the
+    suite's log: memory, or Redis in the ``--log-backend redis`` pass)."""
+    from tokenwire.events import ToolCall
+    from tokenwire.providers import Scripted
+    from tokenwire.server import create_app
+    from tokenwire.tools import tool
+
+    @tool(requires_approval=True)
+    def wire_money(amount: int) -> str:
+        """Send money."""
+        ran.append(f"wired {amount}")
+        return "sent"
+
+    model = Scripted.turns(
+        ["I will pay. ", ToolCall(call_id="c1", name="wire_money", args={"amount": 5})], ["Sent it."]
+    )
+    return create_app(providers={"m": model}, tools=[wire_money], api_keys=api_keys)

@@ -282,8 +282,9 @@ async def test_a_graph_interrupt_is_an_approval_answered_over_the_wire() -> None
         with pytest.raises(RunSuspended):
             await run.handle.wait()
         asked = await service.history(run.stream_id)
-        step = asked[-1]
+        step = asked[-2]
         assert step.type == "step" and step.name == "approval" and step.status == "started"
+        assert asked[-1].type == "step" and asked[-1].name == "suspend"  # readers are told it waits
         assert step.detail["tool"] == "wire_money" and step.detail["args"] == {"amount": 42}
         assert step.detail["resume"]["thread_id"] and wired == []
         await service.approve(run.stream_id, step.detail["call_id"], approved, owner=owner)
@@ -338,7 +339,7 @@ async def test_an_interrupt_inside_a_tool_is_no_failure_and_a_waiting_graph_can_
         await run.handle.wait()
     asked = await service.history(run.stream_id)
     assert not any(e.type == "tool_result" for e in asked)  # the interrupt is not a failed call
-    await service.approve(run.stream_id, asked[-1].detail["call_id"], True, owner=owner)
+    await service.approve(run.stream_id, asked[-2].detail["call_id"], True, owner=owner)
     events = await until_ended(service, run.stream_id)
     results = [e for e in events if e.type == "tool_result"]
     assert [(r.call_id, r.result, r.is_error) for r in results] == [("call_1", "paid", False)]

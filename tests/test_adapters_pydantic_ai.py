@@ -195,9 +195,10 @@ async def test_an_approval_asked_by_a_pydantic_ai_tool_is_answered_over_the_wire
                 {"type": "tool_call", "call_id": "pay_1", "args": {"amount": 42}},
                 "usage",
                 {"type": "step", "name": "approval", "status": "started"},
+                {"type": "step", "name": "suspend", "status": "started"},
             ],
         )
-        assert asked[-1].detail["call_id"] == "pay_1" and asked[-1].detail["expires"] > time.time()
+        assert asked[-2].detail["call_id"] == "pay_1" and asked[-2].detail["expires"] > time.time()
         assert wired == []
         await service.approve(run.stream_id, "pay_1", approved, owner=owner)
         events = await until_ended(service, run.stream_id)
@@ -354,10 +355,10 @@ async def test_two_approvals_in_one_turn_resume_the_run_only_once_both_are_answe
     await service.approve(run.stream_id, "p1", True, owner=owner)
     for _ in range(600):  # the answer is logged, held: the run waits again, for p2's (approve retries)
         events = await service.history(run.stream_id)
-        if events[-1].type == "step" and events[-1].status == "finished":
+        if events[-2].type == "step" and events[-2].status == "finished" and events[-1].name == "suspend":
             break
         await asyncio.sleep(0.05)
-    assert wired == [] and events[-1].detail == {**events[-1].detail, "call_id": "p1", "held": True}
+    assert wired == [] and events[-2].detail == {**events[-2].detail, "call_id": "p1", "held": True}
     await service.approve(run.stream_id, "p2", False, owner=owner)
     events = await until_ended(service, run.stream_id)
     assert wired == [1] and events[-1].type == "done"

@@ -210,3 +210,125 @@ async def test_a_resumable_agui_run_carries_on_after_a_drop_from_last_event_id()
                     break  # left at once: the run is cancelled, and not resumable
             again = await http.post(f"{url}/agui", content=plain, headers={**auth, "Last-Event-ID": "0"})
             assert again.status_code == 404
+
+
+@pytest.mark.e2e  # Node.js and the npm registry
+@pytest.mark.parametrize("approved", [True, False])
+def test_agui_s_own_client_answers_an_approval_interrupt_and_the_run_goes_on(node: str, approved: bool) -> None:
+    """A server tool that needs an approval (``forwardedProps.serverTools``): the run suspends
+    and the AG-UI run ends with RUN_FINISHED's ``interrupt`` outcome naming the call; @ag-ui/client
+    keeps it as a pending interrupt, and its next run's resume entry (resolved with
+    ``{approved: true}``, or cancelled) carries the same run on: the call runs (or is denied)
+    once, and the answer follows."""
+    import json
+    import subprocess
+
+    from conftest import JS, paying_app
+
+    ran: list[str] = []
+    app = paying_app(ran, [KEY])
+    with serve(app) as url:
+        answer = "approve" if approved else "deny"
+        done = subprocess.run(
+            [node, str(JS / "agui_interrupt.mjs"), url, KEY, answer], capture_output=True, text=True, timeout=60
+        )
+    assert done.returncode == 0, done.stderr[-2000:]
+    first, second = json.loads(done.stdout)["runs"]
+    assert first["outcome"]["outcome"] == "interrupt" and second["outcome"]["outcome"] == "success"
+    (interrupt,) = first["pending"]
+    assert interrupt["toolCallId"] == "c1" and interrupt["reason"] == "tool_approval"
+    assert interrupt["id"].split(".")[-1] == "c1" and interrupt["expiresAt"]
+    assert first["events"][-1] == "RUN_FINISHED" and "TOOL_CALL_RESULT" not in first["events"]
+    assert second["events"][0] == "RUN_STARTED" and second["events"][-1] == "RUN_FINISHED"
+    assert second["pending"] == [] and second["events"].count("TOOL_CALL_RESULT") == 1
+    messages = json.loads(done.stdout)["messages"]
+    (result,) = [m for m in messages if m["role"] == "tool"]
+    assert (result["content"] == "sent") is approved
+    assert messages[-1]["role"] == "assistant" and messages[-1]["content"] == "Sent it."
+    assert ran == (["wired 5"] if approved else [])
+
+
+def approval_transcript(sid: str = "s") -> tuple[list[Any], list[Any]]:
+    """A run that calls a tool needing approval and suspends; then what its resumption appends."""
+    from tokenwire.events import Done, Start, TextDelta, ToolCall
+
+    env = {"stream_id": sid, "ts": 0.0}
+    asked = [
+        Start(model="m", seq=0, **env),
+        Step(name="turn", status="started", detail={"turn": 1}, seq=1, **env),
+        TextDelta("I will pay.", seq=2, **env),
+        ToolCall(call_id="c1", name="wire_money", args={"amount": 5}, seq=3, **env),
+        Step(
+            name="approval",
+            status="started",
+            detail={"call_id": "c1", "tool": "wire_money", "expires": 1e9},
+            seq=4,
+            **env,
+        ),
+        Step(
+            name="suspend",
+            status="started",
+            detail={"reason": "waiting for approval of c1", "until": 1e9},
+            seq=5,
+            **env,
+        ),
+    ]
+    resumed = [
+        Step(
+            name="approval", status="finished", detail={"call_id": "c1", "approved": False, "by": "api"}, seq=6, **env
+        ),
+        ToolResult(call_id="c1", name="wire_money", result="denied (api)", is_error=True, seq=7, **env),
+        Step(name="turn", status="finished", detail={"turn": 1}, seq=8, **env),
+        Step(name="turn", status="started", detail={"turn": 2}, seq=9, **env),
+        TextDelta("Not sent.", seq=10, **env),
+        Step(name="turn", status="finished", detail={"turn": 2}, seq=11, **env),
+        Done(seq=12, **env),
+    ]
+    return asked, resumed
+
+
+def test_a_suspension_ends_the_agui_run_with_an_interrupt_and_a_resume_entry_run_carries_it_on() -> None:
+    """Sans-I/O: the suspension closes the open steps (the turn's, the approval's) and ends the run with
+    RUN_FINISHED ``interrupt`` (one interrupt per approval asked, its id the server's), valid for
+    AG-UI's Python types; the run that answers starts with its own RUN_STARTED, drops the
+    STEP_FINISHED of steps it never started, and ends once."""
+    from tokenwire.wire.agui import AGUIBody, approval_answers
+
+    asked, resumed = approval_transcript()
+    enc = AGUIEvents("t", "r0", approval_id=lambda cid: f"id-{cid}")
+    first = parse(b"".join(f for e in [*asked, *resumed] for f in enc.feed(e)))
+    check_lifecycle(first)
+    kinds = [e.type.value for e in first]
+    assert kinds[-5:] == ["TOOL_CALL_END", "STEP_STARTED", "STEP_FINISHED", "STEP_FINISHED", "RUN_FINISHED"]
+    assert [e.step_name for e in first if e.type.value == "STEP_FINISHED"] == ["approval", "turn"]
+    (interrupt,) = first[-1].outcome.interrupts
+    assert (interrupt.id, interrupt.reason, interrupt.tool_call_id) == ("id-c1", "tool_approval", "c1")
+    assert interrupt.expires_at.startswith("2001-09-09T01:46:40")  # 1e9 as ISO 8601
+    enc = AGUIEvents("t", "r1")
+    second = parse(enc.continued() + b"".join(f for e in resumed for f in enc.feed(e)))
+    check_lifecycle(second)
+    assert [e.type.value for e in second] == [
+        "RUN_STARTED", "TOOL_CALL_RESULT", "STEP_STARTED", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT",
+        "STEP_FINISHED", "TEXT_MESSAGE_END", "RUN_FINISHED",
+    ]  # fmt: skip
+    base = {"threadId": "t", "runId": "r1", "messages": []}
+    body = AGUIBody(thread_id="t", run_id="r1", messages=[])
+    assert approval_answers(body) == {}
+    import msgspec
+
+    body = msgspec.json.decode(
+        msgspec.json.encode(
+            {
+                **base,
+                "resume": [
+                    {"interruptId": "a", "status": "resolved", "payload": {"approved": True}},
+                    {"interruptId": "b", "status": "resolved", "payload": {"approved": False}},
+                    {"interruptId": "c", "status": "resolved"},
+                    {"interruptId": "d", "status": "cancelled", "payload": {"approved": True}},
+                    {"interruptId": "e", "status": "resolved", "payload": False},
+                ],
+            }
+        ),
+        type=AGUIBody,
+    )
+    assert approval_answers(body) == {"a": True, "b": False, "c": True, "d": False, "e": False}

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from starlette.responses import Response
 
-from conftest import JS, weather_agent
+from conftest import JS, paying_app, weather_agent
 from tokenwire.events import Done, ReasoningDelta, ToolResult
 from tokenwire.log import MemoryLog
 from tokenwire.providers import Scripted, Stall
@@ -383,3 +383,99 @@ def test_use_chat_in_chromium_shows_data_parts_the_state_and_a_sub_agent_s_preli
     preliminary = [o for _, p, o in outputs if p]
     assert preliminary and all("".join(words).startswith(o) for o in preliminary)
     assert outputs[-1] == ["r1", False, "".join(words)]
+
+
+def shapes(url: str, app: Any, stream_id: str) -> list[str]:
+    """The ended run's events, read by the native client: each event's type (a step's name and status)."""
+    from tokenwire.client import SyncClient
+
+    with SyncClient(url, api_key=KEY) as client:
+        events = list(client.subscribe(stream_id, app.state.tokenwire.issue(stream_id).read_token))
+    return [e.type if e.type != "step" else f"{e.name}:{e.status}" for e in events]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("approved", [True, False])
+def test_use_chat_in_chromium_answers_a_server_tools_approval_and_the_suspended_run_goes_on(
+    page: Any, use_chat_js: bytes, approved: bool
+) -> None:
+    """A server tool that needs an approval: the run suspends and its UI stream ends with the
+    call's ``tool-approval-request``; useChat shows Approve / Deny (``approval-requested``);
+    ``addToolApprovalResponse`` and ``lastAssistantMessageIsCompleteWithApprovalResponses`` send
+    the answer, which resumes the run: the call runs (or is denied) once, and the answer
+    continues the same message."""
+    ran: list[str] = []
+    app = paying_app(ran, [KEY])
+    with serve(with_use_chat_page(app, use_chat_js)) as url:
+        page.goto(f"{url}/use-chat?key={KEY}&chat=chat-pay&serverTools=wire_money")
+        page.wait_for_selector("#status")
+        send(page, "Pay 5")
+        page.wait_for_selector(".tool[data-state='approval-requested'] .approve")
+        page.wait_for_function("document.querySelector('#status').innerText === 'ready'")
+        service = app.state.tokenwire
+        sid = chat_stream(app, "chat-pay")
+        assert service.runs.get(sid) is None or service.runs.get(sid).finished  # suspended: no task here
+        assert ran == []
+        page.click(".approve" if approved else ".deny")
+        page.wait_for_function(
+            "document.querySelector('#messages').innerText.includes('Sent it.')"
+            " && document.querySelector('#status').innerText === 'ready'"
+        )
+        tools = page.eval_on_selector_all(".tool", "els => els.map(e => [e.dataset.name, e.dataset.state])")
+        texts = page.eval_on_selector_all(".message[data-role='assistant'] .text", "els => els.map(e => e.textContent)")
+        assert page.query_selector("#error") is None
+        events = shapes(url, app, sid)
+    assert tools == [["wire_money", "output-available" if approved else "output-denied"]]
+    assert texts == ["I will pay. ", "Sent it."]  # one message, each text once
+    assert ran == (["wired 5"] if approved else [])
+    assert events[events.index("approval:started") :] == [
+        "approval:started",
+        "suspend:started",
+        "approval:finished",
+        "tool_result",
+        "turn:finished",
+        "turn:started",
+        "text.delta",
+        "turn:finished",
+        "done",
+    ]
+
+
+def test_the_encoder_asks_for_approvals_ends_at_a_suspension_and_a_continuation_goes_on() -> None:
+    """Sans-I/O: a call's approval is a ``tool-approval-request`` (its id the server's); the
+    suspension ends the message's stream (``finish`` with ``tool-calls``, then ``[DONE]``). The
+    stream of the request that answered opens with ``start`` (the same message) and shows the
+    denied call as ``tool-output-denied``, never as an error."""
+    from test_agui import approval_transcript
+    from tokenwire.wire.ai_sdk import ChatUIBody, approval_answers
+
+    asked, resumed = approval_transcript()
+    enc = UIMessageStream("m1", approval_id=lambda cid: f"id-{cid}")
+    frames = [f for e in [*asked, *resumed] for f in enc.feed(e)]
+    assert frames[-1] == b"data: [DONE]\n\n"
+    chunks = [json.loads(f[6:]) for f in frames[:-1]]
+    assert chunks[-4:] == [
+        {"type": "tool-input-available", "toolCallId": "c1", "toolName": "wire_money", "input": {"amount": 5}},
+        {"type": "tool-approval-request", "approvalId": "id-c1", "toolCallId": "c1"},
+        {"type": "finish-step"},
+        {"type": "finish", "finishReason": "tool-calls"},
+    ]
+    enc = UIMessageStream("m1", approval_id=lambda cid: f"id-{cid}")
+    frames = [enc.continued("s"), *(f for e in resumed for f in enc.feed(e))]
+    chunks = [json.loads(line[6:]) for f in frames for line in f.split(b"\n\n") if line.startswith(b"data: {")]
+    assert [c["type"] for c in chunks] == [
+        "start", "start-step", "tool-output-denied", "finish-step", "start-step", "text-start", "text-delta",
+        "text-end", "finish-step", "finish",
+    ]  # fmt: skip
+    assert chunks[0]["messageId"] == "m1" and chunks[2]["toolCallId"] == "c1"
+    message = {
+        "id": "m1",
+        "role": "assistant",
+        "parts": [
+            {"type": "tool-wire_money", "state": "approval-responded", "approval": {"id": "a1", "approved": True}},
+            {"type": "tool-pay", "state": "approval-responded", "approval": {"id": "a2", "approved": False}},
+            {"type": "tool-pay", "state": "output-available", "approval": {"id": "a3", "approved": True}},
+        ],
+    }
+    user = {"id": "u", "role": "user", "parts": [{"type": "text", "text": "hi"}]}
+    assert approval_answers(ChatUIBody(id="c", messages=[user, message])) == {"a1": True, "a2": False}
+    assert approval_answers(ChatUIBody(id="c", messages=[message, user])) == {}  # not an answer: a new turn

@@ -82,6 +82,7 @@ async def test_an_approval_suspends_the_run_and_the_owners_answer_resumes_it() -
         "step:turn:started",
         "tool_call",
         "step:approval:started",
+        "step:suspend:started",  # readers are told the run waits (a format may end its response here)
         "step:approval:finished",
         "tool_result",
         "step:turn:finished",
@@ -92,7 +93,8 @@ async def test_an_approval_suspends_the_run_and_the_owners_answer_resumes_it() -
         "done",
     ]
     assert [e.seq for e in events] == list(range(len(events)))  # one stream, gapless, across the suspension
-    assert events[4].detail == {  # type: ignore[union-attr]
+    assert events[4].detail["reason"] == "waiting for approval of c1"  # type: ignore[union-attr]
+    assert events[5].detail == {  # type: ignore[union-attr]
         "call_id": "c1",
         "tool": "wire_money",
         "args": {"amount": 5},
@@ -563,3 +565,81 @@ async def test_shutdown_ends_a_supervisor_whose_cancel_a_log_call_dropped(monkey
     service.durable.supervise()
     await asyncio.wait_for(entered.wait(), 10)
     await asyncio.wait_for(service.shutdown(0.5), 20)  # it used to wait for ever
+
+
+def test_approvals_over_the_ai_sdk_and_ag_ui_endpoints_refuse_what_is_not_theirs_to_answer() -> None:
+    """The ids a client answers with are the server's (HMAC-signed, one call each): a forged one
+    is 403 on /api/chat and /agui; a valid one from another API key is 403; one request answers
+    one run; the answer resumes the run in the same response (the call runs once); answering
+    again is 409. Without API keys the id alone answers (it is the capability), a forged one never."""
+    import json
+
+    import httpx
+
+    from conftest import paying_app
+    from wire import serve
+
+    def ask(url: str, key: str | None, chat: str) -> str:
+        """Start a paying chat; the approval id its stream asks with."""
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        body = {"id": chat, "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "pay"}]}]}
+        body["serverTools"] = ["wire_money"]  # type: ignore[assignment]
+        r = httpx.post(f"{url}/api/chat", json=body, headers=headers, timeout=30)
+        assert r.status_code == 200, r.text
+        chunks = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+        assert chunks[-1] == {"type": "finish", "finishReason": "tool-calls"}  # the stream ends at the suspension
+        (request,) = [c for c in chunks if c["type"] == "tool-approval-request"]
+        return str(request["approvalId"])
+
+    def answer(url: str, key: str | None, *answers: tuple[str, bool]) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        parts = [
+            {"type": "tool-wire_money", "toolCallId": "c1", "state": "approval-responded", "input": {"amount": 5},
+             "approval": {"id": aid, "approved": ok}}
+            for aid, ok in answers
+        ]  # fmt: skip
+        messages = [
+            {"id": "u", "role": "user", "parts": [{"type": "text", "text": "pay"}]},
+            {"id": "m", "role": "assistant", "parts": parts},
+        ]
+        return httpx.post(f"{url}/api/chat", json={"id": "chat", "messages": messages}, headers=headers, timeout=30)
+
+    ran: list[str] = []
+    app = paying_app(ran, KEYS)
+    with serve(app) as url:
+        aid = ask(url, KEYS[0], "chat-a")
+        other_run = app.state.tokenwire.tokens.approval_id("another-run", "c1")
+        sid, mac, call = aid.split(".", 2)
+        forged = f"{sid}.{mac[:-2]}AA.{call}"
+        r = answer(url, KEYS[0], (forged, True))
+        assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+        agui = {
+            "threadId": "t",
+            "runId": "r",
+            "messages": [],
+            "resume": [{"interruptId": forged, "status": "resolved"}],
+        }
+        r = httpx.post(f"{url}/agui", json=agui, headers={"Authorization": f"Bearer {KEYS[0]}"}, timeout=30)
+        assert r.status_code == 403
+        assert answer(url, KEYS[1], (aid, True)).status_code == 403  # another key's run
+        assert answer(url, KEYS[0], (aid, True), (other_run, True)).status_code == 400  # two runs in one answer
+        assert ran == []
+        r = answer(url, KEYS[0], (aid, True))
+        assert r.status_code == 200, r.text
+        chunks = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+        assert chunks[0] == {"type": "start", "messageId": "m"}  # the same message goes on
+        assert {"type": "tool-output-available", "toolCallId": "c1", "output": "sent"} in chunks
+        assert [c["delta"] for c in chunks if c["type"] == "text-delta"] == ["Sent it."]
+        assert ran == ["wired 5"]
+        r = answer(url, KEYS[0], (aid, True))
+        assert r.status_code == 409 and ran == ["wired 5"]  # answered already: it never runs twice
+    ran.clear()
+    with serve(paying_app(ran, None)) as url:  # no API keys: the signed id is the proof
+        aid = ask(url, None, "chat-c")
+        sid, mac, call = aid.split(".", 2)
+        assert answer(url, None, (f"{sid}.{mac[:-2]}AA.{call}", True)).status_code == 403
+        r = answer(url, None, (aid, False))
+        assert r.status_code == 200 and ran == []
+        assert {"type": "tool-output-denied", "toolCallId": "c1"} in [
+            json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")
+        ]

@@ -33,7 +33,7 @@ from typing import Protocol, TypeAlias, runtime_checkable
 from tokenwire.core.request import Request
 from tokenwire.events import EventBase
 
-__all__ = ["Checkpoint", "Control", "Part", "Provider", "Suspend"]
+__all__ = ["Checkpoint", "Control", "Part", "Provider", "Suspend", "model_name"]
 
 
 class Control:
@@ -86,3 +86,13 @@ class Provider(Protocol):
     model: str
 
     def stream(self, request: Request) -> AsyncIterator[Part]: ...
+
+
+def model_name(provider: object) -> str:
+    """``start.model``: the provider's ``model`` when it is a name (a wrapper that keeps the model
+    it wraps in ``.model`` gets that one's name, not an unencodable object)."""
+    model = getattr(provider, "model", "unknown")
+    if isinstance(model, str):
+        return model
+    inner = getattr(model, "model", None)
+    return inner if isinstance(inner, str) else type(model).__name__

@@ -37,12 +37,12 @@ from tokenwire.consumers.delivery import EventIterator
 from tokenwire.consumers.observers import Dispatcher
 from tokenwire.core.lifecycle import Lifecycle
 from tokenwire.core.limits import Limits
-from tokenwire.core.provider import Checkpoint, Provider, Suspend
+from tokenwire.core.provider import Checkpoint, Provider, Suspend, model_name
 from tokenwire.core.request import Request, as_request
 from tokenwire.core.response import Response
 from tokenwire.engine.options import RunOptions
 from tokenwire.errors import LogUnavailable, RunSuspended
-from tokenwire.events import Done, Error, ErrorSource, Event
+from tokenwire.events import Done, Error, ErrorSource, Event, Step
 from tokenwire.log import default_log
 from tokenwire.telemetry.logs import current_stream
 from tokenwire.telemetry.metrics import Metrics
@@ -55,16 +55,6 @@ _YIELD_MASK = 255
 
 class _EngineFault(Exception):
     """Wraps an exception raised by the engine's own per-event work (not by the provider)."""
-
-
-def _model_name(provider: object) -> str:
-    """``start.model``: the provider's ``model`` when it is a name (a wrapper that keeps the model
-    it wraps in ``.model`` gets that one's name, not an unencodable object)."""
-    model = getattr(provider, "model", "unknown")
-    if isinstance(model, str):
-        return model
-    inner = getattr(model, "model", None)
-    return inner if isinstance(inner, str) else type(model).__name__
 
 
 class StreamHandle:
@@ -111,7 +101,7 @@ class StreamHandle:
         self._timer: asyncio.TimerHandle | None = None
         self._core = Lifecycle(
             stream_id,
-            model=_model_name(provider),
+            model=model_name(provider),
             now=time(),
             limits=limits,
             request_id=request_id,
@@ -353,8 +343,13 @@ class StreamHandle:
         if isinstance(part, Suspend):
             if self.options.lease_token is None:
                 self._core.fail("cannot_suspend", f"{part.reason}, but this run is not durable", source="internal")
-            else:
-                self._suspend_at = part
+                return True
+            # Readers are told (a client can end its request on it and answer): step suspend.
+            detail = {"reason": part.reason, "until": round(part.until, 3)}
+            event = self._core.feed(Step(name="suspend", status="started", detail=detail), time())
+            if event is not None and (r := self._writer.append(event)) is not None:
+                await r
+            self._suspend_at = part
             return True
         return False
 

@@ -55,9 +55,6 @@ def request_for(body: RunBody, tools: Toolset) -> Request:
     messages = list(body.messages or [Message("user", body.prompt or "")])
     if body.system:
         messages.insert(0, Message("system", body.system))
-    unknown = [t for t in body.tools if t not in tools]
-    if unknown:
-        raise InvalidRequest(f"unknown tools {unknown}; this server has: {', '.join(tools.names) or 'none'}")
     specs: list[ToolSpec] = [t.spec for t in tools if t.name in body.tools]
     return Request(
         messages,
@@ -71,9 +68,13 @@ def request_for(body: RunBody, tools: Toolset) -> Request:
     )
 
 
-def check_tools(name: str, provider: Provider, tools: list[str]) -> None:
-    """Server tools join a run through tokenwire's agent loop, which cannot wrap another
-    framework's agent (it runs its own tools): :class:`InvalidRequest`."""
+def check_tools(name: str, provider: Provider, tools: list[str], server: Toolset) -> None:
+    """A run's server tools (by name) must be ``server``'s, and they join a run through
+    tokenwire's agent loop, which cannot wrap another framework's agent (it runs its own
+    tools): :class:`InvalidRequest`."""
+    unknown = [t for t in tools if t not in server]
+    if unknown:
+        raise InvalidRequest(f"unknown tools {unknown}; this server has: {', '.join(server.names) or 'none'}")
     if tools and getattr(provider, "runs_own_tools", False):
         raise InvalidRequest(f"provider {name!r} is an agent that runs its own tools; server tools cannot join it")
 

@@ -21,6 +21,7 @@ does); otherwise an unknown model is a 404.
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -53,8 +54,9 @@ from tokenwire.server.runs import Run
 from tokenwire.server.service import RunService, bearer
 from tokenwire.server.streaming import EventStreamResponse, log_frames, tree_frames
 from tokenwire.wire.agui import AGUIBody, AGUIEvents, agui_request
+from tokenwire.wire.agui import approval_answers as agui_answers
 from tokenwire.wire.ai_sdk import HEADERS as UI_HEADERS
-from tokenwire.wire.ai_sdk import ChatUIBody, UIMessageStream, message_id, ui_request
+from tokenwire.wire.ai_sdk import ChatUIBody, UIMessageStream, approval_answers, message_id, ui_request
 from tokenwire.wire.encoder import StreamEncoder
 from tokenwire.wire.openai_chat import ChatBody, ChatCompletionChunks, chat_completion, chat_request, openai_error
 from tokenwire.wire.openai_responses import (
@@ -110,11 +112,16 @@ async def _admit(
     to_request: Callable[[B], Request],
     *,
     prepare: Callable[[B, str], Awaitable[Callable[[B], Request]]] | None = None,
+    parsed: tuple[str, B] | None = None,
 ) -> tuple[str, B, Run]:
     """Authenticate, parse, route the model and start the run: the same steps for every protocol
-    (``prepare`` gives the parser what it must look up first, such as referenced items)."""
-    owner = service.authenticate(bearer(request.headers))
-    body = service.parse(await read_body(service, request), _decoder(body_type))
+    (``prepare`` gives the parser what it must look up first, such as referenced items;
+    ``parsed``: the owner and body, authenticated and parsed already)."""
+    if parsed is None:
+        owner = service.authenticate(bearer(request.headers))
+        body = service.parse(await read_body(service, request), _decoder(body_type))
+    else:
+        owner, body = parsed
     if prepare is not None:
         to_request = await prepare(body, owner)
     if getattr(body, "stream", True):  # a stream needs a connection slot: refuse before the run starts
@@ -123,9 +130,32 @@ async def _admit(
             raise refused
     provider = service.providers.route(getattr(body, "model", ""))
     ours = service.parse(body, to_request)
+    tools = service.parse(body, lambda b: list(getattr(b, "server_tools", ())))
     background = True if getattr(body, "background", False) else None  # OpenAI's: it outlives its request
-    run = await service.start(ours, owner=owner, headers=request.headers, provider=provider, background=background)
+    run = await service.start(
+        ours, owner=owner, headers=request.headers, provider=provider, background=background, tools=tools
+    )
     return owner, body, run
+
+
+async def _answer(service: RunService, owner: str, answers: dict[str, bool]) -> tuple[str, int]:
+    """Approvals a client answers by the ids its stream gave them (AI SDK approval ids, AG-UI
+    interrupt ids), all of one run: resume the run here with them. Returns the run and the seq it
+    goes on from. An id this server did not issue is :class:`Forbidden`; with API keys, the run
+    must be the caller's too."""
+    calls: dict[str, bool] = {}
+    runs: set[str] = set()
+    for approval_id, approved in answers.items():
+        stream_id, call_id = service.tokens.approval_call(approval_id)
+        runs.add(stream_id)
+        calls[call_id] = approved
+    if len(runs) != 1:
+        raise InvalidRequest(f"one request answers the approvals of one run, not of {len(runs)}")
+    refused = service.over_capacity()
+    if refused is not None:
+        raise refused
+    stream_id = runs.pop()
+    return stream_id, await service.durable.approve(stream_id, owner, calls)
 
 
 def _headers() -> dict[str, str]:
@@ -148,13 +178,19 @@ def _stream(
     return EventStreamResponse(service, body, transport=fmt, headers=_headers())
 
 
-def _ui_stream(service: RunService, run: Run, message_id: str, *, live_from: int | None = 0) -> Response:
+def _ui_stream(
+    service: RunService, stream_id: str, message_id: str, *, live_from: int | None = 0, at: int = 0
+) -> Response:
     """A run for ``useChat``: the UI message stream of the run and of every child run below it
-    (their text as the calling tool's preliminary output), from the start, an encoder per reader.
-    Leaving does not cancel the run (a reload resumes it). ``live_from``: 0 for the request that
-    started the run; None for a resume (a replay: no transient data)."""
-    encoder = UIMessageStream(message_id)
-    body = tree_frames(service, TreeCursor(run.stream_id), encoder=encoder, live_from=live_from)
+    (their text as the calling tool's preliminary output), from the start (or from seq ``at``:
+    the request that answered its approvals continues the message), an encoder per reader; it
+    ends where the run suspends for approvals. Leaving does not cancel the run (a reload resumes
+    it). ``live_from``: 0 for the request that started the run; None for a resume (a replay: no
+    transient data)."""
+    encoder = UIMessageStream(message_id, approval_id=functools.partial(service.tokens.approval_id, stream_id))
+    prelude = encoder.continued(stream_id) if at else b""
+    cursor = TreeCursor(stream_id, {stream_id: at})
+    body = tree_frames(service, cursor, encoder=encoder, prelude=prelude, live_from=live_from)
     return EventStreamResponse(service, body, transport="ai_sdk", headers={**_headers(), **UI_HEADERS})
 
 
@@ -265,12 +301,29 @@ async def agui(service: RunService, request: HTTPRequest) -> Response:
     last = request.headers.get("last-event-id")
     if last is not None:
         return await _agui_resume(service, request, last)
-    owner, body, run = await _admit(service, request, AGUIBody, agui_request)
+    owner = service.authenticate(bearer(request.headers))
+    body = service.parse(await read_body(service, request), _decoder(AGUIBody))
     resumable = request.headers.get(RESUMABLE, "").lower() in ("1", "true")
+    key = (owner, f"agui:{body.thread_id}:{body.run_id}")
+    answers = agui_answers(body)
+    if answers:  # resume entries answer the interrupts: this new AG-UI run carries ours on
+        stream_id, at = await _answer(service, owner, answers)
+        if resumable:
+            _remember(service, key, (stream_id, "", at))
+        make = _agui_encoder(service, body, stream_id)
+        reader = service.frames.reader(stream_id, "agui", make, start=at)
+        frames = log_frames(service, stream_id, at, reader=reader, prelude=make().continued(), lagging=False)
+        return EventStreamResponse(service, frames, transport="agui", headers=_headers())
+    _, _, run = await _admit(service, request, AGUIBody, agui_request, parsed=(owner, body))
     if resumable:
-        _remember(service, (owner, f"agui:{body.thread_id}:{body.run_id}"), (run.stream_id, ""))
-    make = lambda: AGUIEvents(body.thread_id, body.run_id)  # noqa: E731
-    return _stream(service, run, "agui", make, cancel_on_leave=not resumable)
+        _remember(service, key, (run.stream_id, "", 0))
+    return _stream(service, run, "agui", _agui_encoder(service, body, run.stream_id), cancel_on_leave=not resumable)
+
+
+def _agui_encoder(service: RunService, body: AGUIBody, stream_id: str) -> Callable[[], AGUIEvents]:
+    """What makes the AG-UI encoder of ``body``'s run (its interrupt ids the server's)."""
+    approval_id = functools.partial(service.tokens.approval_id, stream_id)
+    return lambda: AGUIEvents(body.thread_id, body.run_id, approval_id=approval_id)
 
 
 async def _agui_resume(service: RunService, request: HTTPRequest, last: str) -> Response:
@@ -279,23 +332,24 @@ async def _agui_resume(service: RunService, request: HTTPRequest, last: str) -> 
     body = service.parse(await read_body(service, request), _decoder(AGUIBody))
     if not (last.isascii() and last.isdigit()):
         raise InvalidRequest(f"Last-Event-ID must be a seq (an integer >= 0), got {last[:40]!r}")
-    stream_id, _ = service.chats.get((owner, f"agui:{body.thread_id}:{body.run_id}"), ("", ""))
+    stream_id, _, at = service.chats.get((owner, f"agui:{body.thread_id}:{body.run_id}"), ("", "", 0))
     run = service.runs.get(stream_id) if stream_id else None
     if run is None:
         raise StreamNotFound(f"no resumable AG-UI run {body.run_id!r} of thread {body.thread_id!r} on this server")
     refused = service.over_capacity()
     if refused is not None:
         raise refused
-    after = int(last) + 1
-    reader = service.frames.reader(stream_id, "agui", lambda: AGUIEvents(body.thread_id, body.run_id))
+    after = max(int(last) + 1, at)  # an AG-UI run that carried ours on from seq ``at`` starts there
+    reader = service.frames.reader(stream_id, "agui", _agui_encoder(service, body, stream_id), start=at)
     reader.catch_up(await service.history(stream_id, after))  # the frames the client has, written to nobody
     frames = log_frames(service, stream_id, after, reader=reader, lagging=False)
     return EventStreamResponse(service, frames, transport="agui", headers=_headers())
 
 
-def _remember(service: RunService, key: tuple[str, str], value: tuple[str, str]) -> None:
-    """Which run a client's own id names (an AI SDK chat, an AG-UI run), the newest ``max_runs``:
-    an API key's ids are invisible to another key (and cannot clash)."""
+def _remember(service: RunService, key: tuple[str, str], value: tuple[str, str, int]) -> None:
+    """Which run a client's own id names (an AI SDK chat, an AG-UI run: the stream, the AI SDK
+    message's id, the seq its current response starts at), the newest ``max_runs``: an API key's
+    ids are invisible to another key (and cannot clash)."""
     service.chats[key] = value
     while len(service.chats) > service.config.max_runs:
         service.chats.pop(next(iter(service.chats)))
@@ -307,20 +361,28 @@ async def ui_chat(service: RunService, request: HTTPRequest) -> Response:
 
     Leaving (a page reload, ``stop()``) does not cancel the run: ``GET /api/chat/{id}/stream``
     resumes it, and a run nobody reads is cancelled after the server's ``abandon_after_s``."""
-    owner, body, run = await _admit(service, request, ChatUIBody, ui_request)
-    mid = message_id(body, run.stream_id)
-    _remember(service, (owner, body.id), (run.stream_id, mid))
-    return _ui_stream(service, run, mid)
-
-
-def _active_chat_run(service: RunService, request: HTTPRequest) -> tuple[Run, str] | None:
-    """The chat's live run and its message id, or None."""
     owner = service.authenticate(bearer(request.headers))
-    stream_id, mid = service.chats.get((owner, request.path_params["chat_id"]), ("", ""))
+    body = service.parse(await read_body(service, request), _decoder(ChatUIBody))
+    answers = approval_answers(body)
+    if answers:  # addToolApprovalResponse: the suspended run goes on, and this message with it
+        stream_id, at = await _answer(service, owner, answers)
+        mid = message_id(body, stream_id)
+        _remember(service, (owner, body.id), (stream_id, mid, at))
+        return _ui_stream(service, stream_id, mid, live_from=at, at=at)
+    _, _, run = await _admit(service, request, ChatUIBody, ui_request, parsed=(owner, body))
+    mid = message_id(body, run.stream_id)
+    _remember(service, (owner, body.id), (run.stream_id, mid, 0))
+    return _ui_stream(service, run.stream_id, mid)
+
+
+def _active_chat_run(service: RunService, request: HTTPRequest) -> tuple[Run, str, int] | None:
+    """The chat's live run, its message id and where its current response starts, or None."""
+    owner = service.authenticate(bearer(request.headers))
+    stream_id, mid, at = service.chats.get((owner, request.path_params["chat_id"]), ("", "", 0))
     run = service.runs.get(stream_id) if stream_id else None
     if run is None or run.finished:
         return None
-    return run, mid
+    return run, mid, at
 
 
 @_guarded
@@ -337,15 +399,16 @@ async def ui_chat_stop(service: RunService, request: HTTPRequest) -> Response:
 
 @_guarded
 async def ui_chat_resume(service: RunService, request: HTTPRequest) -> Response:
-    """``GET /api/chat/{id}/stream``: the chat's active run from its start, or 204 (none)."""
+    """``GET /api/chat/{id}/stream``: the chat's active run from the start of its current
+    response (the run's start, or where the answer to its approvals carried it on), or 204."""
     active = _active_chat_run(service, request)
     if active is None:
         return Response(status_code=204)
     refused = service.over_capacity()
     if refused is not None:
         raise refused
-    run, mid = active
-    return _ui_stream(service, run, mid, live_from=None)
+    run, mid, at = active
+    return _ui_stream(service, run.stream_id, mid, live_from=None, at=at)
 
 
 def routes(service: RunService) -> list[Route]:

@@ -258,10 +258,12 @@ class Durable:
         logger.warning("run %s ended: %s", stream_id, why, extra={"stream_id": stream_id})
 
     async def approve(
-        self, stream_id: str, owner: str | None, call_id: str, approved: bool, *, wait_s: float = 5.0
-    ) -> None:
-        """Answer a call's approval (the run's ``owner`` only; None: the caller proved it may,
-        with the run's token) and resume the run here.
+        self, stream_id: str, owner: str | None, answers: Mapping[str, bool], *, wait_s: float = 5.0
+    ) -> int:
+        """Answer approvals of a suspended run (call id -> approved; the run's ``owner`` only;
+        None: the caller proved it may, with the run's token) and resume the run here, all the
+        answers at once. Returns the seq the resumed run writes first (where the answer's readers
+        read on from).
 
         :class:`StreamNotFound` for an unknown run or a call that asked for no approval,
         :class:`Forbidden` for another API key, :class:`Conflict` for a call already answered, or
@@ -272,24 +274,32 @@ class Durable:
             raise StreamNotFound(f"no durable run {stream_id!r} (unknown, or expired)")
         if owner is not None and record.owner != owner:
             raise Forbidden(f"run {stream_id!r} belongs to another API key")
+        if not answers:
+            raise InvalidRequest("an approval answers at least one call")
         token = self.token()
         deadline = asyncio.get_running_loop().time() + wait_s
         while True:
             state = fold(await self.service.history(stream_id))
-            approval = state.approvals.get(call_id)
-            if approval is None:
-                raise StreamNotFound(f"run {stream_id!r} has no call {call_id!r} waiting for approval")
-            if approval["approved"] is not None or state.finished:
-                raise Conflict(f"the call {call_id!r} of run {stream_id!r} was already answered")
-            expires = approval.get("expires")
-            if isinstance(expires, int | float) and expires <= time.time():  # a denial, whoever claims first
-                raise Conflict(f"the approval of call {call_id!r} of run {stream_id!r} expired: it counts as denied")
+            for call_id in answers:
+                approval = state.approvals.get(call_id)
+                if approval is None:
+                    raise StreamNotFound(f"run {stream_id!r} has no call {call_id!r} waiting for approval")
+                if approval["approved"] is not None or state.finished:
+                    raise Conflict(f"the call {call_id!r} of run {stream_id!r} was already answered")
+                expires = approval.get("expires")
+                if isinstance(expires, int | float) and expires <= time.time():  # a denial, whoever claims first
+                    raise Conflict(
+                        f"the approval of call {call_id!r} of run {stream_id!r} expired: it counts as denied"
+                    )
             if await self.service.log.ownership.claim(stream_id, token, suspended_only=True):
                 break
             if asyncio.get_running_loop().time() >= deadline:
                 raise Conflict(f"run {stream_id!r} is not waiting for approval now (it is still running); retry")
             await asyncio.sleep(0.05)
-        await self.carry_on(stream_id, token, decisions={call_id: (approved, "api")}, background=True)
+        at = (await self.service.log.info(stream_id)).next_seq  # claimed: nobody else writes it now
+        decisions = {call_id: (approved, "api") for call_id, approved in answers.items()}
+        await self.carry_on(stream_id, token, decisions=decisions, background=True)
+        return at
 
     async def cancel_suspended(self, stream_id: str, reason: str) -> bool:
         """End a suspended run with ``done(cancelled)``; False when it is not suspended."""

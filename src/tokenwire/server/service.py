@@ -70,8 +70,6 @@ logger = logging.getLogger("tokenwire")
 
 _UNPARSEABLE = (msgspec.ValidationError, msgspec.DecodeError, ValueError, KeyError, TypeError, UnicodeError)
 """What a protocol's parser raises for a body it cannot understand: one tuple for every transport."""
-
-
 UNWRITTEN = "the run could not be written to the event log"
 
 
@@ -140,7 +138,7 @@ class RunService:
         self.connections = 0
         """Streaming connections open now (SSE readers, WebSockets, gRPC calls)."""
         self.connections_by_owner: dict[str, int] = {}
-        self.chats: dict[tuple[str, str], tuple[str, str]] = {}
+        self.chats: dict[tuple[str, str], tuple[str, str, int]] = {}
         """(API key's owner, AI SDK chat id) -> the chat's latest run's stream id and message id
         (another key's chat of the same id is another chat)."""
 
@@ -228,19 +226,21 @@ class RunService:
         headers: Mapping[str, str] | None = None,
         provider: str | None = None,
         background: bool | None = None,
+        tools: Sequence[str] = (),
     ) -> Run:
         """Admit and start a run; it is readable on every node when this returns.
 
         ``run`` is the native API's body, or a request a foreign protocol parsed (its tools are
-        then the caller's: the run ends with their calls). The server's ceilings and defaults
-        apply to both; ``provider`` (a name) defaults to the body's, else the server's default.
+        then the caller's: the run ends with their calls; ``tools`` names server tools it may
+        call too). The server's ceilings and defaults apply to both; ``provider`` (a name)
+        defaults to the body's, else the server's default.
         Raises :class:`InvalidRequest`, :class:`OverCapacity`, :class:`ShuttingDown`, or
         :class:`LogUnavailable` when the log could not take the run's start.
         """
         if isinstance(run, RunBody):
             request, body = request_for(run, self.tools), run
         else:
-            request, body = run, RunBody(prompt="")
+            request, body = run, RunBody(prompt="", tools=list(tools))
         cfg = self.config
         if (n := len(request.messages)) > cfg.max_messages:
             raise InvalidRequest(f"{n} messages is more than this server accepts ({cfg.max_messages})")
@@ -249,15 +249,15 @@ class RunService:
         name = provider or body.provider or self.providers.default
         model = self.providers.get(name)
         check_model(body.model, name, model, self.providers)
-        check_tools(name, model, body.tools)
-        tools = [t for t in self.tools if t.name in body.tools]
+        check_tools(name, model, body.tools, self.tools)
+        granted = [t for t in self.tools if t.name in body.tools]
         self.log.listen_cancels(self._remote_cancel)  # this node produces runs: hear cancels for them
         self.durable.supervise()
         record = RunRecord(
             owner=owner,
             provider=name,
             request=request,
-            tools=[t.name for t in tools],
+            tools=[t.name for t in granted],
             max_steps=body.max_steps,
             approval_timeout_s=cfg.approval_timeout_s,
             limits=limits,
@@ -270,7 +270,7 @@ class RunService:
         except LogUnavailable as exc:
             raise LogUnavailable(f"{UNWRITTEN}: {exc}", cfg.retry_after_s) from None
         started = self.runs.start(
-            self.durable.agent(record) if tools else model,
+            self.durable.agent(record) if granted else model,
             request,
             self.durable.options(stream_id, record, token),
             observers=self.telemetry(model, request, headers or {}),
@@ -413,7 +413,7 @@ class RunService:
             await self.authorize(stream_id, token, "cancel")
         elif owner is None or self.config.api_keys is None:
             raise Unauthorized("an approval needs the run's token (the one that can cancel it), or its owner's API key")
-        await self.durable.approve(stream_id, owner if token is None else None, call_id, approved)
+        await self.durable.approve(stream_id, owner if token is None else None, {call_id: approved})
 
     async def shutdown(self, grace_s: float) -> None:
         """Stop taking runs. With a shared log, live durable runs are handed to the other nodes

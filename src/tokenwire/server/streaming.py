@@ -96,6 +96,9 @@ async def log_frames(
                                 out.append(data)
                             for write in _bounded(out):
                                 yield write
+                            if reader.ended(batch[-1].seq):  # the format ended its response (a suspension)
+                                finished = True
+                                break
                         elif len(batch) == 1:  # the live edge of a paced stream, and every reader of a fan-out
                             yield frame(stream_id, fmt, batch[0])
                         else:
@@ -170,6 +173,8 @@ async def tree_frames(
                             yield write
                     elif not cursor.ended:
                         yield PING  # an idle tree (or events this format leaves out): the connection lives
+                    if encoder.finished:
+                        return  # its terminal, or where the format ends a response early (a suspension)
                     continue
                 for e in batch:  # the shared frame (its id the seq), with the tree's cursor as id instead
                     f: bytes = frame(e, SSE)

@@ -85,6 +85,10 @@ def new_secret() -> bytes:
     return secrets.token_bytes(32)
 
 
+def _approval_mac(secret: bytes, stream_id: str, call_id: str) -> str:
+    return _b64(hmac.new(secret, f"approve:{stream_id}:{call_id}".encode(), hashlib.sha256).digest()[:16])
+
+
 class StreamTokens:
     """Issues and verifies stream tokens with one secret."""
 
@@ -117,6 +121,32 @@ class StreamTokens:
             allowed = ", ".join(sorted(claims.perm)) or "nothing"
             raise Forbidden(f"this token does not allow {needed!r} on stream {stream_id!r} (it allows: {allowed})")
         return claims
+
+    def approval_id(self, stream_id: str, call_id: str) -> str:
+        """An id that names one call's approval in one run and proves a node with this secret
+        issued it: what the AI SDK's ``tool-approval-request`` and AG-UI's interrupts carry, and
+        what their clients send back with the answer. ``<stream_id>.<mac>.<call_id>``: it answers
+        that one call and nothing else (no stream token goes into a client's message history);
+        on a server with API keys the answer must still come with the owner's key.
+
+        >>> tokens = StreamTokens(b"a-server-secret-of-32-bytes-long")
+        >>> tokens.approval_call(tokens.approval_id("s1", "call.1"))
+        ('s1', 'call.1')
+        >>> tokens.approval_call("s1.forged.call.1")
+        Traceback (most recent call last):
+        ...
+        tokenwire.errors.Forbidden: not an approval id this server issued: 's1.forged.call.1'
+        """
+        return f"{stream_id}.{_approval_mac(self._secret, stream_id, call_id)}.{call_id}"
+
+    def approval_call(self, approval_id: str) -> tuple[str, str]:
+        """``(stream_id, call_id)`` of an id :meth:`approval_id` made, else :class:`Forbidden`."""
+        stream_id, _, rest = approval_id.partition(".")
+        mac, _, call_id = rest.partition(".")
+        expected = _approval_mac(self._secret, stream_id, call_id)
+        if not (approval_id.isascii() and call_id and hmac.compare_digest(mac, expected)):
+            raise Forbidden(f"not an approval id this server issued: {approval_id[:120]!r}")
+        return stream_id, call_id
 
     def claims(self, token: str | None, *, now: float) -> TokenClaims:
         """The claims of a valid, unexpired token, whatever stream it is for (:class:`Unauthorized` otherwise)."""

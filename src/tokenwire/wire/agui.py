@@ -25,7 +25,9 @@ data: {"type":"RUN_FINISHED","threadId":"t1","runId":"r1"}
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 import msgspec
 
@@ -34,10 +36,18 @@ from tokenwire.events import Data, Done, Error, Event, Start, StateDelta, StateS
 from tokenwire.wire.encoder import StreamEncoder
 from tokenwire.wire.openai_chat import message
 
-__all__ = ["AGUIBody", "AGUIEvents", "agui_request"]
+__all__ = ["APPROVAL_SCHEMA", "AGUIBody", "AGUIEvents", "ResumeEntry", "agui_request", "approval_answers"]
 
 
 # -- requests ---------------------------------------------------------------------------------------
+
+
+class ResumeEntry(msgspec.Struct, kw_only=True, rename="camel"):
+    """An answer to one interrupt (AG-UI 1.0), sent on the run that continues from it."""
+
+    interrupt_id: str
+    status: Literal["resolved", "cancelled"]
+    payload: Any = None
 
 
 class AGUIBody(msgspec.Struct, kw_only=True, rename="camel"):
@@ -51,10 +61,19 @@ class AGUIBody(msgspec.Struct, kw_only=True, rename="camel"):
     state: Any = None
     context: list[Any] = []
     forwarded_props: dict[str, Any] | None = None
+    resume: list[ResumeEntry] = []
 
     @property
     def model(self) -> str:
         return str((self.forwarded_props or {}).get("model") or "")
+
+    @property
+    def server_tools(self) -> list[str]:
+        """The server's tools the run may call, by name: ``forwardedProps.serverTools``."""
+        names = (self.forwarded_props or {}).get("serverTools") or []
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError("forwardedProps.serverTools must be a list of tool names")
+        return names
 
 
 def agui_request(body: AGUIBody) -> Request:
@@ -76,7 +95,22 @@ def agui_request(body: AGUIBody) -> Request:
     return Request(messages, tools=list(body.tools))
 
 
+def approval_answers(body: AGUIBody) -> dict[str, bool]:
+    """The approvals a run of the thread answers (its ``resume`` entries): interrupt id ->
+    approved. ``resolved`` approves unless its payload says ``{"approved": false}`` (or is
+    ``false``); ``cancelled`` denies."""
+    answers: dict[str, bool] = {}
+    for entry in body.resume:
+        payload = entry.payload
+        approved = payload.get("approved", True) if isinstance(payload, dict) else payload is not False
+        answers[entry.interrupt_id] = entry.status == "resolved" and approved is not False
+    return answers
+
+
 # -- events -----------------------------------------------------------------------------------------
+
+APPROVAL_SCHEMA = {"type": "object", "properties": {"approved": {"type": "boolean"}}, "required": ["approved"]}
+"""What an approval's interrupt expects as its resume entry's ``payload``."""
 
 _encode = msgspec.json.Encoder().encode
 
@@ -88,9 +122,13 @@ class AGUIEvents(StreamEncoder):
     client that reconnects with ``Last-Event-ID`` gets the frames of the events after it; see
     :func:`tokenwire.server.compat.agui`)."""
 
-    def __init__(self, thread_id: str, run_id: str):
+    def __init__(self, thread_id: str, run_id: str, *, approval_id: Callable[[str], str] = str):
         self.thread_id = thread_id
         self.run_id = run_id
+        self.approval_id = approval_id
+        """The interrupt id of a call's approval (the server's proves it issued it)."""
+        self._steps: list[str] = []  # steps started and not finished, by name
+        self._asked: dict[str, dict[str, Any]] = {}  # call id -> its approval's detail, unanswered
         self._n = 0
         self._open: tuple[str, str] | None = None  # (kind, message id) of the message receiving deltas
         self._last_message: str | None = None
@@ -138,8 +176,52 @@ class AGUIEvents(StreamEncoder):
         )
         return [*self._close(), frame]
 
+    def continued(self) -> bytes:
+        """``RUN_STARTED`` for a run that continues our run from its middle (AG-UI's resume after
+        an interrupt is a new run of the thread: it has no ``start`` of ours to open with)."""
+        return self._frame("RUN_STARTED", threadId=self.thread_id, runId=self.run_id)
+
     def step(self, step: Step) -> list[bytes]:
+        detail = step.detail if isinstance(step.detail, dict) else {}
+        if step.name == "approval" and isinstance(detail.get("call_id"), str):
+            if step.status == "started":
+                self._asked[detail["call_id"]] = detail
+            else:
+                self._asked.pop(detail["call_id"], None)
+        if step.name == "suspend":
+            return self._interrupt(detail)
+        if step.status == "started":
+            self._steps.append(step.name)
+        elif step.name in self._steps:
+            self._steps.remove(step.name)
+        else:
+            return []  # started before this run of the thread (a resume): AG-UI pairs steps per run
         return [self._frame("STEP_STARTED" if step.status == "started" else "STEP_FINISHED", stepName=step.name)]
+
+    def _interrupt(self, detail: dict[str, Any]) -> list[bytes]:
+        """The run waits for answers: this AG-UI run ends with an ``interrupt`` outcome, one
+        interrupt per approval asked for; a run with ``resume`` entries answers them."""
+        self.finished = True
+        interrupts = []
+        for cid, asked in self._asked.items():
+            interrupt: dict[str, Any] = {
+                "id": self.approval_id(cid),
+                "reason": "tool_approval",
+                "toolCallId": cid,
+                "message": f"Run the tool {asked.get('tool')!r} with these arguments?",
+                "responseSchema": APPROVAL_SCHEMA,
+            }
+            expires = asked.get("expires")
+            if isinstance(expires, int | float):
+                interrupt["expiresAt"] = datetime.fromtimestamp(expires, UTC).isoformat()
+            interrupts.append(interrupt)
+        out = self._close_all()
+        out += [self._frame("STEP_FINISHED", stepName=name) for name in reversed(self._steps)]
+        self._steps.clear()
+        if not interrupts:  # waiting for something AG-UI has no interrupt for: say so, plainly
+            return [*out, self._frame("RUN_ERROR", message=str(detail.get("reason", "")), code="suspended")]
+        outcome = {"type": "interrupt", "interrupts": interrupts}
+        return [*out, self._frame("RUN_FINISHED", threadId=self.thread_id, runId=self.run_id, outcome=outcome)]
 
     def data(self, event: Data) -> list[bytes]:
         return [self._frame("CUSTOM", name=event.name, value=event.data)]

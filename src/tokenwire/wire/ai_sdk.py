@@ -27,6 +27,7 @@ data: [DONE]
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import msgspec
@@ -50,7 +51,7 @@ from tokenwire.events import (
 )
 from tokenwire.wire.encoder import StreamEncoder
 
-__all__ = ["HEADERS", "ChatUIBody", "UIMessageStream", "message_id", "ui_request"]
+__all__ = ["HEADERS", "ChatUIBody", "UIMessageStream", "approval_answers", "message_id", "ui_request"]
 
 
 # -- requests ---------------------------------------------------------------------------------------
@@ -68,6 +69,9 @@ class ChatUIBody(msgspec.Struct, kw_only=True):
     messages: Annotated[list[dict[str, Any]], Meta(min_length=1)]
     model: str = ""
     tools: list[ToolSpec] = []
+    server_tools: list[str] = msgspec.field(default_factory=list, name="serverTools")
+    """The server's tools the run may call, by name (a call to one that needs approval asks
+    with a ``tool-approval-request``, and the run suspends until the page answers)."""
 
 
 def _messages(body: ChatUIBody) -> list[Message]:
@@ -97,6 +101,20 @@ def _messages(body: ChatUIBody) -> list[Message]:
         out.append(Message(role, text, tool_calls=calls or None))
         out += results
     return out
+
+
+def approval_answers(body: ChatUIBody) -> dict[str, bool]:
+    """The approvals the page answers with this request (``addToolApprovalResponse``): approval id
+    -> approved, from the tool parts of the last message (the assistant's) in state
+    ``approval-responded``. Empty for a request that is not an answer."""
+    last = body.messages[-1]
+    parts = last.get("parts") if last.get("role") == "assistant" else None
+    answers: dict[str, bool] = {}
+    for p in parts if isinstance(parts, list) else ():
+        approval = p.get("approval") if isinstance(p, dict) and p.get("state") == "approval-responded" else None
+        if isinstance(approval, dict) and isinstance(approval.get("id"), str):
+            answers[approval["id"]] = approval.get("approved") is True
+    return answers
 
 
 def ui_request(body: ChatUIBody) -> Request:
@@ -138,8 +156,11 @@ class UIMessageStream(StreamEncoder):
     Runs deeper down show in their ancestor's call only through that child's own answer.
     """
 
-    def __init__(self, message_id: str):
+    def __init__(self, message_id: str, *, approval_id: Callable[[str], str] = str):
         self.message_id = message_id
+        self.approval_id = approval_id
+        """The ``approvalId`` of a call's approval (the server's proves it issued it)."""
+        self._denied: set[str] = set()
         self._root: str | None = None
         self._call_of: dict[str, str] = {}  # child stream -> the root's call it works for (direct children)
         self._texts: dict[str, dict[str, list[str]]] = {}  # call id -> child stream -> its text parts
@@ -195,6 +216,13 @@ class UIMessageStream(StreamEncoder):
     def start(self, event: Start) -> list[bytes]:
         return [self._chunk(type="start", messageId=self.message_id), self._chunk(type="start-step")]
 
+    def continued(self, root: str) -> bytes:
+        """The first chunks of a stream that continues the message from the middle of run
+        ``root`` (after a suspension: the request that answered its approvals), which has no
+        ``start`` of its own to open with."""
+        self._root, self._turns = root, 1
+        return b"".join(self.start(Start(model="", stream_id=root)))
+
     def text(self, delta: str) -> list[bytes]:
         return self._delta("text", delta)
 
@@ -219,6 +247,8 @@ class UIMessageStream(StreamEncoder):
 
     def result(self, result: ToolResult) -> list[bytes]:
         self._answered.add(result.call_id)
+        if result.call_id in self._denied:
+            return [self._chunk(type="tool-output-denied", toolCallId=result.call_id)]
         if result.is_error:
             text = result.result if isinstance(result.result, str) else _encode(result.result).decode()
             return [self._chunk(type="tool-output-error", toolCallId=result.call_id, errorText=text)]
@@ -229,13 +259,35 @@ class UIMessageStream(StreamEncoder):
         in the AI SDK's own multi-step streams: useChat's ``lastAssistantMessageIsCompleteWithToolCalls``
         reads the last step only, and a server tool's call and the answer after it in one step
         would make the page send the conversation again."""
-        restarted = isinstance(step.detail, dict) and step.detail.get("restarted")
-        if step.name != "turn" or step.status != "started" or restarted:
+        detail = step.detail if isinstance(step.detail, dict) else {}
+        if step.name == "approval" and isinstance(detail.get("call_id"), str):
+            return self._approval(step.status, detail)
+        if step.name == "suspend":  # the run waits for answers: this message ends here, for now
+            self.finished = True
+            finish = self._chunk(type="finish", finishReason="tool-calls")
+            return [*self._close(), self._chunk(type="finish-step"), finish, b"data: [DONE]\n\n"]
+        if step.name != "turn" or step.status != "started" or detail.get("restarted"):
             return []  # a turn asked again continues its step (the AI SDK cannot take text back)
         self._turns += 1
         if self._turns == 1:
             return []  # its start-step went out with start
         return [*self._close(), self._chunk(type="finish-step"), self._chunk(type="start-step")]
+
+    def _approval(self, status: str, detail: dict[str, Any]) -> list[bytes]:
+        """A call waiting for an approval (the AI SDK 6+'s ``tool-approval-request``: ``useChat``
+        shows it, ``addToolApprovalResponse`` answers it), and its answer."""
+        cid = detail["call_id"]
+        approved = bool(detail.get("approved"))
+        if status == "finished" and not approved:
+            self._denied.add(cid)  # its result is shown as denied
+        if cid not in self._names:
+            return []  # a call this reader never saw (it asked before the stream this reader continues)
+        fields: dict[str, Any] = {"approvalId": self.approval_id(cid), "toolCallId": cid}
+        if status == "started":
+            return [*self._close(), self._chunk(type="tool-approval-request", **fields)]
+        if not approved and detail.get("by") == "timeout":
+            fields["reason"] = "the approval was not given in time"
+        return [self._chunk(type="tool-approval-response", approved=approved, **fields)]
 
     def data(self, event: Data) -> list[bytes]:
         """A ``data-<name>`` part (reconciled by ``id`` when it has one; ``transient``: for

@@ -81,11 +81,15 @@ class SharedEncoder(_Window):
     True
     """
 
-    __slots__ = ("encoder",)
+    __slots__ = ("encoder", "end_seq", "start")
 
-    def __init__(self, encoder: StreamEncoder, *, window: int = 1024):
+    def __init__(self, encoder: StreamEncoder, *, window: int = 1024, start: int = 0):
         super().__init__(window)
         self.encoder = encoder
+        self.start = self.next_seq = start
+        """The first seq it encodes (a response that continues a run from its middle)."""
+        self.end_seq: int | None = None
+        """The seq of the event its encoder finished at (a terminal, or a format's end of a response)."""
 
     def frame(self, event: Event) -> bytes | None:
         """The event's frames joined (``b""`` when the format writes none); ``None`` when
@@ -96,6 +100,8 @@ class SharedEncoder(_Window):
             frame = b"".join(self.encoder.feed(event))
             self.frames.append(frame)
             self.next_seq = seq + 1
+            if self.end_seq is None and self.encoder.finished:
+                self.end_seq = seq
             return frame
         offset = seq - (self.next_seq - len(self.frames))
         if 0 <= offset < len(self.frames):
@@ -125,10 +131,21 @@ class SharedReader:
         return b"".join(self.private.feed(event))
 
     def catch_up(self, earlier: Iterable[Event]) -> None:
-        """Continue with a private encoder fed ``earlier`` (every event before the current one)."""
-        self.private = self.make()
+        """Continue with a private encoder fed ``earlier`` (every event before the current one
+        from the shared encoder's start)."""
+        self.private = private = self.make()
+        start = self.shared.start
         for event in earlier:
-            self.private.feed(event)
+            if event.seq >= start:
+                private.feed(event)
+
+    def ended(self, seq: int) -> bool:
+        """Whether the frames up to ``seq`` that this reader was given end the format's response
+        (after its terminal, or where the format ends a response early: a suspended run)."""
+        if self.private is not None:
+            return self.private.finished
+        end = self.shared.end_seq
+        return end is not None and seq >= end
 
 
 class FrameCache:
@@ -175,11 +192,12 @@ class FrameCache:
             return self.frames(stream_id, fmt, (event,))[0]
         return window.get(event, fmt.encode)
 
-    def reader(self, stream_id: str, name: str, make: Callable[[], StreamEncoder]) -> SharedReader:
-        """A new reader of the stream in the stateful format ``name`` (``make`` builds its encoder)."""
-        return SharedReader(self.shared(stream_id, name, make), make)
+    def reader(self, stream_id: str, name: str, make: Callable[[], StreamEncoder], *, start: int = 0) -> SharedReader:
+        """A new reader of the stream in the stateful format ``name`` (``make`` builds its
+        encoder), from seq ``start`` (a response that continues a run: readers of one start share)."""
+        return SharedReader(self.shared(stream_id, name if not start else f"{name}@{start}", make, start), make)
 
-    def shared(self, stream_id: str, name: str, make: Callable[[], StreamEncoder]) -> SharedEncoder:
+    def shared(self, stream_id: str, name: str, make: Callable[[], StreamEncoder], start: int = 0) -> SharedEncoder:
         """The stream's shared encoder for the stateful format ``name`` (``make`` builds it once)."""
         windows = self._streams.get(stream_id)
         if windows is None:
@@ -188,7 +206,7 @@ class FrameCache:
                 del self._streams[next(iter(self._streams))]
         window = windows.get(name)
         if not isinstance(window, SharedEncoder):
-            window = windows[name] = SharedEncoder(make(), window=self.shared_window)
+            window = windows[name] = SharedEncoder(make(), window=self.shared_window, start=start)
         return window
 
     def drop(self, stream_id: str) -> None:
