@@ -27,10 +27,10 @@ pytestmark = pytest.mark.e2e  # Node.js and the npm registry
 KEY = "ui-chat-key-123456"
 
 
-def chat_stream(app: Any, chat_id: str) -> str:
-    """The stream id of a chat's latest run (whoever owns it)."""
-    stream_id: str = next(v[0] for (_, c), v in app.state.tokenwire.chats.items() if c == chat_id)
-    return stream_id
+def live_run(app: Any) -> Any:
+    """The server's one live run."""
+    (run,) = app.state.tokenwire.runs.running
+    return run
 
 
 def read_with_the_sdk(node: str, pkg: str, url: str, chat_id: str) -> dict[str, Any]:
@@ -94,7 +94,7 @@ def test_a_live_chat_stream_is_resumed_by_the_sdk_after_the_client_left(node: st
                     break  # the client leaves mid-answer (a page reload): the run goes on
         resumed = read_with_the_sdk_resuming(node, url, "chat-2")
         unknown = read_with_the_sdk_resuming(node, url, "no-such-chat")
-        run = app.state.tokenwire.runs.get(chat_stream(app, "chat-2"))
+        run = live_run(app)
         assert run is not None and not run.finished  # leaving did not cancel it
         stop = f"{url}/api/chat/chat-2/stream"
         assert httpx.delete(stop).status_code == 401 and not run.finished  # a key is needed to stop it
@@ -243,7 +243,7 @@ def test_use_chat_in_chromium_resumes_after_a_reload_and_stops_the_run(page: Any
         page.wait_for_selector("text=partial answer")
         open_chat(page, url, "chat-reload", resume=True)  # a new page: it only knows the chat id
         page.wait_for_selector("text=partial answer")
-        run = app.state.tokenwire.runs.get(chat_stream(app, "chat-reload"))
+        run = live_run(app)
         assert run is not None and not run.finished  # neither the reload nor the resume ended it
         page.click("#stop")
         page.wait_for_function("document.querySelector('#status').innerText === 'ready'")
@@ -411,9 +411,8 @@ def test_use_chat_in_chromium_answers_a_server_tools_approval_and_the_suspended_
         send(page, "Pay 5")
         page.wait_for_selector(".tool[data-state='approval-requested'] .approve")
         page.wait_for_function("document.querySelector('#status').innerText === 'ready'")
-        service = app.state.tokenwire
-        sid = chat_stream(app, "chat-pay")
-        assert service.runs.get(sid) is None or service.runs.get(sid).finished  # suspended: no task here
+        sid = page.get_attribute(".message[data-role='assistant']", "data-id").removeprefix("msg-")
+        assert app.state.tokenwire.runs.running == []  # suspended: no task here
         assert ran == []
         page.click(".approve" if approved else ".deny")
         page.wait_for_function(

@@ -157,6 +157,48 @@ def test_an_approval_sent_after_every_node_restarted_resumes_the_run(nodes: Any,
     assert text_of(events) == f"You said: {prompt}"
 
 
+def test_a_use_chat_approval_asked_on_one_node_is_answered_on_another_and_resumed_on_a_third(
+    nodes: Any, tmp_path: Path
+) -> None:
+    """The AI SDK's flow across nodes: the chat's run suspends on node A (its stream ends with the
+    call's tool-approval-request); A is killed; the page's answer (the approval-responded part)
+    reaches B, which carries the run on in the same message; a reload reaches C, whose resume
+    (GET /api/chat/{id}/stream, the chat's name kept in the shared log) reads the answer from
+    where the answer's response began: every word once, the tool run once."""
+    import json
+
+    import httpx
+
+    a, b, c = nodes(), nodes(), nodes()
+    headers = {"Authorization": f"Bearer {KEY}"}
+    prompt = "call:wire_money " + words(100)  # two seconds of answer
+    user = {"id": "u", "role": "user", "parts": [{"type": "text", "text": prompt}]}
+
+    def chunks(text: str) -> list[dict[str, Any]]:
+        return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+
+    body = {"id": "chat-1", "messages": [user], "serverTools": ["wire_money"]}
+    asked = chunks(httpx.post(f"{a.url}/api/chat", json=body, headers=headers, timeout=30).text)
+    (request,) = [x for x in asked if x["type"] == "tool-approval-request"]
+    assert asked[0]["type"] == "start" and asked[-1] == {"type": "finish", "finishReason": "tool-calls"}
+    a.kill()
+    part = {"type": "tool-wire_money", "toolCallId": request["toolCallId"], "state": "approval-responded",
+            "input": {}, "approval": {"id": request["approvalId"], "approved": True}}  # fmt: skip
+    answer = {"id": "chat-1", "messages": [user, {"id": asked[0]["messageId"], "role": "assistant", "parts": [part]}]}
+    with httpx.stream("POST", f"{b.url}/api/chat", json=answer, headers=headers, timeout=30) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if "text-delta" in line:
+                break  # the page reloads mid-answer
+    resumed = chunks(httpx.get(f"{c.url}/api/chat/chat-1/stream", headers=headers, timeout=30).text)
+    assert resumed[0] == {"type": "start", "messageId": asked[0]["messageId"]}
+    assert {"type": "tool-output-available", "toolCallId": request["toolCallId"], "output": "sent"} in resumed
+    assert "".join(x["delta"] for x in resumed if x["type"] == "text-delta") == f"You said: {prompt}"
+    assert resumed[-1] == {"type": "finish", "finishReason": "stop"}
+    assert (tmp_path / "effects").read_text().split() == ["wired", "call-wire_money"]
+    assert httpx.get(f"{b.url}/api/chat/chat-1/stream", headers=headers).status_code == 204  # ended: nothing to resume
+
+
 def test_a_rolling_restart_of_two_nodes_keeps_twenty_live_runs(nodes: Any) -> None:
     a, b = nodes(rate=25), nodes(rate=25)
     runs = []

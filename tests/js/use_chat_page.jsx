@@ -66,7 +66,7 @@ function App() {
       {error ? <p id="error">{error.message}</p> : null}
       <ol id="messages">
         {messages.map((m) => (
-          <li key={m.id} className="message" data-role={m.role}>
+          <li key={m.id} className="message" data-role={m.role} data-id={m.id}>
             {m.parts.map((p, i) => <Part key={i} part={p} answer={addToolApprovalResponse} />)}
           </li>
         ))}

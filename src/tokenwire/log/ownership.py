@@ -97,6 +97,16 @@ class RunOwnership(abc.ABC):
         """``node`` is going away: it is nobody's peer any more."""
 
     @abc.abstractmethod
+    async def name_run(self, owner: str, name: str, value: bytes) -> None:
+        """Remember, on every node, what a client's own ``name`` stands for (an AI SDK chat id, an
+        AG-UI thread's run: which run, and where its current response starts), for ``owner``
+        only; kept as long as a run's definition."""
+
+    @abc.abstractmethod
+    async def named_run(self, owner: str, name: str) -> bytes | None:
+        """What :meth:`name_run` remembered for ``owner``'s ``name``, or None."""
+
+    @abc.abstractmethod
     async def index_run(self, owner: str, stream_id: str) -> None:
         """List a new run under its owner (an API key's fingerprint): :meth:`runs_of` gives it to
         every reader of the owner's runs, on every node. The newest ``MAX_INDEXED`` are kept."""
@@ -115,8 +125,12 @@ class RunOwnership(abc.ABC):
 class LocalOwnership(RunOwnership):
     """:class:`RunOwnership` in this process (the memory log's)."""
 
+    MAX_NAMES = 4096
+    """The names kept (the oldest go first)."""
+
     def __init__(self) -> None:
         self._records: dict[str, bytes] = {}
+        self._names: dict[tuple[str, str], bytes] = {}
         self._leases: dict[str, str] = {}
         self._due: dict[str, float] = {}  # suspended runs -> when a supervisor should resume them
         self._owned: dict[str, _Owned] = {}  # an owner's runs, for runs_of
@@ -140,6 +154,15 @@ class LocalOwnership(RunOwnership):
 
     async def load_run(self, stream_id: str) -> bytes | None:
         return self._records.get(stream_id)
+
+    async def name_run(self, owner: str, name: str, value: bytes) -> None:
+        self._names.pop((owner, name), None)
+        self._names[owner, name] = value
+        while len(self._names) > self.MAX_NAMES:
+            del self._names[next(iter(self._names))]
+
+    async def named_run(self, owner: str, name: str) -> bytes | None:
+        return self._names.get((owner, name))
 
     async def claim(self, stream_id: str, token: str, *, suspended_only: bool = False) -> bool:
         lease = self._leases.get(stream_id)

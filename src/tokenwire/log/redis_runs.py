@@ -19,6 +19,7 @@ only a lease that is still its own; and the append script
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -167,6 +168,23 @@ class RedisOwnership(RunOwnership):
     async def load_run(self, stream_id: str) -> bytes | None:
         data = await (await self._log.client()).get(self.run_key(stream_id))
         return data.encode() if isinstance(data, str) else data
+
+    async def name_run(self, owner: str, name: str, value: bytes) -> None:
+        try:
+            await (await self._log.client()).set(self._name_key(owner, name), value, px=_ms(self._log.idle_ttl_s))
+        except REDIS_ERRORS as exc:
+            raise LogUnavailable(f"Redis did not take the run's name: {exc}") from None
+
+    async def named_run(self, owner: str, name: str) -> bytes | None:
+        try:
+            data = await (await self._log.client()).get(self._name_key(owner, name))
+        except REDIS_ERRORS as exc:
+            raise LogUnavailable(f"Redis did not answer for the run's name: {exc}") from None
+        return data.encode() if isinstance(data, str) else data
+
+    def _name_key(self, owner: str, name: str) -> str:
+        """A client's name for a run, hashed (it is the client's string: any length, any bytes)."""
+        return f"{self._log.keys.owner_key(owner)}:name:{hashlib.sha256(name.encode()).hexdigest()[:32]}"
 
     async def renew(self, stream_id: str, token: str, *, durable: bool) -> bool:
         """The producer's heartbeat (see :data:`RENEW`)."""

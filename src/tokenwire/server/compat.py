@@ -22,10 +22,11 @@ does); otherwise an unknown model is a 404.
 from __future__ import annotations
 
 import functools
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 from starlette.requests import Request as HTTPRequest
@@ -70,6 +71,7 @@ from tokenwire.wire.openai_responses import (
 __all__ = ["ERRORS", "error_response", "routes"]
 
 B = TypeVar("B")
+logger = logging.getLogger("tokenwire")
 
 ERRORS: dict[type[TokenwireError], tuple[int, str, str | None]] = {
     Unauthorized: (401, "invalid_request_error", "invalid_api_key"),
@@ -304,19 +306,19 @@ async def agui(service: RunService, request: HTTPRequest) -> Response:
     owner = service.authenticate(bearer(request.headers))
     body = service.parse(await read_body(service, request), _decoder(AGUIBody))
     resumable = request.headers.get(RESUMABLE, "").lower() in ("1", "true")
-    key = (owner, f"agui:{body.thread_id}:{body.run_id}")
+    name = f"agui:{body.thread_id}:{body.run_id}"
     answers = agui_answers(body)
     if answers:  # resume entries answer the interrupts: this new AG-UI run carries ours on
         stream_id, at = await _answer(service, owner, answers)
         if resumable:
-            _remember(service, key, (stream_id, "", at))
+            await _remember(service, owner, name, Named(stream_id, "", at))
         make = _agui_encoder(service, body, stream_id)
         reader = service.frames.reader(stream_id, "agui", make, start=at)
         frames = log_frames(service, stream_id, at, reader=reader, prelude=make().continued(), lagging=False)
         return EventStreamResponse(service, frames, transport="agui", headers=_headers())
     _, _, run = await _admit(service, request, AGUIBody, agui_request, parsed=(owner, body))
     if resumable:
-        _remember(service, key, (run.stream_id, "", 0))
+        await _remember(service, owner, name, Named(run.stream_id, "", 0))
     return _stream(service, run, "agui", _agui_encoder(service, body, run.stream_id), cancel_on_leave=not resumable)
 
 
@@ -332,10 +334,10 @@ async def _agui_resume(service: RunService, request: HTTPRequest, last: str) -> 
     body = service.parse(await read_body(service, request), _decoder(AGUIBody))
     if not (last.isascii() and last.isdigit()):
         raise InvalidRequest(f"Last-Event-ID must be a seq (an integer >= 0), got {last[:40]!r}")
-    stream_id, _, at = service.chats.get((owner, f"agui:{body.thread_id}:{body.run_id}"), ("", "", 0))
-    run = service.runs.get(stream_id) if stream_id else None
-    if run is None:
-        raise StreamNotFound(f"no resumable AG-UI run {body.run_id!r} of thread {body.thread_id!r} on this server")
+    named = await _recall(service, owner, f"agui:{body.thread_id}:{body.run_id}")
+    if named is None:
+        raise StreamNotFound(f"no resumable AG-UI run {body.run_id!r} of thread {body.thread_id!r}")
+    stream_id, _, at = named
     refused = service.over_capacity()
     if refused is not None:
         raise refused
@@ -346,13 +348,30 @@ async def _agui_resume(service: RunService, request: HTTPRequest, last: str) -> 
     return EventStreamResponse(service, frames, transport="agui", headers=_headers())
 
 
-def _remember(service: RunService, key: tuple[str, str], value: tuple[str, str, int]) -> None:
-    """Which run a client's own id names (an AI SDK chat, an AG-UI run: the stream, the AI SDK
-    message's id, the seq its current response starts at), the newest ``max_runs``: an API key's
-    ids are invisible to another key (and cannot clash)."""
-    service.chats[key] = value
-    while len(service.chats) > service.config.max_runs:
-        service.chats.pop(next(iter(service.chats)))
+class Named(NamedTuple):
+    """What a client's own id for a run names (an AI SDK chat, an AG-UI run)."""
+
+    stream_id: str
+    message_id: str
+    """The AI SDK message the run writes ("" for AG-UI)."""
+    at: int
+    """The seq the client's current response starts at (0, or where an answer carried the run on)."""
+
+
+async def _remember(service: RunService, owner: str, name: str, named: Named) -> None:
+    """Remember what a client's own id names, for its API key only (another key's ids are
+    invisible to it and cannot clash), on every node of the log: a resume may reach any of them.
+    A log that cannot is logged: the run goes on, its resume will not find it."""
+    try:
+        await service.log.ownership.name_run(owner, name, msgspec.json.encode(named))
+    except LogUnavailable as exc:
+        logger.warning("run %s: its client's id %r not kept: %s", named.stream_id, name, exc)
+
+
+async def _recall(service: RunService, owner: str, name: str) -> Named | None:
+    """The run a client's own id names (:func:`_remember`), or None."""
+    data = await service.log.ownership.named_run(owner, name)
+    return None if data is None else Named(*msgspec.json.decode(data, type=tuple[str, str, int]))
 
 
 @_guarded
@@ -367,22 +386,25 @@ async def ui_chat(service: RunService, request: HTTPRequest) -> Response:
     if answers:  # addToolApprovalResponse: the suspended run goes on, and this message with it
         stream_id, at = await _answer(service, owner, answers)
         mid = message_id(body, stream_id)
-        _remember(service, (owner, body.id), (stream_id, mid, at))
+        await _remember(service, owner, f"ai:{body.id}", Named(stream_id, mid, at))
         return _ui_stream(service, stream_id, mid, live_from=at, at=at)
     _, _, run = await _admit(service, request, ChatUIBody, ui_request, parsed=(owner, body))
     mid = message_id(body, run.stream_id)
-    _remember(service, (owner, body.id), (run.stream_id, mid, 0))
+    await _remember(service, owner, f"ai:{body.id}", Named(run.stream_id, mid, 0))
     return _ui_stream(service, run.stream_id, mid)
 
 
-def _active_chat_run(service: RunService, request: HTTPRequest) -> tuple[Run, str, int] | None:
-    """The chat's live run, its message id and where its current response starts, or None."""
+async def _active_chat(service: RunService, request: HTTPRequest) -> Named | None:
+    """What the chat's latest run is, if it is still going (on any node), or None."""
     owner = service.authenticate(bearer(request.headers))
-    stream_id, mid, at = service.chats.get((owner, request.path_params["chat_id"]), ("", "", 0))
-    run = service.runs.get(stream_id) if stream_id else None
-    if run is None or run.finished:
+    named = await _recall(service, owner, f"ai:{request.path_params['chat_id']}")
+    if named is None:
         return None
-    return run, mid, at
+    try:
+        info = await service.log.info(named.stream_id)
+    except StreamNotFound:
+        return None
+    return None if info.finished else named
 
 
 @_guarded
@@ -391,9 +413,9 @@ async def ui_chat_stop(service: RunService, request: HTTPRequest) -> Response:
 
     ``useChat``'s ``stop()`` only aborts the request, which a resumable chat must survive (a
     reload looks the same to the server); a page calls this beside ``stop()`` to end the run."""
-    active = _active_chat_run(service, request)
+    active = await _active_chat(service, request)
     if active is not None:
-        active[0].handle.cancel("stopped by the client")
+        await service.cancel(active.stream_id, "stopped by the client")
     return Response(status_code=204)
 
 
@@ -401,14 +423,13 @@ async def ui_chat_stop(service: RunService, request: HTTPRequest) -> Response:
 async def ui_chat_resume(service: RunService, request: HTTPRequest) -> Response:
     """``GET /api/chat/{id}/stream``: the chat's active run from the start of its current
     response (the run's start, or where the answer to its approvals carried it on), or 204."""
-    active = _active_chat_run(service, request)
+    active = await _active_chat(service, request)
     if active is None:
         return Response(status_code=204)
     refused = service.over_capacity()
     if refused is not None:
         raise refused
-    run, mid, at = active
-    return _ui_stream(service, run.stream_id, mid, live_from=None, at=at)
+    return _ui_stream(service, active.stream_id, active.message_id, live_from=None, at=active.at)
 
 
 def routes(service: RunService) -> list[Route]:

@@ -138,9 +138,6 @@ class RunService:
         self.connections = 0
         """Streaming connections open now (SSE readers, WebSockets, gRPC calls)."""
         self.connections_by_owner: dict[str, int] = {}
-        self.chats: dict[tuple[str, str], tuple[str, str, int]] = {}
-        """(API key's owner, AI SDK chat id) -> the chat's latest run's stream id and message id
-        (another key's chat of the same id is another chat)."""
 
     # -- identity and connections ------------------------------------------------------------------
 
