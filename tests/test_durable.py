@@ -643,3 +643,41 @@ def test_approvals_over_the_ai_sdk_and_ag_ui_endpoints_refuse_what_is_not_theirs
         assert {"type": "tool-output-denied", "toolCallId": "c1"} in [
             json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")
         ]
+
+
+def test_a_use_chat_resume_after_a_turn_was_asked_again_shows_its_final_text_once() -> None:
+    """The AI SDK cannot take text back, so a resume after a turn was asked again (a provider
+    without ``continues_prefix``, handed over mid-answer) replays the final attempt only: the
+    resumed message's text is the answer once; the log keeps both attempts and the restart."""
+    import json
+
+    import httpx
+
+    from tokenwire.providers import Delay
+    from tokenwire.server import create_app
+    from wire import serve
+
+    words = [f"w{i} " for i in range(6)]
+    model = Scripted([*words[:3], Delay(0.05), *words[3:], Delay(2.0)])  # every call plays the whole answer
+    app = create_app(providers={"m": model}, api_keys=KEYS)
+    service: RunService = app.state.tokenwire
+    service.durable.poll_s = 0.02
+    headers = {"Authorization": f"Bearer {KEYS[0]}"}
+    body = {"id": "chat-r", "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "go"}]}]}
+    with serve(app) as url:
+        with httpx.stream("POST", f"{url}/api/chat", json=body, headers=headers, timeout=30) as r:
+            deltas = 0
+            for line in r.iter_lines():
+                deltas += "text-delta" in line
+                if deltas == 3:
+                    (run,) = service.runs.running
+                    run.handle.suspend("handed over (test)", until=0.0)  # thread-safe: its own loop runs it
+                    break
+        deadline = time.monotonic() + 10
+        while not any(r.stream_id == run.stream_id and r is not run for r in service.runs.running):
+            assert time.monotonic() < deadline, "the run was not carried on"
+            time.sleep(0.01)
+        resumed = httpx.get(f"{url}/api/chat/chat-r/stream", headers=headers, timeout=30)
+    chunks = [json.loads(line[6:]) for line in resumed.text.splitlines() if line.startswith("data: {")]
+    assert "".join(c["delta"] for c in chunks if c["type"] == "text-delta") == "".join(words)
+    assert chunks[-1] == {"type": "finish", "finishReason": "stop"}

@@ -33,12 +33,13 @@ from tokenwire.events import (
     Step,
     TextDelta,
     ToolCall,
+    ToolCallDelta,
     ToolCallStart,
     ToolResult,
     Usage,
 )
 
-__all__ = ["RunState", "TurnState", "child_usage", "fold", "tool_messages", "turn_change"]
+__all__ = ["RunState", "TurnState", "child_usage", "fold", "tool_messages", "turn_change", "void_seqs"]
 
 
 class TurnState:
@@ -190,6 +191,43 @@ def fold(events: Iterable[Event]) -> RunState:
     for event in events:
         state.add(event)
     return state
+
+
+_VOIDABLE = (TextDelta, ReasoningDelta, ToolCallStart, ToolCallDelta)
+
+
+def void_seqs(events: Iterable[Event]) -> set[int]:
+    """The seqs of the output that turns asked again voided (``step turn started`` with
+    ``restarted``: the attempt's text, reasoning and unfinished calls since its turn began), in
+    one stream's events: what a reader that cannot take text back (the AI SDK, AG-UI) leaves out
+    when it reads the log past the restart. Linear; the fold drops the same output.
+
+    >>> from tokenwire.events import TextDelta
+    >>> void_seqs([
+    ...     Step(name="turn", status="started", detail={"turn": 1}, seq=1),
+    ...     TextDelta("Hel", seq=2),
+    ...     Step(name="turn", status="started", detail={"turn": 1, "restarted": True}, seq=3),
+    ...     TextDelta("Hello", seq=4),
+    ... ])
+    {2}
+    """
+    void: set[int] = set()
+    attempt: list[int] = []  # the voidable output of the current attempt of the current turn
+    turns = 0
+    for event in events:
+        cls = event.__class__
+        if cls in _VOIDABLE:
+            attempt.append(event.seq)
+            turns = turns or 1  # a run without the agent loop: its one turn has no steps
+        elif cls is Step:
+            change = turn_change(event, turns)  # type: ignore[arg-type]
+            if change == "restarted":
+                void.update(attempt)
+                attempt = []
+            elif isinstance(change, int):
+                turns += 1
+                attempt = []
+    return void
 
 
 def turn_change(step: Step, turns: int) -> int | str | None:

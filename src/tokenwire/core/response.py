@@ -90,6 +90,7 @@ class ResponseBuilder:
         "text_parts",
         "tool_calls",
         "tool_results",
+        "turn_reasoning",
         "turn_text",
         "usage",
     )
@@ -99,6 +100,7 @@ class ResponseBuilder:
         self.model = model
         self.text_parts: list[str] = []
         self.turn_text = 0  # where the current agent turn's text begins in text_parts
+        self.turn_reasoning = 0  # and its reasoning in reasoning_parts
         self.reasoning_parts: list[str] = []
         self.tool_calls: list[ToolCall] = []
         self.tool_results: list[ToolResult] = []
@@ -128,8 +130,9 @@ class ResponseBuilder:
             detail = event.detail  # type: ignore[union-attr]
             if isinstance(detail, dict) and detail.get("restarted"):
                 del self.text_parts[self.turn_text :]  # the turn was asked again: its first text is void
+                del self.reasoning_parts[self.turn_reasoning :]
             else:
-                self.turn_text = len(self.text_parts)
+                self.turn_text, self.turn_reasoning = len(self.text_parts), len(self.reasoning_parts)
 
     def build(self) -> Response:
         terminal = self.terminal

@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute
 from tokenwire.core.limits import Limits
 from tokenwire.core.provider import Provider
 from tokenwire.log import EventLog
-from tokenwire.server import background, compat, http, speech, ws
+from tokenwire.server import background, compat, frontends, http, speech, ws
 from tokenwire.server.schema import RunBody, ServerConfig
 from tokenwire.server.service import RunService
 from tokenwire.telemetry.otel import OTel
@@ -110,7 +110,8 @@ def create_app(
             await service.grpc.stop(1.0)
         await service.providers.aclose()
 
-    routes: list[BaseRoute] = [*http.routes(service), *compat.routes(service), *background.routes(service)]
+    routes: list[BaseRoute] = [*http.routes(service), *compat.routes(service), *frontends.routes(service)]
+    routes += background.routes(service)
     routes += [speech.route(service), ws.route(service)]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.tokenwire = service

@@ -120,7 +120,7 @@ class AGUIEvents(StreamEncoder):
 
     The last frame an event writes carries its ``seq`` as the SSE ``id`` (an extension: a
     client that reconnects with ``Last-Event-ID`` gets the frames of the events after it; see
-    :func:`tokenwire.server.compat.agui`)."""
+    :func:`tokenwire.server.frontends.agui`)."""
 
     def __init__(self, thread_id: str, run_id: str, *, approval_id: Callable[[str], str] = str):
         self.thread_id = thread_id

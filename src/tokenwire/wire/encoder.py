@@ -45,10 +45,13 @@ class StreamEncoder:
     """True once the terminal event was fed."""
     usage: Usage | TokenUsage | None = None
     """The stream's usage, once a ``usage`` event (or a ``done`` carrying one) arrived."""
+    void: frozenset[int] = frozenset()
+    """Seqs to write nothing for: a replay's output that a turn asked again voided
+    (:func:`tokenwire.core.fold.void_seqs`), for a format that cannot take text back."""
 
     def feed(self, event: Event) -> list[bytes]:
         """The frames for one event (none for events the format has no place for)."""
-        if self.finished:
+        if self.finished or (self.void and event.seq in self.void):
             return []
         match event:
             case TextDelta():

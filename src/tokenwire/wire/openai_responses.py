@@ -31,7 +31,7 @@ import msgspec
 from msgspec import Meta
 
 from tokenwire.core.request import Message, Request, ToolSpec
-from tokenwire.events import Done, Error, Start, TokenUsage, ToolCall
+from tokenwire.events import Done, Error, Start, Step, TokenUsage, ToolCall
 from tokenwire.wire.encoder import StreamEncoder
 from tokenwire.wire.openai_chat import message, text_content
 
@@ -160,6 +160,8 @@ class ResponseEvents(StreamEncoder):
         self._items: list[_Item] = []
         self._open: _Item | None = None  # the message or reasoning item receiving deltas
         self._calls: dict[str, _Item] = {}
+        self._turn_start = 0  # the first item of the current model turn
+        self._void: set[int] = set()  # items of attempts a restarted turn voided
         self.final: dict[str, Any] | None = None
         """The whole response object, once the terminal event was fed."""
 
@@ -177,7 +179,7 @@ class ResponseEvents(StreamEncoder):
             "created_at": self.created_at or 0,
             "status": status,
             "model": self.model,
-            "output": [item.body for item in self._items],
+            "output": [item.body for item in self._items if item.index not in self._void],
             "parallel_tool_calls": True,
             "tool_choice": "auto",
             "tools": self.tools,
@@ -224,10 +226,28 @@ class ResponseEvents(StreamEncoder):
     def call(self, call: ToolCall) -> list[bytes]:
         return self._call_done(call)
 
+    def step(self, step: Step) -> list[bytes]:
+        """A model turn asked again (after its node stopped) voids the items of its first
+        attempt: they end ``incomplete`` and the response's ``output`` leaves them out, so its
+        text (``output_text``) holds the final attempt only; the new attempt's items follow."""
+        if step.name != "turn" or step.status != "started":
+            return []
+        if not (isinstance(step.detail, dict) and step.detail.get("restarted")):
+            out = self._close_open()  # a turn's output starts items of its own
+            self._turn_start = len(self._items)
+            return out
+        out = self._close_open("incomplete")
+        for item in self._items[self._turn_start :]:
+            if item.body["type"] == "function_call" and item.body["status"] != "completed":
+                out += self._finish_call(item, "incomplete")
+            self._void.add(item.index)
+        self._turn_start = len(self._items)
+        return out
+
     def done(self, event: Done) -> list[bytes]:
         out = self._close_open()
         for item in self._calls.values():
-            if item.body["status"] != "completed":  # a call the model never finished
+            if item.body["status"] == "in_progress":  # a call the model never finished
                 out += self._finish_call(item)
         if event.finish_reason == "length":
             self.final = self.response("incomplete", incomplete_details={"reason": "max_output_tokens"})
@@ -284,7 +304,7 @@ class ResponseEvents(StreamEncoder):
         self._items.append(item)
         return item
 
-    def _close_open(self) -> list[bytes]:
+    def _close_open(self, status: str = "completed") -> list[bytes]:
         item, self._open = self._open, None
         if item is None:
             return []
@@ -294,7 +314,7 @@ class ResponseEvents(StreamEncoder):
         if body["type"] == "message":
             part = {"type": "output_text", "text": text, "annotations": []}
             body["content"] = [part]
-            body["status"] = "completed"
+            body["status"] = status
             return [
                 self._event("response.output_text.done", **ids, text=text, logprobs=[]),
                 self._event("response.content_part.done", **ids, part=part),
@@ -331,10 +351,10 @@ class ResponseEvents(StreamEncoder):
             out.append(self._event(_ARGS_DELTA, item_id=item.body["id"], output_index=item.index, delta=args))
         return out + self._finish_call(item)
 
-    def _finish_call(self, item: _Item) -> list[bytes]:
+    def _finish_call(self, item: _Item, status: str = "completed") -> list[bytes]:
         body = item.body
         body["arguments"] = "".join(item.parts)
-        body["status"] = "completed"
+        body["status"] = status
         return [
             self._event(
                 "response.function_call_arguments.done",
