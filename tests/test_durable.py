@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tokenwire.core.fold import fold
-from tokenwire.core.request import Message
+from tokenwire.core.request import Message, ToolSpec
 from tokenwire.errors import Conflict, Forbidden, RunSuspended, StreamNotFound
 from tokenwire.events import Event, ToolCall
 from tokenwire.log.ownership import SUSPENDED
@@ -681,3 +681,80 @@ def test_a_use_chat_resume_after_a_turn_was_asked_again_shows_its_final_text_onc
     chunks = [json.loads(line[6:]) for line in resumed.text.splitlines() if line.startswith("data: {")]
     assert "".join(c["delta"] for c in chunks if c["type"] == "text-delta") == "".join(words)
     assert chunks[-1] == {"type": "finish", "finishReason": "stop"}
+
+
+async def test_a_callers_own_tool_suspends_the_run_until_its_result_comes() -> None:
+    """``client_tools`` on the native API: a call to one of the caller's tools suspends the run
+    (``step client_tool`` with its deadline, then ``step suspend``; no task, no lease) instead of
+    ending it; the result resumes it and the model's next turn gets it. Another key is 403, an
+    unknown call 404, a second answer 409; a result that never comes is an error result after
+    the deadline."""
+    pick = ToolSpec("pick_color", "The user picks a color.", {"type": "object", "properties": {}})
+    model = Scripted.turns([call("pick_color")], ["You like teal."])
+    service = RunService(providers={"m": model}, api_keys=KEYS)
+    owner = service.authenticate(KEYS[0])
+    run = await service.start(RunBody(prompt="my color?", client_tools=[pick]), owner=owner)
+    with pytest.raises(RunSuspended):
+        await run.handle.wait()
+    sid = run.stream_id
+    asked = await service.history(sid)
+    assert shape(asked)[-3:] == ["tool_call", "step:client_tool:started", "step:suspend:started"]
+    assert asked[-2].detail["expires"] > time.time()  # type: ignore[union-attr]
+    assert asked[-1].detail["reason"] == "waiting for the client's result of c1"  # type: ignore[union-attr]
+    assert service.runs.live() == 0 and await service.log.ownership.lease_state(sid) == SUSPENDED
+    with pytest.raises(Forbidden):
+        await service.answer(sid, results={"c1": ("red", False)}, owner=service.authenticate(KEYS[1]))
+    with pytest.raises(StreamNotFound):
+        await service.answer(sid, results={"c9": ("red", False)}, owner=owner)
+    at = await service.answer(sid, results={"c1": ("teal", False)}, owner=owner)
+    events = await asyncio.wait_for(read_all(service, sid), 30)
+    assert at == len(asked) and shape(events)[at:] == [
+        "step:client_tool:finished",
+        "tool_result",
+        "step:turn:finished",
+        "step:turn:started",
+        "text.delta",
+        "step:turn:finished",
+        "done",
+    ]
+    assert [(m.role, m.content) for m in model.requests[1].messages if m.role == "tool"] == [("tool", '"teal"')]
+    with pytest.raises(Conflict):
+        await service.answer(sid, results={"c1": ("teal", False)}, owner=owner)
+    await service.shutdown(1.0)
+
+    model = Scripted.turns([call("pick_color")], ["No color came."])
+    service = RunService(providers={"m": model}, api_keys=KEYS, config=ServerConfig(approval_timeout_s=0.2))
+    service.durable.poll_s = 0.02
+    run = await service.start(RunBody(prompt="my color?", client_tools=[pick]), owner=service.authenticate(KEYS[0]))
+    with pytest.raises(RunSuspended):
+        await run.handle.wait()
+    events = await asyncio.wait_for(read_all(service, run.stream_id), 30)  # the supervisor carries it on
+    result = next(e for e in events if e.type == "tool_result")
+    assert result.is_error and "no result" in result.result  # type: ignore[union-attr]
+    assert events[-1].type == "done"
+    await service.shutdown(1.0)
+
+
+def test_a_client_posts_its_tools_result_over_http_and_reads_the_run_on() -> None:
+    """The same over the wire, as a user writes it: ``client_tools`` in the run's body, the
+    client's tool answered with ``SyncClient.submit_tool_result`` when its ``step client_tool``
+    arrives (with the run's token: a server without API keys takes only that); the one stream
+    reads on to the answer."""
+    from tokenwire.client import SyncClient
+    from tokenwire.server import create_app
+    from wire import serve
+
+    pick = {"name": "pick_color", "description": "The user picks a color.", "parameters": {"type": "object"}}
+    app = create_app(providers={"m": Scripted.turns([call("pick_color")], ["You like teal."])}, api_keys=None)
+    with serve(app) as url, SyncClient(url) as client:
+        info = client.create_run({"prompt": "my color?", "client_tools": [pick]})
+        seen = []
+        for event in client.subscribe(info.stream_id, info.read_token):
+            seen.append(event)
+            if event.type == "step" and event.name == "client_tool" and event.status == "started":  # type: ignore[union-attr]
+                with pytest.raises(Exception, match=r"401|token"):
+                    client.submit_tool_result(info.stream_id, "c1", "teal")  # no key here: the token is needed
+                client.submit_tool_result(info.stream_id, "c1", "teal", token=info.token)
+    assert seen[-1].type == "done"
+    assert "".join(e.text for e in seen if e.type == "text.delta") == "You like teal."  # type: ignore[union-attr]
+    assert [e.result for e in seen if e.type == "tool_result"] == ["teal"]  # type: ignore[union-attr]

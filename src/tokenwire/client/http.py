@@ -321,10 +321,26 @@ class Client:
         """Answer the approval a suspended run waits for, with the run's ``token`` (the one that
         can cancel it; what a server without API keys requires) or else this client's API key
         (the run's owner's); the run resumes on the server that takes it."""
+        await self._answer(stream_id, "approvals", {"call_id": call_id, "approved": approved}, token)
+
+    async def submit_tool_result(
+        self, stream_id: str, call_id: str, result: Any, *, is_error: bool = False, token: str | None = None
+    ) -> None:
+        """Post the result of a call to one of the run's client-side tools (your ``client_tools``,
+        or the server's ``client_side`` ones), which the suspended run waits for; credentials as
+        :meth:`approve`. The run resumes on the server that takes it::
+
+            async for event in client.run({"prompt": "...", "client_tools": [pick_color]}):
+                if event.type == "step" and event.name == "client_tool" and event.status == "started":
+                    await client.submit_tool_result(event.stream_id, event.detail["call_id"], "teal")
+        """
+        body = {"call_id": call_id, "result": result, "is_error": is_error}
+        await self._answer(stream_id, "tool_results", body, token)
+
+    async def _answer(self, stream_id: str, what: str, body: dict[str, Any], token: str | None) -> None:
         credential = token or self.api_key
         headers = {"Authorization": f"Bearer {credential}"} if credential else {}
-        body = {"call_id": call_id, "approved": approved}
-        r = await self.http.post(f"{self.base_url}/v1/streams/{stream_id}/approvals", json=body, headers=headers)
+        r = await self.http.post(f"{self.base_url}/v1/streams/{stream_id}/{what}", json=body, headers=headers)
         if r.status_code != 202:
             _raise_for(r.status_code, r.content, stream_id, 0)
 

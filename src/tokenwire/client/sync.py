@@ -92,6 +92,11 @@ class SyncClient:
     def approve(self, stream_id: str, call_id: str, approved: bool = True, *, token: str | None = None) -> None:
         self._call(self._client.approve(stream_id, call_id, approved, token=token))
 
+    def submit_tool_result(
+        self, stream_id: str, call_id: str, result: Any, *, is_error: bool = False, token: str | None = None
+    ) -> None:
+        self._call(self._client.submit_tool_result(stream_id, call_id, result, is_error=is_error, token=token))
+
     def status(self, stream_id: str, token: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call(self._client.status(stream_id, token))
         return result

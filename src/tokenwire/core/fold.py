@@ -80,6 +80,9 @@ class RunState:
         self.approvals: dict[str, dict[str, Any]] = {}
         """call id -> ``{"tool", "args", "expires", "resume", "approved": None | bool}`` (None: asked, not
         answered; ``expires``: when an unanswered approval becomes a denial, wall time)."""
+        self.waits: dict[str, dict[str, Any]] = {}
+        """call id -> ``{"tool", "expires", "answered": bool}``: client-side calls waiting for the
+        client's result (``step client_tool``)."""
         self.usage = [0, 0]
         self.reasoning_parts: list[str] = []
 
@@ -154,6 +157,16 @@ class RunState:
             elif cid in self.approvals:
                 self.approvals[cid]["approved"] = bool(detail.get("approved"))
                 self.approvals[cid]["held"] = bool(detail.get("held"))  # answered, not applied yet
+        elif step.name == "client_tool" and "call_id" in detail:
+            cid = str(detail["call_id"])
+            if step.status == "started":
+                self.waits[cid] = {"tool": detail.get("tool"), "expires": detail.get("expires"), "answered": False}
+            elif cid in self.waits:
+                self.waits[cid]["answered"] = True
+
+    def pending_results(self) -> list[str]:
+        """Client-side calls waiting for the client's result, in order."""
+        return [cid for cid, w in self.waits.items() if not w["answered"]]
 
     def pending_approvals(self) -> list[str]:
         """Calls whose approval was asked for and not answered, in order."""

@@ -55,7 +55,10 @@ def request_for(body: RunBody, tools: Toolset) -> Request:
     messages = list(body.messages or [Message("user", body.prompt or "")])
     if body.system:
         messages.insert(0, Message("system", body.system))
-    specs: list[ToolSpec] = [t.spec for t in tools if t.name in body.tools]
+    clash = [t.name for t in body.client_tools if t.name in tools]
+    if clash:
+        raise InvalidRequest(f"client_tools {clash} have the names of this server's tools")
+    specs: list[ToolSpec] = [t.spec for t in tools if t.name in body.tools] + list(body.client_tools)
     return Request(
         messages,
         tools=specs,
@@ -68,15 +71,15 @@ def request_for(body: RunBody, tools: Toolset) -> Request:
     )
 
 
-def check_tools(name: str, provider: Provider, tools: list[str], server: Toolset) -> None:
-    """A run's server tools (by name) must be ``server``'s, and they join a run through
-    tokenwire's agent loop, which cannot wrap another framework's agent (it runs its own
-    tools): :class:`InvalidRequest`."""
+def check_tools(name: str, provider: Provider, tools: list[str], server: Toolset, *, waits: bool = False) -> None:
+    """A run's server tools (by name) must be ``server``'s, and they (and the caller's tools that
+    the run ``waits`` for) join a run through tokenwire's agent loop, which cannot wrap another
+    framework's agent (it runs its own tools): :class:`InvalidRequest`."""
     unknown = [t for t in tools if t not in server]
     if unknown:
         raise InvalidRequest(f"unknown tools {unknown}; this server has: {', '.join(server.names) or 'none'}")
-    if tools and getattr(provider, "runs_own_tools", False):
-        raise InvalidRequest(f"provider {name!r} is an agent that runs its own tools; server tools cannot join it")
+    if (tools or waits) and getattr(provider, "runs_own_tools", False):
+        raise InvalidRequest(f"provider {name!r} is an agent that runs its own tools; other tools cannot join it")
 
 
 def check_model(asked: str | None, name: str, provider: Provider, names: Iterable[str]) -> None:

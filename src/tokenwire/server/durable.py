@@ -95,6 +95,8 @@ class RunRecord(msgspec.Struct, frozen=True, kw_only=True):
     meta: dict[str, Any] = {}
     background: bool = False
     request_id: str = ""
+    caller_waits: bool = False
+    """A call to one of the caller's own tools suspends the run until the caller posts its result."""
     version: int = 1
 
 
@@ -164,7 +166,13 @@ class Durable:
     def agent(self, record: RunRecord) -> Agent:
         service = self.service
         tools = [t for t in service.tools if t.name in record.tools]
-        options = ToolOptions(max_steps=record.max_steps, durable=True, approval_timeout_s=record.approval_timeout_s)
+        options = ToolOptions(
+            max_steps=record.max_steps,
+            durable=True,
+            approval_timeout_s=record.approval_timeout_s,
+            client_timeout_s=record.approval_timeout_s,
+            caller_waits=record.caller_waits,
+        )
         return Agent(service.providers.get(record.provider), tools, options)
 
     # -- carrying a run on ------------------------------------------------------------------------
@@ -175,6 +183,7 @@ class Durable:
         token: str,
         *,
         decisions: dict[str, tuple[bool, str]] | None = None,
+        results: dict[str, tuple[Any, bool]] | None = None,
         cancel: str | None = None,
         background: bool | None = None,
     ) -> Run | None:
@@ -204,18 +213,22 @@ class Durable:
             return None
         state = fold(events)
         now = time.time()
-        answers = dict(decisions or {})
+        answers, given = dict(decisions or {}), dict(results or {})
         for cid in state.pending_approvals():  # an approval not given in time is a denial
             expires = state.approvals[cid].get("expires")
             if cid not in answers and isinstance(expires, int | float) and expires <= now:
                 answers[cid] = (False, "timeout")
+        for cid in state.pending_results():  # a client's result not given in time is an error result
+            expires = state.waits[cid].get("expires")
+            if cid not in given and isinstance(expires, int | float) and expires <= now:
+                given[cid] = (f"the client gave no result for the call to {state.waits[cid]['tool']!r} in time", True)
         try:  # another framework's agent that can go on from the log (its resume), or tokenwire's loop
             if cancel is not None and own_tools(framework):
                 agent: Any = _Ending(record.provider)  # nothing to go on with: only to end it, cancelled
             elif resume is not None:
                 agent = resume(state, answers)
             else:
-                agent = self.agent(record).resume(state, answers)
+                agent = self.agent(record).resume(state, answers, given)
         except InvalidRequest as exc:  # a provider this node does not have
             await self._end(stream_id, token, f"this node cannot carry the run on: {exc}")
             return None
@@ -257,48 +270,57 @@ class Durable:
         await log.ownership.forget(stream_id)
         logger.warning("run %s ended: %s", stream_id, why, extra={"stream_id": stream_id})
 
-    async def approve(
-        self, stream_id: str, owner: str | None, answers: Mapping[str, bool], *, wait_s: float = 5.0
+    async def answer(
+        self,
+        stream_id: str,
+        owner: str | None,
+        approvals: Mapping[str, bool] | None = None,
+        results: Mapping[str, tuple[Any, bool]] | None = None,
+        *,
+        wait_s: float = 5.0,
     ) -> int:
-        """Answer approvals of a suspended run (call id -> approved; the run's ``owner`` only;
-        None: the caller proved it may, with the run's token) and resume the run here, all the
-        answers at once. Returns the seq the resumed run writes first (where the answer's readers
-        read on from).
+        """Answer what a suspended run waits for — approvals (call id -> approved) and
+        client-side calls' results (call id -> (result, is_error)) — all at once, and resume the
+        run here (the run's ``owner`` only; None: the caller proved it may, with the run's token).
+        Returns the seq the resumed run writes first (where the answer's readers read on from).
 
-        :class:`StreamNotFound` for an unknown run or a call that asked for no approval,
+        :class:`StreamNotFound` for an unknown run or a call that waits for no such answer,
         :class:`Forbidden` for another API key, :class:`Conflict` for a call already answered, or
-        whose approval expired (a denial, even before the supervisor carries the run on), or a run
-        that did not suspend within ``wait_s`` (it is still finishing its turn)."""
+        whose answer expired (a denial or an error result, even before the supervisor carries the
+        run on), or a run that did not suspend within ``wait_s`` (it is still finishing its turn)."""
+        approvals, results = dict(approvals or {}), dict(results or {})
         record = await self.load(stream_id)
         if record is None:
             raise StreamNotFound(f"no durable run {stream_id!r} (unknown, or expired)")
         if owner is not None and record.owner != owner:
             raise Forbidden(f"run {stream_id!r} belongs to another API key")
-        if not answers:
-            raise InvalidRequest("an approval answers at least one call")
+        if not approvals and not results:
+            raise InvalidRequest("an answer answers at least one call")
         token = self.token()
         deadline = asyncio.get_running_loop().time() + wait_s
         while True:
             state = fold(await self.service.history(stream_id))
-            for call_id in answers:
-                approval = state.approvals.get(call_id)
-                if approval is None:
-                    raise StreamNotFound(f"run {stream_id!r} has no call {call_id!r} waiting for approval")
-                if approval["approved"] is not None or state.finished:
+            asked = [(cid, state.approvals.get(cid), "approval") for cid in approvals]
+            asked += [(cid, state.waits.get(cid), "client result") for cid in results]
+            for call_id, waiting, what in asked:
+                if waiting is None:
+                    raise StreamNotFound(f"run {stream_id!r} has no call {call_id!r} waiting for its {what}")
+                if waiting.get("approved") is not None or waiting.get("answered") or state.finished:
                     raise Conflict(f"the call {call_id!r} of run {stream_id!r} was already answered")
-                expires = approval.get("expires")
-                if isinstance(expires, int | float) and expires <= time.time():  # a denial, whoever claims first
+                expires = waiting.get("expires")
+                if isinstance(expires, int | float) and expires <= time.time():  # whoever claims first
+                    counts = "denied" if what == "approval" else "an error result"
                     raise Conflict(
-                        f"the approval of call {call_id!r} of run {stream_id!r} expired: it counts as denied"
+                        f"the {what} of call {call_id!r} of run {stream_id!r} expired: it counts as {counts}"
                     )
             if await self.service.log.ownership.claim(stream_id, token, suspended_only=True):
                 break
             if asyncio.get_running_loop().time() >= deadline:
-                raise Conflict(f"run {stream_id!r} is not waiting for approval now (it is still running); retry")
+                raise Conflict(f"run {stream_id!r} is not waiting for an answer now (it is still running); retry")
             await asyncio.sleep(0.05)
         at = (await self.service.log.info(stream_id)).next_seq  # claimed: nobody else writes it now
-        decisions = {call_id: (approved, "api") for call_id, approved in answers.items()}
-        await self.carry_on(stream_id, token, decisions=decisions, background=True)
+        decisions = {call_id: (approved, "api") for call_id, approved in approvals.items()}
+        await self.carry_on(stream_id, token, decisions=decisions, results=results, background=True)
         return at
 
     async def cancel_suspended(self, stream_id: str, reason: str) -> bool:

@@ -61,7 +61,7 @@ async def answer(service: RunService, owner: str, answers: dict[str, bool]) -> t
     if refused is not None:
         raise refused
     stream_id = runs.pop()
-    return stream_id, await service.durable.approve(stream_id, owner, calls)
+    return stream_id, await service.durable.answer(stream_id, owner, calls)
 
 
 def _ui_stream(

@@ -336,6 +336,22 @@ class ApprovalBody(msgspec.Struct, forbid_unknown_fields=True):
     approved: bool
 
 
+class ToolResultBody(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of ``POST /v1/streams/{id}/tool_results``."""
+
+    call_id: str
+    result: Any = None
+    is_error: bool = False
+
+
+def _answerer(service: RunService, request: HTTPRequest) -> tuple[str | None, str | None]:
+    """Who answers a suspended run: the run's owner (an API key) or the bearer of its token."""
+    credential = bearer(request.headers)
+    if is_api_key(credential, service.config.api_keys):  # its owner's run
+        return service.authenticate(credential), None
+    return None, credential or ""  # the run's token
+
+
 @guarded
 async def approve(service: RunService, request: HTTPRequest) -> Response:
     """``POST /v1/streams/{id}/approvals`` (``Authorization: Bearer`` the run's owner's API key, or
@@ -343,15 +359,24 @@ async def approve(service: RunService, request: HTTPRequest) -> Response:
     ``{"call_id", "approved"}``) → 202: the suspended run resumes, on this node, with the call
     approved or denied. 403 for another key, 404 for a call that asked for no approval, 409 for
     one already answered."""
-    credential = bearer(request.headers)
     stream_id: str = request.path_params["stream_id"]
     raw = await read_body(service, request)
     body = service.parse(raw, lambda raw: msgspec.json.decode(raw, type=ApprovalBody), "approval")
-    if is_api_key(credential, service.config.api_keys):  # its owner's run
-        owner, token = service.authenticate(credential), None
-    else:  # the run's token
-        owner, token = None, credential or ""
-    await service.approve(stream_id, body.call_id, body.approved, owner=owner, token=token)
+    owner, token = _answerer(service, request)
+    await service.answer(stream_id, approvals={body.call_id: body.approved}, owner=owner, token=token)
+    return JSONResponse({"stream_id": stream_id, "call_id": body.call_id, "status": "resumed"}, status_code=202)
+
+
+@guarded
+async def tool_result(service: RunService, request: HTTPRequest) -> Response:
+    """``POST /v1/streams/{id}/tool_results`` (credentials as for approvals; ``{"call_id",
+    "result", "is_error"?}``) → 202: the run suspended for a client-side call's result resumes,
+    on this node, with it. 404 for a call that waits for no result, 409 for one answered."""
+    stream_id: str = request.path_params["stream_id"]
+    raw = await read_body(service, request)
+    body = service.parse(raw, lambda raw: msgspec.json.decode(raw, type=ToolResultBody), "tool result")
+    owner, token = _answerer(service, request)
+    await service.answer(stream_id, results={body.call_id: (body.result, body.is_error)}, owner=owner, token=token)
     return JSONResponse({"stream_id": stream_id, "call_id": body.call_id, "status": "resumed"}, status_code=202)
 
 
@@ -417,4 +442,5 @@ def routes(service: RunService) -> list[Route]:
         Route("/v1/streams/{stream_id}", bind(status), methods=["GET"]),
         Route("/v1/streams/{stream_id}/cancel", bind(cancel), methods=["POST"]),
         Route("/v1/streams/{stream_id}/approvals", bind(approve), methods=["POST"]),
+        Route("/v1/streams/{stream_id}/tool_results", bind(tool_result), methods=["POST"]),
     ]

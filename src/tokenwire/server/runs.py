@@ -15,7 +15,6 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
 
 import msgspec
 
@@ -48,8 +47,6 @@ class Run:
         """Runs to its end whether or not anyone reads it (OpenAI's ``background``)."""
         self.unread_since: float | None = now
         """Since when (loop time) no reader has been attached here; None while one is."""
-        self.agent: Any = handle.provider if hasattr(handle.provider, "submit") else None
-        """The agent loop, when the run has tools (client-side tool results go to it)."""
 
     @property
     def finished(self) -> bool:

@@ -13,7 +13,7 @@ import msgspec
 from msgspec import Meta
 
 from tokenwire.core.limits import Limits
-from tokenwire.core.request import Message
+from tokenwire.core.request import Message, ToolSpec
 
 __all__ = ["MAX_STEPS", "MAX_TOKENS", "RunBody", "ServerConfig"]
 
@@ -41,6 +41,10 @@ class RunBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     stop: list[str] = []
     tools: list[str] = []
     """Names of tools registered on the server; they run server-side (or client-side if marked)."""
+    client_tools: list[ToolSpec] = []
+    """The caller's own tools (name, description, JSON Schema): a call to one suspends the run
+    until the caller posts its result (``POST /v1/streams/{id}/tool_results``, the session op
+    ``tool_result``), on any node."""
     tool_choice: str = "auto"
     max_steps: Annotated[int, Meta(ge=1, le=MAX_STEPS)] = 8
     limits: Limits | None = None

@@ -44,7 +44,6 @@ from tokenwire.errors import (
     MalformedBody,
     OverCapacity,
     SeqEvicted,
-    StreamNotFound,
     Unauthorized,
 )
 from tokenwire.events import Error, Event
@@ -246,7 +245,7 @@ class RunService:
         name = provider or body.provider or self.providers.default
         model = self.providers.get(name)
         check_model(body.model, name, model, self.providers)
-        check_tools(name, model, body.tools, self.tools)
+        check_tools(name, model, body.tools, self.tools, waits=bool(body.client_tools))
         granted = [t for t in self.tools if t.name in body.tools]
         self.log.listen_cancels(self._remote_cancel)  # this node produces runs: hear cancels for them
         self.durable.supervise()
@@ -260,6 +259,7 @@ class RunService:
             limits=limits,
             meta=body.meta,
             background=body.background if background is None else background,
+            caller_waits=bool(body.client_tools),
         )
         stream_id, token = uuid.uuid4().hex, self.durable.token()
         try:
@@ -267,7 +267,7 @@ class RunService:
         except LogUnavailable as exc:
             raise LogUnavailable(f"{UNWRITTEN}: {exc}", cfg.retry_after_s) from None
         started = self.runs.start(
-            self.durable.agent(record) if granted else model,
+            self.durable.agent(record) if granted or body.client_tools else model,
             request,
             self.durable.options(stream_id, record, token),
             observers=self.telemetry(model, request, headers or {}),
@@ -400,17 +400,31 @@ class RunService:
             return True
         return await self.log.forward_cancel(stream_id, reason)
 
-    async def approve(
-        self, stream_id: str, call_id: str, approved: bool, *, owner: str | None = None, token: str | None = None
-    ) -> None:
-        """Answer the approval a suspended run waits for and resume it here (see
-        :meth:`tokenwire.server.durable.Durable.approve`), for the run's ``token`` (the one that can
-        cancel it) or its ``owner`` (an API key's); without API keys only the token will do."""
+    async def answer(
+        self,
+        stream_id: str,
+        *,
+        approvals: Mapping[str, bool] | None = None,
+        results: Mapping[str, tuple[Any, bool]] | None = None,
+        owner: str | None = None,
+        token: str | None = None,
+    ) -> int:
+        """Answer what a suspended run waits for — approvals (call id -> approved), client-side
+        calls' results (call id -> (result, is_error)) — and resume it here (see
+        :meth:`tokenwire.server.durable.Durable.answer`; returns the seq it goes on from), for the
+        run's ``token`` (the one that can cancel it) or its ``owner`` (an API key's); without API
+        keys only the token will do."""
         if token is not None:
             await self.authorize(stream_id, token, "cancel")
         elif owner is None or self.config.api_keys is None:
-            raise Unauthorized("an approval needs the run's token (the one that can cancel it), or its owner's API key")
-        await self.durable.approve(stream_id, owner if token is None else None, {call_id: approved})
+            raise Unauthorized("an answer needs the run's token (the one that can cancel it), or its owner's API key")
+        return await self.durable.answer(stream_id, owner if token is None else None, approvals, results)
+
+    async def approve(
+        self, stream_id: str, call_id: str, approved: bool, *, owner: str | None = None, token: str | None = None
+    ) -> None:
+        """Answer one approval (:meth:`answer`)."""
+        await self.answer(stream_id, approvals={call_id: approved}, owner=owner, token=token)
 
     async def shutdown(self, grace_s: float) -> None:
         """Stop taking runs. With a shared log, live durable runs are handed to the other nodes
@@ -431,16 +445,3 @@ class RunService:
         run = self.runs.get(stream_id)
         if run is not None:
             run.handle.cancel(reason)
-
-    def submit_tool_result(self, stream_id: str, call_id: str, result: Any, *, is_error: bool = False) -> None:
-        """Answer a client-side tool call of a run this node produces: :class:`StreamNotFound`
-        when it produces no such run, :class:`InvalidRequest` when the run has no such call."""
-        run = self.runs.get(stream_id)
-        if run is None:
-            raise StreamNotFound(f"no stream {stream_id!r}")
-        if run.agent is None:
-            raise InvalidRequest("this run has no client-side tools")
-        try:
-            run.agent.submit(call_id, result, is_error=is_error)
-        except KeyError as exc:
-            raise StreamNotFound(str(exc.args[0])) from None

@@ -25,7 +25,8 @@ through the server's :class:`~tokenwire.wire.FrameCache`). Ops:
 - ``approve`` (``stream_id``, ``call_id``, ``approved``, ``token``?): answers a suspended durable run's
   approval (the run's token, the one that can cancel it, or else the connection's API key must
   own the run; without API keys only the token will do) and resumes it;
-- ``tool_result`` (``stream_id``, ``token``, ``call_id``, ``result``, ``is_error``?).
+- ``tool_result`` (``stream_id``, ``call_id``, ``result``, ``is_error``?, ``token``?: the run's
+  token, or the connection's API key): a client-side call's result; the suspended run resumes.
 
 Every op is a call of the run service (:class:`~tokenwire.server.service.RunService`); the typed
 errors it raises become a :class:`SessionError` through :data:`CODES`, the one table of both
@@ -175,6 +176,16 @@ class Session:
     def close(self) -> None:
         """End every subscription (the connection closed); leaving the session waits for them."""
         self._tasks.cancel()
+
+    def _answering(self, msg: dict[str, Any]) -> str | None:
+        """The run's token an answer (``approve``, ``tool_result``) comes with, or None for the
+        connection's API key; without API keys a token is needed."""
+        token = msg.get("token")
+        if token is not None and not isinstance(token, str):
+            raise SessionError("bad_message", '"token" must be the run\'s token (a string)')
+        if token is None and (self.owner is None or self.service.config.api_keys is None):
+            raise SessionError("unauthorized", "give the run's token (the one that can cancel it): no API key here")
+        return token
 
     async def _authorized(self, msg: dict[str, Any], perm: str) -> str:
         """The stream id of a message whose token grants ``perm``."""
@@ -358,20 +369,15 @@ class Session:
         stream_id, call_id, approved = msg.get("stream_id"), msg.get("call_id"), msg.get("approved")
         if not isinstance(stream_id, str) or not isinstance(call_id, str) or not isinstance(approved, bool):
             raise SessionError("bad_message", 'approve needs "stream_id", "call_id" and a boolean "approved"')
-        token = msg.get("token")
-        if token is not None and not isinstance(token, str):
-            raise SessionError("bad_message", '"token" must be the run\'s token (a string)')
-        if token is None and (self.owner is None or self.service.config.api_keys is None):
-            raise SessionError("unauthorized", "give the run's token (the one that can cancel it): no API key here")
-        await self.service.approve(stream_id, call_id, approved, owner=self.owner, token=token)
+        token = self._answering(msg)
+        await self.service.answer(stream_id, approvals={call_id: approved}, owner=self.owner, token=token)
         await self.reply({"op": "approve", "stream_id": stream_id, "call_id": call_id, "status": "resumed"})
 
     async def op_tool_result(self, msg: dict[str, Any]) -> None:
-        stream_id = await self._authorized(msg, "cancel")
-        call_id = msg.get("call_id")
-        if not isinstance(call_id, str):
-            raise SessionError("bad_message", 'tool_result needs a run with client-side tools and a "call_id"')
-        self.service.submit_tool_result(
-            stream_id, call_id, msg.get("result"), is_error=bool(msg.get("is_error", False))
-        )
+        stream_id, call_id = msg.get("stream_id"), msg.get("call_id")
+        if not isinstance(stream_id, str) or not isinstance(call_id, str):
+            raise SessionError("bad_message", 'tool_result needs "stream_id" and "call_id" (and "result")')
+        token = self._answering(msg)
+        results = {call_id: (msg.get("result"), bool(msg.get("is_error", False)))}
+        await self.service.answer(stream_id, results=results, owner=self.owner, token=token)
         await self.reply({"op": "tool_result", "stream_id": stream_id, "call_id": call_id, "status": "accepted"})

@@ -46,7 +46,7 @@ from tokenwire.core.request import Message, Request
 from tokenwire.events import Done, Error, Step, TokenUsage, ToolCall, ToolCallDelta, ToolResult, Usage
 from tokenwire.tools.definition import Tool, Toolset
 from tokenwire.tools.options import ToolOptions
-from tokenwire.tools.runner import AwaitingApproval, ToolRunner
+from tokenwire.tools.runner import AwaitingApproval, ToolRunner, client_wait
 
 __all__ = ["Agent"]
 
@@ -83,7 +83,7 @@ class Agent:
         self.options = options or ToolOptions()
         self.max_steps = self.options.max_steps
         self._runners: list[ToolRunner] = []
-        self._resume: tuple[RunState, dict[str, tuple[bool, str]]] | None = None
+        self._resume: tuple[RunState, dict[str, tuple[bool, str]], dict[str, tuple[Any, bool]]] | None = None
 
     def submit(self, call_id: str, result: Any, *, is_error: bool = False) -> None:
         """Deliver the result of a client-side tool call to the run waiting for it."""
@@ -93,12 +93,18 @@ class Agent:
                 return
         raise KeyError(f"no client-side tool call {call_id!r} is waiting for a result")
 
-    def resume(self, state: RunState, decisions: Mapping[str, tuple[bool, str]] | None = None) -> Agent:
+    def resume(
+        self,
+        state: RunState,
+        decisions: Mapping[str, tuple[bool, str]] | None = None,
+        results: Mapping[str, tuple[Any, bool]] | None = None,
+    ) -> Agent:
         """Carry a durable run on from its folded log (:func:`tokenwire.core.fold.fold`) instead of
-        starting it: a node that took the run over, or an approval that resumes a suspended run
-        (``decisions``: call id -> (approved, by whom)). Returns this agent; its next
-        :meth:`stream` continues the run (give it the run's original request)."""
-        self._resume = (state, dict(decisions or {}))
+        starting it: a node that took the run over, or an answer that resumes a suspended run
+        (``decisions``: call id -> (approved, by whom); ``results``: a client-side call's id ->
+        (its result, is_error)). Returns this agent; its next :meth:`stream` continues the run
+        (give it the run's original request)."""
+        self._resume = (state, dict(decisions or {}), dict(results or {}))
         return self
 
     async def stream(self, request: Request) -> AsyncIterator[Part]:
@@ -109,7 +115,8 @@ class Agent:
         specs = [t.spec for t in self.tools if allowed is None or t.name in allowed]
         # Tools the request declares that the agent does not own are the caller's: the model sees
         # them beside the agent's, and a turn that calls one ends the run (finish "tool_calls")
-        # once the agent's own calls are answered; the caller sends the result in its next request.
+        # once the agent's own calls are answered; the caller sends the result in its next request
+        # (or, ``caller_waits``, the call waits for its result as a client-side tool's does).
         deferred = {t.name for t in request.tools if t.name not in own}
         declared = {t.name for t in request.tools}
         tools = [*(s for s in specs if s.name not in declared), *request.tools]
@@ -120,13 +127,14 @@ class Agent:
         resume, self._resume = self._resume, None
         try:
             if resume is not None:  # a durable run carried on from its log
-                state, decisions = resume
+                state, decisions, results = resume
                 messages, usage, first = state.messages(messages), list(state.usage), state.turn + 1
                 last = state.open
                 if state.turns and not last.finished:
                     outcome: dict[str, Any] = {}
                     turn_request = msgspec.structs.replace(base, messages=messages, tool_choice="auto")
-                    resumed = self._resumed_turn(last, state, decisions, turn_request, runner, usage, outcome, deferred)
+                    answers = (decisions, results)
+                    resumed = self._resumed_turn(last, state, answers, turn_request, runner, usage, outcome, deferred)
                     async for part in resumed:
                         yield part
                     if outcome.get("suspend") is not None:
@@ -187,21 +195,26 @@ class Agent:
         calls: list[ToolCall] = outcome["calls"]
         if not calls or finish == "length":
             return Done(finish_reason=finish or "stop", usage=total)
-        if any(c.name in deferred for c in calls):
+        if any(c.name in deferred and c.call_id not in outcome["results"] for c in calls):
             return Done(finish_reason="tool_calls", usage=total)  # the caller answers those
         return None
 
-    def _suspension(self, waiting: list[str], expires: dict[str, float] | None = None) -> Suspend:
-        """The run waits for these calls' approvals, until the first of them expires."""
+    def _suspension(self, waiting: list[str], expires: Mapping[str, Any], clients: Iterable[str] = ()) -> Suspend:
+        """The run waits for these calls' answers (approvals; the client's result for those in
+        ``clients``) until the first of them expires (``expires``: call id -> wall time)."""
         default = time.time() + self.options.approval_timeout_s
-        until = min((expires or {}).get(cid, default) for cid in waiting)
-        return Suspend(f"waiting for approval of {', '.join(waiting)}", until)
+        until = min(float(e) if isinstance(e := expires.get(cid), int | float) else default for cid in waiting)
+        results = [cid for cid in waiting if cid in set(clients)]
+        approvals = [cid for cid in waiting if cid not in results]
+        what = [f"approval of {', '.join(approvals)}"] if approvals else []
+        what += [f"the client's result of {', '.join(results)}"] if results else []
+        return Suspend(f"waiting for {' and '.join(what)}", until)
 
     async def _resumed_turn(
         self,
         turn: TurnState,
         state: RunState,
-        decisions: dict[str, tuple[bool, str]],
+        answers: tuple[dict[str, tuple[bool, str]], dict[str, tuple[Any, bool]]],
         request: Request,
         runner: ToolRunner,
         usage: list[int],
@@ -209,11 +222,13 @@ class Agent:
         deferred: set[str],
     ) -> AsyncIterator[Any]:
         """Finish a turn the log holds unfinished (see :meth:`resume`): the answered calls keep
-        their results; a call whose approval is answered now runs (or is denied); one still
-        waiting for its approval suspends the run again; one that may have started runs again
+        their results; a call whose approval is answered now runs (or is denied); a client-side
+        call answered now gets its result; one still waiting for either suspends the run again;
+        one that may have started runs again
         only if its tool is ``retry_safe``, else the model is told it was interrupted. A turn cut
         off while the model wrote text continues from that text (providers that can), else it
         is asked again."""
+        decisions, given = answers
         calls = list(turn.calls.values())
         results: dict[str, ToolResult] = dict(turn.results)
         outcome.update(calls=calls, results=results, text=[turn.text])
@@ -222,6 +237,16 @@ class Agent:
         for call in turn.unanswered():
             approval = state.approvals.get(call.call_id)
             tool = self.tools.get(call.name)
+            wait = state.waits.get(call.call_id)
+            if wait is not None and not wait["answered"]:  # the client's result, over the wire
+                if call.call_id not in given:
+                    pending.append(call.call_id)
+                    continue
+                value, is_error = given[call.call_id]
+                detail = {"call_id": call.call_id, "tool": call.name}
+                send.send_nowait(Step(name="client_tool", status="finished", detail=detail))
+                send.send_nowait(ToolResult(call_id=call.call_id, name=call.name, result=value, is_error=is_error))
+                continue
             if call.name in deferred:
                 continue  # the caller's own tool: the caller answers it (the run ends with its call)
             if approval is not None and approval["approved"] is None:
@@ -255,10 +280,8 @@ class Agent:
                     results[item.call_id] = item
                 yield item
         if pending:
-            expires = {
-                c: float(a["expires"]) for c, a in state.approvals.items() if isinstance(a["expires"], int | float)
-            }
-            outcome["suspend"] = self._suspension(pending, expires)
+            expires = {c: a["expires"] for c, a in [*state.approvals.items(), *state.waits.items()]}
+            outcome["suspend"] = self._suspension(pending, expires, state.waits)
             return
         if calls:
             return  # the model's part of the turn is in the log (a call it was still writing is dropped)
@@ -290,6 +313,8 @@ class Agent:
         text: list[str] = []
         raw_args: dict[str, list[str]] = {}
         waiting: list[str] = []
+        expires: dict[str, Any] = {}  # what the calls waiting for an answer said of their deadline
+        clients: set[str] = set()  # those waiting for the client's result
         outcome.update(calls=calls, results=results, text=text)
         send, receive = anyio.create_memory_object_stream[Any](max_buffer_size=64)
         pump = asyncio.get_running_loop().create_task(self._pump(request, send.clone()))
@@ -315,12 +340,25 @@ class Agent:
                         raw = "".join(raw_args.pop(item.call_id, [])) or None
                         if item.name not in deferred:
                             runner.start(item, send.clone(), raw)
+                        elif self.options.caller_waits and self.options.durable:  # the caller's: it answers
+                            wait = client_wait(item, self.options.client_timeout_s)
+                            expires[item.call_id] = wait.detail["expires"]
+                            clients.add(item.call_id)
+                            waiting.append(item.call_id)
+                            yield item
+                            yield wait
+                            continue
                     elif isinstance(item, Usage):
                         usage[0] += item.input_tokens
                         usage[1] += item.output_tokens
                     elif isinstance(item, Step) and (rolled := child_usage(item)) is not None:
                         usage[0] += rolled[0]  # a child run's tokens count in its parent's
                         usage[1] += rolled[1]
+                    elif isinstance(item, Step) and item.status == "started" and isinstance(item.detail, dict):
+                        if item.name in ("approval", "client_tool") and "call_id" in item.detail:
+                            expires[item.detail["call_id"]] = item.detail.get("expires")
+                            if item.name == "client_tool":
+                                clients.add(item.detail["call_id"])
                     elif isinstance(item, Done):
                         outcome["finish"] = item.finish_reason
                         continue  # the loop decides how the stream ends
@@ -333,7 +371,7 @@ class Agent:
             pump.cancel()
             await asyncio.wait([pump])
         if waiting:
-            outcome["suspend"] = self._suspension(waiting)
+            outcome["suspend"] = self._suspension(waiting, expires, clients)
 
     async def _pump(self, request: Request, out: MemoryObjectSendStream[Any]) -> None:
         """Task body: the model's stream onto the turn's channel (owned by the turn, which cancels it)."""

@@ -39,11 +39,17 @@ class ToolOptions(msgspec.Struct, frozen=True, kw_only=True):
     approve: Any = None
     """An :data:`Approver` for calls to tools marked ``requires_approval`` (none given: denied)."""
     client_timeout_s: float = 300.0
-    """How long to wait for a client-side tool's submitted result."""
+    """How long to wait for a client-side tool's submitted result (a durable run: until the run
+    is resumed with an error result saying none came)."""
     durable: bool = False
     """The run is durable (its log is its source of truth; the server's runs): a call that needs
-    approval and has no ``approve`` callback *suspends* the run until an answer arrives over the
-    wire, and a tool that is not ``retry_safe`` starts only once its call is in the log."""
+    approval and has no ``approve`` callback, or a client-side tool's call, *suspends* the run
+    until an answer arrives over the wire, and a tool that is not ``retry_safe`` starts only once
+    its call is in the log."""
+    caller_waits: bool = False
+    """A call to one of the caller's own tools (declared in the request, not the agent's) waits
+    for its result like a client-side tool's (a durable run suspends) instead of ending the run
+    with ``finish_reason="tool_calls"`` for the caller to send the result in a new request."""
     approval_timeout_s: float = 3600.0
     """A suspended run whose approval has not come within this long is resumed with the call
     denied (the model gets an error result saying so)."""

@@ -34,17 +34,25 @@ from tokenwire.tools.definition import CURRENT_CALL, Progress, Tool, ToolArgumen
 from tokenwire.tools.options import ToolOptions
 from tokenwire.tools.tree import CallScope, Sender, TreeBudget
 
-__all__ = ["AwaitingApproval", "ToolRunner"]
+__all__ = ["AwaitingApproval", "ToolRunner", "client_wait"]
 
 
 class AwaitingApproval:
-    """Sent by a durable run's call that waits for an approval over the wire (it has no result
-    yet): once the turn has nothing else to do, the run suspends."""
+    """Sent by a durable run's call that waits for an answer over the wire (an approval, or a
+    client-side tool's result; it has no result yet): once the turn has nothing else to do, the
+    run suspends."""
 
     __slots__ = ("call_id",)
 
     def __init__(self, call_id: str):
         self.call_id = call_id
+
+
+def client_wait(call: ToolCall, timeout_s: float) -> Step:
+    """The ``step client_tool started`` of a durable run's call that the client answers: its
+    result is due within ``timeout_s`` (wall time ``expires``)."""
+    detail = {"call_id": call.call_id, "tool": call.name, "args": call.args}
+    return Step(name="client_tool", status="started", detail={**detail, "expires": round(time.time() + timeout_s, 3)})
 
 
 def _jsonable(value: Any) -> Any:
@@ -257,6 +265,10 @@ class ToolRunner:
         return approved
 
     async def _client_side(self, tool: Tool, call: ToolCall, out: Sender) -> None:
+        if self.options.durable:  # the client answers over the wire, on any node: the run suspends
+            await out.send(client_wait(call, self.client_timeout_s))
+            await out.send(AwaitingApproval(call.call_id))
+            return
         fut: asyncio.Future[tuple[Any, bool]] = asyncio.get_running_loop().create_future()
         self._client[call.call_id] = fut
         detail = {"call_id": call.call_id, "tool": tool.name, "args": call.args}
