@@ -478,3 +478,30 @@ def test_the_encoder_asks_for_approvals_ends_at_a_suspension_and_a_continuation_
     user = {"id": "u", "role": "user", "parts": [{"type": "text", "text": "hi"}]}
     assert approval_answers(ChatUIBody(id="c", messages=[user, message])) == {"a1": True, "a2": False}
     assert approval_answers(ChatUIBody(id="c", messages=[message, user])) == {}  # not an answer: a new turn
+
+
+def test_the_sdk_drops_the_void_attempt_of_a_turn_asked_again_from_a_live_message(node: str) -> None:
+    """AI SDK 7's own readUIMessageStream applies the live stream of a turn asked again: the
+    ``reset-step`` takes the first attempt's text out of the message; the final text is there once."""
+    from tokenwire.events import Start, Step, TextDelta
+
+    env = {"stream_id": "s", "ts": 0.0}
+    script = [
+        Start(model="m", seq=0, **env),
+        Step(name="turn", status="started", detail={"turn": 1}, seq=1, **env),
+        TextDelta("The answ", seq=2, **env),
+        Step(name="turn", status="started", detail={"turn": 1, "restarted": True}, seq=3, **env),
+        TextDelta("An answer.", seq=4, **env),
+        Done(seq=5, **env),
+    ]
+    enc = UIMessageStream("m1")
+    frames = [f for e in script for f in enc.feed(e)]
+    chunks = [json.loads(f[6:]) for f in frames if f.startswith(b"data: {")]
+    done = subprocess.run(
+        [node, str(JS / "ui_chunks.mjs"), "ai"], input=json.dumps(chunks), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["errors"] == []
+    texts = [p["text"] for p in result["message"]["parts"] if p["type"] == "text"]
+    assert texts == ["An answer."]

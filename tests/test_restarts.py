@@ -92,3 +92,26 @@ def test_the_responses_encoder_ends_a_void_attempt_incomplete_and_leaves_it_out(
     (completed,) = [f["response"] for f in frames if f["type"] == "response.completed"]
     assert [i["id"] for i in completed["output"]] == ["msg_s_1"]
     assert [f["sequence_number"] for f in frames] == list(range(len(frames)))  # numbered the same for every reader
+
+
+def test_a_live_ui_message_stream_resets_the_step_of_a_turn_asked_again() -> None:
+    """Live (nothing left out): the AI SDK 7's ``reset-step`` drops the void attempt's parts
+    from the client's message; a replay that left the attempt out sends none."""
+    env = {"stream_id": "s", "ts": 0.0}
+    script = [
+        Start(model="m", seq=0, **env),
+        Step(name="turn", status="started", detail={"turn": 1}, seq=1, **env),
+        TextDelta("The answ", seq=2, **env),
+        Step(name="turn", status="started", detail={"turn": 1, "restarted": True}, seq=3, **env),
+        TextDelta("An answer.", seq=4, **env),
+        Done(seq=5, **env),
+    ]
+    encoder = UIMessageStream("m")
+    live = [c["type"] for c in data([f for e in script for f in encoder.feed(e)])]
+    assert live == [
+        "start", "start-step", "text-start", "text-delta", "text-end", "reset-step", "text-start", "text-delta",
+        "text-end", "finish-step", "finish",
+    ]  # fmt: skip
+    replay = UIMessageStream("m")
+    replay.void = frozenset(void_seqs(script))
+    assert "reset-step" not in [c["type"] for c in data([f for e in script for f in replay.feed(e)])]

@@ -170,6 +170,8 @@ class UIMessageStream(StreamEncoder):
         self._open: tuple[str, str] | None = None  # (text | reasoning, part id)
         self._names: dict[str, str] = {}  # call id -> tool name
         self._turns = 0  # model turns started (``step`` ``turn``)
+        self._step_calls: list[str] = []  # calls started in the current step
+        self._step_dirty = False  # a text, reasoning or tool part went out in the current step
         self._state: SharedState | None = None
 
     def _chunk(self, **fields: Any) -> bytes:
@@ -231,6 +233,8 @@ class UIMessageStream(StreamEncoder):
 
     def call_start(self, call_id: str, name: str) -> list[bytes]:
         self._names[call_id] = name
+        self._step_calls.append(call_id)
+        self._step_dirty = True
         return [*self._close(), self._chunk(type="tool-input-start", toolCallId=call_id, toolName=name)]
 
     def call_delta(self, call_id: str, delta: str) -> list[bytes]:
@@ -258,7 +262,9 @@ class UIMessageStream(StreamEncoder):
         """A model turn after the first is a step of its own (``finish-step``, ``start-step``), as
         in the AI SDK's own multi-step streams: useChat's ``lastAssistantMessageIsCompleteWithToolCalls``
         reads the last step only, and a server tool's call and the answer after it in one step
-        would make the page send the conversation again."""
+        would make the page send the conversation again. A turn asked again after its node
+        stopped is a ``reset-step`` (AI SDK 7: the client drops the step's parts, the void first
+        attempt) when this reader was sent any of it; a replay leaves the attempt out (``void``)."""
         detail = step.detail if isinstance(step.detail, dict) else {}
         if step.name == "approval" and isinstance(detail.get("call_id"), str):
             return self._approval(step.status, detail)
@@ -266,8 +272,14 @@ class UIMessageStream(StreamEncoder):
             self.finished = True
             finish = self._chunk(type="finish", finishReason="tool-calls")
             return [*self._close(), self._chunk(type="finish-step"), finish, b"data: [DONE]\n\n"]
-        if step.name != "turn" or step.status != "started" or detail.get("restarted"):
-            return []  # a turn asked again continues its step (the AI SDK cannot take text back)
+        if step.name != "turn" or step.status != "started":
+            return []
+        dirty, self._step_dirty = self._step_dirty, False
+        started, self._step_calls = self._step_calls, []
+        if detail.get("restarted"):
+            for call_id in started:
+                self._names.pop(call_id, None)
+            return [*self._close(), self._chunk(type="reset-step")] if dirty else []
         self._turns += 1
         if self._turns == 1:
             return []  # its start-step went out with start
@@ -325,6 +337,7 @@ class UIMessageStream(StreamEncoder):
             part = f"{self.message_id}-{self._n}"
             self._n += 1
             self._open = (kind, part)
+            self._step_dirty = True
             out.append(self._chunk(type=f"{kind}-start", id=part))
         return [*out, self._chunk(type=f"{kind}-delta", id=self._open[1], delta=delta)]
 
