@@ -132,3 +132,74 @@ async def test_a_tool_that_fails_is_a_tool_result_flagged_is_error() -> None:
     ok = Transcript()
     await tokenwire.generate(OpenAIAgents(calc()), "6 x 7?", observers=[ok])
     assert [e.is_error for e in ok.events if e.type == "tool_result"] == [False]
+
+
+def paying_bank(wired: list[int]) -> Agent:
+    """An agent whose model calls ``wire_money`` (``needs_approval``; ``wired`` lists its runs), then says "Done."."""
+
+    @function_tool(needs_approval=True)
+    def wire_money(amount: int) -> str:
+        """Send money."""
+        wired.append(amount)
+        return "sent"
+
+    steps = [[function_call("wire_money", {"amount": 5}, call_id="call_1")], [assistant_message("Done.")]]
+    return Agent(name="bank", model=ScriptedModel(steps), tools=[wire_money])  # type: ignore[list-item]
+
+
+async def test_a_tool_that_needs_approval_suspends_the_run_and_the_answer_goes_on_with_the_sdks_state() -> None:
+    """``needs_approval``: the SDK's run stops at an interruption; the stream logs a step approval
+    (the SDK's serialised RunState kept in its opaque resume) and suspends, holding nothing; the
+    owner's answer resumes it from the log: the state approves (the tool runs once) or rejects
+    (an error result, the tool never runs), and the SDK's run goes on in the same stream."""
+    import time
+
+    import pytest
+
+    from adapter_kit import until_ended
+    from tokenwire.errors import RunSuspended
+    from tokenwire.server import RunBody, RunService
+
+    for approved in (True, False):
+        wired: list[int] = []
+        bank = paying_bank(wired)
+        service = RunService(providers={"bank": OpenAIAgents(bank)}, api_keys=[KEY])
+        owner = service.authenticate(KEY)
+        run = await service.start(RunBody(prompt="Pay 5"), owner=owner)
+        with pytest.raises(RunSuspended):
+            await run.handle.wait()
+        asked = await service.history(run.stream_id)
+        assert_transcript(
+            asked,
+            [
+                "start",
+                ...,
+                {"type": "tool_call", "call_id": "call_1", "name": "wire_money", "args": {"amount": 5}},
+                "usage",
+                {"type": "step", "name": "approval", "status": "started"},
+                {"type": "step", "name": "suspend", "status": "started"},
+            ],
+        )
+        detail = asked[-2].detail  # type: ignore[union-attr]
+        assert detail["call_id"] == "call_1" and detail["expires"] > time.time() and detail["resume"]["state"]
+        assert wired == [] and not any(e.type == "tool_result" for e in asked)
+        await service.approve(run.stream_id, "call_1", approved, owner=owner)
+        events = await until_ended(service, run.stream_id)
+        resumed = events[len(asked) :]
+        assert_transcript(
+            resumed,
+            [
+                {"type": "step", "name": "approval", "status": "finished"},
+                ...,
+                {"type": "tool_result", "call_id": "call_1", "name": "wire_money", "is_error": not approved},
+                ...,
+                {"type": "text.delta", "text": "Done."},
+                ...,
+                {"type": "done", "finish_reason": "stop"},
+            ],
+        )
+        result = next(e for e in resumed if e.type == "tool_result")
+        assert result.result == ("sent" if approved else "The call was denied (api).")  # type: ignore[union-attr]
+        assert wired == ([5] if approved else [])
+        assert [e.seq for e in events] == list(range(len(events)))  # one stream, gapless
+        await service.shutdown(1.0)

@@ -16,6 +16,13 @@ It reads ``Runner.run_streamed(...).stream_events()``:
 - run items → ``tool_call`` (``tool_called``) and ``tool_result`` (``tool_output``);
 - the running agent changing (a handoff) → a ``step`` ``agent`` naming it.
 
+A tool with ``needs_approval`` asks over the wire, as tokenwire's own tools do: the stream logs
+a ``step`` ``approval`` per call (the SDK's ``RunState``, serialised, kept in the first one's
+opaque ``resume``) and the run suspends (a durable run: a server's); the answer
+(``POST …/approvals``, ``Client.approve``, useChat's or AG-UI's) approves or rejects the call in
+that state and the SDK's run goes on, on any node with the same agents. Unanswered for
+``approval_timeout_s``, it is a rejection.
+
 Sub-agents and handoffs are flattened into the one stream for now. Leaving the stream (cancel, a
 limit, a reader gone) cancels the SDK's run; a failure in it ends the stream with one ``error``
 (source ``provider``) naming the cause.
@@ -26,11 +33,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
-from tokenwire.core.provider import Part
+from tokenwire.core.fold import RunState
+from tokenwire.core.provider import Part, Provider, Suspend
 from tokenwire.core.request import Message, Request
+from tokenwire.errors import InvalidRequest
 from tokenwire.events import Done, ReasoningDelta, Step, ToolCall, ToolCallDelta, ToolCallStart, ToolResult, Usage
 
 __all__ = ["CANCEL_WAIT_S", "OpenAIAgents", "input_items"]
@@ -62,17 +72,24 @@ class OpenAIAgents:
     """The agent runs its tools: tokenwire's agent loop must not run them again; with no
     ``resume``, another node cannot carry its run on from the log (it ends ``not_resumable``)."""
 
-    def __init__(self, agent: Any, *, model: str | None = None, **run_options: Any):
+    def __init__(self, agent: Any, *, model: str | None = None, approval_timeout_s: float = 3600.0, **run_options: Any):
         self.agent = agent
         self.model = model or str(getattr(agent, "name", None) or "openai-agents")
+        self.approval_timeout_s = approval_timeout_s
         self.run_options = run_options
 
     async def stream(self, request: Request) -> AsyncIterator[Part]:
+        async with contextlib.aclosing(self.run(input_items(request), Run())) as parts:
+            async for part in parts:
+                yield part
+
+    async def run(self, start: Any, run: Run) -> AsyncGenerator[Part, None]:
+        """One ``Runner.run_streamed`` from ``start`` (input items, or a ``RunState`` that goes on),
+        mapped; it ends with ``done``, or suspends at the tools' approvals (``needs_approval``)."""
         from agents import Runner
 
-        run = Run()
         options = {**self.run_options, "run_config": run.noting_failures(self.run_options.get("run_config"))}
-        result = Runner.run_streamed(self.agent, input=input_items(request), **options)  # type: ignore[arg-type]
+        result = Runner.run_streamed(self.agent, start, **options)
         events: Any = result.stream_events()  # an async generator (typed as an iterator)
         try:
             async for event in events:
@@ -93,7 +110,77 @@ class OpenAIAgents:
             raise result.run_loop_exception
         if run.usage is not None:
             yield Usage(input_tokens=run.usage[0], output_tokens=run.usage[1])
-        yield Done(finish_reason="stop")
+        interruptions = list(getattr(result, "interruptions", None) or [])
+        if not interruptions:
+            yield Done(finish_reason="stop")
+            return
+        # The SDK's own state, serialised, is what goes on: kept (once) in the log, on the server.
+        expires, saved = round(time.time() + self.approval_timeout_s, 3), result.to_state().to_string()
+        waiting: list[str] = []
+        for item in interruptions:
+            raw = item.raw_item
+            call_id = raw.get("call_id") if isinstance(raw, dict) else getattr(raw, "call_id", None)
+            arguments = raw.get("arguments") if isinstance(raw, dict) else getattr(raw, "arguments", None)
+            detail = {"call_id": call_id, "tool": item.tool_name, "args": _args(arguments), "expires": expires}
+            resume = {"state": saved} if not waiting else {}
+            waiting.append(str(call_id))
+            yield Step(name="approval", status="started", detail={**detail, "resume": resume})
+        yield Suspend(f"waiting for approval of {', '.join(waiting)}", expires)
+
+    def resume(self, state: RunState, decisions: Mapping[str, tuple[bool, str]] | None = None) -> Provider:
+        """A run stopped at its tools' approvals goes on from the SDK's ``RunState`` that the log
+        keeps (``RunState.from_string``), each call approved or rejected as answered: on any node
+        with the same agents. Any other run cannot be carried on from the log (InvalidRequest)."""
+        answers = dict(decisions or {})
+        saved = [a["resume"]["state"] for a in state.approvals.values() if "state" in (a.get("resume") or {})]
+        if not answers or not saved:
+            raise InvalidRequest("an Agents SDK run goes on from the log only at its answered approvals")
+        return _Resumed(self, state, answers, saved[-1])
+
+
+class _Resumed:
+    """:meth:`OpenAIAgents.resume`'s continuation: a provider whose stream goes on with the run."""
+
+    runs_own_tools = True
+
+    def __init__(self, outer: OpenAIAgents, state: RunState, decisions: dict[str, tuple[bool, str]], saved: str):
+        self.outer, self.state, self.decisions, self.saved = outer, state, decisions, saved
+        self.model = outer.model
+        self.provider = outer  # what telemetry names, as for tokenwire's Agent
+
+    async def stream(self, request: Request) -> AsyncIterator[Part]:
+        from agents.run_state import RunState as SDKState
+
+        state, decisions = self.state, self.decisions
+        waiting = [cid for cid in state.pending_approvals() if cid not in decisions]
+        for cid, (approved, by) in decisions.items():
+            asked = state.approvals.get(cid, {})
+            detail = {"call_id": cid, "tool": asked.get("tool"), "args": asked.get("args"), "approved": approved}
+            held = {"held": True} if waiting else {}  # applied with the last answer of its turn
+            yield Step(name="approval", status="finished", detail={**detail, "by": by, **held})
+        if waiting:  # the turn's other calls still wait for their answers: so does the run
+            until = min(state.approvals[cid].get("expires") or time.time() for cid in waiting)
+            yield Suspend(f"waiting for approval of {', '.join(waiting)}", until)
+            return
+        sdk_state = await SDKState.from_string(self.outer.agent, self.saved)
+        run = Run()
+        run.turn = state.turns[-1].number if state.turns else 0
+        run.names = {c.call_id: c.name for turn in state.turns for c in turn.calls.values()}
+        for item in sdk_state.get_interruptions():
+            raw = item.raw_item
+            call_id = str(raw.get("call_id") if isinstance(raw, dict) else getattr(raw, "call_id", ""))
+            answer = decisions.get(call_id)
+            asked = state.approvals.get(call_id, {})
+            approved = answer[0] if answer is not None else bool(asked.get("approved"))
+            if approved:
+                sdk_state.approve(item)
+            else:
+                run.failed.add(call_id)  # its result is the SDK's rejection message: an error result
+                by = answer[1] if answer is not None else "log"
+                sdk_state.reject(item, rejection_message=f"The call was denied ({by}).")
+        async with contextlib.aclosing(self.outer.run(sdk_state, run)) as parts:
+            async for part in parts:
+                yield part
 
 
 class Run:
