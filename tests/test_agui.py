@@ -332,3 +332,77 @@ def test_a_suspension_ends_the_agui_run_with_an_interrupt_and_a_resume_entry_run
         type=AGUIBody,
     )
     assert approval_answers(body) == {"a": True, "b": False, "c": True, "d": False, "e": False}
+
+
+def test_a_turn_asked_again_is_taken_back_from_a_live_agui_client_with_a_messages_snapshot() -> None:
+    """Live (nothing left out): a turn asked again after its node stopped ends its first
+    attempt's message and sends MESSAGES_SNAPSHOT of the thread without it (the client's input,
+    the earlier turns' messages, valid for AG-UI's types); the new attempt follows."""
+    from tokenwire.events import Done, Start, TextDelta, ToolCall
+
+    env = {"stream_id": "s", "ts": 0.0}
+    given = [{"id": "u1", "role": "user", "content": "Weather?"}]
+    script = [
+        Start(model="m", seq=0, **env),
+        Step(name="turn", status="started", detail={"turn": 1}, seq=1, **env),
+        TextDelta("Let me look.", seq=2, **env),
+        ToolCall(call_id="c1", name="weather", args={"city": "Paris"}, seq=3, **env),
+        ToolResult(call_id="c1", name="weather", result="sunny", seq=4, **env),
+        Step(name="turn", status="finished", detail={"turn": 1}, seq=5, **env),
+        Step(name="turn", status="started", detail={"turn": 2}, seq=6, **env),
+        TextDelta("It is sun", seq=7, **env),
+        Step(name="turn", status="started", detail={"turn": 2, "restarted": True}, seq=8, **env),
+        TextDelta("Sunny in Paris.", seq=9, **env),
+        Done(seq=10, **env),
+    ]
+    enc = AGUIEvents("t", "r", messages=given)
+    events = parse(b"".join(f for e in script for f in enc.feed(e)))
+    check_lifecycle(events)
+    (snapshot,) = [e for e in events if e.type.value == "MESSAGES_SNAPSHOT"]
+    shown = [m.model_dump(by_alias=True, exclude_none=True) for m in snapshot.messages]
+    call = {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city":"Paris"}'}}
+    assert shown == [
+        {"id": "u1", "role": "user", "content": "Weather?"},
+        {"id": "r-m0", "role": "assistant", "content": "Let me look.", "toolCalls": [call]},
+        {"id": "r-m1", "role": "tool", "content": "sunny", "toolCallId": "c1"},
+    ]
+    kinds = [e.type.value for e in events]
+    after = kinds[kinds.index("MESSAGES_SNAPSHOT") :]
+    assert after[:4] == ["MESSAGES_SNAPSHOT", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_END"]
+
+
+@pytest.mark.e2e  # Node.js and the npm registry
+def test_agui_s_own_client_ends_with_the_final_text_once_when_a_turn_is_asked_again(node: str) -> None:
+    """@ag-ui/client's HttpAgent reading a run whose producer is handed over mid-answer to a
+    provider that cannot continue a prefix: the turn is asked again, the MESSAGES_SNAPSHOT takes
+    the first attempt back, and the agent's messages hold the answer once."""
+    import json
+    import subprocess
+    import time
+
+    from conftest import JS
+    from tokenwire.providers import Delay
+
+    words = [f"w{i} " for i in range(6)]
+    model = Scripted([*words[:3], Delay(2.0), *words[3:]])  # every call plays the whole answer
+    app = create_app(providers={"m": model}, api_keys=[KEY])
+    service = app.state.tokenwire
+    service.durable.poll_s = 0.02
+    with serve(app) as url:
+        proc = subprocess.Popen(
+            [node, str(JS / "agui_run.mjs"), url, KEY], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 30
+        while True:  # mid-answer: three words out, the model waiting
+            assert time.monotonic() < deadline, "the run did not start"
+            running = service.runs.running
+            if running and running[0].handle.result().text == "".join(words[:3]):
+                break
+            time.sleep(0.01)
+        running[0].handle.suspend("handed over (test)", until=0.0)  # thread-safe: its own loop runs it
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    result = json.loads(out)
+    assert "MESSAGES_SNAPSHOT" in result["events"] and result["events"][-1] == "RUN_FINISHED"
+    answers = [m["content"] for m in result["messages"] if m["role"] == "assistant"]
+    assert answers == ["".join(words)]

@@ -127,7 +127,7 @@ async def agui(service: RunService, request: HTTPRequest) -> Response:
 def _agui_encoder(service: RunService, body: AGUIBody, stream_id: str) -> Callable[[], AGUIEvents]:
     """What makes the AG-UI encoder of ``body``'s run (its interrupt ids the server's)."""
     approval_id = functools.partial(service.tokens.approval_id, stream_id)
-    return lambda: AGUIEvents(body.thread_id, body.run_id, approval_id=approval_id)
+    return lambda: AGUIEvents(body.thread_id, body.run_id, approval_id=approval_id, messages=body.messages)
 
 
 async def _agui_resume(service: RunService, request: HTTPRequest, last: str) -> Response:

@@ -122,9 +122,19 @@ class AGUIEvents(StreamEncoder):
     client that reconnects with ``Last-Event-ID`` gets the frames of the events after it; see
     :func:`tokenwire.server.frontends.agui`)."""
 
-    def __init__(self, thread_id: str, run_id: str, *, approval_id: Callable[[str], str] = str):
+    def __init__(
+        self,
+        thread_id: str,
+        run_id: str,
+        *,
+        approval_id: Callable[[str], str] = str,
+        messages: list[dict[str, Any]] | None = None,
+    ):
         self.thread_id = thread_id
         self.run_id = run_id
+        self.thread = _Thread(messages) if messages is not None else None
+        """The messages the client holds (given: its input), kept so that a turn asked again can
+        take its first attempt back with a ``MESSAGES_SNAPSHOT``; None: not kept."""
         self.approval_id = approval_id
         """The interrupt id of a call's approval (the server's proves it issued it)."""
         self._steps: list[str] = []  # steps started and not finished, by name
@@ -164,6 +174,8 @@ class AGUIEvents(StreamEncoder):
     def call_delta(self, call_id: str, delta: str) -> list[bytes]:
         out = [] if call_id in self._calls else self._call_start(call_id, "")
         self._calls[call_id] = True
+        if self.thread is not None:
+            self.thread.args(call_id, delta)
         return [*out, self._frame("TOOL_CALL_ARGS", toolCallId=call_id, delta=delta)]
 
     def call(self, call: ToolCall) -> list[bytes]:
@@ -171,9 +183,10 @@ class AGUIEvents(StreamEncoder):
 
     def result(self, result: ToolResult) -> list[bytes]:
         content = result.result if isinstance(result.result, str) else _encode(result.result).decode()
-        frame = self._frame(
-            "TOOL_CALL_RESULT", messageId=self._new_id(), toolCallId=result.call_id, content=content, role="tool"
-        )
+        mid = self._new_id()
+        if self.thread is not None:
+            self.thread.result(mid, result.call_id, content)
+        frame = self._frame("TOOL_CALL_RESULT", messageId=mid, toolCallId=result.call_id, content=content, role="tool")
         return [*self._close(), frame]
 
     def continued(self) -> bytes:
@@ -190,6 +203,10 @@ class AGUIEvents(StreamEncoder):
                 self._asked.pop(detail["call_id"], None)
         if step.name == "suspend":
             return self._interrupt(detail)
+        if step.name == "turn" and step.status == "started" and self.thread is not None:
+            if detail.get("restarted"):  # asked again: take the first attempt back, if it went out
+                return self._take_back()
+            self.thread.attempt.clear()
         if step.status == "started":
             self._steps.append(step.name)
         elif step.name in self._steps:
@@ -251,7 +268,11 @@ class AGUIEvents(StreamEncoder):
             else:
                 out.append(self._frame("REASONING_START", messageId=mid))
                 out.append(self._frame("REASONING_MESSAGE_START", messageId=mid, role="reasoning"))
+            if self.thread is not None:
+                self.thread.message(mid, "assistant" if kind == "text" else "reasoning")
         mid = self._open[1]
+        if self.thread is not None:
+            self.thread.parts[mid].append(text)
         kind_name = "TEXT_MESSAGE_CONTENT" if kind == "text" else "REASONING_MESSAGE_CONTENT"
         out.append(self._frame(kind_name, messageId=mid, delta=text))
         return out
@@ -271,15 +292,37 @@ class AGUIEvents(StreamEncoder):
         fields: dict[str, Any] = {"toolCallId": call_id, "toolCallName": name}
         if self._last_message is not None:
             fields["parentMessageId"] = self._last_message
+        if self.thread is not None:
+            self.thread.call(call_id, name, self._last_message)
         return [*out, self._frame("TOOL_CALL_START", **fields)]
 
     def _call_end(self, call: ToolCall) -> list[bytes]:
         out = [] if call.call_id in self._calls else self._call_start(call.call_id, call.name)
         if not self._calls[call.call_id]:  # it came whole: its arguments in one piece
-            out.append(self._frame("TOOL_CALL_ARGS", toolCallId=call.call_id, delta=_encode(call.args).decode()))
+            whole = _encode(call.args).decode()
+            out.append(self._frame("TOOL_CALL_ARGS", toolCallId=call.call_id, delta=whole))
             self._calls[call.call_id] = True
+            if self.thread is not None:
+                self.thread.args(call.call_id, whole)
         self._ended.add(call.call_id)
         return [*out, self._frame("TOOL_CALL_END", toolCallId=call.call_id)]
+
+    def _take_back(self) -> list[bytes]:
+        """A turn asked again after its node stopped: its first attempt (text, reasoning, the
+        calls it had not finished) leaves the client's messages by a ``MESSAGES_SNAPSHOT`` of the
+        thread without it (AG-UI's only way to take a message back). Nothing when none of it went
+        out to this reader (a replay leaves it out)."""
+        assert self.thread is not None
+        out = self._close()
+        unfinished = {c for c in self._calls if c not in self._ended}
+        if not self.thread.attempt and not unfinished & set(self.thread.calls):
+            return out
+        void = self.thread.take_back(unfinished)
+        for call_id in unfinished:
+            self._calls.pop(call_id, None)
+        if self._last_message in void:
+            self._last_message = None
+        return [*out, self._frame("MESSAGES_SNAPSHOT", messages=self.thread.snapshot())]
 
     def _close_all(self) -> list[bytes]:
         out = self._close()
@@ -287,4 +330,76 @@ class AGUIEvents(StreamEncoder):
             if call_id not in self._ended:  # a call the model never finished
                 self._ended.add(call_id)
                 out.append(self._frame("TOOL_CALL_END", toolCallId=call_id))
+        return out
+
+
+class _Thread:
+    """The messages an AG-UI client builds from what :class:`AGUIEvents` writes (AG-UI's own
+    reducer, for these events): the client's input, then this run's text and reasoning messages,
+    the tool calls on their parent message, the tool messages after their call's message."""
+
+    def __init__(self, given: list[dict[str, Any]]):
+        self.given = given
+        self.produced: list[dict[str, Any]] = []
+        self.parts: dict[str, list[str]] = {}  # message id -> its content's pieces
+        self.calls: dict[str, dict[str, Any]] = {}  # call id -> its toolCalls entry
+        self.holder: dict[str, dict[str, Any]] = {}  # call id -> the message that holds it
+        self.pieces: dict[str, list[str]] = {}  # call id -> its arguments' pieces
+        self.attempt: list[str] = []  # the messages the current turn wrote (text, reasoning)
+
+    def message(self, mid: str, role: str) -> None:
+        self.produced.append({"id": mid, "role": role})
+        self.parts[mid] = []
+        self.attempt.append(mid)
+
+    def call(self, call_id: str, name: str, parent: str | None) -> None:
+        holder = next((m for m in self.produced if m["id"] == parent and m["role"] == "assistant"), None)
+        if holder is None:
+            holder = {"id": parent or call_id, "role": "assistant"}
+            self.produced.append(holder)
+        entry = {"id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+        holder.setdefault("toolCalls", []).append(entry)
+        self.calls[call_id], self.holder[call_id], self.pieces[call_id] = entry, holder, []
+
+    def args(self, call_id: str, delta: str) -> None:
+        if call_id in self.pieces:
+            self.pieces[call_id].append(delta)
+
+    def result(self, mid: str, call_id: str, content: str) -> None:
+        message = {"id": mid, "role": "tool", "toolCallId": call_id, "content": content}
+        holder = self.holder.get(call_id)
+        at = next((i for i, m in enumerate(self.produced) if m is holder), None)
+        if at is None:
+            self.produced.append(message)
+            return
+        at += 1
+        while at < len(self.produced) and self.produced[at]["role"] == "tool":
+            at += 1
+        self.produced.insert(at, message)
+
+    def take_back(self, unfinished: set[str]) -> set[str]:
+        """Drop the current turn's messages and the unfinished calls; the ids dropped."""
+        void = set(self.attempt)
+        for call_id in unfinished & set(self.calls):
+            holder = self.holder.pop(call_id)
+            holder["toolCalls"] = [c for c in holder["toolCalls"] if c["id"] != call_id]
+            del self.calls[call_id], self.pieces[call_id]
+            if not holder["toolCalls"] and holder["id"] not in self.parts:
+                void.add(holder["id"])  # a message that held only that call
+        self.produced = [m for m in self.produced if m["id"] not in void]
+        self.attempt.clear()
+        return void
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        out = list(self.given)
+        for m in self.produced:
+            m = dict(m)
+            if m["id"] in self.parts:
+                m["content"] = "".join(self.parts[m["id"]])
+            if "toolCalls" in m:
+                m["toolCalls"] = [
+                    {**c, "function": {**c["function"], "arguments": "".join(self.pieces[c["id"]])}}
+                    for c in m["toolCalls"]
+                ]
+            out.append(m)
         return out
