@@ -483,17 +483,9 @@ def test_the_encoder_asks_for_approvals_ends_at_a_suspension_and_a_continuation_
 def test_the_sdk_drops_the_void_attempt_of_a_turn_asked_again_from_a_live_message(node: str) -> None:
     """AI SDK 7's own readUIMessageStream applies the live stream of a turn asked again: the
     ``reset-step`` takes the first attempt's text out of the message; the final text is there once."""
-    from tokenwire.events import Start, Step, TextDelta
+    from test_restarts import asked_again
 
-    env = {"stream_id": "s", "ts": 0.0}
-    script = [
-        Start(model="m", seq=0, **env),
-        Step(name="turn", status="started", detail={"turn": 1}, seq=1, **env),
-        TextDelta("The answ", seq=2, **env),
-        Step(name="turn", status="started", detail={"turn": 1, "restarted": True}, seq=3, **env),
-        TextDelta("An answer.", seq=4, **env),
-        Done(seq=5, **env),
-    ]
+    script = asked_again()
     enc = UIMessageStream("m1")
     frames = [f for e in script for f in enc.feed(e)]
     chunks = [json.loads(f[6:]) for f in frames if f.startswith(b"data: {")]

@@ -22,6 +22,19 @@ from tokenwire.wire.ai_sdk import UIMessageStream
 from tokenwire.wire.openai_responses import ResponseEvents
 
 
+def asked_again() -> list[Event]:
+    """A turn whose first attempt ("The answ") is void: it was asked again ("An answer.")."""
+    env: dict[str, Any] = {"stream_id": "s", "ts": 0.0}
+    return [
+        Start(model="m", seq=0, **env),
+        Step(name="turn", status="started", detail={"turn": 1}, seq=1, **env),
+        TextDelta("The answ", seq=2, **env),
+        Step(name="turn", status="started", detail={"turn": 1, "restarted": True}, seq=3, **env),
+        TextDelta("An answer.", seq=4, **env),
+        Done(seq=5, **env),
+    ]
+
+
 def final_text(events: list[Event]) -> str:
     builder = ResponseBuilder("s", "m")
     for e in events:
@@ -73,15 +86,7 @@ def test_the_responses_encoder_ends_a_void_attempt_incomplete_and_leaves_it_out(
     """Live, as a reader of the Responses API sees it: the first attempt's message item is done
     with status ``incomplete``; the new attempt is a new item; the completed response's output
     (what ``output_text`` reads) holds the final attempt only."""
-    env = {"stream_id": "s", "ts": 0.0}
-    script = [
-        Start(model="m", seq=0, **env),
-        Step(name="turn", status="started", detail={"turn": 1}, seq=1, **env),
-        TextDelta("The answ", seq=2, **env),
-        Step(name="turn", status="started", detail={"turn": 1, "restarted": True}, seq=3, **env),
-        TextDelta("An answer.", seq=4, **env),
-        Done(seq=5, **env),
-    ]
+    script = asked_again()
     enc = ResponseEvents("resp_s", model="m")
     frames = data([f for e in script for f in enc.feed(e)])
     done = [f["item"] for f in frames if f["type"] == "response.output_item.done"]
@@ -97,15 +102,7 @@ def test_the_responses_encoder_ends_a_void_attempt_incomplete_and_leaves_it_out(
 def test_a_live_ui_message_stream_resets_the_step_of_a_turn_asked_again() -> None:
     """Live (nothing left out): the AI SDK 7's ``reset-step`` drops the void attempt's parts
     from the client's message; a replay that left the attempt out sends none."""
-    env = {"stream_id": "s", "ts": 0.0}
-    script = [
-        Start(model="m", seq=0, **env),
-        Step(name="turn", status="started", detail={"turn": 1}, seq=1, **env),
-        TextDelta("The answ", seq=2, **env),
-        Step(name="turn", status="started", detail={"turn": 1, "restarted": True}, seq=3, **env),
-        TextDelta("An answer.", seq=4, **env),
-        Done(seq=5, **env),
-    ]
+    script = asked_again()
     encoder = UIMessageStream("m")
     live = [c["type"] for c in data([f for e in script for f in encoder.feed(e)])]
     assert live == [

@@ -13,11 +13,15 @@ True
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from typing import Any
 
-from tokenwire.core.provider import Provider
+from tokenwire.core.fold import RunState
+from tokenwire.core.provider import Part, Provider, Suspend
+from tokenwire.events import Step
 
-__all__ = ["adapt"]
+__all__ = ["adapt", "answer_parts"]
 
 _LANGCHAIN = ("langchain_core.", "langgraph.")
 
@@ -46,3 +50,21 @@ def adapt(obj: Any) -> Provider | None:
 
         return OpenAIAgents(obj)
     return None
+
+
+def answer_parts(state: RunState, decisions: Mapping[str, tuple[bool, str]]) -> list[Part]:
+    """What a framework's run that resumes with answers (call id -> (approved, by whom)) writes
+    first: each answered call's ``step approval finished``, and, while other calls of its turn
+    still wait, the :class:`~tokenwire.core.provider.Suspend` that waits for them (the list then
+    ends with it, and the answers given are ``held``: applied with the last one)."""
+    waiting = [cid for cid in state.pending_approvals() if cid not in decisions]
+    parts: list[Part] = []
+    for cid, (approved, by) in decisions.items():
+        asked = state.approvals.get(cid, {})
+        detail = {"call_id": cid, "tool": asked.get("tool"), "args": asked.get("args"), "approved": approved}
+        held = {"held": True} if waiting else {}
+        parts.append(Step(name="approval", status="finished", detail={**detail, "by": by, **held}))
+    if waiting:
+        until = min(state.approvals[cid].get("expires") or time.time() for cid in waiting)
+        parts.append(Suspend(f"waiting for approval of {', '.join(waiting)}", until))
+    return parts

@@ -31,6 +31,7 @@ from typing import Any
 
 import msgspec
 
+from tokenwire.adapters import answer_parts
 from tokenwire.core.fold import RunState, tool_messages
 from tokenwire.core.provider import Part, Provider, Suspend
 from tokenwire.core.request import Message, Request
@@ -160,16 +161,11 @@ class _Resumed:
         from pydantic_ai import DeferredToolResults, ToolDenied
 
         state, decisions = self.state, self.decisions
-        waiting = [cid for cid in state.pending_approvals() if cid not in decisions]
-        for cid, (approved, by) in decisions.items():
-            asked = state.approvals.get(cid, {})
-            detail = {"call_id": cid, "tool": asked.get("tool"), "args": asked.get("args"), "approved": approved}
-            held = {"held": True} if waiting else {}  # applied with the last answer of its turn
-            yield Step(name="approval", status="finished", detail={**detail, "by": by, **held})
-        if waiting:  # the turn's other calls still wait for their answers: so does the run
-            until = min(state.approvals[cid].get("expires") or time.time() for cid in waiting)
-            yield Suspend(f"waiting for approval of {', '.join(waiting)}", until)
-            return
+        first = answer_parts(state, decisions)
+        for part in first:
+            yield part
+        if first and isinstance(first[-1], Suspend):
+            return  # the turn's other calls still wait for their answers: so does the run
         messages, turns = list(request.messages), state.turns
         run = Run(turn=turns[-1].number if turns else 0)
         answered: dict[str, Any] = {}  # the last turn's decided calls without a result
