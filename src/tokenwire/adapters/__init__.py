@@ -14,14 +14,15 @@ True
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from tokenwire.core.fold import RunState
 from tokenwire.core.provider import Part, Provider, Suspend
+from tokenwire.core.request import Request
 from tokenwire.events import Step
 
-__all__ = ["adapt", "answer_parts"]
+__all__ = ["Resumed", "adapt", "answer_parts"]
 
 _LANGCHAIN = ("langchain_core.", "langgraph.")
 
@@ -68,3 +69,28 @@ def answer_parts(state: RunState, decisions: Mapping[str, tuple[bool, str]]) -> 
         until = min(state.approvals[cid].get("expires") or time.time() for cid in waiting)
         parts.append(Suspend(f"waiting for approval of {', '.join(waiting)}", until))
     return parts
+
+
+class Resumed:
+    """A framework's run carried on from the log with answers (an adapter's ``resume``): a
+    provider that writes the answers (:func:`answer_parts`), waits on while its turn's other
+    calls still wait, and else goes on with the framework (:meth:`go_on`, the adapter's)."""
+
+    runs_own_tools = True
+
+    def __init__(self, outer: Any, state: RunState, decisions: dict[str, tuple[bool, str]]):
+        self.outer, self.state, self.decisions = outer, state, decisions
+        self.model: str = outer.model
+        self.provider = outer  # what telemetry names, as for tokenwire's Agent
+
+    async def stream(self, request: Request) -> AsyncIterator[Part]:
+        first = answer_parts(self.state, self.decisions)
+        for part in first:
+            yield part
+        if first and isinstance(first[-1], Suspend):
+            return  # the turn's other calls still wait for their answers: so does the run
+        async for part in self.go_on(request):
+            yield part
+
+    def go_on(self, request: Request) -> AsyncIterator[Part]:
+        raise NotImplementedError

@@ -37,7 +37,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
-from tokenwire.adapters import answer_parts
+from tokenwire.adapters import Resumed
 from tokenwire.core.fold import RunState
 from tokenwire.core.provider import Part, Provider, Suspend
 from tokenwire.core.request import Message, Request
@@ -139,25 +139,19 @@ class OpenAIAgents:
         return _Resumed(self, state, answers, saved[-1])
 
 
-class _Resumed:
-    """:meth:`OpenAIAgents.resume`'s continuation: a provider whose stream goes on with the run."""
+class _Resumed(Resumed):
+    """:meth:`OpenAIAgents.resume`'s continuation: the SDK's run goes on from its saved state."""
 
-    runs_own_tools = True
+    outer: OpenAIAgents
 
     def __init__(self, outer: OpenAIAgents, state: RunState, decisions: dict[str, tuple[bool, str]], saved: str):
-        self.outer, self.state, self.decisions, self.saved = outer, state, decisions, saved
-        self.model = outer.model
-        self.provider = outer  # what telemetry names, as for tokenwire's Agent
+        super().__init__(outer, state, decisions)
+        self.saved = saved
 
-    async def stream(self, request: Request) -> AsyncIterator[Part]:
+    async def go_on(self, request: Request) -> AsyncIterator[Part]:
         from agents.run_state import RunState as SDKState
 
         state, decisions = self.state, self.decisions
-        first = answer_parts(state, decisions)
-        for part in first:
-            yield part
-        if first and isinstance(first[-1], Suspend):
-            return  # the turn's other calls still wait for their answers: so does the run
         sdk_state = await SDKState.from_string(self.outer.agent, self.saved)
         run = Run()
         run.turn = state.turns[-1].number if state.turns else 0

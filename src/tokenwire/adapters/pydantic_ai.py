@@ -31,7 +31,7 @@ from typing import Any
 
 import msgspec
 
-from tokenwire.adapters import answer_parts
+from tokenwire.adapters import Resumed
 from tokenwire.core.fold import RunState, tool_messages
 from tokenwire.core.provider import Part, Provider, Suspend
 from tokenwire.core.request import Message, Request
@@ -147,25 +147,15 @@ class PydanticAI:
             yield Done(finish_reason="stop")
 
 
-class _Resumed:
-    """:meth:`PydanticAI.resume`'s continuation: a provider whose stream goes on with the run."""
+class _Resumed(Resumed):
+    """:meth:`PydanticAI.resume`'s continuation: the run goes on from the history the log gives."""
 
-    runs_own_tools = True
+    outer: PydanticAI
 
-    def __init__(self, outer: PydanticAI, state: RunState, decisions: dict[str, tuple[bool, str]]):
-        self.outer, self.state, self.decisions = outer, state, decisions
-        self.model = outer.model
-        self.provider = outer  # what telemetry names, as for tokenwire's Agent
-
-    async def stream(self, request: Request) -> AsyncIterator[Part]:
+    async def go_on(self, request: Request) -> AsyncIterator[Part]:
         from pydantic_ai import DeferredToolResults, ToolDenied
 
         state, decisions = self.state, self.decisions
-        first = answer_parts(state, decisions)
-        for part in first:
-            yield part
-        if first and isinstance(first[-1], Suspend):
-            return  # the turn's other calls still wait for their answers: so does the run
         messages, turns = list(request.messages), state.turns
         run = Run(turn=turns[-1].number if turns else 0)
         answered: dict[str, Any] = {}  # the last turn's decided calls without a result
