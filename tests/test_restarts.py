@@ -2,7 +2,8 @@
 first attempt: every way of reading a run shows the final text once. Differential over generated
 transcripts (the :class:`~tokenwire.Response` aggregate is the oracle): the fold's ``void_seqs``,
 the AI SDK's and AG-UI's encoders replaying the log (they cannot take text back, so a replay
-leaves the void output out), and the Responses API's encoder (it ends the void items
+leaves the void output out), a chat completion (an error, ``restarted``, rather than a wrong
+text: it cannot take text back), and the Responses API's encoder (it ends the void items
 ``incomplete`` and leaves them out of the response's output, whoever reads it, live or not).
 """
 
@@ -19,6 +20,7 @@ from tokenwire.core.response import ResponseBuilder
 from tokenwire.events import TERMINAL_TYPES, Done, Event, Start, Step, TextDelta
 from tokenwire.wire.agui import AGUIEvents
 from tokenwire.wire.ai_sdk import UIMessageStream
+from tokenwire.wire.openai_chat import ChatCompletionChunks
 from tokenwire.wire.openai_responses import ResponseEvents
 
 
@@ -73,6 +75,12 @@ def test_every_format_shows_the_final_text_once(events: list[Event]) -> None:
     agui.void = void
     frames = data([f for e in events for f in agui.feed(e)])
     assert "".join(f["delta"] for f in frames if f["type"] == "TEXT_MESSAGE_CONTENT") == text
+
+    chat = ChatCompletionChunks("c", model="m", created=0)  # live: it cannot take text back, so it says so
+    frames = data([f for e in events for f in chat.feed(e)])
+    said = "".join(f["choices"][0]["delta"].get("content") or "" for f in frames if "choices" in f)
+    errors = [f["error"]["code"] for f in frames if "error" in f]
+    assert said == text or errors[-1:] == ["restarted"]
 
     responses = ResponseEvents("resp_s", model="m")  # no void set: it takes the first attempt back itself
     for e in events:
