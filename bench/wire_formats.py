@@ -28,7 +28,8 @@ FORMATS: dict[str, Callable[[], StreamEncoder]] = {
         "chatcmpl-1", model="m", created=0, include_usage=True
     ),
     "OpenAI Responses events": lambda: ResponseEvents("resp_1", model="m", created_at=0),
-    "AG-UI events": lambda: AGUIEvents("thread-1", "run-1"),
+    # As the server makes it: with the request's messages, kept so a turn asked again can be taken back.
+    "AG-UI events": lambda: AGUIEvents("thread-1", "run-1", messages=[{"id": "u1", "role": "user", "content": "hi"}]),
     "AI SDK UI message stream": lambda: UIMessageStream("msg-1"),
 }
 

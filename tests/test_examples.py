@@ -90,7 +90,9 @@ def test_research_serves_the_agent_whose_tree_a_client_reads_on_one_connection()
 
         async def read() -> list[Any]:
             async with Client(base) as c:
+                # Seeded as the example's own CLI run is (fewer ways for the small model to go).
                 body = {"prompt": "Why is the sky blue?", "tools": ["research"], "tool_choice": "required"}
+                body |= {"seed": 3, "temperature": 0.2}
                 info = await c.create_run(body)
                 return [e async for e in c.subscribe(info.stream_id, info.read_token, tree=True)]
 
@@ -101,7 +103,10 @@ def test_research_serves_the_agent_whose_tree_a_client_reads_on_one_connection()
     assert f"web UI: {base}/?tools=research&tool_choice=required" in out.decode()
     streams = {e.stream_id for e in got}
     children = [e for e in got if e.type == "start" and e.parent is not None]
-    assert len(streams) == 3 and len(children) == 2 and all(c.parent.depth == 1 for c in children)
+    calls = [e for e in got if e.type == "tool_call" and e.stream_id == got[0].stream_id]
+    # Each research call starts its two sub-agents (the small model may call it in a second turn too).
+    assert calls and len(children) == 2 * len(calls) and all(c.parent.depth == 1 for c in children)
+    assert streams == {got[0].stream_id, *(c.stream_id for c in children)}
     assert got[-1].type == "done" and got[-1].stream_id == got[0].stream_id
 
 
