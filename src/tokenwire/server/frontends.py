@@ -147,8 +147,9 @@ async def _agui_resume(service: RunService, request: HTTPRequest, last: str) -> 
     reader = service.frames.reader(stream_id, "agui", _agui_encoder(service, body, stream_id), start=at)
     history = await service.history(stream_id)
     reader.catch_up(e for e in history if e.seq < after)  # the frames the client has, written to nobody
-    assert reader.private is not None
-    reader.private.void = frozenset(s for s in void_seqs(history) if s >= after)  # what it has not seen yet
+    encoder = reader.private
+    assert isinstance(encoder, AGUIEvents)
+    encoder.void = frozenset(s for s in void_seqs(history) if s >= after)  # what it has not seen yet
     frames = log_frames(service, stream_id, after, reader=reader, lagging=False)
     return EventStreamResponse(service, frames, transport="agui", headers=sse_headers())
 

@@ -132,7 +132,11 @@ class AGUIEvents(StreamEncoder):
     ):
         self.thread_id = thread_id
         self.run_id = run_id
+        self.void: frozenset[int] = frozenset()
+        """Seqs to write nothing for: a replay's output that a turn asked again voided
+        (:func:`tokenwire.core.fold.void_seqs`)."""
         self.thread = _Thread(messages) if messages is not None else None
+        self._keep: Callable[[str], None] | None = None  # the open message's content, kept (with a thread)
         """The messages the client holds (given: its input), kept so that a turn asked again can
         take its first attempt back with a ``MESSAGES_SNAPSHOT``; None: not kept."""
         self.approval_id = approval_id
@@ -146,6 +150,8 @@ class AGUIEvents(StreamEncoder):
         self._ended: set[str] = set()
 
     def feed(self, event: Event) -> list[bytes]:
+        if self.void and event.seq in self.void:
+            return []
         frames = super().feed(event)
         if frames:
             frames[-1] = b"id: %d\n%s" % (event.seq, frames[-1])
@@ -202,6 +208,7 @@ class AGUIEvents(StreamEncoder):
             else:
                 self._asked.pop(detail["call_id"], None)
         if step.name == "suspend":
+            self.finished_at = step.seq
             return self._interrupt(detail)
         if step.name == "turn" and step.status == "started" and self.thread is not None:
             if detail.get("restarted"):  # asked again: take the first attempt back, if it went out
@@ -269,10 +276,10 @@ class AGUIEvents(StreamEncoder):
                 out.append(self._frame("REASONING_START", messageId=mid))
                 out.append(self._frame("REASONING_MESSAGE_START", messageId=mid, role="reasoning"))
             if self.thread is not None:
-                self.thread.message(mid, "assistant" if kind == "text" else "reasoning")
+                self._keep = self.thread.message(mid, "assistant" if kind == "text" else "reasoning")
         mid = self._open[1]
-        if self.thread is not None:
-            self.thread.parts[mid].append(text)
+        if self._keep is not None:
+            self._keep(text)
         kind_name = "TEXT_MESSAGE_CONTENT" if kind == "text" else "REASONING_MESSAGE_CONTENT"
         out.append(self._frame(kind_name, messageId=mid, delta=text))
         return out
@@ -347,10 +354,13 @@ class _Thread:
         self.pieces: dict[str, list[str]] = {}  # call id -> its arguments' pieces
         self.attempt: list[str] = []  # the messages the current turn wrote (text, reasoning)
 
-    def message(self, mid: str, role: str) -> None:
+    def message(self, mid: str, role: str) -> Callable[[str], None]:
+        """A new message; returns what keeps its content's pieces."""
         self.produced.append({"id": mid, "role": role})
-        self.parts[mid] = []
+        parts: list[str] = []
+        self.parts[mid] = parts
         self.attempt.append(mid)
+        return parts.append
 
     def call(self, call_id: str, name: str, parent: str | None) -> None:
         holder = next((m for m in self.produced if m["id"] == parent and m["role"] == "assistant"), None)

@@ -173,6 +173,9 @@ class UIMessageStream(StreamEncoder):
         self._step_calls: list[str] = []  # calls started in the current step
         self._step_dirty = False  # a text, reasoning or tool part went out in the current step
         self._state: SharedState | None = None
+        self.void: frozenset[int] = frozenset()
+        """The root's seqs to write nothing for: a replay's output that a turn asked again voided
+        (:func:`tokenwire.core.fold.void_seqs`)."""
 
     def _chunk(self, **fields: Any) -> bytes:
         return b"data: " + _encode(fields) + b"\n\n"
@@ -183,6 +186,8 @@ class UIMessageStream(StreamEncoder):
             self._root = root = event.stream_id
         if event.stream_id != root and root is not None:
             return self._child(event)
+        if self.void and event.seq in self.void:
+            return []
         return super().feed(event)
 
     def _child(self, event: Event) -> list[bytes]:
@@ -269,7 +274,7 @@ class UIMessageStream(StreamEncoder):
         if step.name == "approval" and isinstance(detail.get("call_id"), str):
             return self._approval(step.status, detail)
         if step.name == "suspend":  # the run waits for answers: this message ends here, for now
-            self.finished = True
+            self.finished, self.finished_at = True, step.seq
             finish = self._chunk(type="finish", finishReason="tool-calls")
             return [*self._close(), self._chunk(type="finish-step"), finish, b"data: [DONE]\n\n"]
         if step.name != "turn" or step.status != "started":

@@ -81,15 +81,13 @@ class SharedEncoder(_Window):
     True
     """
 
-    __slots__ = ("encoder", "end_seq", "start")
+    __slots__ = ("encoder", "start")
 
     def __init__(self, encoder: StreamEncoder, *, window: int = 1024, start: int = 0):
         super().__init__(window)
         self.encoder = encoder
         self.start = self.next_seq = start
         """The first seq it encodes (a response that continues a run from its middle)."""
-        self.end_seq: int | None = None
-        """The seq of the event its encoder finished at (a terminal, or a format's end of a response)."""
 
     def frame(self, event: Event) -> bytes | None:
         """The event's frames joined (``b""`` when the format writes none); ``None`` when
@@ -100,8 +98,6 @@ class SharedEncoder(_Window):
             frame = b"".join(self.encoder.feed(event))
             self.frames.append(frame)
             self.next_seq = seq + 1
-            if self.end_seq is None and self.encoder.finished:
-                self.end_seq = seq
             return frame
         offset = seq - (self.next_seq - len(self.frames))
         if 0 <= offset < len(self.frames):
@@ -144,7 +140,7 @@ class SharedReader:
         (after its terminal, or where the format ends a response early: a suspended run)."""
         if self.private is not None:
             return self.private.finished
-        end = self.shared.end_seq
+        end = self.shared.encoder.finished_at
         return end is not None and seq >= end
 
 

@@ -42,16 +42,15 @@ class StreamEncoder:
     """Our events in, one format's frames out (one instance per stream and reader)."""
 
     finished: bool = False
-    """True once the terminal event was fed."""
+    """True once the terminal event was fed (or the format ended its response early: a suspension)."""
+    finished_at: int | None = None
+    """The seq of the event it finished at."""
     usage: Usage | TokenUsage | None = None
     """The stream's usage, once a ``usage`` event (or a ``done`` carrying one) arrived."""
-    void: frozenset[int] = frozenset()
-    """Seqs to write nothing for: a replay's output that a turn asked again voided
-    (:func:`tokenwire.core.fold.void_seqs`), for a format that cannot take text back."""
 
     def feed(self, event: Event) -> list[bytes]:
         """The frames for one event (none for events the format has no place for)."""
-        if self.finished or (self.void and event.seq in self.void):
+        if self.finished:
             return []
         match event:
             case TextDelta():
@@ -78,11 +77,11 @@ class StreamEncoder:
             case Start():
                 return self.start(event)
             case Done():
-                self.finished = True
+                self.finished, self.finished_at = True, event.seq
                 self.usage = self.usage or event.usage
                 return self.done(event)
             case Error():
-                self.finished = True
+                self.finished, self.finished_at = True, event.seq
                 return self.error(event)
         return []
 

@@ -165,7 +165,6 @@ class ChatCompletionChunks(StreamEncoder):
         self._calls: dict[str, int] = {}  # call id -> index, in the order calls started
         self._streamed: set[str] = set()  # calls whose arguments went out as deltas
         self._opened = False  # the first chunk with content names the role (as OpenAI's does)
-        self._said = False  # something of the current model turn went out
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         body = {
@@ -187,21 +186,17 @@ class ChatCompletionChunks(StreamEncoder):
         return []  # the role goes out with the first content: only then is it known whether text comes
 
     def text(self, delta: str) -> list[bytes]:
-        self._said = True
         if self._opened:
             return [self._chunk({"content": delta})]
         return [self._chunk(self._open({"content": delta}))]
 
     def reasoning(self, delta: str) -> list[bytes]:
-        self._said = True
         return [self._chunk({"reasoning_content": delta} if self._opened else self._open({"reasoning_content": delta}))]
 
     def call_start(self, call_id: str, name: str) -> list[bytes]:
-        self._said = True
         return [self._call_start(call_id, name)]
 
     def call_delta(self, call_id: str, delta: str) -> list[bytes]:
-        self._said = True
         self._streamed.add(call_id)
         # A delta without a start is numbered now (its name comes with the complete call).
         index = self._calls.setdefault(call_id, len(self._calls))
@@ -212,15 +207,14 @@ class ChatCompletionChunks(StreamEncoder):
         return self._complete_call(call)
 
     def step(self, step: Step) -> list[bytes]:
-        """A model turn asked again after its node stopped voids what its first attempt wrote,
-        which a chat completion cannot take back: a reader that got any of it gets an error
-        (code ``restarted``; the OpenAI SDK raises it) and nothing more, never a wrong text."""
-        if step.name != "turn" or step.status != "started":
+        """A model turn asked again after its node stopped voids what its first attempt wrote
+        (a turn is asked again only when some of it is in the log, and a chat completion reads
+        it all), which a chat completion cannot take back: its reader gets an error (code
+        ``restarted``; the OpenAI SDK raises it) and nothing more, never a wrong text."""
+        restarted = isinstance(step.detail, dict) and step.detail.get("restarted")
+        if step.name != "turn" or step.status != "started" or not restarted:
             return []
-        said, self._said = self._said, False
-        if not (isinstance(step.detail, dict) and step.detail.get("restarted")) or not said:
-            return []
-        self.finished = True
+        self.finished, self.finished_at = True, step.seq
         message = "the model was asked again after its node stopped: the text so far is void; ask again"
         return [b"data: " + _encode(openai_error(message, type="server_error", code="restarted")) + b"\n\n"]
 
