@@ -99,7 +99,9 @@ async def agui(service: RunService, request: HTTPRequest) -> Response:
     ``seq`` as its SSE ``id``. A run started with ``X-Tokenwire-Resumable: true`` survives its
     client leaving (a run nobody reads is cancelled after ``abandon_after_s``); the same request
     again (the same ``threadId`` and ``runId``, the same API key) with ``Last-Event-ID`` carries
-    on after that seq instead of starting a run (404 when that run is not going on this node)."""
+    on after that seq instead of starting a run, on any node (404 for a run it does not know).
+    A run with ``resume`` entries answers the interrupts a suspended run of ours ended with, and
+    carries that run on (see the module docstring)."""
     last = request.headers.get("last-event-id")
     if last is not None:
         return await _agui_resume(service, request, last)
@@ -114,7 +116,8 @@ async def agui(service: RunService, request: HTTPRequest) -> Response:
             await remember(service, owner, name, Named(stream_id, "", at))
         make = _agui_encoder(service, body, stream_id)
         reader = service.frames.reader(stream_id, "agui", make, start=at)
-        frames = log_frames(service, stream_id, at, reader=reader, prelude=make().continued(), lagging=False)
+        prelude = make().continued()
+        frames = log_frames(service, stream_id, at, reader=reader, prelude=prelude, lagging=False, live_from=at)
         return EventStreamResponse(service, frames, transport="agui", headers=sse_headers())
     _, _, run = await admit(service, request, AGUIBody, agui_request, parsed=(owner, body))
     if resumable:
