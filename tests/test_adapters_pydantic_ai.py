@@ -409,3 +409,39 @@ async def test_a_resumed_run_keeps_the_agents_system_prompt_and_its_thinking() -
     assert [p.content for p in parts if isinstance(p, SystemPromptPart)] == ["You are a bank."]
     assert [p.content for p in parts if isinstance(p, ThinkingPart)] == ["They asked for 42; wire it."]
     await service.shutdown(1.0)
+
+
+def test_a_pydantic_ai_approval_is_answered_from_use_chats_tool_approval_parts() -> None:
+    """A framework's approval over the AI SDK's own flow: the Pydantic AI agent's
+    ``requires_approval`` call is a ``tool-approval-request`` that ends the UI stream; the
+    conversation posted again with the ``approval-responded`` part resumes the agent's run (its
+    ``resume``) in the same message: the tool runs once and the answer follows."""
+    import json
+
+    import httpx
+
+    from tokenwire.server import create_app
+    from wire import serve
+
+    wired: list[int] = []
+    app = create_app(providers={"bank": bank(wired)}, api_keys=[KEY])
+    headers = {"Authorization": f"Bearer {KEY}"}
+    user = {"id": "u", "role": "user", "parts": [{"type": "text", "text": "Pay 42"}]}
+
+    def chunks(r: httpx.Response) -> list[dict[str, Any]]:
+        assert r.status_code == 200, r.text
+        return [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+
+    with serve(app) as url:
+        asked = chunks(httpx.post(f"{url}/api/chat", json={"id": "c", "messages": [user]}, headers=headers))
+        (request,) = [c for c in asked if c["type"] == "tool-approval-request"]
+        assert asked[-1] == {"type": "finish", "finishReason": "tool-calls"} and wired == []
+        part = {"type": "tool-wire_money", "toolCallId": "pay_1", "state": "approval-responded",
+                "input": {"amount": 42}, "approval": {"id": request["approvalId"], "approved": True}}  # fmt: skip
+        message = {"id": asked[0]["messageId"], "role": "assistant", "parts": [part]}
+        body = {"id": "c", "messages": [user, message]}
+        resumed = chunks(httpx.post(f"{url}/api/chat", json=body, headers=headers, timeout=30))
+    assert resumed[0] == {"type": "start", "messageId": asked[0]["messageId"]}
+    assert {"type": "tool-output-available", "toolCallId": "pay_1", "output": "sent 42"} in resumed
+    assert "".join(c["delta"] for c in resumed if c["type"] == "text-delta") == "Done: sent 42"
+    assert wired == [42] and resumed[-1] == {"type": "finish", "finishReason": "stop"}
