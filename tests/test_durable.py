@@ -567,6 +567,35 @@ async def test_shutdown_ends_a_supervisor_whose_cancel_a_log_call_dropped(monkey
     await asyncio.wait_for(service.shutdown(0.5), 20)  # it used to wait for ever
 
 
+async def test_a_supervisor_cancelled_without_shutdown_stops_even_when_a_log_call_drops_the_cancel(
+    monkeypatch: Any,
+) -> None:
+    """A loop that ends without the service's shutdown (an ASGI host without lifespan, a test
+    server: ``asyncio.run`` cancels what is left) must not keep the supervisor going when the
+    cancel is swallowed inside a log call: the cancel stays counted and stops it."""
+    import contextlib
+
+    service = RunService(providers={"s": Scripted(["x"])}, api_keys=["k"])
+    service.durable.poll_s = 0.01
+    entered = asyncio.Event()
+
+    async def present(*args: Any, **kwargs: Any) -> int:
+        entered.set()
+        with contextlib.suppress(asyncio.CancelledError):  # the cancel, dropped on its way
+            await asyncio.sleep(0.05)
+        return 0
+
+    monkeypatch.setattr(service.log.ownership, "present", present)
+    service.durable.supervise()
+    task = service.durable._supervisor
+    assert task is not None
+    await asyncio.wait_for(entered.wait(), 10)
+    task.cancel()
+    await asyncio.wait_for(asyncio.wait([task]), 10)  # it used to go round for ever
+    assert task.done() and service.durable._supervisor is task  # stopped without aclose()
+    await service.shutdown(0.5)
+
+
 def test_approvals_over_the_ai_sdk_and_ag_ui_endpoints_refuse_what_is_not_theirs_to_answer() -> None:
     """The ids a client answers with are the server's (HMAC-signed, one call each): a forged one
     is 403 on /api/chat and /agui; a valid one from another API key is 403; one request answers

@@ -342,7 +342,10 @@ class Durable:
     async def _supervise(self) -> None:
         ownership = self.service.log.ownership
         task = asyncio.current_task()
-        while task is self._supervisor:  # aclose() lets go of it first: a lost cancel still stops it
+        assert task is not None
+        # aclose() lets go of it first, and a cancel (asyncio.run's at a loop's end, with no
+        # aclose) stays counted: either stops it, also when a Redis call swallowed the cancel.
+        while task is self._supervisor and not task.cancelling():
             if self.service.runs.accepting:
                 try:
                     await ownership.present(self.node, time.time(), 4 * self.poll_s, kind=self.kind)
@@ -354,7 +357,7 @@ class Durable:
                         with contextlib.suppress(OverCapacity, ShuttingDown):
                             await self.carry_on(stream_id, token)
                 except Exception:  # a log hiccup must not end the supervisor
-                    if task is not self._supervisor:
+                    if task is not self._supervisor or task.cancelling():
                         return  # closed meanwhile (its cancel may have come back as this error)
                     logger.warning("run supervisor: check failed; retrying", exc_info=True)
             await asyncio.sleep(self.poll_s)
