@@ -546,33 +546,9 @@ async def test_a_local_iterator_of_a_run_follows_it_across_its_suspension_to_its
     await service.shutdown(1.0)
 
 
-async def test_shutdown_ends_a_supervisor_whose_cancel_a_log_call_dropped(monkeypatch: Any) -> None:
-    """Python 3.11's ``wait_for`` and ``asyncio.timeout`` can drop a cancel that meets a result
-    or a timeout, inside a Redis call: the run supervisor then went round for ever and
-    ``tokenwire serve`` never exited after SIGINT. It now stops at its next turn."""
-    import contextlib
-
-    service = RunService(providers={"s": Scripted(["x"])}, api_keys=["k"])
-    entered = asyncio.Event()
-
-    async def present(*args: Any, **kwargs: Any) -> int:
-        entered.set()
-        with contextlib.suppress(asyncio.CancelledError):  # the cancel, dropped on its way
-            await asyncio.sleep(30)
-        return 0
-
-    monkeypatch.setattr(service.log.ownership, "present", present)
-    service.durable.supervise()
-    await asyncio.wait_for(entered.wait(), 10)
-    await asyncio.wait_for(service.shutdown(0.5), 20)  # it used to wait for ever
-
-
-async def test_a_supervisor_cancelled_without_shutdown_stops_even_when_a_log_call_drops_the_cancel(
-    monkeypatch: Any,
-) -> None:
-    """A loop that ends without the service's shutdown (an ASGI host without lifespan, a test
-    server: ``asyncio.run`` cancels what is left) must not keep the supervisor going when the
-    cancel is swallowed inside a log call: the cancel stays counted and stops it."""
+async def deaf_supervisor(monkeypatch: Any, *, hold_s: float) -> RunService:
+    """A service whose run supervisor is inside a log call that swallows a cancel (holding it
+    ``hold_s``), as Python 3.11's ``wait_for`` and ``asyncio.timeout`` can inside a Redis call."""
     import contextlib
 
     service = RunService(providers={"s": Scripted(["x"])}, api_keys=["k"])
@@ -582,14 +558,32 @@ async def test_a_supervisor_cancelled_without_shutdown_stops_even_when_a_log_cal
     async def present(*args: Any, **kwargs: Any) -> int:
         entered.set()
         with contextlib.suppress(asyncio.CancelledError):  # the cancel, dropped on its way
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(hold_s)
         return 0
 
     monkeypatch.setattr(service.log.ownership, "present", present)
     service.durable.supervise()
+    await asyncio.wait_for(entered.wait(), 10)
+    return service
+
+
+async def test_shutdown_ends_a_supervisor_whose_cancel_a_log_call_dropped(monkeypatch: Any) -> None:
+    """Python 3.11's ``wait_for`` and ``asyncio.timeout`` can drop a cancel that meets a result
+    or a timeout, inside a Redis call: the run supervisor then went round for ever and
+    ``tokenwire serve`` never exited after SIGINT. It now stops at its next turn."""
+    service = await deaf_supervisor(monkeypatch, hold_s=30)
+    await asyncio.wait_for(service.shutdown(0.5), 20)  # it used to wait for ever
+
+
+async def test_a_supervisor_cancelled_without_shutdown_stops_even_when_a_log_call_drops_the_cancel(
+    monkeypatch: Any,
+) -> None:
+    """A loop that ends without the service's shutdown (an ASGI host without lifespan, a test
+    server: ``asyncio.run`` cancels what is left) must not keep the supervisor going when the
+    cancel is swallowed inside a log call: the cancel stays counted and stops it."""
+    service = await deaf_supervisor(monkeypatch, hold_s=0.05)
     task = service.durable._supervisor
     assert task is not None
-    await asyncio.wait_for(entered.wait(), 10)
     task.cancel()
     await asyncio.wait_for(asyncio.wait([task]), 10)  # it used to go round for ever
     assert task.done() and service.durable._supervisor is task  # stopped without aclose()

@@ -47,12 +47,13 @@ async def exercise(base: str, issued: set[str]) -> None:
             f"{base}/v1/streams/{body['stream_id']}/cancel", headers={"Authorization": f"Bearer {body['token']}"}
         )
         await http.get(f"{base}/v1/streams/{body['stream_id']}/events", params={"ticket": "forged." + KEYS[0]})
-        for credential in (body["token"], body["read_token"], KEYS[0]):  # approvals: token, read token, a key
-            await http.post(
-                f"{base}/v1/streams/{body['stream_id']}/approvals",
-                json={"call_id": "c1", "approved": True},
-                headers={"Authorization": f"Bearer {credential}"},
-            )
+        for credential in (body["token"], body["read_token"], KEYS[0]):  # answers: token, read token, a key
+            for what, answer in (("approvals", {"approved": True}), ("tool_results", {"result": "teal"})):
+                await http.post(
+                    f"{base}/v1/streams/{body['stream_id']}/{what}",
+                    json={"call_id": "c1", **answer},
+                    headers={"Authorization": f"Bearer {credential}"},
+                )
 
         async def read_events() -> None:  # one of several readers of a stream: the fan-out's path
             headers = {"Authorization": f"Bearer {body['read_token']}"}
@@ -73,6 +74,15 @@ async def exercise(base: str, issued: set[str]) -> None:
         ui = {"id": "chat", "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "hi"}]}]}
         await http.post(f"{base}/api/chat", json=ui, headers={"Authorization": f"Bearer {KEYS[1]}"})
         await http.get(f"{base}/api/chat/chat/stream", headers={"Authorization": f"Bearer {KEYS[0]}"})
+        answered = {
+            "type": "tool-x",
+            "state": "approval-responded",
+            "approval": {"id": "s.forged.c1", "approved": True},
+        }
+        ui["messages"].append({"id": "m", "role": "assistant", "parts": [answered]})  # an answer, refused
+        await http.post(f"{base}/api/chat", json=ui, headers={"Authorization": f"Bearer {KEYS[1]}"})
+        agui["resume"] = [{"interruptId": "s.forged.c1", "status": "resolved"}]
+        await http.post(f"{base}/agui", json=agui, headers={"Authorization": f"Bearer {KEYS[0]}"})
         # the Responses API's background mode (retrieve, resume, cancel), a snapshot join, and
         # many streams on one connection (tokens in the body; the key's own runs, by the key)
         bearer = {"Authorization": f"Bearer {KEYS[0]}"}
