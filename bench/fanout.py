@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from rawsse import answering, sse_request
+from rawsse import answering, coalesced, sse_request
 
 
 async def on_schedule(args: argparse.Namespace, start_at: float) -> Any:
@@ -96,16 +96,6 @@ def plain_app(args: argparse.Namespace) -> Any:
 
     started: list[asyncio.Task[None]] = []
     start_at: list[float] = []
-
-    async def coalesced(queue: asyncio.Queue[bytes | None]) -> Any:
-        """Every frame queued by the time the response writes, joined into one write; None ends it."""
-        while True:
-            frames = [await queue.get()]
-            while not queue.empty():
-                frames.append(queue.get_nowait())
-            yield b"".join(f for f in frames if f is not None)
-            if frames[-1] is None:
-                return
 
     async def fanout(request: Any) -> Any:
         if not started:

@@ -4,8 +4,10 @@ waiting for a benchmark's server process to answer."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
+from collections.abc import AsyncIterator
 
 import httpx
 
@@ -28,3 +30,15 @@ def answering(proc: subprocess.Popen[bytes], port: int, name: str, within_s: flo
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"{name} server did not start")
+
+
+async def coalesced(queue: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]:
+    """A plain server's response body: every frame queued by the time it writes, joined into one
+    write; None ends it (the baseline's own coalescing)."""
+    while True:
+        frames = [await queue.get()]
+        while not queue.empty():
+            frames.append(queue.get_nowait())
+        yield b"".join(f for f in frames if f is not None)
+        if frames[-1] is None:
+            return

@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from rawsse import answering, sse_request
+from rawsse import answering, coalesced, sse_request
 
 N_BURST = 20_000
 RATE = 50
@@ -159,16 +159,7 @@ def baseline_app(seconds: float) -> Any:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         subscribers.append(queue)
 
-        async def body() -> Any:
-            while True:
-                frames = [await queue.get()]
-                while not queue.empty():
-                    frames.append(queue.get_nowait())
-                yield b"".join(f for f in frames if f is not None)
-                if frames[-1] is None:
-                    return
-
-        return StreamingResponse(body(), media_type="text/event-stream")
+        return StreamingResponse(coalesced(queue), media_type="text/event-stream")
 
     return Starlette(
         routes=[
